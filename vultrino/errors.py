@@ -1,0 +1,267 @@
+"""The whole Vultrino exception tree.
+
+Every error Vultrino raises is a :class:`VultrinoError`. Foreign exceptions (wasmtime, wasmer,
+nacl, msgpack, httpx, tomllib, OS errors) are translated at the adapter that met them and chained
+with ``raise ... from exc``; they never escape to a caller.
+
+::
+
+    VultrinoError
+    ├── ConfigError                     config.toml or an environment variable is wrong
+    ├── StoreError                      the sealed credential store
+    │   ├── StoreNotInitializedError    no credentials.enc yet (run `vultrino init`)
+    │   ├── StoreExistsError            `init` over an existing store
+    │   ├── PasswordRequiredError       no password source and no TTY to ask on
+    │   ├── WrongPasswordError          the password does not open the store
+    │   ├── StoreCorruptError           tampered, truncated or not a store at all
+    │   ├── StoreFormatError            a format or KDF version this build does not know
+    │   └── StoreLockedError            another process held the lock for too long
+    ├── CredentialError
+    │   ├── CredentialNotFoundError     no credential with that alias
+    │   ├── CredentialExistsError       the alias is taken (use --force / replace=True)
+    │   ├── CredentialValidationError   fields do not match the credential type
+    │   └── UnknownCredentialTypeError  the type is neither built in nor defined by a plugin
+    ├── PluginError                     carries ``.plugin``
+    │   ├── ManifestError               plugin.toml is invalid; ``.problems`` lists key paths
+    │   ├── PluginNotFoundError
+    │   ├── PluginConflictError         a name or tool collides with another plugin / built-in
+    │   ├── ActionNotFoundError
+    │   ├── ParameterError              action parameters do not match the manifest
+    │   ├── CredentialMismatchError     the credential belongs to another plugin / type
+    │   ├── ActionFailedError           the plugin answered with an error; ``.code``
+    │   ├── AccessDeniedError           e.g. a URL outside a credential's allowlist
+    │   └── InstallError                the installer refused or failed
+    │       └── UnsafeSourceError       hostile archive, path, URL or ref
+    └── EngineError                     the WebAssembly runtime; carries ``.plugin``
+        ├── EngineUnavailableError      the requested engine is not installed
+        ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
+        ├── PluginTrapError             the guest trapped (includes stack overflow)
+        ├── PluginTimeoutError          the call passed its wall-clock deadline
+        ├── PluginMemoryError           the guest hit the memory cap
+        └── PluginABIError              the guest broke the ABI (bad pointer, garbage, output cap)
+
+Messages say what happened, where, and what to do next. They never contain a secret value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "ActionFailedError",
+    "ActionNotFoundError",
+    "ConfigError",
+    "CredentialError",
+    "CredentialExistsError",
+    "CredentialMismatchError",
+    "CredentialNotFoundError",
+    "CredentialValidationError",
+    "EngineError",
+    "EngineUnavailableError",
+    "InstallError",
+    "ManifestError",
+    "ModuleError",
+    "ParameterError",
+    "PasswordRequiredError",
+    "PluginABIError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginMemoryError",
+    "PluginNotFoundError",
+    "PluginTimeoutError",
+    "PluginTrapError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreFormatError",
+    "StoreLockedError",
+    "StoreNotInitializedError",
+    "UnknownCredentialTypeError",
+    "UnsafeSourceError",
+    "VultrinoError",
+    "WrongPasswordError",
+]
+
+
+class VultrinoError(Exception):
+    """Root of every error Vultrino raises.
+
+    ``exit_code`` is what the CLI exits with when this error reaches it (see docs/cli.md).
+    """
+
+    exit_code: int = 1
+
+
+class ConfigError(VultrinoError):
+    """config.toml or a VULTRINO_* environment variable is invalid."""
+
+    exit_code = 2
+
+
+# --- store -----------------------------------------------------------------------------------
+
+
+class StoreError(VultrinoError):
+    """Something is wrong with the sealed credential store."""
+
+    exit_code = 3
+
+
+class StoreNotInitializedError(StoreError):
+    """There is no credentials.enc yet."""
+
+
+class StoreExistsError(StoreError):
+    """A store already exists where a new one was to be created."""
+
+
+class PasswordRequiredError(StoreError):
+    """No password was given and there is no terminal to ask on."""
+
+
+class WrongPasswordError(StoreError):
+    """The password does not open the store."""
+
+
+class StoreCorruptError(StoreError):
+    """The store file is tampered with, truncated, or not a Vultrino store."""
+
+
+class StoreFormatError(StoreError):
+    """The store uses a format or KDF version this build does not know."""
+
+
+class StoreLockedError(StoreError):
+    """Another process held the store lock for too long."""
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+class CredentialError(VultrinoError):
+    """A credential cannot be found, added or used."""
+
+    exit_code = 4
+
+
+class CredentialNotFoundError(CredentialError):
+    """No credential has that alias."""
+
+
+class CredentialExistsError(CredentialError):
+    """The alias is already taken."""
+
+
+class CredentialValidationError(CredentialError):
+    """The fields do not satisfy the credential type."""
+
+
+class UnknownCredentialTypeError(CredentialError):
+    """The type is neither built in nor defined by an installed plugin."""
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+
+class PluginError(VultrinoError):
+    """A plugin, its manifest, or one of its actions failed."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class ManifestError(PluginError):
+    """plugin.toml is invalid. ``problems`` holds one ``key.path: message`` line per problem."""
+
+    def __init__(
+        self, message: str, *, plugin: str | None = None, problems: list[str] | None = None
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.problems = list(problems or [])
+
+
+class PluginNotFoundError(PluginError):
+    """No plugin with that name is installed."""
+
+
+class PluginConflictError(PluginError):
+    """A plugin or tool name collides with an installed or built-in one."""
+
+
+class ActionNotFoundError(PluginError):
+    """The plugin has no action with that name."""
+
+
+class ParameterError(PluginError):
+    """Action parameters do not match the manifest."""
+
+    exit_code = 6
+
+
+class CredentialMismatchError(PluginError):
+    """The credential is of a type the plugin or action does not handle."""
+
+    exit_code = 6
+
+
+class ActionFailedError(PluginError):
+    """The plugin ran and answered with an error. ``code`` is the plugin's error code."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, plugin: str | None = None, code: str = "failed") -> None:
+        super().__init__(message, plugin=plugin)
+        self.code = code
+
+
+class AccessDeniedError(PluginError):
+    """A policy (such as a credential's URL allowlist) refused the action before it ran."""
+
+    exit_code = 8
+
+
+class InstallError(PluginError):
+    """The installer could not install the plugin."""
+
+
+class UnsafeSourceError(InstallError):
+    """The source is hostile or unsafe: a path escaping the tree, a link, a device, an option."""
+
+
+# --- engine ----------------------------------------------------------------------------------
+
+
+class EngineError(VultrinoError):
+    """The WebAssembly runtime failed. ``plugin`` names the plugin when one is known."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class EngineUnavailableError(EngineError):
+    """The requested engine is not installed."""
+
+
+class ModuleError(EngineError):
+    """The module is not valid wasm, or its imports/exports do not fit a Vultrino ABI."""
+
+
+class PluginTrapError(EngineError):
+    """The guest trapped (unreachable, out-of-bounds access, stack overflow, ...)."""
+
+
+class PluginTimeoutError(EngineError):
+    """The guest ran past its wall-clock deadline."""
+
+
+class PluginMemoryError(EngineError):
+    """The guest tried to grow its memory past the cap."""
+
+
+class PluginABIError(EngineError):
+    """The guest broke the ABI: a bad pointer, bytes that do not decode, output over the cap."""

@@ -1,0 +1,189 @@
+"""What every plugin is, built-in or WebAssembly: the specs a manifest declares and the
+:class:`Plugin` protocol the registry holds.
+
+Built-in plugins (the HTTP plugin) describe themselves with the same spec classes a
+``plugin.toml`` is parsed into, so both go through the same door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
+ParamKind = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+FIELD_KINDS: tuple[str, ...] = ("text", "password", "textarea", "select", "checkbox", "number")
+PARAM_KINDS: tuple[str, ...] = ("string", "integer", "number", "boolean", "object", "array")
+
+PLUGIN_TYPE_PREFIX = "plugin:"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of a credential type (``[[credential_types.fields]]``)."""
+
+    name: str
+    label: str = ""
+    type: FieldKind = "text"
+    required: bool = False
+    secret: bool = False
+    help_text: str = ""
+    placeholder: str = ""
+    default: Any = None
+    options: tuple[str, ...] = ()
+    min_length: int | None = None
+    max_length: int | None = None
+    validation_pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialTypeSpec:
+    """A credential type (``[[credential_types]]``). ``name`` is the short name."""
+
+    name: str
+    display_name: str = ""
+    description: str = ""
+    fields: tuple[FieldSpec, ...] = ()
+
+    def field(self, name: str) -> FieldSpec | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.secret or f.type == "password")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One action parameter (``[[actions.parameters]]``)."""
+
+    name: str
+    type: ParamKind = "string"
+    required: bool = False
+    description: str = ""
+    default: Any = None
+    enum_values: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """An action (``[[actions]]``). ``credential_type`` is the short type name, or None when the
+    action needs no credential."""
+
+    name: str
+    description: str = ""
+    credential_type: str | None = None
+    parameters: tuple[ParameterSpec, ...] = ()
+
+    def parameter(self, name: str) -> ParameterSpec | None:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """An MCP tool (``[[mcp_tools]]``) bound to one of the plugin's actions."""
+
+    name: str
+    action: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """The ``[plugin]`` table."""
+
+    name: str
+    version: str
+    description: str = ""
+    author: str = ""
+    license: str = ""
+    homepage: str = ""
+    repository: str = ""
+    format: str = "wasm"
+    wasm_module: str | None = None
+    min_vultrino_version: str | None = None
+
+
+@dataclass(frozen=True)
+class PluginManifest:
+    """A parsed and validated ``plugin.toml`` (or a built-in plugin's self-description)."""
+
+    plugin: PluginInfo
+    credential_types: tuple[CredentialTypeSpec, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    mcp_tools: tuple[ToolSpec, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+    def credential_type(self, name: str) -> CredentialTypeSpec | None:
+        for t in self.credential_types:
+            if t.name == name:
+                return t
+        return None
+
+    def action(self, name: str) -> ActionSpec | None:
+        for a in self.actions:
+            if a.name == name:
+                return a
+        return None
+
+
+def qualified_type(plugin: str, type_name: str) -> str:
+    """``plugin:<plugin>:<type>``, the credential type as users write it."""
+    return f"{PLUGIN_TYPE_PREFIX}{plugin}:{type_name}"
+
+
+@dataclass(frozen=True)
+class CredentialView:
+    """What a plugin receives for one call: the alias, the short type name, and field values.
+
+    ``state`` is plugin-managed secret state kept in the store (e.g. a cached oauth2 token);
+    a plugin that changes it returns the new state through :class:`ActionResult`.
+    """
+
+    alias: str
+    type: str
+    fields: Mapping[str, Any]
+    allow: tuple[str, ...] = ()
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActionResult:
+    """A plugin's answer. ``new_state`` (when not None) is persisted for the credential."""
+
+    value: Any
+    new_state: dict[str, Any] | None = None
+
+
+class Plugin(Protocol):
+    """A loaded plugin. The registry holds these; the core facade calls ``execute``.
+
+    ``execute`` receives parameters already validated against the manifest and a credential
+    already checked to be of one of this plugin's types. It raises :class:`ActionFailedError`
+    (with the plugin's code) when the plugin answers with an error, and EngineError subclasses
+    when the guest misbehaves.
+    """
+
+    manifest: PluginManifest
+    builtin: bool
+
+    @property
+    def name(self) -> str: ...
+
+    def execute(
+        self, action: str, params: Mapping[str, Any], credential: CredentialView | None
+    ) -> ActionResult: ...
+
+    def close(self) -> None: ...

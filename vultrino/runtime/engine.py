@@ -1,0 +1,163 @@
+"""The small protocol every WebAssembly engine adapter implements.
+
+Adapters (``_wasmtime.py``, ``_wasmer.py``) are the only modules that import an engine SDK. They
+know nothing about plugins or ABIs: the ABI codecs in ``abi.py`` drive an :class:`Instance`
+through exported functions and linear-memory reads and writes, so each adapter stays small.
+
+Errors: adapters raise only :mod:`vultrino.errors` types (``ModuleError`` when a module cannot be
+compiled or instantiated; ``PluginTrapError``, ``PluginTimeoutError``, ``PluginMemoryError`` from
+calls; ``PluginABIError`` for out-of-bounds memory access requested by the host). Engine
+exceptions are mapped ``from exc`` inside the adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+ValType = Literal["i32", "i64", "f32", "f64", "v128", "funcref", "externref"]
+ExternKind = Literal["func", "memory", "table", "global", "tag"]
+
+MIB = 1024 * 1024
+WASM_PAGE = 65536
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one guest call may use. Enforced on every engine."""
+
+    deadline_s: float = 5.0
+    memory_bytes: int = 128 * MIB
+    output_bytes: int = 8 * MIB
+
+    def __post_init__(self) -> None:
+        if not self.deadline_s > 0:
+            raise ValueError("deadline_s must be positive")
+        if self.memory_bytes < WASM_PAGE:
+            raise ValueError("memory_bytes must be at least one wasm page (65536)")
+        if self.output_bytes < 1:
+            raise ValueError("output_bytes must be positive")
+
+
+@dataclass(frozen=True)
+class FuncType:
+    params: tuple[ValType, ...]
+    results: tuple[ValType, ...]
+
+    def __str__(self) -> str:
+        return f"({', '.join(self.params)}) -> ({', '.join(self.results)})"
+
+
+@dataclass(frozen=True)
+class ImportDesc:
+    module: str
+    name: str
+    kind: ExternKind
+    type: FuncType | None = None  # set for functions
+
+
+@dataclass(frozen=True)
+class ExportDesc:
+    name: str
+    kind: ExternKind
+    type: FuncType | None = None  # set for functions
+
+
+@dataclass(frozen=True)
+class ModuleShape:
+    """Imports and exports of a module, as the engine sees them."""
+
+    imports: tuple[ImportDesc, ...]
+    exports: tuple[ExportDesc, ...]
+
+    def export(self, name: str) -> ExportDesc | None:
+        for e in self.exports:
+            if e.name == name:
+                return e
+        return None
+
+
+class Memory(Protocol):
+    """A guest's linear memory, as host functions and ABI codecs see it."""
+
+    def read(self, ptr: int, length: int) -> bytes:
+        """Copy ``length`` bytes at ``ptr``; ``PluginABIError`` when out of bounds."""
+        ...
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Copy ``data`` to ``ptr``; ``PluginABIError`` when out of bounds."""
+        ...
+
+    def size(self) -> int:
+        """Current size in bytes."""
+        ...
+
+
+class GuestExit(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a host function to end the guest call (WASI ``proc_exit``)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class HostFunc:
+    """A function the host offers to guests: ``fn(memory, *args) -> result | None``."""
+
+    module: str
+    name: str
+    type: FuncType
+    fn: Callable[..., int | float | None]
+
+
+class Instance(Protocol):
+    """One instantiated module with its own store and limits."""
+
+    memory: Memory
+
+    def export(self, name: str) -> Callable[..., int | None] | None:
+        """A fast bound callable for an exported function, or None when it is not exported.
+
+        Calls raise ``PluginTrapError``/``PluginTimeoutError``/``PluginMemoryError``. After any
+        such error the instance is poisoned and the caller must instantiate a fresh one.
+        """
+        ...
+
+    def set_deadline(self, seconds: float) -> None:
+        """Give calls made from now on a total wall-clock budget of ``seconds``."""
+        ...
+
+    def close(self) -> None:
+        """Release the instance; idempotent."""
+        ...
+
+
+class Engine(Protocol):
+    """An engine adapter. ``name`` is ``wasmtime`` or ``wasmer``."""
+
+    name: str
+    version: str
+
+    def fingerprint(self, limits: Limits) -> str:
+        """What, besides the wasm bytes, a compiled artifact depends on (for the cache key)."""
+        ...
+
+    def compile(self, wasm: bytes, limits: Limits) -> object:
+        """Validate and compile; ``ModuleError`` naming what is wrong."""
+        ...
+
+    def shape(self, native: object) -> ModuleShape: ...
+
+    def serialize(self, native: object) -> bytes: ...
+
+    def deserialize(self, data: bytes) -> object:
+        """Load a serialized artifact; ``ModuleError`` when the engine rejects it."""
+        ...
+
+    def instantiate(
+        self, native: object, host: Sequence[HostFunc], limits: Limits
+    ) -> Instance: ...
+
+    def close(self) -> None: ...
