@@ -1,5 +1,90 @@
-"""Vultrino: a credential proxy for AI agents, extended by sandboxed WebAssembly plugins."""
+"""Vultrino: a credential proxy for AI agents, extended by sandboxed WebAssembly plugins.
+
+The public surface for scripts::
+
+    from vultrino import Vultrino
+
+    with Vultrino.open() as v:
+        v.execute("release-key", "sign_cleartext", {"message": "I approve"})
+
+Everything else (the store, the runtime, the registry) is reached through the facade.
+"""
 
 from vultrino._version import __version__
+from vultrino.core import CredentialInfo, ToolInfo, TypeInfo, Vultrino
+from vultrino.errors import (
+    AccessDeniedError,
+    ActionFailedError,
+    ActionNotFoundError,
+    ConfigError,
+    CredentialError,
+    CredentialExistsError,
+    CredentialMismatchError,
+    CredentialNotFoundError,
+    CredentialValidationError,
+    EngineError,
+    EngineUnavailableError,
+    InstallError,
+    ManifestError,
+    ModuleError,
+    ParameterError,
+    PasswordRequiredError,
+    PluginABIError,
+    PluginConflictError,
+    PluginError,
+    PluginMemoryError,
+    PluginNotFoundError,
+    PluginTimeoutError,
+    PluginTrapError,
+    StoreCorruptError,
+    StoreError,
+    StoreExistsError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreNotInitializedError,
+    UnknownCredentialTypeError,
+    UnsafeSourceError,
+    VultrinoError,
+    WrongPasswordError,
+)
 
-__all__ = ["__version__"]
+__all__ = [
+    "AccessDeniedError",
+    "ActionFailedError",
+    "ActionNotFoundError",
+    "ConfigError",
+    "CredentialError",
+    "CredentialExistsError",
+    "CredentialInfo",
+    "CredentialMismatchError",
+    "CredentialNotFoundError",
+    "CredentialValidationError",
+    "EngineError",
+    "EngineUnavailableError",
+    "InstallError",
+    "ManifestError",
+    "ModuleError",
+    "ParameterError",
+    "PasswordRequiredError",
+    "PluginABIError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginMemoryError",
+    "PluginNotFoundError",
+    "PluginTimeoutError",
+    "PluginTrapError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreFormatError",
+    "StoreLockedError",
+    "StoreNotInitializedError",
+    "ToolInfo",
+    "TypeInfo",
+    "UnknownCredentialTypeError",
+    "UnsafeSourceError",
+    "Vultrino",
+    "VultrinoError",
+    "WrongPasswordError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+"""`python -m vultrino` runs the CLI."""
+
+from vultrino.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""What every command shares: the --home option, opening the facade, output and error handling.
+
+Data goes to stdout, messages to stderr. With ``--json`` stdout carries exactly one JSON document
+(an error becomes ``{"error": {"type": ..., "message": ...}}``). Exit codes are the
+``exit_code`` of the error class (docs/cli.md lists them).
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from vultrino.errors import VultrinoError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Vultrino home directory (default: $VULTRINO_HOME or ~/.vultrino).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+_state: dict[str, Any] = {"home": None}
+
+
+def set_root_home(home: Path | None) -> None:
+    _state["home"] = home
+
+
+def home_arg(home: Path | None) -> Path | None:
+    """The command's --home, else the root --home, else None (VULTRINO_HOME / default)."""
+    return home if home is not None else _state["home"]
+
+
+def err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def is_tty() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def prompt_secret(label: str) -> str:
+    """Hidden input on the terminal (getpass writes the prompt to the tty, not stdout)."""
+    return getpass.getpass(label)
+
+
+def terminal_prompt() -> Callable[[str], str] | None:
+    """A hidden password prompt when attached to a terminal, else None (so no hang)."""
+    return prompt_secret if is_tty() else None
+
+
+def open_vultrino(home: Path | None, *, engine: str | None = None) -> Any:
+    from vultrino.core import Vultrino
+
+    return Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)
+
+
+def handle_errors(json_flag: str | None = "json") -> Callable[[F], F]:
+    """Turn VultrinoError into a one-line message on stderr and its exit code."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except VultrinoError as exc:
+                if json_flag and kwargs.get(json_flag):
+                    emit_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
+                err(f"error: {exc}")
+                problems = getattr(exc, "problems", None)
+                if problems:
+                    for p in problems:
+                        err(f"  - {p}")
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                err("interrupted")
+                raise typer.Exit(130) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
+    """A plain aligned table on stdout."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
+    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    typer.echo(line)
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def confirm_or_yes(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one, demand --yes."""
+    if yes:
+        return
+    if not is_tty():
+        err("error: refusing to proceed without confirmation: pass --yes")
+        raise typer.Exit(2)
+    if not typer.confirm(question, err=True):
+        err("aborted")
+        raise typer.Exit(1)
+
+
+def read_value(raw: str, *, what: str) -> str:
+    """``@path`` reads a file, ``-`` reads stdin, anything else is the value itself."""
+    if raw == "-":
+        return sys.stdin.read()
+    if raw.startswith("@"):
+        path = Path(raw[1:]).expanduser()
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            err(f"error: {what}: cannot read {path}: {exc.strerror}")
+            raise typer.Exit(2) from None
+    return raw
+
+
+def split_pair(raw: str, *, option: str) -> tuple[str, str]:
+    key, sep, value = raw.partition("=")
+    if not sep or not key:
+        err(f"error: {option} expects KEY=VALUE, got {raw.split('=', maxsplit=1)[0]!r}...")
+        raise typer.Exit(2)
+    return key.strip(), value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false", "no")

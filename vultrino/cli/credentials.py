@@ -1,0 +1,438 @@
+"""Credential commands: init, add, list, info, remove, types, rekey, request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vultrino.cli._common import (
+    HomeOpt,
+    JsonOpt,
+    confirm_or_yes,
+    emit_json,
+    err,
+    handle_errors,
+    home_arg,
+    is_tty,
+    open_vultrino,
+    prompt_secret,
+    read_value,
+    split_pair,
+    table,
+)
+from vultrino.errors import CredentialValidationError, ParameterError, PasswordRequiredError
+
+
+def _new_password(confirm_label: str = "Repeat password: ") -> str:
+    """Ask twice on a terminal; otherwise the env/file sources (never a hang)."""
+    from vultrino.core import resolve_password
+
+    if not is_tty():
+        return resolve_password(None, None)
+    first = prompt_secret("New store password: ")
+    if not first:
+        raise PasswordRequiredError("the password must not be empty")
+    if prompt_secret(confirm_label) != first:
+        raise PasswordRequiredError("the passwords did not match; nothing was changed")
+    return first
+
+
+def _kdf(opslimit: int | None, memlimit_mb: int | None) -> Any:
+    if opslimit is None and memlimit_mb is None:
+        return None
+    from vultrino.store import KdfParams
+
+    d = KdfParams.default()
+    return KdfParams(
+        opslimit=opslimit or d.opslimit,
+        memlimit=(memlimit_mb * 1024 * 1024) if memlimit_mb else d.memlimit,
+    )
+
+
+OpsOpt = Annotated[
+    int | None, typer.Option("--kdf-opslimit", help="Argon2id passes (default: config/built-in).")
+]
+MemOpt = Annotated[int | None, typer.Option("--kdf-memlimit-mb", help="Argon2id memory in MiB.")]
+
+
+@handle_errors()
+def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: MemOpt = None) -> None:
+    """Create an empty, sealed credential store.
+
+    The password is asked twice on a terminal, or taken from VULTRINO_PASSWORD or
+    VULTRINO_PASSWORD_FILE.
+
+    Example: vultrino init
+    """
+    from vultrino.core import Vultrino
+    from vultrino.core import resolve_password as _resolve
+
+    password = _new_password() if is_tty() else _resolve(None, None)
+    with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
+        err(f"created {v.home.store}")
+
+
+def _field_values(raw_fields: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in raw_fields:
+        key, value = split_pair(raw, option="--field")
+        text = read_value(value, what=f"--field {key}")
+        if value.startswith("@") or value == "-":
+            text = text[:-1] if text.endswith("\n") and text.count("\n") == 1 else text
+        values[key] = text
+    return values
+
+
+def _prompt_missing(spec: Any, values: dict[str, Any]) -> None:
+    """Ask for fields not given on the command line (hidden input for secret ones)."""
+    missing = [f for f in spec.fields if f.name not in values]
+    if not missing:
+        return
+    if not is_tty():
+        required = [f.name for f in missing if f.required and f.default is None]
+        if required:
+            raise CredentialValidationError(
+                f"missing required field(s) {', '.join(required)}; there is no terminal to ask "
+                "on, so pass them with --field NAME=VALUE (or NAME=@file, NAME=- for stdin)"
+            )
+        return
+    for f in missing:
+        label = f.label or f.name
+        hint = f" ({f.help_text})" if f.help_text else ""
+        optional = not f.required or f.default is not None
+        suffix = " [optional]" if optional and f.default is None else ""
+        if f.type == "textarea":
+            err(f"{label}{hint}{suffix}: enter the value, then a line with a single '.'")
+            read = prompt_secret if f.secret else (lambda _p: input())
+            lines: list[str] = []
+            while True:
+                line = read("")
+                if line == ".":
+                    break
+                lines.append(line)
+            value: Any = "\n".join(lines) + ("\n" if lines else "")
+        elif f.secret or f.type == "password":
+            value = prompt_secret(f"{label}{hint}{suffix}: ")
+        elif f.type == "select":
+            value = typer.prompt(
+                f"{label} ({'/'.join(f.options)})", default=f.default or "", err=True
+            )
+        else:
+            value = typer.prompt(
+                f"{label}{hint}{suffix}",
+                default="" if f.default is None else str(f.default),
+                show_default=f.default is not None,
+                err=True,
+            )
+        if value != "" or not optional:
+            values[f.name] = value
+
+
+@handle_errors()
+def add(
+    alias: Annotated[str, typer.Option("--alias", help="The name agents use for it.")],
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type", help="api_key, bearer, basic_auth, oauth2 or plugin:<plugin>:<type>"
+        ),
+    ],
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="NAME=VALUE, NAME=@file or NAME=- (stdin). Repeatable."),
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", help="Shown to agents.")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help="URL pattern the credential may be sent to. Repeatable."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite an existing alias.")
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a credential. Missing fields are prompted for (secret ones hidden).
+
+    Examples:
+
+      vultrino add --alias my-pgp-key --type plugin:pgp-signing:pgp_key
+
+      vultrino add --alias github --type api_key --field key=@token.txt --allow 'https://api.github.com/*'
+    """
+    with open_vultrino(home) as v:
+        values: dict[str, Any] = _field_values(field or [])
+        _, spec = v.registry.resolve_type(type_)
+        _prompt_missing(spec, values)
+        info = v.add_credential(alias, type_, values, description, allow or None, replace=replace)
+    if json_out:
+        emit_json(info.to_dict())
+    else:
+        err(f"added {info.alias} ({info.type})")
+
+
+@handle_errors()
+def list_(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List credentials (never their values).
+
+    Example: vultrino list --json
+    """
+    with open_vultrino(home) as v:
+        infos = v.credentials()
+    if json_out:
+        emit_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        err("no credentials yet: add one with `vultrino add --alias NAME --type TYPE`")
+        return
+    table([(i.alias, i.type, i.description) for i in infos], ("alias", "type", "description"))
+
+
+@handle_errors()
+def info(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a credential's metadata; secret fields are masked.
+
+    Example: vultrino info github
+    """
+    with open_vultrino(home) as v:
+        i = v.credential_info(alias)
+    if json_out:
+        emit_json(i.to_dict())
+        return
+    typer.echo(f"alias:       {i.alias}")
+    typer.echo(f"type:        {i.type}")
+    typer.echo(f"plugin:      {i.plugin or '(not installed)'}")
+    typer.echo(f"description: {i.description}")
+    typer.echo(f"allow:       {', '.join(i.allow) if i.allow else '(none)'}")
+    typer.echo("fields:")
+    for k, val in i.fields.items():
+        typer.echo(f"  {k}: {val}")
+    typer.echo(f"created:     {i.created_at}")
+    typer.echo(f"updated:     {i.updated_at}")
+
+
+@handle_errors()
+def remove(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a credential.
+
+    Example: vultrino remove github --yes
+    """
+    with open_vultrino(home) as v:
+        v.credential_info(alias)  # fail before asking when it does not exist
+        confirm_or_yes(f"Remove credential {alias!r}?", yes)
+        i = v.remove_credential(alias)
+    if json_out:
+        emit_json({"removed": i.alias})
+    else:
+        err(f"removed {i.alias}")
+
+
+@handle_errors()
+def types(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List the credential types you can add, with their fields.
+
+    Example: vultrino types
+    """
+    with open_vultrino(home) as v:
+        found = v.types()
+    if json_out:
+        emit_json(
+            [
+                {
+                    "type": t.name,
+                    "plugin": t.plugin,
+                    "display_name": t.spec.display_name,
+                    "description": t.spec.description,
+                    "fields": [
+                        {
+                            "name": f.name,
+                            "type": f.type,
+                            "required": f.required,
+                            "secret": f.secret,
+                            "default": f.default,
+                            "options": list(f.options),
+                        }
+                        for f in t.spec.fields
+                    ],
+                }
+                for t in found
+            ]
+        )
+        return
+    for t in found:
+        typer.echo(f"{t.name}  ({t.plugin}) {t.spec.description}".rstrip())
+        for f in t.spec.fields:
+            flags = (
+                [f.type] + (["required"] if f.required else []) + (["secret"] if f.secret else [])
+            )
+            typer.echo(f"    {f.name}: {', '.join(flags)}")
+
+
+@handle_errors()
+def rekey(
+    home: HomeOpt = None,
+    kdf_opslimit: OpsOpt = None,
+    kdf_memlimit_mb: MemOpt = None,
+    new_password_file: Annotated[
+        Path | None,
+        typer.Option("--new-password-file", help="Read the new password from this file."),
+    ] = None,
+) -> None:
+    """Re-seal the store under a new password and/or KDF parameters, atomically.
+
+    Example: vultrino rekey --kdf-memlimit-mb 256
+    """
+    with open_vultrino(home) as v:
+        v.unlock()
+        if new_password_file is not None:
+            new = new_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        elif is_tty():
+            new = _new_password()
+        else:
+            raise PasswordRequiredError(
+                "no terminal to ask for the new password: pass --new-password-file PATH"
+            )
+        v.rekey(new, _kdf(kdf_opslimit, kdf_memlimit_mb))
+    err("store re-sealed")
+
+
+def _params(param: list[str], params_json: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if params_json is not None:
+        try:
+            loaded = json.loads(read_value(params_json, what="--params-json"))
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"--params-json is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ParameterError("--params-json must be a JSON object")
+        out.update(loaded)
+    for raw in param:
+        key, value = split_pair(raw, option="--param")
+        out[key] = read_value(value, what=f"--param {key}")
+    return out
+
+
+def _http_params(
+    url: str, method: str | None, header: list[str], data: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"url": url}
+    if method:
+        params["method"] = method.upper()
+    elif data is not None:
+        params["method"] = "POST"
+    headers: dict[str, str] = {}
+    for h in header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise ParameterError(f"-H expects 'Name: value', got {name!r}")
+        headers[name.strip()] = value.strip()
+    if headers:
+        params["headers"] = headers
+    if data is not None:
+        params["body"] = read_value(data, what="-d")
+    return params
+
+
+def _print_result(result: Any, json_out: bool) -> None:
+    if json_out:
+        emit_json(result)
+    elif isinstance(result, str):
+        typer.echo(result)
+    else:
+        emit_json(result)
+
+
+def _print_http(result: dict[str, Any], json_out: bool) -> int:
+    status = int(result.get("status", 0))
+    if json_out:
+        emit_json(result)
+    else:
+        err(f"HTTP {status}")
+        body = result.get("body", "")
+        if result.get("body_encoding") == "base64":
+            sys.stdout.buffer.write(base64.b64decode(body))
+            sys.stdout.flush()
+        else:
+            typer.echo(body, nl=not str(body).endswith("\n"))
+    return 0 if status < 400 else 22  # like curl --fail: scripts can tell a 4xx/5xx
+
+
+@handle_errors()
+def request(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    url: Annotated[str | None, typer.Argument(help="URL, for the built-in HTTP plugin.")] = None,
+    action: Annotated[str | None, typer.Option("--action", "-a", help="Plugin action.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE (repeatable).")
+    ] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params-json", help="Parameters as a JSON object (or @file).")
+    ] = None,
+    method: Annotated[str | None, typer.Option("-X", "--method", help="HTTP method.")] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="'Name: value' (repeatable).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("-d", "--data", help="Request body, @file or - (stdin).")
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a plugin action, or an HTTP request, with a credential.
+
+    Examples:
+
+      vultrino request my-pgp-key --action sign_cleartext --param message="I approve"
+
+      vultrino request github https://api.github.com/user
+    """
+    if url is not None and action is None:
+        if param or params_json:
+            raise ParameterError("give either a URL (HTTP request) or --action with --param")
+        params = _http_params(url, method, header or [], data)
+        with open_vultrino(home) as v:
+            result = v.execute(alias, "request", params, source="cli")
+        code = _print_http(result, json_out)
+        if code:
+            raise typer.Exit(code)
+        return
+    if action is None:
+        raise ParameterError(
+            "nothing to do: give --action NAME (see `vultrino plugin info PLUGIN`) or a URL"
+        )
+    if url is not None or method or header or data is not None:
+        raise ParameterError(
+            "URL, -X, -H and -d belong to HTTP requests; use --param with --action"
+        )
+    with open_vultrino(home) as v:
+        result = v.execute(
+            alias, action, _params(param or [], params_json), from_cli=True, source="cli"
+        )
+    _print_result(result, json_out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("add")(add)
+    app.command("list")(list_)
+    app.command("info")(info)
+    app.command("remove")(remove)
+    app.command("types")(types)
+    app.command("rekey")(rekey)
+    app.command("request")(request)

@@ -1,0 +1,140 @@
+"""Settings from ``$VULTRINO_HOME/config.toml`` and the ``VULTRINO_*`` environment.
+
+An absent file means defaults. A broken file is a :class:`ConfigError` naming the file, and the
+line (syntax errors) or key (wrong values) — never silently replaced by defaults. Unknown keys are
+errors too: a mistyped limit must not quietly leave the default in force.
+
+::
+
+    engine = "wasmtime"          # or "wasmer"; VULTRINO_ENGINE overrides
+
+    [limits]
+    deadline_s = 5.0             # wall-clock budget of one plugin call
+    memory_mb = 128              # linear-memory cap of one plugin instance
+    output_mb = 8                # largest plugin result
+
+    [store]
+    kdf_opslimit = 3             # Argon2id parameters for `init` and `rekey`
+    kdf_memlimit_mb = 64
+
+    [http]
+    max_response_mb = 10         # largest body the built-in HTTP plugin reads
+
+    [mcp]
+    port = 8765                  # default port of `vultrino mcp --http`
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vultrino.errors import ConfigError
+from vultrino.runtime.engine import MIB, Limits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on the Python 3.10 CI leg
+    import tomli as tomllib
+
+ENV_ENGINE = "VULTRINO_ENGINE"
+ENGINE_NAMES = ("wasmtime", "wasmer")
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "": {"engine": str},
+    "limits": {"deadline_s": (int, float), "memory_mb": int, "output_mb": int},
+    "store": {"kdf_opslimit": int, "kdf_memlimit_mb": int},
+    "http": {"max_response_mb": int},
+    "mcp": {"port": int},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Effective settings: file values over defaults, environment over file."""
+
+    engine: str = "wasmtime"
+    limits: Limits = field(default_factory=Limits)
+    kdf_opslimit: int | None = None
+    kdf_memlimit: int | None = None
+    http_max_response_bytes: int = 10 * MIB
+    mcp_port: int = 8765
+    source: Path | None = None
+
+
+def load_config(path: Path) -> Config:
+    """Read ``path`` (absent = defaults) and apply ``VULTRINO_ENGINE``."""
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}. Fix the file or delete it to use defaults.") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    _check_schema(path, data)
+
+    limits = data.get("limits", {})
+    store = data.get("store", {})
+    try:
+        lim = Limits(
+            deadline_s=float(limits.get("deadline_s", Limits.deadline_s)),
+            memory_bytes=int(limits.get("memory_mb", Limits.memory_bytes // MIB)) * MIB,
+            output_bytes=int(limits.get("output_mb", Limits.output_bytes // MIB)) * MIB,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [limits]: {exc}") from exc
+
+    engine = os.environ.get(ENV_ENGINE) or data.get("engine", "wasmtime")
+    if engine not in ENGINE_NAMES:
+        where = ENV_ENGINE if os.environ.get(ENV_ENGINE) else f"{path}: engine"
+        raise ConfigError(f"{where}: unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
+
+    memlimit_mb = store.get("kdf_memlimit_mb")
+    return Config(
+        engine=engine,
+        limits=lim,
+        kdf_opslimit=store.get("kdf_opslimit"),
+        kdf_memlimit=None if memlimit_mb is None else memlimit_mb * MIB,
+        http_max_response_bytes=data.get("http", {}).get("max_response_mb", 10) * MIB,
+        mcp_port=data.get("mcp", {}).get("port", 8765),
+        source=path if path.exists() else None,
+    )
+
+
+def _check_schema(path: Path, data: dict[str, Any]) -> None:
+    problems: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and key in _SCHEMA and key:
+            table, entries = key, value
+        elif key in _SCHEMA[""]:
+            table, entries = "", {key: value}
+        else:
+            problems.append(f"{key}: unknown key (known: {', '.join(_known_keys())})")
+            continue
+        for name, val in entries.items():
+            expected = _SCHEMA[table].get(name)
+            where = f"{table}.{name}" if table else name
+            if expected is None:
+                problems.append(f"{where}: unknown key")
+            elif isinstance(val, bool) or not isinstance(val, expected):
+                problems.append(f"{where}: expected {_type_name(expected)}, got {val!r}")
+            elif isinstance(val, (int, float)) and not isinstance(val, bool) and val <= 0:
+                problems.append(f"{where}: must be positive, got {val!r}")
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+
+
+def _known_keys() -> list[str]:
+    keys = list(_SCHEMA[""])
+    keys += [f"[{t}]" for t in _SCHEMA if t]
+    return keys
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(t.__name__ for t in expected)
+    return expected.__name__
