@@ -1,4 +1,9 @@
-"""Shared test isolation: no test touches a real home, a real password or real plugins."""
+"""Shared test isolation: no test touches a real home, a real password or real plugins.
+
+``VULTRINO_TEST_ENGINE`` (read once, before the environment is cleared) makes every test that
+goes through the facade, the CLI or MCP use that engine: CI runs the suite on Python 3.11 with
+wasmtime and again on Python 3.10 with wasmer.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,23 @@ from pathlib import Path
 
 import pytest
 
+TEST_ENGINE = os.environ.get("VULTRINO_TEST_ENGINE", "")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"vultrino engine for facade/CLI/MCP tests: {TEST_ENGINE or 'wasmtime (default)'}"
+
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Point VULTRINO_HOME at a fresh directory and clear every other VULTRINO_* variable."""
     for key in list(os.environ):
         if key.startswith("VULTRINO_"):
             monkeypatch.delenv(key, raising=False)
     home = tmp_path_factory.mktemp("vhome")
     monkeypatch.setenv("VULTRINO_HOME", str(home))
+    if TEST_ENGINE:
+        monkeypatch.setenv("VULTRINO_ENGINE", TEST_ENGINE)
     yield home

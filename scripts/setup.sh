@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Set up everything Vultrino's demo and test suite need, on a fresh Debian machine or a
+# developer's: system packages (when run as root with apt), the Python 3.11 venv (.venv, the
+# wasmtime engine), the Python 3.10 venv (.venv310, the wasmer engine) and the offline Rust
+# wasm toolchain. Idempotent: a second run only checks.
+#
+#   bash scripts/setup.sh            # everything
+#   bash scripts/setup.sh --no-apt   # skip system packages
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(
+  git gpg ca-certificates
+  rustc cargo libstd-rust-dev-wasm32 wabt lld clang
+  librust-serde-dev librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev
+  librust-hmac-dev librust-sha1-dev librust-sha2-dev librust-base64-dev
+  librust-data-encoding-dev librust-serde-bytes-dev
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+want_apt=1
+[ "${1:-}" = "--no-apt" ] && want_apt=0
+
+if [ "$want_apt" = 1 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+      log "installing system packages: ${missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+      log "missing system packages (run as root or with sudo): apt-get install ${missing[*]}"
+    fi
+  fi
+fi
+
+find_python() {  # find_python 3.11 -> path of a working python of that minor version
+  local v="$1" c
+  if c=$(command -v "python$v") && "$c" -c 'import sys' >/dev/null 2>&1; then
+    echo "$c"; return 0
+  fi
+  # pyenv shims fail for versions that are not selected, so look in pyenv's tree directly.
+  if command -v pyenv >/dev/null 2>&1; then
+    for c in "$(pyenv root)"/versions/"$v".*/bin/python"$v"; do
+      [ -x "$c" ] && { echo "$c"; return 0; }
+    done
+  fi
+  return 1
+}
+
+make_venv() {  # make_venv DIR PYTHON EXTRAS
+  local dir="$1" py="$2" extras="$3"
+  if [ ! -x "$dir/bin/python" ]; then
+    log "creating $dir with $("$py" --version 2>&1)"
+    "$py" -m venv "$dir"
+  fi
+  log "installing vultrino[$extras] into $dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+}
+
+PY311=$(find_python 3.11 || find_python 3.12 || true)
+[ -n "$PY311" ] || { log "need Python >= 3.11 (python3.11 on PATH or under pyenv)"; exit 1; }
+make_venv .venv "$PY311" dev
+
+if PY310=$(find_python 3.10); then
+  make_venv .venv310 "$PY310" "wasmer,dev"
+else
+  log "no Python 3.10 found: the wasmer engine (wheels only up to CPython 3.10) is skipped"
+fi
+
+# The offline Rust toolchain for wasm plugins (Debian's rustc + crates).
+if [ -x /usr/bin/cargo ]; then
+  # shellcheck source=scripts/rust-env.sh
+  source scripts/rust-env.sh >/dev/null
+  log "Rust wasm toolchain: $("$CARGO" --version 2>/dev/null || echo missing)"
+fi
+log "done"

@@ -1,0 +1,117 @@
+"""The layering of DESIGN.md section 1, and each third-party SDK behind one module.
+
+Imports are read from the source (ast), including imports inside functions, so a lazy import
+cannot sneak past the rule.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import vultrino
+
+PKG = Path(vultrino.__file__).parent
+
+# module prefix -> prefixes it must never import
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "vultrino.runtime": (
+        "vultrino.store",
+        "vultrino.plugins",
+        "vultrino.core",
+        "vultrino.cli",
+        "vultrino.mcp_server",
+    ),
+    "vultrino.store": (
+        "vultrino.runtime",
+        "vultrino.plugins",
+        "vultrino.core",
+        "vultrino.cli",
+        "vultrino.mcp_server",
+    ),
+    "vultrino.plugins": ("vultrino.store", "vultrino.core", "vultrino.cli", "vultrino.mcp_server"),
+    "vultrino.core": ("vultrino.cli", "vultrino.mcp_server"),
+    "vultrino.mcp_server": ("vultrino.cli",),
+    "vultrino.paths": ("vultrino.",),
+    "vultrino.errors": ("vultrino.",),
+}
+
+# third-party top-level package -> the only modules allowed to import it
+SDK_HOMES: dict[str, tuple[str, ...]] = {
+    "wasmtime": ("vultrino.runtime._wasmtime",),
+    "wasmer": ("vultrino.runtime._wasmer",),
+    "wasmer_compiler_cranelift": ("vultrino.runtime._wasmer",),
+    "nacl": ("vultrino.store._sealing",),
+    "msgpack": ("vultrino._msgpack",),
+    "httpx": ("vultrino._net",),
+    "mcp": ("vultrino.mcp_server",),
+    "starlette": ("vultrino.mcp_server",),
+    "uvicorn": ("vultrino.mcp_server",),
+    "typer": ("vultrino.cli",),
+    "click": ("vultrino.cli",),
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out.append((".".join(parts), path))
+    return out
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                if path.name != "__init__.py":
+                    base = base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.add(name)
+            found.update(f"{name}.{a.name}" for a in node.names)
+    return found
+
+
+MODULES = _modules()
+
+
+def test_the_package_has_the_layers() -> None:
+    names = {m for m, _ in MODULES}
+    for layer in ("vultrino.runtime", "vultrino.store", "vultrino.plugins", "vultrino.core"):
+        assert layer in names
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_imports_flow_one_way(module: str, path: Path) -> None:
+    imported = _imports(path, module)
+    for prefix, banned in FORBIDDEN.items():
+        if module == prefix or module.startswith(prefix + "."):
+            bad = sorted(
+                i for i in imported for b in banned if i == b.rstrip(".") or i.startswith(b)
+            )
+            assert not bad, f"{module} must not import {bad} (DESIGN.md section 1)"
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_each_sdk_lives_behind_one_module(module: str, path: Path) -> None:
+    for name in _imports(path, module):
+        top = name.split(".")[0]
+        homes = SDK_HOMES.get(top)
+        if homes is None:
+            continue
+        assert any(module == h or module.startswith(h + ".") for h in homes), (
+            f"{module} imports {name}; only {homes} may import {top}"
+        )
