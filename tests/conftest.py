@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.leakcheck import LeakCheck
+
 TEST_ENGINE = os.environ.get("VULTRINO_TEST_ENGINE", "")
 
 
@@ -33,3 +35,16 @@ def isolated_home(
     if TEST_ENGINE:
         monkeypatch.setenv("VULTRINO_ENGINE", TEST_ENGINE)
     yield home
+
+
+@pytest.fixture
+def leakcheck(
+    isolated_home: Path, capfd: pytest.CaptureFixture[str]
+) -> Iterator[LeakCheck]:
+    """Register secrets with ``leakcheck.add(...)``; at teardown the test's captured output and
+    every file of the home (but the sealed store) must hold none of them, in any encoding."""
+    check = LeakCheck()
+    yield check
+    out, errout = capfd.readouterr()
+    check.scan_all([("stdout", out), ("stderr", errout)], isolated_home)
+    check.assert_clean()

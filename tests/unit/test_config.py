@@ -1,0 +1,72 @@
+"""config.toml: defaults, values, and errors that name the file, line or key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vultrino.config import load_config
+from vultrino.errors import ConfigError
+from vultrino.runtime.engine import MIB
+
+
+def test_absent_file_means_defaults(tmp_path: Path) -> None:
+    c = load_config(tmp_path / "config.toml")
+    assert c.engine == "wasmtime"
+    assert c.limits.deadline_s == 5.0
+    assert c.limits.memory_bytes == 128 * MIB
+    assert c.limits.output_bytes == 8 * MIB
+    assert c.source is None
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(
+        'engine = "wasmer"\n[limits]\ndeadline_s = 1.5\nmemory_mb = 32\noutput_mb = 2\n'
+        "[store]\nkdf_opslimit = 4\nkdf_memlimit_mb = 128\n[http]\nmax_response_mb = 3\n"
+        "[mcp]\nport = 9000\n"
+    )
+    c = load_config(p)
+    assert (c.engine, c.limits.deadline_s, c.limits.memory_bytes) == ("wasmer", 1.5, 32 * MIB)
+    assert (c.kdf_opslimit, c.kdf_memlimit) == (4, 128 * MIB)
+    assert (c.http_max_response_bytes, c.mcp_port) == (3 * MIB, 9000)
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text('engine = "wasmtime"\n[limits\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+    assert "line 2" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[limits]\ndeadline_s = 'soon'\n", "limits.deadline_s: expected"),
+        ("[limits]\nmemory_mb = -1\n", "limits.memory_mb: must be positive"),
+        ("[limits]\nmemroy_mb = 1\n", "limits.memroy_mb: unknown key"),
+        ("colour = 'blue'\n", "colour: unknown key"),
+        ("engine = 'v8'\n", "unknown engine 'v8'"),
+        ("[limits]\noutput_mb = true\n", "limits.output_mb: expected int"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert needle in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_env_engine_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text('engine = "wasmtime"\n')
+    monkeypatch.setenv("VULTRINO_ENGINE", "wasmer")
+    assert load_config(p).engine == "wasmer"
+    monkeypatch.setenv("VULTRINO_ENGINE", "nope")
+    with pytest.raises(ConfigError, match="VULTRINO_ENGINE"):
+        load_config(p)
