@@ -380,10 +380,9 @@ class Vultrino:
 
         ``plugin``, when given, must own the credential's type (MCP tools pass their plugin).
         """
-        started = time.perf_counter()
         record: dict[str, Any] = {"alias": alias, "plugin": plugin, "action": action}
-        forms: list[str] = []
-        try:
+
+        def run() -> Any:
             cred = self.store.get(alias)
             owner, spec = self.registry.resolve_type(cred.type)
             record["plugin"] = owner.name
@@ -394,11 +393,10 @@ class Vultrino:
                     plugin=plugin,
                 )
             act = self._action(owner, action)
-            if act.credential_type is not None and act.credential_type != spec.name:
+            if not act.accepts(spec.name):
                 raise CredentialMismatchError(
                     f"action {action!r} of plugin {owner.name!r} needs a credential of type "
-                    f"{self._canonical_type(owner, owner.manifest.credential_type(act.credential_type) or spec)!r}"  # noqa: E501
-                    f", but {alias!r} is of type {cred.type!r}",
+                    f"{self._type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
                     plugin=owner.name,
                 )
             from vultrino.plugins.validation import validate_params
@@ -408,7 +406,6 @@ class Vultrino:
                 cred.fields.get(f) for f in set(cred.secret_fields) | set(spec.secret_fields)
             ]
             secrets += [v for v in cred.state.values() if isinstance(v, str)]
-            forms = secret_forms(secrets)
             view = CredentialView(
                 alias=cred.alias,
                 type=spec.name,
@@ -416,18 +413,57 @@ class Vultrino:
                 allow=tuple(cred.allow),
                 state=dict(cred.state),
             )
-            result = owner.execute(action, clean, view)
+            try:
+                result = owner.execute(action, clean, view)
+            except ActionFailedError as exc:
+                message = scrub(str(exc), secret_forms(secrets))
+                raise type(exc)(message, plugin=exc.plugin, code=exc.code) from None
             if result.new_state is not None:
                 with self._lock:
                     self.store.update_state(alias, result.new_state)
-                forms = secret_forms(
-                    secrets + [v for v in result.new_state.values() if isinstance(v, str)]
+                secrets += [v for v in result.new_state.values() if isinstance(v, str)]
+            return scrub(result.value, secret_forms(secrets))
+
+        return self._audited(record, source, run)
+
+    def run_action(
+        self,
+        plugin: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        from_cli: bool = False,
+        source: str = "api",
+    ) -> Any:
+        """Run an action that needs no credential (``requires_credential = false``)."""
+        record: dict[str, Any] = {"alias": None, "plugin": plugin, "action": action}
+
+        def run() -> Any:
+            owner = self.registry.get(plugin)
+            act = self._action(owner, action)
+            if act.needs_credential:
+                raise CredentialMismatchError(
+                    f"action {action!r} of plugin {plugin!r} needs a credential of type "
+                    f"{self._type_list(owner, act)}: run it with an alias",
+                    plugin=plugin,
                 )
-            record.update(outcome="ok")
-            return scrub(result.value, forms)
+            from vultrino.plugins.validation import validate_params
+
+            clean = validate_params(act, params or {}, from_cli=from_cli)
+            return owner.execute(action, clean, None).value
+
+        return self._audited(record, source, run)
+
+    def _audited(self, record: dict[str, Any], source: str, run: Callable[[], Any]) -> Any:
+        """Run ``run`` and append its audit record (outcome, error class or code, duration)."""
+        started = time.perf_counter()
+        try:
+            result = run()
+            record["outcome"] = "ok"
+            return result
         except ActionFailedError as exc:
             record.update(outcome="error", error=exc.code)
-            raise type(exc)(scrub(str(exc), forms), plugin=exc.plugin, code=exc.code) from None
+            raise
         except VultrinoError as exc:
             record.update(outcome="error", error=type(exc).__name__)
             raise
@@ -446,6 +482,11 @@ class Vultrino:
                 plugin=plugin.name,
             )
         return act
+
+    def _type_list(self, plugin: Plugin, act: ActionSpec) -> str:
+        return " or ".join(
+            repr(self._canonical_type(plugin, CredentialTypeSpec(t))) for t in act.accepted_types
+        )
 
     def _plugin_types(self, plugin: str) -> str:
         p = self.registry.get(plugin)
@@ -532,15 +573,13 @@ class Vultrino:
             plugin = binding.plugin
             act = binding.action
             schema = params_json_schema(act)
-            if act.credential_type is not None:
-                ctype = self._canonical_type(
-                    plugin,
-                    plugin.manifest.credential_type(act.credential_type)
-                    or CredentialTypeSpec(act.credential_type),
-                )
-                aliases = sorted(c.alias for c in creds if c.type == ctype)
+            if act.needs_credential:
+                types = {
+                    self._canonical_type(plugin, CredentialTypeSpec(t)) for t in act.accepted_types
+                }
+                aliases = sorted(c.alias for c in creds if c.type in types)
                 props = {
-                    "credential": self._credential_prop(ctype, aliases),
+                    "credential": self._credential_prop(sorted(types), aliases),
                     **schema["properties"],
                 }
                 schema = {
@@ -560,11 +599,12 @@ class Vultrino:
         return tools
 
     @staticmethod
-    def _credential_prop(ctype: str, aliases: list[str]) -> dict[str, Any]:
+    def _credential_prop(types: list[str], aliases: list[str]) -> dict[str, Any]:
         listed = ", ".join(aliases) if aliases else "none yet (add one with `vultrino add`)"
         return {
             "type": "string",
-            "description": f"Alias of a credential of type {ctype}. Available: {listed}.",
+            "description": f"Alias of a credential of type {' or '.join(types)}. "
+            f"Available: {listed}.",
         }
 
     def call_tool(self, name: str, arguments: Mapping[str, Any], *, source: str = "mcp") -> Any:
@@ -581,8 +621,8 @@ class Vultrino:
         if binding is None:
             raise PluginNotFoundError(f"no tool named {name!r}")
         act = binding.action
-        if act.credential_type is None:
-            raise ParameterError(f"tool {name!r} runs without a credential; not supported yet")
+        if not act.needs_credential:
+            return self.run_action(binding.plugin.name, act.name, args, source=source)
         alias = args.pop("credential", None)
         if not isinstance(alias, str) or not alias:
             raise ParameterError(

@@ -73,12 +73,29 @@ class ParameterSpec:
 @dataclass(frozen=True)
 class ActionSpec:
     """An action (``[[actions]]``). ``credential_type`` is the short type name, or None when the
-    action needs no credential."""
+    action needs no credential (see ``accepted_types``)."""
 
     name: str
     description: str = ""
     credential_type: str | None = None
     parameters: tuple[ParameterSpec, ...] = ()
+    # Built-in plugins may act on several of their types (the HTTP plugin's `request` takes
+    # api_key, bearer, basic_auth and oauth2); manifests name one type per action.
+    credential_types: tuple[str, ...] = ()
+
+    @property
+    def accepted_types(self) -> tuple[str, ...]:
+        """The short type names this action runs with; empty when it needs no credential."""
+        single = (self.credential_type,) if self.credential_type is not None else ()
+        return single + tuple(t for t in self.credential_types if t != self.credential_type)
+
+    @property
+    def needs_credential(self) -> bool:
+        return bool(self.accepted_types)
+
+    def accepts(self, type_name: str) -> bool:
+        """Whether a credential of short type ``type_name`` may be used with this action."""
+        return type_name in self.accepted_types
 
     def parameter(self, name: str) -> ParameterSpec | None:
         for p in self.parameters:

@@ -1,0 +1,365 @@
+"""HTTP transport: the only module that imports httpx.
+
+Two users: the built-in HTTP plugin, which needs one long-lived, thread-safe client that never
+follows redirects on its own, never keeps cookies and never reads proxy settings or ``.netrc``
+from the environment (so a credential goes exactly where its allowlist says); and the plugin
+installer, which downloads archives to disk with a size cap.
+
+httpx exceptions never leave this module: the client raises :class:`NetError` (translated by
+its caller into the error that fits, for the plugin an ``ActionFailedError``) and
+:func:`download` raises :class:`InstallError` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from http.cookiejar import Cookie, CookieJar, CookiePolicy
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from vultrino._version import __version__
+from vultrino.errors import InstallError
+
+__all__ = [
+    "HttpClient",
+    "NetError",
+    "Response",
+    "UrlParts",
+    "download",
+    "make_client",
+    "url_parts",
+]
+
+USER_AGENT = f"vultrino/{__version__}"
+NetErrorKind = Literal["timeout", "connect", "too_large", "protocol", "invalid"]
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_DOWNLOAD_REDIRECTS = 10
+_CHUNK = 64 * 1024
+
+
+class NetError(Exception):
+    """A transport failure. ``kind`` says which; the message never contains header values."""
+
+    def __init__(self, kind: NetErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: NetErrorKind = kind
+
+
+@dataclass(frozen=True)
+class Response:
+    """A fully read response (the body already capped)."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class UrlParts:
+    """How httpx itself reads a URL: used to prove it agrees with Vultrino's normaliser."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: str
+    userinfo: str
+
+
+class _NoCookies(CookiePolicy):
+    """Refuse every cookie: one client serves every credential, so a jar would mix them."""
+
+    netscape = True
+    rfc2965 = False
+    hide_cookie2 = True
+
+    def set_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain: str, request: urllib.request.Request) -> bool:
+        return False
+
+    def path_return_ok(self, path: str, request: urllib.request.Request) -> bool:
+        return False
+
+
+def url_parts(url: str) -> UrlParts:
+    """Parse ``url`` with httpx's parser. Raises NetError("invalid") when httpx refuses it."""
+    try:
+        parsed = httpx.URL(url)
+        raw_path = parsed.raw_path.decode("ascii")
+        host = parsed.raw_host.decode("ascii")
+        port = parsed.port
+        scheme = parsed.scheme
+        userinfo = parsed.userinfo.decode("ascii", "replace")
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        raise NetError("invalid", f"httpx cannot parse the URL: {exc}") from None
+    path, _, query = raw_path.partition("?")
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme, 0)
+    return UrlParts(scheme, host, port, path, query, userinfo)
+
+
+class HttpClient:
+    """One connection pool, safe to share between threads. Never follows redirects."""
+
+    def __init__(
+        self,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        proxy: str | None = None,
+        user_agent: str = USER_AGENT,
+        max_connections: int = 20,
+    ) -> None:
+        self._client = httpx.Client(
+            follow_redirects=False,
+            trust_env=False,
+            verify=verify,
+            proxy=proxy,
+            cookies=CookieJar(policy=_NoCookies()),
+            headers={"User-Agent": user_agent},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=10),
+        )
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Sequence[tuple[str, str]],
+        content: bytes | None,
+        timeout: float,
+        max_bytes: int,
+    ) -> Response:
+        """Send one request and read at most ``max_bytes`` of (decoded) body.
+
+        ``timeout`` bounds the whole exchange, body included, so a server that drips bytes
+        forever is cut off too. Raises NetError.
+        """
+        deadline = time.monotonic() + timeout
+        with _mapped_errors(url):
+            request = self._client.build_request(
+                method, url, headers=list(headers), content=content, timeout=httpx.Timeout(timeout)
+            )
+            response = self._client.send(request, stream=True)
+            try:
+                _check_declared_length(response, max_bytes)
+                body = bytearray()
+                for chunk in response.iter_bytes(_CHUNK):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise NetError(
+                            "too_large", f"the response body is larger than {max_bytes} bytes"
+                        )
+                    if time.monotonic() > deadline:
+                        raise NetError(
+                            "timeout", f"the response took longer than {timeout:g} s to arrive"
+                        )
+            finally:
+                response.close()
+            return Response(
+                status=response.status_code,
+                reason=response.reason_phrase,
+                headers=[(k, v) for k, v in response.headers.multi_items()],
+                body=bytes(body),
+                url=str(response.url),
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def make_client(
+    *, verify: bool | ssl.SSLContext = True, proxy: str | None = None, user_agent: str = USER_AGENT
+) -> HttpClient:
+    """The client factory: one per long-lived user (an HttpPlugin holds one for its life)."""
+    return HttpClient(verify=verify, proxy=proxy, user_agent=user_agent)
+
+
+def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise NetError(
+            "too_large",
+            f"the response body is {int(declared)} bytes, more than the {max_bytes}-byte cap",
+        )
+
+
+@contextlib.contextmanager
+def _mapped_errors(url: str) -> Iterator[None]:
+    """Translate httpx (and socket/TLS) failures into NetError, naming the host, not headers."""
+    where = _origin(url)
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise NetError("timeout", f"timed out talking to {where}") from None
+    except httpx.ConnectError as exc:
+        raise NetError("connect", f"could not connect to {where}: {_reason(exc)}") from None
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        raise NetError("invalid", f"httpx refused the URL for {where}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise NetError("protocol", f"HTTP error talking to {where}: {_reason(exc)}") from None
+    except (httpx.StreamError, httpx.CookieConflict) as exc:
+        raise NetError("protocol", f"HTTP error talking to {where}: {_reason(exc)}") from None
+    except UnicodeError:
+        raise NetError("invalid", f"a header for {where} is not ASCII/Latin-1") from None
+    except OSError as exc:
+        raise NetError("connect", f"network error talking to {where}: {exc.strerror}") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _origin(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+        return f"{parsed.scheme}://{parsed.netloc.decode('ascii', 'replace')}"
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return "the server"
+
+
+# --- downloads (installer) -------------------------------------------------------------------
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    max_bytes: int,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Stream ``url`` to ``dest`` (via ``dest.part``, renamed when complete).
+
+    Follows up to 10 redirects, but never from https to http. The body is saved exactly as
+    served (``Accept-Encoding: identity``). ``progress(done, total)`` is called as bytes arrive;
+    ``total`` is None when the server does not say. Raises InstallError on an HTTP error status,
+    a network failure, a body over ``max_bytes``, or a refused redirect; ``dest`` is then absent.
+    """
+    part = dest.with_name(dest.name + ".part")
+    if not url.lower().startswith(("http://", "https://")):
+        raise InstallError(f"cannot download {_safe_url(url)}: only http(s) URLs are supported")
+    current = url
+    try:
+        with httpx.Client(
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        ) as client:
+            for _ in range(MAX_DOWNLOAD_REDIRECTS + 1):
+                with _install_errors(current), client.stream("GET", current) as response:
+                    if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+                        current = _next_download_url(current, response.headers["location"])
+                        continue
+                    if response.status_code >= 300:
+                        raise InstallError(
+                            f"download of {_safe_url(current)} failed: HTTP "
+                            f"{response.status_code} {response.reason_phrase}"
+                        )
+                    _stream_to(response, part, current, max_bytes, progress)
+                os.replace(part, dest)
+                return
+            raise InstallError(
+                f"download of {_safe_url(url)} was redirected more than "
+                f"{MAX_DOWNLOAD_REDIRECTS} times; give the final URL instead"
+            )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def _next_download_url(current: str, location: str) -> str:
+    try:
+        target = httpx.URL(current).join(location)
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        raise InstallError(
+            f"download of {_safe_url(current)} redirected to an invalid URL"
+        ) from None
+    if target.scheme not in ("http", "https"):
+        raise InstallError(f"download of {_safe_url(current)} redirected to a non-HTTP URL")
+    if httpx.URL(current).scheme == "https" and target.scheme == "http":
+        raise InstallError(
+            f"download of {_safe_url(current)} redirected from https to plain http "
+            f"({_safe_url(str(target))}); refused"
+        )
+    return str(target)
+
+
+def _stream_to(
+    response: httpx.Response,
+    part: Path,
+    url: str,
+    max_bytes: int,
+    progress: Callable[[int, int | None], None] | None,
+) -> None:
+    declared = response.headers.get("content-length")
+    total = int(declared) if declared and declared.isdigit() else None
+    if total is not None and total > max_bytes:
+        raise InstallError(
+            f"download of {_safe_url(url)} is {total} bytes, over the {max_bytes}-byte limit"
+        )
+    done = 0
+    with part.open("wb") as fh:
+        for chunk in response.iter_raw(_CHUNK):
+            done += len(chunk)
+            if done > max_bytes:
+                raise InstallError(
+                    f"download of {_safe_url(url)} is over the {max_bytes}-byte limit; refused"
+                )
+            fh.write(chunk)
+            if progress is not None:
+                progress(done, total)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _install_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except InstallError:
+        raise
+    except httpx.TimeoutException:
+        raise InstallError(f"download of {_safe_url(url)} timed out") from None
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        raise InstallError(f"download of {_safe_url(url)} failed: {_reason(exc)}") from None
+    except OSError as exc:
+        raise InstallError(f"download of {_safe_url(url)} failed: {exc.strerror or exc}") from None
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without userinfo or query (either may carry a token)."""
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.netloc.decode("ascii", "replace").rpartition("@")[2]
+        return f"{parsed.scheme}://{host}{parsed.path}"
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return "the URL"
