@@ -1,0 +1,591 @@
+"""Installing and removing plugins: ``vultrino plugin install | remove``.
+
+One install runs in four steps, and nothing reaches ``plugins/<name>`` before the last:
+
+1. **Acquire** the source (:mod:`._sources`): a directory is read in place; an archive is
+   unpacked, a URL downloaded and unpacked, a git repository cloned — all into a staging
+   directory ``plugins/.staging-<pid>-<random>/`` on the same filesystem as the plugins.
+2. **Build** (:mod:`._cargo`) only when the manifest's ``wasm_module`` is not in the source but
+   a ``Cargo.toml`` is.
+3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
+   ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
+   instantiation under the runtime's limits, tool and plugin-name conflicts.
+4. **Move** the staged directory to ``plugins/<name>`` with one ``rename``. ``force=True`` moves
+   the old directory aside first, puts the new one in, then deletes the old one; if anything
+   fails the old one is put back.
+
+The staging directory is deleted on every path out, success or failure. Directories starting
+with ``.`` in ``plugins/`` belong to the installer and are never plugins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vultrino._version import __version__
+from vultrino.errors import (
+    InstallError,
+    PluginConflictError,
+    PluginNotFoundError,
+    UnsafeSourceError,
+    VultrinoError,
+)
+from vultrino.plugins import _cargo, _sources
+from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
+
+if TYPE_CHECKING:
+    from vultrino.plugins.registry import PluginRegistry
+    from vultrino.runtime import WasmRuntime
+
+__all__ = [
+    "METADATA_FILE",
+    "InstallResult",
+    "install",
+    "read_metadata",
+    "remove",
+]
+
+METADATA_FILE = ".installed.json"
+MANIFEST_FILE = "plugin.toml"
+MAX_MODULE_BYTES = 64 * 1024 * 1024
+"""A module larger than this is refused before it is read into memory."""
+MAX_EXTRA_BYTES = 1024 * 1024
+"""README / LICENSE files larger than this are left behind (with a warning)."""
+
+_EXTRA_FILE = re.compile(r"(?i)^(readme|license|licence|copying|notice)([-.][A-Za-z0-9.-]*)?$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_STAGING = ".staging-"
+_REPLACED = ".replaced-"
+_REMOVING = ".removing-"
+
+BuildOutput = Callable[[str], None]
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class InstallResult:
+    """What :func:`install` did. ``source`` is what ``.installed.json`` records (a URL's password
+    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo ran."""
+
+    name: str
+    version: str
+    path: Path
+    abi: int
+    sha256: str
+    source: str
+    ref: str | None
+    commit: str | None
+    replaced: bool
+    built: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def install(
+    source: str,
+    *,
+    plugins_dir: Path,
+    runtime: WasmRuntime,
+    registry: PluginRegistry | None = None,
+    subdir: str | None = None,
+    force: bool = False,
+    build_output: BuildOutput | None = None,
+    progress: Progress | None = None,
+) -> InstallResult:
+    """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
+
+    Raises :class:`UnsafeSourceError` for hostile sources, :class:`InstallError` when the
+    source cannot be fetched, built or placed, :class:`~vultrino.errors.ManifestError` for an
+    invalid ``plugin.toml``, :class:`~vultrino.errors.EngineError` subclasses when the module
+    does not load, and :class:`PluginConflictError` for name or tool collisions. On every error
+    ``plugins_dir`` is left as it was.
+    """
+    spec = _sources.parse_source(source)
+    sub = _sources.check_subdir(subdir)
+    plugins_dir = Path(plugins_dir)
+    with _os_errors(f"installing from {spec.display}"):
+        plugins_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _locked(plugins_dir):
+            _recover(plugins_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=plugins_dir))
+        try:
+            return _install(
+                spec,
+                sub=sub,
+                staging=staging,
+                plugins_dir=plugins_dir,
+                runtime=runtime,
+                registry=registry,
+                force=force,
+                build_output=build_output,
+                progress=progress,
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _os_errors(doing: str) -> Iterator[None]:
+    """Translate a filesystem failure (disk full, permissions, I/O) into an InstallError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise InstallError(f"{doing} failed: {exc.strerror or exc}{where}") from exc
+
+
+def _install(
+    spec: _sources.SourceSpec,
+    *,
+    sub: tuple[str, ...],
+    staging: Path,
+    plugins_dir: Path,
+    runtime: WasmRuntime,
+    registry: PluginRegistry | None,
+    force: bool,
+    build_output: BuildOutput | None,
+    progress: Progress | None,
+) -> InstallResult:
+    label = spec.display
+    warnings: list[str] = []
+    if spec.kind == "url" and spec.location.lower().startswith("http://"):
+        warnings.append(
+            f"{label} was downloaded over plain http, which anyone on the way can alter"
+        )
+    acquired = _sources.acquire(spec, staging, progress=progress)
+    root = acquired.root
+    plugin_root = _sources.safe_dir(root, sub, label=label) if sub else root
+
+    # The manifest first: it names the plugin, so an install that cannot succeed (already
+    # installed, a conflict) stops before anything is built.
+    manifest_src = _sources.safe_file(
+        plugin_root, (MANIFEST_FILE,), what=MANIFEST_FILE, label=label
+    )
+    if manifest_src is None:
+        raise InstallError(_no_manifest_message(label, root, sub))
+    stage = staging / "plugin"
+    stage.mkdir(mode=0o755)
+    _copy_file(manifest_src, stage / MANIFEST_FILE)
+    manifest = load_manifest(stage / MANIFEST_FILE)
+    warnings.extend(manifest.warnings)
+    name = manifest.name
+    _check_name(name, what="the manifest's plugin name")
+    module_name = _module_name(manifest.plugin.wasm_module, name)
+    target = plugins_dir / name
+    replacing = os.path.lexists(target)
+    if replacing and not force:
+        raise InstallError(
+            f"plugin {name!r} is already installed at {target}; pass --force to "
+            "replace it, or remove it first",
+            plugin=name,
+        )
+    if registry is not None:
+        problems = registry.check_conflicts(manifest, replacing=name if replacing else None)
+        if problems:
+            listing = "\n".join(f"  - {p}" for p in problems)
+            raise PluginConflictError(
+                f"plugin {name!r} from {label} cannot be installed:\n{listing}", plugin=name
+            )
+
+    module_src, built = _module_source(
+        acquired,
+        plugin_root,
+        module_name,
+        staging=staging,
+        build_output=build_output,
+        label=label,
+    )
+    wasm = _read_module(module_src, label)
+    (stage / module_name).write_bytes(wasm)
+    sha = hashlib.sha256(wasm).hexdigest()
+
+    try:
+        # Validate the very bytes that will be installed: ABI, imports, exports, instantiation.
+        info = runtime.inspect(wasm)
+        runtime.load(wasm, plugin=name).close()
+        warnings.extend(_copy_extras(plugin_root, stage, {MANIFEST_FILE, module_name}, label))
+        metadata = {
+            "name": name,
+            "version": manifest.plugin.version,
+            "source": label,
+            "kind": spec.kind,
+            "ref": spec.ref,
+            "commit": acquired.commit,
+            "subdir": "/".join(sub) or None,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sha256": sha,
+            "abi": info.abi,
+            "size": len(wasm),
+            "built": built,
+            "vultrino_version": __version__,
+        }
+        _write_json(stage / METADATA_FILE, metadata)
+        _fsync_tree(stage)
+        with _locked(plugins_dir):
+            old_sha = _move_in(stage, target, name, replacing=replacing)
+            _fsync_dir(plugins_dir)
+    except BaseException:
+        # inspect/load compiled the module into the cache; a failed install leaves no trace.
+        if sha not in _installed_hashes(plugins_dir):
+            _drop_cache(runtime, sha)
+        raise
+    if old_sha and old_sha != sha:
+        warnings.extend(_drop_cache(runtime, old_sha))
+    return InstallResult(
+        name=name,
+        version=manifest.plugin.version,
+        path=target,
+        abi=info.abi,
+        sha256=sha,
+        source=label,
+        ref=spec.ref,
+        commit=acquired.commit,
+        replaced=replacing,
+        built=built,
+        warnings=warnings,
+    )
+
+
+def _module_source(
+    acquired: _sources.Acquired,
+    plugin_root: Path,
+    module_name: str,
+    *,
+    staging: Path,
+    build_output: BuildOutput | None,
+    label: str,
+) -> tuple[Path, bool]:
+    """The module to install and whether it was built: the prebuilt one in the source when
+    there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``."""
+    prebuilt = _sources.safe_file(
+        plugin_root, (module_name,), what=f"wasm_module {module_name!r}", label=label
+    )
+    if prebuilt is not None:
+        return prebuilt, False
+    if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
+        raise InstallError(
+            f"{label}: the manifest names the module {module_name!r}, but it is not in the "
+            "plugin directory and there is no Cargo.toml to build it from"
+        )
+    project = plugin_root
+    if acquired.in_place:  # never build inside the user's own directory: copy it first
+        real_root = os.path.realpath(acquired.root)
+        rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
+        _sources.copy_tree(Path(real_root), staging / "src", label=label)
+        project = staging / "src" / rel
+    result = _cargo.build(
+        project,
+        wasm_module=module_name,
+        target_dir=staging / "target",
+        output=build_output,
+        label=label,
+    )
+    return result.module, True
+
+
+def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:
+    """Rename ``stage`` to ``target`` (under the lock); returns the replaced module's sha256."""
+    if replacing:
+        return _swap_in(stage, target, name)
+    try:
+        os.rename(stage, target)
+    except OSError as exc:  # someone installed the same name meanwhile
+        raise InstallError(
+            f"cannot move the plugin into {target}: {exc.strerror or exc}; is another "
+            "install of it running?",
+            plugin=name,
+        ) from exc
+    return None
+
+
+def _swap_in(stage: Path, target: Path, name: str) -> str | None:
+    """Replace ``target`` by ``stage``: old aside, new in, old deleted; on failure the old one
+    is put back. Returns the old module's sha256 (from its metadata)."""
+    try:
+        old_sha = read_metadata(target).get("sha256")
+    except InstallError:
+        old_sha = None
+    if target.is_symlink():  # a hand-made link to a development directory: replace the link
+        target.unlink()
+        os.rename(stage, target)
+        return None
+    aside = target.parent / f"{_REPLACED}{os.getpid()}-{name}-{os.urandom(4).hex()}"
+    os.rename(target, aside)
+    try:
+        os.rename(stage, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink()
+    return old_sha if isinstance(old_sha, str) else None
+
+
+def remove(name: str, *, plugins_dir: Path, runtime: WasmRuntime | None = None) -> Path:
+    """Delete the installed plugin ``name`` and drop its compiled-module cache entries.
+
+    ``name`` must be a plugin name, never a path (``../x``, ``/etc``, ``a/b`` are refused with
+    :class:`UnsafeSourceError`). Returns the path that was removed.
+    """
+    _check_name(name, what="plugin name")
+    plugins_dir = Path(plugins_dir)
+    target = plugins_dir / name
+    if not os.path.lexists(target):
+        raise PluginNotFoundError(
+            f"plugin {name!r} is not installed (in {plugins_dir}); `vultrino plugin list` "
+            "shows what is",
+            plugin=name,
+        )
+    if target.is_symlink():
+        target.unlink()  # a link the user made: remove the link, never what it points to
+        return target
+    if not target.is_dir():
+        raise InstallError(f"{target} is not a plugin directory; remove it by hand", plugin=name)
+    shas = _module_hashes(target)
+    with _os_errors(f"removing plugin {name!r}"), _locked(plugins_dir):
+        _recover(plugins_dir)
+        doomed = plugins_dir / f"{_REMOVING}{os.getpid()}-{name}-{os.urandom(4).hex()}"
+        os.rename(target, doomed)  # one step: the plugin is gone for every reader at once
+        _fsync_dir(plugins_dir)
+    shutil.rmtree(doomed, ignore_errors=True)
+    if runtime is not None:
+        for sha in shas:
+            _drop_cache(runtime, sha)
+    return target
+
+
+def read_metadata(plugin_dir: Path) -> dict[str, Any]:
+    """The plugin's ``.installed.json`` as a dict; ``{}`` when there is none (a plugin copied
+    in by hand). A file that is not a JSON object is an :class:`InstallError`."""
+    path = Path(plugin_dir) / METADATA_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstallError(f"{path}: cannot read installation metadata: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InstallError(f"{path}: not valid JSON ({exc}); reinstall the plugin") from exc
+    if not isinstance(data, dict):
+        raise InstallError(f"{path}: expected a JSON object; reinstall the plugin")
+    return data
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _check_name(name: str, *, what: str) -> None:
+    """A plugin name is also a directory name: refuse anything that could be a path."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.path.isabs(name)
+    ):
+        raise UnsafeSourceError(
+            f"{what} {name!r} is a path, not a plugin name (lowercase letters, digits and '-')"
+        )
+    if not PLUGIN_NAME_RE.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        raise InstallError(
+            f"{what} {name!r} is not a valid plugin name: use lowercase letters, digits and "
+            f"single '-' between them, at most {MAX_NAME_LENGTH} characters"
+        )
+
+
+def _module_name(wasm_module: str | None, plugin: str) -> str:
+    if not wasm_module:
+        raise InstallError(
+            f"plugin {plugin!r}: plugin.toml has no [plugin].wasm_module naming its module",
+            plugin=plugin,
+        )
+    if (
+        "/" in wasm_module
+        or "\\" in wasm_module
+        or wasm_module in (".", "..")
+        or wasm_module.startswith(".")
+        or wasm_module in (MANIFEST_FILE, METADATA_FILE)
+    ):
+        raise UnsafeSourceError(
+            f"plugin {plugin!r}: wasm_module {wasm_module!r} must be a bare file name inside "
+            "the plugin directory",
+            plugin=plugin,
+        )
+    return wasm_module
+
+
+def _no_manifest_message(label: str, root: Path, sub: tuple[str, ...]) -> str:
+    where = f"--subdir {'/'.join(sub)!r}" if sub else "the top of the source"
+    found = sorted(
+        p.parent.relative_to(root).as_posix()
+        for pattern in ("*/plugin.toml", "*/*/plugin.toml", "*/*/*/plugin.toml")
+        for p in root.glob(pattern)
+        if ".git" not in p.parts
+    )[:5]
+    hint = (
+        f"; found one in {', '.join(found)} — pass --subdir {found[0]}"
+        if found and not sub
+        else "; pass --subdir with the plugin's folder"
+    )
+    return f"{label}: no plugin.toml at {where}{hint}"
+
+
+def _read_module(path: Path, label: str) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_MODULE_BYTES:
+        raise InstallError(
+            f"{label}: the module {path.name} is {size // (1024 * 1024)} MiB; modules over "
+            f"{MAX_MODULE_BYTES // (1024 * 1024)} MiB are refused"
+        )
+    with path.open("rb") as fh:
+        data = fh.read(MAX_MODULE_BYTES + 1)
+    if len(data) > MAX_MODULE_BYTES:
+        raise InstallError(f"{label}: the module {path.name} grew while being read")
+    return data
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    with src.open("rb") as fin, dst.open("xb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def _copy_extras(plugin_root: Path, stage: Path, taken: set[str], label: str) -> list[str]:
+    """Copy README / LICENSE / COPYING / NOTICE files that sit next to plugin.toml."""
+    warnings: list[str] = []
+    for entry in sorted(os.listdir(plugin_root)):
+        if entry in taken or not _EXTRA_FILE.match(entry):
+            continue
+        try:
+            src = _sources.safe_file(plugin_root, (entry,), what=entry, label=label)
+        except UnsafeSourceError as exc:
+            warnings.append(f"{exc}; not copied")
+            continue
+        if src is None:
+            continue
+        if src.stat().st_size > MAX_EXTRA_BYTES:
+            warnings.append(f"{entry} is larger than 1 MiB; not copied")
+            continue
+        _copy_file(src, stage / entry)
+    return warnings
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _fsync_tree(directory: Path) -> None:
+    for entry in directory.iterdir():
+        with entry.open("rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _module_hashes(plugin_dir: Path) -> set[str]:
+    """sha256 of the plugin's module(s): from the metadata, else hashed from the ``.wasm``."""
+    try:
+        sha = read_metadata(plugin_dir).get("sha256")
+    except InstallError:
+        sha = None
+    if isinstance(sha, str) and sha:
+        return {sha}
+    hashes = set()
+    for p in plugin_dir.glob("*.wasm"):
+        if p.is_file() and not p.is_symlink():
+            hashes.add(hashlib.sha256(p.read_bytes()).hexdigest())
+    return hashes
+
+
+def _installed_hashes(plugins_dir: Path) -> set[str]:
+    """Module hashes of every installed plugin (their cache entries must survive)."""
+    hashes: set[str] = set()
+    for entry in plugins_dir.iterdir():
+        if not entry.name.startswith(".") and entry.is_dir():
+            hashes |= _module_hashes(entry)
+    return hashes
+
+
+def _drop_cache(runtime: WasmRuntime, sha: str) -> list[str]:
+    if not _SHA256.fullmatch(sha):  # a hand-edited .installed.json: nothing we could drop
+        return []
+    try:
+        runtime.drop_cache(sha)
+    except (OSError, VultrinoError) as exc:
+        return [f"could not drop cached compiled modules for {sha[:12]}: {exc}"]
+    return []
+
+
+@contextlib.contextmanager
+def _locked(plugins_dir: Path) -> Iterator[None]:
+    """Serialize the final moves of concurrent installs and removes: an advisory lock on the
+    plugins directory itself (POSIX), so no lock file is left behind."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(plugins_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(plugins_dir: Path) -> None:
+    """Tidy up after an install or remove that was killed half-way (call under the lock).
+
+    Staging and removal leftovers of dead processes are deleted; a plugin moved aside by a
+    ``--force`` replace that never completed is put back.
+    """
+    for entry in plugins_dir.iterdir():
+        for prefix in (_STAGING, _REPLACED, _REMOVING):
+            if not entry.name.startswith(prefix):
+                continue
+            pid_text, _, rest = entry.name[len(prefix) :].partition("-")
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            if prefix == _REPLACED:
+                name = rest.rpartition("-")[0]
+                original = plugins_dir / name
+                if PLUGIN_NAME_RE.fullmatch(name) and not os.path.lexists(original):
+                    os.rename(entry, original)
+                    continue
+            shutil.rmtree(entry, ignore_errors=True)

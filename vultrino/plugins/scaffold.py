@@ -1,0 +1,126 @@
+"""``vultrino plugin new NAME``: a new Rust plugin project from the SDK template.
+
+The template (``sdk-rust-template/`` in a source checkout, ``vultrino/_data/sdk-rust-template``
+in an installed wheel) is a real, buildable plugin called ``my-plugin``. Scaffolding copies it
+and renames it: every occurrence of a placeholder in :data:`PLACEHOLDERS` — in file contents and
+file names — is replaced by the matching form of the new name. Build output (``target/``) and
+VCS folders are not copied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from vultrino.errors import ManifestError, PluginError
+from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE
+
+__all__ = ["PLACEHOLDERS", "find_template", "new_plugin"]
+
+TEMPLATE_DIR_NAME = "sdk-rust-template"
+
+#: Placeholder text in the template -> how to spell the new plugin's name there. Longer
+#: placeholders are replaced first, so ``{{crate_name}}`` never half-matches ``{{name}}``.
+PLACEHOLDERS: dict[str, Callable[[str], str]] = {
+    "{{crate_name}}": lambda name: name.replace("-", "_"),
+    "{{name}}": lambda name: name,
+    "my-plugin": lambda name: name,
+    "my_plugin": lambda name: name.replace("-", "_"),
+}
+
+_SKIP = frozenset({"target", ".git", ".hg", ".svn", ".keep", "__pycache__"})
+
+
+def find_template() -> Path:
+    """The template directory: a source checkout's top-level one, else the packaged copy."""
+    package = Path(__file__).resolve().parent.parent  # .../vultrino
+    for candidate in (
+        package.parent / TEMPLATE_DIR_NAME,
+        package / "_data" / TEMPLATE_DIR_NAME,
+    ):
+        if (candidate / "Cargo.toml").is_file():
+            return candidate
+    raise PluginError(
+        f"the Rust plugin template ({TEMPLATE_DIR_NAME}) is missing from this Vultrino "
+        "installation; reinstall vultrino, or pass a template directory"
+    )
+
+
+def check_scaffold_name(name: str) -> None:
+    """The manifest's plugin-name rule, plus a leading letter (a crate name and the derived
+    MCP tool names cannot start with a digit)."""
+    problems: list[str] = []
+    if not PLUGIN_NAME_RE.fullmatch(name):
+        problems.append(
+            f"plugin.name: {name!r} is not a valid name: use lowercase letters, digits and "
+            "single '-' between them"
+        )
+    elif not name[0].isalpha():
+        problems.append(f"plugin.name: {name!r} must start with a letter (it becomes a crate name)")
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.append(f"plugin.name: must be at most {MAX_NAME_LENGTH} characters long")
+    if problems:
+        raise ManifestError(f"cannot create plugin {name!r}: {problems[0]}", problems=problems)
+
+
+def _substitute(text: str, name: str) -> str:
+    for placeholder in sorted(PLACEHOLDERS, key=len, reverse=True):
+        text = text.replace(placeholder, PLACEHOLDERS[placeholder](name))
+    return text
+
+
+def new_plugin(name: str, dest: Path, *, template_dir: Path | None = None) -> Path:
+    """Create a plugin project called ``name`` in ``dest`` (absent or an empty directory).
+
+    Returns ``dest``. Raises :class:`ManifestError` for a name that is not a valid plugin name
+    and :class:`PluginError` when ``dest`` is not empty or the template is missing. On error
+    nothing is left behind.
+    """
+    check_scaffold_name(name)
+    template = Path(template_dir) if template_dir is not None else find_template()
+    if not (template / "Cargo.toml").is_file():
+        raise PluginError(f"{template} is not a plugin template (it has no Cargo.toml)")
+    dest = Path(dest)
+    created = not dest.exists()
+    if not created:
+        if not dest.is_dir():
+            raise PluginError(f"{dest} exists and is not a directory; choose another --path")
+        if any(dest.iterdir()):
+            raise PluginError(
+                f"{dest} is not empty; choose another --path or an empty directory",
+                plugin=name,
+            )
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        _copy(template, dest, name)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            for child in dest.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    return dest
+
+
+def _copy(template: Path, dest: Path, name: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(template):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP)
+        out = dest / _substitute(str(here.relative_to(template)), name)
+        out.mkdir(parents=True, exist_ok=True)
+        for filename in sorted(filenames):
+            if filename in _SKIP:
+                continue
+            src = here / filename
+            dst = out / _substitute(filename, name)
+            data = src.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                dst.write_bytes(data)  # binary: copied as is
+            else:
+                dst.write_bytes(_substitute(text, name).encode("utf-8"))
+            shutil.copymode(src, dst)
