@@ -23,13 +23,19 @@ def packb(obj: Any) -> bytes:
 
 def unpackb(data: bytes | memoryview, *, max_bytes: int | None = None) -> Any:
     """Decode exactly one document; any malformation or trailing data is a DecodeError."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DecodeError(f"not valid MessagePack: {len(data)} bytes is over the {max_bytes} cap")
     try:
-        return msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=False,
-            max_buffer_size=max_bytes or 0,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError, msgpack.OutOfData, UnicodeDecodeError) as exc:
+        # msgpack.unpackb has no max_buffer_size (that is Unpacker's); its per-object limits
+        # already default to len(data), so the size check above is the only cap needed.
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        msgpack.OutOfData,
+        UnicodeDecodeError,
+    ) as exc:
         raise DecodeError(f"not valid MessagePack: {exc}") from exc

@@ -15,7 +15,7 @@ errors too: a mistyped limit must not quietly leave the default in force.
 
     [store]
     kdf_opslimit = 3             # Argon2id parameters for `init` and `rekey`
-    kdf_memlimit_mb = 64
+    kdf_memlimit_mb = 128
 
     [http]
     max_response_mb = 10         # largest body the built-in HTTP plugin reads

@@ -118,4 +118,3 @@ def test_wipe_zeroes_the_buffer() -> None:
     _sealing.wipe(buf)
     assert buf == bytearray(len(b"key material"))
     _sealing.wipe(None)
-

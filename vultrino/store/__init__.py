@@ -1,0 +1,22 @@
+"""The sealed credential store: ``credentials.enc`` (DESIGN.md section 4, docs/store.md).
+
+Knows nothing about plugins. The core facade is its only user inside Vultrino.
+"""
+
+from __future__ import annotations
+
+from vultrino.store._sealing import KdfParams
+from vultrino.store.credentials import (
+    ALIAS_MAX_LENGTH,
+    Credential,
+    CredentialStore,
+    validate_alias,
+)
+
+__all__ = [
+    "ALIAS_MAX_LENGTH",
+    "Credential",
+    "CredentialStore",
+    "KdfParams",
+    "validate_alias",
+]

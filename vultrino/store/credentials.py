@@ -1,0 +1,845 @@
+"""credentials.enc: the sealed, crash-safe, multi-process credential store (DESIGN.md section 4).
+
+The whole store is one secretbox around one msgpack document, so a reader sees either the old
+or the new file and never half of one. Every mutation runs the same cycle under an exclusive
+``flock`` on ``credentials.enc.lock``: re-read the current file, apply the change, write a temp
+file in the same directory (0600), fsync it, ``os.replace`` it over the store, fsync the
+directory. Two processes adding at once therefore lose nothing, and a SIGKILL at any instant
+leaves either the old or the new store. See docs/store.md for the byte-level format.
+
+The key is derived once (Argon2id is deliberately slow) and reused for later reads and writes;
+it is derived again only when another process re-keyed the store (salt or parameters changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from vultrino._msgpack import DecodeError, packb, unpackb
+from vultrino.errors import (
+    CredentialExistsError,
+    CredentialNotFoundError,
+    CredentialValidationError,
+    PasswordRequiredError,
+    StoreCorruptError,
+    StoreError,
+    StoreExistsError,
+    StoreNotInitializedError,
+    WrongPasswordError,
+)
+from vultrino.store import _sealing
+from vultrino.store._lock import DEFAULT_LOCK_TIMEOUT, FileLock, lock_path_for
+from vultrino.store._sealing import Header, KdfParams, Unauthentic
+
+__all__ = [
+    "ALIAS_MAX_LENGTH",
+    "MAX_STORE_BYTES",
+    "Credential",
+    "CredentialStore",
+    "decode_document",
+    "encode_document",
+    "validate_alias",
+]
+
+ALIAS_MAX_LENGTH = 128
+TYPE_MAX_LENGTH = 200
+FIELD_NAME_MAX_LENGTH = 128
+MAX_STORE_BYTES = 256 << 20  # refuse to read anything bigger: it is not a store we wrote
+
+_T = TypeVar("_T")
+
+
+# --- the record ------------------------------------------------------------------------------
+
+
+@dataclass(repr=False)
+class Credential:
+    """One credential. ``fields`` and ``state`` hold secrets; ``repr()`` never shows their values.
+
+    ``created_at`` and ``updated_at`` are ISO-8601 UTC strings (``2025-01-31T12:00:00Z``); the
+    store fills them in when they are empty. ``state`` is plugin-owned data that changes without
+    the user editing the credential (a refreshed OAuth token); see ``update_state``.
+    """
+
+    alias: str
+    type: str
+    fields: dict[str, Any]
+    description: str = ""
+    allow: list[str] = field(default_factory=list)
+    secret_fields: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    updated_at: str = ""
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(str(k) for k in self.fields)) if _is_dict(self.fields) else "?"
+        state = f"<{len(self.state)} keys hidden>" if _is_dict(self.state) else "<hidden>"
+        return (
+            f"Credential(alias={self.alias!r}, type={self.type!r}, "
+            f"description={self.description!r}, fields=<values hidden: {names}>, "
+            f"allow={self.allow!r}, secret_fields={self.secret_fields!r}, state={state}, "
+            f"created_at={self.created_at!r}, updated_at={self.updated_at!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _is_dict(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _copy_value(value: Any) -> Any:
+    """Deep-copy containers, share immutable scalars: callers cannot edit the store's copy."""
+    if isinstance(value, dict):
+        return {k: v if type(v) in _SCALARS else _copy_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [v if type(v) in _SCALARS else _copy_value(v) for v in value]
+    return value
+
+
+def _copy_credential(cred: Credential) -> Credential:
+    return Credential(
+        alias=cred.alias,
+        type=cred.type,
+        fields=_copy_value(cred.fields),
+        description=cred.description,
+        allow=list(cred.allow),
+        secret_fields=list(cred.secret_fields),
+        state=_copy_value(cred.state),
+        created_at=cred.created_at,
+        updated_at=cred.updated_at,
+    )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _check_name(value: object, what: str, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise CredentialValidationError(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise CredentialValidationError(f"{what} must not be empty")
+    if len(value) > max_length:
+        raise CredentialValidationError(
+            f"{what} is {len(value)} characters long; the limit is {max_length}"
+        )
+    if not value.isprintable():
+        raise CredentialValidationError(
+            f"{what} {value[:40]!r} contains a control, format or non-space separator "
+            "character; use printable characters only"
+        )
+    if value != value.strip():
+        raise CredentialValidationError(
+            f"{what} {value[:40]!r} must not start or end with whitespace"
+        )
+    return value
+
+
+def validate_alias(alias: object) -> str:
+    """Return ``alias`` if it is a valid alias, else raise CredentialValidationError.
+
+    The rule (docs/store.md): a string of 1 to 128 characters, every one printable in the
+    sense of ``str.isprintable`` (no control, format, surrogate or unassigned characters, no
+    separators other than the ASCII space), and no leading or trailing whitespace.
+    """
+    return _check_name(alias, "the credential alias", ALIAS_MAX_LENGTH)
+
+
+def _check_str_list(value: object, what: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise CredentialValidationError(f"{what} must be a list of strings")
+    return list(value)
+
+
+def _check_str_dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CredentialValidationError(f"{what} must be a mapping, not {type(value).__name__}")
+    for key in value:
+        _check_name(key, f"a key of {what}", FIELD_NAME_MAX_LENGTH)
+    return value
+
+
+def _check_timestamp(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise CredentialValidationError(f"{what} must be an ISO-8601 string")
+    if value:
+        text = value[:-1] + "+00:00" if value.endswith("Z") else value
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise CredentialValidationError(
+                f"{what} {value[:40]!r} is not an ISO-8601 timestamp"
+            ) from None
+    return value
+
+
+def _check_packable(value: dict[str, Any], what: str) -> None:
+    """Reject values msgpack cannot store, naming the key but never showing the value."""
+    for key, item in value.items():
+        try:
+            packb(item)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CredentialValidationError(
+                f"{what} {key!r} holds a value that cannot be stored (a {type(item).__name__}); "
+                "use strings, numbers, booleans, bytes, lists or mappings"
+            ) from exc
+
+
+def _validated(cred: object) -> Credential:
+    """A private, validated copy of ``cred`` (so later edits by the caller do not leak in)."""
+    if not isinstance(cred, Credential):
+        raise CredentialValidationError(f"expected a Credential, got {type(cred).__name__}")
+    alias = validate_alias(cred.alias)
+    _check_name(cred.type, f"the type of credential {alias!r}", TYPE_MAX_LENGTH)
+    if not isinstance(cred.description, str):
+        raise CredentialValidationError(f"the description of {alias!r} must be a string")
+    fields = _check_str_dict(cred.fields, f"the fields of {alias!r}")
+    state = _check_str_dict(cred.state, f"the state of {alias!r}")
+    allow = _check_str_list(cred.allow, f"the allow list of {alias!r}")
+    secret = _check_str_list(cred.secret_fields, f"secret_fields of {alias!r}")
+    created = _check_timestamp(cred.created_at, f"created_at of {alias!r}")
+    updated = _check_timestamp(cred.updated_at, f"updated_at of {alias!r}")
+    _check_packable(fields, f"field of {alias!r}")
+    _check_packable(state, f"state key of {alias!r}")
+    return Credential(
+        alias=alias,
+        type=cred.type,
+        fields=_copy_value(fields),
+        description=cred.description,
+        allow=allow,
+        secret_fields=secret,
+        state=_copy_value(state),
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+# --- the document inside the secretbox -------------------------------------------------------
+
+
+def _all_str(items: Any) -> bool:
+    # A plain loop, not all(<generator>): this runs four times per record on every load.
+    for item in items:  # noqa: SIM110
+        if type(item) is not str:
+            return False
+    return True
+
+
+def encode_document(header: Header, records: dict[str, Credential]) -> bytes:
+    """The msgpack plaintext: a copy of the header (binding it) and the records, by alias."""
+    return packb(
+        {
+            "header": header.raw,
+            "credentials": [
+                {
+                    "alias": c.alias,
+                    "type": c.type,
+                    "description": c.description,
+                    "fields": c.fields,
+                    "allow": c.allow,
+                    "secret_fields": c.secret_fields,
+                    "state": c.state,
+                    "created_at": c.created_at,
+                    "updated_at": c.updated_at,
+                }
+                for c in sorted(records.values(), key=lambda c: c.alias)
+            ],
+        }
+    )
+
+
+def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, Credential]:
+    """Parse the decrypted document; anything malformed is a StoreCorruptError.
+
+    The document must repeat the file header byte for byte, which binds every header byte to
+    the authenticated content. Unknown keys are ignored (and dropped on the next write).
+    """
+
+    def corrupt(what: str) -> StoreCorruptError:
+        return StoreCorruptError(
+            f"{where} decrypted but its contents are malformed ({what}); restore it from a backup"
+        )
+
+    try:
+        doc = unpackb(plaintext)
+    except DecodeError:
+        raise corrupt("not a MessagePack document") from None
+    if not isinstance(doc, dict):
+        raise corrupt("the document is not a map")
+    if doc.get("header") != header.raw:
+        raise corrupt("the sealed copy of the header does not match the file header")
+    items = doc.get("credentials")
+    if not isinstance(items, list):
+        raise corrupt("no credential list")
+    out: dict[str, Credential] = {}
+    for index, rec in enumerate(items):
+        if not isinstance(rec, dict):
+            raise corrupt(f"record {index} is not a map")
+        alias = rec.get("alias")
+        ctype = rec.get("type")
+        fields = rec.get("fields")
+        state = rec.get("state", {})
+        allow = rec.get("allow", [])
+        secret = rec.get("secret_fields", [])
+        description = rec.get("description", "")
+        created = rec.get("created_at", "")
+        updated = rec.get("updated_at", "")
+        if not (
+            isinstance(alias, str)
+            and alias
+            and isinstance(ctype, str)
+            and isinstance(description, str)
+            and isinstance(created, str)
+            and isinstance(updated, str)
+            and isinstance(fields, dict)
+            and _all_str(fields)
+            and isinstance(state, dict)
+            and _all_str(state)
+            and isinstance(allow, list)
+            and _all_str(allow)
+            and isinstance(secret, list)
+            and _all_str(secret)
+        ):
+            raise corrupt(f"record {index} has missing or mistyped keys")
+        if alias in out:
+            raise corrupt(f"record {index} repeats an alias")
+        out[alias] = Credential(
+            alias=alias,
+            type=ctype,
+            fields=fields,
+            description=description,
+            allow=allow,
+            secret_fields=secret,
+            state=state,
+            created_at=created,
+            updated_at=updated,
+        )
+    return out
+
+
+# --- files -----------------------------------------------------------------------------------
+
+_Signature = tuple[int, int, int, int, int]
+
+
+def _signature(st: os.stat_result) -> _Signature:
+    """What tells a changed file apart cheaply: writers always rename a new inode into place."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _fingerprint(data: bytes) -> bytes:
+    """A digest of the whole file: equal means the very version we already decrypted and
+    parsed (hashing 2 MB costs milliseconds; decrypting and parsing it costs far more)."""
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def _read_store(path: Path) -> tuple[bytes, _Signature]:
+    """The whole file and its stat signature, read through one descriptor (so they agree)."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the path must not hang us (no effect on regular files).
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise StoreNotInitializedError(
+            f"no credential store at {path}; run `vultrino init` to create one"
+        ) from None
+    except IsADirectoryError:
+        raise StoreCorruptError(f"{path} is a directory, not a credential store") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path} ({exc.strerror}); check its permissions") from exc
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise StoreCorruptError(f"{path} is a directory, not a credential store")
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreCorruptError(f"{path} is not a regular file, so not a credential store")
+        if st.st_size > MAX_STORE_BYTES:
+            raise StoreCorruptError(
+                f"{path} is {st.st_size} bytes, larger than any store Vultrino writes "
+                f"({MAX_STORE_BYTES}); it is not a credential store"
+            )
+        chunks = []
+        remaining = MAX_STORE_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise StoreError(f"cannot read {path} ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_STORE_BYTES:
+        raise StoreCorruptError(f"{path} is larger than any store Vultrino writes")
+    return data, _signature(st)
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files left by writers that died. Only called while holding the lock, so
+    any temp file present belongs to a dead process (writers write only under the lock)."""
+    prefix = _temp_prefix(path)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a fresh 0600 temp file beside ``path`` and fsync it."""
+    tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write in {path.parent} ({exc.strerror}); check the directory permissions"
+        ) from exc
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"cannot write the credential store in {path.parent} ({exc.strerror}); "
+                "the store is unchanged"
+            ) from exc
+        raise
+    return tmp
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"cannot replace {path} ({exc.strerror}); the store is unchanged"
+            ) from exc
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(
+            f"the store in {directory} was written, but syncing the directory failed "
+            f"({exc.strerror}); the change may not survive a power loss"
+        ) from exc
+
+
+def _password_bytes(password: object, *, new: bool) -> bytearray:
+    if not isinstance(password, str):
+        raise PasswordRequiredError(
+            "a store password is required (set VULTRINO_PASSWORD or VULTRINO_PASSWORD_FILE)"
+        )
+    if new and not password:
+        raise PasswordRequiredError("the store password must not be empty")
+    return bytearray(password.encode("utf-8"))
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class CredentialStore:
+    """An open credential store. Create with :meth:`create`, open with :meth:`open`.
+
+    Thread-safe; safe to use from several processes at once (see the module docstring). Use it
+    as a context manager, or call :meth:`close`, to wipe the key (best effort).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        password: bytearray,
+        key: bytearray,
+        header: Header,
+        records: dict[str, Credential],
+        signature: _Signature,
+        fingerprint: bytes,
+        lock_timeout: float,
+    ) -> None:
+        """Internal: use :meth:`create` or :meth:`open`."""
+        self._path = path
+        self._password: bytearray | None = password
+        self._key: bytearray | None = key
+        self._header = header
+        self._records = records
+        self._sorted: list[Credential] | None = None
+        self._signature = signature
+        self._fingerprint = fingerprint
+        self._lock_timeout = lock_timeout
+        self._mutex = threading.RLock()
+
+    # -- constructors ---------------------------------------------------------------------
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        """Whether something (a store, or anything else) is at ``path``."""
+        return os.path.lexists(path)
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        password: str,
+        kdf: KdfParams | None = None,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> CredentialStore:
+        """Create an empty store (file 0600; a missing parent directory is created 0700)."""
+        path = Path(path)
+        if cls.exists(path):
+            raise cls._exists_error(path)
+        pw = _password_bytes(password, new=True)
+        params = kdf if kdf is not None else KdfParams.default()
+        salt = _sealing.new_salt()
+        key = _sealing.derive_key(bytes(pw), salt, params)
+        parent = path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(parent, 0o700)
+            except OSError as exc:
+                raise StoreError(f"cannot create {parent} ({exc.strerror})") from exc
+        with FileLock(lock_path_for(path), timeout=lock_timeout):
+            if cls.exists(path):
+                _sealing.wipe(key)
+                raise cls._exists_error(path)
+            _remove_stale_temps(path)
+            header = _sealing.new_header(params, salt)
+            data = _sealing.seal_box(key, header, encode_document(header, {}))
+            tmp = _write_temp(path, data)
+            _replace(tmp, path)
+            signature = _signature(os.stat(path))
+            _fsync_dir(parent)
+        return cls(
+            path,
+            password=pw,
+            key=key,
+            header=header,
+            records={},
+            signature=signature,
+            fingerprint=_fingerprint(data),
+            lock_timeout=lock_timeout,
+        )
+
+    @staticmethod
+    def _exists_error(path: Path) -> StoreExistsError:
+        return StoreExistsError(
+            f"a credential store already exists at {path}; use it (`vultrino rekey` changes "
+            "its password) or move it away first"
+        )
+
+    @classmethod
+    def open(
+        cls, path: Path, password: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> CredentialStore:
+        """Open an existing store, deriving the key once."""
+        path = Path(path)
+        pw = _password_bytes(password, new=False)
+        data, signature = _read_store(path)
+        header = _sealing.parse_header(data, str(path))
+        key = _sealing.derive_key(bytes(pw), header.salt, header.kdf)
+        try:
+            plaintext = _sealing.open_box(key, header, data)
+        except Unauthentic:
+            _sealing.wipe(key)
+            _sealing.wipe(pw)
+            raise WrongPasswordError(
+                f"cannot open {path}: wrong password, or the file was modified; check the "
+                "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
+                "from a backup"
+            ) from None
+        records = decode_document(plaintext, header, str(path))
+        return cls(
+            path,
+            password=pw,
+            key=key,
+            header=header,
+            records=records,
+            signature=signature,
+            fingerprint=_fingerprint(data),
+            lock_timeout=lock_timeout,
+        )
+
+    # -- context manager ------------------------------------------------------------------
+
+    def __enter__(self) -> CredentialStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wipe the key and password (best effort) and drop the cached records. Idempotent."""
+        with self._mutex:
+            _sealing.wipe(self._key)
+            _sealing.wipe(self._password)
+            self._key = None
+            self._password = None
+            self._records = {}
+            self._sorted = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._key is None else "open"
+        return f"<CredentialStore {str(self._path)!r} {state}>"
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def kdf(self) -> KdfParams:
+        """The KDF parameters of the file as last read or written."""
+        return self._header.kdf
+
+    def credentials(self) -> list[Credential]:
+        """Every credential, sorted by alias (copies; editing them changes nothing)."""
+        with self._mutex:
+            self._refresh(force=False)
+            if self._sorted is None:
+                self._sorted = sorted(self._records.values(), key=lambda c: c.alias)
+            return [_copy_credential(c) for c in self._sorted]
+
+    def get(self, alias: str) -> Credential:
+        """The credential named ``alias`` (a copy); CredentialNotFoundError if there is none."""
+        with self._mutex:
+            self._refresh(force=False)
+            return _copy_credential(self._lookup(self._records, alias))
+
+    # -- writing --------------------------------------------------------------------------
+
+    def add(self, cred: Credential, *, replace: bool = False) -> Credential:
+        """Store ``cred``; CredentialExistsError if the alias is taken and not ``replace``.
+
+        On replace the original ``created_at`` is kept and ``updated_at`` becomes now. Returns
+        the stored credential, timestamps filled in.
+        """
+        new = _validated(cred)
+
+        def apply(records: dict[str, Credential]) -> Credential:
+            old = records.get(new.alias)
+            now = _now()
+            if old is not None:
+                if not replace:
+                    raise CredentialExistsError(
+                        f"a credential named {new.alias!r} already exists; remove it first "
+                        "or replace it (--force / replace=True)"
+                    )
+                new.created_at = old.created_at or new.created_at or now
+                new.updated_at = now
+            else:
+                new.created_at = new.created_at or now
+                new.updated_at = new.updated_at or new.created_at
+            records[new.alias] = new
+            return _copy_credential(new)
+
+        return self._mutate(apply)
+
+    def remove(self, alias: str) -> Credential:
+        """Delete ``alias`` and return what was stored; CredentialNotFoundError if absent."""
+
+        def apply(records: dict[str, Credential]) -> Credential:
+            old = self._lookup(records, alias)
+            del records[old.alias]
+            return _copy_credential(old)
+
+        return self._mutate(apply)
+
+    def update_state(self, alias: str, state: dict[str, Any]) -> None:
+        """Replace the plugin state of ``alias`` atomically. ``updated_at`` is left alone:
+        it records when the user last changed the credential, not when a token refreshed."""
+        checked = _check_str_dict(state, f"the state of {alias!r}")
+        _check_packable(checked, f"state key of {alias!r}")
+        copied = _copy_value(checked)
+
+        def apply(records: dict[str, Credential]) -> None:
+            old = self._lookup(records, alias)
+            updated = _copy_credential(old)
+            updated.state = copied
+            records[old.alias] = updated
+
+        self._mutate(apply)
+
+    def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
+        """Re-seal the store under ``new_password`` with a fresh salt, atomically.
+
+        ``kdf=None`` keeps the current parameters; pass ``KdfParams.default()`` to upgrade an
+        old store to today's defaults. The old password stops working when this returns.
+        """
+        new_pw = _password_bytes(new_password, new=True)
+        with self._mutex:
+            self._refresh(force=False)
+            params = kdf if kdf is not None else self._header.kdf
+            salt = _sealing.new_salt()
+            new_key = _sealing.derive_key(bytes(new_pw), salt, params)
+            try:
+                with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
+                    self._refresh(force=True)
+                    self._write(dict(self._records), params, salt, new_key, new_pw)
+            except BaseException:
+                if self._key is not new_key:
+                    _sealing.wipe(new_key)
+                    _sealing.wipe(new_pw)
+                raise
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _lookup(self, records: dict[str, Credential], alias: str) -> Credential:
+        try:
+            return records[alias]
+        except (KeyError, TypeError):
+            raise CredentialNotFoundError(
+                f"no credential named {alias!r} in {self._path}; `vultrino list` shows them"
+            ) from None
+
+    def _live_key(self) -> bytearray:
+        if self._key is None:
+            raise StoreError("this credential store was closed; open it again")
+        return self._key
+
+    def _mutate(self, apply: Callable[[dict[str, Credential]], _T]) -> _T:
+        """Lock, re-read the current file, apply, write atomically, unlock."""
+        with self._mutex:
+            self._live_key()
+            with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
+                self._refresh(force=True)
+                key = self._live_key()
+                records = dict(self._records)
+                result = apply(records)
+                self._write(records, self._header.kdf, self._header.salt, key, None)
+            return result
+
+    def _write(
+        self,
+        records: dict[str, Credential],
+        params: KdfParams,
+        salt: bytes,
+        key: bytearray,
+        new_password: bytearray | None,
+    ) -> None:
+        """Seal and atomically replace the file. Caller holds the mutex and the file lock."""
+        _remove_stale_temps(self._path)
+        header = _sealing.new_header(params, salt)
+        data = _sealing.seal_box(key, header, encode_document(header, records))
+        tmp = _write_temp(self._path, data)
+        _replace(tmp, self._path)
+        # The new file is in place: from here on, our view must match it.
+        self._header = header
+        self._records = records
+        self._sorted = None
+        self._fingerprint = _fingerprint(data)
+        try:
+            self._signature = _signature(os.stat(self._path))
+        except OSError:
+            self._signature = (0, 0, 0, 0, 0)
+        if new_password is not None:
+            old_key, old_pw = self._key, self._password
+            self._key, self._password = key, new_password
+            _sealing.wipe(old_key)
+            _sealing.wipe(old_pw)
+        _fsync_dir(self._path.parent)
+
+    def _refresh(self, *, force: bool) -> None:
+        """Pick up changes other processes made. Cheap when nothing changed: one stat, or
+        (``force``) one read compared against the header and size we last saw."""
+        self._live_key()
+        if not force:
+            try:
+                st = os.stat(self._path)
+            except FileNotFoundError:
+                raise StoreNotInitializedError(
+                    f"the credential store {self._path} was removed; run `vultrino init`"
+                ) from None
+            except OSError as exc:
+                raise StoreError(f"cannot read {self._path} ({exc.strerror})") from exc
+            if _signature(st) == self._signature:
+                return
+        data, signature = _read_store(self._path)
+        where = str(self._path)
+        header = _sealing.parse_header(data, where)
+        if _fingerprint(data) == self._fingerprint:
+            self._signature = signature
+            return
+        current = self._header
+        same_key = header.salt == current.salt and header.kdf == current.kdf
+        if same_key:
+            key = self._live_key()
+        else:
+            password = self._password
+            assert password is not None  # checked by _live_key
+            key = _sealing.derive_key(bytes(password), header.salt, header.kdf)
+        try:
+            plaintext = _sealing.open_box(key, header, data)
+            records = decode_document(plaintext, header, where)
+        except Unauthentic:
+            if not same_key:
+                _sealing.wipe(key)
+                raise WrongPasswordError(
+                    f"{where} was re-keyed by another process and this password no longer "
+                    "opens it; run the command again with the new password"
+                ) from None
+            raise StoreCorruptError(
+                f"{where} fails its integrity check although the key is right: the file was "
+                "modified or damaged; restore it from a backup"
+            ) from None
+        except StoreError:
+            if not same_key:
+                _sealing.wipe(key)
+            raise
+        if not same_key:
+            old, self._key = self._key, key
+            _sealing.wipe(old)
+        self._header = header
+        self._records = records
+        self._sorted = None
+        self._fingerprint = _fingerprint(data)
+        self._signature = signature
