@@ -566,3 +566,15 @@ def test_no_secret_or_password_in_any_error_message(store_path: Path) -> None:
         assert PASSWORD not in message
         assert SECRET not in message
         assert STATE_SECRET not in message
+
+
+def test_add_many_is_one_atomic_write(store: CredentialStore, store_path: Path) -> None:
+    stored = store.add_many([_cred(f"bulk-{i}") for i in range(50)])
+    assert [c.alias for c in stored] == [f"bulk-{i}" for i in range(50)]
+    with CredentialStore.open(store_path, PASSWORD) as again:
+        assert len(again.credentials()) == 50
+    # all or none: one taken alias refuses the whole batch
+    with pytest.raises(CredentialExistsError):
+        store.add_many([_cred("fresh"), _cred("bulk-3")])
+    with CredentialStore.open(store_path, PASSWORD) as again:
+        assert "fresh" not in {c.alias for c in again.credentials()}

@@ -663,24 +663,31 @@ class CredentialStore:
         On replace the original ``created_at`` is kept and ``updated_at`` becomes now. Returns
         the stored credential, timestamps filled in.
         """
-        new = _validated(cred)
+        return self.add_many([cred], replace=replace)[0]
 
-        def apply(records: dict[str, Credential]) -> Credential:
-            old = records.get(new.alias)
+    def add_many(self, creds: list[Credential], *, replace: bool = False) -> list[Credential]:
+        """Store several credentials in one locked, atomic write (all or none)."""
+        news = [_validated(c) for c in creds]
+
+        def apply(records: dict[str, Credential]) -> list[Credential]:
             now = _now()
-            if old is not None:
-                if not replace:
-                    raise CredentialExistsError(
-                        f"a credential named {new.alias!r} already exists; remove it first "
-                        "or replace it (--force / replace=True)"
-                    )
-                new.created_at = old.created_at or new.created_at or now
-                new.updated_at = now
-            else:
-                new.created_at = new.created_at or now
-                new.updated_at = new.updated_at or new.created_at
-            records[new.alias] = new
-            return _copy_credential(new)
+            stored = []
+            for new in news:
+                old = records.get(new.alias)
+                if old is not None:
+                    if not replace:
+                        raise CredentialExistsError(
+                            f"a credential named {new.alias!r} already exists; remove it first "
+                            "or replace it (--force / replace=True)"
+                        )
+                    new.created_at = old.created_at or new.created_at or now
+                    new.updated_at = now
+                else:
+                    new.created_at = new.created_at or now
+                    new.updated_at = new.updated_at or new.created_at
+                records[new.alias] = new
+                stored.append(_copy_credential(new))
+            return stored
 
         return self._mutate(apply)
 
