@@ -1,0 +1,227 @@
+"""An installed WebAssembly plugin: its manifest, its directory, and — once called — its module.
+
+The module is read and compiled lazily, on the first ``execute`` (or an explicit
+``ensure_loaded()``), so listing plugins never pays for a compile and nothing imports an engine
+until a plugin actually runs. The runtime is injected, as an object or a zero-argument factory,
+which keeps this module free of engine imports and lets the registry share one runtime.
+
+What the guest sees is DESIGN.md 5.1's request map; what it answers is mapped onto the error
+tree here: ``{"ok": v}`` is the result, ``{"error": {...}}`` an :class:`ActionFailedError`
+(``unknown_action`` an :class:`ActionNotFoundError`), anything else a :class:`PluginABIError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from vultrino.errors import (
+    ActionFailedError,
+    ActionNotFoundError,
+    CredentialMismatchError,
+    ModuleError,
+    PluginABIError,
+    PluginError,
+)
+from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest
+
+__all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
+
+REDACTED = "[redacted]"
+
+
+@runtime_checkable
+class ModuleLike(Protocol):
+    """What this module needs of ``vultrino.runtime.PluginModule``."""
+
+    def execute(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RuntimeLike(Protocol):
+    """What this module needs of ``vultrino.runtime.WasmRuntime``."""
+
+    def load(self, wasm: bytes, *, plugin: str, log: Any = None) -> Any: ...
+
+
+#: A runtime, or a zero-argument callable returning one (called at each module load; pass a
+#: memoizing one to share a runtime).
+RuntimeSource = RuntimeLike | Callable[[], RuntimeLike]
+
+
+def resolve_runtime(source: RuntimeSource) -> RuntimeLike:
+    """The runtime itself, calling ``source`` first when it is a factory."""
+    if isinstance(source, RuntimeLike):
+        return source
+    return source()
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every exact occurrence of each secret replaced by ``[redacted]``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class WasmPlugin:
+    """A plugin installed as ``<plugins>/<name>/`` with a ``plugin.toml`` and a wasm module.
+
+    Implements the :class:`~vultrino.plugins.base.Plugin` protocol. Thread-safe: loading is
+    serialized; concurrent calls go to the runtime's module, which pools guest instances.
+    """
+
+    builtin: bool = False
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: PluginManifest,
+        runtime: RuntimeSource,
+        *,
+        log: Any = None,
+    ) -> None:
+        if manifest.plugin.wasm_module is None:
+            raise PluginError(
+                f"plugin {manifest.name} has no wasm_module in its manifest",
+                plugin=manifest.name,
+            )
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self._runtime = runtime
+        self._log = log
+        self._module: ModuleLike | None = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return f"<WasmPlugin {self.name} {self.manifest.plugin.version} ({state})>"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def module_path(self) -> Path:
+        """The wasm file named by ``[plugin].wasm_module``."""
+        return self.directory / str(self.manifest.plugin.wasm_module)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the module has been compiled and instantiated."""
+        return self._module is not None
+
+    @property
+    def module(self) -> ModuleLike | None:
+        """The loaded ``PluginModule`` (its ``abi``, ``sha256``), or None before the first call."""
+        return self._module
+
+    def ensure_loaded(self) -> ModuleLike:
+        """Load the module now (idempotent) and return it.
+
+        The installer and ``reload`` call this to validate a plugin before they accept it.
+        Raises :class:`ModuleError` when the file cannot be read, and whatever the runtime
+        raises (``ModuleError`` for bad wasm, imports or exports).
+        """
+        with self._lock:
+            if self._module is None:
+                try:
+                    wasm = self.module_path.read_bytes()
+                except OSError as exc:
+                    raise ModuleError(
+                        f"plugin {self.name}: cannot read its module "
+                        f"{self.manifest.plugin.wasm_module}: {exc.strerror or exc}; "
+                        f"reinstall the plugin",
+                        plugin=self.name,
+                    ) from exc
+                runtime = resolve_runtime(self._runtime)
+                module: ModuleLike = runtime.load(wasm, plugin=self.name, log=self._log)
+                self._module = module
+            return self._module
+
+    def execute(
+        self, action: str, params: Mapping[str, Any], credential: CredentialView | None
+    ) -> ActionResult:
+        """Run ``action`` in the guest. ``params`` are already validated against the manifest.
+
+        The credential is passed only when the action declares a credential type, and only if
+        it is of that type: a plugin never sees a credential that is not its own.
+        """
+        spec = self.manifest.action(action)
+        if spec is None:
+            names = ", ".join(a.name for a in self.manifest.actions) or "none"
+            raise ActionNotFoundError(
+                f"plugin {self.name} has no action {action!r} (actions: {names})",
+                plugin=self.name,
+            )
+        payload: dict[str, Any] | None = None
+        secrets: list[str] = []
+        if spec.credential_type is not None:
+            if credential is None:
+                raise CredentialMismatchError(
+                    f"action {action} of plugin {self.name} needs a credential of type "
+                    f"plugin:{self.name}:{spec.credential_type}",
+                    plugin=self.name,
+                )
+            if credential.type != spec.credential_type:
+                raise CredentialMismatchError(
+                    f"credential {credential.alias!r} is of type {credential.type!r}; action "
+                    f"{action} of plugin {self.name} acts on {spec.credential_type!r}",
+                    plugin=self.name,
+                )
+            payload = {
+                "alias": credential.alias,
+                "type": credential.type,
+                "fields": dict(credential.fields),
+            }
+            ctype = self.manifest.credential_type(credential.type)
+            if ctype is not None:
+                secrets = [
+                    v
+                    for k, v in credential.fields.items()
+                    if k in ctype.secret_fields and isinstance(v, str)
+                ]
+        request = {"action": action, "params": dict(params), "credential": payload}
+        # The module pools guest instances and is safe to call from several threads, so only
+        # loading is serialized here.
+        response = self.ensure_loaded().execute(request)
+        return self._answer(action, response, secrets)
+
+    def _answer(self, action: str, response: Any, secrets: list[str]) -> ActionResult:
+        if isinstance(response, Mapping) and len(response) == 1:
+            if "ok" in response:
+                return ActionResult(response["ok"])
+            error = response.get("error")
+            if (
+                isinstance(error, Mapping)
+                and isinstance(error.get("code"), str)
+                and isinstance(error.get("message"), str)
+            ):
+                code: str = error["code"]
+                message = scrub(error["message"], secrets)
+                if code == "unknown_action":
+                    raise ActionNotFoundError(
+                        f"plugin {self.name} does not handle action {action}: {message}",
+                        plugin=self.name,
+                    )
+                raise ActionFailedError(
+                    f"plugin {self.name}, action {action} failed ({code}): {message}",
+                    plugin=self.name,
+                    code=code,
+                )
+        raise PluginABIError(
+            f"plugin {self.name} answered action {action} with neither {{'ok': ...}} nor "
+            "{'error': {'code', 'message'}}; the plugin is broken — report it to its author",
+            plugin=self.name,
+        )
+
+    def close(self) -> None:
+        """Release the module (idempotent); the next call loads it again."""
+        with self._lock:
+            module, self._module = self._module, None
+        if module is not None:
+            module.close()
