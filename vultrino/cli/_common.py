@@ -72,7 +72,7 @@ def open_vultrino(home: Path | None, *, engine: str | None = None) -> Any:
     return Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)
 
 
-def handle_errors(json_flag: str | None = "json") -> Callable[[F], F]:
+def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
     """Turn VultrinoError into a one-line message on stderr and its exit code."""
 
     def deco(fn: F) -> F:

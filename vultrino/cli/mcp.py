@@ -8,7 +8,7 @@ import typer
 
 from vultrino.cli._common import HomeOpt, emit_json, err, handle_errors, home_arg, open_vultrino
 
-app = typer.Typer(help="Serve Vultrino's tools over MCP.", invoke_without_command=True)
+app = typer.Typer(invoke_without_command=True)
 
 
 @app.callback()
