@@ -72,6 +72,21 @@ else
   log "no Python 3.10 found: the wasmer engine (wheels only up to CPython 3.10) is skipped"
 fi
 
+# The WASI preview-1 adapter, for checking modules against the WIT world
+# (`wasm-tools component new`); it ships in the npm package @bytecodealliance/jco.
+ADAPTER=.cache/wasi_snapshot_preview1.reactor.wasm
+if [ ! -f "$ADAPTER" ] && command -v npm >/dev/null 2>&1; then
+  mkdir -p .cache/jco
+  if (cd .cache/jco && npm pack --silent @bytecodealliance/jco@1.35.0 >/dev/null 2>&1); then
+    tar -xzf .cache/jco/bytecodealliance-jco-1.35.0.tgz -C .cache/jco \
+      package/lib/wasi_snapshot_preview1.reactor.wasm
+    mv .cache/jco/package/lib/wasi_snapshot_preview1.reactor.wasm "$ADAPTER"
+    log "WASI adapter for the WIT check: $ADAPTER"
+  else
+    log "npm could not fetch @bytecodealliance/jco: the WIT-world check will be skipped"
+  fi
+fi
+
 # The offline Rust toolchain for wasm plugins (Debian's rustc + crates).
 if [ -x /usr/bin/cargo ]; then
   # shellcheck source=scripts/rust-env.sh

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build the Rust SDK template and the first-party plugins (totp, jwt, hmac) for WebAssembly with
+# the offline Debian toolchain (see scripts/rust-env.sh), check their sizes, and install the
+# plugin modules with their manifests as package data in vultrino/_plugins/<name>/.
+#
+# Sources are copied to a staging directory first, so the repository gets no Cargo.lock or
+# target/ (a lock file resolved against Debian's crates would not match crates.io checksums).
+#
+# Usage: scripts/build-plugins.sh [--out DIR] [--work DIR] [--target TRIPLE] [--only NAME]...
+#   --out DIR      where built plugins go (default: vultrino/_plugins)
+#   --work DIR     staging + cargo target directory (default: .cache/plugin-build)
+#   --target T     wasm target (default: wasm32-wasi; wasm32-wasip1 on Rust >= 1.78)
+#   --only NAME    build only this crate directory name (template, totp, jwt, hmac); repeatable
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+out="$root/vultrino/_plugins"
+work="$root/.cache/plugin-build"
+target="wasm32-wasi"
+only=()
+
+TEMPLATE_LIMIT=$((200 * 1024))
+PLUGIN_LIMIT=$((1024 * 1024))
+
+die() {
+    echo "build-plugins.sh: $*" >&2
+    exit 1
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) out="${2:?--out needs a directory}"; shift 2 ;;
+        --work) work="${2:?--work needs a directory}"; shift 2 ;;
+        --target) target="${2:?--target needs a triple}"; shift 2 ;;
+        --only) only+=("${2:?--only needs a name}"); shift 2 ;;
+        -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+# shellcheck source=scripts/rust-env.sh
+source "$here/rust-env.sh" || die "the Debian Rust toolchain is not usable (see above)"
+
+sysroot="$("$RUSTC" --print sysroot)"
+[ -d "$sysroot/lib/rustlib/$target/lib" ] ||
+    die "no $target standard library in $sysroot; install it with 'apt-get install libstd-rust-dev-wasm32'"
+
+mkdir -p "$work/src" "$out"
+work="$(cd "$work" && pwd)"
+out="$(cd "$out" && pwd)"
+# Keep machine paths out of the shipped modules (panic locations embed source paths).
+export RUSTFLAGS="--remap-path-prefix=$work/src=/src --remap-path-prefix=${VULTRINO_DEBIAN_CRATES:-/usr/share/cargo/registry}=/crates"
+
+# The first `key = "value"` in a TOML file.
+toml_value() {
+    sed -n "s/^$2[[:space:]]*=[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p" "$1" | head -n 1
+}
+
+wanted() {
+    [ ${#only[@]} -eq 0 ] && return 0
+    local name
+    for name in "${only[@]}"; do
+        [ "$name" = "$1" ] && return 0
+    done
+    return 1
+}
+
+build_one() {
+    local label="$1" src="$2" limit="$3" ship="$4"
+    local stage="$work/src/$label"
+    rm -rf "$stage"
+    mkdir -p "$stage"
+    cp -R "$src/Cargo.toml" "$src/plugin.toml" "$src/src" "$src/.cargo" "$stage/"
+
+    local crate module plugin artifact size
+    crate="$(toml_value "$stage/Cargo.toml" name)"
+    module="$(toml_value "$stage/plugin.toml" wasm_module)"
+    plugin="$(toml_value "$stage/plugin.toml" name)"
+    [ -n "$crate" ] && [ -n "$module" ] && [ -n "$plugin" ] ||
+        die "$src: Cargo.toml needs [package] name, plugin.toml needs name and wasm_module"
+    [ "${crate//-/_}.wasm" = "$module" ] ||
+        die "$src/plugin.toml: wasm_module is '$module' but cargo builds '${crate//-/_}.wasm'"
+
+    echo "==> $label: cargo build --release --target $target" >&2
+    (cd "$stage" && "$CARGO" build --release --target "$target" --target-dir "$work/target")
+    artifact="$work/target/$target/release/$module"
+    [ -f "$artifact" ] || die "$label: cargo did not produce $artifact"
+    size="$(wc -c <"$artifact" | tr -d ' ')"
+    [ "$size" -le "$limit" ] || die "$label: $module is $size bytes, over the $limit byte limit"
+    printf '%-10s %-22s %8d bytes\n' "$label" "$module" "$size"
+
+    if [ "$ship" = yes ]; then
+        local dest="$out/$plugin"
+        mkdir -p "$dest"
+        cp "$stage/plugin.toml" "$dest/plugin.toml.tmp"
+        cp "$artifact" "$dest/$module.tmp"
+        mv -f "$dest/plugin.toml.tmp" "$dest/plugin.toml"
+        mv -f "$dest/$module.tmp" "$dest/$module"
+    fi
+}
+
+if wanted template; then
+    build_one template "$root/sdk-rust-template" "$TEMPLATE_LIMIT" no
+fi
+for name in totp jwt hmac; do
+    if wanted "$name"; then
+        build_one "$name" "$root/plugins/$name" "$PLUGIN_LIMIT" yes
+    fi
+done
+echo "build-plugins.sh: done; plugins in $out" >&2
