@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 import typer
 
-from vultrino.cli._common import HomeOpt, emit_json, err, handle_errors, home_arg, open_vultrino
+from vultrino.cli._common import HomeOpt, emit_json, err, handle_errors, home_arg
 
 app = typer.Typer(invoke_without_command=True)
+
+
+def _preload_sdk() -> threading.Thread:
+    """Import the MCP SDK (about a second of CPU) while the key derivation runs."""
+
+    def load() -> None:
+        import vultrino.mcp_server  # noqa: F401
+
+    t = threading.Thread(target=load, name="vultrino-mcp-import", daemon=True)
+    t.start()
+    return t
 
 
 @app.callback()
@@ -18,7 +30,9 @@ def mcp_serve(
     http: Annotated[
         bool, typer.Option("--http", help="Serve streamable HTTP on 127.0.0.1.")
     ] = False,
-    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default 8765).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="HTTP port (default 8765; 0 picks a free one).")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve MCP over stdio (default) or streamable HTTP.
@@ -34,18 +48,21 @@ def mcp_serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from vultrino import mcp_server
     from vultrino.core import Vultrino
 
+    loading = _preload_sdk()
     v = Vultrino.open(home_arg(home))  # no prompt: stdin belongs to the protocol
     try:
         v.unlock()
+        loading.join()
+        from vultrino import mcp_server
+
         if http:
             token, created = mcp_server.ensure_http_token(v.home.root)
             if created:
                 err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
                 err(token)
-            mcp_server.serve_http(v, port=port or v.config.mcp_port, token=token)
+            mcp_server.serve_http(v, port=v.config.mcp_port if port is None else port, token=token)
         else:
             mcp_server.serve_stdio(v)
     finally:
@@ -54,16 +71,28 @@ def mcp_serve(
 
 @app.command("config")
 @handle_errors(json_flag=None)
-def mcp_config(home: HomeOpt = None) -> None:
+def mcp_config(
+    form: Annotated[
+        str, typer.Option("--form", help="claude (Claude Desktop's mcpServers) or generic.")
+    ] = "claude",
+    http: Annotated[
+        bool, typer.Option("--http", help="Point the client at `vultrino mcp --http`.")
+    ] = False,
+    port: Annotated[int | None, typer.Option("--port", help="The HTTP port.")] = None,
+    home: HomeOpt = None,
+) -> None:
     """Print a ready-to-paste MCP client configuration (Claude Desktop and generic JSON).
 
-    Example: vultrino mcp config
+    Example: vultrino mcp config --form generic
     """
     from vultrino import mcp_server
+    from vultrino.config import load_config
+    from vultrino.errors import ConfigError
+    from vultrino.paths import resolve_home
 
-    with open_vultrino(home) as v:
-        emit_json(mcp_server.client_config(v.home.root))
-    err(
-        "The server reads the store password from VULTRINO_PASSWORD_FILE (a file readable only by "
-        "you, e.g. chmod 600) or VULTRINO_PASSWORD; never put the password itself in the JSON."
-    )
+    if form not in ("claude", "generic"):
+        raise ConfigError(f"--form must be claude or generic, not {form!r}")
+    h = resolve_home(home_arg(home))
+    http_port = (port or load_config(h.config).mcp_port) if http else None
+    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port))
+    err(mcp_server.client_config_note(h.root))
