@@ -157,7 +157,14 @@ class Vultrino:
         self._runtime = runtime
         self._store: CredentialStore | None = None
         self._registry: PluginRegistry | None = None
+        # _lock serialises mutations and refreshes. The lazily built parts have their own
+        # locks, taken innermost and never around a call back into the facade: a plugin that
+        # loads its module from a worker thread asks for the runtime while another thread may
+        # hold _lock in refresh(), and one shared lock would deadlock the two.
         self._lock = threading.RLock()
+        self._store_lock = threading.Lock()
+        self._runtime_lock = threading.Lock()
+        self._registry_lock = threading.Lock()
         self._tools = _Tools()
         self._plugins_signature = ""
 
@@ -234,7 +241,9 @@ class Vultrino:
     @property
     def store(self) -> CredentialStore:
         """The unlocked store; the key is derived on first access."""
-        with self._lock:
+        if self._store is not None:
+            return self._store
+        with self._store_lock:
             if self._store is None:
                 from vultrino.store import CredentialStore
 
@@ -254,7 +263,9 @@ class Vultrino:
 
     @property
     def runtime(self) -> WasmRuntime:
-        with self._lock:
+        if self._runtime is not None:
+            return self._runtime
+        with self._runtime_lock:
             if self._runtime is None:
                 from vultrino.runtime import WasmRuntime
 
@@ -265,18 +276,19 @@ class Vultrino:
 
     @property
     def registry(self) -> PluginRegistry:
-        with self._lock:
+        if self._registry is not None:
+            return self._registry
+        with self._registry_lock:
             if self._registry is None:
                 from vultrino.plugins.http import HttpPlugin
                 from vultrino.plugins.registry import PluginRegistry
 
                 http = HttpPlugin(max_response_bytes=self.config.http_max_response_bytes)
-                self._registry = PluginRegistry(
-                    self.home.plugins, lambda: self.runtime, builtins=[http]
-                )
-                self._registry.load_all()
+                registry = PluginRegistry(self.home.plugins, lambda: self.runtime, builtins=[http])
+                registry.load_all()
                 self._plugins_signature = self._scan_plugins_dir()
-            return self._registry
+                self._registry = registry
+            return registry
 
     # --- credentials -------------------------------------------------------------------------
 
