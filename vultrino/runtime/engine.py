@@ -135,7 +135,13 @@ class Instance(Protocol):
 
 
 class Engine(Protocol):
-    """An engine adapter. ``name`` is ``wasmtime`` or ``wasmer``."""
+    """An engine adapter. ``name`` is ``wasmtime`` or ``wasmer``.
+
+    Optional attribute ``thread_affine: bool`` (default False): True when compiled modules and
+    instances may only be used on the thread that created them (wasmer-python's objects raise
+    ``PanicException`` elsewhere). The runtime then deserializes the module once per thread and
+    keeps one instance per calling thread instead of a shared pool.
+    """
 
     name: str
     version: str

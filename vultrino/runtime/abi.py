@@ -1,0 +1,577 @@
+"""The two plugin ABIs, engine-neutral: checking a module's shape and running one call.
+
+ABI 2 (DESIGN.md 5.1) is the canonical-ABI lowering of ``wit/vultrino-plugin.wit`` with
+MessagePack request and response. ABI 1 (DESIGN.md 5.2) is the JSON ABI of the Rust Vultrino,
+kept so published plugins run unchanged. The ABI is detected from the exports.
+
+A *session* wraps one :class:`~vultrino.runtime.engine.Instance` and turns a neutral request
+``{"action", "params", "credential"}`` into guest calls and the answer back into
+``{"ok": value}`` or ``{"error": {"code", "message"}}``. Sessions hold bound export callables,
+so the hot path is a handful of attribute loads and three guest calls. Byte-level details are
+in ``docs/plugins/abi.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+from vultrino import _msgpack
+from vultrino.errors import ModuleError, ParameterError, PluginABIError
+from vultrino.runtime import _wasi
+from vultrino.runtime.engine import (
+    ExportDesc,
+    FuncType,
+    HostFunc,
+    ImportDesc,
+    Instance,
+    Limits,
+    Memory,
+    ModuleShape,
+)
+
+__all__ = [
+    "ABI1_CODES",
+    "ERROR_CODES",
+    "HOST_MODULE",
+    "LOG_LEVELS",
+    "Abi1Session",
+    "Abi2Session",
+    "ModuleInfo",
+    "Session",
+    "check_counts",
+    "check_module",
+    "check_response",
+    "decode_abi1",
+    "decode_abi2",
+    "encode_abi1",
+    "new_session",
+    "host_functions",
+]
+
+# --- names and signatures ----------------------------------------------------------------------
+
+HOST_MODULE: Final = "vultrino:plugin/host@1.0.0"
+LOG: Final = "log"
+MEMORY: Final = "memory"
+REALLOC: Final = "cabi_realloc"
+EXECUTE: Final = "vultrino:plugin/handler@1.0.0#execute"
+POST_EXECUTE: Final = "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+
+V1_VERSION: Final = "vultrino_plugin_version"
+V1_ALLOC: Final = "vultrino_alloc"
+V1_FREE: Final = "vultrino_free"
+V1_EXECUTE: Final = "vultrino_execute"
+V1_VALIDATE: Final = "vultrino_validate_params"
+
+LOG_LEVELS: Final = ("debug", "info", "warn", "error")
+ERROR_CODES: Final = frozenset({"invalid_params", "unknown_action", "invalid_credential", "failed"})
+
+#: ABI 1 result codes, as the Rust Vultrino's pgp-signing plugin defines them (0 ok, -1 error,
+#: -2 invalid action, -3 invalid params) plus the positive codes of its ``WasmResultCode`` enum.
+#: Any other non-zero code is ``failed``.
+ABI1_CODES: Final[dict[int, str]] = {
+    -1: "failed",
+    -2: "unknown_action",
+    -3: "invalid_params",
+    1: "invalid_params",
+    2: "unknown_action",
+    3: "failed",
+    4: "failed",
+    5: "invalid_credential",
+}
+
+_I32x4_I32 = FuncType(("i32", "i32", "i32", "i32"), ("i32",))
+_I32x2_I32 = FuncType(("i32", "i32"), ("i32",))
+
+ABI2_REQUIRED: Final[dict[str, FuncType]] = {
+    REALLOC: _I32x4_I32,
+    EXECUTE: _I32x2_I32,
+}
+ABI2_OPTIONAL: Final[dict[str, FuncType]] = {POST_EXECUTE: FuncType(("i32",), ())}
+ABI1_REQUIRED: Final[dict[str, FuncType]] = {
+    V1_VERSION: FuncType((), ("i32",)),
+    V1_ALLOC: FuncType(("i32",), ("i32",)),
+    V1_FREE: FuncType(("i32", "i32"), ()),
+    V1_EXECUTE: FuncType(("i32", "i32"), ("i64",)),
+}
+ABI1_OPTIONAL: Final[dict[str, FuncType]] = {V1_VALIDATE: _I32x4_I32}
+LOG_TYPE: Final = FuncType(("i32", "i32", "i32"), ())
+
+_M32 = 0xFFFF_FFFF
+_M64 = 0xFFFF_FFFF_FFFF_FFFF
+_PAIR = struct.Struct("<II")
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What :meth:`WasmRuntime.inspect` found: the ABI, the module's digest, size and shape."""
+
+    abi: int
+    sha256: str
+    size: int
+    imports: tuple[ImportDesc, ...]
+    exports: tuple[ExportDesc, ...]
+
+
+# --- checking a module -------------------------------------------------------------------------
+
+
+def detect_abi(shape: ModuleShape) -> int | None:
+    """2 when the ABI 2 ``execute`` is exported, 1 for the ABI 1 exports, else None."""
+    if shape.export(EXECUTE) is not None:
+        return 2
+    if shape.export(V1_EXECUTE) is not None or shape.export(V1_VERSION) is not None:
+        return 1
+    return None
+
+
+def check_module(shape: ModuleShape) -> int:
+    """The module's ABI; ``ModuleError`` listing every offending import and export."""
+    abi = detect_abi(shape)
+    if abi is None:
+        raise ModuleError(
+            "this module is not a Vultrino plugin: it exports neither "
+            f"`{EXECUTE}` (ABI 2, see wit/vultrino-plugin.wit) nor `{V1_EXECUTE}` (ABI 1)"
+        )
+    required, optional = (
+        (ABI2_REQUIRED, ABI2_OPTIONAL) if abi == 2 else (ABI1_REQUIRED, ABI1_OPTIONAL)
+    )
+    problems: list[str] = []
+    memory = shape.export(MEMORY)
+    if memory is None or memory.kind != "memory":
+        problems.append(f"missing required export `{MEMORY}` (the linear memory)")
+    for name, ftype in required.items():
+        problems.extend(_check_export(shape.export(name), name, ftype, required=True))
+    for name, ftype in optional.items():
+        problems.extend(_check_export(shape.export(name), name, ftype, required=False))
+    for imp in shape.imports:
+        problem = _check_import(imp)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ModuleError(
+            f"the module does not fit Vultrino plugin ABI {abi}: " + "; ".join(problems)
+        )
+    return abi
+
+
+def _check_export(
+    export: ExportDesc | None, name: str, ftype: FuncType, *, required: bool
+) -> list[str]:
+    if export is None:
+        return [f"missing required export `{name}` {ftype}"] if required else []
+    if export.kind != "func":
+        return [f"export `{name}` is a {export.kind}, expected a function {ftype}"]
+    if export.type != ftype:
+        return [f"export `{name}` has signature {export.type}, expected {ftype}"]
+    return []
+
+
+def _check_import(imp: ImportDesc) -> str | None:
+    where = f"import `{imp.module}`.`{imp.name}`"
+    if imp.module == HOST_MODULE and imp.name == LOG:
+        if imp.kind != "func" or imp.type != LOG_TYPE:
+            return f"{where} has signature {imp.type or imp.kind}, expected {LOG_TYPE}"
+        return None
+    if imp.module == _wasi.MODULE:
+        if imp.kind != "func" or imp.type is None:
+            return f"{where} is a {imp.kind}; only WASI functions can be imported"
+        expected = _wasi.SIGNATURES.get(imp.name)
+        if expected is not None and imp.type != expected:
+            return f"{where} has signature {imp.type}, expected {expected} (WASI preview 1)"
+        return None
+    return (
+        f"{where} is not provided by Vultrino (a plugin may import only `{HOST_MODULE}`.`{LOG}` "
+        f"and `{_wasi.MODULE}` functions)"
+    )
+
+
+#: More imports or exports than any plugin needs; a module past these is refused before it is
+#: compiled (wrapping every export in Python is linear in their number, so this bounds load time).
+MAX_IMPORTS: Final = 1000
+MAX_EXPORTS: Final = 1000
+
+
+def check_counts(wasm: bytes) -> None:
+    """Refuse a module with more imports or exports than :data:`MAX_IMPORTS`/`MAX_EXPORTS`.
+
+    Reads only the section headers and the two counts; a malformed binary is left for the
+    engine to report.
+    """
+    counts = _section_counts(wasm, {2: "imports", 7: "exports"})
+    for what, limit in (("imports", MAX_IMPORTS), ("exports", MAX_EXPORTS)):
+        n = counts.get(what, 0)
+        if n > limit:
+            raise ModuleError(f"the module has {n} {what}; a plugin may have at most {limit}")
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 35:
+            raise ValueError("bad LEB128")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _section_counts(wasm: bytes, wanted: dict[int, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    pos = 8  # magic and version
+    try:
+        while pos < len(wasm) and len(out) < len(wanted):
+            section = wasm[pos]
+            size, body = _leb128(wasm, pos + 1)
+            if section in wanted:
+                out[wanted[section]] = _leb128(wasm, body)[0]
+            pos = body + size
+    except ValueError:
+        pass
+    return out
+
+
+# --- host functions ----------------------------------------------------------------------------
+
+
+def host_functions(
+    shape: ModuleShape,
+    log: Callable[[str, str], None],
+    *,
+    max_message_bytes: int = 4096,
+) -> tuple[list[HostFunc], _wasi.GuestOutput]:
+    """The host functions the module imports: ``log`` and WASI, both ending in ``log``.
+
+    Returns them with the :class:`~vultrino.runtime._wasi.GuestOutput` that buffers stdout and
+    stderr lines; flush it after each call.
+    """
+    output = _wasi.GuestOutput(log, max_line=max_message_bytes)
+    funcs: list[HostFunc] = []
+    wasi: dict[str, FuncType] = {}
+    for imp in shape.imports:
+        if imp.module == HOST_MODULE and imp.name == LOG:
+            funcs.append(_log_function(log, max_message_bytes))
+        elif imp.module == _wasi.MODULE and imp.type is not None:
+            wasi[imp.name] = imp.type
+    funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
+    return funcs, output
+
+
+def _log_function(log: Callable[[str, str], None], cap: int) -> HostFunc:
+    def host_log(memory: Memory, level: int, ptr: int, length: int) -> None:
+        level &= _M32
+        if level >= len(LOG_LEVELS):
+            raise PluginABIError(f"log level {level} is not one of 0 (debug) to 3 (error)")
+        ptr &= _M32
+        length &= _M32
+        if length > cap and ptr + length > memory.size():
+            raise PluginABIError(f"the log message at {ptr:#x} ({length} bytes) is outside memory")
+        try:
+            data = memory.read(ptr, min(length, cap))
+        except PluginABIError:
+            raise PluginABIError(
+                f"the log message at {ptr:#x} ({length} bytes) is outside memory"
+            ) from None
+        text = data.decode("utf-8", "replace")
+        if length > cap:
+            text += f" [... {length - cap} more bytes dropped]"
+        log(LOG_LEVELS[level], text)
+
+    return HostFunc(HOST_MODULE, LOG, LOG_TYPE, host_log)
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+def check_response(value: Any) -> dict[str, Any]:
+    """``value`` when it is ``{"ok": any}`` or ``{"error": {"code", "message"}}``, else raise."""
+    if type(value) is dict and len(value) == 1:
+        if "ok" in value:
+            return value
+        err = value.get("error")
+        if (
+            type(err) is dict
+            and len(err) == 2
+            and type(err.get("code")) is str
+            and type(err.get("message")) is str
+        ):
+            if err["code"] in ERROR_CODES:
+                return value
+            raise PluginABIError(
+                f"the plugin answered with error code {err['code'][:64]!r}, which is not one of "
+                f"{', '.join(sorted(ERROR_CODES))}"
+            )
+    raise PluginABIError(
+        'the plugin\'s answer is not {"ok": value} or {"error": {"code": str, "message": str}}'
+        f" (got {_describe(value)})"
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k)[:40] for k in list(value)[:5])
+        return f"a map with keys {keys}" if keys else "an empty map"
+    return f"a value of type {type(value).__name__}"
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+class Session:
+    """One instance, ready to serve calls. Not thread-safe: one call at a time."""
+
+    abi: int
+    #: The host's log sink for this session; set by whoever creates the session.
+    log: Any = None
+
+    def __init__(self, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> None:
+        self.instance = instance
+        self.output = output
+        self._memory = instance.memory
+        self._deadline = limits.deadline_s
+        self._cap = limits.output_bytes
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.instance.close()
+
+    def _export(self, name: str) -> Callable[..., int | None]:
+        fn = self.instance.export(name)
+        if fn is None:
+            raise ModuleError(f"the instance does not export `{name}`")
+        return fn
+
+    def _read_result(self, what: str, ptr: int, length: int) -> bytes:
+        if length > self._cap:
+            self._over_cap(what, length)
+        try:
+            return self._memory.read(ptr, length)
+        except PluginABIError:
+            self._outside(what, ptr, length)
+
+    def _over_cap(self, what: str, length: int) -> NoReturn:
+        raise PluginABIError(
+            f"{what} returned a {length}-byte result, over the {self._cap}-byte output cap "
+            "(raise limits.output_bytes if that is expected)"
+        )
+
+    def _outside(self, what: str, ptr: int, length: int) -> NoReturn:
+        raise PluginABIError(
+            f"{what} returned a result at {ptr:#x} of {length} bytes, which lies outside "
+            f"the guest's memory ({self._memory.size()} bytes)"
+        ) from None
+
+
+class Abi2Session(Session):
+    """ABI 2: ``cabi_realloc`` the request, ``execute``, read ``[ptr, len]``, post-return.
+
+    The answer is decoded straight from the guest's memory when the adapter's memory offers a
+    zero-copy ``view(ptr, len)``, before post-return lets the guest reuse that memory.
+    """
+
+    abi = 2
+
+    def __init__(self, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> None:
+        super().__init__(instance, limits, output)
+        self._realloc = self._export(REALLOC)
+        self._execute = self._export(EXECUTE)
+        self._post = instance.export(POST_EXECUTE)
+        self._set_deadline = instance.set_deadline
+        self._write = self._memory.write
+        self._read = self._memory.read
+        self._view: Callable[[int, int], bytes | memoryview] = getattr(
+            self._memory, "view", self._memory.read
+        )
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            data = _msgpack.packb(request)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ParameterError(f"the request cannot be encoded as MessagePack: {exc}") from exc
+        n = len(data)
+        self._set_deadline(self._deadline)
+        ptr = self._realloc(0, 0, 1, n) & _M32  # type: ignore[operator]
+        try:
+            self._write(ptr, data)
+        except PluginABIError:
+            raise PluginABIError(
+                f"cabi_realloc returned {ptr:#x}, but {n} bytes there lie outside the guest's "
+                f"memory ({self._memory.size()} bytes)"
+            ) from None
+        ret = self._execute(ptr, n) & _M32  # type: ignore[operator]
+        try:
+            rptr, rlen = _PAIR.unpack(self._view(ret, 8))
+        except PluginABIError:
+            raise PluginABIError(
+                f"execute returned the result pointer {ret:#x}, outside the guest's memory "
+                f"({self._memory.size()} bytes)"
+            ) from None
+        if rlen > self._cap:
+            self._over_cap("execute", rlen)
+        try:
+            raw = self._view(rptr, rlen)
+        except PluginABIError:
+            self._outside("execute", rptr, rlen)
+        value = decode_abi2(raw)
+        del raw  # no view of guest memory survives the guest's next instruction
+        if self._post is not None:
+            self._post(ret)
+        if self.output.pending:
+            self.output.flush()
+        return check_response(value)
+
+
+class Abi1Session(Session):
+    """ABI 1: JSON in via ``vultrino_alloc``, ``vultrino_execute`` -> ``ptr << 32 | len``."""
+
+    abi = 1
+
+    def __init__(self, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> None:
+        super().__init__(instance, limits, output)
+        self._alloc = self._export(V1_ALLOC)
+        self._free = self._export(V1_FREE)
+        self._execute = self._export(V1_EXECUTE)
+        self._validate = instance.export(V1_VALIDATE)
+
+    def version(self) -> int:
+        """What ``vultrino_plugin_version()`` returns (1 for every plugin this host runs)."""
+        self.instance.set_deadline(self._deadline)
+        return _signed32(self._export(V1_VERSION)())
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        body, action, params = encode_abi1(request)
+        self.instance.set_deadline(self._deadline)
+        if self._validate is not None:
+            rejected = self._validate_params(action, params)
+            if rejected is not None:
+                return rejected
+        out = self._execute_json(body)
+        if self.output.pending:
+            self.output.flush()
+        return decode_abi1(out)
+
+    def _validate_params(self, action: bytes, params: bytes) -> dict[str, Any] | None:
+        aptr = self._put(action)
+        pptr = self._put(params)
+        rc = _signed32(self._validate(aptr, len(action), pptr, len(params)))  # type: ignore[misc]
+        self._free(aptr, len(action))
+        self._free(pptr, len(params))
+        if rc == 0:
+            return None
+        if rc == -2:
+            name = action.decode(errors="replace")
+            return _error("unknown_action", f"the plugin does not support the action {name!r}")
+        return _error("invalid_params", f"the plugin rejected the parameters (code {rc})")
+
+    def _execute_json(self, body: bytes) -> bytes:
+        ptr = self._put(body)
+        packed = self._execute(ptr, len(body)) & _M64  # type: ignore[operator]
+        rptr, rlen = packed >> 32, packed & _M32
+        if rptr == 0 and rlen:
+            raise PluginABIError(
+                "vultrino_execute returned a null result pointer (did vultrino_alloc fail?)"
+            )
+        out = self._read_result("vultrino_execute", rptr, rlen)
+        if rptr and rptr != ptr:
+            self._free(rptr, rlen)
+        self._free(ptr, len(body))
+        return out
+
+    def _put(self, data: bytes) -> int:
+        ptr = self._alloc(len(data)) & _M32  # type: ignore[operator]
+        if ptr == 0:
+            raise PluginABIError(f"vultrino_alloc({len(data)}) returned a null pointer")
+        try:
+            self._memory.write(ptr, data)
+        except PluginABIError:
+            raise PluginABIError(
+                f"vultrino_alloc returned {ptr:#x}, but {len(data)} bytes there lie outside "
+                f"the guest's memory ({self._memory.size()} bytes)"
+            ) from None
+        return ptr
+
+
+def decode_abi2(raw: bytes | memoryview) -> Any:
+    """One MessagePack value, or ``PluginABIError``."""
+    try:
+        return _msgpack.unpackb(raw)
+    except _msgpack.DecodeError:
+        raise PluginABIError(
+            f"the plugin returned {len(raw)} bytes that are not one MessagePack value"
+        ) from None
+
+
+def encode_abi1(request: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """The Rust Vultrino's JSON request, the action name and the parameters JSON.
+
+    ``{"action", "credential": {<field>: <value>}, "parameters": {...}}``; a request without a
+    credential sends ``{}`` (the Rust host always sent an object).
+    """
+    action = request.get("action")
+    if not isinstance(action, str):
+        raise ParameterError("the request has no action name")
+    credential = request.get("credential")
+    fields = credential.get("fields", {}) if isinstance(credential, dict) else {}
+    params = request.get("params") or {}
+    try:
+        body = _json({"action": action, "credential": fields, "parameters": params})
+        params_json = _json(params)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"the request cannot be encoded as JSON: {exc}") from exc
+    return body, action.encode(), params_json
+
+
+def decode_abi1(raw: bytes) -> dict[str, Any]:
+    """``{"code", "data", "error"}`` JSON to the neutral answer (codes: :data:`ABI1_CODES`).
+
+    ``data`` is passed on as the string the plugin returned, even when it holds JSON: ABI 1
+    plugins answer strings, and parsing would change what callers of the Rust host saw.
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise PluginABIError(
+            f"the plugin returned {len(raw)} bytes that are not a JSON document ({exc})"
+        ) from None
+    if (
+        not isinstance(doc, dict)
+        or type(doc.get("code")) is not int
+        or not isinstance(doc.get("data"), (str, type(None)))
+        or not isinstance(doc.get("error"), (str, type(None)))
+    ):
+        raise PluginABIError(
+            'the plugin\'s answer is not {"code": int, "data": string|null, '
+            f'"error": string|null}} (got {_describe(doc)})'
+        )
+    code: int = doc["code"]
+    if code == 0:
+        return {"ok": doc.get("data")}
+    message = doc.get("error") or f"the plugin failed with code {code}"
+    return _error(ABI1_CODES.get(code, "failed"), message)
+
+
+def new_session(abi: int, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> Session:
+    """A session of the right ABI for ``instance``."""
+    cls: type[Session] = Abi2Session if abi == 2 else Abi1Session
+    return cls(instance, limits, output)
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _signed32(value: int | None) -> int:
+    v = (value or 0) & _M32
+    return v - (1 << 32) if v & 0x8000_0000 else v

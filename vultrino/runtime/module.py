@@ -1,0 +1,539 @@
+"""``WasmRuntime`` loads plugin modules; ``PluginModule`` runs their calls.
+
+The runtime owns one engine and the compiled-module cache. ``load`` validates the module's
+ABI and instantiates it once, so a bad module fails at load, not at first call.
+
+A ``PluginModule`` keeps a small pool of instances. A call takes an idle instance (or makes one,
+up to :data:`MAX_INSTANCES`; past that it waits), runs, and puts it back. An instance that saw
+any error — trap, timeout, memory cap, ABI violation — is closed and never reused: the next call
+gets a fresh instance, so one bad call cannot poison the next. The pool makes ``execute`` safe
+to call from several threads; wasmtime releases the GIL while guest code runs, so calls on
+different instances run in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from vultrino.errors import (
+    EngineError,
+    ModuleError,
+    ParameterError,
+    PluginMemoryError,
+    PluginTrapError,
+)
+from vultrino.runtime import abi
+from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
+from vultrino.runtime.cache import ModuleCache
+from vultrino.runtime.engine import MIB, WASM_PAGE, GuestExit, Limits, ModuleShape
+from vultrino.runtime.engine import Engine as EngineAdapter
+
+__all__ = ["MAX_INSTANCES", "PluginModule", "WasmRuntime"]
+
+#: Instances one module keeps at most (each may use up to ``Limits.memory_bytes``).
+MAX_INSTANCES: Final = 4
+#: One log message is cut to this many bytes.
+MAX_LOG_MESSAGE: Final = 4096
+#: At most this many log lines per call reach the log; the rest are counted and dropped.
+MAX_LOG_LINES_PER_CALL: Final = 1000
+
+LogFunc = Callable[[str, str], None]
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+_TRAPPED: Final = "the guest trapped: "
+
+
+def _size(n: int) -> str:
+    if n % MIB == 0:
+        return f"{n // MIB} MiB"
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+class _PluginLog:
+    """Where a plugin's log lines go: sanitised, capped per call, then ``log(level, text)``.
+
+    Control characters are escaped so a plugin cannot forge log lines or drive a terminal.
+    Without a ``log`` callable, lines go to the ``vultrino.plugin.<name>`` logger — never to
+    stdout, which is the MCP channel in stdio mode.
+    """
+
+    def __init__(self, plugin: str, log: LogFunc | None) -> None:
+        self.plugin = plugin
+        self._log = log
+        self._logger = logging.getLogger(f"vultrino.plugin.{plugin}")
+        self.remaining = MAX_LOG_LINES_PER_CALL
+        self.dropped = 0
+
+    def __call__(self, level: str, text: str) -> None:
+        if self.remaining <= 0:
+            self.dropped += 1
+            return
+        self.remaining -= 1
+        if len(text) > MAX_LOG_MESSAGE:
+            text = text[:MAX_LOG_MESSAGE] + " [...]"
+        text = _CONTROL.sub(_escape, text)
+        if self._log is not None:
+            self._log(level, text)
+        else:
+            self._logger.log(_LEVELS.get(level, logging.INFO), "%s", text)
+
+    def end_call(self) -> None:
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            self.remaining = 1
+            self("warn", f"{dropped} more log lines from this call were dropped")
+        self.remaining = MAX_LOG_LINES_PER_CALL
+
+
+class PluginModule:
+    """A loaded plugin module: ``execute(request) -> {"ok": ...} | {"error": {...}}``."""
+
+    def __init__(
+        self,
+        runtime: WasmRuntime,
+        native: object,
+        shape: ModuleShape,
+        *,
+        abi_version: int,
+        sha256: str,
+        plugin: str,
+        log: LogFunc | None,
+    ) -> None:
+        self.abi = abi_version
+        self.sha256 = sha256
+        self.plugin = plugin
+        self._runtime = runtime
+        self._native = native
+        self._shape = shape
+        self._limits = runtime.limits
+        self._log_func = log
+        self._idle: list[abi.Session] = []
+        self._count = 0
+        self._waiting = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        # Engines whose objects are bound to the thread that made them (wasmer) get one
+        # instance per calling thread instead of the shared pool.
+        self._affine = runtime.thread_affine
+        self._artifact = runtime._artifact(sha256) if self._affine else None
+        self._local = threading.local()
+        try:
+            session = self._new_session()
+        except EngineError as exc:
+            what = "" if isinstance(exc, ModuleError) else "the module cannot start: "
+            raise ModuleError(f"plugin {plugin!r}: {what}{exc}", plugin=plugin) from exc
+        if isinstance(session, abi.Abi1Session):
+            try:
+                version = session.version()
+            except (EngineError, GuestExit) as exc:
+                session.close()
+                raise ModuleError(
+                    f"plugin {plugin!r}: vultrino_plugin_version() failed: {exc}", plugin=plugin
+                ) from exc
+            if version != 1:
+                session.close()
+                raise ModuleError(
+                    f"plugin {plugin!r}: vultrino_plugin_version() returned {version}; this "
+                    "host runs ABI 1 modules (version 1) and ABI 2 modules (see "
+                    "wit/vultrino-plugin.wit)",
+                    plugin=plugin,
+                )
+        if self._affine:
+            self._local.session = session
+        else:
+            self._idle.append(session)
+        self._count = 1
+
+    # -- calls --
+
+    def execute(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves."""
+        if self._affine:
+            return self._execute_here(request)
+        try:
+            session = self._idle.pop()
+        except IndexError:
+            session = self._start(self._acquire)
+        try:
+            response = session.call(request)
+        except ParameterError as exc:
+            self._release(session)
+            raise self._parameter_error(exc) from exc
+        except BaseException as exc:
+            err = self._error(exc, session)
+            self._discard(session)
+            if err is exc:
+                raise
+            raise err from exc
+        plog = session.log
+        if plog.remaining != MAX_LOG_LINES_PER_CALL:
+            plog.end_call()
+        if self._closed:
+            self._release(session)
+        else:
+            self._idle.append(session)
+            if self._waiting:
+                with self._cond:
+                    self._cond.notify()
+        return response
+
+    def _execute_here(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``execute`` for thread-affine engines: this thread's own instance."""
+        local = self._local
+        session: abi.Session | None = getattr(local, "session", None)
+        local.session = None  # taken; a re-entrant call gets its own
+        if self._closed:
+            if session is not None:
+                session.close()
+            raise EngineError(f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin)
+        if session is None:
+            session = self._start(self._new_session)
+        try:
+            response = session.call(request)
+        except ParameterError as exc:
+            local.session = session
+            raise self._parameter_error(exc) from exc
+        except BaseException as exc:
+            err = self._error(exc, session)
+            self._discard(session, count=False)
+            if err is exc:
+                raise
+            raise err from exc
+        plog = session.log
+        if plog.remaining != MAX_LOG_LINES_PER_CALL:
+            plog.end_call()
+        if self._closed:
+            session.close()
+        else:
+            local.session = session
+        return response
+
+    def _start(self, make: Callable[[], abi.Session]) -> abi.Session:
+        """A session from ``make``; a failure to start one names the plugin too."""
+        try:
+            return make()
+        except EngineError as exc:
+            raise self._error(exc, None) from exc
+
+    def _acquire(self) -> abi.Session:
+        """An idle session, a new one (up to MAX_INSTANCES), or wait for one to come back.
+
+        The hot path pops and appends ``_idle`` without the lock (list operations are atomic);
+        ``_waiting`` is raised *before* looking at ``_idle`` so a lock-free append either is
+        seen here or sees a waiter to notify.
+        """
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise EngineError(
+                        f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
+                    )
+                self._waiting += 1
+                try:
+                    try:
+                        return self._idle.pop()
+                    except IndexError:
+                        pass
+                    if self._count < MAX_INSTANCES:
+                        self._count += 1
+                        break
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
+        try:
+            return self._new_session()
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+
+    def _new_session(self) -> abi.Session:
+        plog = _PluginLog(self.plugin, self._log_func)
+        host, output = abi.host_functions(self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE)
+        if self._affine:
+            native = self._runtime._native_here(self.sha256, self._artifact)
+        else:
+            native = self._native
+        instance = self._runtime.engine.instantiate(native, host, self._limits)
+        try:
+            session = abi.new_session(self.abi, instance, self._limits, output)
+        except BaseException:
+            instance.close()
+            raise
+        session.log = plog
+        return session
+
+    def _release(self, session: abi.Session) -> None:
+        """Return a healthy session (or close it when the module closed meanwhile)."""
+        with self._cond:
+            if self._closed:
+                session.close()
+                self._count -= 1
+            else:
+                self._idle.append(session)
+            self._cond.notify()
+
+    def _discard(self, session: abi.Session, *, count: bool = True) -> None:
+        try:
+            session.output.flush()
+        except Exception:  # a failing log sink must not hide the call's error
+            logging.getLogger("vultrino.runtime").exception("plugin log failed")
+        session.log.end_call()
+        session.close()
+        if count:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+
+    def _parameter_error(self, exc: ParameterError) -> ParameterError:
+        return ParameterError(f"plugin {self.plugin!r}: {exc}", plugin=self.plugin)
+
+    def _error(self, exc: BaseException, session: abi.Session | None) -> BaseException:
+        """The error the caller sees: an ``EngineError`` naming the plugin, or ``exc`` as is."""
+        if isinstance(exc, GuestExit):
+            return PluginTrapError(
+                f"plugin {self.plugin!r}: the guest called proc_exit({exc.code}), which ends the "
+                "call without an answer",
+                plugin=self.plugin,
+            )
+        if not isinstance(exc, EngineError):
+            return exc
+        cls: type[EngineError] = type(exc)
+        message = str(exc)
+        if cls is PluginTrapError and session is not None and "stack overflow" not in message:
+            used = self._memory_used(session)
+            if used is not None:
+                cls = PluginMemoryError
+                message = (
+                    f"the guest ran out of memory: it trapped ({message.removeprefix(_TRAPPED)}) "
+                    f"with {_size(used)} of its {_size(self._limits.memory_bytes)} cap in use "
+                    "(limits.memory_bytes)"
+                )
+        prefix = f"plugin {self.plugin!r}: "
+        return cls(message if message.startswith(prefix) else prefix + message, plugin=self.plugin)
+
+    def _memory_used(self, session: abi.Session) -> int | None:
+        """The guest's memory size when a trap most likely came from a failed allocation.
+
+        Not every engine reports a failed ``memory.grow``: a guest whose allocator finds no
+        room aborts (a Rust OOM is an ``unreachable`` trap). A trap with the memory within an
+        eighth of the cap (at least 1 MiB) is reported as running out of memory.
+        """
+        try:
+            size = session.instance.memory.size()
+        except Exception:  # a closed instance has no memory to look at
+            return None
+        cap = self._limits.memory_bytes
+        return size if size + max(cap // 8, MIB, WASM_PAGE) > cap else None
+
+    # -- lifetime --
+
+    def close(self) -> None:
+        """Close every idle instance; busy ones close when their call ends. Idempotent.
+
+        With a thread-affine engine only this thread's instance can be closed here; the others
+        are closed by their own thread's next call or dropped with their thread.
+        """
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        mine = getattr(self._local, "session", None)
+        if mine is not None:
+            self._local.session = None
+            idle.append(mine)
+        for session in idle:
+            session.close()
+
+    def __enter__(self) -> PluginModule:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PluginModule {self.plugin!r} abi={self.abi} sha256={self.sha256[:12]}>"
+
+
+class WasmRuntime:
+    """Loads plugin modules on one engine, with an optional on-disk compiled-module cache.
+
+    ``engine`` is a name from ``ENGINES`` or an adapter object (which the runtime then does not
+    close). ``cache_dir`` is normally ``$VULTRINO_HOME/cache``; None keeps compiled modules in
+    memory only.
+    """
+
+    def __init__(
+        self,
+        engine: str | EngineAdapter = DEFAULT_ENGINE,
+        cache_dir: Path | None = None,
+        limits: Limits = Limits(),  # noqa: B008 - Limits is frozen
+    ) -> None:
+        if isinstance(engine, str):
+            self.engine: EngineAdapter = load_engine(engine)
+            self._owns_engine = True
+        else:
+            self.engine = engine
+            self._owns_engine = False
+        self.limits = limits
+        self.cache = ModuleCache(Path(cache_dir) if cache_dir is not None else None)
+        self._fingerprint = self.engine.fingerprint(limits)
+        self._natives: dict[str, tuple[object, ModuleShape]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        #: True when the engine's objects only work on the thread that created them.
+        self.thread_affine: bool = _thread_affine(self.engine)
+        self._artifacts: dict[str, bytes] = {}  # serialized code, to rebuild on other threads
+        self._local = threading.local()
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    @property
+    def engine_version(self) -> str:
+        return self.engine.version
+
+    def inspect(self, wasm: bytes) -> ModuleInfo:
+        """Describe a module and check it against the plugin ABIs (``ModuleError`` if unfit)."""
+        sha = hashlib.sha256(wasm).hexdigest()
+        _, shape = self._compiled(wasm, sha)
+        abi_version = abi.check_module(shape)
+        return abi.ModuleInfo(abi_version, sha, len(wasm), shape.imports, shape.exports)
+
+    def load(self, wasm: bytes, *, plugin: str, log: LogFunc | None = None) -> PluginModule:
+        """Compile (or load from the cache), validate and instantiate once."""
+        sha = hashlib.sha256(wasm).hexdigest()
+        try:
+            native, shape = self._compiled(wasm, sha)
+            abi_version = abi.check_module(shape)
+        except ModuleError as exc:
+            raise ModuleError(f"plugin {plugin!r}: {exc}", plugin=plugin) from exc
+        return PluginModule(
+            self, native, shape, abi_version=abi_version, sha256=sha, plugin=plugin, log=log
+        )
+
+    def drop_cache(self, sha256: str) -> int:
+        """Forget a module's compiled code, in memory and on disk; returns files removed."""
+        with self._lock:
+            self._natives.pop(sha256, None)
+            self._artifacts.pop(sha256, None)
+        self._local.__dict__.get("natives", {}).pop(sha256, None)
+        return self.cache.drop(sha256)
+
+    def _native_here(self, sha: str, artifact: bytes | None = None) -> object:
+        """This thread's copy of a compiled module (thread-affine engines only).
+
+        ``artifact`` is the serialized code a loaded module keeps, so it can still start
+        instances on new threads after :meth:`drop_cache`.
+        """
+        natives: dict[str, object] = self._local.__dict__.setdefault("natives", {})
+        native = natives.get(sha)
+        if native is None:
+            if artifact is None:
+                with self._lock:
+                    artifact = self._artifacts.get(sha)
+            if artifact is None:
+                raise EngineError("the module was dropped from this runtime; load it again")
+            native = natives[sha] = self.engine.deserialize(artifact)
+        return native
+
+    def _artifact(self, sha: str) -> bytes | None:
+        with self._lock:
+            return self._artifacts.get(sha)
+
+    def _compiled(self, wasm: bytes, sha: str) -> tuple[object, ModuleShape]:
+        """The compiled module for this thread and its shape: memory, disk cache, or compile."""
+        if self._closed:
+            raise EngineError("the runtime is closed")
+        with self._lock:
+            hit = self._natives.get(sha)
+        if hit is not None:
+            return (self._native_here(sha), hit[1]) if self.thread_affine else hit
+        if bytes(wasm[:4]) != b"\0asm":
+            raise ModuleError("not a WebAssembly binary (it does not start with \\0asm)")
+        abi.check_counts(wasm)
+        engine = self.engine
+        key = (sha, engine.name, engine.version, self._fingerprint)
+        native: object | None = None
+        payload = self.cache.load(*key)
+        if payload is not None:
+            try:
+                native = engine.deserialize(payload)
+            except ModuleError as exc:
+                logging.getLogger("vultrino.runtime.cache").warning(
+                    "cached module %s rejected (%s); recompiling", sha[:12], exc
+                )
+                self.cache.invalidate(*key)
+                payload = None
+        if native is None:
+            native = engine.compile(bytes(wasm), self.limits)
+            if self.cache.directory is not None or self.thread_affine:
+                payload = engine.serialize(native)
+                self.cache.store(*key, payload)
+        shape = engine.shape(native)
+        with self._lock:
+            self._natives[sha] = (native, shape)
+            if self.thread_affine and payload is not None:
+                self._artifacts[sha] = payload
+        if self.thread_affine:
+            self._local.__dict__.setdefault("natives", {})[sha] = native
+        return native, shape
+
+    def close(self) -> None:
+        """Drop compiled modules and close the engine if this runtime created it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._natives.clear()
+            self._artifacts.clear()
+        self._local.__dict__.pop("natives", None)
+        if self._owns_engine:
+            self.engine.close()
+
+    def __enter__(self) -> WasmRuntime:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<WasmRuntime engine={self.engine_name} {self.engine_version}>"
+
+
+ModuleInfo = abi.ModuleInfo
+
+
+def _thread_affine(engine: EngineAdapter) -> bool:
+    """Whether the engine's objects are bound to their thread (``thread_affine``, see engine.py).
+
+    wasmer-python's objects are (pyo3 "unsendable"); that is assumed for it until its adapter
+    says so itself.
+    """
+    return bool(getattr(engine, "thread_affine", engine.name == "wasmer"))
