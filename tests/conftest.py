@@ -38,9 +38,7 @@ def isolated_home(
 
 
 @pytest.fixture
-def leakcheck(
-    isolated_home: Path, capfd: pytest.CaptureFixture[str]
-) -> Iterator[LeakCheck]:
+def leakcheck(isolated_home: Path, capfd: pytest.CaptureFixture[str]) -> Iterator[LeakCheck]:
     """Register secrets with ``leakcheck.add(...)``; at teardown the test's captured output and
     every file of the home (but the sealed store) must hold none of them, in any encoding."""
     check = LeakCheck()

@@ -138,6 +138,16 @@ def resolve_password(password: str | None, prompt: Prompt | None) -> str:
     )
 
 
+def kdf_params(opslimit: int | None, memlimit: int | None) -> KdfParams | None:
+    """Argon2id parameters with the built-in default for what is not given; None if neither."""
+    if opslimit is None and memlimit is None:
+        return None
+    from vultrino.store import KdfParams
+
+    default = KdfParams.default()
+    return KdfParams(opslimit=opslimit or default.opslimit, memlimit=memlimit or default.memlimit)
+
+
 class Vultrino:
     """The facade over the store, the plugin registry and the runtime."""
 
@@ -207,15 +217,7 @@ class Vultrino:
         return v
 
     def _configured_kdf(self) -> KdfParams | None:
-        from vultrino.store import KdfParams
-
-        if self.config.kdf_opslimit is None and self.config.kdf_memlimit is None:
-            return None
-        default = KdfParams.default()
-        return KdfParams(
-            opslimit=self.config.kdf_opslimit or default.opslimit,
-            memlimit=self.config.kdf_memlimit or default.memlimit,
-        )
+        return kdf_params(self.config.kdf_opslimit, self.config.kdf_memlimit)
 
     def close(self) -> None:
         """Close plugins, the runtime and the store; idempotent."""

@@ -38,6 +38,8 @@ def test_public_non_error_names_are_the_facade() -> None:
     others = {
         n
         for n in vultrino.__all__
-        if not (inspect.isclass(getattr(vultrino, n)) and issubclass(getattr(vultrino, n), Exception))
+        if not (
+            inspect.isclass(getattr(vultrino, n)) and issubclass(getattr(vultrino, n), Exception)
+        )
     }
     assert others == {"CredentialInfo", "ToolInfo", "TypeInfo", "Vultrino", "__version__"}

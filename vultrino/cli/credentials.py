@@ -43,15 +43,9 @@ def _new_password(confirm_label: str = "Repeat password: ") -> str:
 
 
 def _kdf(opslimit: int | None, memlimit_mb: int | None) -> Any:
-    if opslimit is None and memlimit_mb is None:
-        return None
-    from vultrino.store import KdfParams
+    from vultrino.core import kdf_params
 
-    d = KdfParams.default()
-    return KdfParams(
-        opslimit=opslimit or d.opslimit,
-        memlimit=(memlimit_mb * 1024 * 1024) if memlimit_mb else d.memlimit,
-    )
+    return kdf_params(opslimit, memlimit_mb * 1024 * 1024 if memlimit_mb else None)
 
 
 OpsOpt = Annotated[
@@ -70,9 +64,8 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
     Example: vultrino init
     """
     from vultrino.core import Vultrino
-    from vultrino.core import resolve_password as _resolve
 
-    password = _new_password() if is_tty() else _resolve(None, None)
+    password = _new_password()
     with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
         err(f"created {v.home.store}")
 

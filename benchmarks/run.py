@@ -1,0 +1,510 @@
+"""Vultrino's benchmarks: one table on stdout, the same figures in a JSON file.
+
+    .venv/bin/python benchmarks/run.py            # full run (a few minutes)
+    .venv/bin/python benchmarks/run.py --smoke    # tiny iteration counts: keeps the harness working
+
+Every speed goal of the project is checked here, not in the test suite. Figures that need the
+wasmer engine are measured by running this same script under the Python 3.10 venv
+(``.venv310``) with ``--engine-only wasmer`` and merging its JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GUESTS = ROOT / "benchmarks" / "guests"
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    goal: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Results:
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        goal: float | None = None,
+        note: str = "",
+        goal_text: str | None = None,
+    ) -> None:
+        ok = None if goal is None else value <= goal
+        text = goal_text or ("" if goal is None else f"<= {goal:g} {unit}")
+        self.figures.append(Figure(name, value, unit, text, ok, note))
+        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+        print(f"  {name}: {value:.4g} {unit}{mark}", file=sys.stderr, flush=True)
+
+
+def wat(name: str) -> bytes:
+    import wasmtime  # the WAT compiler, as in the tests
+
+    return bytes(wasmtime.wat2wasm((GUESTS / name).read_text()))
+
+
+def per_call(fn: Callable[[], object], n: int, repeat: int = 5) -> float:
+    """Best-of-``repeat`` mean seconds per call over ``n`` calls (after a warm-up)."""
+    for _ in range(max(10, n // 10)):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t) / n)
+    return best
+
+
+def samples(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# --- the runtime --------------------------------------------------------------------------------
+
+
+def bench_engine(engine: str, res: Results, smoke: bool) -> None:
+    from vultrino.runtime import WasmRuntime
+
+    n_small = 200 if smoke else 20000
+    n_big = 5 if smoke else 200
+    with tempfile.TemporaryDirectory() as tmp, WasmRuntime(engine, cache_dir=Path(tmp)) as rt:
+        echo = rt.load(wat("abi2_echo.wat"), plugin="echo")
+        for label, size, n, goal in (
+            ("~100 B", 60, n_small, 10.0),
+            ("64 KiB", 64 * 1024, n_big * 10, None),
+            ("1 MiB", 1 << 20, n_big, 500.0),
+        ):
+            data: Any = "x" * size if size < 1000 else b"x" * size
+            req = {"action": "echo", "params": {"data": data}, "credential": None}
+            assert echo.execute(req)["ok"]["params"]["data"] == data
+            us = per_call(lambda req=req: echo.execute(req), n) * 1e6
+            res.add(f"{engine}: warm ABI 2 call, {label} request+response", us, "µs", goal)
+        legacy = rt.load(wat("abi1_echo.wat"), plugin="legacy")
+        req = {
+            "action": "ping",
+            "params": {},
+            "credential": {"alias": "a", "type": "t", "fields": {}},
+        }
+        assert legacy.execute(req) == {"ok": "pong"}, legacy.execute(req)
+        us = per_call(lambda: legacy.execute(req), n_small) * 1e6
+        res.add(f"{engine}: warm ABI 1 call", us, "µs")
+
+    big = large_module(smoke)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        with WasmRuntime(engine, cache_dir=cache) as rt:
+            t = time.perf_counter()
+            rt.load(big, plugin="big").close()
+            cold = time.perf_counter() - t
+        loads = []
+        for _ in range(3 if smoke else 10):
+            with WasmRuntime(engine, cache_dir=cache) as rt:
+                t = time.perf_counter()
+                rt.load(big, plugin="big").close()
+                loads.append(time.perf_counter() - t)
+        size_mb = len(big) / 1e6
+        res.add(
+            f"{engine}: cold compile, {size_mb:.2f} MB module",
+            cold * 1e3,
+            "ms",
+            note="compile + serialize + first instantiation",
+        )
+        res.add(
+            f"{engine}: cached load, {size_mb:.2f} MB module",
+            min(loads) * 1e3,
+            "ms",
+            5.0,
+            note="checksum + deserialize + instantiate",
+        )
+
+
+def large_module(smoke: bool) -> bytes:
+    """An ABI 2 module of about 1.5 MB: the echo guest plus many real functions."""
+    import wasmtime
+
+    base = (GUESTS / "abi2_echo.wat").read_text().rstrip().rstrip(")")
+    count = 300 if smoke else 9000
+    body = "\n".join(
+        f"  (func $f{i} (param i32) (result i32) "
+        + " ".join(
+            f"(local.set 0 (i32.add (i32.mul (local.get 0) (i32.const {i + k})) (i32.const {k})))"
+            for k in range(6)
+        )
+        + " (local.get 0))"
+        for i in range(count)
+    )
+    table = (
+        f"  (table {count} funcref)\n  (elem (i32.const 0) "
+        + " ".join(f"$f{i}" for i in range(count))
+        + ")"
+    )
+    return bytes(wasmtime.wat2wasm(base + "\n" + body + "\n" + table + ")"))
+
+
+# --- Extism ------------------------------------------------------------------------------------
+
+
+def bench_extism(res: Results, smoke: bool) -> float | None:
+    try:
+        import extism
+    except ImportError:
+        print("  extism not installed: comparison skipped", file=sys.stderr)
+        return None
+    plugin = extism.Plugin(wat("extism_echo.wat"), wasi=False)
+    data = b"x" * 100
+    assert plugin.call("echo", data) == data
+    us = per_call(lambda: plugin.call("echo", data), 200 if smoke else 20000) * 1e6
+    res.add(
+        "extism (Python host): warm call, ~100 B echo",
+        us,
+        "µs",
+        note="extism package, same machine, same run",
+    )
+    return us
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+def timed_process(cmd: list[str], env: dict[str, str], n: int) -> float:
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        )
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@contextlib.contextmanager
+def bench_home(plugins: int, credentials: int) -> Iterator[tuple[Path, dict[str, str]]]:
+    from vultrino.core import Vultrino
+    from vultrino.store import Credential, CredentialStore, KdfParams
+
+    root = Path(tempfile.mkdtemp(prefix="vultrino-bench-"))
+    try:
+        home = root / "home"
+        password = "bench-password"
+        Vultrino.init(home, password, kdf=KdfParams.minimal()).close()
+        totp = ROOT / "vultrino" / "_plugins" / "totp"
+        for i in range(plugins):
+            d = home / "plugins" / f"p{i}"
+            d.mkdir(parents=True)
+            text = (totp / "plugin.toml").read_text()
+            text = text.replace('name = "totp"', f'name = "p{i}"', 1)
+            for tool in ("totp_code",):
+                text = text.replace(f'"{tool}"', f'"{tool}_{i}"')
+            (d / "plugin.toml").write_text(text)
+            for w in totp.glob("*.wasm"):
+                shutil.copy(w, d / w.name)
+        if credentials:
+            with CredentialStore.open(home / "credentials.enc", password) as store:
+                store.add_many(
+                    [
+                        Credential(
+                            alias=f"cred-{i:05d}",
+                            type="bearer",
+                            fields={"token": f"t{i}"},
+                            allow=["*"],
+                            secret_fields=["token"],
+                        )
+                        for i in range(credentials)
+                    ]
+                )
+        env = {**os.environ, "VULTRINO_HOME": str(home), "VULTRINO_PASSWORD": password}
+        yield home, env
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_cli(res: Results, smoke: bool) -> None:
+    vultrino = [sys.executable, "-m", "vultrino"]
+    env = dict(os.environ)
+    n = 2 if smoke else 10
+    bare = timed_process([sys.executable, "-c", "pass"], env, n)
+    res.add("python -c pass", bare * 1e3, "ms", note="the floor every Python CLI pays")
+    t = timed_process([*vultrino, "--help"], env, n)
+    res.add("vultrino --help", t * 1e3, "ms", 250.0, note=f"{t / bare:.1f}x python -c pass")
+    with bench_home(plugins=20, credentials=0) as (_, henv):
+        t = timed_process([*vultrino, "plugin", "list"], henv, n)
+        res.add(
+            "vultrino plugin list (20 plugins)",
+            t * 1e3,
+            "ms",
+            250.0,
+            note=f"{t / bare:.1f}x python -c pass",
+        )
+    count = 500 if smoke else 10000
+    with bench_home(plugins=0, credentials=count) as (_, henv):
+        t = timed_process([*vultrino, "list"], henv, n)
+        res.add(
+            f"vultrino list ({count} credentials, minimal KDF)",
+            t * 1e3,
+            "ms",
+            1000.0,
+            note=f"{t / bare:.1f}x python -c pass; KDF excluded by minimal parameters",
+        )
+
+
+def bench_kdf(res: Results, smoke: bool) -> None:
+    from vultrino.store import CredentialStore, KdfParams
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "credentials.enc"
+        kdf = KdfParams.default()
+        CredentialStore.create(path, "pw", kdf).close()
+        times = []
+        for _ in range(1 if smoke else 5):
+            t = time.perf_counter()
+            CredentialStore.open(path, "pw").close()
+            times.append(time.perf_counter() - t)
+        res.add(
+            f"store unlock, default KDF (argon2id ops={kdf.opslimit}, mem={kdf.memlimit >> 20} MiB)",
+            statistics.median(times) * 1e3,
+            "ms",
+            note="see docs/store.md for how they were chosen",
+        )
+
+
+# --- MCP ---------------------------------------------------------------------------------------
+
+
+def bench_mcp(res: Results, smoke: bool) -> None:
+    with bench_home(plugins=0, credentials=3) as (home, env):
+        totp = ROOT / "vultrino" / "_plugins" / "totp"
+        shutil.copytree(totp, home / "plugins" / "totp")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vultrino", "mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        assert proc.stdin and proc.stdout
+        ident = iter(range(1, 1 << 30))
+
+        def rpc(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            i = next(ident)
+            msg = {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
+            proc.stdin.write(json.dumps(msg).encode() + b"\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            while True:
+                line = proc.stdout.readline()  # type: ignore[union-attr]
+                if not line:
+                    raise RuntimeError("the MCP server closed its stdout")
+                reply = json.loads(line)
+                if reply.get("id") == i:
+                    return reply  # type: ignore[no-any-return]
+
+        try:
+            t = time.perf_counter()
+            rpc(
+                "initialize",
+                {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "bench", "version": "0"},
+                },
+            )
+            init = time.perf_counter() - t
+            proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+            proc.stdin.flush()
+            call = {"name": "list_credentials", "arguments": {}}
+            for _ in range(20):
+                rpc("tools/call", call)
+            s = samples(lambda: rpc("tools/call", call), 50 if smoke else 2000)
+            res.add("mcp: initialize answered after spawn (minimal KDF)", init * 1e3, "ms", 1000.0)
+            res.add(
+                "mcp: tools/call round trip over stdio, p50",
+                pct(s, 0.5) * 1e3,
+                "ms",
+                2.0,
+                note="list_credentials; includes the tool's own work",
+            )
+            res.add("mcp: tools/call round trip over stdio, p99", pct(s, 0.99) * 1e3, "ms")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    from importlib import metadata
+
+    for pkg in ("wasmtime", "wasmer", "wasmer-compiler-cranelift", "extism", "mcp", "pynacl"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[pkg] = metadata.version(pkg)
+    return info
+
+
+def wasmer_figures(smoke: bool) -> tuple[list[Figure], dict[str, Any]]:
+    py310 = ROOT / ".venv310" / "bin" / "python"
+    if not py310.exists():
+        print("  .venv310 missing: wasmer figures skipped (bash scripts/setup.sh)", file=sys.stderr)
+        return [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "wasmer.json"
+        cmd = [str(py310), str(Path(__file__)), "--engine-only", "wasmer", "--out", str(out)]
+        subprocess.run([*cmd, *(["--smoke"] if smoke else [])], check=True)
+        data = json.loads(out.read_text())
+    return [Figure(**f) for f in data["figures"]], data["machine"]
+
+
+def print_table(res: Results) -> None:
+    rows = [("benchmark", "value", "goal", "", "what dominates / note")]
+    for f in res.figures:
+        mark = "" if f.ok is None else ("ok" if f.ok else "MISSED")
+        rows.append((f.name, f"{f.value:.4g} {f.unit}", f.goal, mark, f.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+
+
+DOC = ROOT / "docs" / "performance.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def markdown(res: Results, info: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {info['cpu']}, "
+        f"{info['cores']} cores; Python {info['python']} with wasmtime {info.get('wasmtime')}, "
+        f"Python {info.get('wasmer_python', '-')} with wasmer {info.get('wasmer', '-')}, "
+        f"extism {info.get('extism', '-')}, mcp {info.get('mcp', '-')}.",
+        "",
+        "| benchmark | value | goal | | what dominates / note |",
+        "|---|---|---|---|---|",
+    ]
+    for f in res.figures:
+        mark = "" if f.ok is None else ("ok" if f.ok else "**missed**")
+        lines.append(f"| {f.name} | {f.value:.4g} {f.unit} | {f.goal} | {mark} | {f.note} |")
+    return "\n".join(lines)
+
+
+def write_docs(res: Results, info: dict[str, Any]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{START}\n{markdown(res, info)}\n{END}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny iteration counts")
+    ap.add_argument("--engine-only", help="only the runtime figures of one engine")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "latest.json")
+    ap.add_argument(
+        "--write-docs", action="store_true", help="update the table in docs/performance.md"
+    )
+    args = ap.parse_args()
+
+    res = Results()
+    info = machine()
+    if args.engine_only:
+        bench_engine(args.engine_only, res, args.smoke)
+    else:
+        print("runtime (wasmtime)", file=sys.stderr)
+        bench_engine("wasmtime", res, args.smoke)
+        print("runtime (wasmer, under .venv310)", file=sys.stderr)
+        figs, info310 = wasmer_figures(args.smoke)
+        res.figures.extend(figs)
+        if info310:
+            info["wasmer_python"] = info310.get("python")
+            info["wasmer"] = info310.get("wasmer")
+        print("extism", file=sys.stderr)
+        extism_us = bench_extism(res, args.smoke)
+        if extism_us:
+            for f in list(res.figures):
+                if "warm ABI 2 call, ~100 B" in f.name:
+                    res.add(
+                        f"{f.name.split(':')[0]}: ratio to extism (~100 B)",
+                        f.value / extism_us,
+                        "x",
+                        note="lower is faster than Extism",
+                    )
+        print("store", file=sys.stderr)
+        bench_kdf(res, args.smoke)
+        print("cli", file=sys.stderr)
+        bench_cli(res, args.smoke)
+        print("mcp", file=sys.stderr)
+        bench_mcp(res, args.smoke)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "smoke": args.smoke,
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "figures": [f.__dict__ for f in res.figures],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
+    if not args.engine_only:
+        print(
+            f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, "
+            f"wasmtime {info.get('wasmtime')}, wasmer {info.get('wasmer', '-')} "
+            f"(Python {info.get('wasmer_python', '-')})"
+        )
+        print_table(res)
+        if args.write_docs and not args.smoke:
+            write_docs(res, info)
+        print(
+            f"\nwritten to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}"
+        )
+
+
+if __name__ == "__main__":
+    main()
