@@ -1,0 +1,159 @@
+"""The Python API scripts use (DESIGN.md section 9), on real plugins and a real store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests import guests
+from tests.leakcheck import LeakCheck
+from vultrino import (
+    CredentialMismatchError,
+    CredentialNotFoundError,
+    ParameterError,
+    Vultrino,
+    WrongPasswordError,
+    audit,
+)
+from vultrino.cli import app
+from vultrino.store import KdfParams
+
+PASSWORD = "api-test-password"
+SECRET = "s3cret-token-value-0123456789"
+
+MANIFEST = """
+[plugin]
+name = "{name}"
+version = "1.0.0"
+wasm_module = "echo.wasm"
+
+[[credential_types]]
+name = "token"
+[[credential_types.fields]]
+name = "secret"
+type = "password"
+required = true
+secret = true
+
+[[actions]]
+name = "echo"
+description = "Answers with the request it received"
+[[actions.parameters]]
+name = "message"
+type = "string"
+required = true
+
+[[mcp_tools]]
+name = "{tool}_echo"
+action = "echo"
+description = "Echo"
+"""
+
+
+def install_echo(home: Path, name: str) -> None:
+    d = home / "plugins" / name
+    d.mkdir(parents=True)
+    (d / "plugin.toml").write_text(MANIFEST.format(name=name, tool=name.replace("-", "_")))
+    (d / "echo.wasm").write_bytes(guests.echo())
+
+
+@pytest.fixture
+def v(isolated_home: Path, leakcheck: LeakCheck) -> Iterator[Vultrino]:
+    leakcheck.add(PASSWORD, SECRET)
+    install_echo(isolated_home, "echo-a")
+    install_echo(isolated_home, "echo-b")
+    vv = Vultrino.init(isolated_home, PASSWORD, kdf=KdfParams.minimal())
+    vv.add_credential("a", "plugin:echo-a:token", {"secret": SECRET}, description="for A")
+    yield vv
+    vv.close()
+
+
+def test_execute_returns_the_result_with_secrets_scrubbed(v: Vultrino) -> None:
+    result = v.execute("a", "echo", {"message": "hi"})
+    assert result["action"] == "echo"
+    assert result["params"] == {"message": "hi"}
+    assert result["credential"]["alias"] == "a"
+    # the guest echoed the secret back; the host replaced it
+    assert result["credential"]["fields"]["secret"] == "[REDACTED]"
+    assert SECRET not in repr(result)
+    [record] = audit.read_records(v.home.audit_log)
+    assert record["alias"] == "a" and record["plugin"] == "echo-a" and record["outcome"] == "ok"
+    assert record["source"] == "api"
+
+
+def test_metadata_never_holds_a_value(v: Vultrino) -> None:
+    [info] = v.credentials()
+    assert info.fields == {"secret": "********"}
+    assert info.plugin == "echo-a" and info.type == "plugin:echo-a:token"
+    assert SECRET not in repr(v.credential_info("a"))
+
+
+def test_a_plugin_typed_credential_goes_only_to_its_plugin(v: Vultrino) -> None:
+    with pytest.raises(CredentialMismatchError, match="echo-b"):
+        v.call_tool("echo_b_echo", {"credential": "a", "message": "hi"})
+    with pytest.raises(CredentialMismatchError):
+        v.execute("a", "echo", {"message": "hi"}, plugin="echo-b")
+    records = audit.read_records(v.home.audit_log)
+    assert [r["outcome"] for r in records] == ["error", "error"]
+
+
+def test_tools_carry_the_credential_argument_and_the_aliases(v: Vultrino) -> None:
+    tools = {t.name: t for t in v.tools()}
+    assert {"list_credentials", "http_request", "echo_a_echo", "echo_b_echo"} <= set(tools)
+    schema = tools["echo_a_echo"].input_schema
+    assert schema["required"][0] == "credential"
+    assert "a" in schema["properties"]["credential"]["description"]
+    assert (
+        "none yet" in tools["echo_b_echo"].input_schema["properties"]["credential"]["description"]
+    )
+    assert v.call_tool("echo_a_echo", {"credential": "a", "message": "x"})["params"] == {
+        "message": "x"
+    }
+    with pytest.raises(ParameterError, match="credential"):
+        v.call_tool("echo_a_echo", {"message": "x"})
+    with pytest.raises(ParameterError, match="message"):
+        v.call_tool("echo_a_echo", {"credential": "a"})
+    with pytest.raises(CredentialNotFoundError):
+        v.call_tool("echo_a_echo", {"credential": "nope", "message": "x"})
+
+
+def test_list_credentials_tool(v: Vultrino) -> None:
+    assert v.call_tool("list_credentials", {}) == [
+        {"alias": "a", "type": "plugin:echo-a:token", "description": "for A"}
+    ]
+
+
+def test_refresh_sees_plugins_installed_by_another_process(v: Vultrino) -> None:
+    v.refresh()
+    install_echo(v.home.root, "echo-c")
+    assert v.refresh() is True
+    assert "echo_c_echo" in {t.name for t in v.tools()}
+    assert v.refresh() is False
+
+
+def test_remove_credential(v: Vultrino) -> None:
+    v.remove_credential("a")
+    assert v.credentials() == []
+    with pytest.raises(CredentialNotFoundError):
+        v.execute("a", "echo", {"message": "hi"})
+
+
+def test_rekey_through_the_cli(isolated_home: Path, tmp_path: Path, leakcheck: LeakCheck) -> None:
+    leakcheck.add(PASSWORD, "the-new-password")
+    Vultrino.init(isolated_home, PASSWORD, kdf=KdfParams.minimal()).close()
+    new = tmp_path / "new"
+    new.write_text("the-new-password\n")
+    r = CliRunner().invoke(
+        app,
+        ["rekey", "--new-password-file", str(new), "--kdf-opslimit", "1", "--kdf-memlimit-mb", "1"],
+        env={"VULTRINO_PASSWORD": PASSWORD},
+    )
+    assert r.exit_code == 0, r.stderr
+    leakcheck.scan(r.stdout + r.stderr, "rekey output")
+    with pytest.raises(WrongPasswordError):
+        Vultrino.open(isolated_home, PASSWORD).unlock()
+    with Vultrino.open(isolated_home, "the-new-password") as v:
+        assert v.credentials() == []
