@@ -19,13 +19,22 @@ SEALED = {"credentials.enc"}
 def forms_of(secret: str) -> dict[str, bytes]:
     raw = secret.encode()
     b64 = base64.b64encode(raw)
-    return {
+    forms = {
         "plain": raw,
         "base64": b64.rstrip(b"="),
         "base64url": base64.urlsafe_b64encode(raw).rstrip(b"="),
         "hex": raw.hex().encode(),
         "HEX": raw.hex().upper().encode(),
     }
+    # Inside a longer base64 value the secret starts at any byte offset mod 3. For each offset,
+    # the characters that depend on the secret's bytes alone: drop the groups it shares with
+    # its neighbours (the first one unless aligned, and the last one).
+    for shift in (0, 1, 2):
+        for name, encode in (("base64", base64.b64encode), ("base64url", base64.urlsafe_b64encode)):
+            middle = encode(b"\0" * shift + raw)[4 if shift else 0 : -4]
+            if len(middle) >= 8:
+                forms[f"{name}+{shift}"] = middle
+    return forms
 
 
 @dataclass

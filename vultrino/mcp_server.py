@@ -32,13 +32,11 @@ Contract (docs/mcp.md):
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hmac
 import io
 import json
 import logging
-import math
 import os
 import secrets
 import shutil
@@ -69,6 +67,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vultrino._json import jsonable
 from vultrino._version import __version__
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import (
@@ -118,37 +117,11 @@ _MODERN_VERSIONS = frozenset(types.version.MODERN_PROTOCOL_VERSIONS)
 # --- results ---------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data. Plugins answer in msgpack, which also has bytes (shown as
-    base64), non-string map keys and non-finite floats; none of them may break a result."""
-    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, dict):
-        return {_json_key(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return [_jsonable(v) for v in sorted(value, key=repr)]
-    return str(value)
-
-
-def _json_key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    if isinstance(key, (bytes, bytearray)):
-        return bytes(key).decode("utf-8", "replace")
-    return json.dumps(_jsonable(key)) if not isinstance(key, (int, float, bool)) else str(key)
-
-
 def tool_result(value: Any, protocol_version: str) -> types.CallToolResult:
     """The ``CallToolResult`` for a facade result (see the module docstring for the shapes)."""
     if isinstance(value, str):
         return types.CallToolResult(content=[types.TextContent(text=value)])
-    data = _jsonable(value)
+    data = jsonable(value)
     text = json.dumps(data, ensure_ascii=False)
     structured: Any = None
     if isinstance(data, dict):

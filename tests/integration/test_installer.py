@@ -570,6 +570,8 @@ def test_force_restores_old_plugin_when_the_final_rename_fails(
         real_rename(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(installer.os, "rename", failing_rename)
+    # the two-rename fallback (systems without renameat2's atomic exchange) must roll back too
+    monkeypatch.setattr(installer, "_exchange", lambda a, b: False)
     with pytest.raises(InstallError, match="Input/output error"):
         installer.install(
             str(make_plugin_dir(tmp_path / "v2", answer="two")),

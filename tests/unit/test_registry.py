@@ -392,7 +392,7 @@ def test_plugin_error_answer_becomes_action_failed_and_is_scrubbed(
     assert info.value.code == "invalid_credential"
     assert info.value.plugin == "failing"
     assert "hunter2-long" not in str(info.value)
-    assert "bad passphrase [redacted]!" in str(info.value)
+    assert "bad passphrase [REDACTED]!" in str(info.value)
 
 
 def test_unknown_action_answer_becomes_action_not_found(

@@ -49,7 +49,9 @@ def err(message: str) -> None:
 
 
 def emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    from vultrino._json import jsonable
+
+    typer.echo(json.dumps(jsonable(data), indent=2, sort_keys=False))
 
 
 def is_tty() -> bool:

@@ -21,11 +21,13 @@ with ``.`` in ``plugins/`` belong to the installer and are never plugins.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from vultrino._version import __version__
 from vultrino.errors import (
+    EngineError,
     InstallError,
     PluginConflictError,
     PluginNotFoundError,
@@ -211,7 +214,12 @@ def _install(
 
     try:
         # Validate the very bytes that will be installed: ABI, imports, exports, instantiation.
-        info = runtime.inspect(wasm)
+        try:
+            info = runtime.inspect(wasm)
+        except EngineError as exc:  # name the plugin, as load() does, keeping the error's class
+            if exc.plugin is None:
+                raise type(exc)(f"plugin {name}: {exc}", plugin=name) from exc
+            raise
         runtime.load(wasm, plugin=name).close()
         warnings.extend(_copy_extras(plugin_root, stage, {MANIFEST_FILE, module_name}, label))
         metadata = {
@@ -308,6 +316,34 @@ def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | 
     return None
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    With it, a process killed at any instant leaves ``plugins/<name>`` complete, old or new.
+    Returns False where the call is not available (other systems, old kernels, filesystems
+    without support); the caller then falls back to two renames, whose window the next
+    install or remove repairs by putting the aside copy back.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    result: int = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
 def _swap_in(stage: Path, target: Path, name: str) -> str | None:
     """Replace ``target`` by ``stage``: old aside, new in, old deleted; on failure the old one
     is put back. Returns the old module's sha256 (from its metadata)."""
@@ -320,12 +356,15 @@ def _swap_in(stage: Path, target: Path, name: str) -> str | None:
         os.rename(stage, target)
         return None
     aside = target.parent / f"{_REPLACED}{os.getpid()}-{name}-{os.urandom(4).hex()}"
-    os.rename(target, aside)
-    try:
-        os.rename(stage, target)
-    except BaseException:
-        os.rename(aside, target)
-        raise
+    if _exchange(stage, target):
+        aside = stage  # the old plugin is now where the staged one was
+    else:
+        os.rename(target, aside)
+        try:
+            os.rename(stage, target)
+        except BaseException:
+            os.rename(aside, target)
+            raise
     if aside.is_dir():
         shutil.rmtree(aside, ignore_errors=True)
     else:

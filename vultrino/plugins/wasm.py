@@ -12,11 +12,13 @@ tree here: ``{"ok": v}`` is the result, ``{"error": {...}}`` an :class:`ActionFa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from vultrino._scrub import scrub, secret_forms
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
@@ -28,8 +30,6 @@ from vultrino.errors import (
 from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest
 
 __all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
-
-REDACTED = "[redacted]"
 
 
 @runtime_checkable
@@ -60,12 +60,12 @@ def resolve_runtime(source: RuntimeSource) -> RuntimeLike:
     return source()
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every exact occurrence of each secret replaced by ``[redacted]``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class WasmPlugin:
@@ -94,6 +94,8 @@ class WasmPlugin:
         self.manifest = manifest
         self._runtime = runtime
         self._log = log
+        self._logger = logging.getLogger(f"vultrino.plugin.{manifest.name}")
+        self._call = threading.local()  # the secret forms of the call running on this thread
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
 
@@ -139,7 +141,7 @@ class WasmPlugin:
                         plugin=self.name,
                     ) from exc
                 runtime = resolve_runtime(self._runtime)
-                module: ModuleLike = runtime.load(wasm, plugin=self.name, log=self._log)
+                module: ModuleLike = runtime.load(wasm, plugin=self.name, log=self._plugin_log)
                 self._module = module
             return self._module
 
@@ -186,12 +188,27 @@ class WasmPlugin:
                     if k in ctype.secret_fields and isinstance(v, str)
                 ]
         request = {"action": action, "params": dict(params), "credential": payload}
+        forms = secret_forms(secrets)
         # The module pools guest instances and is safe to call from several threads, so only
-        # loading is serialized here.
-        response = self.ensure_loaded().execute(request)
-        return self._answer(action, response, secrets)
+        # loading is serialized here. Log lines arrive on this thread during the call.
+        self._call.forms = forms
+        try:
+            response = self.ensure_loaded().execute(request)
+        finally:
+            self._call.forms = None
+        return self._answer(action, response, forms)
 
-    def _answer(self, action: str, response: Any, secrets: list[str]) -> ActionResult:
+    def _plugin_log(self, level: str, text: str) -> None:
+        """The guest's log lines (and WASI stdout/stderr), scrubbed of the call's secrets."""
+        forms = getattr(self._call, "forms", None)
+        if forms:
+            text = scrub(text, forms)
+        if self._log is not None:
+            self._log(level, text)
+        else:
+            self._logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+
+    def _answer(self, action: str, response: Any, forms: list[str]) -> ActionResult:
         if isinstance(response, Mapping) and len(response) == 1:
             if "ok" in response:
                 return ActionResult(response["ok"])
@@ -202,7 +219,7 @@ class WasmPlugin:
                 and isinstance(error.get("message"), str)
             ):
                 code: str = error["code"]
-                message = scrub(error["message"], secrets)
+                message = scrub(error["message"], forms)
                 if code == "unknown_action":
                     raise ActionNotFoundError(
                         f"plugin {self.name} does not handle action {action}: {message}",
