@@ -10,8 +10,9 @@ The public surface for scripts::
 Everything else (the store, the runtime, the registry) is reached through the facade.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from vultrino._version import __version__
-from vultrino.core import CredentialInfo, ToolInfo, TypeInfo, Vultrino
 from vultrino.errors import (
     AccessDeniedError,
     ActionFailedError,
@@ -47,6 +48,23 @@ from vultrino.errors import (
     VultrinoError,
     WrongPasswordError,
 )
+
+if TYPE_CHECKING:
+    from vultrino.core import CredentialInfo, ToolInfo, TypeInfo, Vultrino
+
+_FACADE = ("CredentialInfo", "ToolInfo", "TypeInfo", "Vultrino")
+
+
+def __getattr__(name: str) -> Any:
+    """The facade is imported on first use, so the CLI's --help starts without it."""
+    if name not in _FACADE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from vultrino import core
+
+    value = getattr(core, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AccessDeniedError",

@@ -5,6 +5,9 @@ Importing this package is cheap: no WebAssembly engine is imported until a plugi
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from vultrino.plugins.base import (
     ActionResult,
     ActionSpec,
@@ -18,10 +21,34 @@ from vultrino.plugins.base import (
     ToolSpec,
     qualified_type,
 )
-from vultrino.plugins.manifest import load_manifest, parse_manifest
-from vultrino.plugins.registry import RESERVED_TOOL_NAMES, PluginRegistry, ToolBinding
-from vultrino.plugins.validation import params_json_schema, validate_fields, validate_params
-from vultrino.plugins.wasm import WasmPlugin
+
+if TYPE_CHECKING:
+    from vultrino.plugins.manifest import load_manifest, parse_manifest
+    from vultrino.plugins.registry import RESERVED_TOOL_NAMES, PluginRegistry, ToolBinding
+    from vultrino.plugins.validation import params_json_schema, validate_fields, validate_params
+    from vultrino.plugins.wasm import WasmPlugin
+
+# Loaded on first use: `vultrino --help` needs only the spec classes above.
+_LAZY = {
+    "load_manifest": "manifest",
+    "parse_manifest": "manifest",
+    "RESERVED_TOOL_NAMES": "registry",
+    "PluginRegistry": "registry",
+    "ToolBinding": "registry",
+    "params_json_schema": "validation",
+    "validate_fields": "validation",
+    "validate_params": "validation",
+    "WasmPlugin": "wasm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "RESERVED_TOOL_NAMES",
