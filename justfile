@@ -5,6 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 py := ".venv/bin/python"
 py310 := ".venv310/bin/python"
+engine_tests := "tests/integration/test_runtime_conformance.py tests/integration/test_runtime_cache.py tests/integration/test_wasmer_engine.py tests/unit/test_instrument.py tests/integration/test_first_party_plugins.py tests/integration/test_sdk_template.py tests/integration/test_installer_cargo.py tests/e2e tests/reliability/test_hostile_corpus.py"
 # the WIT-world check runs when scripts/setup.sh could fetch the WASI adapter
 adapter := 'if [ -f .cache/wasi_snapshot_preview1.reactor.wasm ]; then export VULTRINO_WASI_ADAPTER="$PWD/.cache/wasi_snapshot_preview1.reactor.wasm"; fi;' 
 
@@ -17,11 +18,12 @@ setup:
 
 # the whole suite on Python 3.11 with the default engine (wasmtime)
 test *ARGS:
-    . scripts/rust-env.sh 2>/dev/null; {{adapter}} {{py}} -m pytest -q {{ARGS}}
+    . scripts/rust-env.sh 2>/dev/null; {{adapter}} {{py}} -m pytest -q -n 2 {{ARGS}}
 
-# the whole suite again on Python 3.10 with wasmer (the conformance suite runs both engines)
+# the engine-dependent tests and the cargo builds on Python 3.10 with wasmer (the conformance
+# suite and the template test run both engines there)
 test-wasmer *ARGS:
-    . scripts/rust-env.sh 2>/dev/null; {{adapter}} VULTRINO_TEST_ENGINE=wasmer {{py310}} -m pytest -q {{ARGS}}
+    . scripts/rust-env.sh 2>/dev/null; {{adapter}} VULTRINO_TEST_ENGINE=wasmer {{py310}} -m pytest -q -n 2 {{engine_tests}} {{ARGS}}
 
 # ruff (lint + format check) and mypy --strict
 lint:
@@ -29,8 +31,12 @@ lint:
     {{py}} -m ruff format --check .
     {{py}} -m mypy
 
-# everything CI runs: both engines, lint, and the benchmarks with tiny iteration counts
-ci: test test-wasmer lint bench-smoke
+# everything CI runs: lint, the benchmarks with tiny iteration counts, the suite on
+# 3.11/wasmtime (the cargo builds run once, in the next leg), then the engine-dependent suite
+# and the cargo builds on 3.10/wasmer
+ci: lint bench-smoke
+    . scripts/rust-env.sh 2>/dev/null; {{adapter}} {{py}} -m pytest -q -n 2 -m "not cargo"
+    {{just_executable()}} test-wasmer
 
 # benchmarks: one table on stdout, the same figures in bench-results/latest.json
 bench *ARGS:
@@ -42,7 +48,7 @@ bench-smoke:
 
 # longer fuzzing runs (hypothesis), beyond CI's fixed seed and example count
 fuzz:
-    VULTRINO_FUZZ_EXAMPLES=20000 {{py}} -m pytest -q tests/fuzz -p no:randomly
+    VULTRINO_FUZZ_EXAMPLES=20000 {{py}} -m pytest -q tests/fuzz tests/reliability/test_fuzz_abi.py
 
 # rebuild the first-party plugins and the template with the offline Rust toolchain
 plugins:
