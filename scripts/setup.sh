@@ -59,7 +59,9 @@ make_venv() {  # make_venv DIR PYTHON EXTRAS
     "$py" -m venv "$dir"
   fi
   log "installing vultrino[$extras] into $dir"
-  "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  # pip repeats one warning per package for an index mirror this machine may not have
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" \
+    2> >(grep -v '^WARNING: Location .* is ignored' >&2)
 }
 
 PY311=$(find_python 3.11 || find_python 3.12 || true)
