@@ -50,6 +50,10 @@ bench-smoke:
 fuzz:
     VULTRINO_FUZZ_EXAMPLES=20000 {{py}} -m pytest -q tests/fuzz tests/reliability/test_fuzz_abi.py
 
+# reproduce every figure of docs/security.md (--quick for a short run; --engine wasmer under .venv310)
+evidence *ARGS:
+    {{py}} scripts/evidence.py {{ARGS}}
+
 # rebuild the first-party plugins and the template with the offline Rust toolchain
 plugins:
     bash scripts/build-plugins.sh

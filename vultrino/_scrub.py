@@ -24,10 +24,18 @@ def secret_forms(values: Iterable[Any]) -> list[str]:
             continue
         raw = value.encode()
         forms.add(value)
-        forms.add(base64.b64encode(raw).decode())
-        forms.add(base64.b64encode(raw).decode().rstrip("="))
-        forms.add(base64.urlsafe_b64encode(raw).decode().rstrip("="))
         forms.add(raw.hex())
+        forms.add(raw.hex().upper())
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            whole = encode(raw).decode()
+            forms.add(whole)
+            forms.add(whole.rstrip("="))
+            # Inside a longer base64 value the secret starts at any byte offset mod 3; these
+            # are the characters that depend on its bytes alone.
+            for shift in (0, 1, 2):
+                middle = encode(b"\0" * shift + raw).decode()[4 if shift else 0 : -4]
+                if len(middle) >= 8:
+                    forms.add(middle)
     return sorted(forms, key=len, reverse=True)
 
 

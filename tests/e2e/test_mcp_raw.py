@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,8 +42,11 @@ DESKTOP_VERSIONS = ["2024-11-05", "2025-03-26", "2025-06-18"]
 
 @pytest.fixture
 def errlog() -> Iterator[IO[str]]:
+    """The server's stderr; shown when a test fails, so a failure explains itself."""
     with tempfile.TemporaryFile("w+", encoding="utf-8") as f:
         yield f
+        f.seek(0)
+        sys.stderr.write("--- server stderr ---\n" + f.read()[-8000:])
 
 
 @pytest.fixture

@@ -143,15 +143,17 @@ class GuestOutput:
     def write(self, fd: int, data: bytes) -> None:
         buf = self._partial.setdefault(fd, bytearray())
         buf += data
+        start, end = 0, len(buf)  # scan by index: re-slicing per line is quadratic
         while True:
-            cut = buf.find(b"\n", 0, self._max_line + 1)
+            cut = buf.find(b"\n", start, min(end, start + self._max_line + 1))
             if cut >= 0:
-                line, buf = bytes(buf[:cut]), buf[cut + 1 :]
-            elif len(buf) >= self._max_line:
-                line, buf = bytes(buf[: self._max_line]), buf[self._max_line :]
+                line, start = bytes(buf[start:cut]), cut + 1
+            elif end - start >= self._max_line:
+                line, start = bytes(buf[start : start + self._max_line]), start + self._max_line
             else:
                 break
             self._emit(fd, line)
+        del buf[:start]
         if buf:
             self._partial[fd] = buf
         else:

@@ -80,6 +80,18 @@ _TO_WASMER: dict[ValType, Any] = {
 _FROM_WASMER: dict[Any, ValType] = {v: k for k, v in _TO_WASMER.items()}
 
 
+def _deadline_checked(meter: _Meter, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` behind a deadline check: fuel counts guest instructions only, so a guest that
+    spends its time in host calls (a million ``log`` calls) is stopped here instead."""
+
+    def call(*args: Any) -> Any:
+        if time.monotonic() > meter.deadline:
+            raise _DeadlineExceeded
+        return fn(*args)
+
+    return call
+
+
 class _DeadlineExceeded(Exception):  # noqa: N818 - control flow, mapped to PluginTimeoutError
     """Raised by ``check`` to unwind a guest that ran past its deadline."""
 
@@ -131,13 +143,18 @@ class _Compiled:
 
 
 class _WasmerMemory:
-    """Linear memory through a cached zero-copy view, dropped whenever the guest grows it."""
+    """Linear memory through a zero-copy view taken for each access.
 
-    __slots__ = ("__weakref__", "_memory", "_view")
+    wasmer-python's ``Buffer`` (behind ``memory.buffer``) is bound to the thread that made it:
+    dropping one on another thread panics (pyo3 "unsendable"), which a long-lived cached view
+    would do when a server closes plugins from its main thread. A fresh view per access costs
+    about a microsecond and is always dropped where it was made.
+    """
+
+    __slots__ = ("__weakref__", "_memory")
 
     def __init__(self) -> None:
         self._memory: Any = None  # bound once the instance exists
-        self._view: memoryview | None = None
 
     def _acquire(self) -> memoryview:
         if self._memory is None:
@@ -145,39 +162,29 @@ class _WasmerMemory:
                 "the guest's memory is not available (the module exports no memory, the "
                 "instance is still starting, or it was closed)"
             )
-        self._view = memoryview(self._memory.buffer)
-        return self._view
+        return memoryview(self._memory.buffer)
+
+    def _check(self, view: memoryview, ptr: int, length: int) -> int:
+        end = ptr + length
+        if ptr < 0 or length < 0 or end > len(view):
+            raise PluginABIError(
+                f"the guest pointed outside its memory: {length} bytes at {ptr:#x}, "
+                f"memory is {len(view)} bytes"
+            )
+        return end
 
     def read(self, ptr: int, length: int) -> bytes:
-        view = self._view or self._acquire()
-        end = ptr + length
-        if ptr < 0 or length < 0 or end > len(view):
-            raise PluginABIError(
-                f"the guest pointed outside its memory: {length} bytes at {ptr:#x}, "
-                f"memory is {len(view)} bytes"
-            )
-        return view[ptr:end].tobytes()
+        with self._acquire() as view:
+            return view[ptr : self._check(view, ptr, length)].tobytes()
 
     def view(self, ptr: int, length: int) -> memoryview:
-        """A zero-copy view, valid until the guest runs again or the instance closes."""
-        view = self._view or self._acquire()
-        end = ptr + length
-        if ptr < 0 or length < 0 or end > len(view):
-            raise PluginABIError(
-                f"the guest pointed outside its memory: {length} bytes at {ptr:#x}, "
-                f"memory is {len(view)} bytes"
-            )
-        return view[ptr:end]
+        """A zero-copy view; the caller drops it before the guest runs again, on this thread."""
+        view = self._acquire()
+        return view[ptr : self._check(view, ptr, length)]
 
     def write(self, ptr: int, data: bytes) -> None:
-        view = self._view or self._acquire()
-        end = ptr + len(data)
-        if ptr < 0 or end > len(view):
-            raise PluginABIError(
-                f"the guest pointed outside its memory: {len(data)} bytes at {ptr:#x}, "
-                f"memory is {len(view)} bytes"
-            )
-        view[ptr:end] = data
+        with self._acquire() as view:
+            view[ptr : self._check(view, ptr, len(data))] = data
 
     def size(self) -> int:
         if self._memory is None:
@@ -203,13 +210,9 @@ class _Meter:
         self.grow_failed = False
 
     def check(self, reason: int) -> int:
-        if reason:
-            if reason == _instrument.REASON_GROW_FAILED:
-                self.grow_failed = True
-            else:  # REASON_GROWN: the old view may point at released memory
-                memory = self.memory()
-                if memory is not None:
-                    memory._view = None
+        if reason == _instrument.REASON_GROW_FAILED:
+            self.grow_failed = True
+        # REASON_GROWN needs nothing: memory views are taken afresh for each access
         if time.monotonic() > self.deadline:
             raise _DeadlineExceeded
         return FUEL_CHUNK
@@ -234,7 +237,7 @@ class _WasmerInstance:
             ftype = wasmer.FunctionType(
                 [_TO_WASMER[p] for p in h.type.params], [_TO_WASMER[r] for r in h.type.results]
             )
-            fn = functools.partial(h.fn, memory_for_host)
+            fn = _deadline_checked(meter, functools.partial(h.fn, memory_for_host))
             by_module.setdefault(h.module, {})[h.name] = wasmer.Function(store, fn, ftype)
         check_type = wasmer.FunctionType([wasmer.Type.I32], [wasmer.Type.I64])
         by_module[_instrument.CHECK_MODULE] = {
@@ -298,7 +301,6 @@ class _WasmerInstance:
         if self._closed:
             return
         self._closed = True
-        self.memory._view = None
         self.memory._memory = None
         self._instance = None
 

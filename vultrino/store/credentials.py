@@ -745,7 +745,7 @@ class CredentialStore:
             return records[alias]
         except (KeyError, TypeError):
             raise CredentialNotFoundError(
-                f"no credential named {alias!r} in {self._path}; `vultrino list` shows them"
+                f"no credential named {alias!r}; `vultrino list` shows them"
             ) from None
 
     def _live_key(self) -> bytearray:
