@@ -154,27 +154,23 @@ def bench_engine(engine: str, res: Results, smoke: bool) -> None:
 
 
 def large_module(smoke: bool) -> bytes:
-    """An ABI 2 module of about 1.5 MB: the echo guest plus many real functions."""
+    """An ABI 2 module of about 1.5 MB: the echo guest plus thousands of real functions, each
+    calling the next, the size of a plugin that links a crypto library."""
     import wasmtime
 
     base = (GUESTS / "abi2_echo.wat").read_text().rstrip()
     base = base[: -len(")")]  # reopen the module to append functions
-    count = 300 if smoke else 9000
+    count = 300 if smoke else 19500
+    steps = " ".join(
+        f"(local.set 0 (i32.add (i32.mul (local.get 0) (i32.const {k + 3})) (i32.const {k})))"
+        for k in range(6)
+    )
     body = "\n".join(
-        f"  (func $f{i} (param i32) (result i32) "
-        + " ".join(
-            f"(local.set 0 (i32.add (i32.mul (local.get 0) (i32.const {i + k})) (i32.const {k})))"
-            for k in range(6)
-        )
-        + " (local.get 0))"
+        f"  (func $f{i} (param i32) (result i32) {steps} "
+        + (f"(call $f{i + 1} (local.get 0)))" if i + 1 < count else "(local.get 0))")
         for i in range(count)
     )
-    table = (
-        f"  (table {count} funcref)\n  (elem (i32.const 0) "
-        + " ".join(f"$f{i}" for i in range(count))
-        + ")"
-    )
-    return bytes(wasmtime.wat2wasm(base + "\n" + body + "\n" + table + ")"))
+    return bytes(wasmtime.wat2wasm(base + "\n" + body + '\n  (export "big" (func $f0)))'))
 
 
 # --- Extism ------------------------------------------------------------------------------------
