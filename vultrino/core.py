@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,14 +106,6 @@ class TypeInfo:
     spec: CredentialTypeSpec
 
 
-@dataclass
-class _Tools:
-    """The cached tool list and the signature it was built from."""
-
-    signature: str = ""
-    tools: list[ToolInfo] = field(default_factory=list)
-
-
 def resolve_password(password: str | None, prompt: Prompt | None) -> str:
     """The explicit password, else VULTRINO_PASSWORD, else VULTRINO_PASSWORD_FILE, else prompt."""
     if password is not None:
@@ -175,7 +167,7 @@ class Vultrino:
         self._store_lock = threading.Lock()
         self._runtime_lock = threading.Lock()
         self._registry_lock = threading.Lock()
-        self._tools = _Tools()
+        self._tools_signature = ""  # what refresh() last saw of the tool list
         self._plugins_signature = ""
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -540,7 +532,10 @@ class Vultrino:
                 build_output=build_output,
                 progress=progress,
             )
-            self.registry.load_one(result.name) if not force else self.registry.reload(result.name)
+            if result.replaced:
+                self.registry.reload(result.name)
+            else:
+                self.registry.load_one(result.name)
             self._plugins_signature = self._scan_plugins_dir()
         return result
 
@@ -548,7 +543,8 @@ class Vultrino:
         from vultrino.plugins import installer
 
         with self._lock:
-            self.registry.unload(name) if name in self._plugin_names() else None
+            if name in self._plugin_names():
+                self.registry.unload(name)
             path = installer.remove(name, plugins_dir=self.home.plugins, runtime=self.runtime)
             self._plugins_signature = self._scan_plugins_dir()
         return path
@@ -658,8 +654,8 @@ class Vultrino:
                 self._plugins_signature = signature
             tools = self.tools()
             new = json.dumps([t.__dict__ for t in tools], sort_keys=True, default=str)
-            changed = bool(self._tools.signature) and new != self._tools.signature
-            self._tools = _Tools(new, tools)
+            changed = bool(self._tools_signature) and new != self._tools_signature
+            self._tools_signature = new
             return changed
 
     def _scan_plugins_dir(self) -> str:
