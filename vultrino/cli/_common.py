@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import getpass
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -143,7 +142,3 @@ def split_pair(raw: str, *, option: str) -> tuple[str, str]:
         err(f"error: {option} expects KEY=VALUE, got {raw.split('=', maxsplit=1)[0]!r}...")
         raise typer.Exit(2)
     return key.strip(), value
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")

@@ -198,13 +198,12 @@ class _Meter:
     wasmer keeps host functions on the Rust side, where Python's garbage collector cannot see,
     and a wasmer ``Memory`` (or a view of it) keeps its whole instance alive: a host function
     that reached the instance or its memory through strong references would leak the instance
-    and its address-space reservation forever. So this object holds the memory weakly.
+    and its address-space reservation forever. So this object holds no reference to either.
     """
 
-    __slots__ = ("budget", "deadline", "grow_failed", "memory")
+    __slots__ = ("budget", "deadline", "grow_failed")
 
-    def __init__(self, memory: _WasmerMemory, budget: float) -> None:
-        self.memory = weakref.ref(memory)
+    def __init__(self, budget: float) -> None:
         self.budget = budget
         self.deadline = time.monotonic() + budget
         self.grow_failed = False
@@ -227,7 +226,7 @@ class _WasmerInstance:
         self.memory = _WasmerMemory()
         self._cap_bytes = compiled.pages * WASM_PAGE
         # the deadline starts now, so it also covers the start function
-        self._meter = meter = _Meter(self.memory, limits.deadline_s)
+        self._meter = meter = _Meter(limits.deadline_s)
         self._closed = False
         imports = wasmer.ImportObject()
         by_module: dict[str, dict[str, Any]] = {}
