@@ -336,3 +336,14 @@ def test_demo_runs_the_whole_flow_on_a_throwaway_home(isolated_home: Path) -> No
     assert "'code':" in r.stdout and "totp_code" in r.stdout
     assert "JBSWY3DPEHPK3PXP" not in r.stdout + r.stderr  # the demo secret never shows
     assert not any(isolated_home.iterdir())  # the real home is untouched
+
+
+def test_mcp_config_forms(run: Run, home: Path) -> None:
+    code, out, err = run("mcp", "config", "--form", "generic", "--http", "--port", "9123")
+    assert code == 0, err
+    assert "9123" in out
+    assert PASSWORD not in out and "VULTRINO_PASSWORD_FILE" in err  # the note on stderr
+    code, out, _ = run("mcp", "config")
+    assert "mcpServers" in json.loads(out)
+    code, _, err = run("mcp", "config", "--form", "yaml")
+    assert code == 2 and "claude or generic" in err
