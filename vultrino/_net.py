@@ -17,11 +17,12 @@ import os
 import ssl
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -39,10 +40,17 @@ __all__ = [
 ]
 
 USER_AGENT = f"vultrino/{__version__}"
-NetErrorKind = Literal["timeout", "connect", "too_large", "protocol", "invalid"]
+NetErrorKind = Literal["timeout", "connect", "too_large", "protocol", "invalid", "encoding"]
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_DOWNLOAD_REDIRECTS = 10
 _CHUNK = 64 * 1024
+
+#: The only content codings the client asks for: the ones decoded here, in bounded steps, so
+#: the body can be scrubbed. Whatever a caller passes as Accept-Encoding is replaced by this.
+ACCEPT_ENCODING = "gzip, deflate"
+#: How many Content-Encoding layers a response may stack (``gzip, gzip`` is two).
+MAX_CONTENT_ENCODINGS = 2
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 
 
 class NetError(Exception):
@@ -137,7 +145,7 @@ class HttpClient:
             verify=verify,
             proxy=proxy,
             cookies=CookieJar(policy=_NoCookies()),
-            headers={"User-Agent": user_agent},
+            headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=10),
         )
 
@@ -153,28 +161,36 @@ class HttpClient:
     ) -> Response:
         """Send one request and read at most ``max_bytes`` of (decoded) body.
 
-        ``timeout`` bounds the whole exchange, body included, so a server that drips bytes
-        forever is cut off too. Raises NetError.
+        The request asks for :data:`ACCEPT_ENCODING` only (an Accept-Encoding in ``headers`` is
+        dropped). The body is decoded here, incrementally: no step inflates more than 64 KiB, so
+        a compression bomb costs at most ``max_bytes`` plus a chunk of memory before it is
+        refused. A Content-Encoding this module does not decode, or more than
+        :data:`MAX_CONTENT_ENCODINGS` layers, is an error (kind ``"encoding"``): an undecoded
+        body could not be scrubbed, so none is returned. ``timeout`` bounds the whole exchange,
+        body included, so a server that drips bytes forever is cut off too. Raises NetError.
         """
         deadline = time.monotonic() + timeout
+        sent = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
         with _mapped_errors(url):
             request = self._client.build_request(
-                method, url, headers=list(headers), content=content, timeout=httpx.Timeout(timeout)
+                method, url, headers=sent, content=content, timeout=httpx.Timeout(timeout)
             )
             response = self._client.send(request, stream=True)
             try:
                 _check_declared_length(response, max_bytes)
+                layers = _decoders(response.headers.get_list("content-encoding", split_commas=True))
                 body = bytearray()
-                for chunk in response.iter_bytes(_CHUNK):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise NetError(
-                            "too_large", f"the response body is larger than {max_bytes} bytes"
-                        )
-                    if time.monotonic() > deadline:
-                        raise NetError(
-                            "timeout", f"the response took longer than {timeout:g} s to arrive"
-                        )
+                for raw in response.iter_raw(_CHUNK):
+                    for chunk in _decode(layers, 0, raw):
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise NetError(
+                                "too_large", f"the response body is larger than {max_bytes} bytes"
+                            )
+                        if time.monotonic() > deadline:
+                            raise NetError(
+                                "timeout", f"the response took longer than {timeout:g} s to arrive"
+                            )
             finally:
                 response.close()
             return Response(
@@ -209,6 +225,93 @@ def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
             "too_large",
             f"the response body is {int(declared)} bytes, more than the {max_bytes}-byte cap",
         )
+
+
+class _Inflater:
+    """One gzip or deflate layer of a response body, decoded at most ``limit`` bytes a step.
+
+    zlib's ``max_length`` keeps what it could not yet inflate in ``unconsumed_tail``, so memory
+    never holds more than one step of output. A gzip body may have several members; bytes after
+    the end of the (last) stream are ignored, as browsers and httpx do. ``deflate`` accepts the
+    zlib wrapper RFC 9110 specifies and the raw deflate some servers send instead.
+    """
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self._pending = b""
+        self._done = False
+        self._obj: Any = self._gzip() if coding == "gzip" else None  # deflate: after 2 bytes
+
+    @staticmethod
+    def _gzip() -> Any:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> None:
+        if not self._done:
+            self._pending += data
+
+    def pull(self, limit: int) -> bytes:
+        """Up to ``limit`` decoded bytes; ``b""`` when it needs more input."""
+        while self._pending and not self._done:
+            if self._obj is None:
+                if len(self._pending) < 2:
+                    return b""
+                zlib_wrapped = int.from_bytes(self._pending[:2], "big") % 31 == 0 and (
+                    self._pending[0] & 0x0F == 8
+                )
+                self._obj = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+            try:
+                out: bytes = self._obj.decompress(self._pending, limit)
+            except zlib.error:
+                raise NetError(
+                    "encoding",
+                    f"the response body is not valid {self.coding} data, though its "
+                    f"Content-Encoding says so",
+                ) from None
+            if self._obj.eof:
+                rest: bytes = self._obj.unused_data
+                if self.coding == "gzip" and rest.startswith(b"\x1f\x8b"):
+                    self._obj, self._pending = self._gzip(), rest
+                else:
+                    self._pending, self._done = b"", True
+            else:
+                self._pending = self._obj.unconsumed_tail
+            if out:
+                return out
+        return b""
+
+
+def _decoders(codings: list[str]) -> list[_Inflater]:
+    """The layers to undo, outermost (last applied) first. Raises NetError("encoding")."""
+    names = [c.strip().lower() for c in codings]
+    names = [n for n in names if n and n != "identity"]
+    if len(names) > MAX_CONTENT_ENCODINGS:
+        raise NetError(
+            "encoding",
+            f"the response stacks {len(names)} Content-Encoding layers; at most "
+            f"{MAX_CONTENT_ENCODINGS} are decoded, so no body is returned",
+        )
+    for name in names:
+        if name not in _CODINGS:
+            shown = name if len(name) <= 40 else name[:37] + "..."
+            raise NetError(
+                "encoding",
+                f"the server answered with Content-Encoding {shown!r}, which Vultrino does not "
+                f"decode (it asks for {ACCEPT_ENCODING} only), so no body is returned",
+            )
+    return [_Inflater(_CODINGS[n]) for n in reversed(names)]
+
+
+def _decode(layers: Sequence[_Inflater], index: int, data: bytes) -> Iterator[bytes]:
+    """``data`` passed through ``layers[index:]``, in steps of at most one chunk each."""
+    if index == len(layers):
+        if data:
+            yield data
+        return
+    layer = layers[index]
+    layer.feed(data)
+    while out := layer.pull(_CHUNK):
+        yield from _decode(layers, index + 1, out)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import scrub, secret_forms
+from vultrino._scrub import scrub, scrub_error, secret_forms
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
@@ -303,23 +303,17 @@ class Vultrino:
         *,
         replace: bool = False,
     ) -> CredentialInfo:
-        """Validate ``fields`` against the type and store the credential.
+        """Validate ``fields`` (the plugin's checks: the manifest's, then its own) and store the
+        credential. Nothing is stored when a check fails.
 
         ``allow`` is the URL allowlist used by the built-in HTTP plugin (``["*"]`` allows any
         URL, and must be asked for explicitly).
         """
-        from vultrino.plugins.validation import validate_fields
         from vultrino.store import Credential
 
         plugin, spec = self.registry.resolve_type(type)
-        clean = validate_fields(spec, fields)
-        patterns: list[str] = []
-        if allow:
-            validate_allow = getattr(plugin, "validate_allow", None)
-            if validate_allow is not None:
-                patterns = list(validate_allow(list(allow)))
-            else:
-                patterns = list(allow)
+        clean = plugin.validate_credential(spec.name, fields)
+        patterns = plugin.validate_allow(list(allow)) if allow else []
         cred = Credential(
             alias=alias,
             type=self._canonical_type(plugin, spec),
@@ -392,6 +386,18 @@ class Vultrino:
             cred = self.store.get(alias)
             owner, spec = self.registry.resolve_type(cred.type)
             record["plugin"] = owner.name
+            secrets = [
+                cred.fields.get(f) for f in set(cred.secret_fields) | set(spec.secret_fields)
+            ]
+            secrets += [v for v in cred.state.values() if isinstance(v, str)]
+            try:
+                return use(cred, owner, spec, secrets)
+            except VultrinoError as exc:
+                # Any message may quote what the agent sent, the server answered or the plugin
+                # wrote (a URL, a Location, a guest's error text): none leaves with a secret in it.
+                raise scrub_error(exc, secret_forms(secrets)) from None
+
+        def use(cred: Any, owner: Plugin, spec: CredentialTypeSpec, secrets: list[Any]) -> Any:
             if plugin is not None and owner.name != plugin:
                 raise CredentialMismatchError(
                     f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
@@ -408,10 +414,6 @@ class Vultrino:
             from vultrino.plugins.validation import validate_params
 
             clean = validate_params(act, params or {}, from_cli=from_cli)
-            secrets = [
-                cred.fields.get(f) for f in set(cred.secret_fields) | set(spec.secret_fields)
-            ]
-            secrets += [v for v in cred.state.values() if isinstance(v, str)]
             view = CredentialView(
                 alias=cred.alias,
                 type=spec.name,
@@ -419,11 +421,7 @@ class Vultrino:
                 allow=tuple(cred.allow),
                 state=dict(cred.state),
             )
-            try:
-                result = owner.execute(action, clean, view)
-            except ActionFailedError as exc:
-                message = scrub(str(exc), secret_forms(secrets))
-                raise type(exc)(message, plugin=exc.plugin, code=exc.code) from None
+            result = owner.execute(action, clean, view)
             if result.new_state is not None:
                 with self._lock:
                     self.store.update_state(alias, result.new_state)

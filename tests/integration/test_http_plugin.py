@@ -893,7 +893,7 @@ def test_oauth2_allowlist_is_checked_before_the_token_request(
 
 
 def test_validate_credential() -> None:
-    check = HttpPlugin.validate_credential
+    check = HttpPlugin().validate_credential
     check("oauth2", {"token_url": "https://a.example/t", "client_id": "c", "client_secret": "s"})
     check("oauth2", {"token_url": "http://127.0.0.1:9/t", "client_id": "c", "client_secret": "s"})
     bad = [
@@ -953,11 +953,11 @@ def test_manifest_describes_types_action_and_tool(plugin: HttpPlugin) -> None:
 
 
 def test_validate_allow_normalises() -> None:
-    assert HttpPlugin.validate_allow(
+    assert HttpPlugin().validate_allow(
         ["HTTPS://API.GitHub.com:443", "get,post https://x.example/v1/*", "*", "*"]
     ) == ["https://api.github.com/*", "GET,POST https://x.example/v1/*", "*"]
     with pytest.raises(CredentialValidationError, match="ftp"):
-        HttpPlugin.validate_allow(["ftp://x.example/*"])
+        HttpPlugin().validate_allow(["ftp://x.example/*"])
 
 
 def test_close_is_idempotent() -> None:

@@ -187,6 +187,13 @@ class ActionResult:
 class Plugin(Protocol):
     """A loaded plugin. The registry holds these; the core facade calls ``execute``.
 
+    ``validate_credential`` is the door every new credential goes through (``Vultrino.
+    add_credential`` calls it before storing anything): it checks ``fields`` against the
+    manifest's field specs, then anything deeper the plugin knows, and returns the fields to
+    store (defaults filled in). It raises CredentialValidationError naming the field, never its
+    value. ``validate_allow`` returns the allowlist patterns to store (canonical spellings) or
+    raises CredentialValidationError naming the first bad one.
+
     ``execute`` receives parameters already validated against the manifest and a credential
     already checked to be of one of this plugin's types. It raises :class:`ActionFailedError`
     (with the plugin's code) when the plugin answers with an error, and EngineError subclasses
@@ -198,6 +205,10 @@ class Plugin(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    def validate_credential(self, type_name: str, fields: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def validate_allow(self, patterns: list[str]) -> list[str]: ...
 
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None

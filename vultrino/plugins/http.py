@@ -71,6 +71,10 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_NAME_RE = re.compile(r"[^\s&=#]+")
 _CHARSET_RE = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9._:\-]+)", re.IGNORECASE)
+_FRAMING = (
+    "the URL decides the host, and the client frames the request and picks the encodings "
+    "(gzip, deflate) itself"
+)
 _FORBIDDEN_HEADERS = frozenset(
     {
         "host",
@@ -84,10 +88,32 @@ _FORBIDDEN_HEADERS = frozenset(
         "expect",
         "proxy-authorization",
         "proxy-connection",
+        "accept-encoding",
     }
 )
-"""Headers an agent may not set: they would pick another virtual host than the URL's (Host),
-or change how the request is framed on the wire."""
+"""Headers nobody may set, agent or extra_headers: they would pick another virtual host than
+the URL's (Host), change how the request is framed on the wire, or ask for a body encoding
+Vultrino cannot decode and so cannot scrub (Accept-Encoding)."""
+_OVERRIDE = "it would let the server run another method than the one the allowlist checked"
+_REWRITE = "it would let the server serve another path than the one the allowlist checked"
+_PROXY = "it would tell the server the request came through another host or client"
+_PARTIAL = "a partial response could hand back a secret piece by piece, past the scrubber"
+_AGENT_REFUSED_HEADERS: dict[str, str] = {
+    "x-http-method-override": _OVERRIDE,
+    "x-http-method": _OVERRIDE,
+    "x-method-override": _OVERRIDE,
+    "x-original-url": _REWRITE,
+    "x-rewrite-url": _REWRITE,
+    "x-original-uri": _REWRITE,
+    "forwarded": _PROXY,
+    "x-host": _PROXY,
+    "x-original-host": _PROXY,
+    "range": _PARTIAL,
+    "if-range": _PARTIAL,
+}
+"""Headers an agent may not set (case-insensitive), with why; ``X-Forwarded-*`` too. Checked
+before any network I/O."""
+_AGENT_REFUSED_PREFIX = "x-forwarded-"
 _CROSS_ORIGIN_DROP = frozenset({"authorization", "cookie", "proxy-authorization"})
 _LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 
@@ -327,21 +353,31 @@ class HttpPlugin:
 
     # --- helpers for the add-time checks -------------------------------------------------------
 
-    @staticmethod
-    def validate_allow(patterns: list[str]) -> list[str]:
+    def validate_allow(self, patterns: list[str]) -> list[str]:
         """Canonical spellings of allowlist ``patterns`` (duplicates dropped).
 
         Raises CredentialValidationError naming the first bad pattern.
         """
         return validate_patterns(patterns)
 
-    @staticmethod
-    def validate_credential(type_name: str, fields: Mapping[str, Any]) -> None:
-        """Deeper checks than the manifest can express (header syntax, token URL, grant needs).
+    def validate_credential(self, type_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The manifest's field checks, then deeper ones the manifest cannot express (header
+        names and values, extra_headers lines, the token URL, what each oauth2 grant needs).
 
-        Raises CredentialValidationError naming the field, never its value.
+        Returns the fields to store; raises CredentialValidationError naming the field, never
+        its value.
         """
-        _check_credential_fields(type_name, fields)
+        from vultrino.plugins.validation import validate_fields
+
+        spec = MANIFEST.credential_type(type_name)
+        if spec is None:
+            raise _invalid(
+                f"the http plugin has no credential type {type_name!r} "
+                f"(types: {', '.join(sorted(_TYPES))})"
+            )
+        clean = validate_fields(spec, fields)
+        _check_credential_fields(type_name, clean)
+        return clean
 
     # --- the action ----------------------------------------------------------------------------
 
@@ -714,11 +750,14 @@ def _header_pairs(value: Any) -> list[tuple[str, str]]:
     for name, item in value.items():
         if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
             raise _param_error(f"{str(name)[:60]!r} is not a valid header name")
-        if name.lower() in _FORBIDDEN_HEADERS:
-            raise _param_error(
-                f"header {name!r} cannot be set: the URL decides the host, and the client "
-                "frames the request itself"
-            )
+        lname = name.lower()
+        if lname in _FORBIDDEN_HEADERS:
+            raise _param_error(f"header {name!r} cannot be set: {_FRAMING}")
+        why = _AGENT_REFUSED_HEADERS.get(lname)
+        if why is None and lname.startswith(_AGENT_REFUSED_PREFIX):
+            why = _PROXY
+        if why is not None:
+            raise _param_error(f"header {name!r} is refused: {why}; remove it from headers")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise _param_error(f"header {name!r} must have a string value")
         text = str(item)
@@ -833,12 +872,18 @@ def _net_failure(
         )
     if exc.kind == "too_large":
         return ActionFailedError(
-            f"{target}: {exc}; the limit is {cap} bytes. Ask for less (a page, a range) or raise "
+            f"{target}: {exc}; the limit is {cap} bytes. Ask for less (a page) or raise "
             "[http] max_response_mb in config.toml",
             plugin=PLUGIN_NAME,
         )
     if exc.kind == "invalid":
         return AccessDeniedError(f"{target} refused: {exc}", plugin=PLUGIN_NAME)
+    if exc.kind == "encoding":
+        return ActionFailedError(
+            f"{target}: {exc}. The server must answer uncompressed, gzip or deflate",
+            plugin=PLUGIN_NAME,
+            code="bad_encoding",
+        )
     return ActionFailedError(f"{target} failed: {exc}", plugin=PLUGIN_NAME)
 
 
@@ -1008,15 +1053,10 @@ def _token_response(
 
 
 def _scrub_forms(values: Iterable[str]) -> list[str]:
-    """Every form of every secret to replace: plain, base64 (standard, unpadded, URL-safe),
-    hex (shared with the host scrubber), plus URL-encoded and JSON-escaped forms, which is how
-    servers echo a secret back. Longest first so no form is half-replaced."""
-    raw = [v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LEN]
-    forms = set(secret_forms(raw))
-    for value in raw:
-        forms.update({quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]})
-        forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
-    return sorted((f for f in forms if f), key=len, reverse=True)
+    """Every form of every secret to replace (the host scrubber's: plain, base64, hex,
+    percent-encoded and JSON-escaped, which is how servers echo a secret back), longest first
+    so no form is half-replaced."""
+    return secret_forms(v for v in values if isinstance(v, str))
 
 
 def _scrub_text(text: str, forms: list[str]) -> str:

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vultrino._scrub import scrub, secret_forms
+from vultrino._scrub import scrub, scrub_error, secret_forms
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
     CredentialMismatchError,
+    CredentialValidationError,
+    EngineError,
     ModuleError,
     PluginABIError,
     PluginError,
@@ -145,6 +147,23 @@ class WasmPlugin:
                 self._module = module
             return self._module
 
+    def validate_credential(self, type_name: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """``fields`` checked against the manifest's field specs for ``type_name`` (required,
+        kinds, options, lengths, patterns); the fields to store, defaults filled in."""
+        from vultrino.plugins.validation import validate_fields
+
+        spec = self.manifest.credential_type(type_name)
+        if spec is None:
+            known = ", ".join(t.name for t in self.manifest.credential_types) or "none"
+            raise CredentialValidationError(
+                f"plugin {self.name} has no credential type {type_name!r} (types: {known})"
+            )
+        return validate_fields(spec, fields)
+
+    def validate_allow(self, patterns: list[str]) -> list[str]:
+        """Stored as given: a WebAssembly plugin makes no network requests of its own."""
+        return list(patterns)
+
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
     ) -> ActionResult:
@@ -194,6 +213,8 @@ class WasmPlugin:
         self._call.forms = forms
         try:
             response = self.ensure_loaded().execute(request)
+        except EngineError as exc:  # its message may quote what the guest wrote
+            raise scrub_error(exc, forms) from None
         finally:
             self._call.forms = None
         return self._answer(action, response, forms)

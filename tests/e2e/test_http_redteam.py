@@ -1,0 +1,227 @@
+"""Red-team findings against the HTTP plugin, replayed through the real doors: a
+``python -m vultrino request`` / ``add`` subprocess and the official MCP SDK client talking to a
+``python -m vultrino mcp`` subprocess, against a hostile HTTP server on 127.0.0.1 that reflects
+whatever credential it is sent (docs/security.md, "Red-team findings: HTTP and scrubbing").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import pytest
+from mcp import types
+
+from tests.e2e.mcp_helpers import HANG_GUARD_S, PASSWORD, McpHome, scan_log, sdk_stdio
+from tests.leakcheck import LeakCheck
+
+SECRET = "rt-Secret-4Kq9Wz2Lm7Vx3Bp8"
+OAUTH_CLIENT = ["--field", "client_id=c", "--field", f"client_secret={SECRET}"]
+BR_EXTRA = ["--field", "extra_headers=Accept-Encoding: br"]
+
+
+class Reflector(ThreadingHTTPServer):
+    """A server that hands the credential back in every way the findings used."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.paths: list[str] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Reflector
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.path.startswith("/api/bounce"):
+            # Off the allowlist, with the secret in the path: the refusal quotes the URL.
+            self._send(302, b"", Location=f"/private/{token}/x")
+        elif self.path.startswith("/api/brotli"):
+            self._send(200, zlib.compress(token.encode()), Content_Encoding="br")
+        else:
+            self._send(200, json.dumps({"token": token}).encode())
+
+    do_DELETE = do_GET
+
+    def _send(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[Reflector]:
+    srv = Reflector()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def home(isolated_home: Path, server: Reflector, leakcheck: LeakCheck) -> McpHome:
+    """A real sealed store holding one bearer credential allowed on ``GET <server>/api/*``."""
+    from vultrino.core import Vultrino
+    from vultrino.store import KdfParams
+
+    fd, name = tempfile.mkstemp(prefix="vpw-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(PASSWORD + "\n")
+    with Vultrino.init(isolated_home, PASSWORD, kdf=KdfParams.minimal()) as v:
+        v.add_credential("svc", "bearer", {"token": SECRET}, allow=[f"GET {server.base}/api/*"])
+    leakcheck.add(PASSWORD, SECRET)
+    return McpHome(isolated_home, Path(name), [PASSWORD, SECRET])
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_redirect_refusal_does_not_quote_the_secret(
+    home: McpHome, server: Reflector, leakcheck: LeakCheck
+) -> None:
+    plain = home.cli("request", "svc", f"{server.base}/api/bounce")
+    as_json = home.cli("request", "svc", f"{server.base}/api/bounce", "--json")
+    for r in (plain, as_json):
+        leakcheck.scan(r.stdout + r.stderr, "vultrino request output")
+        assert r.returncode == 8, r.stderr  # AccessDeniedError
+        assert "outside the allowlist" in r.stderr
+        assert "/private/[REDACTED]/x" in r.stderr
+    error = json.loads(as_json.stdout)["error"]
+    assert error["type"] == "AccessDeniedError" and "[REDACTED]" in error["message"]
+    # The refused hop was never sent.
+    assert not any(p.startswith("/private") for p in server.paths)
+
+
+def test_cli_undecodable_body_is_an_error_not_raw_bytes(
+    home: McpHome, server: Reflector, leakcheck: LeakCheck
+) -> None:
+    r = home.cli("request", "svc", f"{server.base}/api/brotli")
+    leakcheck.scan(r.stdout + r.stderr, "vultrino request output")
+    assert r.returncode == 7, r.stderr  # ActionFailedError
+    assert "Content-Encoding 'br'" in r.stderr and "no body is returned" in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-HTTP-Method-Override: DELETE",
+        "x-original-url: /admin",
+        "Range: bytes=0-4",
+        "Accept-Encoding: br",
+    ],
+)
+def test_cli_refuses_bypass_headers_before_any_io(
+    home: McpHome, server: Reflector, header: str
+) -> None:
+    r = home.cli("request", "svc", f"{server.base}/api/echo", "-H", header)
+    name = header.split(":", maxsplit=1)[0]
+    assert r.returncode == 6, r.stderr  # ParameterError
+    assert f"header {name!r} is refused" in r.stderr or f"header {name!r} cannot be set" in r.stderr
+    assert server.paths == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--type", "oauth2", "--field", "token_url=http://auth.example/t", *OAUTH_CLIENT],
+            "token_url must use https",
+        ),
+        (
+            ["--type", "oauth2", "--field", "token_url=https://auth.example/t", *OAUTH_CLIENT[:2]],
+            "needs client_secret",
+        ),
+        (
+            ["--type", "api_key", "--field", f"key={SECRET}", "--field", "header=Host"],
+            "'Host' is not a usable header name",
+        ),
+        (
+            ["--type", "bearer", "--field", f"token={SECRET}", *BR_EXTRA],
+            "extra_headers line 1: header 'Accept-Encoding' cannot be set",
+        ),
+    ],
+)
+def test_cli_add_refuses_a_credential_the_plugin_cannot_use(
+    home: McpHome, leakcheck: LeakCheck, args: list[str], expected: str
+) -> None:
+    r = home.cli("add", "--alias", "broken", *args, "--allow", "https://api.example/*")
+    leakcheck.scan(r.stdout + r.stderr, "vultrino add output")
+    assert r.returncode == 4, r.stderr  # CredentialValidationError
+    assert expected in r.stderr
+    listed = home.cli("list", "--json")
+    assert [c["alias"] for c in json.loads(listed.stdout)] == ["svc"]
+
+
+# --- MCP -----------------------------------------------------------------------------------------
+
+
+def test_mcp_tool_errors_are_scrubbed_and_bypass_headers_refused(
+    home: McpHome, server: Reflector, leakcheck: LeakCheck
+) -> None:
+    answers: dict[str, types.CallToolResult] = {}
+    calls = {
+        "bounce": {"url": f"{server.base}/api/bounce"},
+        "brotli": {"url": f"{server.base}/api/brotli"},
+        "override": {
+            "url": f"{server.base}/api/x",
+            "headers": {"X-HTTP-Method-Override": "DELETE"},
+        },
+        "forwarded": {"url": f"{server.base}/api/x", "headers": {"X-Forwarded-Host": "evil"}},
+        "range": {"url": f"{server.base}/api/x", "headers": {"range": "bytes=0-4"}},
+        "encoding": {"url": f"{server.base}/api/x", "headers": {"Accept-Encoding": "zstd"}},
+        "fine": {"url": f"{server.base}/api/echo"},
+    }
+
+    async def session(errlog: IO[str]) -> None:
+        with anyio.fail_after(HANG_GUARD_S):
+            async with sdk_stdio(home, errlog) as s:
+                for name, args in calls.items():
+                    answers[name] = await s.session.call_tool(
+                        "http_request", {"credential": "svc", **args}
+                    )
+
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+        anyio.run(session, errlog)
+        dumped = {k: v.model_dump(mode="json", by_alias=True) for k, v in answers.items()}
+        scan_log(leakcheck, home, errlog, ("answers", json.dumps(dumped)))
+
+    def text(name: str) -> str:
+        block = answers[name].content[0]
+        assert isinstance(block, types.TextContent)
+        return block.text
+
+    for name in calls:
+        assert bool(answers[name].is_error) == (name != "fine"), (name, text(name))
+    assert "/private/[REDACTED]/x" in text("bounce")
+    assert "no body is returned" in text("brotli")
+    for name in ("override", "forwarded", "range"):
+        assert "is refused" in text(name)
+    assert "cannot be set" in text("encoding")
+    assert json.loads(json.loads(text("fine"))["body"]) == {"token": "[REDACTED]"}
+    # Only the bounce, the brotli call and the legitimate one reached the server.
+    assert sorted(server.paths) == ["/api/bounce", "/api/brotli", "/api/echo"]
