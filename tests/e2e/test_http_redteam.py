@@ -2,12 +2,15 @@
 ``python -m vultrino request`` / ``add`` subprocess and the official MCP SDK client talking to a
 ``python -m vultrino mcp`` subprocess, against a hostile HTTP server on 127.0.0.1 that reflects
 whatever credential it is sent (docs/security.md, "Red-team findings: HTTP and scrubbing").
+A wasm plugin whose broken answers quote the secret closes the file: engine errors are
+scrubbed too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import zlib
@@ -20,7 +23,15 @@ import anyio
 import pytest
 from mcp import types
 
-from tests.e2e.mcp_helpers import HANG_GUARD_S, PASSWORD, McpHome, scan_log, sdk_stdio
+from tests import guests
+from tests.e2e.mcp_helpers import (
+    HANG_GUARD_S,
+    PASSWORD,
+    McpHome,
+    manifest,
+    scan_log,
+    sdk_stdio,
+)
 from tests.leakcheck import LeakCheck
 
 SECRET = "rt-Secret-4Kq9Wz2Lm7Vx3Bp8"
@@ -225,3 +236,48 @@ def test_mcp_tool_errors_are_scrubbed_and_bypass_headers_refused(
     assert json.loads(json.loads(text("fine"))["body"]) == {"token": "[REDACTED]"}
     # Only the bounce, the brotli call and the legitimate one reached the server.
     assert sorted(server.paths) == ["/api/bounce", "/api/brotli", "/api/echo"]
+
+
+# --- errors from a wasm plugin -------------------------------------------------------------------
+
+
+def _str(text: str) -> bytes:
+    raw = text.encode()
+    assert len(raw) < 32
+    return bytes([0xA0 | len(raw)]) + raw
+
+
+# Answers that break the ABI while quoting the secret (as a buggy or hostile plugin would): an
+# error code that is not one of the ABI's, and a map keyed by the secret.
+BROKEN_ANSWERS = {
+    "error-code": b"\x81"
+    + _str("error")
+    + b"\x82"
+    + _str("code")
+    + _str(SECRET)
+    + _str("message")
+    + _str("boom"),
+    "map-key": b"\x81" + _str(SECRET) + b"\x01",
+}
+
+
+@pytest.mark.parametrize("answer", sorted(BROKEN_ANSWERS))
+def test_engine_errors_quoting_the_secret_are_scrubbed(
+    home: McpHome, leakcheck: LeakCheck, answer: str
+) -> None:
+    from vultrino.core import Vultrino
+
+    plugin_dir = home.root / "plugins" / "leaky"
+    plugin_dir.mkdir(parents=True)
+    (plugin_dir / "plugin.toml").write_text(manifest("leaky", tool="leaky_echo"), "utf-8")
+    (plugin_dir / "leaky.wasm").write_bytes(guests.abi2_fixed(BROKEN_ANSWERS[answer]))
+    with Vultrino.open(home.root, PASSWORD) as v:
+        v.add_credential("leak", "plugin:leaky:key", {"token": SECRET})
+    r = home.cli("request", "leak", "--action", "echo", "--param", "message=hi")
+    leakcheck.scan(r.stdout + r.stderr, "vultrino request output")
+    assert r.returncode == 9, r.stderr  # PluginABIError
+    assert "[REDACTED]" in r.stderr
+    # The module (and its compiled copy) hold the secret by construction; the home's other
+    # files are still scanned at teardown.
+    shutil.rmtree(plugin_dir)
+    shutil.rmtree(home.root / "cache", ignore_errors=True)
