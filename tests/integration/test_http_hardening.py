@@ -148,7 +148,7 @@ def test_an_undecodable_body_is_an_error_not_a_raw_leak(
 ) -> None:
     with pytest.raises(ActionFailedError) as info:
         call(plugin, server, f"/reflect?enc={enc}")
-    assert info.value.code == "bad_encoding"
+    assert info.value.code == "failed"
     assert repr(enc) in str(info.value) and "no body is returned" in str(info.value)
     assert SECRET not in str(info.value)
     assert server.requests[-1]["headers"]["accept-encoding"] == "gzip, deflate"
@@ -179,7 +179,10 @@ def test_multi_member_gzip_is_read_whole(plugin: HttpPlugin, server: Hostile) ->
 # --- 2. bombs ----------------------------------------------------------------------------------
 
 
-def _peak_while(fn: Any) -> tuple[int, BaseException | None]:
+def _peak_while(plugin: HttpPlugin, server: Hostile, fn: Any) -> tuple[int, BaseException | None]:
+    """The peak of traced allocations while ``fn`` runs, and what it raised. A small request
+    first, so importing and building the HTTP client is not counted."""
+    call(plugin, server, "/reflect?enc=gzip")
     tracemalloc.start()
     try:
         try:
@@ -197,10 +200,10 @@ def test_a_gzip_bomb_is_refused_with_memory_near_the_cap(
 ) -> None:
     # 64 MiB of zeros in ~64 KiB on the wire: a one-shot inflate would allocate all of it.
     server.bodies["/bomb"] = ("gzip", _gzip_zeros(64 * MiB))
-    peak, error = _peak_while(lambda: call(plugin, server, "/bomb"))
+    peak, error = _peak_while(plugin, server, lambda: call(plugin, server, "/bomb"))
     assert isinstance(error, ActionFailedError), error
     assert f"larger than {CAP} bytes" in str(error)
-    assert peak < 6 * CAP, f"peak {peak} bytes for a {CAP}-byte cap"
+    assert peak < 3 * CAP, f"peak {peak} bytes for a {CAP}-byte cap"
 
 
 def test_a_nested_bomb_is_refused_with_memory_near_the_cap(
@@ -208,10 +211,10 @@ def test_a_nested_bomb_is_refused_with_memory_near_the_cap(
 ) -> None:
     # gzip inside gzip: 256 MiB of zeros in a few hundred bytes.
     server.bodies["/nested"] = ("gzip, gzip", gzip.compress(_gzip_zeros(256 * MiB)))
-    peak, error = _peak_while(lambda: call(plugin, server, "/nested"))
+    peak, error = _peak_while(plugin, server, lambda: call(plugin, server, "/nested"))
     assert isinstance(error, ActionFailedError), error
     assert f"larger than {CAP} bytes" in str(error)
-    assert peak < 6 * CAP, f"peak {peak} bytes for a {CAP}-byte cap"
+    assert peak < 3 * CAP, f"peak {peak} bytes for a {CAP}-byte cap"
 
 
 def test_more_than_two_encoding_layers_are_refused(plugin: HttpPlugin, server: Hostile) -> None:
@@ -219,7 +222,7 @@ def test_more_than_two_encoding_layers_are_refused(plugin: HttpPlugin, server: H
     server.bodies["/layers"] = ("gzip, gzip, deflate", body)
     with pytest.raises(ActionFailedError, match="stacks 3 Content-Encoding layers") as info:
         call(plugin, server, "/layers")
-    assert info.value.code == "bad_encoding"
+    assert info.value.code == "failed"
 
 
 def test_a_body_just_under_the_cap_still_decodes(plugin: HttpPlugin, server: Hostile) -> None:

@@ -882,7 +882,6 @@ def _net_failure(
         return ActionFailedError(
             f"{target}: {exc}. The server must answer uncompressed, gzip or deflate",
             plugin=PLUGIN_NAME,
-            code="bad_encoding",
         )
     return ActionFailedError(f"{target} failed: {exc}", plugin=PLUGIN_NAME)
 
