@@ -94,23 +94,31 @@ def _prompt_missing(spec: Any, values: dict[str, Any]) -> None:
                 "on, so pass them with --field NAME=VALUE (or NAME=@file, NAME=- for stdin)"
             )
         return
+    from vultrino.cli._tty import read_field
+
     for f in missing:
         label = f.label or f.name
         hint = f" ({f.help_text})" if f.help_text else ""
         optional = not f.required or f.default is not None
         suffix = " [optional]" if optional and f.default is None else ""
-        if f.type == "textarea":
-            err(f"{label}{hint}{suffix}: enter the value, then a line with a single '.'")
-            read = prompt_secret if f.secret else (lambda _p: input())
-            lines: list[str] = []
-            while True:
-                line = read("")
-                if line == ".":
-                    break
-                lines.append(line)
-            value: Any = "\n".join(lines) + ("\n" if lines else "")
-        elif f.secret or f.type == "password":
-            value = prompt_secret(f"{label}{hint}{suffix}: ")
+        value: Any
+        if f.type in ("text", "password", "textarea") or f.secret:
+            default = "" if f.default is None or f.secret else str(f.default)
+            shown = f" [{default}]" if default else ""
+            if f.type == "textarea":
+                # Part of the prompt, so it shows only once echo is off (a paste that follows
+                # it is never echoed).
+                prompt = (
+                    f"{label}{hint}{suffix}: enter the value, then a line with a single '.' "
+                    "(a pasted -----BEGIN ... block ends at its -----END line)\n"
+                )
+            else:
+                prompt = f"{label}{hint}{suffix}{shown}: "
+            hidden = f.secret or f.type == "password"
+            got = read_field(prompt, hidden=hidden, textarea=f.type == "textarea")
+            if got.lines > 1:
+                err(f"{label}: {got.summary()}")
+            value = got.value if got.value != "" else default
         elif f.type == "select":
             value = typer.prompt(
                 f"{label} ({'/'.join(f.options)})", default=f.default or "", err=True
