@@ -253,3 +253,12 @@ def test_a_pem_block_with_crlf_line_ends_is_normalised() -> None:
     got = read_lines(lambda: next(lines, ""), textarea=False)
     assert got.value == "".join(p.replace("\r\n", "\n") for p in pem)
     assert (got.lines, got.armor) == (3, "PRIVATE KEY")
+
+
+def test_a_textarea_ends_at_end_of_input_and_a_plain_field_is_one_line() -> None:
+    lines = iter(["a\n", "b\n"])
+    got = read_lines(lambda: next(lines, ""), textarea=True)
+    assert (got.value, got.lines, got.armor) == ("a\nb\n", 2, None)
+    lines = iter(["only this\n", "not this\n"])
+    assert read_lines(lambda: next(lines, ""), textarea=False).value == "only this"
+    assert read_lines(lambda: "", textarea=True).value == ""
