@@ -405,6 +405,13 @@ class Vultrino:
                     plugin=plugin,
                 )
             act = self._action(owner, action)
+            if not act.needs_credential:
+                raise CredentialMismatchError(
+                    f"action {action!r} of plugin {owner.name!r} needs no credential: run it "
+                    f"without an alias (`vultrino request --plugin {owner.name} --action "
+                    f"{action}`, or Vultrino.run_action in Python)",
+                    plugin=owner.name,
+                )
             if not act.accepts(spec.name):
                 raise CredentialMismatchError(
                     f"action {action!r} of plugin {owner.name!r} needs a credential of type "

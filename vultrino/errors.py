@@ -18,7 +18,7 @@ with ``raise ... from exc``; they never escape to a caller.
     │   └── StoreLockedError            another process held the lock for too long
     ├── CredentialError
     │   ├── CredentialNotFoundError     no credential with that alias
-    │   ├── CredentialExistsError       the alias is taken (use --force / replace=True)
+    │   ├── CredentialExistsError       the alias is taken (use --replace / replace=True)
     │   ├── CredentialValidationError   fields do not match the credential type
     │   └── UnknownCredentialTypeError  the type is neither built in nor defined by a plugin
     ├── PluginError                     carries ``.plugin``

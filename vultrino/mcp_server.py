@@ -729,6 +729,9 @@ def _server_command() -> list[str]:
     return [sys.executable, "-m", "vultrino"]
 
 
+CLIENT_FORMS = ("claude", "vscode", "generic")
+
+
 def client_config(
     home: Path,
     *,
@@ -736,18 +739,23 @@ def client_config(
     http_port: int | None = None,
     command: Sequence[str] | None = None,
     name: str = "vultrino",
+    token: str | None = None,
 ) -> dict[str, Any]:
     """The ready-to-paste client configuration for ``vultrino mcp config``.
 
     ``form="claude"`` is Claude Desktop's ``claude_desktop_config.json`` (``mcpServers``; also
-    read by Claude Code's ``.mcp.json``, Cursor and others). ``form="generic"`` is a plain
+    read by Claude Code's ``.mcp.json``, Cursor and others). ``form="vscode"`` is VS Code's
+    ``.vscode/mcp.json`` (``servers``, each with a ``type``). ``form="generic"`` is a plain
     description any host's settings can be filled from. With ``http_port`` the entry points at
-    ``vultrino mcp --http`` instead of spawning a process. Never contains a password or token:
-    the password is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
-    :func:`client_config_note`), the token is a placeholder.
+    ``vultrino mcp --http`` instead of spawning a process, and carries ``token`` (the HTTP
+    bearer token; a placeholder naming the token file when None). Never contains the store
+    password: it is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
+    :func:`client_config_note`).
     """
-    if form not in ("claude", "generic"):
-        raise ConfigError(f"unknown client configuration form {form!r}; use claude or generic")
+    if form not in CLIENT_FORMS:
+        raise ConfigError(
+            f"unknown client configuration form {form!r}; use one of {', '.join(CLIENT_FORMS)}"
+        )
     home = Path(home).expanduser().absolute()
     argv = list(command) if command is not None else _server_command()
     env = {
@@ -756,13 +764,18 @@ def client_config(
     }
     if http_port is not None:
         url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
-        headers = {"Authorization": f"Bearer <contents of {home / TOKEN_FILE}>"}
+        bearer = token if token is not None else f"<contents of {home / TOKEN_FILE}>"
+        headers = {"Authorization": f"Bearer {bearer}"}
         if form == "claude":
             return {"mcpServers": {name: {"type": "http", "url": url, "headers": headers}}}
+        if form == "vscode":
+            return {"servers": {name: {"type": "http", "url": url, "headers": headers}}}
         return {"name": name, "transport": "streamable-http", "url": url, "headers": headers}
     args = [*argv[1:], "mcp"]
     if form == "claude":
         return {"mcpServers": {name: {"command": argv[0], "args": args, "env": env}}}
+    if form == "vscode":
+        return {"servers": {name: {"type": "stdio", "command": argv[0], "args": args, "env": env}}}
     return {
         "name": name,
         "transport": "stdio",

@@ -346,4 +346,4 @@ def test_mcp_config_forms(run: Run, home: Path) -> None:
     code, out, _ = run("mcp", "config")
     assert "mcpServers" in json.loads(out)
     code, _, err = run("mcp", "config", "--form", "yaml")
-    assert code == 2 and "claude or generic" in err
+    assert code == 2 and "claude, vscode, generic" in err

@@ -94,23 +94,31 @@ def _prompt_missing(spec: Any, values: dict[str, Any]) -> None:
                 "on, so pass them with --field NAME=VALUE (or NAME=@file, NAME=- for stdin)"
             )
         return
+    from vultrino.cli._tty import read_field
+
     for f in missing:
         label = f.label or f.name
         hint = f" ({f.help_text})" if f.help_text else ""
         optional = not f.required or f.default is not None
         suffix = " [optional]" if optional and f.default is None else ""
-        if f.type == "textarea":
-            err(f"{label}{hint}{suffix}: enter the value, then a line with a single '.'")
-            read = prompt_secret if f.secret else (lambda _p: input())
-            lines: list[str] = []
-            while True:
-                line = read("")
-                if line == ".":
-                    break
-                lines.append(line)
-            value: Any = "\n".join(lines) + ("\n" if lines else "")
-        elif f.secret or f.type == "password":
-            value = prompt_secret(f"{label}{hint}{suffix}: ")
+        value: Any
+        if f.type in ("text", "password", "textarea") or f.secret:
+            default = "" if f.default is None or f.secret else str(f.default)
+            shown = f" [{default}]" if default else ""
+            if f.type == "textarea":
+                # Part of the prompt, so it shows only once echo is off (a paste that follows
+                # it is never echoed).
+                prompt = (
+                    f"{label}{hint}{suffix}: enter the value, then a line with a single '.' "
+                    "(a pasted -----BEGIN ... block ends at its -----END line)\n"
+                )
+            else:
+                prompt = f"{label}{hint}{suffix}{shown}: "
+            hidden = f.secret or f.type == "password"
+            got = read_field(prompt, hidden=hidden, textarea=f.type == "textarea")
+            if got.lines > 1:
+                err(f"{label}: {got.summary()}")
+            value = got.value if got.value != "" else default
         elif f.type == "select":
             value = typer.prompt(
                 f"{label} ({'/'.join(f.options)})", default=f.default or "", err=True
@@ -154,9 +162,11 @@ def add(
 ) -> None:
     """Add a credential. Missing fields are prompted for (secret ones hidden).
 
+    A pasted PEM/PGP block ("-----BEGIN ...") is read up to its "-----END ...-----" line.
+
     Examples:
 
-      vultrino add --alias my-pgp-key --type plugin:pgp-signing:pgp_key
+      vultrino add --alias my-2fa --type plugin:totp:totp
 
       vultrino add --alias github --type api_key --field key=@token.txt --allow 'https://api.github.com/*'
     """
@@ -342,16 +352,22 @@ def _http_params(
     return params
 
 
-def _print_result(result: Any, json_out: bool) -> None:
+def _print_result(result: Any, json_out: bool, raw: bool) -> None:
     if json_out:
         emit_json(result)
+    elif raw:
+        from vultrino._json import jsonable
+
+        text = result if isinstance(result, str) else json.dumps(jsonable(result))
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.flush()
     elif isinstance(result, str):
-        typer.echo(result)
+        typer.echo(result, nl=not result.endswith("\n"))
     else:
         emit_json(result)
 
 
-def _print_http(result: dict[str, Any], json_out: bool) -> int:
+def _print_http(result: dict[str, Any], json_out: bool, raw: bool) -> int:
     status = int(result.get("status", 0))
     if json_out:
         emit_json(result)
@@ -361,6 +377,9 @@ def _print_http(result: dict[str, Any], json_out: bool) -> int:
         if result.get("body_encoding") == "base64":
             sys.stdout.buffer.write(base64.b64decode(body))
             sys.stdout.flush()
+        elif raw:
+            sys.stdout.buffer.write(str(body).encode("utf-8"))
+            sys.stdout.flush()
         else:
             typer.echo(body, nl=not str(body).endswith("\n"))
     return 0 if status < 400 else 22  # like curl --fail: scripts can tell a 4xx/5xx
@@ -368,9 +387,21 @@ def _print_http(result: dict[str, Any], json_out: bool) -> int:
 
 @handle_errors()
 def request(
-    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    alias: Annotated[
+        str | None,
+        typer.Argument(
+            help="The credential's alias (leave out with --plugin for an action "
+            "that needs no credential)."
+        ),
+    ] = None,
     url: Annotated[str | None, typer.Argument(help="URL, for the built-in HTTP plugin.")] = None,
     action: Annotated[str | None, typer.Option("--action", "-a", help="Plugin action.")] = None,
+    plugin: Annotated[
+        str | None,
+        typer.Option(
+            "--plugin", help="The plugin whose action to run (needed when there is no alias)."
+        ),
+    ] = None,
     param: Annotated[
         list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE (repeatable).")
     ] = None,
@@ -384,24 +415,51 @@ def request(
     data: Annotated[
         str | None, typer.Option("-d", "--data", help="Request body, @file or - (stdin).")
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="Print exactly the result (a string's text, an HTTP body), nothing added."
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a plugin action, or an HTTP request, with a credential.
 
+    A text result is printed as is, with a newline added only when it does not end in one;
+    --raw adds nothing at all, so the output is byte for byte the result.
+
     Examples:
 
-      vultrino request my-pgp-key --action sign_cleartext --param message="I approve"
+      vultrino request my-2fa --action code
+
+      vultrino request webhook --action sign --param message=@payload.json --raw
+
+      vultrino request --plugin NAME --action ACTION   (an action that needs no credential)
 
       vultrino request github https://api.github.com/user
     """
+    if raw and json_out:
+        raise ParameterError("--raw and --json are two different outputs: pick one")
+    if alias is None:
+        if plugin is None or action is None:
+            raise ParameterError(
+                "nothing to do: give a credential alias (with --action NAME or a URL), or "
+                "--plugin NAME --action NAME for an action that needs no credential"
+            )
+        with open_vultrino(home) as v:
+            result = v.run_action(
+                plugin, action, _params(param or [], params_json), from_cli=True, source="cli"
+            )
+        _print_result(result, json_out, raw)
+        return
     if url is not None and action is None:
         if param or params_json:
             raise ParameterError("give either a URL (HTTP request) or --action with --param")
         params = _http_params(url, method, header or [], data)
         with open_vultrino(home) as v:
-            result = v.execute(alias, "request", params, source="cli")
-        code = _print_http(result, json_out)
+            result = v.execute(alias, "request", params, plugin=plugin, source="cli")
+        code = _print_http(result, json_out, raw)
         if code:
             raise typer.Exit(code)
         return
@@ -415,9 +473,14 @@ def request(
         )
     with open_vultrino(home) as v:
         result = v.execute(
-            alias, action, _params(param or [], params_json), from_cli=True, source="cli"
+            alias,
+            action,
+            _params(param or [], params_json),
+            from_cli=True,
+            plugin=plugin,
+            source="cli",
         )
-    _print_result(result, json_out)
+    _print_result(result, json_out, raw)
 
 
 def register(app: typer.Typer) -> None:

@@ -73,7 +73,12 @@ def mcp_serve(
 @handle_errors(json_flag=None)
 def mcp_config(
     form: Annotated[
-        str, typer.Option("--form", help="claude (Claude Desktop's mcpServers) or generic.")
+        str,
+        typer.Option(
+            "--form",
+            help="claude (Claude Desktop/Code's mcpServers), vscode (VS Code's servers) or "
+            "generic.",
+        ),
     ] = "claude",
     http: Annotated[
         bool, typer.Option("--http", help="Point the client at `vultrino mcp --http`.")
@@ -81,18 +86,36 @@ def mcp_config(
     port: Annotated[int | None, typer.Option("--port", help="The HTTP port.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Print a ready-to-paste MCP client configuration (Claude Desktop and generic JSON).
+    """Print a ready-to-paste MCP client configuration (Claude, VS Code or generic JSON).
 
-    Example: vultrino mcp config --form generic
+    With --http the entry carries the server's bearer token, read from the home's 0600
+    mcp-token file (created now if `vultrino mcp --http` has not made one yet).
+
+    Examples:
+
+      vultrino mcp config --form vscode
+
+      vultrino mcp config --http --port 8765
     """
     from vultrino import mcp_server
     from vultrino.config import load_config
     from vultrino.errors import ConfigError
     from vultrino.paths import resolve_home
 
-    if form not in ("claude", "generic"):
-        raise ConfigError(f"--form must be claude or generic, not {form!r}")
+    if form not in mcp_server.CLIENT_FORMS:
+        raise ConfigError(
+            f"--form must be one of {', '.join(mcp_server.CLIENT_FORMS)}, not {form!r}"
+        )
     h = resolve_home(home_arg(home))
-    http_port = (port or load_config(h.config).mcp_port) if http else None
-    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port))
+    token: str | None = None
+    http_port: int | None = None
+    if http:
+        http_port = port or load_config(h.config).mcp_port
+        token, created = mcp_server.ensure_http_token(h.root)
+        made = "generated" if created else "read"
+        err(
+            f"{made} the HTTP bearer token in {h.root / mcp_server.TOKEN_FILE}; the configuration "
+            "below holds it, so keep the file you paste it into private"
+        )
+    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port, token=token))
     err(mcp_server.client_config_note(h.root))

@@ -177,7 +177,7 @@ def plugin_install(
 
       vultrino plugin install ./my-plugin
 
-      vultrino plugin install https://github.com/zachyking/vultrino.git --subdir plugins/pgp-signing
+      vultrino plugin install https://github.com/acme/my-plugin.git#v1.0.0
     """
     progress = _progress_bar() if is_tty() else None
     with open_vultrino(home) as v:

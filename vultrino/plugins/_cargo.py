@@ -1,10 +1,14 @@
 """Building a plugin from its Rust sources with cargo.
 
-``cargo build --release --target wasm32-wasip1``, falling back to ``wasm32-wasi`` when the
-toolchain does not know or has not installed ``wasm32-wasip1`` (Rust before 1.78, and Debian's
-packaged toolchain, only have ``wasm32-wasi``). The build's output is streamed line by line to
-the caller, and its artifacts go to a target directory the installer owns (inside its staging
-directory), so nothing is written next to the sources.
+``cargo build --release --target wasm32-wasip1``, or ``wasm32-wasi`` when that is the one the
+toolchain has (Rust before 1.78, and Debian's packaged toolchain, only have ``wasm32-wasi``).
+Which targets have their standard library installed is probed first, from ``rustc --print
+sysroot``, so cargo runs once, for a target that can work, and a toolchain with neither fails
+at once with what to install (rustup's toolchains have no wasm target until one is added). When
+the probe cannot tell, both targets are tried in turn. A build that fails because cargo could
+not fetch the crate's dependencies (offline) says how to build offline. The build's output is
+streamed line by line to the caller, and its artifacts go to a target directory the installer
+owns (inside its staging directory), so nothing is written next to the sources.
 
 ``VULTRINO_CARGO`` names the cargo executable (default: ``cargo`` on ``PATH``); ``CARGO_HOME``,
 ``RUSTC`` and the rest of cargo's environment are passed through untouched.
@@ -31,8 +35,30 @@ TARGETS = ("wasm32-wasip1", "wasm32-wasi")
 INSTALL_HINT = (
     "install the Rust toolchain and its WebAssembly target: with rustup, "
     "`rustup target add wasm32-wasip1`; on Debian/Ubuntu, "
-    "`apt-get install rustc cargo libstd-rust-dev-wasm32`"
+    "`apt-get install rustc cargo libstd-rust-dev-wasm32` (in a Vultrino checkout, "
+    "`. scripts/rust-env.sh` then puts that toolchain first on PATH, offline)"
 )
+OFFLINE_HINT = (
+    "build where crates.io is reachable, or give cargo an offline crate source: on "
+    "Debian/Ubuntu, `apt-get install rustc cargo libstd-rust-dev-wasm32` and the crates as "
+    "librust-*-dev packages, then in a Vultrino checkout `. scripts/rust-env.sh` (it points "
+    "cargo at them, offline); or install a directory that already holds the built module"
+)
+
+# What cargo prints when it cannot fetch the crate's dependencies.
+_FETCH_FAILED = (
+    "failed to download",
+    "unable to update registry",
+    "could not resolve host",
+    "couldn't resolve host",
+    "spurious network error",
+    "failed to query replaced source registry",
+    "--offline was specified",
+    "failed to load source for dependency",
+    "no matching package named",
+)
+# What rustup's proxy prints when it has no toolchain to run.
+_NO_TOOLCHAIN = ("rustup could not choose a version", "no default is configured")
 
 # What cargo/rustc print when a target is unknown or its standard library is missing.
 _TARGET_MISSING = (
@@ -68,6 +94,38 @@ def cargo_executable() -> str:
     return found
 
 
+def _rustc_for(cargo: str) -> str:
+    """The rustc cargo will use: ``$RUSTC``, else the one beside cargo, else ``rustc``."""
+    override = os.environ.get("RUSTC")
+    if override:
+        return override
+    beside = Path(cargo).with_name("rustc")
+    return str(beside) if beside.is_file() else "rustc"
+
+
+def probe_targets(cargo: str) -> tuple[list[str], str] | None:
+    """Which of :data:`TARGETS` have their standard library installed, and the sysroot
+    looked in; None when rustc cannot be asked (then the caller tries each target)."""
+    rustc = _rustc_for(cargo)
+    try:
+        proc = subprocess.run(
+            [rustc, "--print", "sysroot"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    sysroot = proc.stdout.strip()
+    if proc.returncode != 0 or not sysroot:
+        return None
+    rustlib = Path(sysroot) / "lib" / "rustlib"
+    return [t for t in TARGETS if (rustlib / t / "lib").is_dir()], sysroot
+
+
 def build(
     project: Path,
     *,
@@ -79,8 +137,20 @@ def build(
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``."""
     cargo = cargo_executable()
     env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
+    probed = probe_targets(cargo)
+    targets: tuple[str, ...] = TARGETS
+    if probed is not None:
+        available, sysroot = probed
+        if not available:
+            raise InstallError(
+                f"{label}: the plugin must be built, but the Rust toolchain of {cargo} "
+                f"(sysroot {sysroot}) has no WebAssembly standard library: neither "
+                f"{' nor '.join(TARGETS)} is installed; {INSTALL_HINT} (or set {ENV_CARGO} "
+                "to a cargo whose toolchain has one)"
+            )
+        targets = tuple(available[:1])
     missing: list[str] = []
-    for target in TARGETS:
+    for target in targets:
         code, tail = _run(
             [cargo, "build", "--release", "--target", target],
             cwd=project,
@@ -91,18 +161,29 @@ def build(
         if code == 0:
             return BuildResult(_pick(target_dir / target / "release", wasm_module, label), target)
         text = "\n".join(tail).lower()
+        last = "\n  ".join(tail[-8:])
+        if any(marker in text for marker in _NO_TOOLCHAIN):
+            raise InstallError(
+                f"{label}: {cargo} is rustup's, and rustup has no default toolchain:\n  {last}\n"
+                f"Run `rustup default stable` and `rustup target add wasm32-wasip1`, or "
+                f"{INSTALL_HINT}"
+            )
+        if any(marker in text for marker in _FETCH_FAILED):
+            raise InstallError(
+                f"{label}: `cargo build --release --target {target}` could not fetch the "
+                f"crate's dependencies ({cargo}; no network?):\n  {last}\n{OFFLINE_HINT}"
+            )
         if not any(marker in text for marker in _TARGET_MISSING):
-            last = "\n  ".join(tail[-8:])
             raise InstallError(
                 f"{label}: `cargo build --release --target {target}` failed (exit {code}):\n"
                 f"  {last}\nFix the build, or install a directory that already holds the module."
             )
         missing.append(target)
-        if output is not None and target != TARGETS[-1]:
-            output(f"vultrino: target {target} is not available; trying {TARGETS[-1]}")
+        if output is not None and target != targets[-1]:
+            output(f"vultrino: trying target {targets[-1]} instead of {target}")
     raise InstallError(
-        f"{label}: this Rust toolchain cannot build WebAssembly (no {' or '.join(missing)} "
-        f"target); {INSTALL_HINT}"
+        f"{label}: this Rust toolchain ({cargo}) cannot build WebAssembly (no "
+        f"{' or '.join(missing)} standard library); {INSTALL_HINT}"
     )
 
 

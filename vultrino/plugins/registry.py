@@ -5,6 +5,9 @@ Every plugin goes through the same door: built-ins describe themselves with the 
 specs a ``plugin.toml`` is parsed into. A plugin that cannot be loaded — bad manifest, missing
 module, a name that does not match its directory, a name or tool that collides with another —
 is recorded in :meth:`PluginRegistry.broken` with its reason and never takes the others down.
+So is an installed module whose bytes no longer match the size and sha256 its
+``.installed.json`` recorded at install time (a corrupted or swapped file); the check hashes the
+module (well under a millisecond for a typical plugin) on every load.
 
 Modules are compiled lazily (on a plugin's first call), so scanning the directory is cheap.
 ``generation`` changes on every load, reload or unload, so a long-running MCP server can notice
@@ -13,6 +16,8 @@ and refresh its tool list. Mutations and reads are serialized by one lock.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,7 +43,10 @@ from vultrino.plugins.manifest import MANIFEST_FILE, PLUGIN_NAME_RE, load_manife
 from vultrino.plugins.validation import params_json_schema
 from vultrino.plugins.wasm import RuntimeLike, RuntimeSource, WasmPlugin
 
-__all__ = ["RESERVED_TOOL_NAMES", "PluginRegistry", "ToolBinding"]
+__all__ = ["RESERVED_TOOL_NAMES", "PluginRegistry", "ToolBinding", "module_problem"]
+
+#: What the installer records next to an installed plugin (name, source, size, sha256, ...).
+METADATA_FILE = ".installed.json"
 
 #: MCP tools the server itself provides; no plugin may declare a tool with one of these names.
 RESERVED_TOOL_NAMES: frozenset[str] = frozenset({"list_credentials", "http_request"})
@@ -68,6 +76,46 @@ class ToolBinding:
             }
             schema["required"] = ["credential", *schema["required"]]
         return schema
+
+
+def module_problem(directory: Path, module_path: Path) -> tuple[str | None, str | None]:
+    """Check an installed module against what ``.installed.json`` recorded at install time.
+
+    Returns ``(problem, sha256)``: ``problem`` says what is wrong and what to do (None when the
+    module is the installed one), ``sha256`` is the recorded digest the module must keep (None
+    for a plugin copied in by hand, without metadata: there is nothing to compare with).
+    """
+    reinstall = "reinstall the plugin (`vultrino plugin install SOURCE --force`)"
+    try:
+        meta: Any = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its {METADATA_FILE} cannot be read ({exc}); {reinstall}", None
+    if not isinstance(meta, dict):
+        return f"its {METADATA_FILE} is not a JSON object; {reinstall}", None
+    recorded, size = meta.get("sha256"), meta.get("size")
+    if not isinstance(recorded, str):
+        return None, None  # written by a version that did not record it
+    try:
+        data = module_path.read_bytes()
+    except OSError as exc:
+        return (
+            f"cannot read its module {module_path.name}: {exc.strerror or exc}; {reinstall}",
+            None,
+        )
+    if isinstance(size, int) and len(data) != size:
+        return (
+            f"its module {module_path.name} changed after it was installed ({len(data)} bytes, "
+            f"{size} when installed); {reinstall}"
+        ), recorded
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded.lower():
+        return (
+            f"its module {module_path.name} changed after it was installed (sha256 "
+            f"{actual[:12]}…, {recorded[:12]}… when installed); {reinstall}"
+        ), recorded
+    return None, actual
 
 
 def _type_label(plugin: Plugin, short: str) -> str:
@@ -183,6 +231,9 @@ class PluginRegistry:
                 "reinstall the plugin",
                 plugin=manifest.name,
             )
+        problem, sha = module_problem(directory, module_path)
+        if problem is not None:
+            raise PluginError(f"{manifest.name}: {problem}", plugin=manifest.name)
         conflicts = self.check_conflicts(manifest, replacing=replacing)
         if conflicts:
             lines = "\n".join(f"  - {c}" for c in conflicts)
@@ -191,7 +242,9 @@ class PluginRegistry:
                 "Rename the plugin or its tools, or remove the other plugin.",
                 plugin=manifest.name,
             )
-        return WasmPlugin(directory, manifest, self._get_runtime, log=self._log)
+        return WasmPlugin(
+            directory, manifest, self._get_runtime, log=self._log, expected_sha256=sha
+        )
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
         """(Re)load ``plugins_dir/name``, replacing a loaded plugin of that name.

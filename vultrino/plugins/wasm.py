@@ -12,6 +12,7 @@ tree here: ``{"ok": v}`` is the result, ``{"error": {...}}`` an :class:`ActionFa
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -86,6 +87,7 @@ class WasmPlugin:
         runtime: RuntimeSource,
         *,
         log: Any = None,
+        expected_sha256: str | None = None,
     ) -> None:
         if manifest.plugin.wasm_module is None:
             raise PluginError(
@@ -96,6 +98,7 @@ class WasmPlugin:
         self.manifest = manifest
         self._runtime = runtime
         self._log = log
+        self._expected_sha256 = expected_sha256
         self._logger = logging.getLogger(f"vultrino.plugin.{manifest.name}")
         self._call = threading.local()  # the secret forms of the call running on this thread
         self._module: ModuleLike | None = None
@@ -128,7 +131,8 @@ class WasmPlugin:
         """Load the module now (idempotent) and return it.
 
         The installer and ``reload`` call this to validate a plugin before they accept it.
-        Raises :class:`ModuleError` when the file cannot be read, and whatever the runtime
+        Raises :class:`ModuleError` when the file cannot be read or no longer has the sha256
+        recorded at install time, and whatever the runtime
         raises (``ModuleError`` for bad wasm, imports or exports).
         """
         with self._lock:
@@ -142,6 +146,16 @@ class WasmPlugin:
                         f"reinstall the plugin",
                         plugin=self.name,
                     ) from exc
+                if self._expected_sha256 is not None:
+                    actual = hashlib.sha256(wasm).hexdigest()
+                    if actual != self._expected_sha256:
+                        raise ModuleError(
+                            f"plugin {self.name}: its module "
+                            f"{self.manifest.plugin.wasm_module} changed after it was installed "
+                            f"(sha256 {actual[:12]}…, {self._expected_sha256[:12]}… when "
+                            "installed); reinstall the plugin",
+                            plugin=self.name,
+                        )
                 runtime = resolve_runtime(self._runtime)
                 module: ModuleLike = runtime.load(wasm, plugin=self.name, log=self._plugin_log)
                 self._module = module

@@ -678,7 +678,7 @@ class CredentialStore:
                     if not replace:
                         raise CredentialExistsError(
                             f"a credential named {new.alias!r} already exists; remove it first "
-                            "or replace it (--force / replace=True)"
+                            "or replace it (`vultrino add --replace`, or replace=True in Python)"
                         )
                     new.created_at = old.created_at or new.created_at or now
                     new.updated_at = now
