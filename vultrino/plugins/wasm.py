@@ -228,6 +228,8 @@ class WasmPlugin:
         try:
             response = self.ensure_loaded().execute(request)
         except EngineError as exc:  # its message may quote what the guest wrote
+            if not forms:
+                raise
             raise scrub_error(exc, forms) from None
         finally:
             self._call.forms = None
