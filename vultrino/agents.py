@@ -60,6 +60,7 @@ __all__ = [
     "AgentInfo",
     "AgentProfile",
     "AgentScope",
+    "Approval",
     "ApprovalRequest",
     "Approver",
     "Rate",
@@ -178,8 +179,10 @@ class ApprovalRequest:
     summary: str
 
     def message(self) -> str:
-        via = f"tool {self.tool!r} ({self.plugin}:{self.action})" if self.tool else (
-            f"action {self.plugin}:{self.action}"
+        via = (
+            f"tool {self.tool!r} ({self.plugin}:{self.action})"
+            if self.tool
+            else (f"action {self.plugin}:{self.action}")
         )
         cred = f" with credential {self.alias!r}" if self.alias else ""
         return f"Agent {self.agent!r} asks to run {via}{cred}: {self.summary}. Approve this call?"
@@ -469,7 +472,12 @@ class AgentScope:
         return self.v.execute(alias, action, params, plugin=plugin, source=source, scope=self)
 
     def run_action(
-        self, plugin: str, action: str, params: Mapping[str, Any] | None = None, *, source: str = "api"
+        self,
+        plugin: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        source: str = "api",
     ) -> Any:
         return self.v.run_action(plugin, action, params, source=source, scope=self)
 

@@ -29,9 +29,9 @@ from vultrino._scrub import scrub, secret_forms
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
+    ActionNotFoundError,
     AgentNotFoundError,
     AgentPolicyError,
-    ActionNotFoundError,
     ConfigError,
     CredentialMismatchError,
     ParameterError,

@@ -33,6 +33,10 @@ def mcp_serve(
     port: Annotated[
         int | None, typer.Option("--port", help="HTTP port (default 8765; 0 picks a free one).")
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="Serve only what this agent profile allows."),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve MCP over stdio (default) or streamable HTTP.
@@ -45,6 +49,11 @@ def mcp_serve(
       VULTRINO_PASSWORD_FILE=~/.vultrino-pass vultrino mcp
 
       vultrino mcp --http --port 8765
+
+      vultrino mcp --agent ci-bot      (only what the ci-bot profile allows)
+
+    Over HTTP, each agent's own token (from `vultrino agent add`) also works and selects its
+    profile; with --agent only that agent's token is accepted.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -57,14 +66,18 @@ def mcp_serve(
         loading.join()
         from vultrino import mcp_server
 
+        if agent is not None:
+            v.agent_profile(agent)  # an unknown agent fails before anything is served
         if http:
             token, created = mcp_server.ensure_http_token(v.home.root)
-            if created:
+            if created and agent is None:
                 err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
                 err(token)
-            mcp_server.serve_http(v, port=v.config.mcp_port if port is None else port, token=token)
+            mcp_server.serve_http(
+                v, port=v.config.mcp_port if port is None else port, token=token, agent=agent
+            )
         else:
-            mcp_server.serve_stdio(v)
+            mcp_server.serve_stdio(v, agent=agent)
     finally:
         v.close()
 

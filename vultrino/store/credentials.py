@@ -745,9 +745,7 @@ class CredentialStore:
 
         return self._mutate(apply)
 
-    def put_agent(
-        self, record: dict[str, Any], *, replace: bool = False
-    ) -> dict[str, Any] | None:
+    def put_agent(self, record: dict[str, Any], *, replace: bool = False) -> dict[str, Any] | None:
         """Store an agent profile record (a map with a string ``name``), atomically.
 
         Returns the record it replaced, or None. AgentExistsError if the name is taken and not
@@ -774,6 +772,7 @@ class CredentialStore:
 
     def remove_agent(self, name: str) -> dict[str, Any]:
         """Delete agent profile ``name`` and return its record; AgentNotFoundError if absent."""
+
         def apply(records: dict[str, Credential]) -> dict[str, Any]:
             old = self._agents.get(name)
             if old is None:
@@ -851,7 +850,7 @@ class CredentialStore:
                     agents = self._pending_agents
                 finally:
                     self._pending_agents = None
-                self._write(records, self._header.kdf, self._header.salt, key, None, agents)
+                self._write(records, self._header.kdf, self._header.salt, key, None, agents=agents)
             return result
 
     def _write(
@@ -861,6 +860,7 @@ class CredentialStore:
         salt: bytes,
         key: bytearray,
         new_password: bytearray | None,
+        *,
         agents: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Seal and atomically replace the file. Caller holds the mutex and the file lock.
