@@ -542,8 +542,9 @@ class AgentScope:
             if outcome != "granted":
                 raise ApprovalError(
                     f"{tool or action!r} needs a person's approval for agent {self.name!r}, and "
-                    "this client cannot ask for it (it does not support MCP elicitation); "
-                    "use a client that does, or ask the user to drop --approve from the profile",
+                    "there is no way to ask for it here (the MCP client did not declare the "
+                    "elicitation capability on a protocol version that carries it); use a client "
+                    "that does, or ask the user to drop --approve from the profile",
                     agent=self.name,
                     approval="unavailable",
                     plugin=plugin,

@@ -409,8 +409,12 @@ class VultrinoMCP:
         Called from the worker thread running the facade, so it hops back to the event loop
         for the round trip to the client.
         """
-        supported = ctx.session.check_client_capability(
-            types.ClientCapabilities(elicitation=types.ElicitationCapability())
+        # 2026-07-28 sessions have no channel for server-initiated requests (their elicitation
+        # is the multi-round-trip `input_required` flow, not supported here yet).
+        supported = ctx.protocol_version not in _MODERN_VERSIONS and (
+            ctx.session.check_client_capability(
+                types.ClientCapabilities(elicitation=types.ElicitationCapability())
+            )
         )
 
         def ask(request: ApprovalRequest) -> Approval:

@@ -192,7 +192,7 @@ def test_approval(v: Vultrino) -> None:
     assert "sign me" in asked[0].message() and "echo-one" in asked[0].message()
     with pytest.raises(ApprovalError, match="declined"):
         v.as_agent("care", approver=lambda r: "declined").call_tool("echo_message", args)
-    with pytest.raises(ApprovalError, match="cannot ask") as exc:
+    with pytest.raises(ApprovalError, match="no way to ask") as exc:
         v.as_agent("care").call_tool("echo_message", args)
     assert exc.value.approval == "unavailable"
     records = v.audit(agent="care")

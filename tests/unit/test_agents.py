@@ -1,4 +1,4 @@
-"""The agent policy model: profiles, globs, rates, tokens, the sealed store section, audit queries."""
+"""The agent policy model: profiles, globs, rates, tokens, the sealed section, audit queries."""
 
 from __future__ import annotations
 
