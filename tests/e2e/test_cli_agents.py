@@ -113,7 +113,10 @@ def test_token_file_is_private_and_never_overwritten(home: Path, run: Run, tmp_p
 
 
 def test_duplicates_bad_options_and_missing_agents(home: Path, run: Run) -> None:
-    assert run("agent", "add", "a", "-c", "x")[0] == 0
+    code, _, err = run("agent", "add", "a", "-c", "x", "-t", "http_*")
+    assert code == 0
+    assert "note: 'x' matches nothing yet" in err  # no such credential (yet)
+    assert "'http_*'" not in err  # http_request exists
     code, _, err = run("agent", "add", "a", "-c", "y")
     assert code == 4 and "already exists" in err and "--force" in err
     code, out, err = run("agent", "add", "a", "-c", "y", "--force")

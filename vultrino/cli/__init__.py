@@ -46,7 +46,7 @@ app.command("demo")(demo.demo)
 app.add_typer(plugin.app, name="plugin")
 app.add_typer(mcp.app, name="mcp")
 app.add_typer(agent.app, name="agent")
-app.command("audit")(agent.audit)
+app.command("audit")(agent.audit_show)
 
 
 def main() -> None:

@@ -118,6 +118,11 @@ def agent_add(
                 if not force:
                     v.remove_agent(name)  # a profile whose token nobody has is useless
                 raise
+        scope = v.as_agent(name)
+        unmatched = _unmatched(info.credentials, [c.alias for c in scope.credentials()])
+        unmatched += _unmatched(info.tools, [t.name for t in scope.tools()])
+    for glob in unmatched:
+        err(f"note: {glob!r} matches nothing yet (it will once a matching one exists)")
     if json_out:
         out = info.to_dict()
         out["token"] = None if token_file is not None else token
@@ -130,6 +135,12 @@ def agent_add(
     else:
         err("its HTTP bearer token (shown only now; `--force` issues a new one):")
         typer.echo(token)
+
+
+def _unmatched(globs: tuple[str, ...], names: list[str]) -> list[str]:
+    import fnmatch
+
+    return [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
 
 
 @app.command("list")
@@ -198,7 +209,7 @@ def agent_remove(
 
 
 @handle_errors()
-def audit(
+def audit_show(
     agent: Annotated[
         str | None, typer.Option("--agent", help="Only this agent ('-': calls with no agent).")
     ] = None,
