@@ -165,3 +165,22 @@ def test_audit_filters_and_json(home: Path, run: Run) -> None:
     assert code == 2 and "ISO-8601" in err
     code, _, err = run("audit", "--outcome", "fine")
     assert code == 2 and "ok, error, denied" in err
+
+
+COMMANDS = [
+    ["agent", "add"],
+    ["agent", "list"],
+    ["agent", "info"],
+    ["agent", "remove"],
+    ["audit"],
+]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_agent_command_has_help_with_an_example_and_is_documented(cmd: list[str]) -> None:
+    r = runner.invoke(app, [*cmd, "--help"])
+    assert r.exit_code == 0
+    assert "Example" in r.stdout
+    doc = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    assert f"vultrino {' '.join(cmd)}" in doc
+    assert "--agent" in runner.invoke(app, ["mcp", "--help"]).stdout
