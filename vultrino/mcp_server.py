@@ -905,6 +905,7 @@ def client_config(
     http_port: int | None = None,
     command: Sequence[str] | None = None,
     name: str = "vultrino",
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """The ready-to-paste client configuration for ``vultrino mcp config``.
 
@@ -913,7 +914,8 @@ def client_config(
     description any host's settings can be filled from. With ``http_port`` the entry points at
     ``vultrino mcp --http`` instead of spawning a process. Never contains a password or token:
     the password is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
-    :func:`client_config_note`), the token is a placeholder.
+    :func:`client_config_note`), the token is a placeholder. With ``agent`` the server is
+    started with ``--agent`` (stdio), or the placeholder names the agent's token (HTTP).
     """
     if form not in ("claude", "generic"):
         raise ConfigError(f"unknown client configuration form {form!r}; use claude or generic")
@@ -925,11 +927,16 @@ def client_config(
     }
     if http_port is not None:
         url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
-        headers = {"Authorization": f"Bearer <contents of {home / TOKEN_FILE}>"}
+        where = (
+            f"the token `vultrino agent add {agent}` printed"
+            if agent is not None
+            else f"contents of {home / TOKEN_FILE}"
+        )
+        headers = {"Authorization": f"Bearer <{where}>"}
         if form == "claude":
             return {"mcpServers": {name: {"type": "http", "url": url, "headers": headers}}}
         return {"name": name, "transport": "streamable-http", "url": url, "headers": headers}
-    args = [*argv[1:], "mcp"]
+    args = [*argv[1:], "mcp", *(["--agent", agent] if agent is not None else [])]
     if form == "claude":
         return {"mcpServers": {name: {"command": argv[0], "args": args, "env": env}}}
     return {

@@ -184,3 +184,13 @@ def test_every_agent_command_has_help_with_an_example_and_is_documented(cmd: lis
     doc = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
     assert f"vultrino {' '.join(cmd)}" in doc
     assert "--agent" in runner.invoke(app, ["mcp", "--help"]).stdout
+
+
+def test_mcp_config_for_an_agent(run: Run) -> None:
+    code, out, _ = run("mcp", "config", "--agent", "ci-bot")
+    assert code == 0
+    entry = json.loads(out)["mcpServers"]["vultrino"]
+    assert entry["args"][-3:] == ["mcp", "--agent", "ci-bot"]
+    code, out, _ = run("mcp", "config", "--agent", "ci-bot", "--http", "--port", "9")
+    header = json.loads(out)["mcpServers"]["vultrino"]["headers"]["Authorization"]
+    assert header == "Bearer <the token `vultrino agent add ci-bot` printed>"

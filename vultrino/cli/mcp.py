@@ -92,11 +92,14 @@ def mcp_config(
         bool, typer.Option("--http", help="Point the client at `vultrino mcp --http`.")
     ] = False,
     port: Annotated[int | None, typer.Option("--port", help="The HTTP port.")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Configure the client as this agent profile.")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Print a ready-to-paste MCP client configuration (Claude Desktop and generic JSON).
 
-    Example: vultrino mcp config --form generic
+    Example: vultrino mcp config --form generic --agent ci-bot
     """
     from vultrino import mcp_server
     from vultrino.config import load_config
@@ -107,5 +110,5 @@ def mcp_config(
         raise ConfigError(f"--form must be claude or generic, not {form!r}")
     h = resolve_home(home_arg(home))
     http_port = (port or load_config(h.config).mcp_port) if http else None
-    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port))
+    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port, agent=agent))
     err(mcp_server.client_config_note(h.root))
