@@ -249,6 +249,7 @@ class VultrinoMCP:
     ) -> None:
         self.v = v
         self.agent = agent  # every request runs under this profile (None: chosen per request)
+        self.http = False  # set by build_http_app: each request then names its agent
         self.poll_interval = poll_interval
         self._tools: dict[str, ToolInfo] = {}
         self._bus = InMemorySubscriptionBus()
@@ -332,14 +333,19 @@ class VultrinoMCP:
         bearer token named (see :class:`_BearerAuth`), else None (full access)."""
         if self.agent is not None:
             return self.agent
-        request = ctx.request
-        scope = getattr(request, "scope", None)
-        if isinstance(scope, dict):
-            state = scope.get("state")
-            if isinstance(state, dict):
-                name = state.get(_AGENT_STATE)
-                return name if isinstance(name, str) else None
-        return None
+        if not self.http:
+            return None
+        scope = getattr(ctx.request, "scope", None)
+        state = scope.get("state") if isinstance(scope, dict) else None
+        if not isinstance(state, dict) or _AGENT_STATE not in state:
+            # Fail closed: a request whose identity did not come through cannot be trusted
+            # with the full facade.
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message="Vultrino cannot tell which token authorised this request; refused",
+            )
+        name = state[_AGENT_STATE]
+        return name if isinstance(name, str) else None
 
     # -- tool calls -----------------------------------------------------------------------------
 
@@ -788,6 +794,7 @@ def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
     ``app`` serves one agent, only that agent's token is."""
     if not token:
         raise ConfigError("the MCP HTTP server needs a non-empty bearer token")
+    app.http = True
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],

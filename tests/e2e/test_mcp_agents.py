@@ -146,13 +146,18 @@ async def stdio_agent(
 
 
 @asynccontextmanager
-async def http_agent(url: str, token: str) -> AsyncIterator[ClientSession]:
+async def http_agent(
+    url: str, token: str, *, era: str = "handshake"
+) -> AsyncIterator[ClientSession]:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
         streamable_http_client(url, http_client=client) as (read, write),
         ClientSession(read, write) as session,
     ):
-        await session.initialize()
+        if era == "modern":
+            await session.discover()
+        else:
+            await session.initialize()
         yield session
 
 
@@ -205,16 +210,17 @@ def test_stdio_agent_sees_and_uses_only_its_profile(
     scan_log(leakcheck, home, errlog)
 
 
+@pytest.mark.parametrize("era", ["handshake", "modern"])
 def test_http_agent_token_selects_its_profile(
-    home: McpHome, web: Recorder, errlog: IO[str], leakcheck: LeakCheck
+    home: McpHome, web: Recorder, errlog: IO[str], leakcheck: LeakCheck, era: str
 ) -> None:
     agent_token = (home.password_file.parent / "web.token").read_text()
 
     async def main() -> None:
         with http_server(home, errlog) as url:
-            async with http_agent(url, agent_token) as s:
+            async with http_agent(url, agent_token, era=era) as s:
                 await _check_web_profile(s, web)
-            async with http_agent(url, read_token(home)) as full:  # the server token: all
+            async with http_agent(url, read_token(home), era=era) as full:  # server token: all
                 names = {t.name for t in (await full.list_tools()).tools}
                 assert {"echo_message", "http_request"} <= names
             async with httpx2.AsyncClient(timeout=30) as raw:
@@ -327,3 +333,27 @@ def test_an_unknown_agent_fails_before_serving(home: McpHome) -> None:
     assert r.returncode == 4
     assert "no agent named 'nobody'" in r.stderr
     assert r.stdout == ""
+
+
+def test_an_http_request_whose_identity_is_missing_is_refused_not_trusted(
+    isolated_home: Path,
+) -> None:
+    """Fail closed: if the token's verdict did not reach the handler, the request must not fall
+    back to the full facade."""
+    from types import SimpleNamespace
+
+    from vultrino import mcp_server
+
+    with Vultrino.open(isolated_home) as v:
+        app = mcp_server.VultrinoMCP(v)
+        mcp_server.build_http_app(app, "t" * 32)
+        for ctx in (
+            SimpleNamespace(request=None),
+            SimpleNamespace(request=SimpleNamespace(scope={})),
+        ):
+            with pytest.raises(MCPError, match="cannot tell which token"):
+                app._agent_for(ctx)  # type: ignore[arg-type]
+        named = SimpleNamespace(request=SimpleNamespace(scope={"state": {"vultrino_agent": "a"}}))
+        assert app._agent_for(named) == "a"  # type: ignore[arg-type]
+        full = SimpleNamespace(request=SimpleNamespace(scope={"state": {"vultrino_agent": None}}))
+        assert app._agent_for(full) is None  # type: ignore[arg-type]
