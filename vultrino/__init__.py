@@ -17,6 +17,12 @@ from vultrino.errors import (
     AccessDeniedError,
     ActionFailedError,
     ActionNotFoundError,
+    AgentError,
+    AgentExistsError,
+    AgentNotFoundError,
+    AgentPolicyError,
+    AgentValidationError,
+    ApprovalError,
     ConfigError,
     CredentialError,
     CredentialExistsError,
@@ -37,6 +43,7 @@ from vultrino.errors import (
     PluginNotFoundError,
     PluginTimeoutError,
     PluginTrapError,
+    RateLimitedError,
     StoreCorruptError,
     StoreError,
     StoreExistsError,
@@ -50,18 +57,20 @@ from vultrino.errors import (
 )
 
 if TYPE_CHECKING:
+    from vultrino.agents import AgentInfo, AgentScope, ApprovalRequest
     from vultrino.core import CredentialInfo, ToolInfo, TypeInfo, Vultrino
 
 _FACADE = ("CredentialInfo", "ToolInfo", "TypeInfo", "Vultrino")
+_AGENTS = ("AgentInfo", "AgentScope", "ApprovalRequest")
 
 
 def __getattr__(name: str) -> Any:
     """The facade is imported on first use, so the CLI's --help starts without it."""
-    if name not in _FACADE:
+    if name not in _FACADE and name not in _AGENTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from vultrino import core
+    from vultrino import agents, core
 
-    value = getattr(core, name)
+    value = getattr(core if name in _FACADE else agents, name)
     globals()[name] = value
     return value
 
@@ -70,6 +79,15 @@ __all__ = [
     "AccessDeniedError",
     "ActionFailedError",
     "ActionNotFoundError",
+    "AgentError",
+    "AgentExistsError",
+    "AgentInfo",
+    "AgentNotFoundError",
+    "AgentPolicyError",
+    "AgentScope",
+    "AgentValidationError",
+    "ApprovalError",
+    "ApprovalRequest",
     "ConfigError",
     "CredentialError",
     "CredentialExistsError",
@@ -91,6 +109,7 @@ __all__ = [
     "PluginNotFoundError",
     "PluginTimeoutError",
     "PluginTrapError",
+    "RateLimitedError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",

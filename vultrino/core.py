@@ -30,6 +30,8 @@ from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
+    AgentNotFoundError,
+    AgentPolicyError,
     ConfigError,
     CredentialMismatchError,
     ParameterError,
@@ -47,6 +49,7 @@ from vultrino.plugins.base import (
 )
 
 if TYPE_CHECKING:
+    from vultrino.agents import AgentInfo, AgentProfile, AgentScope, Approver, RateLimiter
     from vultrino.plugins.installer import InstallResult
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
@@ -169,6 +172,7 @@ class Vultrino:
         self._registry_lock = threading.Lock()
         self._tools_signature = ""  # what refresh() last saw of the tool list
         self._plugins_signature = ""
+        self._rate_limiter: RateLimiter | None = None  # agent rate limits, per process
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -375,14 +379,29 @@ class Vultrino:
         from_cli: bool = False,
         plugin: str | None = None,
         source: str = "api",
+        scope: AgentScope | None = None,
+        tool: str | None = None,
     ) -> Any:
         """Run ``action`` of the plugin that owns ``alias``'s type; return its (scrubbed) result.
 
         ``plugin``, when given, must own the credential's type (MCP tools pass their plugin).
+        ``scope`` (what :meth:`as_agent` returns) enforces an agent profile; ``tool`` names the
+        MCP tool the call came through.
         """
-        record: dict[str, Any] = {"alias": alias, "plugin": plugin, "action": action}
+        record: dict[str, Any] = {
+            "alias": alias,
+            "plugin": plugin,
+            "action": action,
+            "agent": scope.name if scope is not None else None,
+        }
 
         def run() -> Any:
+            profile = scope.profile() if scope is not None else None
+            if profile is not None and not profile.sees_credential(alias):
+                from vultrino.agents import hidden_credential
+
+                record.update(outcome="denied", error="CredentialOutsideProfile")
+                raise hidden_credential(alias)
             cred = self.store.get(alias)
             owner, spec = self.registry.resolve_type(cred.type)
             record["plugin"] = owner.name
@@ -421,12 +440,24 @@ class Vultrino:
             from vultrino.plugins.validation import validate_params
 
             clean = validate_params(act, params or {}, from_cli=from_cli)
+            if scope is not None and profile is not None:
+                scope.admit(
+                    profile,
+                    plugin=owner.name,
+                    action=action,
+                    alias=alias,
+                    tool=tool,
+                    params=clean,
+                    record=record,
+                )
             view = CredentialView(
                 alias=cred.alias,
                 type=spec.name,
                 fields=dict(cred.fields),
                 allow=tuple(cred.allow),
                 state=dict(cred.state),
+                agent=scope.name if scope is not None else None,
+                agent_allow=profile.allow if profile is not None else (),
             )
             result = owner.execute(action, clean, view)
             if result.new_state is not None:
@@ -445,9 +476,16 @@ class Vultrino:
         *,
         from_cli: bool = False,
         source: str = "api",
+        scope: AgentScope | None = None,
+        tool: str | None = None,
     ) -> Any:
         """Run an action that needs no credential (``requires_credential = false``)."""
-        record: dict[str, Any] = {"alias": None, "plugin": plugin, "action": action}
+        record: dict[str, Any] = {
+            "alias": None,
+            "plugin": plugin,
+            "action": action,
+            "agent": scope.name if scope is not None else None,
+        }
 
         def run() -> Any:
             owner = self.registry.get(plugin)
@@ -461,6 +499,16 @@ class Vultrino:
             from vultrino.plugins.validation import validate_params
 
             clean = validate_params(act, params or {}, from_cli=from_cli)
+            if scope is not None:
+                scope.admit(
+                    scope.profile(),
+                    plugin=owner.name,
+                    action=action,
+                    alias=None,
+                    tool=tool,
+                    params=clean,
+                    record=record,
+                )
             return owner.execute(action, clean, None).value
 
         return self._audited(record, source, run)
@@ -475,8 +523,12 @@ class Vultrino:
         except ActionFailedError as exc:
             record.update(outcome="error", error=exc.code)
             raise
+        except AgentPolicyError as exc:
+            record.update(outcome="denied", error=type(exc).__name__)
+            raise
         except VultrinoError as exc:
-            record.update(outcome="error", error=type(exc).__name__)
+            if record.get("outcome") != "denied":
+                record.update(outcome="error", error=type(exc).__name__)
             raise
         finally:
             record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -569,11 +621,16 @@ class Vultrino:
 
     # --- MCP tools ---------------------------------------------------------------------------
 
-    def tools(self) -> list[ToolInfo]:
-        """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry."""
+    def tools(self, *, visible: Callable[[str], bool] | None = None) -> list[ToolInfo]:
+        """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry.
+
+        ``visible`` filters the aliases named in the ``credential`` descriptions (an agent
+        profile's credential globs)."""
         from vultrino.plugins.validation import params_json_schema
 
         creds = self.store.credentials()
+        if visible is not None:
+            creds = [c for c in creds if visible(c.alias)]
         tools = [
             ToolInfo(
                 name=LIST_CREDENTIALS_TOOL,
@@ -622,22 +679,34 @@ class Vultrino:
             f"Available: {listed}.",
         }
 
-    def call_tool(self, name: str, arguments: Mapping[str, Any], *, source: str = "mcp") -> Any:
-        """Run an MCP tool by name with JSON arguments (validated before anything runs)."""
+    def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        source: str = "mcp",
+        scope: AgentScope | None = None,
+    ) -> Any:
+        """Run an MCP tool by name with JSON arguments (validated before anything runs).
+
+        With ``scope`` a tool outside the agent's profile is as unknown as one that does not
+        exist, and ``list_credentials`` lists only the profile's credentials."""
         args = dict(arguments or {})
         if name == LIST_CREDENTIALS_TOOL:
             if args:
                 raise ParameterError(f"{name} takes no arguments; got {sorted(args)}")
+            listed = scope.credentials() if scope is not None else self.credentials()
             return [
-                {"alias": c.alias, "type": c.type, "description": c.description}
-                for c in self.credentials()
+                {"alias": c.alias, "type": c.type, "description": c.description} for c in listed
             ]
         binding = next((b for b in self.registry.tools() if b.name == name), None)
-        if binding is None:
+        if binding is None or (scope is not None and not scope.profile().sees_tool(name)):
             raise PluginNotFoundError(f"no tool named {name!r}")
         act = binding.action
         if not act.needs_credential:
-            return self.run_action(binding.plugin.name, act.name, args, source=source)
+            return self.run_action(
+                binding.plugin.name, act.name, args, source=source, scope=scope, tool=name
+            )
         alias = args.pop("credential", None)
         if not isinstance(alias, str) or not alias:
             raise ParameterError(
@@ -645,7 +714,134 @@ class Vultrino:
                 "(call list_credentials to see them)",
                 plugin=binding.plugin.name,
             )
-        return self.execute(alias, act.name, args, plugin=binding.plugin.name, source=source)
+        return self.execute(
+            alias,
+            act.name,
+            args,
+            plugin=binding.plugin.name,
+            source=source,
+            scope=scope,
+            tool=name,
+        )
+
+    # --- agents ------------------------------------------------------------------------------
+
+    def agents(self) -> list[AgentInfo]:
+        """Every agent profile, sorted by name (never the token)."""
+        return [p.info() for p in self._profiles()]
+
+    def agent_info(self, name: str) -> AgentInfo:
+        return self.agent_profile(name).info()
+
+    def agent_profile(self, name: str) -> AgentProfile:
+        """The stored profile of agent ``name`` (AgentNotFoundError if there is none)."""
+        for p in self._profiles():
+            if p.name == name:
+                return p
+        raise AgentNotFoundError(f"no agent named {name!r}; `vultrino agent list` shows them")
+
+    def _profiles(self) -> list[AgentProfile]:
+        from vultrino.agents import AgentProfile
+
+        return [AgentProfile.from_record(r) for r in self.store.agent_records()]
+
+    def add_agent(
+        self,
+        name: str,
+        *,
+        credentials: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        actions: Sequence[str] | None = None,
+        allow: Sequence[str] = (),
+        approve: Sequence[str] = (),
+        rate: str | None = None,
+        description: str = "",
+        replace: bool = False,
+    ) -> tuple[AgentInfo, str]:
+        """Create (or with ``replace`` overwrite) an agent profile, sealed in the store.
+
+        Returns the profile and its new HTTP bearer token. The token is not stored (only its
+        SHA-256), so this is the only time it can be read; replacing a profile issues a new one.
+        """
+        from vultrino.agents import AgentProfile, hash_token, new_token, stamped
+
+        token = new_token()
+        profile = AgentProfile.build(
+            name,
+            credentials=credentials,
+            tools=tools,
+            actions=actions,
+            allow=allow,
+            approve=approve,
+            rate=rate,
+            description=description,
+            token_hash=hash_token(token),
+        )
+        created: str | None = None
+        if replace:
+            try:
+                created = self.agent_profile(name).created_at
+            except AgentNotFoundError:
+                created = None
+        profile = stamped(profile, created)
+        with self._lock:
+            self.store.put_agent(profile.to_record(), replace=replace)
+        return profile.info(), token
+
+    def remove_agent(self, name: str) -> AgentInfo:
+        """Delete an agent profile; its token stops working on the next request."""
+        from vultrino.agents import AgentProfile
+
+        with self._lock:
+            return AgentProfile.from_record(self.store.remove_agent(name)).info()
+
+    def agent_for_token(self, token: str) -> str | None:
+        """The name of the agent whose bearer token this is, else None (every profile is
+        compared, each in constant time)."""
+        found = None
+        for p in self._profiles():
+            if p.verify_token(token) and found is None:
+                found = p.name
+        return found
+
+    def as_agent(self, name: str, *, approver: Approver | None = None) -> AgentScope:
+        """This facade narrowed to agent ``name``'s profile (see :mod:`vultrino.agents`).
+
+        ``approver`` asks a person about calls the profile marks ``approve``; without one they
+        are refused."""
+        from vultrino.agents import AgentScope
+
+        return AgentScope(self, name, approver=approver)
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The agents' rate-limit buckets; one per facade, so limits hold per process."""
+        if self._rate_limiter is None:
+            with self._lock:
+                if self._rate_limiter is None:
+                    from vultrino.agents import RateLimiter
+
+                    self._rate_limiter = RateLimiter()
+        return self._rate_limiter
+
+    def audit(
+        self,
+        *,
+        agent: str | None = None,
+        alias: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Audit records, oldest first, filtered (see :func:`vultrino.audit.query`)."""
+        return audit.query(
+            self.home.audit_log,
+            agent=agent,
+            alias=alias,
+            outcome=outcome,
+            since=since,
+            limit=limit,
+        )
 
     def refresh(self) -> bool:
         """Pick up plugins and credentials changed by other processes.

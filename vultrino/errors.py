@@ -30,8 +30,15 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── CredentialMismatchError     the credential belongs to another plugin / type
     │   ├── ActionFailedError           the plugin answered with an error; ``.code``
     │   ├── AccessDeniedError           e.g. a URL outside a credential's allowlist
+    │   │   └── AgentPolicyError        an agent profile refused the call; ``.agent``
+    │   │       ├── RateLimitedError    the agent's rate limit is used up; ``.retry_after``
+    │   │       └── ApprovalError       approval was declined or could not be asked for
     │   └── InstallError                the installer refused or failed
     │       └── UnsafeSourceError       hostile archive, path, URL or ref
+    ├── AgentError                      agent profiles (`vultrino agent ...`)
+    │   ├── AgentNotFoundError          no profile with that name
+    │   ├── AgentExistsError            the name is taken (use --force / replace=True)
+    │   └── AgentValidationError        a profile option is malformed
     └── EngineError                     the WebAssembly runtime; carries ``.plugin``
         ├── EngineUnavailableError      the requested engine is not installed
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
@@ -49,6 +56,12 @@ __all__ = [
     "AccessDeniedError",
     "ActionFailedError",
     "ActionNotFoundError",
+    "AgentError",
+    "AgentExistsError",
+    "AgentNotFoundError",
+    "AgentPolicyError",
+    "AgentValidationError",
+    "ApprovalError",
     "ConfigError",
     "CredentialError",
     "CredentialExistsError",
@@ -69,6 +82,7 @@ __all__ = [
     "PluginNotFoundError",
     "PluginTimeoutError",
     "PluginTrapError",
+    "RateLimitedError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",
@@ -222,12 +236,66 @@ class AccessDeniedError(PluginError):
     exit_code = 8
 
 
+class AgentPolicyError(AccessDeniedError):
+    """An agent profile refused the call before it ran. ``agent`` names the profile."""
+
+    def __init__(self, message: str, *, agent: str, plugin: str | None = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.agent = agent
+
+
+class RateLimitedError(AgentPolicyError):
+    """The agent used up its rate limit; ``retry_after`` is seconds until the next call fits."""
+
+    def __init__(
+        self, message: str, *, agent: str, retry_after: float, plugin: str | None = None
+    ) -> None:
+        super().__init__(message, agent=agent, plugin=plugin)
+        self.retry_after = retry_after
+
+
+class ApprovalError(AgentPolicyError):
+    """The call needs a person's approval, which was declined or could not be asked for.
+
+    ``approval`` is ``"declined"`` or ``"unavailable"``.
+    """
+
+    def __init__(
+        self, message: str, *, agent: str, approval: str, plugin: str | None = None
+    ) -> None:
+        super().__init__(message, agent=agent, plugin=plugin)
+        self.approval = approval
+
+
 class InstallError(PluginError):
     """The installer could not install the plugin."""
 
 
 class UnsafeSourceError(InstallError):
     """The source is hostile or unsafe: a path escaping the tree, a link, a device, an option."""
+
+
+# --- agents ----------------------------------------------------------------------------------
+
+
+class AgentError(VultrinoError):
+    """An agent profile cannot be found, added or used."""
+
+    exit_code = 4
+
+
+class AgentNotFoundError(AgentError):
+    """No agent profile has that name."""
+
+
+class AgentExistsError(AgentError):
+    """An agent profile with that name already exists."""
+
+
+class AgentValidationError(AgentError):
+    """A profile option (name, glob, rate, URL pattern) is malformed."""
+
+    exit_code = 2
 
 
 # --- engine ----------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ Contract (docs/mcp.md):
   (2026-07-28 era).
 - Facade calls run in worker threads, so calls are concurrent; the facade and the runtime
   serialise what must be serialised.
+- Agent profiles (docs/agents.md): with ``agent=`` (``vultrino mcp --agent NAME``) every request
+  runs under that profile; over HTTP an agent's own bearer token selects its profile per
+  request. The profile is enforced by the facade (:meth:`Vultrino.as_agent`); this module only
+  picks the agent and supplies the approval channel: ``elicitation/create`` when the client
+  declared the ``elicitation`` capability, else the call is refused with a clear message.
 - In stdio mode nothing but the protocol reaches the real stdout: fd 1 is pointed at stderr while
   serving and the protocol is written to a private duplicate, so a stray ``print`` or a plugin
   writing to fd 1 cannot corrupt the stream. fd 0 is pointed at the null device.
@@ -69,16 +74,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vultrino._json import jsonable
 from vultrino._version import __version__
+from vultrino.agents import AgentScope, Approval, ApprovalRequest
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import (
     AccessDeniedError,
     ActionFailedError,
+    AgentPolicyError,
+    ApprovalError,
     ConfigError,
     CredentialMismatchError,
     CredentialNotFoundError,
     EngineError,
     ParameterError,
     PluginNotFoundError,
+    RateLimitedError,
     StoreError,
     VultrinoError,
 )
@@ -99,6 +108,24 @@ logger = logging.getLogger("vultrino.mcp")
 
 POLL_INTERVAL_S = 0.5
 """How often the server asks the facade whether plugins or credentials changed."""
+
+APPROVAL_TIMEOUT_S = 600.0
+"""How long an approval prompt waits for the person before counting as declined."""
+
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approve": {
+            "type": "boolean",
+            "title": "Approve",
+            "description": "Allow this one call",
+            "default": False,
+        }
+    },
+    "required": ["approve"],
+}
+
+_AGENT_STATE = "vultrino_agent"  # the ASGI scope["state"] key naming a request's agent
 
 HTTP_PATH = "/mcp"
 TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
@@ -144,6 +171,12 @@ def _error_hint(exc: VultrinoError) -> str:
         )
     if isinstance(exc, ParameterError):
         return "Fix the arguments to match the tool's input schema."
+    if isinstance(exc, ApprovalError):
+        return ""
+    if isinstance(exc, RateLimitedError):
+        return "Wait before calling again."
+    if isinstance(exc, AgentPolicyError):
+        return "Your agent profile refused this call; stay within what it allows."
     if isinstance(exc, AccessDeniedError):
         return "The credential's policy refused this call; stay within what it allows."
     if isinstance(exc, ActionFailedError):
@@ -211,8 +244,12 @@ class _VultrinoServer(Server[Any]):
 class VultrinoMCP:
     """The MCP surface of one :class:`Vultrino`: handlers, the change watcher, the sessions."""
 
-    def __init__(self, v: Vultrino, *, poll_interval: float = POLL_INTERVAL_S) -> None:
+    def __init__(
+        self, v: Vultrino, *, poll_interval: float = POLL_INTERVAL_S, agent: str | None = None
+    ) -> None:
         self.v = v
+        self.agent = agent  # every request runs under this profile (None: chosen per request)
+        self.http = False  # set by build_http_app: each request then names its agent
         self.poll_interval = poll_interval
         self._tools: dict[str, ToolInfo] = {}
         self._bus = InMemorySubscriptionBus()
@@ -274,12 +311,41 @@ class VultrinoMCP:
                 code=types.INTERNAL_ERROR,
                 message=f"Vultrino cannot list its tools: {self._last_refresh_error}",
             )
+        agent = self._agent_for(ctx)
+        tools = list(self._tools.values())
+        if agent is not None:
+            tools = await anyio.to_thread.run_sync(self._agent_tools, agent)
         return types.ListToolsResult(
             tools=[
                 types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
-                for t in self._tools.values()
+                for t in tools
             ]
         )
+
+    def _agent_tools(self, agent: str) -> list[ToolInfo]:
+        try:
+            return self.v.as_agent(agent).tools()
+        except VultrinoError as exc:
+            raise MCPError(code=types.INVALID_REQUEST, message=str(exc)) from None
+
+    def _agent_for(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        """The agent profile this request runs under: the server's, else the one the HTTP
+        bearer token named (see :class:`_BearerAuth`), else None (full access)."""
+        if self.agent is not None:
+            return self.agent
+        if not self.http:
+            return None
+        scope = getattr(ctx.request, "scope", None)
+        state = scope.get("state") if isinstance(scope, dict) else None
+        if not isinstance(state, dict) or _AGENT_STATE not in state:
+            # Fail closed: a request whose identity did not come through cannot be trusted
+            # with the full facade.
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message="Vultrino cannot tell which token authorised this request; refused",
+            )
+        name = state[_AGENT_STATE]
+        return name if isinstance(name, str) else None
 
     # -- tool calls -----------------------------------------------------------------------------
 
@@ -288,17 +354,30 @@ class VultrinoMCP:
     ) -> types.CallToolResult:
         self._track(ctx)
         name = params.name
+        agent = self._agent_for(ctx)
+        unknown = MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"Unknown tool: {name!r}. Call tools/list to see the available tools.",
+        )
         if name not in self._tools:
             # Perhaps installed a moment ago by another process: look again before refusing.
             await self.refresh()
             if name not in self._tools:
-                raise MCPError(
-                    code=types.INVALID_PARAMS,
-                    message=f"Unknown tool: {name!r}. Call tools/list to see the available tools.",
+                raise unknown
+        scope: AgentScope | None = None
+        if agent is not None:
+            try:
+                scope = await anyio.to_thread.run_sync(
+                    lambda: self.v.as_agent(agent, approver=self._approver(ctx))
                 )
+                visible = await anyio.to_thread.run_sync(scope.profile)
+            except VultrinoError as exc:
+                return error_result(exc)
+            if not visible.sees_tool(name):
+                raise unknown  # exactly as for a tool that does not exist
         arguments = dict(params.arguments or {})
         try:
-            value = await anyio.to_thread.run_sync(self._call, name, arguments)
+            value = await anyio.to_thread.run_sync(self._call, name, arguments, scope)
         except VultrinoError as exc:
             return error_result(exc)
         except Exception as exc:
@@ -321,8 +400,54 @@ class VultrinoMCP:
             )
         return tool_result(value, ctx.protocol_version)
 
-    def _call(self, name: str, arguments: dict[str, Any]) -> Any:
+    def _call(self, name: str, arguments: dict[str, Any], scope: AgentScope | None = None) -> Any:
+        if scope is not None:
+            return scope.call_tool(name, arguments, source="mcp")
         return self.v.call_tool(name, arguments, source="mcp")
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    def _approver(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> Callable[[ApprovalRequest], Approval]:
+        """The approval channel of one call: MCP elicitation when the client declared it.
+
+        Called from the worker thread running the facade, so it hops back to the event loop
+        for the round trip to the client.
+        """
+        # 2026-07-28 sessions have no channel for server-initiated requests (their elicitation
+        # is the multi-round-trip `input_required` flow, not supported here yet).
+        supported = ctx.protocol_version not in _MODERN_VERSIONS and (
+            ctx.session.check_client_capability(
+                types.ClientCapabilities(elicitation=types.ElicitationCapability())
+            )
+        )
+
+        def ask(request: ApprovalRequest) -> Approval:
+            if not supported:
+                return "unavailable"
+            return anyio.from_thread.run(self._elicit, ctx, request)
+
+        return ask
+
+    async def _elicit(
+        self, ctx: ServerRequestContext[Any, Any], request: ApprovalRequest
+    ) -> Approval:
+        try:
+            with anyio.fail_after(APPROVAL_TIMEOUT_S):
+                result = await ctx.session.elicit_form(
+                    request.message(), APPROVAL_SCHEMA, related_request_id=ctx.request_id
+                )
+        except TimeoutError:
+            logger.warning("no answer to an approval request within %s s", APPROVAL_TIMEOUT_S)
+            return "declined"
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            logger.warning("cannot ask the client for approval (%s)", type(exc).__name__)
+            return "unavailable"
+        content = result.content or {}
+        if result.action == "accept" and content.get("approve") is True:
+            return "granted"
+        return "declined"
 
     # -- change notifications -------------------------------------------------------------------
 
@@ -519,7 +644,7 @@ async def _serve_stdio(app: VultrinoMCP) -> None:
             watching.cancel()
 
 
-def serve_stdio(v: Vultrino) -> None:
+def serve_stdio(v: Vultrino, *, agent: str | None = None) -> None:
     """Serve MCP on stdin/stdout until the client closes stdin.
 
     The store is unlocked first (the password comes from ``VULTRINO_PASSWORD`` or
@@ -527,7 +652,9 @@ def serve_stdio(v: Vultrino) -> None:
     wrong password fails here with a clear error before any protocol traffic.
     """
     v.unlock()
-    app = VultrinoMCP(v)
+    if agent is not None:
+        v.agent_profile(agent)  # an unknown agent fails now, before any protocol traffic
+    app = VultrinoMCP(v, agent=agent)
     anyio.run(_serve_stdio, app)
 
 
@@ -581,14 +708,35 @@ def _read_token(path: Path) -> str:
 
 
 class _BearerAuth:
-    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    The server's token (``mcp-token``) grants full access, unless the server was started for
+    one agent; an agent's token (``vultrino agent add``) runs the request under that agent's
+    profile, named in ``scope["state"]``. Tokens are compared in constant time.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        *,
+        agent_for_token: Callable[[str], str | None] | None = None,
+        only_agent: str | None = None,
+    ) -> None:
         self.app = app
         self._token = token.encode()
+        self._agent_for_token = agent_for_token
+        self._only_agent = only_agent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._authorized(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        who = await self._identify(scope)
+        if who is not False:
+            # A fresh dict: the server may hand every request a copy of one shared state.
+            scope["state"] = {**scope.get("state", {}), _AGENT_STATE: who}
+        if who is False:
             body = json.dumps(
                 {
                     "error": "unauthorized",
@@ -611,20 +759,42 @@ class _BearerAuth:
             return
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
+    async def _identify(self, scope: Scope) -> str | bool | None:
+        """False when refused; None for the server's token; an agent's name for its token."""
         presented = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
         if len(presented) != 1:
             return False
         scheme, _, credentials = bytes(presented[0]).partition(b" ")
         if scheme.lower() != b"bearer":
             return False
-        return hmac.compare_digest(credentials.strip(), self._token)
+        credentials = credentials.strip()
+        if self._only_agent is None and hmac.compare_digest(credentials, self._token):
+            return None
+        if self._agent_for_token is None or not credentials:
+            return False
+        try:
+            text = credentials.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        lookup = self._agent_for_token
+        try:
+            name = await anyio.to_thread.run_sync(lambda: lookup(text))
+        except VultrinoError as exc:
+            logger.warning("cannot check an agent token: %s", exc)
+            return False
+        if name is None or (self._only_agent is not None and name != self._only_agent):
+            return False
+        return name
 
 
 def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
-    """The ASGI application of ``serve_http``: bearer auth around the SDK's session manager."""
+    """The ASGI application of ``serve_http``: bearer auth around the SDK's session manager.
+
+    Agents' tokens are accepted too (each request then runs under its agent's profile); when
+    ``app`` serves one agent, only that agent's token is."""
     if not token:
         raise ConfigError("the MCP HTTP server needs a non-empty bearer token")
+    app.http = True
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
@@ -642,7 +812,9 @@ def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
     # An ASGI-app instance (not a function) as the endpoint, so every HTTP method reaches it.
     endpoint = StreamableHTTPASGIApp(manager)
     starlette = Starlette(routes=[Route(HTTP_PATH, endpoint=endpoint)], lifespan=lifespan)
-    return _BearerAuth(starlette, token)
+    return _BearerAuth(
+        starlette, token, agent_for_token=app.v.agent_for_token, only_agent=app.agent
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -668,11 +840,13 @@ def serve_http(
     port: int,
     token: str,
     ready: Callable[[str], None] | None = None,
+    agent: str | None = None,
 ) -> None:
     """Serve MCP over streamable HTTP at ``http://host:port/mcp`` until interrupted.
 
     Only loopback addresses are accepted. Every request must carry ``Authorization: Bearer
-    <token>`` (compared in constant time); others get 401. ``port=0`` picks a free port.
+    <token>`` (compared in constant time), or an agent's token; others get 401. With
+    ``agent``, only that agent's token is accepted. ``port=0`` picks a free port.
     ``ready`` receives the URL once the socket listens (default: one line on stderr).
     """
     import uvicorn
@@ -683,7 +857,9 @@ def serve_http(
             f"(use one of {', '.join(LOOPBACK_HOSTS)})"
         )
     v.unlock()
-    app = VultrinoMCP(v)
+    if agent is not None:
+        v.agent_profile(agent)  # an unknown agent fails now
+    app = VultrinoMCP(v, agent=agent)
     asgi = build_http_app(app, token)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
@@ -740,6 +916,7 @@ def client_config(
     command: Sequence[str] | None = None,
     name: str = "vultrino",
     token: str | None = None,
+    agent: str | None = None,
 ) -> dict[str, Any]:
     """The ready-to-paste client configuration for ``vultrino mcp config``.
 
@@ -750,7 +927,8 @@ def client_config(
     ``vultrino mcp --http`` instead of spawning a process, and carries ``token`` (the HTTP
     bearer token; a placeholder naming the token file when None). Never contains the store
     password: it is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
-    :func:`client_config_note`).
+    :func:`client_config_note`). With ``agent`` the server is started with ``--agent``
+    (stdio), or the placeholder names the agent's token (HTTP), which is never stored.
     """
     if form not in CLIENT_FORMS:
         raise ConfigError(
@@ -764,14 +942,19 @@ def client_config(
     }
     if http_port is not None:
         url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
-        bearer = token if token is not None else f"<contents of {home / TOKEN_FILE}>"
+        if agent is not None:
+            bearer = f"<the token `vultrino agent add {agent}` printed>"
+        elif token is not None:
+            bearer = token
+        else:
+            bearer = f"<contents of {home / TOKEN_FILE}>"
         headers = {"Authorization": f"Bearer {bearer}"}
         if form == "claude":
             return {"mcpServers": {name: {"type": "http", "url": url, "headers": headers}}}
         if form == "vscode":
             return {"servers": {name: {"type": "http", "url": url, "headers": headers}}}
         return {"name": name, "transport": "streamable-http", "url": url, "headers": headers}
-    args = [*argv[1:], "mcp"]
+    args = [*argv[1:], "mcp", *(["--agent", agent] if agent is not None else [])]
     if form == "claude":
         return {"mcpServers": {name: {"command": argv[0], "args": args, "env": env}}}
     if form == "vscode":

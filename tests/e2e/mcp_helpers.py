@@ -483,11 +483,11 @@ _LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @contextlib.contextmanager
-def http_server(home: McpHome, errlog: IO[str]) -> Iterator[str]:
-    """Run ``vultrino mcp --http`` on a free port; yield its URL once it listens."""
+def http_server(home: McpHome, errlog: IO[str], *args: str) -> Iterator[str]:
+    """Run ``vultrino mcp --http [ARGS]`` on a free port; yield its URL once it listens."""
     port = free_port()
     proc = subprocess.Popen(
-        [*SERVER_COMMAND, "--http", "--port", str(port)],
+        [*SERVER_COMMAND, "--http", "--port", str(port), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=errlog,

@@ -33,6 +33,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "vultrino.plugins": ("vultrino.store", "vultrino.core", "vultrino.cli", "vultrino.mcp_server"),
     "vultrino.core": ("vultrino.cli", "vultrino.mcp_server"),
+    "vultrino.agents": ("vultrino.cli", "vultrino.mcp_server", "vultrino.store"),
     "vultrino.mcp_server": ("vultrino.cli",),
     "vultrino.paths": ("vultrino.",),
     "vultrino.errors": ("vultrino.",),

@@ -42,4 +42,13 @@ def test_public_non_error_names_are_the_facade() -> None:
             inspect.isclass(getattr(vultrino, n)) and issubclass(getattr(vultrino, n), Exception)
         )
     }
-    assert others == {"CredentialInfo", "ToolInfo", "TypeInfo", "Vultrino", "__version__"}
+    assert others == {
+        "AgentInfo",
+        "AgentScope",
+        "ApprovalRequest",
+        "CredentialInfo",
+        "ToolInfo",
+        "TypeInfo",
+        "Vultrino",
+        "__version__",
+    }

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from vultrino._version import __version__
-from vultrino.cli import credentials, demo, mcp, plugin
+from vultrino.cli import agent, credentials, demo, mcp, plugin
 from vultrino.cli._common import set_root_home
 
 app = typer.Typer(
@@ -45,6 +45,8 @@ credentials.register(app)
 app.command("demo")(demo.demo)
 app.add_typer(plugin.app, name="plugin")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(agent.app, name="agent")
+app.command("audit")(agent.audit_show)
 
 
 def main() -> None:

@@ -33,6 +33,10 @@ def mcp_serve(
     port: Annotated[
         int | None, typer.Option("--port", help="HTTP port (default 8765; 0 picks a free one).")
     ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="Serve only what this agent profile allows."),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve MCP over stdio (default) or streamable HTTP.
@@ -45,6 +49,11 @@ def mcp_serve(
       VULTRINO_PASSWORD_FILE=~/.vultrino-pass vultrino mcp
 
       vultrino mcp --http --port 8765
+
+      vultrino mcp --agent ci-bot      (only what the ci-bot profile allows)
+
+    Over HTTP, each agent's own token (from `vultrino agent add`) also works and selects its
+    profile; with --agent only that agent's token is accepted.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -57,14 +66,18 @@ def mcp_serve(
         loading.join()
         from vultrino import mcp_server
 
+        if agent is not None:
+            v.agent_profile(agent)  # an unknown agent fails before anything is served
         if http:
             token, created = mcp_server.ensure_http_token(v.home.root)
-            if created:
+            if created and agent is None:
                 err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
                 err(token)
-            mcp_server.serve_http(v, port=v.config.mcp_port if port is None else port, token=token)
+            mcp_server.serve_http(
+                v, port=v.config.mcp_port if port is None else port, token=token, agent=agent
+            )
         else:
-            mcp_server.serve_stdio(v)
+            mcp_server.serve_stdio(v, agent=agent)
     finally:
         v.close()
 
@@ -84,18 +97,25 @@ def mcp_config(
         bool, typer.Option("--http", help="Point the client at `vultrino mcp --http`.")
     ] = False,
     port: Annotated[int | None, typer.Option("--port", help="The HTTP port.")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Configure the client as this agent profile.")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Print a ready-to-paste MCP client configuration (Claude, VS Code or generic JSON).
 
     With --http the entry carries the server's bearer token, read from the home's 0600
-    mcp-token file (created now if `vultrino mcp --http` has not made one yet).
+    mcp-token file (created now if `vultrino mcp --http` has not made one yet). With --agent
+    the server is started as that agent profile; over HTTP the entry names the agent's token,
+    which only `vultrino agent add` printed.
 
     Examples:
 
       vultrino mcp config --form vscode
 
       vultrino mcp config --http --port 8765
+
+      vultrino mcp config --form generic --agent ci-bot
     """
     from vultrino import mcp_server
     from vultrino.config import load_config
@@ -111,11 +131,14 @@ def mcp_config(
     http_port: int | None = None
     if http:
         http_port = port or load_config(h.config).mcp_port
+    if http and agent is None:
         token, created = mcp_server.ensure_http_token(h.root)
         made = "generated" if created else "read"
         err(
             f"{made} the HTTP bearer token in {h.root / mcp_server.TOKEN_FILE}; the configuration "
             "below holds it, so keep the file you paste it into private"
         )
-    emit_json(mcp_server.client_config(h.root, form=form, http_port=http_port, token=token))
+    emit_json(
+        mcp_server.client_config(h.root, form=form, http_port=http_port, token=token, agent=agent)
+    )
     err(mcp_server.client_config_note(h.root))

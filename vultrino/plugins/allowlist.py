@@ -30,7 +30,12 @@ from urllib.parse import unquote_to_bytes
 
 import idna
 
-from vultrino.errors import AccessDeniedError, CredentialValidationError, ParameterError
+from vultrino.errors import (
+    AccessDeniedError,
+    AgentPolicyError,
+    CredentialValidationError,
+    ParameterError,
+)
 
 __all__ = [
     "ANY",
@@ -531,9 +536,19 @@ def normalize_pattern(text: str) -> str:
 class Allowlist:
     """A credential's parsed patterns, checked against (method, normalised URL) pairs."""
 
-    def __init__(self, patterns: Iterable[str], *, alias: str = "") -> None:
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        *,
+        alias: str = "",
+        narrow: Iterable[str] = (),
+        agent: str | None = None,
+    ) -> None:
         self.alias = alias
         self.patterns: tuple[AllowPattern, ...] = tuple(parse_pattern(p) for p in patterns)
+        # An agent profile's patterns: a request must match one of them as well (never wider).
+        self.narrow: tuple[AllowPattern, ...] = tuple(parse_pattern(p) for p in narrow)
+        self.agent = agent
 
     def describe(self) -> str:
         return ", ".join(str(p) for p in self.patterns) or "(none)"
@@ -565,7 +580,23 @@ class Allowlist:
                 "patterns, or ask the user to add one with --allow PATTERN",
                 plugin=PLUGIN,
             )
+        if self.narrow and not any(_safe_match(p, method, url) for p in self.narrow):
+            agent = f"agent {self.agent!r}" if self.agent else "this agent"
+            raise AgentPolicyError(
+                f"{what} {method.upper()} {url.display} is outside the URL patterns of {agent}: "
+                f"{', '.join(str(p) for p in self.narrow)}. Nothing was sent. Use a URL that "
+                "matches one of these patterns",
+                agent=self.agent or "",
+                plugin=PLUGIN,
+            )
         return found
+
+
+def _safe_match(pattern: AllowPattern, method: str, url: NormalizedURL) -> bool:
+    try:
+        return pattern.matches(method, url)
+    except UrlSyntaxError:
+        return False
 
 
 def validate_patterns(patterns: Sequence[str]) -> list[str]:

@@ -167,6 +167,9 @@ class CredentialView:
 
     ``state`` is plugin-managed secret state kept in the store (e.g. a cached oauth2 token);
     a plugin that changes it returns the new state through :class:`ActionResult`.
+    ``agent`` names the agent profile the call runs under (None: no profile), and
+    ``agent_allow`` holds that profile's URL patterns, which narrow ``allow`` (a request must
+    match both; empty = no narrowing).
     """
 
     alias: str
@@ -174,6 +177,8 @@ class CredentialView:
     fields: Mapping[str, Any]
     allow: tuple[str, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
+    agent: str | None = None
+    agent_allow: tuple[str, ...] = ()
 
 
 @dataclass

@@ -401,7 +401,12 @@ class HttpPlugin:
             )
         started = time.monotonic()
         req = _parse_params(params)
-        allow = Allowlist(credential.allow, alias=credential.alias)
+        allow = Allowlist(
+            credential.allow,
+            alias=credential.alias,
+            narrow=credential.agent_allow,
+            agent=credential.agent,
+        )
         allow.check(req.method, req.url)  # before any network I/O, token requests included
         _check_credential_fields(credential.type, credential.fields)
         deadline = started + req.timeout

@@ -28,6 +28,9 @@ from typing import Any, TypeVar
 
 from vultrino._msgpack import DecodeError, packb, unpackb
 from vultrino.errors import (
+    AgentExistsError,
+    AgentNotFoundError,
+    AgentValidationError,
     CredentialExistsError,
     CredentialNotFoundError,
     CredentialValidationError,
@@ -48,6 +51,7 @@ __all__ = [
     "Credential",
     "CredentialStore",
     "decode_document",
+    "decode_sections",
     "encode_document",
     "validate_alias",
 ]
@@ -243,34 +247,50 @@ def _all_str(items: Any) -> bool:
     return True
 
 
-def encode_document(header: Header, records: dict[str, Credential]) -> bytes:
-    """The msgpack plaintext: a copy of the header (binding it) and the records, by alias."""
-    return packb(
-        {
-            "header": header.raw,
-            "credentials": [
-                {
-                    "alias": c.alias,
-                    "type": c.type,
-                    "description": c.description,
-                    "fields": c.fields,
-                    "allow": c.allow,
-                    "secret_fields": c.secret_fields,
-                    "state": c.state,
-                    "created_at": c.created_at,
-                    "updated_at": c.updated_at,
-                }
-                for c in sorted(records.values(), key=lambda c: c.alias)
-            ],
-        }
-    )
+def encode_document(
+    header: Header,
+    records: dict[str, Credential],
+    agents: dict[str, dict[str, Any]] | None = None,
+) -> bytes:
+    """The msgpack plaintext: a copy of the header (binding it), the records by alias, and the
+    agent profiles by name (a key written only when there is at least one profile)."""
+    doc: dict[str, Any] = {
+        "header": header.raw,
+        "credentials": [
+            {
+                "alias": c.alias,
+                "type": c.type,
+                "description": c.description,
+                "fields": c.fields,
+                "allow": c.allow,
+                "secret_fields": c.secret_fields,
+                "state": c.state,
+                "created_at": c.created_at,
+                "updated_at": c.updated_at,
+            }
+            for c in sorted(records.values(), key=lambda c: c.alias)
+        ],
+    }
+    if agents:
+        doc["agents"] = [agents[name] for name in sorted(agents)]
+    return packb(doc)
 
 
 def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, Credential]:
-    """Parse the decrypted document; anything malformed is a StoreCorruptError.
+    """Parse the decrypted document's credentials; see :func:`decode_sections`."""
+    return decode_sections(plaintext, header, where)[0]
 
-    The document must repeat the file header byte for byte, which binds every header byte to
-    the authenticated content. Unknown keys are ignored (and dropped on the next write).
+
+def decode_sections(
+    plaintext: bytes, header: Header, where: str
+) -> tuple[dict[str, Credential], dict[str, dict[str, Any]]]:
+    """Parse the decrypted document: the credentials by alias and the agent profiles by name.
+
+    Anything malformed is a StoreCorruptError. The document must repeat the file header byte
+    for byte, which binds every header byte to the authenticated content. A document without
+    ``agents`` (every store written before profiles existed) has none. Other unknown keys are
+    ignored (and dropped on the next write). The store checks only the shape of a profile (a
+    map with a string ``name``); what its keys mean is :mod:`vultrino.agents`' business.
     """
 
     def corrupt(what: str) -> StoreCorruptError:
@@ -332,7 +352,20 @@ def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, C
             created_at=created,
             updated_at=updated,
         )
-    return out
+    agents: dict[str, dict[str, Any]] = {}
+    raw_agents = doc.get("agents", [])
+    if not isinstance(raw_agents, list):
+        raise corrupt("the agent list is not a list")
+    for index, rec in enumerate(raw_agents):
+        if not isinstance(rec, dict) or not _all_str(rec):
+            raise corrupt(f"agent profile {index} is not a map with string keys")
+        name = rec.get("name")
+        if not isinstance(name, str) or not name:
+            raise corrupt(f"agent profile {index} has no name")
+        if name in agents:
+            raise corrupt(f"agent profile {index} repeats a name")
+        agents[name] = rec
+    return out, agents
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -498,8 +531,11 @@ class CredentialStore:
         signature: _Signature,
         fingerprint: bytes,
         lock_timeout: float,
+        agents: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._agents: dict[str, dict[str, Any]] = agents or {}
+        self._pending_agents: dict[str, dict[str, Any]] | None = None
         self._path = path
         self._password: bytearray | None = password
         self._key: bytearray | None = key
@@ -591,13 +627,14 @@ class CredentialStore:
                 "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
                 "from a backup"
             ) from None
-        records = decode_document(plaintext, header, str(path))
+        records, agents = decode_sections(plaintext, header, str(path))
         return cls(
             path,
             password=pw,
             key=key,
             header=header,
             records=records,
+            agents=agents,
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
@@ -624,6 +661,7 @@ class CredentialStore:
             self._key = None
             self._password = None
             self._records = {}
+            self._agents = {}
             self._sorted = None
 
     def __repr__(self) -> str:
@@ -654,6 +692,12 @@ class CredentialStore:
         with self._mutex:
             self._refresh(force=False)
             return _copy_credential(self._lookup(self._records, alias))
+
+    def agent_records(self) -> list[dict[str, Any]]:
+        """Every agent profile record, sorted by name (copies)."""
+        with self._mutex:
+            self._refresh(force=False)
+            return [_copy_value(self._agents[n]) for n in sorted(self._agents)]
 
     # -- writing --------------------------------------------------------------------------
 
@@ -698,6 +742,45 @@ class CredentialStore:
             old = self._lookup(records, alias)
             del records[old.alias]
             return _copy_credential(old)
+
+        return self._mutate(apply)
+
+    def put_agent(self, record: dict[str, Any], *, replace: bool = False) -> dict[str, Any] | None:
+        """Store an agent profile record (a map with a string ``name``), atomically.
+
+        Returns the record it replaced, or None. AgentExistsError if the name is taken and not
+        ``replace``.
+        """
+        name = record.get("name") if isinstance(record, dict) else None
+        if not isinstance(name, str) or not name:
+            raise AgentValidationError("an agent profile needs a non-empty string name")
+        _check_str_dict(record, f"the profile of agent {name!r}")
+        _check_packable(record, f"key of agent profile {name!r}")
+        copied = _copy_value(record)
+
+        def apply(records: dict[str, Credential]) -> dict[str, Any] | None:
+            old = self._agents.get(name)
+            if old is not None and not replace:
+                raise AgentExistsError(
+                    f"an agent named {name!r} already exists; remove it first "
+                    "(`vultrino agent remove`) or replace it (--force / replace=True)"
+                )
+            self._pending_agents = {**self._agents, name: copied}
+            return old
+
+        return self._mutate(apply)
+
+    def remove_agent(self, name: str) -> dict[str, Any]:
+        """Delete agent profile ``name`` and return its record; AgentNotFoundError if absent."""
+
+        def apply(records: dict[str, Credential]) -> dict[str, Any]:
+            old = self._agents.get(name)
+            if old is None:
+                raise AgentNotFoundError(
+                    f"no agent named {name!r}; `vultrino agent list` shows them"
+                )
+            self._pending_agents = {k: v for k, v in self._agents.items() if k != name}
+            return old
 
         return self._mutate(apply)
 
@@ -761,8 +844,13 @@ class CredentialStore:
                 self._refresh(force=True)
                 key = self._live_key()
                 records = dict(self._records)
-                result = apply(records)
-                self._write(records, self._header.kdf, self._header.salt, key, None)
+                self._pending_agents = None
+                try:
+                    result = apply(records)
+                    agents = self._pending_agents
+                finally:
+                    self._pending_agents = None
+                self._write(records, self._header.kdf, self._header.salt, key, None, agents=agents)
             return result
 
     def _write(
@@ -772,16 +860,22 @@ class CredentialStore:
         salt: bytes,
         key: bytearray,
         new_password: bytearray | None,
+        *,
+        agents: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        """Seal and atomically replace the file. Caller holds the mutex and the file lock."""
+        """Seal and atomically replace the file. Caller holds the mutex and the file lock.
+
+        ``agents`` None keeps the profiles as they are."""
         _remove_stale_temps(self._path)
         header = _sealing.new_header(params, salt)
-        data = _sealing.seal_box(key, header, encode_document(header, records))
+        profiles = self._agents if agents is None else agents
+        data = _sealing.seal_box(key, header, encode_document(header, records, profiles))
         tmp = _write_temp(self._path, data)
         _replace(tmp, self._path)
         # The new file is in place: from here on, our view must match it.
         self._header = header
         self._records = records
+        self._agents = profiles
         self._sorted = None
         self._fingerprint = _fingerprint(data)
         try:
@@ -826,7 +920,7 @@ class CredentialStore:
             key = _sealing.derive_key(bytes(password), header.salt, header.kdf)
         try:
             plaintext = _sealing.open_box(key, header, data)
-            records = decode_document(plaintext, header, where)
+            records, agents = decode_sections(plaintext, header, where)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -847,6 +941,7 @@ class CredentialStore:
             _sealing.wipe(old)
         self._header = header
         self._records = records
+        self._agents = agents
         self._sorted = None
         self._fingerprint = _fingerprint(data)
         self._signature = signature

@@ -1,0 +1,557 @@
+"""Agent profiles: each agent gets only the credentials, tools and actions it needs.
+
+A profile is stored sealed inside credentials.enc (so it cannot be widened by editing a plain
+file) and names what one agent may see and do::
+
+    v.add_agent("ci-bot", credentials=["github*"], tools=["http_request"],
+                allow=["GET https://api.github.com/repos/*"], rate="60/min",
+                approve=["http_request"])           # -> (AgentInfo, token shown once)
+    scoped = v.as_agent("ci-bot", approver=ask)     # the same facade, narrowed
+    scoped.credentials(); scoped.tools(); scoped.call_tool("http_request", {...})
+
+The rules (docs/agents.md):
+
+- ``credentials``: globs over aliases. A credential outside them is invisible: it is not
+  listed, not named in tool schemas, and using it fails exactly as an alias that does not
+  exist.
+- ``tools``: globs over MCP tool names. ``list_credentials`` is always available (it lists only
+  the profile's credentials). A tool outside them is unknown to the agent.
+- ``actions``: globs over ``ACTION`` or ``PLUGIN:ACTION`` (default ``*``). A tool or
+  ``execute`` whose action does not match is refused.
+- ``allow``: URL patterns (docs/http.md syntax) that narrow every HTTP request the agent makes:
+  a request, and every redirect hop, must match the credential's allowlist *and* one of these.
+- ``rate``: ``N/UNIT`` (``60/min``): a token bucket of N calls refilled over UNIT, per agent and
+  per process (each server process keeps its own buckets).
+- ``approve``: globs over tool names, ``ACTION`` or ``PLUGIN:ACTION``; a matching call runs only
+  after a person approves it (through MCP elicitation, or the ``approver`` callback).
+
+The HTTP bearer token is generated at ``add``, returned once, and only its SHA-256 is stored;
+tokens are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+from vultrino.errors import (
+    AgentPolicyError,
+    AgentValidationError,
+    ApprovalError,
+    CredentialNotFoundError,
+    CredentialValidationError,
+    RateLimitedError,
+)
+
+if TYPE_CHECKING:
+    from vultrino.core import CredentialInfo, ToolInfo, Vultrino
+
+__all__ = [
+    "AGENT_NAME_RE",
+    "AgentInfo",
+    "AgentProfile",
+    "AgentScope",
+    "Approval",
+    "ApprovalRequest",
+    "Approver",
+    "Rate",
+    "RateLimiter",
+    "hash_token",
+    "new_token",
+    "parse_rate",
+]
+
+AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+TOKEN_PREFIX = "vagent_"  # noqa: S105 - a prefix that makes the token recognisable, not a secret
+GLOB_MAX_LENGTH = 200
+ALWAYS_VISIBLE_TOOLS = frozenset({"list_credentials"})
+
+Approval = Literal["granted", "declined", "unavailable"]
+
+_UNITS: dict[str, float] = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
+
+
+# --- rate ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` calls per ``period`` seconds; ``text`` is the spelling it was given in."""
+
+    count: int
+    period: float
+    text: str
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse ``N/UNIT`` or ``N/KUNIT`` (``60/min``, ``5/s``, ``1000/day``, ``10/5min``)."""
+    m = _RATE_RE.match(text.lower()) if isinstance(text, str) else None
+    unit = None
+    if m is not None:
+        word = m.group(3)
+        unit = _UNITS.get(word)
+        if unit is None and len(word) > 3 and word.endswith("s"):  # plurals: mins, hours
+            unit = _UNITS.get(word[:-1])
+    if m is None or unit is None:
+        raise AgentValidationError(
+            f"rate {str(text)[:40]!r} is not N/UNIT: use for example 60/min, 5/s, 1000/day "
+            "(units: s, min, h, day)"
+        )
+    count = int(m.group(1))
+    multiplier = int(m.group(2)) if m.group(2) else 1
+    if count < 1 or multiplier < 1:
+        raise AgentValidationError(f"rate {text!r}: the count and the period must be at least 1")
+    return Rate(count=count, period=unit * multiplier, text=text.strip())
+
+
+class RateLimiter:
+    """Token buckets per agent: ``rate.count`` calls at once, refilled evenly over the period.
+
+    One limiter lives in each :class:`~vultrino.core.Vultrino`, so limits hold per process.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float, Rate]] = {}  # name -> (tokens, at, rate)
+
+    def take(self, agent: str, rate: Rate) -> float:
+        """Take one token: 0.0 when the call may go ahead, else seconds until one is free."""
+        now = self._clock()
+        with self._lock:
+            tokens, at, old = self._buckets.get(agent, (float(rate.count), now, rate))
+            if old != rate:  # the profile changed: start its new bucket full
+                tokens, at = float(rate.count), now
+            tokens = min(float(rate.count), tokens + (now - at) * rate.count / rate.period)
+            if tokens >= 1.0:
+                self._buckets[agent] = (tokens - 1.0, now, rate)
+                return 0.0
+            self._buckets[agent] = (tokens, now, rate)
+            return (1.0 - tokens) * rate.period / rate.count
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def new_token() -> str:
+    """A fresh bearer token for an agent (256 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What the store keeps of a token: ``sha256:<hex>`` (tokens are random, so no KDF)."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What a person is asked to approve. ``summary`` is a short, secret-free description."""
+
+    agent: str
+    plugin: str
+    action: str
+    alias: str | None
+    tool: str | None
+    summary: str
+
+    def message(self) -> str:
+        via = (
+            f"tool {self.tool!r} ({self.plugin}:{self.action})"
+            if self.tool
+            else (f"action {self.plugin}:{self.action}")
+        )
+        cred = f" with credential {self.alias!r}" if self.alias else ""
+        return f"Agent {self.agent!r} asks to run {via}{cred}: {self.summary}. Approve this call?"
+
+
+Approver = Callable[[ApprovalRequest], Approval]
+"""Asks a person; returns ``granted``, ``declined`` or ``unavailable`` (no way to ask)."""
+
+
+# --- the profile -----------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
+        shown = name[:40] if isinstance(name, str) else type(name).__name__
+        raise AgentValidationError(
+            f"agent name {shown!r} is not valid: use 1 to 64 lowercase letters, digits, '-' or "
+            "'_', starting with a letter or digit"
+        )
+    return name
+
+
+def _globs(values: Iterable[str] | None, option: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for raw in values or ():
+        if not isinstance(raw, str):
+            raise AgentValidationError(f"{option} expects strings, got {type(raw).__name__}")
+        g = raw.strip()
+        if not g or len(g) > GLOB_MAX_LENGTH or not g.isprintable():
+            raise AgentValidationError(
+                f"{option} {raw[:40]!r} is not a usable glob: it must be 1 to "
+                f"{GLOB_MAX_LENGTH} printable characters (for example 'github-*')"
+            )
+        if g not in out:
+            out.append(g)
+    return tuple(out)
+
+
+def _matches(globs: Sequence[str], *names: str) -> bool:
+    return any(fnmatch.fnmatchcase(n, g) for g in globs for n in names)
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """One agent's policy, as stored. See the module docstring for what each part means."""
+
+    name: str
+    description: str = ""
+    credentials: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ("*",)
+    allow: tuple[str, ...] = ()
+    approve: tuple[str, ...] = ()
+    rate: Rate | None = None
+    token_hash: str = field(default="", repr=False)
+    created_at: str = ""
+    updated_at: str = ""
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        *,
+        credentials: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        actions: Sequence[str] | None = None,
+        allow: Sequence[str] = (),
+        approve: Sequence[str] = (),
+        rate: str | None = None,
+        description: str = "",
+        token_hash: str = "",
+    ) -> AgentProfile:
+        """Validate every option and return the profile (AgentValidationError names the bad
+        option)."""
+        from vultrino.plugins.allowlist import validate_patterns
+
+        try:
+            patterns = tuple(validate_patterns(list(allow)))
+        except CredentialValidationError as exc:
+            raise AgentValidationError(f"--allow: {exc}") from None
+        if not isinstance(description, str):
+            raise AgentValidationError("the description must be a string")
+        acts = _globs(actions, "--action") if actions is not None else ("*",)
+        return cls(
+            name=validate_name(name),
+            description=description,
+            credentials=_globs(credentials, "--credential"),
+            tools=_globs(tools, "--tool"),
+            actions=acts,
+            allow=patterns,
+            approve=_globs(approve, "--approve"),
+            rate=parse_rate(rate) if rate else None,
+            token_hash=token_hash,
+        )
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def sees_credential(self, alias: str) -> bool:
+        return _matches(self.credentials, alias)
+
+    def sees_tool(self, tool: str) -> bool:
+        return tool in ALWAYS_VISIBLE_TOOLS or _matches(self.tools, tool)
+
+    def allows_action(self, plugin: str, action: str) -> bool:
+        return _matches(self.actions, action, f"{plugin}:{action}")
+
+    def needs_approval(self, plugin: str, action: str, tool: str | None) -> bool:
+        names = [action, f"{plugin}:{action}"] + ([tool] if tool else [])
+        return _matches(self.approve, *names)
+
+    def verify_token(self, token: str) -> bool:
+        """Whether ``token`` is this agent's (constant-time comparison of the digests)."""
+        if not self.token_hash:
+            return False
+        return hmac.compare_digest(hash_token(token).encode(), self.token_hash.encode())
+
+    # -- the sealed record -------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "credentials": list(self.credentials),
+            "tools": list(self.tools),
+            "actions": list(self.actions),
+            "allow": list(self.allow),
+            "approve": list(self.approve),
+            "rate": self.rate.text if self.rate else None,
+            "token_hash": self.token_hash,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> AgentProfile:
+        """Parse a stored record. A record this build cannot read grants nothing: it raises."""
+
+        def strs(key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+            value = rec.get(key, list(default))
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise AgentValidationError(
+                    f"the stored profile of agent {rec.get('name')!r} has a malformed {key!r}; "
+                    "remove it and add it again"
+                )
+            return tuple(value)
+
+        rate = rec.get("rate")
+        return cls(
+            name=str(rec.get("name", "")),
+            description=str(rec.get("description", "")),
+            credentials=strs("credentials"),
+            tools=strs("tools"),
+            actions=strs("actions", ("*",)),
+            allow=strs("allow"),
+            approve=strs("approve"),
+            rate=parse_rate(rate) if isinstance(rate, str) and rate else None,
+            token_hash=str(rec.get("token_hash", "")),
+            created_at=str(rec.get("created_at", "")),
+            updated_at=str(rec.get("updated_at", "")),
+        )
+
+    def info(self) -> AgentInfo:
+        return AgentInfo(
+            name=self.name,
+            description=self.description,
+            credentials=self.credentials,
+            tools=self.tools,
+            actions=self.actions,
+            allow=self.allow,
+            approve=self.approve,
+            rate=self.rate.text if self.rate else None,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """A profile as listings show it: everything but the token digest."""
+
+    name: str
+    description: str
+    credentials: tuple[str, ...]
+    tools: tuple[str, ...]
+    actions: tuple[str, ...]
+    allow: tuple[str, ...]
+    approve: tuple[str, ...]
+    rate: str | None
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "credentials": list(self.credentials),
+            "tools": list(self.tools),
+            "actions": list(self.actions),
+            "allow": list(self.allow),
+            "approve": list(self.approve),
+            "rate": self.rate,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def stamped(profile: AgentProfile, created_at: str | None) -> AgentProfile:
+    """``profile`` with timestamps: a replaced profile keeps its creation time."""
+    from dataclasses import replace
+
+    now = _now()
+    return replace(profile, created_at=created_at or now, updated_at=now)
+
+
+# --- the scoped facade -----------------------------------------------------------------------
+
+
+def summarize(plugin: str, action: str, params: Mapping[str, Any]) -> str:
+    """A short, one-line description of a call for an approval prompt (no secret is in the
+    parameters: they come from the agent)."""
+    import json
+
+    if plugin == "http" and "url" in params:
+        return f"{str(params.get('method', 'GET')).upper()} {params['url']}"[:500]
+    text = json.dumps(dict(params), ensure_ascii=False, default=str, sort_keys=True)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+class AgentScope:
+    """A :class:`~vultrino.core.Vultrino` narrowed to one agent's profile.
+
+    Made by ``Vultrino.as_agent(name, approver=...)``. Every call re-reads the profile from the
+    store, so removing or changing a profile takes effect on the next call. The facade enforces
+    the profile (one implementation, used by scripts and the MCP server alike); this class is
+    what callers hold and the hooks the facade calls.
+    """
+
+    def __init__(self, v: Vultrino, name: str, *, approver: Approver | None = None) -> None:
+        self.v = v
+        self.name = name
+        self.approver = approver
+        self.profile()  # an unknown agent fails here, not on the first call
+
+    def profile(self) -> AgentProfile:
+        return self.v.agent_profile(self.name)
+
+    # -- what the agent sees -----------------------------------------------------------------
+
+    def credentials(self) -> list[CredentialInfo]:
+        """The profile's credentials (metadata only)."""
+        p = self.profile()
+        return [c for c in self.v.credentials() if p.sees_credential(c.alias)]
+
+    def credential_info(self, alias: str) -> CredentialInfo:
+        if not self.profile().sees_credential(alias):
+            raise hidden_credential(alias)
+        return self.v.credential_info(alias)
+
+    def tools(self) -> list[ToolInfo]:
+        """The profile's tools; their ``credential`` descriptions name only its credentials."""
+        p = self.profile()
+        return [
+            t
+            for t in self.v.tools(visible=p.sees_credential)
+            if p.sees_tool(t.name)
+            and (t.name in ALWAYS_VISIBLE_TOOLS or p.allows_action(t.plugin, t.action))
+        ]
+
+    # -- what the agent does -----------------------------------------------------------------
+
+    def call_tool(self, name: str, arguments: Mapping[str, Any], *, source: str = "mcp") -> Any:
+        return self.v.call_tool(name, arguments, source=source, scope=self)
+
+    def execute(
+        self,
+        alias: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        plugin: str | None = None,
+        source: str = "api",
+    ) -> Any:
+        return self.v.execute(alias, action, params, plugin=plugin, source=source, scope=self)
+
+    def run_action(
+        self,
+        plugin: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        source: str = "api",
+    ) -> Any:
+        return self.v.run_action(plugin, action, params, source=source, scope=self)
+
+    def refresh(self) -> bool:
+        return self.v.refresh()
+
+    # -- the hook the facade calls before an action runs -------------------------------------
+
+    def admit(
+        self,
+        profile: AgentProfile,
+        *,
+        plugin: str,
+        action: str,
+        alias: str | None,
+        tool: str | None,
+        params: Mapping[str, Any],
+        record: dict[str, Any],
+    ) -> None:
+        """Action allowlist, then rate limit, then approval; raise AgentPolicyError to refuse.
+
+        The rate limit is taken before asking for approval, so a refused agent cannot flood a
+        person with prompts. The approval outcome goes into the audit ``record``.
+        """
+        if not profile.allows_action(plugin, action):
+            raise AgentPolicyError(
+                f"agent {self.name!r} may not run action {plugin}:{action} (its profile allows "
+                f"actions: {', '.join(profile.actions) or 'none'}); ask the user to change the "
+                "profile with `vultrino agent add --force`",
+                agent=self.name,
+                plugin=plugin,
+            )
+        if profile.rate is not None:
+            wait = self.v.rate_limiter.take(self.name, profile.rate)
+            if wait > 0:
+                raise RateLimitedError(
+                    f"agent {self.name!r} is over its rate limit of {profile.rate.text}; "
+                    f"try again in {max(wait, 0.1):.1f} s",
+                    agent=self.name,
+                    retry_after=wait,
+                    plugin=plugin,
+                )
+        if profile.needs_approval(plugin, action, tool):
+            request = ApprovalRequest(
+                agent=self.name,
+                plugin=plugin,
+                action=action,
+                alias=alias,
+                tool=tool,
+                summary=summarize(plugin, action, params),
+            )
+            outcome: Approval = self.approver(request) if self.approver else "unavailable"
+            record["approval"] = outcome
+            if outcome == "declined":
+                raise ApprovalError(
+                    f"the user declined this call of {tool or action!r} by agent {self.name!r}; "
+                    "do not retry it unless the user asks",
+                    agent=self.name,
+                    approval=outcome,
+                    plugin=plugin,
+                )
+            if outcome != "granted":
+                raise ApprovalError(
+                    f"{tool or action!r} needs a person's approval for agent {self.name!r}, and "
+                    "there is no way to ask for it here (the MCP client did not declare the "
+                    "elicitation capability on a protocol version that carries it); use a client "
+                    "that does, or ask the user to drop --approve from the profile",
+                    agent=self.name,
+                    approval="unavailable",
+                    plugin=plugin,
+                )
+
+
+def hidden_credential(alias: str) -> CredentialNotFoundError:
+    """The error for an alias outside the profile: word for word the store's error for an
+    alias that does not exist, so an agent cannot probe which aliases exist."""
+    return CredentialNotFoundError(f"no credential named {alias!r}; `vultrino list` shows them")

@@ -1,0 +1,258 @@
+"""`vultrino agent add|list|info|remove` (agent profiles) and `vultrino audit`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vultrino.cli._common import (
+    HomeOpt,
+    JsonOpt,
+    confirm_or_yes,
+    emit_json,
+    err,
+    handle_errors,
+    open_vultrino,
+    table,
+)
+from vultrino.errors import AgentValidationError
+
+app = typer.Typer(no_args_is_help=True, help="Agent profiles: what each agent may see and do.")
+
+
+def _write_token_file(path: Path, token: str) -> None:
+    """Write the token to a new file only its owner can read (an existing file is refused)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AgentValidationError(
+            f"--token-file {path} already exists; name a new file (the token is written once)"
+        ) from None
+    except OSError as exc:
+        raise AgentValidationError(
+            f"--token-file {path}: cannot create it ({exc.strerror})"
+        ) from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+
+
+def _show(info: Any) -> None:
+    typer.echo(f"name:        {info.name}")
+    typer.echo(f"description: {info.description}")
+    typer.echo(f"credentials: {', '.join(info.credentials) or '(none)'}")
+    typer.echo(f"tools:       {', '.join(info.tools) or '(none; list_credentials only)'}")
+    typer.echo(f"actions:     {', '.join(info.actions) or '(none)'}")
+    typer.echo(f"allow:       {', '.join(info.allow) or '(no narrowing)'}")
+    typer.echo(f"approve:     {', '.join(info.approve) or '(none)'}")
+    typer.echo(f"rate:        {info.rate or '(unlimited)'}")
+    typer.echo(f"created:     {info.created_at}")
+    typer.echo(f"updated:     {info.updated_at}")
+
+
+@app.command("add")
+@handle_errors()
+def agent_add(
+    name: Annotated[str, typer.Argument(help="The agent's name (lowercase, digits, - and _).")],
+    credential: Annotated[
+        list[str] | None,
+        typer.Option("--credential", "-c", help="Glob of credential aliases it may use."),
+    ] = None,
+    tool: Annotated[
+        list[str] | None, typer.Option("--tool", "-t", help="Glob of MCP tool names it may call.")
+    ] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option("--action", "-a", help="Glob of ACTION or PLUGIN:ACTION (default: any)."),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help="URL pattern narrowing its HTTP requests ('GET https://…')."),
+    ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option("--approve", help="Glob of tools or actions that need a person's approval."),
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option("--rate", help="Rate limit N/UNIT, e.g. 60/min (per process).")
+    ] = None,
+    description: Annotated[str, typer.Option("--description", "-d", help="A note.")] = "",
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Write the HTTP token to this new 0600 file instead."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing profile (issues a new token).")
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add an agent profile and print its HTTP bearer token once.
+
+    Nothing is granted unless named: give --credential and --tool globs.
+
+    Example: vultrino agent add ci-bot --credential 'github*' --tool http_request --rate 60/min
+    """
+    if token_file is not None and os.path.lexists(token_file):
+        raise AgentValidationError(
+            f"--token-file {token_file} already exists; name a new file (the token is written once)"
+        )
+    with open_vultrino(home) as v:
+        info, token = v.add_agent(
+            name,
+            credentials=credential or [],
+            tools=tool or [],
+            actions=action,
+            allow=allow or [],
+            approve=approve or [],
+            rate=rate,
+            description=description,
+            replace=force,
+        )
+        if token_file is not None:
+            try:
+                _write_token_file(token_file, token)
+            except AgentValidationError:
+                if not force:
+                    v.remove_agent(name)  # a profile whose token nobody has is useless
+                raise
+        scope = v.as_agent(name)
+        unmatched = _unmatched(info.credentials, [c.alias for c in scope.credentials()])
+        unmatched += _unmatched(info.tools, [t.name for t in scope.tools()])
+    for glob in unmatched:
+        err(f"note: {glob!r} matches nothing yet (it will once a matching one exists)")
+    if json_out:
+        out = info.to_dict()
+        out["token"] = None if token_file is not None else token
+        out["token_file"] = str(token_file) if token_file is not None else None
+        emit_json(out)
+        return
+    err(f"{'replaced' if force else 'added'} agent {info.name}")
+    if token_file is not None:
+        err(f"its HTTP bearer token is in {token_file} (mode 0600)")
+    else:
+        err("its HTTP bearer token (shown only now; `--force` issues a new one):")
+        typer.echo(token)
+
+
+def _unmatched(globs: tuple[str, ...], names: list[str]) -> list[str]:
+    import fnmatch
+
+    return [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+
+
+@app.command("list")
+@handle_errors()
+def agent_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List agent profiles.
+
+    Example: vultrino agent list --json
+    """
+    with open_vultrino(home) as v:
+        infos = v.agents()
+    if json_out:
+        emit_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        err("no agents yet: add one with `vultrino agent add NAME --credential GLOB --tool GLOB`")
+        return
+    table(
+        [
+            (i.name, ",".join(i.credentials), ",".join(i.tools), i.rate or "-", i.description)
+            for i in infos
+        ],
+        ("name", "credentials", "tools", "rate", "description"),
+    )
+
+
+@app.command("info")
+@handle_errors()
+def agent_info(
+    name: Annotated[str, typer.Argument(help="The agent's name.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show an agent profile (never its token).
+
+    Example: vultrino agent info ci-bot
+    """
+    with open_vultrino(home) as v:
+        info = v.agent_info(name)
+    if json_out:
+        emit_json(info.to_dict())
+    else:
+        _show(info)
+
+
+@app.command("remove")
+@handle_errors()
+def agent_remove(
+    name: Annotated[str, typer.Argument(help="The agent's name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove an agent profile; its token stops working at once.
+
+    Example: vultrino agent remove ci-bot --yes
+    """
+    with open_vultrino(home) as v:
+        v.agent_info(name)  # fail before asking when it does not exist
+        confirm_or_yes(f"Remove agent {name!r}?", yes)
+        info = v.remove_agent(name)
+    if json_out:
+        emit_json({"removed": info.name})
+    else:
+        err(f"removed agent {info.name}")
+
+
+@handle_errors()
+def audit_show(
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Only this agent ('-': calls with no agent).")
+    ] = None,
+    alias: Annotated[str | None, typer.Option("--alias", help="Only this credential.")] = None,
+    outcome: Annotated[str | None, typer.Option("--outcome", help="ok, error or denied.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="1h, 30m, 2d, or an ISO-8601 time.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Only the newest N.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the audit log (one record per action), oldest first.
+
+    Reading it needs no password: it never holds a secret.
+
+    Example: vultrino audit --agent ci-bot --outcome denied --since 1h
+    """
+    from vultrino import audit as audit_log
+    from vultrino.cli._common import home_arg
+    from vultrino.paths import resolve_home
+
+    h = resolve_home(home_arg(home))
+    records = audit_log.query(
+        h.audit_log, agent=agent, alias=alias, outcome=outcome, since=since, limit=limit
+    )
+    if json_out:
+        emit_json(records)
+        return
+    if not records:
+        err("no matching audit records")
+        return
+    table(
+        [
+            (
+                str(r.get("ts", "")),
+                str(r.get("agent") or "-"),
+                str(r.get("alias") or "-"),
+                f"{r.get('plugin')}:{r.get('action')}",
+                str(r.get("outcome", "")),
+                str(r.get("error") or r.get("approval") or ""),
+            )
+            for r in records
+        ],
+        ("time", "agent", "alias", "action", "outcome", "detail"),
+    )
