@@ -515,9 +515,15 @@ class Vultrino:
         *,
         subdir: str | None = None,
         force: bool = False,
+        build: bool = False,
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> InstallResult:
+        """Install a plugin (see :func:`vultrino.plugins.installer.install`).
+
+        ``build=True`` allows building a source without a prebuilt module, which runs its
+        build scripts; without it such a source raises ``BuildRequiredError``.
+        """
         from vultrino.plugins import installer
 
         self.home.ensure()
@@ -529,6 +535,7 @@ class Vultrino:
                 registry=self.registry,
                 subdir=subdir,
                 force=force,
+                build=build,
                 build_output=build_output,
                 progress=progress,
             )
