@@ -29,7 +29,7 @@ from vultrino.errors import (
     PluginMemoryError,
     PluginTrapError,
 )
-from vultrino.runtime import abi
+from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
 from vultrino.runtime.cache import ModuleCache
 from vultrino.runtime.engine import MIB, WASM_PAGE, GuestExit, Limits, ModuleShape
@@ -138,6 +138,12 @@ class PluginModule:
         self._local = threading.local()
         try:
             session = self._new_session()
+        except GuestExit as exc:  # proc_exit in the start function
+            raise ModuleError(
+                f"plugin {plugin!r}: the module cannot start: its start function called "
+                f"proc_exit({exc.code})",
+                plugin=plugin,
+            ) from None
         except EngineError as exc:
             what = "" if isinstance(exc, ModuleError) else "the module cannot start: "
             raise ModuleError(f"plugin {plugin!r}: {what}{exc}", plugin=plugin) from exc
@@ -231,7 +237,7 @@ class PluginModule:
         """A session from ``make``; a failure to start one names the plugin too."""
         try:
             return make()
-        except EngineError as exc:
+        except (EngineError, GuestExit) as exc:  # GuestExit: proc_exit in the start function
             raise self._error(exc, None) from exc
 
     def _acquire(self) -> abi.Session:
@@ -476,6 +482,7 @@ class WasmRuntime:
         if bytes(wasm[:4]) != b"\0asm":
             raise ModuleError("not a WebAssembly binary (it does not start with \\0asm)")
         abi.check_counts(wasm)
+        _signatures.check_signatures(wasm)  # before any engine reads the module's types
         engine = self.engine
         key = (sha, engine.name, engine.version, self._fingerprint)
         native: object | None = None
