@@ -108,6 +108,11 @@ def _any_map(result: Any, _: str) -> list[str]:
     return [] if isinstance(result, dict) else [f"expected a map, got {result!r:.200}"]
 
 
+def _random_errnos(result: Any, _: str) -> list[str]:
+    """EFAULT (21) for the three ranges outside memory, success for the one inside."""
+    return [] if result == [21, 21, 21, 0] else [f"expected [21, 21, 21, 0], got {result!r:.200}"]
+
+
 def _hex_scrubbed(result: Any, _: str) -> list[str]:
     if not isinstance(result, str) or "[REDACTED]" not in result:
         return [f"expected a hex string with the secret scrubbed, got {result!r:.200}"]
@@ -141,6 +146,13 @@ EXPECT: dict[str, Expect] = {
     "missing_export": Expect(refused=("ModuleError", "cabi_realloc")),
     "huge_initial_memory": Expect(refused=("ModuleError", "memory")),
     "start_loops": Expect(refused=("ModuleError", "deadline")),
+    "simd_signature": Expect(refused=("ModuleError", "v128")),
+    "gc_signature": Expect(refused=("ModuleError", "GC")),
+    "wasi_externref": Expect(refused=("ModuleError", "externref")),
+    "start_proc_exit": Expect(refused=("ModuleError", "proc_exit(4)|exited with code 4")),
+    "random_bad_pointer": Expect(check=_random_errnos),
+    "deep_nesting": Expect(_ABI, "levels deep"),
+    "empty_map_flood": Expect(_ABI, "values"),
     "wasi_file_open": Expect(check=_all_refused),
     "env_read": Expect(check=_empty_environment),
     "stdout_write": Expect(check=_echo_of_misbehave),
