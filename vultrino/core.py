@@ -116,6 +116,17 @@ def resolve_password(password: str | None, prompt: Prompt | None) -> str:
     file = os.environ.get(ENV_PASSWORD_FILE)
     if file:
         try:
+            mode = os.stat(file).st_mode
+        except OSError as exc:
+            raise PasswordRequiredError(
+                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+            ) from exc
+        if mode & 0o077:  # as the MCP token file: a password others can read is no secret
+            raise ConfigError(
+                f"{ENV_PASSWORD_FILE}={file}: the password file is readable or writable by "
+                f"other users (mode {mode & 0o777:o}); run `chmod 600 {file}`"
+            )
+        try:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise PasswordRequiredError(

@@ -151,6 +151,8 @@ EXPECT: dict[str, Expect] = {
     "wasi_externref": Expect(refused=("ModuleError", "externref")),
     "start_proc_exit": Expect(refused=("ModuleError", "proc_exit(4)|exited with code 4")),
     "random_bad_pointer": Expect(check=_random_errnos),
+    "log_raw_request": Expect(check=_logged),
+    "remembers_credential": Expect(check=_echo_of_misbehave),
     "deep_nesting": Expect(_ABI, "levels deep"),
     "empty_map_flood": Expect(_ABI, "values"),
     "wasi_file_open": Expect(check=_all_refused),
@@ -168,6 +170,10 @@ EXPECT: dict[str, Expect] = {
 #: Guests that cost about a deadline per call; the CI-sized in-process CLI run leaves them to
 #: the API and MCP runs (and the slow full CLI run).
 EXPENSIVE = frozenset({"endless_loop", "log_flood", "stdout_flood", "newline_flood"})
+
+
+#: Guests whose credential's secret spans several lines.
+MULTILINE_SECRET = frozenset({"log_raw_request"})
 
 
 @dataclass(frozen=True)
@@ -192,8 +198,12 @@ class Guest:
 
     @property
     def secret(self) -> str:
-        """The secret field value of this guest's credential (distinct per guest)."""
-        return f"sk-{self.stem.replace('_', '-')}-Q7z9Xw2Lp4Vb"
+        """The secret field value of this guest's credential (distinct per guest); the guests
+        in :data:`MULTILINE_SECRET` get one that spans three lines, as a PEM key does."""
+        secret = f"sk-{self.stem.replace('_', '-')}-Q7z9Xw2Lp4Vb"
+        if self.stem in MULTILINE_SECRET:
+            return f"-----BEGIN TEST KEY-----\n{secret}\nline-three-{secret[::-1]}\n"
+        return secret
 
     @property
     def module(self) -> str:

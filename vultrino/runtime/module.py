@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from vultrino.errors import (
 )
 from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
+from vultrino.runtime._logtext import escape_control
 from vultrino.runtime.cache import ModuleCache
 from vultrino.runtime.engine import MIB, WASM_PAGE, GuestExit, Limits, ModuleShape
 from vultrino.runtime.engine import Engine as EngineAdapter
@@ -49,7 +49,6 @@ MAX_LOG_LINES_PER_CALL: Final = 1000
 
 LogFunc = Callable[[str, str], None]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -65,10 +64,6 @@ def _size(n: int) -> str:
     if n % MIB == 0:
         return f"{n // MIB} MiB"
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
 
 
 class _PluginLog:
@@ -93,7 +88,7 @@ class _PluginLog:
         self.remaining -= 1
         if len(text) > MAX_LOG_MESSAGE:
             text = text[:MAX_LOG_MESSAGE] + " [...]"
-        text = _CONTROL.sub(_escape, text)
+        text = escape_control(text)
         if self._log is not None:
             self._log(level, text)
         else:
