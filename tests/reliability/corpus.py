@@ -31,6 +31,7 @@ import wasmtime
 from tests.leakcheck import LeakCheck
 from vultrino import errors
 
+MIB = 1024 * 1024
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
 PRELUDE = ";;@prelude"
 
@@ -44,6 +45,12 @@ PAD = "p" * 300
 MAX_GROWTH_CALLS = 120
 #: A guard against a hung process, never a performance assertion.
 HANG_GUARD_S = 120.0
+#: How much a host's resident memory may grow while it serves one hostile call: every instance
+#: of the plugin at the memory cap (4 x 32 MiB under CONFIG), plus 64 MiB for everything the
+#: host does around the call (compiling, decoding an answer of at most 1 MiB, scrubbing it). A
+#: bound from the documented limits, not a measurement target: a guest that made the host
+#: allocate outside its sandbox (2 GiB for a bad random_get pointer) exceeds it at once.
+HOST_MEMORY_BOUND_MIB = 4 * 32 + 64
 
 
 # --- expectations ------------------------------------------------------------------------------
@@ -361,6 +368,10 @@ class Trial:
     survived: bool = False
     usable: bool | None = None  # None: not applicable (refused at install)
     seconds: float = 0.0
+    #: How much the host's resident memory grew during misbehave (peak minus the RSS before
+    #: it; for a CLI process, its peak minus the peak of the same plugin's ping process), in
+    #: MiB; None where it could not be measured.
+    host_growth_mib: float | None = None
     notes: list[str] = field(default_factory=list)  # surface-specific problems
     #: Everything the trial saw (results, errors, stdout, stderr, plugin log lines), for the
     #: leak scanner.
@@ -381,6 +392,11 @@ def judge(guest: Guest, trial: Trial) -> list[str]:
     problems = list(trial.notes)
     if not trial.survived:
         problems.append("the host did not survive")
+    if trial.host_growth_mib is not None and trial.host_growth_mib > HOST_MEMORY_BOUND_MIB:
+        problems.append(
+            f"the host's memory grew {trial.host_growth_mib:.0f} MiB during the call, past the "
+            f"{HOST_MEMORY_BOUND_MIB} MiB the limits allow"
+        )
     if ex.refused is not None:
         cls, fragment = ex.refused
         if trial.refused is None:
