@@ -201,7 +201,8 @@ class _Subprocess:
         chunks: dict[str, str] = {}
 
         def drain(name: str, stream: IO[str]) -> None:
-            chunks[name] = stream.read()
+            with stream:
+                chunks[name] = stream.read()
 
         readers = [
             threading.Thread(target=drain, args=("out", proc.stdout)),
