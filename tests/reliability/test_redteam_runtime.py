@@ -187,3 +187,41 @@ def test_exotic_interface_types_are_refused_through_the_cli_and_from_disk(
     assert r.returncode == ModuleError.exit_code, (r.returncode, r.stderr)
     assert "imports and exports may use only" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_answer_limits_are_exact() -> None:
+    """64 levels and 100 000 values pass; one more of either is a PluginABIError naming it."""
+    from vultrino import _msgpack
+    from vultrino.errors import PluginABIError
+    from vultrino.runtime import abi
+
+    def nested(levels: int) -> bytes:  # {"ok": [[...nil...]]}: the map is level 1
+        return b"\x81\xa2ok" + b"\x91" * (levels - 1) + b"\xc0"
+
+    assert abi.decode_abi2(nested(abi.MAX_ANSWER_DEPTH))["ok"] is not None
+    with pytest.raises(PluginABIError, match="64 levels deep"):
+        abi.decode_abi2(nested(abi.MAX_ANSWER_DEPTH + 1))
+
+    def values(n: int) -> bytes:  # {"ok": [0] * (n - 3)}: map key, map value, n - 3 elements
+        return _msgpack.packb({"ok": [0] * (n - 3)})
+
+    assert len(abi.decode_abi2(values(abi.MAX_ANSWER_VALUES))["ok"]) == abi.MAX_ANSWER_VALUES - 3
+    with pytest.raises(PluginABIError, match="more than 100000 values"):
+        abi.decode_abi2(values(abi.MAX_ANSWER_VALUES + 1))
+    with pytest.raises(PluginABIError, match="more than 100000 values"):  # one array's header
+        abi.decode_abi2(b"\x81\xa2ok\xdd" + (10**6).to_bytes(4, "big") + b"\xc0" * 10**6)
+
+
+def test_interface_reader_leaves_plain_and_internal_simd_modules_alone() -> None:
+    """SIMD inside a module (as Rust emits it) is fine; only the interface is checked."""
+    from vultrino.runtime._signatures import check_signatures
+
+    inside = corpus.wat_source("trap_unreachable").replace(
+        "(func $misbehave",
+        "(func $simd (param v128) (result v128) (local.get 0))\n  (func $misbehave",
+    )
+    check_signatures(bytes(wasmtime.wat2wasm(inside)))  # no error
+    for stem, words in (("simd_signature", "`simd` has a `v128`"), ("gc_signature", "GC")):
+        with pytest.raises(ModuleError, match=words):
+            check_signatures(bytes(wasmtime.wat2wasm(corpus.wat_source(stem))))
+    check_signatures(b"\x00asm\x01\x00\x00\x00\x01\xff")  # malformed: left to the engine
