@@ -172,6 +172,23 @@ def corpus(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         f"  longest single misbehaving call: {worst[0]:.1f} s ({worst[1]} via {worst[2]}) "
         "against a 1 s deadline"
     )
+    grown = [
+        (t.host_growth_mib, t.guest, s)
+        for s, ts in trials.items()
+        for t in ts
+        if t.host_growth_mib is not None
+    ]
+    measured = len(grown)
+    biggest = max(grown, default=(0.0, "-", "-"))
+    print(
+        f"  host memory: largest growth during one misbehaving call {biggest[0]:.1f} MiB "
+        f"({biggest[1]} via {biggest[2]}), bound {c.HOST_MEMORY_BOUND_MIB} MiB; "
+        f"measured in {measured} of {sum(len(ts) for ts in trials.values())} trials"
+    )
+    for surface, ts in trials.items():
+        per = [t.host_growth_mib for t in ts if t.host_growth_mib is not None]
+        if per:
+            print(f"    {surface:12} max {max(per):6.1f} MiB over {len(per)} guests")
     print(f"  MCP stdout lines that were not the server's JSON-RPC: {len(channel)}")
     home_findings = surfaces.home_leaks(home)
     print(f"  secrets in home files (audit.log, .installed.json, cache): {len(home_findings)}")
@@ -180,6 +197,11 @@ def corpus(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         print(f"    - {p}")
     good &= not channel and not home_findings
     out.update(
+        host_memory_growth_mib={
+            s: {t.guest: t.host_growth_mib for t in ts} for s, ts in trials.items()
+        },
+        host_memory_bound_mib=c.HOST_MEMORY_BOUND_MIB,
+        largest_host_growth=f"{biggest[0]:.1f} MiB ({biggest[1]} via {biggest[2]})",
         longest_call_s=round(worst[0], 2),
         longest_call=f"{worst[1]} via {worst[2]}",
         mcp_channel_problems=len(channel),

@@ -1,4 +1,12 @@
-"""The only importer of msgpack: the one encoding used by the store and the ABI 2 codec."""
+"""The only importer of msgpack: the one encoding used by the store and the ABI 2 codec.
+
+Decoding untrusted bytes (a plugin's answer) can be bounded: ``max_nodes`` caps how many values
+the document holds in all (every map key and value, every array element, the root), and
+``max_depth`` how deeply containers nest. Without them one byte of input can become hundreds of
+bytes of Python objects (8 MiB of empty maps decode to gigabytes), and a deeply nested value
+breaks every recursive consumer after it (scrubbing, JSON conversion). Both are checked while
+decoding or straight after, before anything else sees the value.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,20 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["DecodeError", "packb", "unpackb"]
+__all__ = ["DecodeError", "LimitError", "packb", "unpackb"]
 
 
 class DecodeError(ValueError):
     """Bytes that are not one complete, well-formed MessagePack document."""
 
 
+class LimitError(DecodeError):
+    """A well-formed document that holds more values, or nests deeper, than allowed."""
+
+
 _packer = msgpack.Packer(use_bin_type=True, datetime=False)
+
+_CONTAINERS = (dict, list)
 
 
 def packb(obj: Any) -> bytes:
@@ -21,14 +35,55 @@ def packb(obj: Any) -> bytes:
     return _packer.pack(obj)  # type: ignore[no-any-return]
 
 
-def unpackb(data: bytes | memoryview, *, max_bytes: int | None = None) -> Any:
-    """Decode exactly one document; any malformation or trailing data is a DecodeError."""
+class _Counter:
+    """The decode hooks: every finished container adds its children to the count."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, max_nodes: int) -> None:
+        self.left = max_nodes - 1  # the root
+
+    def array(self, value: list[Any]) -> list[Any]:
+        self.left -= len(value)
+        if self.left < 0:
+            raise LimitError("too many values")
+        return value
+
+    def map(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        self.left -= 2 * len(value)
+        if self.left < 0:
+            raise LimitError("too many values")
+        return value
+
+
+def unpackb(
+    data: bytes | memoryview,
+    *,
+    max_bytes: int | None = None,
+    max_nodes: int | None = None,
+    max_depth: int | None = None,
+) -> Any:
+    """Decode exactly one document; any malformation or trailing data is a DecodeError, and a
+    document over ``max_nodes`` values or ``max_depth`` levels of nesting a LimitError."""
     if max_bytes is not None and len(data) > max_bytes:
         raise DecodeError(f"not valid MessagePack: {len(data)} bytes is over the {max_bytes} cap")
+    options: dict[str, Any] = {}
+    if max_nodes is not None:
+        counter = _Counter(max_nodes)
+        # One container alone may not be longer than the whole budget: msgpack allocates an
+        # array's slots from its header, before any element is decoded.
+        options.update(
+            max_array_len=max_nodes,
+            max_map_len=max_nodes,
+            list_hook=counter.array,
+            object_hook=counter.map,
+        )
     try:
         # msgpack.unpackb has no max_buffer_size (that is Unpacker's); its per-object limits
         # already default to len(data), so the size check above is the only cap needed.
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False, **options)
+    except LimitError:
+        raise LimitError(f"the document holds more than {max_nodes} values") from None
     except (
         ValueError,
         TypeError,
@@ -38,4 +93,26 @@ def unpackb(data: bytes | memoryview, *, max_bytes: int | None = None) -> Any:
         msgpack.OutOfData,
         UnicodeDecodeError,
     ) as exc:
+        if max_nodes is not None and "exceeds max_" in str(exc):
+            raise LimitError(f"the document holds more than {max_nodes} values") from None
         raise DecodeError(f"not valid MessagePack: {exc}") from exc
+    # Every level of nesting takes at least one byte, so a short document cannot be too deep.
+    if max_depth is not None and len(data) > max_depth and _deeper_than(value, max_depth):
+        raise LimitError(f"the document nests containers more than {max_depth} levels deep")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` levels (iteratively: no recursion)."""
+    if not isinstance(value, _CONTAINERS):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False

@@ -4,9 +4,10 @@ Each record: ``ts`` (UTC ISO-8601), ``alias``, ``plugin``, ``action``, ``agent``
 profile the call ran under, ``null`` when it ran with no profile), ``outcome`` (``ok``,
 ``error``, or ``denied`` when an agent profile refused it), ``error`` (the error class or plugin
 error code), ``approval`` (``granted``, ``declined`` or ``unavailable``, only when the profile
-asked for approval), ``duration_ms``, ``source`` (``cli``, ``mcp`` or ``api``). Lines are
-appended with a single ``write`` on an ``O_APPEND`` descriptor, so concurrent writers never
-interleave within a line.
+asked for approval), ``duration_ms``, ``source`` (``cli``, ``mcp`` or ``api``). A string longer
+than :data:`MAX_FIELD_CHARS` is cut and marked with its length (an agent can name any alias,
+stored or not). Lines are appended with a single ``write`` on an ``O_APPEND`` descriptor, so
+concurrent writers never interleave within a line.
 
 :func:`query` reads them back with filters (``vultrino audit``, ``Vultrino.audit``).
 """
@@ -25,11 +26,23 @@ from vultrino.errors import ConfigError
 OUTCOMES = ("ok", "error", "denied")
 _RELATIVE = re.compile(r"^(\d+)\s*(s|m|min|h|d|w)$")
 _SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+#: A string field longer than this (an alias, action or plugin name an agent made up) is cut,
+#: so one call cannot write megabytes to the log; stored aliases are at most 128 characters.
+MAX_FIELD_CHARS = 200
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+        return f"{value[:MAX_FIELD_CHARS]}...[{len(value)} characters]"
+    return value
 
 
 def append_record(path: Path, **record: Any) -> None:
-    """Append one record to ``path`` (created 0600)."""
-    record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **record}
+    """Append one record to ``path`` (created 0600); long strings are cut (MAX_FIELD_CHARS)."""
+    record = {
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        **{k: _bounded(v) for k, v in record.items()},
+    }
     line = (json.dumps(record, separators=(",", ":"), sort_keys=False) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

@@ -119,6 +119,17 @@ def resolve_password(password: str | None, prompt: Prompt | None) -> str:
     file = os.environ.get(ENV_PASSWORD_FILE)
     if file:
         try:
+            mode = os.stat(file).st_mode
+        except OSError as exc:
+            raise PasswordRequiredError(
+                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+            ) from exc
+        if mode & 0o077:  # as the MCP token file: a password others can read is no secret
+            raise ConfigError(
+                f"{ENV_PASSWORD_FILE}={file}: the password file is readable or writable by "
+                f"other users (mode {mode & 0o777:o}); run `chmod 600 {file}`"
+            )
+        try:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise PasswordRequiredError(
@@ -410,13 +421,19 @@ class Vultrino:
             ]
             secrets += [v for v in cred.state.values() if isinstance(v, str)]
             try:
-                return use(cred, owner, spec, secrets)
+                return use(cred, owner, spec, secrets, profile)
             except VultrinoError as exc:
                 # Any message may quote what the agent sent, the server answered or the plugin
                 # wrote (a URL, a Location, a guest's error text): none leaves with a secret in it.
                 raise scrub_error(exc, secret_forms(secrets)) from None
 
-        def use(cred: Any, owner: Plugin, spec: CredentialTypeSpec, secrets: list[Any]) -> Any:
+        def use(
+            cred: Any,
+            owner: Plugin,
+            spec: CredentialTypeSpec,
+            secrets: list[Any],
+            profile: AgentProfile | None,
+        ) -> Any:
             if plugin is not None and owner.name != plugin:
                 raise CredentialMismatchError(
                     f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
@@ -572,9 +589,15 @@ class Vultrino:
         *,
         subdir: str | None = None,
         force: bool = False,
+        build: bool = False,
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> InstallResult:
+        """Install a plugin (see :func:`vultrino.plugins.installer.install`).
+
+        ``build=True`` allows building a source without a prebuilt module, which runs its
+        build scripts; without it such a source raises ``BuildRequiredError``.
+        """
         from vultrino.plugins import installer
 
         self.home.ensure()
@@ -586,6 +609,7 @@ class Vultrino:
                 registry=self.registry,
                 subdir=subdir,
                 force=force,
+                build=build,
                 build_output=build_output,
                 progress=progress,
             )

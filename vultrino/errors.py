@@ -39,6 +39,8 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── AgentNotFoundError          no profile with that name
     │   ├── AgentExistsError            the name is taken (use --force / replace=True)
     │   └── AgentValidationError        a profile option is malformed
+    │       ├── UnsafeSourceError       hostile archive, path, URL or ref
+    │       └── BuildRequiredError      the source must be built, and --build was not given
     └── EngineError                     the WebAssembly runtime; carries ``.plugin``
         ├── EngineUnavailableError      the requested engine is not installed
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
@@ -62,6 +64,7 @@ __all__ = [
     "AgentPolicyError",
     "AgentValidationError",
     "ApprovalError",
+    "BuildRequiredError",
     "ConfigError",
     "CredentialError",
     "CredentialExistsError",
@@ -296,6 +299,27 @@ class AgentValidationError(AgentError):
     """A profile option (name, glob, rate, URL pattern) is malformed."""
 
     exit_code = 2
+
+
+class BuildRequiredError(InstallError):
+    """The source has no prebuilt module and building it was not allowed.
+
+    Building runs the source's own code (cargo build scripts, procedural macros) with the
+    user's rights; it happens only with ``--build`` (Python: ``build=True``). ``command`` is
+    what would run and ``directory`` where.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin: str | None = None,
+        command: str = "",
+        directory: str = "",
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.command = command
+        self.directory = directory
 
 
 # --- engine ----------------------------------------------------------------------------------

@@ -171,9 +171,28 @@ def test_password_file(
     monkeypatch.delenv("VULTRINO_PASSWORD")
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
     monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(pw))
     code, _, err = run("list")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644])
+def test_password_file_readable_by_others_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run: Run, mode: int
+) -> None:
+    """As the MCP token file: a password file with any group or other bit set is refused
+    (exit 2), naming the file and the chmod that fixes it; the password is not shown."""
+    init(run)
+    monkeypatch.delenv("VULTRINO_PASSWORD")
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(mode)
+    monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(pw))
+    code, out, err = run("list")
+    assert code == 2, err
+    assert f"chmod 600 {pw}" in err and f"mode {mode:o}" in err
+    assert PASSWORD not in out + err
 
 
 def test_store_not_initialised(home: Path, run: Run) -> None:

@@ -496,6 +496,7 @@ def test_a_wrong_password_fails_at_start_with_a_message_and_nothing_on_stdout(
 ) -> None:
     wrong = tmp_path / "wrong"
     wrong.write_text("not the password")
+    wrong.chmod(0o600)
     import subprocess
     import sys
 

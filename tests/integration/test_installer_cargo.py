@@ -121,7 +121,11 @@ def test_build_from_directory(tmp_path: Path, toolchain: Path, runtime: WasmRunt
     lines: list[str] = []
     plugins = tmp_path / "plugins"
     result = installer.install(
-        str(src), plugins_dir=plugins, runtime=runtime, build_output=lines.append
+        str(src),
+        plugins_dir=plugins,
+        runtime=runtime,
+        build=True,
+        build_output=lines.append,
     )
 
     assert result.built and result.abi == 2
@@ -140,7 +144,9 @@ def test_build_from_directory(tmp_path: Path, toolchain: Path, runtime: WasmRunt
 @needs_toolchain
 def test_build_from_tarball(tmp_path: Path, toolchain: Path, runtime: WasmRuntime) -> None:
     archive = tar_gz_of(make_crate(tmp_path / "tiny"), tmp_path / "tiny.tar.gz", top="tiny-0.1.0")
-    result = installer.install(str(archive), plugins_dir=tmp_path / "plugins", runtime=runtime)
+    result = installer.install(
+        str(archive), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True
+    )
     assert result.built
 
 
@@ -153,7 +159,7 @@ def test_build_failure_shows_cargo_output(
     with pytest.raises(
         InstallError, match="cargo build --release --target wasm32-wasi` failed"
     ) as info:
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     assert "error" in str(info.value)
     assert os.listdir(tmp_path / "plugins") == []
 
@@ -169,7 +175,7 @@ def test_missing_wasm_target_says_what_to_install(
     monkeypatch.setenv("RUSTFLAGS", f"--sysroot={empty}")
     src = make_crate(tmp_path / "tiny")
     with pytest.raises(InstallError) as info:
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     message = str(info.value)
     assert "rustup target add wasm32-wasip1" in message
     assert "libstd-rust-dev-wasm32" in message
@@ -183,7 +189,7 @@ def test_built_module_with_another_name(
 ) -> None:
     src = make_crate(tmp_path / "tiny", module="other.wasm")
     with pytest.raises(InstallError, match=r"tiny_plugin\.wasm"):
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
 
 
 def test_missing_cargo_says_what_to_install(
@@ -195,11 +201,11 @@ def test_missing_cargo_says_what_to_install(
     monkeypatch.setenv("PATH", str(empty))
     src = make_crate(tmp_path / "tiny")
     with pytest.raises(InstallError, match="cargo is not installed") as info:
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     assert "rustup target add wasm32-wasip1" in str(info.value)
     monkeypatch.setenv("VULTRINO_CARGO", str(tmp_path / "no-such-cargo"))
     with pytest.raises(InstallError, match="cannot run cargo"):
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     assert os.listdir(tmp_path / "plugins") == []
 
 
@@ -214,7 +220,11 @@ def test_new_plugin_from_template_builds_and_installs(
     lines: list[str] = []
     plugins = tmp_path / "plugins"
     result = installer.install(
-        str(project), plugins_dir=plugins, runtime=runtime, build_output=lines.append
+        str(project),
+        plugins_dir=plugins,
+        runtime=runtime,
+        build=True,
+        build_output=lines.append,
     )
     assert (result.name, result.built, result.abi) == ("acme-greeter", True, 2)
     assert (result.path / "acme_greeter.wasm").is_file()

@@ -416,6 +416,6 @@ def test_fifo_in_a_directory_to_build_refused_before_cargo(
     os.mkfifo(src / "src" / "pipe")
     before = snapshot(tmp_path)
     with pytest.raises(UnsafeSourceError, match="FIFO"):
-        installer.install(str(src), plugins_dir=area["plugins"], runtime=new_runtime())
+        installer.install(str(src), plugins_dir=area["plugins"], runtime=new_runtime(), build=True)
     assert snapshot(tmp_path) == before
     assert not tripwire.exists()

@@ -31,6 +31,7 @@ import wasmtime
 from tests.leakcheck import LeakCheck
 from vultrino import errors
 
+MIB = 1024 * 1024
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
 PRELUDE = ";;@prelude"
 
@@ -44,6 +45,12 @@ PAD = "p" * 300
 MAX_GROWTH_CALLS = 120
 #: A guard against a hung process, never a performance assertion.
 HANG_GUARD_S = 120.0
+#: How much a host's resident memory may grow while it serves one hostile call: every instance
+#: of the plugin at the memory cap (4 x 32 MiB under CONFIG), plus 64 MiB for everything the
+#: host does around the call (compiling, decoding an answer of at most 1 MiB, scrubbing it). A
+#: bound from the documented limits, not a measurement target: a guest that made the host
+#: allocate outside its sandbox (2 GiB for a bad random_get pointer) exceeds it at once.
+HOST_MEMORY_BOUND_MIB = 4 * 32 + 64
 
 
 # --- expectations ------------------------------------------------------------------------------
@@ -108,6 +115,11 @@ def _any_map(result: Any, _: str) -> list[str]:
     return [] if isinstance(result, dict) else [f"expected a map, got {result!r:.200}"]
 
 
+def _random_errnos(result: Any, _: str) -> list[str]:
+    """EFAULT (21) for the three ranges outside memory, success for the one inside."""
+    return [] if result == [21, 21, 21, 0] else [f"expected [21, 21, 21, 0], got {result!r:.200}"]
+
+
 def _hex_scrubbed(result: Any, _: str) -> list[str]:
     if not isinstance(result, str) or "[REDACTED]" not in result:
         return [f"expected a hex string with the secret scrubbed, got {result!r:.200}"]
@@ -141,6 +153,15 @@ EXPECT: dict[str, Expect] = {
     "missing_export": Expect(refused=("ModuleError", "cabi_realloc")),
     "huge_initial_memory": Expect(refused=("ModuleError", "memory")),
     "start_loops": Expect(refused=("ModuleError", "deadline")),
+    "simd_signature": Expect(refused=("ModuleError", "v128")),
+    "gc_signature": Expect(refused=("ModuleError", "GC")),
+    "wasi_externref": Expect(refused=("ModuleError", "externref")),
+    "start_proc_exit": Expect(refused=("ModuleError", "proc_exit(4)|exited with code 4")),
+    "random_bad_pointer": Expect(check=_random_errnos),
+    "log_raw_request": Expect(check=_logged),
+    "remembers_credential": Expect(check=_echo_of_misbehave),
+    "deep_nesting": Expect(_ABI, "levels deep"),
+    "empty_map_flood": Expect(_ABI, "values"),
     "wasi_file_open": Expect(check=_all_refused),
     "env_read": Expect(check=_empty_environment),
     "stdout_write": Expect(check=_echo_of_misbehave),
@@ -156,6 +177,10 @@ EXPECT: dict[str, Expect] = {
 #: Guests that cost about a deadline per call; the CI-sized in-process CLI run leaves them to
 #: the API and MCP runs (and the slow full CLI run).
 EXPENSIVE = frozenset({"endless_loop", "log_flood", "stdout_flood", "newline_flood"})
+
+
+#: Guests whose credential's secret spans several lines.
+MULTILINE_SECRET = frozenset({"log_raw_request"})
 
 
 @dataclass(frozen=True)
@@ -180,8 +205,12 @@ class Guest:
 
     @property
     def secret(self) -> str:
-        """The secret field value of this guest's credential (distinct per guest)."""
-        return f"sk-{self.stem.replace('_', '-')}-Q7z9Xw2Lp4Vb"
+        """The secret field value of this guest's credential (distinct per guest); the guests
+        in :data:`MULTILINE_SECRET` get one that spans three lines, as a PEM key does."""
+        secret = f"sk-{self.stem.replace('_', '-')}-Q7z9Xw2Lp4Vb"
+        if self.stem in MULTILINE_SECRET:
+            return f"-----BEGIN TEST KEY-----\n{secret}\nline-three-{secret[::-1]}\n"
+        return secret
 
     @property
     def module(self) -> str:
@@ -339,6 +368,10 @@ class Trial:
     survived: bool = False
     usable: bool | None = None  # None: not applicable (refused at install)
     seconds: float = 0.0
+    #: How much the host's resident memory grew during misbehave (peak minus the RSS before
+    #: it; for a CLI process, its peak minus the peak of the same plugin's ping process), in
+    #: MiB; None where it could not be measured.
+    host_growth_mib: float | None = None
     notes: list[str] = field(default_factory=list)  # surface-specific problems
     #: Everything the trial saw (results, errors, stdout, stderr, plugin log lines), for the
     #: leak scanner.
@@ -359,6 +392,11 @@ def judge(guest: Guest, trial: Trial) -> list[str]:
     problems = list(trial.notes)
     if not trial.survived:
         problems.append("the host did not survive")
+    if trial.host_growth_mib is not None and trial.host_growth_mib > HOST_MEMORY_BOUND_MIB:
+        problems.append(
+            f"the host's memory grew {trial.host_growth_mib:.0f} MiB during the call, past the "
+            f"{HOST_MEMORY_BOUND_MIB} MiB the limits allow"
+        )
     if ex.refused is not None:
         cls, fragment = ex.refused
         if trial.refused is None:

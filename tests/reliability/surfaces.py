@@ -14,8 +14,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
@@ -24,6 +26,7 @@ from tests.leakcheck import LeakCheck
 from tests.reliability.corpus import (
     HANG_GUARD_S,
     MAX_GROWTH_CALLS,
+    MIB,
     PING_MESSAGE,
     PING_PARAMS,
     CorpusHome,
@@ -31,6 +34,39 @@ from tests.reliability.corpus import (
     Trial,
 )
 from vultrino import errors
+
+
+class PeakMemory:
+    """A process's peak resident memory during a block: ``/proc/<pid>/clear_refs`` resets the
+    high-water mark (``VmHWM``), which is read afterwards. ``growth_mib`` stays None where the
+    kernel does not offer that (not Linux, or not allowed)."""
+
+    def __init__(self, pid: int | str = "self") -> None:
+        self.pid = pid
+        self.growth_mib: float | None = None
+        self._before: int | None = None
+
+    def _status(self, key: str) -> int | None:
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+                found = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M)
+        except OSError:
+            return None
+        return int(found.group(1)) * 1024 if found else None
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+        except OSError:
+            return self
+        self._before = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        peak = self._status("VmHWM")
+        if self._before is not None and peak is not None:
+            self.growth_mib = max(0, peak - self._before) / MIB
 
 
 @contextlib.contextmanager
@@ -70,8 +106,10 @@ def api_trial(home: CorpusHome, v: Any, guest: Guest) -> Trial:
                 trial.refused = (type(exc).__name__, str(exc))
                 seen.append(("install error", str(exc)))
         started = time.perf_counter()
-        _api_misbehave(v, guest, trial, seen)
+        with PeakMemory() as peak:
+            _api_misbehave(v, guest, trial, seen)
         trial.seconds = time.perf_counter() - started
+        trial.host_growth_mib = peak.growth_mib
         if not guest.refused:
             try:
                 pong = v.execute(guest.alias, "ping", PING_PARAMS)
@@ -143,24 +181,55 @@ def cli_in_process(home: CorpusHome) -> CliRun:
     return run
 
 
+class _Subprocess:
+    """A real ``python -m vultrino`` process per command; ``last_peak`` is the peak resident
+    memory (bytes) of the last one, from the kernel's accounting when it was reaped."""
+
+    def __init__(self, home: CorpusHome) -> None:
+        self.home = home
+        self.last_peak: int | None = None
+
+    def __call__(self, args: Sequence[str]) -> tuple[int, str, str, str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vultrino", *args],
+            env=self.home.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        chunks: dict[str, str] = {}
+
+        def drain(name: str, stream: IO[str]) -> None:
+            with stream:
+                chunks[name] = stream.read()
+
+        readers = [
+            threading.Thread(target=drain, args=("out", proc.stdout)),
+            threading.Thread(target=drain, args=("err", proc.stderr)),
+        ]
+        for t in readers:
+            t.start()
+        guard = threading.Timer(HANG_GUARD_S, proc.kill)
+        guard.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # reaps it, with its resource usage
+        finally:
+            guard.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for t in readers:
+            t.join()
+        self.last_peak = usage.ru_maxrss * 1024  # KiB on Linux
+        out, err = chunks.get("out", ""), chunks.get("err", "")
+        crashed = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else ""
+        if "Traceback (most recent call last)" in err:
+            crashed = "a Python traceback on stderr"
+        return proc.returncode, out, err, crashed
+
+
 def cli_subprocess(home: CorpusHome) -> CliRun:
     """A real ``python -m vultrino`` process per command, on ``home``."""
-
-    def run(args: Sequence[str]) -> tuple[int, str, str, str]:
-        p = subprocess.run(
-            [sys.executable, "-m", "vultrino", *args],
-            env=home.env(),
-            capture_output=True,
-            text=True,
-            timeout=HANG_GUARD_S,
-            check=False,
-        )
-        crashed = f"killed by signal {-p.returncode}" if p.returncode < 0 else ""
-        if "Traceback (most recent call last)" in p.stderr:
-            crashed = "a Python traceback on stderr"
-        return p.returncode, p.stdout, p.stderr, crashed
-
-    return run
+    return _Subprocess(home)
 
 
 _EXIT_CODES = {
@@ -195,6 +264,7 @@ def cli_trial(home: CorpusHome, run: CliRun, guest: Guest, surface: str) -> Tria
         started = time.perf_counter()
         code, out, err = call(*argv)
         trial.seconds = time.perf_counter() - started
+        misbehave_peak = getattr(run, "last_peak", None)
         if code == 0:
             trial.result = _one_json_document(trial, out)
         else:
@@ -202,6 +272,9 @@ def cli_trial(home: CorpusHome, run: CliRun, guest: Guest, surface: str) -> Tria
         if not guest.refused:
             ping = ["request", guest.alias, "--action", "ping", f"--param=message={PING_MESSAGE}"]
             code, out, _ = call(*ping, "--json")
+            ping_peak = getattr(run, "last_peak", None)
+            if misbehave_peak is not None and ping_peak is not None:
+                trial.host_growth_mib = max(0, misbehave_peak - ping_peak) / MIB
             pong = _one_json_document(trial, out) if code == 0 else None
             trial.usable = code == 0 and pong == guest.pong
             if not trial.usable:
@@ -286,6 +359,7 @@ def mcp_trial(home: CorpusHome, client: Any, errlog: IO[str], guest: Guest) -> T
         trial.notes.append(f"{guest.tool}_misbehave is not in tools/list")
     started = time.perf_counter()
     calls = MAX_GROWTH_CALLS if guest.expect.grows else 1
+    peak = PeakMemory(client.proc.pid).__enter__()
     for _ in range(calls):
         answer = _call_tool(client, f"{guest.tool}_misbehave", guest.alias, guest.misbehave_params)
         seen.append(("misbehave answer", answer))
@@ -303,6 +377,8 @@ def mcp_trial(home: CorpusHome, client: Any, errlog: IO[str], guest: Guest) -> T
         if guest.expect.grows:
             trial.sizes.append(len(base64.b64decode(json.loads(text))))
     trial.seconds = time.perf_counter() - started
+    peak.__exit__()
+    trial.host_growth_mib = peak.growth_mib
     if guest.refused:
         trial.refused = trial.error or ("", "the hand-copied module answered")
         trial.error = None

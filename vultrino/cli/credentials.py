@@ -70,15 +70,31 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
         err(f"created {v.home.store}")
 
 
-def _field_values(raw_fields: list[str]) -> dict[str, str]:
+def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:
+    """The --field values, and the names of those given as plain text on the command line."""
     values: dict[str, str] = {}
+    on_argv: set[str] = set()
     for raw in raw_fields:
         key, value = split_pair(raw, option="--field")
         text = read_value(value, what=f"--field {key}")
         if value.startswith("@") or value == "-":
             text = text[:-1] if text.endswith("\n") and text.count("\n") == 1 else text
+        else:
+            on_argv.add(key)
         values[key] = text
-    return values
+    return values, on_argv
+
+
+def _warn_secret_on_argv(spec: Any, on_argv: set[str]) -> None:
+    """A secret typed into the command line is visible to every local user (``ps``,
+    ``/proc/<pid>/cmdline``) while the command runs, and stays in the shell's history."""
+    secret = set(getattr(spec, "secret_fields", ()))
+    for key in sorted(on_argv & secret):
+        err(
+            f"warning: the secret field {key!r} was given on the command line, where other "
+            "local users can read it (ps) and your shell history keeps it; use "
+            f"--field {key}=@FILE, --field {key}=- (stdin) or the hidden prompt instead"
+        )
 
 
 def _prompt_missing(spec: Any, values: dict[str, Any]) -> None:
@@ -171,8 +187,10 @@ def add(
       vultrino add --alias github --type api_key --field key=@token.txt --allow 'https://api.github.com/*'
     """
     with open_vultrino(home) as v:
-        values: dict[str, Any] = _field_values(field or [])
+        values: dict[str, Any]
+        values, on_argv = _field_values(field or [])
         _, spec = v.registry.resolve_type(type_)
+        _warn_secret_on_argv(spec, on_argv)
         _prompt_missing(spec, values)
         info = v.add_credential(alias, type_, values, description, allow or None, replace=replace)
     if json_out:

@@ -168,14 +168,26 @@ def plugin_install(
         str | None, typer.Option("--subdir", help="The plugin's folder inside the source.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an installed plugin.")] = False,
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build",
+            help="Allow building a source without a prebuilt module (runs its build scripts).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Install a plugin: validated in full before anything is written.
 
+    A source without a prebuilt module is built (cargo) only with --build: building runs the
+    source's own build scripts with your rights.
+
     Examples:
 
       vultrino plugin install ./my-plugin
+
+      vultrino plugin install --build ./my-rust-plugin
 
       vultrino plugin install https://github.com/acme/my-plugin.git#v1.0.0
     """
@@ -185,6 +197,7 @@ def plugin_install(
             source,
             subdir=subdir,
             force=force,
+            build=build,
             build_output=lambda line: err(line.rstrip("\n")),
             progress=progress,
         )
@@ -283,4 +296,4 @@ def plugin_new(
 
     dest = new_plugin(name, path if path is not None else Path.cwd() / name)
     err(f"created {dest}")
-    err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install .` inside it")
+    err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install --build .` inside it")

@@ -11,10 +11,13 @@ streamed line by line to the caller, and its artifacts go to a target directory 
 owns (inside its staging directory), so nothing is written next to the sources.
 
 ``VULTRINO_CARGO`` names the cargo executable (default: ``cargo`` on ``PATH``); ``CARGO_HOME``,
-``RUSTC`` and the rest of cargo's environment are passed through untouched.
+``RUSTC`` and the rest of cargo's environment are passed through untouched — except every
+``VULTRINO_*`` variable, which the build never sees (``VULTRINO_PASSWORD`` would hand the store's
+password to the crate's build scripts).
 
 Building runs the crate's build scripts and procedural macros with the user's rights, exactly as
-``cargo build`` in a terminal would: it is only as safe as the sources are trustworthy.
+``cargo build`` in a terminal would: it is only as safe as the sources are trustworthy, which is
+why the installer builds only when asked to (``--build``).
 """
 
 from __future__ import annotations
@@ -124,6 +127,14 @@ def probe_targets(cargo: str) -> tuple[list[str], str] | None:
         return None
     rustlib = Path(sysroot) / "lib" / "rustlib"
     return [t for t in TARGETS if (rustlib / t / "lib").is_dir()], sysroot
+def describe_command() -> str:
+    """The build command as the user would type it (for messages)."""
+    return f"cargo build --release --target {TARGETS[0]}"
+
+
+def build_environment() -> dict[str, str]:
+    """The environment a build runs with: this process's, without any ``VULTRINO_*``."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("VULTRINO_")}
 
 
 def build(
@@ -136,7 +147,7 @@ def build(
 ) -> BuildResult:
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``."""
     cargo = cargo_executable()
-    env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
+    env = dict(build_environment(), CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
     probed = probe_targets(cargo)
     targets: tuple[str, ...] = TARGETS
     if probed is not None:

@@ -6,7 +6,10 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
    unpacked, a URL downloaded and unpacked, a git repository cloned — all into a staging
    directory ``plugins/.staging-<pid>-<random>/`` on the same filesystem as the plugins.
 2. **Build** (:mod:`._cargo`) only when the manifest's ``wasm_module`` is not in the source but
-   a ``Cargo.toml`` is.
+   a ``Cargo.toml`` is, and only when the caller passed ``build=True`` (``--build``): building
+   runs the source's own code (build scripts, procedural macros) with the user's rights, so
+   without it the install stops with a :class:`~vultrino.errors.BuildRequiredError` saying
+   what would run, and where. The build never sees a ``VULTRINO_*`` variable.
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
    ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
    instantiation under the runtime's limits, tool and plugin-name conflicts.
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from vultrino._version import __version__
 from vultrino.errors import (
+    BuildRequiredError,
     EngineError,
     InstallError,
     PluginConflictError,
@@ -102,10 +106,15 @@ def install(
     registry: PluginRegistry | None = None,
     subdir: str | None = None,
     force: bool = False,
+    build: bool = False,
     build_output: BuildOutput | None = None,
     progress: Progress | None = None,
 ) -> InstallResult:
     """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
+
+    ``build=True`` allows building a source that has no prebuilt module (``cargo build``, which
+    runs the source's build scripts); without it such a source raises
+    :class:`~vultrino.errors.BuildRequiredError` before anything runs.
 
     Raises :class:`UnsafeSourceError` for hostile sources, :class:`InstallError` when the
     source cannot be fetched, built or placed, :class:`~vultrino.errors.ManifestError` for an
@@ -130,6 +139,7 @@ def install(
                 runtime=runtime,
                 registry=registry,
                 force=force,
+                build=build,
                 build_output=build_output,
                 progress=progress,
             )
@@ -156,6 +166,7 @@ def _install(
     runtime: WasmRuntime,
     registry: PluginRegistry | None,
     force: bool,
+    build: bool,
     build_output: BuildOutput | None,
     progress: Progress | None,
 ) -> InstallResult:
@@ -178,6 +189,7 @@ def _install(
         raise InstallError(_no_manifest_message(label, root, sub))
     stage = staging / "plugin"
     stage.mkdir(mode=0o755)
+    os.chmod(stage, 0o755)  # not group/world-writable, whatever the umask
     _copy_file(manifest_src, stage / MANIFEST_FILE)
     manifest = load_manifest(stage / MANIFEST_FILE)
     warnings.extend(manifest.warnings)
@@ -205,11 +217,13 @@ def _install(
         plugin_root,
         module_name,
         staging=staging,
+        build=build,
         build_output=build_output,
         label=label,
+        plugin=name,
     )
     wasm = _read_module(module_src, label)
-    (stage / module_name).write_bytes(wasm)
+    _write_file(stage / module_name, wasm)
     sha = hashlib.sha256(wasm).hexdigest()
 
     try:
@@ -270,8 +284,10 @@ def _module_source(
     module_name: str,
     *,
     staging: Path,
+    build: bool,
     build_output: BuildOutput | None,
     label: str,
+    plugin: str,
 ) -> tuple[Path, bool]:
     """The module to install and whether it was built: the prebuilt one in the source when
     there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``."""
@@ -285,6 +301,8 @@ def _module_source(
             f"{label}: the manifest names the module {module_name!r}, but it is not in the "
             "plugin directory and there is no Cargo.toml to build it from"
         )
+    if not build:
+        raise _build_required(acquired, plugin_root, module_name, label=label, plugin=plugin)
     project = plugin_root
     if acquired.in_place:  # never build inside the user's own directory: copy it first
         real_root = os.path.realpath(acquired.root)
@@ -299,6 +317,36 @@ def _module_source(
         label=label,
     )
     return result.module, True
+
+
+def _build_required(
+    acquired: _sources.Acquired,
+    plugin_root: Path,
+    module_name: str,
+    *,
+    label: str,
+    plugin: str,
+) -> BuildRequiredError:
+    """The refusal to build without ``--build``: what would run, where, and how to allow it."""
+    command = _cargo.describe_command()
+    where = (
+        f"a private copy of {os.path.realpath(plugin_root)}"
+        if acquired.in_place
+        else f"the {'cloned' if acquired.commit else 'unpacked'} source ({label})"
+    )
+    sub = plugin_root.relative_to(acquired.root).as_posix() if plugin_root != acquired.root else ""
+    if sub:
+        where += f", folder {sub}"
+    return BuildRequiredError(
+        f"plugin {plugin!r} from {label} has no prebuilt module {module_name!r}: installing it "
+        f"means running `{command}` in {where}. That runs the crate's build scripts and "
+        "procedural macros with your rights. Read the source first; then pass --build "
+        "(Python: build=True) to allow the build, or install a directory or archive that "
+        "already holds the module.",
+        plugin=plugin,
+        command=command,
+        directory=str(os.path.realpath(plugin_root)),
+    )
 
 
 def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:
@@ -498,9 +546,25 @@ def _read_module(path: Path, label: str) -> bytes:
     return data
 
 
+#: Every installed file gets this mode whatever the umask (a umask of 000 must not leave a
+#: module, which the engines compile to native code, writable by other users).
+FILE_MODE = 0o644
+
+
+def _create(dst: Path) -> Any:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # the umask cannot add bits, but be explicit about the result
+    return os.fdopen(fd, "wb")
+
+
 def _copy_file(src: Path, dst: Path) -> None:
-    with src.open("rb") as fin, dst.open("xb") as fout:
+    with src.open("rb") as fin, _create(dst) as fout:
         shutil.copyfileobj(fin, fout)
+
+
+def _write_file(dst: Path, data: bytes) -> None:
+    with _create(dst) as fout:
+        fout.write(data)
 
 
 def _copy_extras(plugin_root: Path, stage: Path, taken: set[str], label: str) -> list[str]:
@@ -524,7 +588,7 @@ def _copy_extras(plugin_root: Path, stage: Path, taken: set[str], label: str) ->
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_file(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -8,6 +8,18 @@ which keeps this module free of engine imports and lets the registry share one r
 What the guest sees is DESIGN.md 5.1's request map; what it answers is mapped onto the error
 tree here: ``{"ok": v}`` is the result, ``{"error": {...}}`` an :class:`ActionFailedError`
 (``unknown_action`` an :class:`ActionNotFoundError`), anything else a :class:`PluginABIError`.
+
+**Scrubbing across credentials.** Guest instances are pooled and keep their memory between
+calls, so a plugin handed credential A in one call could answer a later call made with
+credential B with A's secret. So results, error messages and log lines are scrubbed of the
+secrets of *every* credential this plugin has been handed since its module was loaded (a
+superset of what any one instance has seen), not only of the call's own. Closing the module
+(``close``, ``reload``) drops every instance, and with them the set.
+
+**Log lines** are also scrubbed of the forms a secret takes on its way to the log: its control
+characters escaped (``\x0a`` for a newline, as the runtime writes them) and, for a secret that
+spans several lines, each of its lines (a guest's stdout is split into lines before it is
+logged).
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vultrino._scrub import scrub, scrub_error, secret_forms
+from vultrino._scrub import MIN_SECRET_LEN, scrub, scrub_error, secret_forms
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
@@ -31,6 +43,7 @@ from vultrino.errors import (
     PluginError,
 )
 from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest
+from vultrino.runtime._logtext import escape_control
 
 __all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
 
@@ -100,9 +113,12 @@ class WasmPlugin:
         self._log = log
         self._expected_sha256 = expected_sha256
         self._logger = logging.getLogger(f"vultrino.plugin.{manifest.name}")
-        self._call = threading.local()  # the secret forms of the call running on this thread
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
+        # Every secret handed to the loaded module, and the scrub forms derived from them.
+        self._seen: set[str] = set()
+        self._forms: list[str] = []  # error messages
+        self._log_forms: list[str] = []  # log lines
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "not loaded"
@@ -221,23 +237,36 @@ class WasmPlugin:
                     if k in ctype.secret_fields and isinstance(v, str)
                 ]
         request = {"action": action, "params": dict(params), "credential": payload}
-        forms = secret_forms(secrets)
         # The module pools guest instances and is safe to call from several threads, so only
-        # loading is serialized here. Log lines arrive on this thread during the call.
-        self._call.forms = forms
+        # loading is serialized here.
+        module = self.ensure_loaded()
+        self._remember(secrets)
         try:
-            response = self.ensure_loaded().execute(request)
+            response = module.execute(request)
         except EngineError as exc:  # its message may quote what the guest wrote
-            if not forms:
+            if not self._forms:
                 raise
-            raise scrub_error(exc, forms) from None
-        finally:
-            self._call.forms = None
-        return self._answer(action, response, forms)
+            raise scrub_error(exc, self._forms) from None
+        # The call's own secrets are scrubbed from the result by the caller (the facade), as
+        # for every plugin; the other credentials' secrets this module has seen, here.
+        others = self._seen.difference(secrets)
+        result_forms = secret_forms(sorted(others)) if others else []
+        return self._answer(action, response, self._forms, result_forms)
+
+    def _remember(self, secrets: list[str]) -> None:
+        """Add this call's secrets to those the module has seen (see the module docstring)."""
+        if not secrets or self._seen.issuperset(secrets):
+            return
+        with self._lock:
+            self._seen.update(secrets)
+            seen = sorted(self._seen)
+            self._forms = secret_forms(seen)
+            self._log_forms = secret_forms(_log_values(seen))
 
     def _plugin_log(self, level: str, text: str) -> None:
-        """The guest's log lines (and WASI stdout/stderr), scrubbed of the call's secrets."""
-        forms = getattr(self._call, "forms", None)
+        """The guest's log lines (and WASI stdout/stderr), scrubbed of every secret the module
+        has been handed, in the forms they take in a log line."""
+        forms = self._log_forms
         if forms:
             text = scrub(text, forms)
         if self._log is not None:
@@ -245,10 +274,12 @@ class WasmPlugin:
         else:
             self._logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
 
-    def _answer(self, action: str, response: Any, forms: list[str]) -> ActionResult:
+    def _answer(
+        self, action: str, response: Any, forms: list[str], result_forms: list[str]
+    ) -> ActionResult:
         if isinstance(response, Mapping) and len(response) == 1:
             if "ok" in response:
-                return ActionResult(response["ok"])
+                return ActionResult(scrub(response["ok"], result_forms))
             error = response.get("error")
             if (
                 isinstance(error, Mapping)
@@ -279,3 +310,21 @@ class WasmPlugin:
             module, self._module = self._module, None
         if module is not None:
             module.close()
+        # Instances still busy keep what they saw until their call ends: keep scrubbing it.
+        # The set is dropped only when no instance can remain (a new WasmPlugin on reload).
+
+
+def _log_values(secrets: list[str]) -> list[str]:
+    """Each secret, plus the forms it takes in a log line: control characters escaped, and,
+    when it spans lines, each line long enough to scrub (alone and escaped)."""
+    out: list[str] = []
+    for secret in secrets:
+        out.append(secret)
+        out.append(escape_control(secret))
+        lines = secret.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if len(lines) > 1:
+            for line in lines:
+                if len(line.strip()) >= MIN_SECRET_LEN:
+                    out.append(line)
+                    out.append(escape_control(line))
+    return list(dict.fromkeys(out))

@@ -11,6 +11,11 @@ in stdio mode. ``proc_exit`` ends the call by raising :class:`~vultrino.runtime.
 Any other ``wasi_snapshot_preview1`` function a module imports gets a stub that returns
 ``ENOSYS`` with the signature the module declared. A pointer that leaves the guest's memory
 makes a function return ``EFAULT`` rather than trap, as a kernel would.
+
+Every pointer and length a guest passes is an i32 that the engines hand over *signed*; each
+function masks them to u32 and checks the whole range against the memory's current size before
+it allocates anything for it (``random_get``, the ``fd_write`` iovecs, the ``log`` import in
+:mod:`.abi`), so a guest cannot make the host allocate more than its own memory could hold.
 """
 
 from __future__ import annotations
@@ -115,6 +120,8 @@ _RIGHT_FD_WRITE = 1 << 6
 _FILESTAT_SIZE = 64
 _FILESTAT_FILETYPE_OFFSET = 16
 _MAX_IOVECS = 1024
+_M32 = 0xFFFF_FFFF
+_RANDOM_CHUNK = 65536
 
 _CLOCKS: dict[int, tuple[Callable[[], int], int]] = {
     0: (time.time_ns, 1_000),  # realtime
@@ -206,16 +213,25 @@ class _Wasi:
         return _store(memory, time_ptr, _U64.pack(entry[0]() & 0xFFFF_FFFF_FFFF_FFFF))
 
     def random_get(self, memory: Memory, buf: int, length: int) -> int:
-        length &= 0xFFFF_FFFF
+        # Engines hand i32 arguments over signed: a "negative" pointer is an address past
+        # 2 GiB. Both are u32, and the range is checked against the memory *before* anything
+        # is allocated, which then happens in small chunks: the host never allocates more
+        # than the guest could hold, whatever it asks for.
+        buf &= _M32
+        length &= _M32
         if buf + length > memory.size():
             return EFAULT
-        return _store(memory, buf, os.urandom(length))
+        for offset in range(0, length, _RANDOM_CHUNK):
+            n = min(_RANDOM_CHUNK, length - offset)
+            if _store(memory, buf + offset, os.urandom(n)):
+                return EFAULT
+        return ESUCCESS
 
     def sched_yield(self, memory: Memory) -> int:
         return ESUCCESS
 
     def proc_exit(self, memory: Memory, code: int) -> None:
-        raise GuestExit(code & 0xFFFF_FFFF)
+        raise GuestExit(code & _M32)
 
     # --- the three standard streams ---
 
@@ -229,7 +245,7 @@ class _Wasi:
                 if length and room:
                     self._output.write(fd, memory.read(ptr, min(length, room)))
                 total += length
-            memory.write(nwritten, _U32.pack(total & 0xFFFF_FFFF))
+            memory.write(nwritten & _M32, _U32.pack(total & _M32))
         except PluginABIError:
             return EFAULT
         return ESUCCESS
@@ -343,16 +359,16 @@ def host_functions(
 
 
 def _iovecs(memory: Memory, iovs: int, count: int) -> list[tuple[int, int]]:
-    count &= 0xFFFF_FFFF
+    count &= _M32
     if count > _MAX_IOVECS:
         raise PluginABIError("too many iovecs")
-    raw = memory.read(iovs & 0xFFFF_FFFF, 8 * count)
+    raw = memory.read(iovs & _M32, 8 * count)
     return [_U32X2.unpack_from(raw, 8 * i) for i in range(count)]
 
 
 def _store(memory: Memory, ptr: int, data: bytes) -> int:
     try:
-        memory.write(ptr & 0xFFFF_FFFF, data)
+        memory.write(ptr & _M32, data)
     except PluginABIError:
         return EFAULT
     return ESUCCESS

@@ -37,6 +37,8 @@ __all__ = [
     "ABI1_CODES",
     "ERROR_CODES",
     "HOST_MODULE",
+    "MAX_ANSWER_DEPTH",
+    "MAX_ANSWER_VALUES",
     "LOG_LEVELS",
     "Abi1Session",
     "Abi2Session",
@@ -499,10 +501,22 @@ class Abi1Session(Session):
         return ptr
 
 
+#: An answer may hold at most this many values (map keys and values, array elements) ...
+MAX_ANSWER_VALUES: Final = 100_000
+#: ... and nest containers at most this deep. Both bound what decoding, scrubbing and JSON
+#: conversion of one answer can cost the host, whatever the output cap lets through.
+MAX_ANSWER_DEPTH: Final = 64
+
+
 def decode_abi2(raw: bytes | memoryview) -> Any:
     """One MessagePack value, or ``PluginABIError``."""
     try:
-        return _msgpack.unpackb(raw)
+        return _msgpack.unpackb(raw, max_nodes=MAX_ANSWER_VALUES, max_depth=MAX_ANSWER_DEPTH)
+    except _msgpack.LimitError as exc:
+        raise PluginABIError(
+            f"the plugin's answer is refused: {exc} (an answer may hold at most "
+            f"{MAX_ANSWER_VALUES} values, nested at most {MAX_ANSWER_DEPTH} deep)"
+        ) from None
     except _msgpack.DecodeError:
         raise PluginABIError(
             f"the plugin returned {len(raw)} bytes that are not one MessagePack value"

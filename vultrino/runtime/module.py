@@ -4,7 +4,9 @@ The runtime owns one engine and the compiled-module cache. ``load`` validates th
 ABI and instantiates it once, so a bad module fails at load, not at first call.
 
 A ``PluginModule`` keeps a small pool of instances. A call takes an idle instance (or makes one,
-up to :data:`MAX_INSTANCES`; past that it waits), runs, and puts it back. An instance that saw
+up to :data:`MAX_INSTANCES`; past that it waits), runs, and puts it back. On a thread-affine
+engine (wasmer) calls run on at most :data:`MAX_INSTANCES` worker threads, each with its own
+instance, so the cap holds there too. An instance that saw
 any error — trap, timeout, memory cap, ABI violation — is closed and never reused: the next call
 gets a fresh instance, so one bad call cannot poison the next. The pool makes ``execute`` safe
 to call from several threads; wasmtime releases the GIL while guest code runs, so calls on
@@ -15,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -29,8 +31,9 @@ from vultrino.errors import (
     PluginMemoryError,
     PluginTrapError,
 )
-from vultrino.runtime import abi
+from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
+from vultrino.runtime._logtext import escape_control
 from vultrino.runtime.cache import ModuleCache
 from vultrino.runtime.engine import MIB, WASM_PAGE, GuestExit, Limits, ModuleShape
 from vultrino.runtime.engine import Engine as EngineAdapter
@@ -46,7 +49,6 @@ MAX_LOG_LINES_PER_CALL: Final = 1000
 
 LogFunc = Callable[[str, str], None]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -62,10 +64,6 @@ def _size(n: int) -> str:
     if n % MIB == 0:
         return f"{n // MIB} MiB"
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
 
 
 class _PluginLog:
@@ -90,7 +88,7 @@ class _PluginLog:
         self.remaining -= 1
         if len(text) > MAX_LOG_MESSAGE:
             text = text[:MAX_LOG_MESSAGE] + " [...]"
-        text = _CONTROL.sub(_escape, text)
+        text = escape_control(text)
         if self._log is not None:
             self._log(level, text)
         else:
@@ -138,6 +136,12 @@ class PluginModule:
         self._local = threading.local()
         try:
             session = self._new_session()
+        except GuestExit as exc:  # proc_exit in the start function
+            raise ModuleError(
+                f"plugin {plugin!r}: the module cannot start: its start function called "
+                f"proc_exit({exc.code})",
+                plugin=plugin,
+            ) from None
         except EngineError as exc:
             what = "" if isinstance(exc, ModuleError) else "the module cannot start: "
             raise ModuleError(f"plugin {plugin!r}: {what}{exc}", plugin=plugin) from exc
@@ -158,7 +162,15 @@ class PluginModule:
                     plugin=plugin,
                 )
         if self._affine:
-            self._local.session = session
+            # Its objects may only be touched on the thread that made them, so this session
+            # (which only proved the module starts) is closed here; calls run on at most
+            # MAX_INSTANCES worker threads that each keep their own instance. Per calling
+            # thread, as before, there would be as many instances as threads (an MCP server
+            # runs calls on dozens), each with up to the memory cap.
+            session.close()
+            self._workers = ThreadPoolExecutor(
+                max_workers=MAX_INSTANCES, thread_name_prefix=f"vultrino-{plugin}"
+            )
         else:
             self._idle.append(session)
         self._count = 1
@@ -168,7 +180,7 @@ class PluginModule:
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves."""
         if self._affine:
-            return self._execute_here(request)
+            return self._execute_on_worker(request)
         try:
             session = self._idle.pop()
         except IndexError:
@@ -195,6 +207,39 @@ class PluginModule:
                 with self._cond:
                     self._cond.notify()
         return response
+
+    def _execute_on_worker(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``execute`` for thread-affine engines: on one of the module's worker threads, so at
+        most MAX_INSTANCES instances exist (a call waits while every worker is busy)."""
+        if getattr(self._local, "worker", False):  # re-entered from a host function
+            return self._execute_here(request)
+        if self._closed:
+            raise EngineError(f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin)
+        try:
+            future = self._workers.submit(self._work, request)
+        except RuntimeError:  # shut down by close() meanwhile
+            raise EngineError(
+                f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
+            ) from None
+        return future.result()
+
+    def _work(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._local.worker = True
+        try:
+            return self._execute_here(request)
+        except BaseException as exc:
+            # The tracebacks' frames may hold views of guest memory, which must be dropped on
+            # this thread: the exception itself travels to the caller's.
+            stack: list[BaseException] = [exc]
+            seen: set[int] = set()
+            while stack:
+                e = stack.pop()
+                if id(e) in seen:
+                    continue
+                seen.add(id(e))
+                e.__traceback__ = None
+                stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+            raise
 
     def _execute_here(self, request: dict[str, Any]) -> dict[str, Any]:
         """``execute`` for thread-affine engines: this thread's own instance."""
@@ -231,7 +276,7 @@ class PluginModule:
         """A session from ``make``; a failure to start one names the plugin too."""
         try:
             return make()
-        except EngineError as exc:
+        except (EngineError, GuestExit) as exc:  # GuestExit: proc_exit in the start function
             raise self._error(exc, None) from exc
 
     def _acquire(self) -> abi.Session:
@@ -365,6 +410,11 @@ class PluginModule:
             idle.append(mine)
         for session in idle:
             session.close()
+        workers = getattr(self, "_workers", None)
+        if workers is not None:
+            # Worker threads close their instance on their next call or drop it when they
+            # end, on their own thread; nothing new is accepted.
+            workers.shutdown(wait=False)
 
     def __enter__(self) -> PluginModule:
         return self
@@ -476,6 +526,7 @@ class WasmRuntime:
         if bytes(wasm[:4]) != b"\0asm":
             raise ModuleError("not a WebAssembly binary (it does not start with \\0asm)")
         abi.check_counts(wasm)
+        _signatures.check_signatures(wasm)  # before any engine reads the module's types
         engine = self.engine
         key = (sha, engine.name, engine.version, self._fingerprint)
         native: object | None = None

@@ -1,0 +1,227 @@
+"""Red-team findings about the runtime, on every installed engine (the hostile corpus covers
+the same guests through the API, the CLI and MCP; these pin the mechanism down).
+
+* a negative (signed) pointer to ``random_get`` made the host allocate up to 2 GiB outside the
+  memory cap: the host may allocate no more than the guest's memory holds;
+* an engine with thread-bound objects (wasmer) kept one instance per calling thread, past the
+  per-plugin cap of :data:`MAX_INSTANCES`;
+* v128 / GC types in a module's interface aborted the process inside wasmtime's C API, at
+  install and at a load from disk: a clean ``ModuleError`` through the real CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import wasmtime
+
+from tests.reliability import corpus
+from vultrino.core import Vultrino
+from vultrino.errors import ModuleError
+from vultrino.runtime import Limits, WasmRuntime, available_engines, load_engine
+from vultrino.runtime.engine import HostFunc
+from vultrino.runtime.module import MAX_INSTANCES
+from vultrino.store import KdfParams
+
+ENGINES = [e for e in ("wasmtime", "wasmer") if e in available_engines()]
+LIMITS = Limits(deadline_s=5, memory_bytes=8 * 1024 * 1024)
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+def test_random_get_with_negative_pointers_allocates_nothing_outside_memory(
+    engine_name: str,
+) -> None:
+    """Answers EFAULT for the three ranges outside memory; Python allocations during the call
+    stay far below the 256 MiB and 2 GiB the guest asked for (before the fix: a 2 GiB bytes)."""
+    wasm = bytes(wasmtime.wat2wasm(corpus.wat_source("random_bad_pointer")))
+    with WasmRuntime(engine_name, limits=LIMITS) as rt, rt.load(wasm, plugin="rnd") as module:
+        tracemalloc.start()
+        try:
+            answer = module.execute({"action": "misbehave", "params": {}, "credential": None})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert answer == {"ok": [21, 21, 21, 0]}
+    assert peak < 4 * 1024 * 1024, f"the host allocated {peak} bytes during the call"
+
+
+SLOW_GUEST = """(module
+  (import "vultrino:plugin/host@1.0.0" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 3)
+  ;;@prelude
+  (func $misbehave (param $ptr i32) (param $len i32) (result i32)
+    (call $log (i32.const 1) (i32.const 0) (i32.const 0))
+    (call $ok_echo (local.get $ptr) (local.get $len))))
+"""
+
+
+class _CountingEngine:
+    """The real engine, counting the instances alive at once (instantiate minus close)."""
+
+    def __init__(self, name: str) -> None:
+        self._engine = load_engine(name)
+        self.name = self._engine.name
+        self.version = self._engine.version
+        self.thread_affine = getattr(self._engine, "thread_affine", False)
+        self.alive = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._engine, attr)
+
+    def instantiate(self, native: object, host: Sequence[HostFunc], limits: Limits) -> Any:
+        instance = self._engine.instantiate(native, host, limits)
+        with self._lock:
+            self.alive += 1
+            self.peak = max(self.peak, self.alive)
+        close = instance.close
+        counted = [False]
+
+        def counting_close() -> None:
+            if not counted[0]:
+                counted[0] = True
+                with self._lock:
+                    self.alive -= 1
+            close()
+
+        instance.close = counting_close
+        return instance
+
+
+def test_instances_per_plugin_are_capped_on_every_engine(engine_name: str) -> None:
+    """Twelve threads calling one plugin at once: never more than MAX_INSTANCES instances
+    (wasmer used to give every calling thread its own)."""
+    counting = _CountingEngine(engine_name)
+    wasm = bytes(wasmtime.wat2wasm(SLOW_GUEST.replace(corpus.PRELUDE, _prelude())))
+    barrier = threading.Barrier(12)
+    errors: list[BaseException] = []
+    gate = threading.Event()
+
+    def log(level: str, text: str) -> None:
+        gate.wait(5)  # hold every call inside the guest until all threads are in
+
+    with WasmRuntime(counting, limits=LIMITS) as rt:  # type: ignore[arg-type]
+        module = rt.load(wasm, plugin="capped", log=log)
+
+        def call() -> None:
+            try:
+                barrier.wait(10)
+                answer = module.execute({"action": "misbehave", "params": {}, "credential": None})
+                assert "ok" in answer
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(12)]
+        for t in threads:
+            t.start()
+        threading.Timer(1.0, gate.set).start()
+        for t in threads:
+            t.join(60)
+        module.close()
+    assert errors == []
+    assert counting.peak <= MAX_INSTANCES, f"{counting.peak} instances alive at once"
+
+
+def _prelude() -> str:
+    return (corpus.HOSTILE / "_prelude.wat").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    root = tmp_path / "home"
+    Vultrino.init(root, "pw-redteam-runtime", kdf=KdfParams.minimal()).close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VULTRINO_")}
+    env.update(VULTRINO_HOME=str(root), VULTRINO_PASSWORD="pw-redteam-runtime")
+    if engine := os.environ.get("VULTRINO_ENGINE"):
+        env["VULTRINO_ENGINE"] = engine
+    yield root, env
+
+
+@pytest.mark.parametrize("stem", ["simd_signature", "gc_signature", "wasi_externref"])
+def test_exotic_interface_types_are_refused_through_the_cli_and_from_disk(
+    stem: str, tmp_path: Path, cli_home: tuple[Path, dict[str, str]]
+) -> None:
+    """Install through a real CLI process: exit 9 with a ModuleError, no abort, no traceback.
+    Then the same module copied into plugins/ by hand (a corrupted or hostile install): the
+    first call is a clean ModuleError too, and the process survives."""
+    root, env = cli_home
+    guest = corpus.by_stem(stem)
+    src = corpus.build_plugin(guest, tmp_path / "src")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vultrino", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    r = run("plugin", "install", str(src))
+    assert r.returncode == ModuleError.exit_code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert "imports and exports may use only" in r.stderr
+    assert not (root / "plugins" / guest.plugin).exists()
+
+    import shutil
+
+    shutil.copytree(src, root / "plugins" / guest.plugin)
+    r = run("request", "nobody", "--action", "misbehave")  # loads the registry first
+    assert r.returncode > 0 and "Traceback" not in r.stderr, r.stderr
+    r = run("plugin", "reload", guest.plugin)
+    assert r.returncode == ModuleError.exit_code, (r.returncode, r.stderr)
+    assert "imports and exports may use only" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_answer_limits_are_exact() -> None:
+    """64 levels and 100 000 values pass; one more of either is a PluginABIError naming it."""
+    from vultrino import _msgpack
+    from vultrino.errors import PluginABIError
+    from vultrino.runtime import abi
+
+    def nested(levels: int) -> bytes:  # {"ok": [[...nil...]]}: the map is level 1
+        return b"\x81\xa2ok" + b"\x91" * (levels - 1) + b"\xc0"
+
+    assert abi.decode_abi2(nested(abi.MAX_ANSWER_DEPTH))["ok"] is not None
+    with pytest.raises(PluginABIError, match="64 levels deep"):
+        abi.decode_abi2(nested(abi.MAX_ANSWER_DEPTH + 1))
+
+    def values(n: int) -> bytes:  # {"ok": [0] * (n - 3)}: map key, map value, n - 3 elements
+        return _msgpack.packb({"ok": [0] * (n - 3)})
+
+    assert len(abi.decode_abi2(values(abi.MAX_ANSWER_VALUES))["ok"]) == abi.MAX_ANSWER_VALUES - 3
+    with pytest.raises(PluginABIError, match="more than 100000 values"):
+        abi.decode_abi2(values(abi.MAX_ANSWER_VALUES + 1))
+    with pytest.raises(PluginABIError, match="more than 100000 values"):  # one array's header
+        abi.decode_abi2(b"\x81\xa2ok\xdd" + (10**6).to_bytes(4, "big") + b"\xc0" * 10**6)
+
+
+def test_interface_reader_leaves_plain_and_internal_simd_modules_alone() -> None:
+    """SIMD inside a module (as Rust emits it) is fine; only the interface is checked."""
+    from vultrino.runtime._signatures import check_signatures
+
+    inside = corpus.wat_source("trap_unreachable").replace(
+        "(func $misbehave",
+        "(func $simd (param v128) (result v128) (local.get 0))\n  (func $misbehave",
+    )
+    check_signatures(bytes(wasmtime.wat2wasm(inside)))  # no error
+    for stem, words in (("simd_signature", "`simd` has a `v128`"), ("gc_signature", "GC")):
+        with pytest.raises(ModuleError, match=words):
+            check_signatures(bytes(wasmtime.wat2wasm(corpus.wat_source(stem))))
+    check_signatures(b"\x00asm\x01\x00\x00\x00\x01\xff")  # malformed: left to the engine
