@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import scrub, secret_forms
+from vultrino._scrub import scrubber
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
@@ -47,10 +47,11 @@ from vultrino.plugins.base import (
 )
 
 if TYPE_CHECKING:
+    from vultrino._scrub import Scrubber
     from vultrino.plugins.installer import InstallResult
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
-    from vultrino.store import CredentialStore, KdfParams
+    from vultrino.store import Credential, CredentialStore, KdfParams
 
 ENV_PASSWORD = "VULTRINO_PASSWORD"  # noqa: S105 - a variable name
 ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
@@ -58,6 +59,10 @@ ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
 LIST_CREDENTIALS_TOOL = "list_credentials"
 
 Prompt = Callable[[str], str]
+
+# (type spec, secret values, their scrubber) of one cached credential
+_Derived = tuple[CredentialTypeSpec, list[Any], "Scrubber"]
+_PREPARED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,10 @@ class Vultrino:
         self._runtime_lock = threading.Lock()
         self._registry_lock = threading.Lock()
         self._tools_signature = ""  # what refresh() last saw of the tool list
+        self._audit = audit.AuditLog(home.audit_log)  # opened on the first record
+        # alias -> (store revision, credential, derived): spares execute() a copy of the
+        # credential and the computing of its secrets' forms while nothing changed
+        self._prepared: dict[str, tuple[int, Credential, _Derived | None]] = {}
         self._plugins_signature = ""
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -223,6 +232,8 @@ class Vultrino:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            self._audit.close()
+            self._prepared.clear()
 
     def __enter__(self) -> Vultrino:
         return self
@@ -389,7 +400,7 @@ class Vultrino:
         record: dict[str, Any] = {"alias": alias, "plugin": plugin, "action": action}
 
         def run() -> Any:
-            cred = self.store.get(alias)
+            cred, derived = self._credential(alias)
             owner, spec = self.registry.resolve_type(cred.type)
             record["plugin"] = owner.name
             if plugin is not None and owner.name != plugin:
@@ -408,10 +419,9 @@ class Vultrino:
             from vultrino.plugins.validation import validate_params
 
             clean = validate_params(act, params or {}, from_cli=from_cli)
-            secrets = [
-                cred.fields.get(f) for f in set(cred.secret_fields) | set(spec.secret_fields)
-            ]
-            secrets += [v for v in cred.state.values() if isinstance(v, str)]
+            if derived is None or derived[0] is not spec:
+                derived = self._derive(alias, cred, spec)
+            _, secrets, scrub = derived
             view = CredentialView(
                 alias=cred.alias,
                 type=spec.name,
@@ -422,15 +432,43 @@ class Vultrino:
             try:
                 result = owner.execute(action, clean, view)
             except ActionFailedError as exc:
-                message = scrub(str(exc), secret_forms(secrets))
+                message = scrub.text(str(exc))
                 raise type(exc)(message, plugin=exc.plugin, code=exc.code) from None
             if result.new_state is not None:
                 with self._lock:
                     self.store.update_state(alias, result.new_state)
-                secrets += [v for v in result.new_state.values() if isinstance(v, str)]
-            return scrub(result.value, secret_forms(secrets))
+                scrub = scrubber([*secrets, *result.new_state.values()])
+            return scrub(result.value)
 
         return self._audited(record, source, run)
+
+    def _credential(self, alias: str) -> tuple[Credential, _Derived | None]:
+        """The credential (a private copy, reused while the store's revision is unchanged)
+        and what was derived from it for that revision, if anything yet."""
+        store = self.store
+        if type(alias) is not str:
+            return store.get(alias), None
+        revision = store.revision
+        entry = self._prepared.get(alias)
+        if entry is None or entry[0] != revision:
+            if len(self._prepared) >= _PREPARED_MAX:
+                self._prepared.clear()
+            entry = (revision, store.get(alias), None)
+            self._prepared[alias] = entry
+        return entry[1], entry[2]
+
+    def _derive(self, alias: str, cred: Credential, spec: CredentialTypeSpec) -> _Derived:
+        """The secret values of ``cred`` under ``spec`` (its type as the plugin declares it
+        now) and their scrubber, kept with the cached credential."""
+        fields = cred.fields
+        secrets = [fields.get(f) for f in cred.secret_fields]
+        secrets += [fields.get(f) for f in spec.secret_fields]
+        secrets += cred.state.values()  # scrubber() keeps only the strings
+        derived: _Derived = (spec, secrets, scrubber(secrets))
+        entry = self._prepared.get(alias)
+        if entry is not None and entry[1] is cred:
+            self._prepared[alias] = (entry[0], cred, derived)  # one atomic store
+        return derived
 
     def run_action(
         self,
@@ -477,7 +515,7 @@ class Vultrino:
             record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
             record["source"] = source
             record.setdefault("outcome", "error")
-            audit.append_record(self.home.audit_log, **record)
+            self._audit.append(**record)
 
     def _action(self, plugin: Plugin, name: str) -> ActionSpec:
         act = plugin.manifest.action(name)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vultrino._scrub import scrub, secret_forms
+from vultrino._scrub import Scrubber, scrub, scrubber
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
@@ -98,6 +98,7 @@ class WasmPlugin:
         self._call = threading.local()  # the secret forms of the call running on this thread
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
+        self._secret_names: dict[str, frozenset[str]] = {}  # per type; the manifest is fixed
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "not loaded"
@@ -161,7 +162,7 @@ class WasmPlugin:
                 plugin=self.name,
             )
         payload: dict[str, Any] | None = None
-        secrets: list[str] = []
+        secrets: list[Any] = []
         if spec.credential_type is not None:
             if credential is None:
                 raise CredentialMismatchError(
@@ -180,20 +181,23 @@ class WasmPlugin:
                 "type": credential.type,
                 "fields": dict(credential.fields),
             }
-            ctype = self.manifest.credential_type(credential.type)
-            if ctype is not None:
-                secrets = [
-                    v
-                    for k, v in credential.fields.items()
-                    if k in ctype.secret_fields and isinstance(v, str)
-                ]
+            secret_names = self._secret_names.get(credential.type)
+            if secret_names is None:
+                ctype = self.manifest.credential_type(credential.type)
+                secret_names = frozenset(ctype.secret_fields if ctype is not None else ())
+                self._secret_names[credential.type] = secret_names
+            fields = credential.fields
+            secrets = [fields[k] for k in secret_names if k in fields]
         request = {"action": action, "params": dict(params), "credential": payload}
-        forms = secret_forms(secrets)
+        forms = scrubber(secrets)
         # The module pools guest instances and is safe to call from several threads, so only
         # loading is serialized here. Log lines arrive on this thread during the call.
         self._call.forms = forms
         try:
-            response = self.ensure_loaded().execute(request)
+            module = self._module
+            if module is None:
+                module = self.ensure_loaded()
+            response = module.execute(request)
         finally:
             self._call.forms = None
         return self._answer(action, response, forms)
@@ -202,13 +206,13 @@ class WasmPlugin:
         """The guest's log lines (and WASI stdout/stderr), scrubbed of the call's secrets."""
         forms = getattr(self._call, "forms", None)
         if forms:
-            text = scrub(text, forms)
+            text = forms.text(text)
         if self._log is not None:
             self._log(level, text)
         else:
             self._logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
 
-    def _answer(self, action: str, response: Any, forms: list[str]) -> ActionResult:
+    def _answer(self, action: str, response: Any, forms: Scrubber) -> ActionResult:
         if isinstance(response, Mapping) and len(response) == 1:
             if "ok" in response:
                 return ActionResult(response["ok"])
@@ -219,7 +223,7 @@ class WasmPlugin:
                 and isinstance(error.get("message"), str)
             ):
                 code: str = error["code"]
-                message = scrub(error["message"], forms)
+                message = forms.text(error["message"])
                 if code == "unknown_action":
                     raise ActionNotFoundError(
                         f"plugin {self.name} does not handle action {action}: {message}",
