@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,12 @@ from vultrino.plugins.base import (
     Plugin,
     qualified_type,
 )
+from vultrino.plugins.validation import (
+    params_json_schema,
+    type_name,
+    validate_fields,
+    validate_params,
+)
 
 if TYPE_CHECKING:
     from vultrino._scrub import Scrubber
@@ -57,6 +63,20 @@ ENV_PASSWORD = "VULTRINO_PASSWORD"  # noqa: S105 - a variable name
 ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
 
 LIST_CREDENTIALS_TOOL = "list_credentials"
+#: What list_credentials returns: one entry per credential, never a secret value.
+LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "alias": {"type": "string"},
+            "type": {"type": "string"},
+            "description": {"type": "string"},
+        },
+        "required": ["alias", "type", "description"],
+        "additionalProperties": False,
+    },
+}
 
 Prompt = Callable[[str], str]
 
@@ -100,6 +120,10 @@ class ToolInfo:
     input_schema: dict[str, Any]
     plugin: str
     action: str
+    # MCP behaviour hints (readOnlyHint, destructiveHint, idempotentHint, openWorldHint)
+    annotations: dict[str, bool] = field(default_factory=dict)
+    # JSON Schema of the result, when its shape is known
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +343,6 @@ class Vultrino:
         ``allow`` is the URL allowlist used by the built-in HTTP plugin (``["*"]`` allows any
         URL, and must be asked for explicitly).
         """
-        from vultrino.plugins.validation import validate_fields
         from vultrino.store import Credential
 
         plugin, spec = self.registry.resolve_type(type)
@@ -416,8 +439,6 @@ class Vultrino:
                     f"{self._type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
                     plugin=owner.name,
                 )
-            from vultrino.plugins.validation import validate_params
-
             clean = validate_params(act, params or {}, from_cli=from_cli)
             if derived is None or derived[0] is not spec:
                 derived = self._derive(alias, cred, spec)
@@ -491,8 +512,6 @@ class Vultrino:
                     f"{self._type_list(owner, act)}: run it with an alias",
                     plugin=plugin,
                 )
-            from vultrino.plugins.validation import validate_params
-
             clean = validate_params(act, params or {}, from_cli=from_cli)
             return owner.execute(action, clean, None).value
 
@@ -604,8 +623,6 @@ class Vultrino:
 
     def tools(self) -> list[ToolInfo]:
         """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry."""
-        from vultrino.plugins.validation import params_json_schema
-
         creds = self.store.credentials()
         tools = [
             ToolInfo(
@@ -615,6 +632,13 @@ class Vultrino:
                 input_schema={"type": "object", "properties": {}, "additionalProperties": False},
                 plugin="vultrino",
                 action=LIST_CREDENTIALS_TOOL,
+                annotations={
+                    "readOnlyHint": True,
+                    "destructiveHint": False,
+                    "idempotentHint": True,
+                    "openWorldHint": False,
+                },
+                output_schema=LIST_CREDENTIALS_SCHEMA,
             )
         ]
         for binding in self.registry.tools():
@@ -642,6 +666,7 @@ class Vultrino:
                     input_schema=schema,
                     plugin=plugin.name,
                     action=act.name,
+                    annotations=dict(binding.annotations),
                 )
             )
         return tools
@@ -672,9 +697,21 @@ class Vultrino:
         if not act.needs_credential:
             return self.run_action(binding.plugin.name, act.name, args, source=source)
         alias = args.pop("credential", None)
-        if not isinstance(alias, str) or not alias:
+        if alias is None:
             raise ParameterError(
                 f"tool {name!r} needs a 'credential' argument: the alias of the credential to use "
+                "(call list_credentials to see them)",
+                plugin=binding.plugin.name,
+            )
+        if not isinstance(alias, str):
+            raise ParameterError(
+                f"tool {name!r}: wrong type: credential must be a string (the alias of a "
+                f"credential), got {type_name(alias)}; call list_credentials to see the aliases",
+                plugin=binding.plugin.name,
+            )
+        if not alias:
+            raise ParameterError(
+                f"tool {name!r}: credential must not be empty: pass the alias of a credential "
                 "(call list_credentials to see them)",
                 plugin=binding.plugin.name,
             )

@@ -106,11 +106,30 @@ class ActionSpec:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """An MCP tool (``[[mcp_tools]]``) bound to one of the plugin's actions."""
+    """An MCP tool (``[[mcp_tools]]``) bound to one of the plugin's actions.
+
+    The four behaviour hints become the tool's MCP annotations (``readOnlyHint``,
+    ``destructiveHint``, ``idempotentHint``, ``openWorldHint``); None means not declared, and
+    the hint is left out so clients apply the protocol's defaults.
+    """
 
     name: str
     action: str
     description: str = ""
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    def annotations(self) -> dict[str, bool]:
+        """The declared hints under their MCP names."""
+        hints = {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
+        return {k: v for k, v in hints.items() if v is not None}
 
 
 @dataclass(frozen=True)
