@@ -119,6 +119,10 @@ class AuditLog:
 
     def append(self, **record: Any) -> None:
         """Append one record (created 0600), written before this returns."""
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """:meth:`append` with the record as a mapping (its keys in order after ``ts``)."""
         with self._lock:
             line = _line(self._clock.now(), record)
             os.write(self._current_fd(), line)

@@ -534,7 +534,7 @@ class Vultrino:
             record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
             record["source"] = source
             record.setdefault("outcome", "error")
-            self._audit.append(**record)
+            self._audit.write(record)
 
     def _action(self, plugin: Plugin, name: str) -> ActionSpec:
         act = plugin.manifest.action(name)
