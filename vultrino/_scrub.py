@@ -5,6 +5,10 @@ credential's secret field values before they reach a caller: plain, base64, hex,
 (as a query or a path quotes it, ``%2F`` and ``%2f`` alike) and JSON-escaped (``\\/`` too). A
 plugin whose *purpose* is to return something derived from a secret (a signature, a one-time
 code) is unaffected: only the secret values themselves are replaced.
+
+Matching is one compiled regular expression per set of secrets (:class:`Scrubber`), built once
+and reused for every call with the same secrets (:func:`scrubber`), so a string holding no
+secret costs a single regex scan. Where two forms overlap, everything either covers is replaced.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -21,6 +26,8 @@ MIN_SECRET_LEN = 4  # shorter values would shred ordinary text; documented in do
 
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 E = TypeVar("E", bound=BaseException)
+_REDACTED_BYTES = REDACTED.encode()
+_CACHE_SIZE = 256  # distinct secret sets whose matchers are kept (one per credential in use)
 
 
 def secret_forms(values: Iterable[Any]) -> list[str]:
@@ -66,7 +73,7 @@ def _text_forms(value: str) -> set[str]:
     return {form for form in out if form}
 
 
-def scrub_error(exc: E, forms: list[str]) -> E:
+def scrub_error(exc: E, forms: Scrubber | Sequence[str]) -> E:
     """``exc`` with its message scrubbed, in place (its type and attributes stay), and the
     chain it was raised from cut: a cause may quote what the message no longer does. Raise the
     result ``from None``."""
@@ -80,22 +87,158 @@ def scrub_error(exc: E, forms: list[str]) -> E:
     return exc
 
 
-def scrub(value: Any, forms: list[str]) -> Any:
+def _spans(pattern: re.Pattern[Any], value: Any) -> list[tuple[int, int]]:
+    """The merged spans of every occurrence of any form, overlapping ones included.
+
+    The alternatives are ordered longest first, so the match found at a position is the
+    longest form starting there; searching again one position later finds forms that begin
+    inside it.
+    """
+    spans: list[tuple[int, int]] = []
+    m = pattern.search(value)
+    while m is not None:
+        start, end = m.span()
+        if spans and start < spans[-1][1]:
+            if end > spans[-1][1]:
+                spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+        m = pattern.search(value, start + 1)
+    return spans
+
+
+def _never(value: str) -> None:
+    return None
+
+
+class Scrubber:
+    """Replaces every form of a fixed set of secrets, in str and bytes, with ``[REDACTED]``."""
+
+    __slots__ = ("_bytes", "_search", "_text", "forms")
+
+    def __init__(self, forms: Sequence[str]) -> None:
+        self.forms: tuple[str, ...] = tuple(sorted(forms, key=len, reverse=True))
+        self._text: re.Pattern[str] | None = None
+        self._bytes: re.Pattern[bytes] | None = None
+        self._search: Callable[[str], re.Match[str] | None] = _never
+        if self.forms:
+            self._text = re.compile("|".join(re.escape(f) for f in self.forms))
+            self._search = self._text.search
+            encoded = (f.encode("utf-8", "surrogatepass") for f in self.forms)
+            self._bytes = re.compile(b"|".join(re.escape(b) for b in encoded))
+
+    def __bool__(self) -> bool:
+        return bool(self.forms)
+
+    def __repr__(self) -> str:
+        return f"<Scrubber of {len(self.forms)} forms>"  # never the forms themselves
+
+    def text(self, value: str) -> str:
+        pattern = self._text
+        if pattern is None or pattern.search(value) is None:
+            return value
+        out: list[str] = []
+        last = 0
+        for start, end in _spans(pattern, value):
+            out += (value[last:start], REDACTED)
+            last = end
+        out.append(value[last:])
+        return "".join(out)
+
+    def data(self, value: bytes) -> bytes:
+        pattern = self._bytes
+        if pattern is None or pattern.search(value) is None:
+            return value
+        out: list[bytes] = []
+        last = 0
+        for start, end in _spans(pattern, value):
+            out += (value[last:start], _REDACTED_BYTES)
+            last = end
+        out.append(value[last:])
+        return b"".join(out)
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` with every occurrence replaced, recursively (tuples become lists)."""
+        if self._text is None:
+            return value
+        return self._any(value)
+
+    def _any(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            return self._dict(value)
+        if kind is list or kind is tuple:
+            return self._list(value)
+        if kind in _PLAIN:
+            return value
+        if isinstance(value, str):
+            return self.text(str(value))
+        if isinstance(value, dict):
+            return self._dict(value)
+        if isinstance(value, (list, tuple)):
+            return self._list(value)
+        if isinstance(value, (bytes, bytearray)):
+            return self.data(bytes(value))
+        return value
+
+    # The container walks test the common leaf types inline: most results are small maps of
+    # strings and numbers, and a function call per leaf would cost more than the search.
+    def _dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        search = self._search
+        out = {}
+        for key, item in value.items():
+            k, v = key, item
+            if type(k) is str:
+                if search(k) is not None:
+                    k = self.text(k)
+            else:
+                k = self._any(k)
+            kind = type(v)
+            if kind is str:
+                if search(v) is not None:
+                    v = self.text(v)
+            elif kind not in _PLAIN:
+                v = self._any(v)
+            out[k] = v
+        return out
+
+    def _list(self, value: list[Any] | tuple[Any, ...]) -> list[Any]:
+        search = self._search
+        out = []
+        for item in value:
+            v = item
+            kind = type(v)
+            if kind is str:
+                if search(v) is not None:
+                    v = self.text(v)
+            elif kind not in _PLAIN:
+                v = self._any(v)
+            out.append(v)
+        return out
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _scrubber_of(secrets: tuple[str, ...]) -> Scrubber:
+    return Scrubber(secret_forms(secrets))
+
+
+def scrubber(values: Iterable[Any]) -> Scrubber:
+    """The (cached) scrubber of these secret values; values too short to scrub are ignored.
+
+    Keyed by the values themselves, so a changed secret can never be matched by a stale entry.
+    """
+    key = tuple([v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LEN])
+    return _scrubber_of(key)
+
+
+def scrub(value: Any, forms: Scrubber | Sequence[str]) -> Any:
     """``value`` with every occurrence of any of ``forms`` replaced, recursively."""
     if not forms:
         return value
-    if isinstance(value, str):
-        for form in forms:
-            if form in value:
-                value = value.replace(form, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {scrub(k, forms): scrub(v, forms) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v, forms) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
-        for form in forms:
-            data = data.replace(form.encode("utf-8", "surrogatepass"), REDACTED.encode())
-        return data
-    return value
+    matcher = forms if isinstance(forms, Scrubber) else Scrubber(forms)
+    return matcher(value)

@@ -20,12 +20,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import scrub, scrub_error, secret_forms
+from vultrino._scrub import scrub_error, scrubber
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
@@ -47,20 +47,44 @@ from vultrino.plugins.base import (
     Plugin,
     qualified_type,
 )
+from vultrino.plugins.validation import (
+    params_json_schema,
+    type_name,
+    validate_params,
+)
 
 if TYPE_CHECKING:
+    from vultrino._scrub import Scrubber
     from vultrino.agents import AgentInfo, AgentProfile, AgentScope, Approver, RateLimiter
     from vultrino.plugins.installer import InstallResult
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
-    from vultrino.store import CredentialStore, KdfParams
+    from vultrino.store import Credential, CredentialStore, KdfParams
 
 ENV_PASSWORD = "VULTRINO_PASSWORD"  # noqa: S105 - a variable name
 ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
 
 LIST_CREDENTIALS_TOOL = "list_credentials"
+#: What list_credentials returns: one entry per credential, never a secret value.
+LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "alias": {"type": "string"},
+            "type": {"type": "string"},
+            "description": {"type": "string"},
+        },
+        "required": ["alias", "type", "description"],
+        "additionalProperties": False,
+    },
+}
 
 Prompt = Callable[[str], str]
+
+# (type spec, secret values, their scrubber) of one cached credential
+_Derived = tuple[CredentialTypeSpec, list[Any], "Scrubber"]
+_PREPARED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,10 @@ class ToolInfo:
     input_schema: dict[str, Any]
     plugin: str
     action: str
+    # MCP behaviour hints (readOnlyHint, destructiveHint, idempotentHint, openWorldHint)
+    annotations: dict[str, bool] = field(default_factory=dict)
+    # JSON Schema of the result, when its shape is known
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +210,10 @@ class Vultrino:
         self._runtime_lock = threading.Lock()
         self._registry_lock = threading.Lock()
         self._tools_signature = ""  # what refresh() last saw of the tool list
+        self._audit = audit.AuditLog(home.audit_log)  # opened on the first record
+        # alias -> (store revision, credential, derived): spares execute() a copy of the
+        # credential and the computing of its secrets' forms while nothing changed
+        self._prepared: dict[str, tuple[int, Credential, _Derived | None]] = {}
         self._plugins_signature = ""
         self._rate_limiter: RateLimiter | None = None  # agent rate limits, per process
 
@@ -238,6 +270,8 @@ class Vultrino:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+            self._audit.close()
+            self._prepared.clear()
 
     def __enter__(self) -> Vultrino:
         return self
@@ -413,25 +447,23 @@ class Vultrino:
 
                 record.update(outcome="denied", error="CredentialOutsideProfile")
                 raise hidden_credential(alias)
-            cred = self.store.get(alias)
+            cred, derived = self._credential(alias)
             owner, spec = self.registry.resolve_type(cred.type)
             record["plugin"] = owner.name
-            secrets = [
-                cred.fields.get(f) for f in set(cred.secret_fields) | set(spec.secret_fields)
-            ]
-            secrets += [v for v in cred.state.values() if isinstance(v, str)]
+            if derived is None or derived[0] is not spec:
+                derived = self._derive(alias, cred, spec)
             try:
-                return use(cred, owner, spec, secrets, profile)
+                return use(cred, owner, spec, derived, profile)
             except VultrinoError as exc:
                 # Any message may quote what the agent sent, the server answered or the plugin
                 # wrote (a URL, a Location, a guest's error text): none leaves with a secret in it.
-                raise scrub_error(exc, secret_forms(secrets)) from None
+                raise scrub_error(exc, derived[2]) from None
 
         def use(
-            cred: Any,
+            cred: Credential,
             owner: Plugin,
             spec: CredentialTypeSpec,
-            secrets: list[Any],
+            derived: _Derived,
             profile: AgentProfile | None,
         ) -> Any:
             if plugin is not None and owner.name != plugin:
@@ -454,8 +486,6 @@ class Vultrino:
                     f"{self._type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
                     plugin=owner.name,
                 )
-            from vultrino.plugins.validation import validate_params
-
             clean = validate_params(act, params or {}, from_cli=from_cli)
             if scope is not None and profile is not None:
                 scope.admit(
@@ -467,6 +497,7 @@ class Vultrino:
                     params=clean,
                     record=record,
                 )
+            _, secrets, scrub = derived
             view = CredentialView(
                 alias=cred.alias,
                 type=spec.name,
@@ -480,10 +511,38 @@ class Vultrino:
             if result.new_state is not None:
                 with self._lock:
                     self.store.update_state(alias, result.new_state)
-                secrets += [v for v in result.new_state.values() if isinstance(v, str)]
-            return scrub(result.value, secret_forms(secrets))
+                scrub = scrubber([*secrets, *result.new_state.values()])
+            return scrub(result.value)
 
         return self._audited(record, source, run)
+
+    def _credential(self, alias: str) -> tuple[Credential, _Derived | None]:
+        """The credential (a private copy, reused while the store's revision is unchanged)
+        and what was derived from it for that revision, if anything yet."""
+        store = self.store
+        if type(alias) is not str:
+            return store.get(alias), None
+        revision = store.revision
+        entry = self._prepared.get(alias)
+        if entry is None or entry[0] != revision:
+            if len(self._prepared) >= _PREPARED_MAX:
+                self._prepared.clear()
+            entry = (revision, store.get(alias), None)
+            self._prepared[alias] = entry
+        return entry[1], entry[2]
+
+    def _derive(self, alias: str, cred: Credential, spec: CredentialTypeSpec) -> _Derived:
+        """The secret values of ``cred`` under ``spec`` (its type as the plugin declares it
+        now) and their scrubber, kept with the cached credential."""
+        fields = cred.fields
+        secrets = [fields.get(f) for f in cred.secret_fields]
+        secrets += [fields.get(f) for f in spec.secret_fields]
+        secrets += cred.state.values()  # scrubber() keeps only the strings
+        derived: _Derived = (spec, secrets, scrubber(secrets))
+        entry = self._prepared.get(alias)
+        if entry is not None and entry[1] is cred:
+            self._prepared[alias] = (entry[0], cred, derived)  # one atomic store
+        return derived
 
     def run_action(
         self,
@@ -513,8 +572,6 @@ class Vultrino:
                     f"{self._type_list(owner, act)}: run it with an alias",
                     plugin=plugin,
                 )
-            from vultrino.plugins.validation import validate_params
-
             clean = validate_params(act, params or {}, from_cli=from_cli)
             if scope is not None:
                 scope.admit(
@@ -551,7 +608,7 @@ class Vultrino:
             record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
             record["source"] = source
             record.setdefault("outcome", "error")
-            audit.append_record(self.home.audit_log, **record)
+            self._audit.write(record)
 
     def _action(self, plugin: Plugin, name: str) -> ActionSpec:
         act = plugin.manifest.action(name)
@@ -650,8 +707,6 @@ class Vultrino:
 
         ``visible`` filters the aliases named in the ``credential`` descriptions (an agent
         profile's credential globs)."""
-        from vultrino.plugins.validation import params_json_schema
-
         creds = self.store.credentials()
         if visible is not None:
             creds = [c for c in creds if visible(c.alias)]
@@ -663,6 +718,13 @@ class Vultrino:
                 input_schema={"type": "object", "properties": {}, "additionalProperties": False},
                 plugin="vultrino",
                 action=LIST_CREDENTIALS_TOOL,
+                annotations={
+                    "readOnlyHint": True,
+                    "destructiveHint": False,
+                    "idempotentHint": True,
+                    "openWorldHint": False,
+                },
+                output_schema=LIST_CREDENTIALS_SCHEMA,
             )
         ]
         for binding in self.registry.tools():
@@ -690,6 +752,7 @@ class Vultrino:
                     input_schema=schema,
                     plugin=plugin.name,
                     action=act.name,
+                    annotations=dict(binding.annotations),
                 )
             )
         return tools
@@ -732,9 +795,21 @@ class Vultrino:
                 binding.plugin.name, act.name, args, source=source, scope=scope, tool=name
             )
         alias = args.pop("credential", None)
-        if not isinstance(alias, str) or not alias:
+        if alias is None:
             raise ParameterError(
                 f"tool {name!r} needs a 'credential' argument: the alias of the credential to use "
+                "(call list_credentials to see them)",
+                plugin=binding.plugin.name,
+            )
+        if not isinstance(alias, str):
+            raise ParameterError(
+                f"tool {name!r}: wrong type: credential must be a string (the alias of a "
+                f"credential), got {type_name(alias)}; call list_credentials to see the aliases",
+                plugin=binding.plugin.name,
+            )
+        if not alias:
+            raise ParameterError(
+                f"tool {name!r}: credential must not be empty: pass the alias of a credential "
                 "(call list_credentials to see them)",
                 plugin=binding.plugin.name,
             )

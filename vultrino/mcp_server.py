@@ -160,6 +160,43 @@ def tool_result(value: Any, protocol_version: str) -> types.CallToolResult:
     )
 
 
+def output_schema(schema: dict[str, Any] | None, protocol_version: str) -> dict[str, Any] | None:
+    """The ``outputSchema`` a tool advertises on this protocol version.
+
+    Handshake-era versions require an object at the root, and :func:`tool_result` wraps a list
+    result as ``{"result": [...]}`` there, so a non-object schema is wrapped the same way.
+    """
+    if schema is None or protocol_version in _MODERN_VERSIONS or schema.get("type") == "object":
+        return schema
+    return {
+        "type": "object",
+        "properties": {"result": schema},
+        "required": ["result"],
+        "additionalProperties": False,
+    }
+
+
+def tool_entry(tool: ToolInfo, protocol_version: str) -> types.Tool:
+    """One ``tools/list`` entry: schemas, and the behaviour hints when the tool declares any."""
+    annotations = (
+        types.ToolAnnotations(
+            read_only_hint=tool.annotations.get("readOnlyHint"),
+            destructive_hint=tool.annotations.get("destructiveHint"),
+            idempotent_hint=tool.annotations.get("idempotentHint"),
+            open_world_hint=tool.annotations.get("openWorldHint"),
+        )
+        if tool.annotations
+        else None
+    )
+    return types.Tool(
+        name=tool.name,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=output_schema(tool.output_schema, protocol_version),
+        annotations=annotations,
+    )
+
+
 def _error_hint(exc: VultrinoError) -> str:
     """What the model can do about ``exc``; appended to the error message it sees."""
     if isinstance(exc, CredentialNotFoundError):
@@ -315,12 +352,7 @@ class VultrinoMCP:
         tools = list(self._tools.values())
         if agent is not None:
             tools = await anyio.to_thread.run_sync(self._agent_tools, agent)
-        return types.ListToolsResult(
-            tools=[
-                types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
-                for t in tools
-            ]
-        )
+        return types.ListToolsResult(tools=[tool_entry(t, ctx.protocol_version) for t in tools])
 
     def _agent_tools(self, agent: str) -> list[ToolInfo]:
         try:

@@ -157,3 +157,44 @@ def test_rekey_through_the_cli(isolated_home: Path, tmp_path: Path, leakcheck: L
         Vultrino.open(isolated_home, PASSWORD).unlock()
     with Vultrino.open(isolated_home, "the-new-password") as v:
         assert v.credentials() == []
+
+
+def _cli(home: Path, *args: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VULTRINO_HOME": str(home), "VULTRINO_PASSWORD": PASSWORD}
+    subprocess.run([sys.executable, "-m", "vultrino", *args], env=env, check=True, timeout=120)
+
+
+def test_a_credential_removed_by_another_process_is_gone_on_the_next_call(v: Vultrino) -> None:
+    # execute() keeps the credential it read while the store is unchanged; another process's
+    # write must end that at once.
+    for _ in range(3):
+        v.execute("a", "echo", {"message": "hi"})
+    _cli(v.home.root, "remove", "a", "--yes")
+    with pytest.raises(CredentialNotFoundError):
+        v.execute("a", "echo", {"message": "hi"})
+
+
+def test_a_secret_replaced_by_another_process_is_used_and_scrubbed_at_once(
+    v: Vultrino, leakcheck: LeakCheck
+) -> None:
+    new = "brand-new-secret-value-9876543210"
+    leakcheck.add(new)
+    v.execute("a", "echo", {"message": "hi"})
+    _cli(
+        v.home.root,
+        "add",
+        "--alias",
+        "a",
+        "--type",
+        "plugin:echo-a:token",
+        "--field",
+        f"secret={new}",
+        "--replace",
+    )
+    result = v.execute("a", "echo", {"message": "hi"})
+    assert result["credential"]["fields"]["secret"] == "[REDACTED]"
+    assert new not in repr(result) and SECRET not in repr(result)

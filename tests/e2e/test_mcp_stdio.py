@@ -114,6 +114,27 @@ def test_tools_list_has_builtins_and_plugin_tools_in_both_eras(
     assert "echo-one" in credential["description"]
     assert "github" not in credential["description"]
     assert tools["echo_message"].description == "Echo a message through the echo plugin"
+
+    # Behaviour hints: list_credentials only reads; http_request may do anything a URL allows.
+    hints = tools["list_credentials"].annotations
+    assert hints is not None
+    assert (hints.read_only_hint, hints.destructive_hint) == (True, False)
+    assert (hints.idempotent_hint, hints.open_world_hint) == (True, False)
+    hints = tools["http_request"].annotations
+    assert hints is not None
+    assert (hints.read_only_hint, hints.destructive_hint, hints.open_world_hint) == (
+        False,
+        True,
+        True,
+    )
+    assert tools["echo_message"].annotations is None  # its manifest declares no hints
+    # list_credentials' result shape is advertised; handshake versions need an object root.
+    out = tools["list_credentials"].output_schema
+    assert out is not None
+    items = out["items"] if era == "modern" else out["properties"]["result"]["items"]
+    assert out["type"] == ("array" if era == "modern" else "object")
+    assert items["required"] == ["alias", "type", "description"]
+    assert tools["echo_message"].output_schema is None
     scan_log(
         leakcheck, home, errlog, ("tools", [t.model_dump(mode="json") for t in tools.values()])
     )
@@ -197,6 +218,17 @@ def test_mistakes_the_model_can_fix_are_tool_errors_that_say_what_to_change(
         ("echo_message", {"credential": "nope", "message": "x"}, ("nope", "list_credentials")),
         ("echo_message", {"credential": "github", "message": "x"}, ("github", "plugin:echo:key")),
         ("list_credentials", {"surprise": 1}, ("surprise",)),
+        # A wrong type is not a missing argument; null is not an integer.
+        (
+            "echo_message",
+            {"credential": 123, "message": "x"},
+            ("wrong type: credential must be a string", "got integer"),
+        ),
+        (
+            "echo_message",
+            {"credential": "echo-one", "message": "x", "n": None},
+            ("n: null is not an integer",),
+        ),
     ]
     results: list[types.CallToolResult] = []
 

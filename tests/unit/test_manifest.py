@@ -798,3 +798,49 @@ def _toml_str(value: str) -> str:
     """A TOML basic string for ``value``."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+# --- MCP behaviour hints ---------------------------------------------------------------------
+
+ACTION_AND_TOOL = """
+[[actions]]
+name = "sign"
+credential_type = "token"
+
+[[mcp_tools]]
+name = "sign_it"
+action = "sign"
+"""
+
+
+def test_tool_hints_become_mcp_annotations() -> None:
+    m = parse_manifest(
+        HEAD + ONE_TYPE + ACTION_AND_TOOL + "read_only = true\nidempotent = true\n"
+        "open_world = false\n"
+    )
+    [tool] = m.mcp_tools
+    assert (tool.read_only, tool.destructive, tool.idempotent, tool.open_world) == (
+        True,
+        None,
+        True,
+        False,
+    )
+    assert tool.annotations() == {
+        "readOnlyHint": True,
+        "idempotentHint": True,
+        "openWorldHint": False,
+    }
+
+
+def test_a_tool_without_hints_declares_none() -> None:
+    [tool] = parse_manifest(HEAD + ONE_TYPE + ACTION_AND_TOOL).mcp_tools
+    assert tool.annotations() == {}
+
+
+def test_tool_hints_must_be_booleans_and_consistent() -> None:
+    assert "mcp_tools[0].destructive: expected true or false, got string" in only_problem(
+        HEAD + ONE_TYPE + ACTION_AND_TOOL + 'destructive = "yes"\n'
+    )
+    assert "a read_only tool cannot be destructive" in only_problem(
+        HEAD + ONE_TYPE + ACTION_AND_TOOL + "read_only = true\ndestructive = true\n"
+    )

@@ -25,6 +25,8 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.store import ALIAS_MAX_LENGTH, Credential, CredentialStore, KdfParams, _sealing
+from vultrino.store import credentials as credentials_module
+from vultrino.store._generation import Generation
 from vultrino.store._lock import FileLock, lock_path_for
 from vultrino.store.credentials import encode_document
 
@@ -479,7 +481,11 @@ def test_no_temp_files_after_writes_and_failures(store: CredentialStore, store_p
         store.add(Credential("x", "t", {"k": object()}))
     store.remove("github")
     assert _temp_files(store_path) == []
-    assert sorted(os.listdir(store_path.parent)) == ["credentials.enc", "credentials.enc.lock"]
+    assert sorted(os.listdir(store_path.parent)) == [
+        "credentials.enc",
+        "credentials.enc.gen",
+        "credentials.enc.lock",
+    ]
 
 
 def test_stale_temp_files_of_dead_writers_are_cleaned(
@@ -557,6 +563,7 @@ def test_no_secret_or_password_in_any_error_message(store_path: Path) -> None:
     data = bytearray(store_path.read_bytes())
     data[-1] ^= 1
     store_path.write_bytes(bytes(data))
+    Generation(store_path).bump()  # seen now, not after UNSIGNALLED_CHANGE_SECONDS
     collect(s.credentials)
     collect(CredentialStore.open, store_path, PASSWORD)
     s.close()
@@ -578,3 +585,71 @@ def test_add_many_is_one_atomic_write(store: CredentialStore, store_path: Path) 
         store.add_many([_cred("fresh"), _cred("bulk-3")])
     with CredentialStore.open(store_path, PASSWORD) as again:
         assert "fresh" not in {c.alias for c in again.credentials()}
+
+
+# --- the change counter ----------------------------------------------------------------------
+
+
+def test_writes_by_another_handle_are_seen_at_once_through_the_counter(
+    store: CredentialStore, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the periodic stat pushed out of reach, only the counter can reveal the changes.
+    monkeypatch.setattr(credentials_module, "UNSIGNALLED_CHANGE_SECONDS", 1e9)
+    with CredentialStore.open(store_path, PASSWORD) as other:
+        assert other.credentials() == []
+        for i in range(3):
+            store.add(_cred(f"c{i}"))
+            assert [c.alias for c in other.credentials()][-1] == f"c{i}"
+        store.update_state("c0", {"t": "new-state"})
+        assert other.get("c0").state == {"t": "new-state"}
+        store.remove("c1")
+        with pytest.raises(CredentialNotFoundError):
+            other.get("c1")
+
+
+def test_reads_skip_the_stat_while_the_counter_is_unchanged(
+    store: CredentialStore, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add(_cred())
+    store.get("github")  # the first read after a write checks the file
+    monkeypatch.setattr(credentials_module, "UNSIGNALLED_CHANGE_SECONDS", 1e9)
+    calls: list[object] = []
+    real_stat = os.stat
+
+    def counting_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        calls.append(path)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(credentials_module.os, "stat", counting_stat)
+    for _ in range(100):
+        store.get("github")
+    assert calls == []
+
+
+def test_a_replacement_that_skips_the_counter_is_seen_by_the_periodic_stat(
+    store: CredentialStore, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backup copied back over the store does not bump the counter: the bounded fallback.
+    store.add(_cred("old"))
+    backup = store_path.read_bytes()
+    store.add(_cred("new"))
+    assert [c.alias for c in store.credentials()] == ["new", "old"]
+    store_path.write_bytes(backup)
+    monkeypatch.setattr(credentials_module, "UNSIGNALLED_CHANGE_SECONDS", 0.0)
+    assert [c.alias for c in store.credentials()] == ["old"]
+
+
+def test_a_deleted_counter_file_is_recreated_and_followed(
+    store: CredentialStore, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = store_path.with_name("credentials.enc.gen")
+    with CredentialStore.open(store_path, PASSWORD) as other:
+        other.credentials()
+        gen.unlink()
+        monkeypatch.setattr(credentials_module, "UNSIGNALLED_CHANGE_SECONDS", 0.0)
+        other.credentials()  # the periodic check maps the new file
+        monkeypatch.setattr(credentials_module, "UNSIGNALLED_CHANGE_SECONDS", 1e9)
+        other.credentials()
+        store.add(_cred("after"))
+        assert gen.exists() and gen.stat().st_mode & 0o777 == 0o600
+        assert [c.alias for c in other.credentials()] == ["after"]

@@ -297,8 +297,17 @@ def test_every_param_problem_listed_with_its_name() -> None:
         assert name in message
 
 
-def test_none_counts_as_not_given() -> None:
-    assert validate_params(ACTION, {"url": "u", "retries": None})["retries"] == 3
+def test_an_explicit_null_is_refused_not_taken_as_absent() -> None:
+    # JSON null for an integer parameter is a wrong type; silently applying the default hid
+    # the caller's bug.
+    with pytest.raises(ParameterError) as exc:
+        validate_params(ACTION, {"url": "u", "retries": None})
+    assert "retries: null is not an integer; leave the parameter out to get its default" in str(
+        exc.value
+    )
+    with pytest.raises(ParameterError, match="url: null is not a string"):
+        validate_params(ACTION, {"url": None})
+    assert validate_params(ACTION, {"url": "u"})["retries"] == 3  # absent: the default
 
 
 # --- params_json_schema ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
@@ -53,7 +54,7 @@ class CredentialTypeSpec:
                 return f
         return None
 
-    @property
+    @cached_property  # specs are frozen: computed once (execute reads it on every call)
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.secret or f.type == "password")
 
@@ -83,7 +84,7 @@ class ActionSpec:
     # api_key, bearer, basic_auth and oauth2); manifests name one type per action.
     credential_types: tuple[str, ...] = ()
 
-    @property
+    @cached_property  # specs are frozen: computed once (execute reads it on every call)
     def accepted_types(self) -> tuple[str, ...]:
         """The short type names this action runs with; empty when it needs no credential."""
         single = (self.credential_type,) if self.credential_type is not None else ()
@@ -106,11 +107,30 @@ class ActionSpec:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """An MCP tool (``[[mcp_tools]]``) bound to one of the plugin's actions."""
+    """An MCP tool (``[[mcp_tools]]``) bound to one of the plugin's actions.
+
+    The four behaviour hints become the tool's MCP annotations (``readOnlyHint``,
+    ``destructiveHint``, ``idempotentHint``, ``openWorldHint``); None means not declared, and
+    the hint is left out so clients apply the protocol's defaults.
+    """
 
     name: str
     action: str
     description: str = ""
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
+    def annotations(self) -> dict[str, bool]:
+        """The declared hints under their MCP names."""
+        hints = {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
+        return {k: v for k, v in hints.items() if v is not None}
 
 
 @dataclass(frozen=True)

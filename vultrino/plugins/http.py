@@ -278,6 +278,11 @@ def _manifest() -> PluginManifest:
         description="Make an HTTP request with a stored credential (API key, bearer token, "
         "basic auth or oauth2) without seeing the secret. The URL must match the "
         "credential's allowlist.",
+        # Per tool, not per call: any method may be asked for, so the hints cover the worst.
+        read_only=False,
+        destructive=True,
+        idempotent=False,
+        open_world=True,
     )
     return PluginManifest(
         plugin=PluginInfo(

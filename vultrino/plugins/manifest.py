@@ -681,7 +681,7 @@ def _parse_tools(
             data,
             path,
             out,
-            ("name", "action", "description"),
+            ("name", "action", "description", *_TOOL_HINTS),
             legacy=("input_schema", "parameter_mappings"),
         )
         name = t.string("name", required=True)
@@ -700,9 +700,20 @@ def _parse_tools(
                 t.at("action"),
                 f"{show_value(action)} is not an action of this plugin (actions: {listing})",
             )
+        hints = {key: t.boolean(key, False) if t.has(key) else None for key in _TOOL_HINTS}
+        if hints["read_only"] and hints["destructive"]:
+            out.error(
+                t.at("destructive"),
+                "a read_only tool cannot be destructive; drop one of the two",
+            )
         if name is not None and action is not None:
-            tools.append(ToolSpec(name=name, action=action, description=t.text("description")))
+            tools.append(
+                ToolSpec(name=name, action=action, description=t.text("description"), **hints)
+            )
     return tuple(tools)
+
+
+_TOOL_HINTS = ("read_only", "destructive", "idempotent", "open_world")
 
 
 # --- entry points ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class ToolBinding:
     plugin: Plugin
     action: ActionSpec
     description: str
+    annotations: dict[str, bool] = field(default_factory=dict)  # MCP behaviour hints
 
     def input_schema(self) -> dict[str, Any]:
         """The action's parameters as JSON Schema, plus a required ``credential`` (the alias)
@@ -444,7 +445,13 @@ class PluginRegistry:
                 if action is None:  # a built-in's self-description can be wrong; skip it
                     continue
                 bindings.append(
-                    ToolBinding(tool.name, plugin, action, tool.description or action.description)
+                    ToolBinding(
+                        tool.name,
+                        plugin,
+                        action,
+                        tool.description or action.description,
+                        tool.annotations(),
+                    )
                 )
         return bindings
 

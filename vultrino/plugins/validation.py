@@ -275,8 +275,9 @@ def validate_params(
 ) -> dict[str, Any]:
     """Check and convert action parameters against the manifest; return what the plugin gets.
 
-    Rules: unknown parameters are rejected; ``None`` counts as not given, so ``default``
-    applies, and a required parameter without one is a problem; values must be of the declared
+    Rules: unknown parameters are rejected; an explicit ``None`` (JSON null) is refused as a
+    wrong type, while a parameter left out gets its ``default``, and a required parameter
+    without one is a problem; values must be of the declared
     type — with ``from_cli`` a string is converted to an integer, number or boolean, and parsed
     as JSON for object and array; a float with an integral value is accepted as an integer;
     ``enum_values`` restrict the value. Raises one :class:`ParameterError` listing every problem.
@@ -290,6 +291,17 @@ def validate_params(
     result: dict[str, Any] = {}
     for spec in action.parameters:
         raw = params.get(spec.name)
+        if raw is None and spec.name in params:
+            # An explicit null is a value of the wrong type, not an absent parameter: a caller
+            # sending null for an integer has a bug worth hearing about.
+            if spec.default is not None:
+                what = "leave the parameter out to get its default"
+            elif spec.required:
+                what = "the parameter is required"
+            else:
+                what = "leave the parameter out if there is no value"
+            problems.append(f"{spec.name}: null is not {KIND_HINT[spec.type]}; {what}")
+            continue
         if raw is None:
             if spec.default is not None:
                 result[spec.name] = copy.deepcopy(spec.default)

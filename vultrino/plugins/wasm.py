@@ -31,7 +31,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from vultrino._scrub import MIN_SECRET_LEN, scrub, scrub_error, secret_forms
+from vultrino._scrub import (
+    MIN_SECRET_LEN,
+    Scrubber,
+    scrub,
+    scrub_error,
+    scrubber,
+    secret_forms,
+)
 from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
@@ -115,10 +122,11 @@ class WasmPlugin:
         self._logger = logging.getLogger(f"vultrino.plugin.{manifest.name}")
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
-        # Every secret handed to the loaded module, and the scrub forms derived from them.
+        self._secret_names: dict[str, frozenset[str]] = {}  # per type; the manifest is fixed
+        # Every secret handed to the loaded module, and the scrubbers derived from them.
         self._seen: set[str] = set()
-        self._forms: list[str] = []  # error messages
-        self._log_forms: list[str] = []  # log lines
+        self._forms: Scrubber = scrubber(())  # error messages
+        self._log_forms: Scrubber = scrubber(())  # log lines
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "not loaded"
@@ -210,7 +218,7 @@ class WasmPlugin:
                 plugin=self.name,
             )
         payload: dict[str, Any] | None = None
-        secrets: list[str] = []
+        secrets: list[Any] = []
         if spec.credential_type is not None:
             if credential is None:
                 raise CredentialMismatchError(
@@ -229,13 +237,13 @@ class WasmPlugin:
                 "type": credential.type,
                 "fields": dict(credential.fields),
             }
-            ctype = self.manifest.credential_type(credential.type)
-            if ctype is not None:
-                secrets = [
-                    v
-                    for k, v in credential.fields.items()
-                    if k in ctype.secret_fields and isinstance(v, str)
-                ]
+            secret_names = self._secret_names.get(credential.type)
+            if secret_names is None:
+                ctype = self.manifest.credential_type(credential.type)
+                secret_names = frozenset(ctype.secret_fields if ctype is not None else ())
+                self._secret_names[credential.type] = secret_names
+            fields = credential.fields
+            secrets = [v for k in secret_names if isinstance(v := fields.get(k), str)]
         request = {"action": action, "params": dict(params), "credential": payload}
         # The module pools guest instances and is safe to call from several threads, so only
         # loading is serialized here.
@@ -250,7 +258,7 @@ class WasmPlugin:
         # The call's own secrets are scrubbed from the result by the caller (the facade), as
         # for every plugin; the other credentials' secrets this module has seen, here.
         others = self._seen.difference(secrets)
-        result_forms = secret_forms(sorted(others)) if others else []
+        result_forms = scrubber(sorted(others)) if others else scrubber(())
         return self._answer(action, response, self._forms, result_forms)
 
     def _remember(self, secrets: list[str]) -> None:
@@ -260,26 +268,26 @@ class WasmPlugin:
         with self._lock:
             self._seen.update(secrets)
             seen = sorted(self._seen)
-            self._forms = secret_forms(seen)
-            self._log_forms = secret_forms(_log_values(seen))
+            self._forms = scrubber(seen)
+            self._log_forms = Scrubber(secret_forms(_log_values(seen)))
 
     def _plugin_log(self, level: str, text: str) -> None:
         """The guest's log lines (and WASI stdout/stderr), scrubbed of every secret the module
         has been handed, in the forms they take in a log line."""
         forms = self._log_forms
         if forms:
-            text = scrub(text, forms)
+            text = forms.text(text)
         if self._log is not None:
             self._log(level, text)
         else:
             self._logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
 
     def _answer(
-        self, action: str, response: Any, forms: list[str], result_forms: list[str]
+        self, action: str, response: Any, forms: Scrubber, result_forms: Scrubber
     ) -> ActionResult:
         if isinstance(response, Mapping) and len(response) == 1:
             if "ok" in response:
-                return ActionResult(scrub(response["ok"], result_forms))
+                return ActionResult(result_forms(response["ok"]))
             error = response.get("error")
             if (
                 isinstance(error, Mapping)
@@ -287,7 +295,7 @@ class WasmPlugin:
                 and isinstance(error.get("message"), str)
             ):
                 code: str = error["code"]
-                message = scrub(error["message"], forms)
+                message = forms.text(error["message"])
                 if code == "unknown_action":
                     raise ActionNotFoundError(
                         f"plugin {self.name} does not handle action {action}: {message}",

@@ -19,6 +19,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.store import _sealing
+from vultrino.store._generation import Generation
 from vultrino.store._lock import DEFAULT_LOCK_TIMEOUT, FileLock, lock_path_for
 from vultrino.store._sealing import Header, KdfParams, Unauthentic
 
@@ -60,6 +62,10 @@ ALIAS_MAX_LENGTH = 128
 TYPE_MAX_LENGTH = 200
 FIELD_NAME_MAX_LENGTH = 128
 MAX_STORE_BYTES = 256 << 20  # refuse to read anything bigger: it is not a store we wrote
+# Reads skip the stat of the store file while the change counter (credentials.enc.gen) is
+# unchanged, but stat it at least this often: the bound on seeing a store replaced by
+# something that does not bump the counter (documented in docs/store.md).
+UNSIGNALLED_CHANGE_SECONDS = 1.0
 
 _T = TypeVar("_T")
 
@@ -541,11 +547,16 @@ class CredentialStore:
         self._key: bytearray | None = key
         self._header = header
         self._records = records
+        self._revision = 0  # see the revision property
         self._sorted: list[Credential] | None = None
         self._signature = signature
         self._fingerprint = fingerprint
         self._lock_timeout = lock_timeout
         self._mutex = threading.RLock()
+        self._generation = Generation(path)
+        self._generation.attach()
+        self._seen_generation: int | None = None  # None: the next read stats the file
+        self._stat_at = 0.0
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -589,6 +600,7 @@ class CredentialStore:
             _replace(tmp, path)
             signature = _signature(os.stat(path))
             _fsync_dir(parent)
+            Generation(path).bump()
         return cls(
             path,
             password=pw,
@@ -663,6 +675,7 @@ class CredentialStore:
             self._records = {}
             self._agents = {}
             self._sorted = None
+            self._generation.detach()
 
     def __repr__(self) -> str:
         state = "closed" if self._key is None else "open"
@@ -686,6 +699,15 @@ class CredentialStore:
             if self._sorted is None:
                 self._sorted = sorted(self._records.values(), key=lambda c: c.alias)
             return [_copy_credential(c) for c in self._sorted]
+
+    @property
+    def revision(self) -> int:
+        """A number that changes whenever the credentials this handle sees change (after
+        picking up other processes' writes, as every read does). Equal numbers mean every
+        credential read before is still current: callers use it to keep derived data."""
+        with self._mutex:
+            self._refresh(force=False)
+            return self._revision
 
     def get(self, alias: str) -> Credential:
         """The credential named ``alias`` (a copy); CredentialNotFoundError if there is none."""
@@ -876,6 +898,7 @@ class CredentialStore:
         self._header = header
         self._records = records
         self._agents = profiles
+        self._revision += 1
         self._sorted = None
         self._fingerprint = _fingerprint(data)
         try:
@@ -888,12 +911,33 @@ class CredentialStore:
             _sealing.wipe(old_key)
             _sealing.wipe(old_pw)
         _fsync_dir(self._path.parent)
+        self._generation.bump()
 
     def _refresh(self, *, force: bool) -> None:
-        """Pick up changes other processes made. Cheap when nothing changed: one stat, or
+        """Pick up changes other processes made. Cheap when nothing changed: one memory read
+        of the change counter (and a stat at most every ``UNSIGNALLED_CHANGE_SECONDS``), or
         (``force``) one read compared against the header and size we last saw."""
         self._live_key()
         if not force:
+            generation = self._generation.read()
+            now = time.monotonic()
+            if (
+                generation is not None
+                and generation == self._seen_generation
+                and now - self._stat_at < UNSIGNALLED_CHANGE_SECONDS
+            ):
+                return
+            if now - self._stat_at >= UNSIGNALLED_CHANGE_SECONDS:
+                self._generation.attach()  # follows a replaced counter file
+            self._seen_generation = None  # until this check succeeds
+            self._reload(stat_first=True)
+            # Read before the stat: a writer that bumps after it is seen on the next call.
+            self._seen_generation, self._stat_at = generation, now
+            return
+        self._reload(stat_first=False)
+
+    def _reload(self, *, stat_first: bool) -> None:
+        if stat_first:
             try:
                 st = os.stat(self._path)
             except FileNotFoundError:
@@ -942,6 +986,7 @@ class CredentialStore:
         self._header = header
         self._records = records
         self._agents = agents
+        self._revision += 1
         self._sorted = None
         self._fingerprint = _fingerprint(data)
         self._signature = signature
