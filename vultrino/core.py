@@ -517,6 +517,7 @@ class Vultrino:
         force: bool = False,
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
+        build: bool = False,
     ) -> InstallResult:
         from vultrino.plugins import installer
 
@@ -531,6 +532,7 @@ class Vultrino:
                 force=force,
                 build_output=build_output,
                 progress=progress,
+                build=build,
             )
             if result.replaced:
                 self.registry.reload(result.name)

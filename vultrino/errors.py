@@ -31,7 +31,8 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── ActionFailedError           the plugin answered with an error; ``.code``
     │   ├── AccessDeniedError           e.g. a URL outside a credential's allowlist
     │   └── InstallError                the installer refused or failed
-    │       └── UnsafeSourceError       hostile archive, path, URL or ref
+    │       ├── UnsafeSourceError       hostile archive, path, URL or ref
+    │       └── BuildRequiredError      the source must be built: pass --build (build=True)
     └── EngineError                     the WebAssembly runtime; carries ``.plugin``
         ├── EngineUnavailableError      the requested engine is not installed
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
@@ -49,6 +50,7 @@ __all__ = [
     "AccessDeniedError",
     "ActionFailedError",
     "ActionNotFoundError",
+    "BuildRequiredError",
     "ConfigError",
     "CredentialError",
     "CredentialExistsError",
@@ -228,6 +230,10 @@ class InstallError(PluginError):
 
 class UnsafeSourceError(InstallError):
     """The source is hostile or unsafe: a path escaping the tree, a link, a device, an option."""
+
+
+class BuildRequiredError(InstallError):
+    """The source has no prebuilt module and building it runs its code: pass --build."""
 
 
 # --- engine ----------------------------------------------------------------------------------

@@ -168,6 +168,10 @@ def plugin_install(
         str | None, typer.Option("--subdir", help="The plugin's folder inside the source.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an installed plugin.")] = False,
+    build: Annotated[
+        bool,
+        typer.Option("--build", help="Build a source without a prebuilt module (runs its code)."),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -187,6 +191,7 @@ def plugin_install(
             force=force,
             build_output=lambda line: err(line.rstrip("\n")),
             progress=progress,
+            build=build,
         )
     for w in r.warnings:
         err(f"warning: {w}")
@@ -274,13 +279,19 @@ def plugin_new(
     path: Annotated[
         Path | None, typer.Option("--path", help="Where to create it (default: ./NAME).")
     ] = None,
+    lang: Annotated[
+        str, typer.Option("--lang", help="Template language: rust (default) or python.")
+    ] = "rust",
 ) -> None:
-    """Scaffold a Rust plugin project from the SDK template.
+    """Scaffold a plugin project (Rust, or Python with --lang python) from an SDK template.
 
     Example: vultrino plugin new my-plugin && cd my-plugin && cargo build --release
     """
     from vultrino.plugins.scaffold import new_plugin
 
-    dest = new_plugin(name, path if path is not None else Path.cwd() / name)
+    dest = new_plugin(name, path if path is not None else Path.cwd() / name, lang=lang)
     err(f"created {dest}")
-    err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install .` inside it")
+    if lang == "python":
+        err("next: edit app.py and plugin.toml, then `vultrino plugin install --build .` in it")
+    else:
+        err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install .` inside it")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from vultrino._version import __version__
 from vultrino.errors import (
+    BuildRequiredError,
     EngineError,
     InstallError,
     PluginConflictError,
@@ -44,7 +45,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins import _cargo, _sources
+from vultrino.plugins import _cargo, _componentize, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def install(
     force: bool = False,
     build_output: BuildOutput | None = None,
     progress: Progress | None = None,
+    build: bool = False,
 ) -> InstallResult:
     """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
 
@@ -132,6 +134,7 @@ def install(
                 force=force,
                 build_output=build_output,
                 progress=progress,
+                build=build,
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -158,6 +161,7 @@ def _install(
     force: bool,
     build_output: BuildOutput | None,
     progress: Progress | None,
+    build: bool = False,
 ) -> InstallResult:
     label = spec.display
     warnings: list[str] = []
@@ -207,6 +211,7 @@ def _install(
         staging=staging,
         build_output=build_output,
         label=label,
+        build=build,
     )
     wasm = _read_module(module_src, label)
     (stage / module_name).write_bytes(wasm)
@@ -272,6 +277,7 @@ def _module_source(
     staging: Path,
     build_output: BuildOutput | None,
     label: str,
+    build: bool = False,
 ) -> tuple[Path, bool]:
     """The module to install and whether it was built: the prebuilt one in the source when
     there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``."""
@@ -280,6 +286,8 @@ def _module_source(
     )
     if prebuilt is not None:
         return prebuilt, False
+    if _componentize.is_python_project(plugin_root):
+        return _build_python(acquired, plugin_root, module_name, staging, build_output, label, build)
     if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
         raise InstallError(
             f"{label}: the manifest names the module {module_name!r}, but it is not in the "
@@ -299,6 +307,34 @@ def _module_source(
         label=label,
     )
     return result.module, True
+
+
+def _build_python(
+    acquired: _sources.Acquired,
+    plugin_root: Path,
+    module_name: str,
+    staging: Path,
+    build_output: BuildOutput | None,
+    label: str,
+    build: bool,
+) -> tuple[Path, bool]:
+    """A Python plugin (``app.py``) built into a component by componentize-py, on request."""
+    if not build:
+        raise BuildRequiredError(
+            f"{label}: the manifest names the module {module_name!r}, which is not in the "
+            "plugin directory; it is a Python plugin, and building it runs its code: pass "
+            "--build to build it with componentize-py"
+        )
+    project = plugin_root
+    if acquired.in_place:  # the build imports app.py (writing __pycache__): use a copy
+        real_root = os.path.realpath(acquired.root)
+        rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
+        _sources.copy_tree(Path(real_root), staging / "src", label=label)
+        project = staging / "src" / rel
+    out = _componentize.build(
+        project, out=staging / "build" / module_name, output=build_output, label=label
+    )
+    return out, True
 
 
 def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:
