@@ -61,3 +61,7 @@ plugins:
 # a demo on a throwaway home
 demo:
     .venv/bin/vultrino demo
+
+# wrap a Rust plugin's core module into a WASI 0.2 component (wasm-tools + the preview-1 adapter)
+component MODULE OUT:
+    PATH="$PWD/.venv/bin:$PATH" bash scripts/rust-component.sh {{MODULE}} {{OUT}}
