@@ -276,8 +276,9 @@ class ComponentSession(abi.Session):
             with linker.root() as root, root.add_instance(HOST) as host:
                 host.add_func(LOG, self._host_log(log_func))
             self._inst = linker.instantiate(store, component)
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self._ticket()
+            store.close()
             self._pending = None
             text = _short(str(exc), 400)
             if "memory" in text and ("limit" in text or "minimum" in text):
@@ -289,6 +290,7 @@ class ComponentSession(abi.Session):
         func = self._inst.get_func(store, index) if index is not None else None
         if func is None:
             self._ticket()
+            store.close()
             raise ModuleError(f"the component does not export `{HANDLER}`.`execute`")
         self._func = func
         self._call = _fast_call if engine.fast else _public_call
