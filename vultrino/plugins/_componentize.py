@@ -12,10 +12,11 @@ directory, never next to the sources. componentize-py comes from PyPI
 (``pip install componentize-py``); it is looked for next to the running Python, then on
 ``PATH``.
 
-Building imports the project's Python code on the host (componentize-py runs ``app`` to take
-a snapshot of it), so like ``cargo build`` it is only as safe as the sources are trustworthy:
-the installer builds only when asked to (``--build``), and the build runs without any
-``VULTRINO_*`` variable (no store password reaches it).
+Building runs the project's code: componentize-py imports ``app`` to pre-initialise the
+component (inside its own WebAssembly runtime, with the project directory readable). Like
+``cargo build`` it is only as safe as the sources are trustworthy, so the installer builds only
+when asked to (``--build``), on a copy of the sources, and without any ``VULTRINO_*`` variable
+in the build's environment (no store password reaches it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
    unpacked, a URL downloaded and unpacked, a git repository cloned — all into a staging
    directory ``plugins/.staging-<pid>-<random>/`` on the same filesystem as the plugins.
 2. **Build** (:mod:`._cargo`) only when the manifest's ``wasm_module`` is not in the source but
-   a ``Cargo.toml`` is.
+   a ``Cargo.toml`` is; a Python plugin (``app.py``, :mod:`._componentize`) only with
+   ``build=True`` (``--build``), else :class:`~vultrino.errors.BuildRequiredError`.
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
    ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
    instantiation under the runtime's limits, tool and plugin-name conflicts.
@@ -80,7 +81,7 @@ Progress = Callable[[int, int | None], None]
 @dataclass
 class InstallResult:
     """What :func:`install` did. ``source`` is what ``.installed.json`` records (a URL's password
-    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo ran."""
+    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo or componentize-py ran."""
 
     name: str
     version: str
@@ -326,7 +327,7 @@ def _build_python(
             "--build to build it with componentize-py"
         )
     project = plugin_root
-    if acquired.in_place:  # the build imports app.py (writing __pycache__): use a copy
+    if acquired.in_place:  # never build inside the user's own directory: copy it first
         real_root = os.path.realpath(acquired.root)
         rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
         _sources.copy_tree(Path(real_root), staging / "src", label=label)
