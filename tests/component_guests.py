@@ -44,6 +44,8 @@ _SHELL = """
       (global.set $bump (i32.add (global.get $bump) (local.get $n)))
       (call $grow_to (global.get $bump))
       (local.get $p))
+    (func $recurse (param $n i32) (result i32)
+      (i32.add (call $recurse (i32.add (local.get $n) (i32.const 1))) (i32.const 1)))
     (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
       (call $alloc (local.get 3)))
     (func (export "execute") (param $ptr i32) (param $len i32) (result i32)
@@ -84,6 +86,18 @@ BODIES = {
       (i32.store (i32.const 0) (i32.const 0))
       (i32.store (i32.const 4) (local.get $len))
       (i32.const 0)""",
+    # 5000 log lines in one call
+    "log_flood": """
+      (local.set $len (i32.const 5000))
+      (loop $l
+        (call $log (i32.const 2) (i32.const 128) (i32.const 22))
+        (local.set $len (i32.sub (local.get $len) (i32.const 1)))
+        (br_if $l (local.get $len)))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)""",
+    # recursion until the wasm stack overflows
+    "recursion": "(call $recurse (i32.const 0))",
     "garbage": """
       (i32.store (i32.const 0) (i32.const 128))
       (i32.store (i32.const 4) (i32.const 5))

@@ -25,6 +25,7 @@ from vultrino.errors import (
 )
 from vultrino.runtime import Limits, WasmRuntime, available_engines
 from vultrino.runtime._component import HOSTCALL_LIST_BYTES, _fast_available, is_component
+from vultrino.runtime.module import MAX_LOG_LINES_PER_CALL
 
 SMALL = Limits(deadline_s=0.5, memory_bytes=16 * 1024 * 1024, output_bytes=256 * 1024)
 
@@ -124,6 +125,27 @@ def test_output_past_what_wasmtime_copies_is_an_abi_error(tmp_path: Path) -> Non
         size = HOSTCALL_LIST_BYTES + 4096
         with pytest.raises(PluginABIError, match="larger than wasmtime copies"):
             module.execute({"action": "x", "pad": struct.pack("<I", size)})
+
+
+@needs_wasmtime
+def test_a_log_flood_is_capped_per_call(runtime: WasmRuntime) -> None:
+    log = Lines()
+    module = runtime.load(guests.component("log_flood"), plugin="flood", log=log)
+    assert module.execute({"action": "x"}) == {"ok": 1}
+    assert len(log.lines) == MAX_LOG_LINES_PER_CALL + 1
+    assert log.lines[-1] == ("warn", "4000 more log lines from this call were dropped")
+    log.lines.clear()
+    assert module.execute({"action": "x"}) == {"ok": 1}  # the budget is per call
+    assert len(log.lines) == MAX_LOG_LINES_PER_CALL + 1
+
+
+@needs_wasmtime
+def test_stack_overflow_is_a_trap(runtime: WasmRuntime) -> None:
+    module = runtime.load(guests.component("recursion"), plugin="deep")
+    with pytest.raises(PluginTrapError, match=r"plugin 'deep': the guest trapped: .*stack"):
+        module.execute({"action": "x"})
+    with pytest.raises(PluginTrapError):
+        module.execute({"action": "x"})
 
 
 @needs_wasmtime
