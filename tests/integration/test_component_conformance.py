@@ -220,3 +220,27 @@ def test_a_failing_log_sink_does_not_print(
     module.execute({"action": "x"})
     out, _ = capfd.readouterr()
     assert out == ""
+
+
+@needs_wasmtime
+def test_parallel_calls_each_get_their_own_answer(runtime: WasmRuntime) -> None:
+    import threading
+
+    module = runtime.load(guests.component("echo"), plugin="echo")
+    failures: list[object] = []
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            request = {"ok": {"thread": n, "i": i, "pad": "x" * (n * 100 + i)}}
+            try:
+                if module.execute(request) != request:
+                    failures.append((n, i))
+            except Exception as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
