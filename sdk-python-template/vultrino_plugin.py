@@ -1,0 +1,66 @@
+"""The glue between Vultrino and your actions; you do not need to read it.
+
+`run(request_bytes, ACTIONS)` decodes the MessagePack request, calls the action registered under
+its name with `(params, fields)` (`fields` is the credential's fields, or None), and encodes the
+answer: the action's return value becomes `{"ok": value}`; raising `PluginError` (or a subclass
+below) becomes `{"error": {"code", "message"}}`. Any other exception becomes a `failed` error
+whose message names only the exception type, so a secret in an exception text cannot leak.
+"""
+
+import vultrino_msgpack as msgpack
+from wit_world.imports import host
+
+__all__ = ["InvalidCredential", "InvalidParams", "PluginError", "log", "run"]
+
+
+class PluginError(Exception):
+    """An error the caller sees: `code` is one of the four codes of the plugin ABI."""
+
+    code = "failed"
+
+
+class InvalidParams(PluginError):
+    code = "invalid_params"
+
+
+class InvalidCredential(PluginError):
+    code = "invalid_credential"
+
+
+_LEVELS = {
+    "debug": host.LogLevel.DEBUG,
+    "info": host.LogLevel.INFO,
+    "warn": host.LogLevel.WARN,
+    "error": host.LogLevel.ERROR,
+}
+
+
+def log(level, message):
+    """Write one line to the plugin log (never a credential)."""
+    host.log(_LEVELS[level], str(message))
+
+
+def _error(code, message):
+    return {"error": {"code": code, "message": message}}
+
+
+def run(request, actions):
+    try:
+        req = msgpack.unpackb(request)
+    except msgpack.DecodeError:
+        return msgpack.packb(_error("invalid_params", "the request is not MessagePack"))
+    if not isinstance(req, dict):
+        return msgpack.packb(_error("invalid_params", "the request is not a map"))
+    name = req.get("action")
+    action = actions.get(name)
+    if action is None:
+        return msgpack.packb(_error("unknown_action", f"this plugin has no action {name!r}"))
+    credential = req.get("credential")
+    fields = credential.get("fields") if isinstance(credential, dict) else None
+    try:
+        answer = {"ok": action(req.get("params") or {}, fields)}
+    except PluginError as exc:
+        answer = _error(exc.code, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the message could hold a secret
+        answer = _error("failed", f"the action failed ({type(exc).__name__})")
+    return msgpack.packb(answer)

@@ -1,0 +1,189 @@
+"""Tiny WASI 0.2 component guests, written in component WAT and compiled at test time.
+
+Each guest is the same component shell (the ``vultrino:plugin/host@1.0.0`` import, a memory
+module, the lifted ``vultrino:plugin/handler@1.0.0#execute``) around a few lines of core WAT:
+the body of ``execute(ptr, len) -> retptr``. The memory lives in its own core module so the
+``log`` import can be lowered against it. ``wasmtime.wat2wasm`` parses component text on every
+Python this project supports, so these also serve the wasmer leg (which must refuse them).
+"""
+
+from __future__ import annotations
+
+import wasmtime
+
+#: msgpack {"ok": 1}
+OK_ONE = bytes([0x81, 0xA2, 0x6F, 0x6B, 0x01])
+
+_SHELL = """
+(component
+  (import "vultrino:plugin/host@1.0.0" (instance $host
+    (type $level (enum "debug" "info" "warn" "error"))
+    (export "log-level" (type $ll (eq $level)))
+    (export "log" (func (param "level" $ll) (param "message" string)))))
+  {extra_imports}
+  (core module $Mem (memory (export "memory") {initial_pages}))
+  (core instance $mem (instantiate $Mem))
+  (core func $log (canon lower (func $host "log") (memory (core memory $mem "memory"))))
+  {extra_lowers}
+  (core module $M
+    (import "mem" "memory" (memory 1))
+    (import "host" "log" (func $log (param i32 i32 i32)))
+    {extra_core_imports}
+    (global $bump (mut i32) (i32.const 4096))
+    (data (i32.const 64) "\\81\\a2ok\\01")
+    (data (i32.const 128) "hello from a component")
+    (func $grow_to (param $end i32)
+      (loop $more
+        (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+          (then
+            (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))
+            (br $more)))))
+    (func $alloc (param $n i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $bump))
+      (global.set $bump (i32.add (global.get $bump) (local.get $n)))
+      (call $grow_to (global.get $bump))
+      (local.get $p))
+    (func $recurse (param $n i32) (result i32)
+      (i32.add (call $recurse (i32.add (local.get $n) (i32.const 1))) (i32.const 1)))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (call $alloc (local.get 3)))
+    (func (export "execute") (param $ptr i32) (param $len i32) (result i32)
+      {body})
+    (func (export "post") (param i32)))
+  (core instance $m (instantiate $M
+    (with "mem" (instance $mem))
+    (with "host" (instance (export "log" (func $log)) {extra_with}))))
+  (func $execute (param "request" (list u8)) (result (list u8))
+    (canon lift (core func $m "execute") (memory (core memory $mem "memory"))
+      (realloc (core func $m "cabi_realloc")) (post-return (core func $m "post"))))
+  (instance $handler (export "execute" (func $execute)))
+  (export "vultrino:plugin/handler@1.0.0" (instance $handler)))
+"""
+
+#: execute bodies: each leaves the return area's address (0) on the stack.
+BODIES = {
+    # the request back, unchanged
+    "echo": """
+      (i32.store (i32.const 0) (local.get $ptr))
+      (i32.store (i32.const 4) (local.get $len))
+      (i32.const 0)""",
+    # {"ok": 1}, after one log line
+    "ok_logs": """
+      (call $log (i32.const 1) (i32.const 128) (i32.const 22))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)""",
+    "loop_forever": "(loop $l (br $l)) (i32.const 0)",
+    "trap": "unreachable",
+    # grows memory without end: memory.grow fails at the cap, then the guest traps
+    "memory_bomb": "(call $grow_to (i32.const -1)) (i32.const 0)",
+    # a result as long as the request says (in its last four bytes, little-endian), from 0
+    "huge_output": """
+      (local.set $len
+        (i32.load (i32.sub (i32.add (local.get $ptr) (local.get $len)) (i32.const 4))))
+      (call $grow_to (local.get $len))
+      (i32.store (i32.const 0) (i32.const 0))
+      (i32.store (i32.const 4) (local.get $len))
+      (i32.const 0)""",
+    # 5000 log lines in one call
+    "log_flood": """
+      (local.set $len (i32.const 5000))
+      (loop $l
+        (call $log (i32.const 2) (i32.const 128) (i32.const 22))
+        (local.set $len (i32.sub (local.get $len) (i32.const 1)))
+        (br_if $l (local.get $len)))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)""",
+    # recursion until the wasm stack overflows
+    "recursion": "(call $recurse (i32.const 0))",
+    "garbage": """
+      (i32.store (i32.const 0) (i32.const 128))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)""",
+    "bad_pointer": """
+      (i32.store (i32.const 0) (i32.const 0x7fff0000))
+      (i32.store (i32.const 4) (i32.const 16))
+      (i32.const 0)""",
+}
+
+
+def component(body: str, **extra: str) -> bytes:
+    """A component around ``body`` (a key of :data:`BODIES` or core WAT)."""
+    fields = {
+        "initial_pages": "1",
+        "extra_imports": "",
+        "extra_lowers": "",
+        "extra_core_imports": "",
+        "extra_with": "",
+    }
+    fields.update(extra)
+    return bytes(wasmtime.wat2wasm(_SHELL.format(body=BODIES.get(body, body), **fields)))
+
+
+# A guest that writes "to stdout\n" through wasi:cli/stdout and wasi:io/streams.
+_STDOUT_IMPORTS = """
+  (import "wasi:io/error@0.2.0" (instance $ioerr (export "error" (type (sub resource)))))
+  (alias export $ioerr "error" (type $error))
+  (import "wasi:io/streams@0.2.0" (instance $streams
+    (export "error" (type $e (eq $error)))
+    (export "output-stream" (type $os (sub resource)))
+    (type $err-own (own $e))
+    (type $stream-error (variant (case "last-operation-failed" $err-own) (case "closed")))
+    (export "stream-error" (type $se (eq $stream-error)))
+    (export "[method]output-stream.blocking-write-and-flush"
+      (func (param "self" (borrow $os)) (param "contents" (list u8))
+        (result (result (error $se)))))))
+  (alias export $streams "output-stream" (type $output-stream))
+  (import "wasi:cli/stdout@0.2.0" (instance $stdout
+    (export "output-stream" (type $os (eq $output-stream)))
+    (export "get-stdout" (func (result (own $os))))))
+"""
+_STDOUT_LOWERS = """
+  (core func $get_stdout (canon lower (func $stdout "get-stdout")))
+  (core func $write (canon lower (func $streams "[method]output-stream.blocking-write-and-flush")
+    (memory (core memory $mem "memory"))))
+"""
+_STDOUT_CORE = """
+    (import "host" "get-stdout" (func $get_stdout (result i32)))
+    (import "host" "write" (func $write (param i32 i32 i32 i32)))
+    (data (i32.const 256) "to stdout\\n")
+"""
+_STDOUT_WITH = """(export "get-stdout" (func $get_stdout)) (export "write" (func $write))"""
+
+
+def stdout_writer() -> bytes:
+    """A component that writes one line to stdout, then answers {"ok": 1}."""
+    return component(
+        """
+      (call $write (call $get_stdout) (i32.const 256) (i32.const 10) (i32.const 512))
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)""",
+        extra_imports=_STDOUT_IMPORTS,
+        extra_lowers=_STDOUT_LOWERS,
+        extra_core_imports=_STDOUT_CORE,
+        extra_with=_STDOUT_WITH,
+    )
+
+
+def foreign_import(name: str = "acme:secrets/vault@1.0.0") -> bytes:
+    """An otherwise fine component that also imports an interface Vultrino does not offer."""
+    return component(
+        "ok_logs",
+        extra_imports=f'(import "{name}" (instance (export "get" (func (result string)))))',
+    )
+
+
+def wrong_execute() -> bytes:
+    """A component whose execute takes a string instead of list<u8>."""
+    wat = _SHELL.format(
+        body=BODIES["echo"],
+        initial_pages="1",
+        extra_imports="",
+        extra_lowers="",
+        extra_core_imports="",
+        extra_with="",
+    ).replace('(param "request" (list u8))', '(param "request" string)')
+    return bytes(wasmtime.wat2wasm(wat))

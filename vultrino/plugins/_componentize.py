@@ -1,0 +1,134 @@
+"""Building a Python plugin into a WASI 0.2 component with componentize-py.
+
+A Python plugin project (``vultrino plugin new NAME --lang python``) holds ``plugin.toml`` and
+``app.py``, whose ``Handler`` class implements the ``handler`` interface of
+``wit/vultrino-plugin.wit``. Building runs::
+
+    componentize-py -d <vultrino-plugin.wit> -w plugin componentize app -p <project> -o <out>
+
+with the WIT file this Vultrino ships (the host's contract, not a copy in the project). The
+build's output is streamed to the caller; the component is written into the installer's staging
+directory, never next to the sources. componentize-py comes from PyPI
+(``pip install componentize-py``); it is looked for next to the running Python, then on
+``PATH``.
+
+Building runs the project's code: componentize-py imports ``app`` to pre-initialise the
+component (inside its own WebAssembly runtime, with the project directory readable). Like
+``cargo build`` it is only as safe as the sources are trustworthy, so the installer builds only
+when asked to (``--build``), on a copy of the sources, and without any ``VULTRINO_*`` variable
+in the build's environment (no store password reaches it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from vultrino.errors import InstallError
+
+__all__ = ["ENTRY", "INSTALL_HINT", "build", "build_env", "find_wit", "is_python_project"]
+
+#: The module componentize-py builds from (it must define ``Handler``).
+ENTRY = "app"
+WORLD = "plugin"
+INSTALL_HINT = "install componentize-py with `pip install componentize-py`"
+_TAIL_LINES = 15
+
+
+def is_python_project(root: Path) -> bool:
+    """A directory with ``app.py`` and no ``Cargo.toml`` is built with componentize-py."""
+    return (root / f"{ENTRY}.py").is_file() and not (root / "Cargo.toml").exists()
+
+
+def find_wit() -> Path:
+    """The plugin world this Vultrino implements: the checkout's ``wit/``, else the wheel's."""
+    package = Path(__file__).resolve().parent.parent  # .../vultrino
+    for candidate in (
+        package.parent / "wit" / "vultrino-plugin.wit",
+        package / "_data" / "wit" / "vultrino-plugin.wit",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise InstallError("vultrino-plugin.wit is missing from this Vultrino installation; reinstall")
+
+
+def executable() -> str:
+    """componentize-py next to the running Python (a virtualenv's bin/), else on ``PATH``."""
+    here = Path(sys.executable).parent / "componentize-py"
+    if here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    found = shutil.which("componentize-py")
+    if found is None:
+        raise InstallError(
+            f"the plugin is written in Python and must be built, but componentize-py is not "
+            f"installed; {INSTALL_HINT}"
+        )
+    return found
+
+
+def build_env() -> dict[str, str]:
+    """The environment for a build: the caller's, without any ``VULTRINO_*`` variable."""
+    from vultrino.plugins._cargo import build_environment
+
+    return build_environment()
+
+
+def build(
+    project: Path,
+    *,
+    out: Path,
+    output: Callable[[str], None] | None = None,
+    label: str = "plugin",
+) -> Path:
+    """Build the project in ``project`` into the component ``out``; returns ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        executable(),
+        "-d",
+        str(find_wit()),
+        "-w",
+        WORLD,
+        "componentize",
+        ENTRY,
+        "-p",
+        str(project),
+        "-o",
+        str(out),
+    ]
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=project,
+            env=build_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise InstallError(f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}") from exc
+    assert proc.stdout is not None
+    try:
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            if output is not None:
+                output(line)
+    finally:
+        proc.stdout.close()
+        code = proc.wait()
+    if code != 0 or not out.is_file():
+        last = "\n  ".join(list(tail)[-8:])
+        raise InstallError(
+            f"{label}: `componentize-py ... componentize {ENTRY}` failed (exit {code}):\n"
+            f"  {last}\nFix the build, or install a directory that already holds the module."
+        )
+    return out

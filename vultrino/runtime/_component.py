@@ -1,0 +1,498 @@
+"""WASI 0.2 components on wasmtime's component API: plugins in any language.
+
+A *component* (a ``.wasm`` whose header says layer 1, as ``wasm-tools component new`` and
+componentize-py write them) that targets ``wit/vultrino-plugin.wit`` runs here; core modules go
+through :mod:`vultrino.runtime.abi` as before. Only wasmtime runs components: on wasmer a
+component is refused with a message saying so.
+
+What a component gets, and what it may import:
+
+* ``vultrino:plugin/host@1.0.0`` (``log``) and exports ``vultrino:plugin/handler@1.0.0``
+  (``execute: func(list<u8>) -> list<u8>``); both are checked against the world's types when
+  the component is loaded, so a mismatch fails at install, naming the item.
+* WASI 0.2 (``wasi:io``, ``wasi:clocks``, ``wasi:random``, ``wasi:cli``, ``wasi:filesystem``,
+  ``wasi:sockets``, any ``0.2.x``) with **no capabilities**: no preopened directories, no
+  environment, no arguments, empty stdin, no network (wasmtime's WASI context denies every
+  socket address and name lookup unless told otherwise). stdout and stderr go, line by line, to
+  the plugin log — never to Vultrino's stdout. Any other import (``wasi:http``, another
+  package's interface) is refused at load, by name.
+
+Limits are those of core modules: the wall-clock deadline through the engine's epoch ticker,
+``Store.set_limits`` for memory (each linear memory may grow to ``limits.memory_bytes``; a
+component may have at most :data:`MAX_MEMORIES`), and the output cap on the returned bytes.
+Compiled components are cached with :class:`~vultrino.runtime.cache.ModuleCache` like modules.
+
+``list<u8>`` across the component API: wasmtime-py converts each byte to and from a Python
+object (about 1.4 s per MiB round trip). :func:`_fast_call` fills and reads wasmtime's value
+arrays with two strided ``memoryview`` copies instead (about 0.19 s per MiB round trip, most of
+it inside wasmtime); it is self-tested once and falls back to wasmtime-py's own call. wasmtime
+itself refuses to copy more than about 2.6 MiB (128 MiB of "hostcall fuel" at 48 bytes per
+value) in one direction of one call: a bigger request or result is a clear
+``PluginABIError``. See ``docs/plugins/abi.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import re
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
+
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime import component as wc
+from wasmtime.component import _enter
+
+from vultrino import _msgpack
+from vultrino.errors import (
+    EngineError,
+    ModuleError,
+    ParameterError,
+    PluginABIError,
+    PluginTimeoutError,
+    PluginTrapError,
+)
+from vultrino.runtime import _wasi, abi
+from vultrino.runtime.engine import MIB, Limits
+
+__all__ = [
+    "ALLOWED_WASI",
+    "HANDLER",
+    "HOST",
+    "ComponentEngine",
+    "ComponentSession",
+    "is_component",
+]
+
+log = logging.getLogger("vultrino.runtime.component")
+
+HOST: Final = "vultrino:plugin/host@1.0.0"
+HANDLER: Final = "vultrino:plugin/handler@1.0.0"
+EXECUTE: Final = "execute"
+LOG: Final = "log"
+#: The WASI 0.2 packages a component may import (all provided with no capabilities).
+ALLOWED_WASI: Final = ("io", "clocks", "random", "cli", "filesystem", "sockets")
+_WASI_IMPORT = re.compile(r"^wasi:(?P<pkg>[a-z-]+)/[a-z0-9-]+@0\.2\.\d+$")
+#: Linear memories, tables and core instances one component may create. componentize-py's
+#: CPython components use 2 memories, about 30 core instances and a few tables.
+MAX_MEMORIES: Final = 4
+MAX_INSTANCES: Final = 100
+MAX_TABLES: Final = 100
+_MAX_TABLE_ELEMENTS: Final = 1 << 20
+#: What wasmtime lets one call copy across the component boundary (bytes of a list<u8>).
+HOSTCALL_LIST_BYTES: Final = (128 * MIB) // 48
+_TOO_MUCH = "too much data is being copied"
+
+
+def is_component(wasm: bytes) -> bool:
+    """True when ``wasm`` is a component: magic, then version 0x0d and layer 1."""
+    return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
+
+
+def _short(message: str, limit: int = 300) -> str:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    pick = next((line for line in lines if line.startswith("wasm trap:")), None)
+    if pick is None:
+        pick = lines[0] if lines else "unknown engine error"
+    pick = pick.removeprefix("wasm trap: ")
+    return pick if len(pick) <= limit else pick[: limit - 3] + "..."
+
+
+class ComponentEngine:
+    """Compiles, checks and instantiates components on a :class:`WasmtimeEngine`'s engine.
+
+    It shares the engine (so its configuration and epoch ticker) with the core-module adapter;
+    ``owner`` is that adapter.
+    """
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+        self._engine: wasmtime.Engine = owner._engine
+        self._ticker = owner._ticker
+        self.fast = _fast_available()
+
+    # -- compile and cache --
+
+    def compile(self, wasm: bytes) -> wc.Component:
+        try:
+            return wc.Component(self._engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"the component does not compile: {_short(str(exc), 400)}") from None
+
+    def serialize(self, component: object) -> bytes:
+        return bytes(_component(component).serialize())
+
+    def deserialize(self, data: bytes) -> wc.Component:
+        try:
+            return wc.Component.deserialize(self._engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"wasmtime rejected a cached component: {_short(str(exc))}") from None
+
+    # -- the world check --
+
+    def check(self, component: object) -> tuple[str, ...]:
+        """The component's import names; ``ModuleError`` listing every way it misses the world."""
+        comp = _component(component)
+        ctype = comp.type
+        problems: list[str] = []
+        imports = ctype.imports(self._engine)
+        exports = ctype.exports(self._engine)
+        for name, item in imports.items():
+            if name == HOST:
+                problems.extend(self._check_host(item))
+                continue
+            match = _WASI_IMPORT.match(name)
+            if match is None or match["pkg"] not in ALLOWED_WASI:
+                problems.append(
+                    f"import `{name}` is not provided by Vultrino (a component may import only "
+                    f"`{HOST}` and WASI 0.2 interfaces of "
+                    + ", ".join(f"wasi:{p}" for p in ALLOWED_WASI)
+                    + ")"
+                )
+        handler = exports.get(HANDLER)
+        if handler is None:
+            problems.append(
+                f"missing export `{HANDLER}` (the `handler` interface of wit/vultrino-plugin.wit)"
+            )
+        else:
+            problems.extend(self._check_handler(handler))
+        if problems:
+            raise ModuleError(
+                "the component does not fit the Vultrino plugin world "
+                "(wit/vultrino-plugin.wit): " + "; ".join(problems)
+            )
+        return tuple(imports)
+
+    def _funcs(self, item: Any, what: str) -> tuple[dict[str, Any], list[str]]:
+        ty = item.ty
+        if not isinstance(ty, wc.ComponentInstanceType):
+            return {}, [f"`{what}` is not an interface instance"]
+        return {n: e.ty for n, e in ty.exports(self._engine).items()}, []
+
+    def _check_host(self, item: Any) -> list[str]:
+        funcs, problems = self._funcs(item, HOST)
+        for name, ty in funcs.items():
+            if name == LOG:
+                params = ty.params if isinstance(ty, wc.FuncType) else None
+                ok = (
+                    params is not None
+                    and len(params) == 2
+                    and isinstance(params[0][1], wc.EnumType)
+                    and params[0][1].names == list(abi.LOG_LEVELS)
+                    and isinstance(params[1][1], wc.String)
+                    and ty.result is None
+                )
+                if not ok:
+                    problems.append(
+                        f"import `{HOST}`.`log` is not `func(level: log-level, message: string)`"
+                    )
+            elif name != "log-level":
+                problems.append(f"import `{HOST}`.`{name}` is not provided by Vultrino")
+        return problems
+
+    def _check_handler(self, item: Any) -> list[str]:
+        funcs, problems = self._funcs(item, HANDLER)
+        ty = funcs.get(EXECUTE)
+        if ty is None:
+            return [*problems, f"`{HANDLER}` does not export `execute`"]
+        ok = (
+            isinstance(ty, wc.FuncType)
+            and len(ty.params) == 1
+            and _is_bytes(ty.params[0][1])
+            and ty.result is not None
+            and _is_bytes(ty.result)
+        )
+        if not ok:
+            problems.append(f"`{HANDLER}`.`execute` is not `func(request: list<u8>) -> list<u8>`")
+        return problems
+
+    # -- instances --
+
+    def session(
+        self, component: object, log_func: Callable[[str, str], None], limits: Limits
+    ) -> ComponentSession:
+        return ComponentSession(self, _component(component), log_func, limits)
+
+
+def _is_bytes(ty: Any) -> bool:
+    return isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8)
+
+
+def _component(native: object) -> wc.Component:
+    if not isinstance(native, wc.Component):
+        raise TypeError("not a wasmtime component")
+    return native
+
+
+class _NoMemory:
+    """A component's memories are its own: the host cannot look at them (see module.py)."""
+
+    def size(self) -> int:
+        raise EngineError("a component's memory is not visible to the host")
+
+
+class ComponentSession(abi.Session):
+    """One component instance in its own store, serving ABI 2 calls (``abi.Session``)."""
+
+    abi = 2
+
+    def __init__(
+        self,
+        engine: ComponentEngine,
+        component: wc.Component,
+        log_func: Callable[[str, str], None],
+        limits: Limits,
+    ) -> None:
+        self.output = _wasi.GuestOutput(log_func, max_line=4096)
+        self.instance = self  # what PluginModule looks at: .memory, .close()
+        self.memory = _NoMemory()
+        self._deadline = limits.deadline_s
+        self._cap = limits.output_bytes
+        self._engine = engine
+        self._ticker = engine._ticker
+        self._pending: BaseException | None = None
+        self.closed = False
+        store = wasmtime.Store(engine._engine)
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=_MAX_TABLE_ELEMENTS,
+            instances=MAX_INSTANCES,
+            tables=MAX_TABLES,
+            memories=MAX_MEMORIES,
+        )
+        store.set_epoch_deadline(self._ticker.ticks(limits.deadline_s))
+        wasi = wasmtime.WasiConfig()  # nothing inherited, nothing preopened: no capabilities
+        wasi.stdout_custom = self._writer(1)
+        wasi.stderr_custom = self._writer(2)
+        store.set_wasi(wasi)
+        self._store = store
+        self._ticker.acquire(limits.deadline_s)
+        self._ticket = weakref.finalize(self, self._ticker.release, limits.deadline_s)
+        linker = wc.Linker(engine._engine)
+        try:
+            linker.add_wasip2()
+            with linker.root() as root, root.add_instance(HOST) as host:
+                host.add_func(LOG, self._host_log(log_func))
+            self._inst = linker.instantiate(store, component)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            self._ticket()
+            store.close()
+            self._pending = None
+            text = _short(str(exc), 400)
+            if "memory" in text and ("limit" in text or "minimum" in text):
+                cap = limits.memory_bytes // MIB
+                text += f" (limits.memory_bytes caps each memory at {cap} MiB)"
+            raise ModuleError(f"the component cannot be instantiated: {text}") from None
+        handler = component.get_export_index(HANDLER)
+        index = component.get_export_index(EXECUTE, handler) if handler is not None else None
+        func = self._inst.get_func(store, index) if index is not None else None
+        if func is None:
+            self._ticket()
+            store.close()
+            raise ModuleError(f"the component does not export `{HANDLER}`.`execute`")
+        self._func = func
+        self._call = _fast_call if engine.fast else _public_call
+
+    # -- host side --
+
+    def _writer(self, fd: int) -> Callable[[bytes], int]:
+        output = self.output
+
+        def write(data: bytes) -> int:
+            try:  # an exception here would be printed to stdout by wasmtime-py
+                output.write(fd, data)
+            except Exception:
+                log.exception("plugin output failed")
+            return len(data)
+
+        return write
+
+    def _host_log(self, log_func: Callable[[str, str], None]) -> Callable[..., None]:
+        def host_log(store: Any, level: Any, message: str) -> None:
+            name = level if isinstance(level, str) else str(level)
+            if name not in abi.LOG_LEVELS:
+                name = "info"
+            text = message
+            if len(text.encode("utf-8", "replace")) > 4096:
+                cut = text.encode("utf-8", "replace")
+                text = cut[:4096].decode("utf-8", "replace") + (
+                    f" [... {len(cut) - 4096} more bytes dropped]"
+                )
+            try:
+                log_func(name, text)
+            except BaseException as exc:
+                self._pending = exc
+                raise wasmtime.WasmtimeError("host log failed") from None
+
+        return host_log
+
+    # -- calls --
+
+    def set_deadline(self, seconds: float) -> None:
+        self._store.set_epoch_deadline(self._ticker.ticks(seconds))
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.closed:
+            raise PluginTrapError("the instance is closed")
+        try:
+            data = _msgpack.packb(request)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ParameterError(f"the request cannot be encoded as MessagePack: {exc}") from exc
+        if len(data) > HOSTCALL_LIST_BYTES:
+            raise ParameterError(
+                f"the request is {len(data)} bytes; wasmtime passes at most "
+                f"{HOSTCALL_LIST_BYTES} bytes to a component in one call"
+            )
+        self._store.set_epoch_deadline(self._ticker.ticks(self._deadline))
+        try:
+            raw = self._call(self._func, self._store, data)
+            self._func.post_return(self._store)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise self._translate(exc) from None
+        finally:
+            if self.output.pending:
+                self.output.flush()
+        if len(raw) > self._cap:
+            raise PluginABIError(
+                f"execute returned a {len(raw)}-byte result, over the {self._cap}-byte output "
+                "cap (raise limits.output_bytes if that is expected)"
+            )
+        return abi.check_response(abi.decode_abi2(raw))
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            return pending
+        text = str(exc)
+        if _TOO_MUCH in text:
+            return PluginABIError(
+                "the component's answer is larger than wasmtime copies out of a component in one "
+                f"call (about {HOSTCALL_LIST_BYTES // 1024} KiB of list<u8>); keep results smaller"
+            )
+        code = getattr(getattr(exc, "trap_code", None), "name", "")
+        if code == "INTERRUPT" or "wasm trap: interrupt" in text:
+            return PluginTimeoutError(f"the call ran past its {self._deadline:g} s deadline")
+        return PluginTrapError(f"the guest trapped: {_short(text)}")
+
+    def export(self, name: str) -> None:  # the Instance protocol; components have none
+        return None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._ticket()
+            self._store.close()
+
+
+# --- list<u8> lowering ---------------------------------------------------------------------------
+
+
+def _public_call(func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
+    result = func(store, data)
+    if not isinstance(result, bytes):
+        raise PluginABIError("execute did not return bytes")
+    return result
+
+
+try:
+    _VAL: Any = ffi.wasmtime_component_val_t
+    _VAL_SIZE: int = ctypes.sizeof(_VAL)
+    _VAL_OF: int = _VAL.of.offset
+    _VAL_KIND: int = _VAL.kind.offset
+    _KIND_U8: int = ffi.WASMTIME_COMPONENT_U8.value
+    _KIND_LIST: int = ffi.WASMTIME_COMPONENT_LIST.value
+    _FAST_MISSING: str | None = None
+except AttributeError as _exc:  # pragma: no cover - other wasmtime releases
+    _FAST_MISSING = f"wasmtime internals differ ({_exc})"
+
+
+def _fast_call(func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
+    """``func(store, data)`` for ``list<u8> -> list<u8>`` with strided copies, not per byte."""
+    n = len(data)
+    size = _VAL_SIZE
+    param = (_VAL * 1)()
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(ctypes.byref(raw), n)
+    if n:
+        array = (ctypes.c_ubyte * (n * size)).from_address(ctypes.addressof(raw.data.contents))
+        view = memoryview(array).cast("B")
+        view[_VAL_KIND::size] = bytes((_KIND_U8,)) * n
+        view[_VAL_OF::size] = data
+        del view
+    param[0].kind = _KIND_LIST
+    param[0].of.list = raw
+    result = _VAL()
+    try:
+        err = ffi.wasmtime_component_func_call(
+            ctypes.byref(func._func), store._context(), param, 1, ctypes.byref(result), 1
+        )
+    finally:
+        ffi.wasmtime_component_val_delete(ctypes.byref(param[0]))
+    if err:
+        error = wasmtime.WasmtimeError._from_ptr(err)
+        _enter.maybe_raise_last_exn()
+        raise error
+    try:
+        if result.kind != _KIND_LIST:
+            raise PluginABIError("execute did not return a list")
+        items = result.of.list
+        m = int(items.size)
+        if not m:
+            return b""
+        array = (ctypes.c_ubyte * (m * size)).from_address(ctypes.addressof(items.data.contents))
+        view = memoryview(array).cast("B")
+        if view[_VAL_KIND::size] != bytes((_KIND_U8,)) * m:
+            raise PluginABIError("execute did not return a list of bytes")
+        out = view[_VAL_OF::size].tobytes()
+        del view
+        return out
+    finally:
+        ffi.wasmtime_component_val_delete(ctypes.byref(result))
+
+
+_SELF_TEST: Final = """
+(component
+  (core module $M
+    (memory (export "memory") 1)
+    (global $bump (mut i32) (i32.const 1024))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $bump))
+      (global.set $bump (i32.add (global.get $bump) (local.get 3)))
+      (local.get $p))
+    (func (export "rev") (param $ptr i32) (param $len i32) (result i32)
+      (i32.store (i32.const 0) (local.get $ptr))
+      (i32.store (i32.const 4) (local.get $len))
+      (i32.const 0)))
+  (core instance $m (instantiate $M))
+  (func (export "echo") (param "x" (list u8)) (result (list u8))
+    (canon lift (core func $m "rev") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc")))))
+"""
+
+_fast_checked: bool | None = None
+
+
+def _fast_available() -> bool:
+    """Whether :func:`_fast_call` agrees with wasmtime-py's own call (checked once)."""
+    global _fast_checked  # noqa: PLW0603 - a process-wide memo
+    if _fast_checked is None:
+        try:
+            if _FAST_MISSING is not None:
+                raise RuntimeError(_FAST_MISSING)
+            engine = wasmtime.Engine()
+            comp = wc.Component(engine, wasmtime.wat2wasm(_SELF_TEST))
+            store = wasmtime.Store(engine)
+            inst = wc.Linker(engine).instantiate(store, comp)
+            func = inst.get_func(store, "echo")
+            assert func is not None
+            for sample in (b"", b"\x00\xff\x01", bytes(range(256)) * 5):
+                if _fast_call(func, store, sample) != sample or func(store, sample) != sample:
+                    raise RuntimeError("the strided list<u8> copy does not round-trip")
+            _fast_checked = True
+        except Exception as exc:  # any failure means: use wasmtime-py's call
+            log.warning("fast list<u8> lowering unavailable (%s); using wasmtime-py's", exc)
+            _fast_checked = False
+    return _fast_checked
