@@ -649,7 +649,6 @@ class Vultrino:
         build: bool = False,
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
-        build: bool = False,
     ) -> InstallResult:
         """Install a plugin (see :func:`vultrino.plugins.installer.install`).
 
@@ -670,7 +669,6 @@ class Vultrino:
                 build=build,
                 build_output=build_output,
                 progress=progress,
-                build=build,
             )
             if result.replaced:
                 self.registry.reload(result.name)
