@@ -263,13 +263,21 @@ def _clean_install(
 
 
 def random_kills(
-    bench: Bench, rounds: int, *, seed: int = 9, plain_every: int = 0, clean_every: int = 10
+    bench: Bench,
+    rounds: int,
+    *,
+    seed: int = 9,
+    plain_every: int = 0,
+    clean_every: int = 10,
+    min_kills: int = 0,
 ) -> Report:
     """SIGKILL ``rounds`` installs at seeded random moments (see the module docstring).
 
     The moment is uniform over a whole install (measured first), or, in every other round, over
     the part after the staging directory appears, where the writes and renames happen.
     ``plain_every`` > 0 makes every that-many-th round a plain ``python -m vultrino`` process.
+    On a loaded machine an install can finish before its moment comes, so with ``min_kills``
+    the rounds go on (up to four times ``rounds``) until that many installs were killed.
     """
     rng = random.Random(seed)
     report = Report()
@@ -278,7 +286,11 @@ def random_kills(
         installed = inspect(bench.plugins, bench.versions).version or "1.0.0"
         total, tail = _measure(bench, server, report)
         installed = inspect(bench.plugins, bench.versions).version or installed
-        for i in range(rounds):
+        i = -1
+        while True:
+            i += 1
+            if i >= rounds * 4 or (i >= rounds and report.kills >= min_kills):
+                break
             label = f"round {i}"
             if clean_every and i % clean_every == clean_every - 1:
                 installed = _clean_install(bench, server, report, label, installed)
