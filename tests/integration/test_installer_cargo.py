@@ -264,7 +264,7 @@ def test_dependencies_that_cannot_be_fetched_offline_say_how_to_build_offline(
     with (src / "Cargo.toml").open("a") as f:
         f.write('\n[dependencies]\nserde = "1"\n')
     with pytest.raises(InstallError) as info:
-        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime)
+        installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     message = str(info.value)
     assert "could not fetch the crate's dependencies" in message
     assert "scripts/rust-env.sh" in message and "apt-get install" in message
@@ -296,7 +296,11 @@ def test_a_rustup_toolchain_without_a_wasm_target_fails_before_building(
     lines: list[str] = []
     with pytest.raises(InstallError) as info:
         installer.install(
-            str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build_output=lines.append
+            str(src),
+            plugins_dir=tmp_path / "plugins",
+            runtime=runtime,
+            build_output=lines.append,
+            build=True,
         )
     message = str(info.value)
     assert "no WebAssembly standard library" in message

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vultrino.errors import InstallError
+from vultrino.plugins._build import build_environment, run_streamed
 
 ENV_CARGO = "VULTRINO_CARGO"
 TARGETS = ("wasm32-wasip1", "wasm32-wasi")
@@ -132,11 +133,6 @@ def describe_command() -> str:
     return f"cargo build --release --target {TARGETS[0]}"
 
 
-def build_environment() -> dict[str, str]:
-    """The environment a build runs with: this process's, without any ``VULTRINO_*``."""
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("VULTRINO_")}
-
-
 def build(
     project: Path,
     *,
@@ -147,7 +143,7 @@ def build(
 ) -> BuildResult:
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``."""
     cargo = cargo_executable()
-    env = dict(build_environment(), CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
+    env = build_environment(CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
     probed = probe_targets(cargo)
     targets: tuple[str, ...] = TARGETS
     if probed is not None:
@@ -207,36 +203,14 @@ def _run(
     label: str,
 ) -> tuple[int, list[str]]:
     """Run ``cmd``, streaming merged stdout/stderr lines; return (exit code, last lines)."""
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
     try:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-        )
+        return run_streamed(cmd, cwd=cwd, env=env, output=output, tail_lines=_TAIL_LINES)
     except FileNotFoundError as exc:
         raise InstallError(
             f"{label}: cannot run cargo ({cmd[0]}: not found); {INSTALL_HINT}"
         ) from exc
     except PermissionError as exc:
         raise InstallError(f"{label}: cannot run cargo ({cmd[0]}: not executable)") from exc
-    assert proc.stdout is not None
-    try:
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            if output is not None:
-                output(line)
-    finally:
-        proc.stdout.close()
-        code = proc.wait()
-    return code, list(tail)
 
 
 def _pick(release: Path, wasm_module: str, label: str) -> Path:

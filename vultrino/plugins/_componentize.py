@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import InstallError
+from vultrino.plugins._build import build_environment, run_streamed
 
 __all__ = ["ENTRY", "INSTALL_HINT", "build", "build_env", "find_wit", "is_python_project"]
 
@@ -73,8 +74,6 @@ def executable() -> str:
 
 def build_env() -> dict[str, str]:
     """The environment for a build: the caller's, without any ``VULTRINO_*`` variable."""
-    from vultrino.plugins._cargo import build_environment
-
     return build_environment()
 
 
@@ -100,33 +99,14 @@ def build(
         "-o",
         str(out),
     ]
-    tail: deque[str] = deque(maxlen=_TAIL_LINES)
     try:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=project,
-            env=build_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
+        code, tail = run_streamed(
+            cmd, cwd=project, env=build_env(), output=output, tail_lines=_TAIL_LINES
         )
     except OSError as exc:
         raise InstallError(f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}") from exc
-    assert proc.stdout is not None
-    try:
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            if output is not None:
-                output(line)
-    finally:
-        proc.stdout.close()
-        code = proc.wait()
     if code != 0 or not out.is_file():
-        last = "\n  ".join(list(tail)[-8:])
+        last = "\n  ".join(tail[-8:])
         raise InstallError(
             f"{label}: `componentize-py ... componentize {ENTRY}` failed (exit {code}):\n"
             f"  {last}\nFix the build, or install a directory that already holds the module."
