@@ -21,7 +21,6 @@ import anyio
 import pytest
 from mcp_types import version as sdk_versions
 
-from vultrino import _mcp_front
 from vultrino._mcp_front import HANDSHAKE_VERSIONS, StdioFront
 
 CLIENT_CAPABILITIES: list[dict[str, Any]] = [
@@ -46,10 +45,11 @@ def initialize(version: str, capabilities: dict[str, Any], rid: int | str = 1) -
 
 def sdk_answers(messages: list[dict[str, Any]], isolated_home: Path) -> list[dict[str, Any]]:
     """What the real SDK server of ``vultrino mcp`` writes for ``messages`` (as on the wire)."""
+    from mcp.shared.message import SessionMessage
     from mcp_types import jsonrpc_message_adapter
 
     from vultrino.core import Vultrino
-    from vultrino.mcp_server import SessionMessage, VultrinoMCP
+    from vultrino.mcp_server import VultrinoMCP
 
     v = Vultrino.open(isolated_home)
     app = VultrinoMCP(v)
@@ -219,10 +219,3 @@ def test_importing_the_front_does_not_import_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
-
-
-def test_the_server_is_built_from_the_fronts_constants() -> None:
-    from vultrino import mcp_server
-
-    assert mcp_server.INSTRUCTIONS is _mcp_front.INSTRUCTIONS
-    assert mcp_server.SERVER_NAME is _mcp_front.SERVER_NAME
