@@ -143,9 +143,13 @@ def _request_id(message: dict[str, Any]) -> int | str | None:
     return rid
 
 
+_REQUEST_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
+
+
 def _is_request(message: Any, method: str) -> bool:
     return (
         isinstance(message, dict)
+        and set(message) <= _REQUEST_KEYS
         and message.get("jsonrpc") == "2.0"
         and message.get("method") == method
         and _request_id(message) is not None

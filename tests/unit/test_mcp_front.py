@@ -190,8 +190,19 @@ def test_nothing_is_written_before_ready_and_every_line_is_handed_over_in_order(
         {**initialize("2025-06-18", {}), "id": True},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         [{"jsonrpc": "2.0", "id": 1, "method": "ping"}],
+        {**initialize("2025-06-18", {}), "extra": 1},
+        {**initialize("2025-06-18", {}), "jsonrpc": "1.0"},
     ],
-    ids=["request", "bad-version", "no-params", "bool-id", "notification", "batch"],
+    ids=[
+        "request",
+        "bad-version",
+        "no-params",
+        "bool-id",
+        "notification",
+        "batch",
+        "extra-key",
+        "not-2.0",
+    ],
 )
 def test_a_stream_opening_with_anything_else_is_left_to_the_sdk(pipes: Pipes, opening: Any) -> None:
     later = initialize("2025-06-18", {}, rid=2)
