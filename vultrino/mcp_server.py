@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import io
 import json
 import logging
 import os
@@ -48,8 +47,7 @@ import shutil
 import socket
 import sys
 import traceback
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,6 +71,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vultrino._json import jsonable
+from vultrino._mcp_front import (
+    INSTRUCTIONS,
+    SERVER_NAME,
+    SERVER_TITLE,
+    StdioFront,
+    Wire,
+)
 from vultrino._version import __version__
 from vultrino.agents import AgentScope, Approval, ApprovalRequest
 from vultrino.core import ToolInfo, Vultrino
@@ -130,13 +135,6 @@ _AGENT_STATE = "vultrino_agent"  # the ASGI scope["state"] key naming a request'
 HTTP_PATH = "/mcp"
 TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-
-SERVER_NAME = "vultrino"
-INSTRUCTIONS = (
-    "Vultrino performs actions that need a secret (authenticated HTTP requests, signatures, "
-    "one-time codes) without showing you the secret. Call list_credentials to see the "
-    "credentials by alias, then pass an alias as the `credential` argument of a tool."
-)
 
 _MODERN_VERSIONS = frozenset(types.version.MODERN_PROTOCOL_VERSIONS)
 
@@ -295,7 +293,7 @@ class VultrinoMCP:
         self.server = _VultrinoServer(
             SERVER_NAME,
             version=__version__,
-            title="Vultrino",
+            title=SERVER_TITLE,
             instructions=INSTRUCTIONS,
             on_list_tools=self._on_list_tools,
             on_call_tool=self._on_call_tool,
@@ -522,46 +520,6 @@ class VultrinoMCP:
 # --- stdio -------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Wire:
-    stdin: io.TextIOWrapper
-    stdout: io.TextIOWrapper
-
-
-@contextlib.contextmanager
-def _claim_stdio() -> Iterator[_Wire]:
-    """Move the protocol to private duplicates of fd 0/1 and divert the originals.
-
-    While serving, fd 1 points at stderr and fd 0 at the null device: anything else in the
-    process (a print, a library, a plugin's WASI stdout, a child) cannot write a byte into the
-    protocol stream or steal a byte of it. Both are restored on exit.
-    """
-    sys.stdout.flush()
-    wire_in = os.dup(0)
-    wire_out = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    try:
-        os.dup2(2, 1)
-        os.dup2(devnull, 0)
-    finally:
-        os.close(devnull)
-    stdin = io.TextIOWrapper(
-        os.fdopen(wire_in, "rb", closefd=False), encoding="utf-8", errors="replace"
-    )
-    stdout = io.TextIOWrapper(
-        os.fdopen(wire_out, "wb", closefd=False), encoding="utf-8", newline="\n"
-    )
-    try:
-        yield _Wire(stdin, stdout)
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            stdout.flush()
-        os.dup2(wire_out, 1)
-        os.dup2(wire_in, 0)
-        # The reader thread may still be blocked on wire_in; closing it under the thread could
-        # hand the number to another file, so the duplicates live until the process ends.
-
-
 DRAIN_S = 30.0
 """How long the stdio server keeps answering in-flight requests after stdin closes."""
 
@@ -576,8 +534,11 @@ class _StdioRelay:
       bounded by :data:`DRAIN_S`; ``subscriptions/listen`` streams are not waited for.
     """
 
-    def __init__(self, drain_s: float = DRAIN_S) -> None:
+    def __init__(
+        self, drain_s: float = DRAIN_S, *, answered: Sequence[types.RequestId] = ()
+    ) -> None:
         self._drain_s = drain_s
+        self._answered = list(answered)  # by the front: the server's own answers are dropped
         self._pending: set[types.RequestId] = set()
         self._idle = anyio.Event()
         self._idle.set()
@@ -626,7 +587,26 @@ class _StdioRelay:
                 msg = item.message
                 if isinstance(msg, (types.JSONRPCResponse, types.JSONRPCError)):
                     self._finish(msg.id)
+                    if self._answered_by_front(msg):
+                        continue
                 await wire.send(item)
+
+    def _answered_by_front(self, msg: types.JSONRPCResponse | types.JSONRPCError) -> bool:
+        """Whether the front already answered this request (each id is dropped once)."""
+        if msg.id is None:
+            return False
+        for i, rid in enumerate(self._answered):
+            if rid == msg.id and type(rid) is type(msg.id):
+                del self._answered[i]
+                if isinstance(msg, types.JSONRPCError):
+                    # The front's answer was a result: it and the SDK disagree. Say so.
+                    logger.warning(
+                        "the SDK refused request %r that the start-up front answered (%s)",
+                        msg.id,
+                        msg.error.message,
+                    )
+                return True
+        return False
 
     @staticmethod
     async def _answer_bad_line(exc: Exception, wire: _Sender) -> None:
@@ -650,30 +630,49 @@ class _StdioRelay:
             await wire.send(SessionMessage(error))
 
 
-async def _serve_stdio(app: VultrinoMCP) -> None:
-    relay = _StdioRelay()
-    with _claim_stdio() as wire:
-        async with (
-            stdio_server(
-                stdin=anyio.wrap_file(wire.stdin), stdout=anyio.wrap_file(wire.stdout)
-            ) as (read_stream, write_stream),
-            anyio.create_task_group() as tg,
-        ):
-            to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-            to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](0)
-            tg.start_soon(relay.inbound, read_stream, to_server, write_stream)
-            tg.start_soon(relay.outbound, from_server, write_stream)
-            watching = anyio.CancelScope()
+class _FrontLines:
+    """The SDK transport's stdin: the lines the front read, in order, from the first one."""
 
-            async def watch() -> None:
-                with watching:
-                    await app.watch()
+    def __init__(self, front: StdioFront) -> None:
+        self._front = front
 
-            tg.start_soon(watch)
-            await app.server.run(from_wire, to_wire, app.server.create_initialization_options())
-            # The relays end on their own once the server closed its streams; cutting them
-            # short could drop the last answers.
-            watching.cancel()
+    def __aiter__(self) -> _FrontLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await anyio.to_thread.run_sync(self._front.get, abandon_on_cancel=True)
+        if line is None:
+            raise StopAsyncIteration
+        return line
+
+
+async def _serve_stdio(app: VultrinoMCP, front: StdioFront, wire: Wire) -> None:
+    # From here on only the SDK writes; it still reads every line from the first, and its own
+    # answers to what the front already answered are dropped.
+    relay = _StdioRelay(answered=front.hand_over())
+    stdin: Any = _FrontLines(front)
+    async with (
+        stdio_server(stdin=stdin, stdout=anyio.wrap_file(wire.stdout)) as (
+            read_stream,
+            write_stream,
+        ),
+        anyio.create_task_group() as tg,
+    ):
+        to_server, from_wire = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        to_wire, from_server = anyio.create_memory_object_stream[SessionMessage](0)
+        tg.start_soon(relay.inbound, read_stream, to_server, write_stream)
+        tg.start_soon(relay.outbound, from_server, write_stream)
+        watching = anyio.CancelScope()
+
+        async def watch() -> None:
+            with watching:
+                await app.watch()
+
+        tg.start_soon(watch)
+        await app.server.run(from_wire, to_wire, app.server.create_initialization_options())
+        # The relays end on their own once the server closed its streams; cutting them
+        # short could drop the last answers.
+        watching.cancel()
 
 
 def serve_stdio(v: Vultrino, *, agent: str | None = None) -> None:
@@ -681,13 +680,24 @@ def serve_stdio(v: Vultrino, *, agent: str | None = None) -> None:
 
     The store is unlocked first (the password comes from ``VULTRINO_PASSWORD`` or
     ``VULTRINO_PASSWORD_FILE``; stdin is the protocol, so there is no prompt), so a missing or
-    wrong password fails here with a clear error before any protocol traffic.
+    wrong password fails here with a clear error before any protocol traffic. The opening
+    messages are answered by the stdlib-only front (``vultrino._mcp_front``), as in
+    ``vultrino mcp``.
     """
-    v.unlock()
-    if agent is not None:
-        v.agent_profile(agent)  # an unknown agent fails now, before any protocol traffic
+    from vultrino import _mcp_front
+
+    _mcp_front.serve_stdio(v, agent=agent)
+
+
+def serve_stdio_after_front(
+    v: Vultrino, front: StdioFront, wire: Wire, *, agent: str | None = None
+) -> None:
+    """Serve the rest of the stream ``front`` has been reading, on the SDK server.
+
+    ``v`` is unlocked and ``front`` is ready (see :func:`vultrino._mcp_front.serve_stdio`).
+    """
     app = VultrinoMCP(v, agent=agent)
-    anyio.run(_serve_stdio, app)
+    anyio.run(_serve_stdio, app, front, wire)
 
 
 # --- streamable HTTP ---------------------------------------------------------------------------

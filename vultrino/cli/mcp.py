@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 import typer
@@ -10,17 +9,6 @@ import typer
 from vultrino.cli._common import HomeOpt, emit_json, err, handle_errors, home_arg
 
 app = typer.Typer(invoke_without_command=True)
-
-
-def _preload_sdk() -> threading.Thread:
-    """Import the MCP SDK (about a second of CPU) while the key derivation runs."""
-
-    def load() -> None:
-        import vultrino.mcp_server  # noqa: F401
-
-    t = threading.Thread(target=load, name="vultrino-mcp-import", daemon=True)
-    t.start()
-    return t
 
 
 @app.callback()
@@ -57,27 +45,28 @@ def mcp_serve(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from vultrino import _mcp_front
     from vultrino.core import Vultrino
 
-    loading = _preload_sdk()
+    loading = _mcp_front.preload_sdk()  # about a second of CPU, overlapping what follows
     v = Vultrino.open(home_arg(home))  # no prompt: stdin belongs to the protocol
     try:
+        if not http:
+            _mcp_front.serve_stdio(v, agent=agent, loading=loading)
+            return
         v.unlock()
         loading.join()
         from vultrino import mcp_server
 
         if agent is not None:
             v.agent_profile(agent)  # an unknown agent fails before anything is served
-        if http:
-            token, created = mcp_server.ensure_http_token(v.home.root)
-            if created and agent is None:
-                err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
-                err(token)
-            mcp_server.serve_http(
-                v, port=v.config.mcp_port if port is None else port, token=token, agent=agent
-            )
-        else:
-            mcp_server.serve_stdio(v, agent=agent)
+        token, created = mcp_server.ensure_http_token(v.home.root)
+        if created and agent is None:
+            err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
+            err(token)
+        mcp_server.serve_http(
+            v, port=v.config.mcp_port if port is None else port, token=token, agent=agent
+        )
     finally:
         v.close()
 
