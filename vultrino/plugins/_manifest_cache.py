@@ -212,23 +212,24 @@ class ManifestCache:
     def _module_key(stat: os.stat_result) -> list[int]:
         return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
-    def module_sha256(self, name: str, module: str, meta_text: str, stat: os.stat_result) -> str | None:
-        """The sha256 a module was verified to have, when the module file (``stat``) and the
-        ``.installed.json`` it was checked against (``meta_text``) are unchanged since."""
+    def module_verified(
+        self, name: str, module: str, meta_text: str, stat: os.stat_result, sha256: str
+    ) -> bool:
+        """Whether the module (``stat``) was verified to have digest ``sha256`` against this
+        very ``.installed.json`` text (``meta_text``), and neither changed since."""
         cached = self._entry(name).get("module")
         if (
             isinstance(cached, dict)
             and cached.get("name") == module
             and _int_list(cached.get("stat"), 5) == self._module_key(stat)
             and cached.get("installed") == meta_text
-            and isinstance(cached.get("sha256"), str)
+            and cached.get("sha256") == sha256
         ):
             self.hits += 1
             self._new.setdefault(name, {})["module"] = cached
-            sha: str = cached["sha256"]
-            return sha
+            return True
         self.misses += 1
-        return None
+        return False
 
     def put_module(
         self, name: str, module: str, meta_text: str, stat: os.stat_result, sha256: str

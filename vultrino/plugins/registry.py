@@ -115,10 +115,11 @@ def module_problem(
     try:
         with module_path.open("rb") as fh:
             stat = os.fstat(fh.fileno())  # before reading: a later change shows in the stat
-            if cache is not None:
-                known = cache.module_sha256(directory.name, module_path.name, meta_text, stat)
-                if known is not None and known == recorded.lower():
-                    return None, known
+            expected = recorded.lower()
+            if cache is not None and cache.module_verified(
+                directory.name, module_path.name, meta_text, stat, expected
+            ):
+                return None, expected
             data = fh.read()
     except OSError as exc:
         return (
