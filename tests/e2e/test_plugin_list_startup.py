@@ -53,7 +53,7 @@ def _run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_json_output_is_identical_with_and_without_the_cache(tmp_path: Path) -> None:
     home = _home(tmp_path)
     cold = _run(home, "plugin", "list", "--json").stdout
-    assert (home / "plugins" / CACHE_FILE).is_file()
+    assert (home / "cache" / CACHE_FILE).is_file()
     warm = _run(home, "plugin", "list", "--json").stdout
     assert warm == cold
     rows = json.loads(warm)

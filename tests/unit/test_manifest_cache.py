@@ -1,4 +1,4 @@
-"""The manifest cache (plugins/.manifest-cache): a scan reuses a parsed manifest or a verified
+"""The manifest cache (cache/manifest-cache.json): a scan reuses a parsed manifest or a verified
 module only while the file is provably unchanged, and a corrupt or hostile cache file can
 neither crash a scan nor change what it reports."""
 
@@ -31,9 +31,13 @@ def installed(plugins: Path, name: str, *, tools: tuple[str, ...] = ()) -> Path:
     return d
 
 
+def cache_file(plugins: Path) -> Path:
+    return plugins.parent / "cache" / CACHE_FILE
+
+
 def scan(plugins: Path) -> tuple[dict[str, Any], dict[str, str], ManifestCache]:
     """One full scan: name -> manifest, the broken plugins, and the cache it used."""
-    reg = PluginRegistry(plugins, _no_runtime)
+    reg = PluginRegistry(plugins, _no_runtime, manifest_cache=cache_file(plugins))
     reg.load_all()
     cache = reg.last_cache
     assert cache is not None
@@ -53,9 +57,11 @@ def test_first_scan_misses_and_writes_a_private_cache(plugins: Path) -> None:
     manifests, broken, cache = scan(plugins)
     assert broken == {} and sorted(manifests) == ["p0", "p1", "p2"]
     assert cache.hits == 0 and cache.misses == 6  # 3 manifests + 3 modules
-    path = plugins / CACHE_FILE
+    path = cache_file(plugins)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert [p.name for p in plugins.iterdir() if p.name.endswith(".tmp")] == []
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == [CACHE_FILE]  # no temporary file left
+    assert sorted(p.name for p in plugins.iterdir()) == ["p0", "p1", "p2"]  # nothing added
 
 
 def test_second_scan_hits_and_gives_identical_manifests(plugins: Path) -> None:
@@ -117,7 +123,7 @@ def test_a_removed_plugin_drops_out_of_the_cache(plugins: Path) -> None:
         f.unlink()
     (plugins / "p2").rmdir()
     scan(plugins)
-    stored = json.loads((plugins / CACHE_FILE).read_text())
+    stored = json.loads((cache_file(plugins)).read_text())
     assert sorted(stored["plugins"]) == ["p0", "p1"]
 
 
@@ -134,14 +140,14 @@ def test_a_removed_plugin_drops_out_of_the_cache(plugins: Path) -> None:
 )
 def test_a_corrupt_cache_is_a_miss(plugins: Path, content: bytes) -> None:
     expected, _, _ = scan(plugins)
-    (plugins / CACHE_FILE).write_bytes(content)
+    (cache_file(plugins)).write_bytes(content)
     manifests, broken, cache = scan(plugins)
     assert broken == {} and manifests == expected and cache.hits == 0
-    assert json.loads((plugins / CACHE_FILE).read_text())["plugins"].keys() == expected.keys()
+    assert json.loads((cache_file(plugins)).read_text())["plugins"].keys() == expected.keys()
 
 
 def _tamper(plugins: Path, edit: Any) -> None:
-    path = plugins / CACHE_FILE
+    path = cache_file(plugins)
     data = json.loads(path.read_text())
     edit(data["plugins"])
     path.write_text(json.dumps(data))
@@ -197,12 +203,15 @@ def test_a_value_json_cannot_hold_exactly_is_not_cached(tmp_path: Path) -> None:
         assert _encode_manifest(changed) is None, odd
 
 
-def test_an_unwritable_plugins_directory_still_scans(plugins: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
-    plugins.chmod(0o555)
-    try:
-        manifests, broken, _ = scan(plugins)
-    finally:
-        plugins.chmod(0o755)
-    assert broken == {} and len(manifests) == 3
+def test_a_cache_that_cannot_be_written_still_scans(plugins: Path) -> None:
+    (plugins.parent / "cache").write_text("a file where the cache directory should be")
+    for _ in range(2):
+        manifests, broken, cache = scan(plugins)
+        assert broken == {} and len(manifests) == 3 and cache.hits == 0
+
+
+def test_without_a_cache_file_nothing_is_cached(plugins: Path) -> None:
+    reg = PluginRegistry(plugins, _no_runtime)
+    reg.load_all()
+    assert reg.last_cache is None and len(reg.plugins()) == 3
+    assert not (plugins.parent / "cache").exists()

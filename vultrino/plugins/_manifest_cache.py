@@ -2,8 +2,9 @@
 ``vultrino plugin list``, every start of the MCP server) does not re-parse every ``plugin.toml``
 nor re-hash every installed module.
 
-It is one JSON file, ``<plugins>/.manifest-cache`` (mode 0600, replaced atomically). An entry is
-used only when the file it describes is provably unchanged:
+It is one JSON file, ``<home>/cache/manifest-cache.json`` (mode 0600, replaced atomically; kept
+out of the plugins directory, whose every entry the installer accounts for). An entry is used
+only when the file it describes is provably unchanged:
 
 - a manifest entry holds the manifest's exact text and its (inode, size, mtime_ns); it is used
   when the file has the same inode, size and mtime and its bytes, read again, equal the stored
@@ -42,8 +43,8 @@ from vultrino.plugins.base import (
 
 __all__ = ["CACHE_FILE", "ManifestCache"]
 
-#: The cache's name inside the plugins directory (a dot-file: never taken for a plugin).
-CACHE_FILE = ".manifest-cache"
+#: The cache's name inside the home's cache directory.
+CACHE_FILE = "manifest-cache.json"
 #: Bumped whenever what is stored changes meaning.
 FORMAT = 1
 #: A cache larger than this is ignored (20 typical plugins take ~100 KB).
@@ -136,10 +137,11 @@ def _int_list(value: Any, length: int) -> list[int] | None:
 
 
 class ManifestCache:
-    """The cache of one plugins directory: read once, consulted per plugin, saved once."""
+    """The cache of one plugins directory, in the file ``path``: read once, consulted per
+    plugin, saved once."""
 
-    def __init__(self, plugins_dir: Path) -> None:
-        self.path = Path(plugins_dir) / CACHE_FILE
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
         self._old: dict[str, Any] = self._read()
         self._new: dict[str, dict[str, Any]] = {}
         self.hits = 0  # manifests and modules taken from the cache (for the tests)
@@ -246,15 +248,17 @@ class ManifestCache:
     def save(self) -> None:
         """Write what this scan used or learned (entries of removed plugins drop out), when it
         differs from what was read. Failing to write (a read-only directory) is not an error."""
-        if self._new == self._old or not self.path.parent.is_dir():
+        if self._new == self._old:
             return
         data = json.dumps(
             {"format": FORMAT, "vultrino": __version__, "plugins": self._new},
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8", "surrogatepass")
-        tmp = self.path.with_name(f"{CACHE_FILE}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
+            if not self.path.parent.is_dir():  # the home's cache/, private like the home
+                self.path.parent.mkdir(mode=0o700)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as fh:

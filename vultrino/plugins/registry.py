@@ -153,7 +153,8 @@ class PluginRegistry:
 
     ``runtime`` is a ``WasmRuntime`` or a zero-argument factory; a factory is called once, on
     the first plugin call, so building a registry never imports an engine. The runtime is not
-    closed by the registry.
+    closed by the registry. ``manifest_cache`` is the file :meth:`load_all` keeps parsed
+    manifests and verified module digests in (None: no cache).
     """
 
     def __init__(
@@ -164,8 +165,10 @@ class PluginRegistry:
         *,
         reserved_tools: Iterable[str] = RESERVED_TOOL_NAMES,
         log: Any = None,
+        manifest_cache: Path | None = None,
     ) -> None:
         self.plugins_dir = Path(plugins_dir)
+        self.manifest_cache = manifest_cache
         self._runtime_source = runtime
         self._runtime: RuntimeLike | None = runtime if isinstance(runtime, RuntimeLike) else None
         self._log = log
@@ -215,7 +218,11 @@ class PluginRegistry:
             for plugin in old:
                 plugin.close()
             entries = self._entries()
-            cache = ManifestCache(self.plugins_dir) if entries else None
+            cache = (
+                ManifestCache(self.manifest_cache)
+                if entries and self.manifest_cache is not None
+                else None
+            )
             for entry in entries:
                 try:
                     self._plugins[entry.name] = self._load_dir(entry, replacing=None, cache=cache)
