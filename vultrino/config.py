@@ -35,11 +35,6 @@ from typing import Any
 from vultrino.errors import ConfigError
 from vultrino.runtime.engine import MIB, Limits
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on the Python 3.10 CI leg
-    import tomli as tomllib
-
 ENV_ENGINE = "VULTRINO_ENGINE"
 ENGINE_NAMES = ("wasmtime", "wasmer")
 
@@ -69,6 +64,10 @@ def load_config(path: Path) -> Config:
     """Read ``path`` (absent = defaults) and apply ``VULTRINO_ENGINE``."""
     data: dict[str, Any] = {}
     if path.exists():
+        if sys.version_info >= (3, 11):  # imported only when there is a file to read
+            import tomllib
+        else:  # pragma: no cover - exercised on the Python 3.10 CI leg
+            import tomli as tomllib
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

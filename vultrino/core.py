@@ -327,7 +327,12 @@ class Vultrino:
                 from vultrino.plugins.registry import PluginRegistry
 
                 http = HttpPlugin(max_response_bytes=self.config.http_max_response_bytes)
-                registry = PluginRegistry(self.home.plugins, lambda: self.runtime, builtins=[http])
+                registry = PluginRegistry(
+                    self.home.plugins,
+                    lambda: self.runtime,
+                    builtins=[http],
+                    manifest_cache=self.home.manifest_cache,
+                )
                 registry.load_all()
                 self._plugins_signature = self._scan_plugins_dir()
                 self._registry = registry

@@ -32,6 +32,11 @@ class Home:
         return self.root / "cache"
 
     @property
+    def manifest_cache(self) -> Path:
+        """Parsed manifests and verified module digests (docs/cli.md#plugin-health)."""
+        return self.cache / "manifest-cache.json"
+
+    @property
     def plugins(self) -> Path:
         return self.root / "plugins"
 

@@ -1,23 +1,143 @@
-"""The Typer CLI. Commands are thin: parse, call one facade method, format the result."""
+"""The Typer CLI. Commands are thin: parse, call one facade method, format the result.
+
+Start-up is kept short: the root group knows its commands by name only and builds a command
+(importing its module and letting Typer turn its function signatures into options) the first
+time the command is looked up. ``vultrino plugin list`` builds the ``plugin`` group alone;
+``vultrino --help`` builds them all, to show their one-line help.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from vultrino._version import __version__
-from vultrino.cli import agent, credentials, demo, mcp, plugin
 from vultrino.cli._common import set_root_home
+
+# The settings of the root app; every lazily built command is built with the same ones.
+_APP_SETTINGS: dict[str, Any] = {
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
+
+
+def _typer(**kwargs: Any) -> typer.Typer:
+    return typer.Typer(**_APP_SETTINGS, **kwargs)
+
+
+def _credentials_commands() -> typer.Typer:
+    from vultrino.cli import credentials
+
+    app = _typer()
+    credentials.register(app)
+    return app
+
+
+def _demo_command() -> typer.Typer:
+    from vultrino.cli import demo
+
+    app = _typer()
+    app.command("demo")(demo.demo)
+    return app
+
+
+def _audit_command() -> typer.Typer:
+    from vultrino.cli import agent
+
+    app = _typer()
+    app.command("audit")(agent.audit_show)
+    return app
+
+
+def _group(module: str, name: str) -> Callable[[], typer.Typer]:
+    def build() -> typer.Typer:
+        import importlib
+
+        app = _typer()
+        app.add_typer(importlib.import_module(f"vultrino.cli.{module}").app, name=name)
+        return app
+
+    return build
+
+
+_CREDENTIAL_COMMANDS = ("init", "add", "list", "info", "remove", "types", "rekey", "request")
+
+#: Every top-level command, in the order ``--help`` lists them, with what builds it (a Typer
+#: app registering that command, maybe with its siblings). tests/unit/test_cli_lazy.py checks
+#: that this table and what the builders register agree.
+COMMANDS: dict[str, Callable[[], typer.Typer]] = {
+    **{name: _credentials_commands for name in _CREDENTIAL_COMMANDS},
+    "demo": _demo_command,
+    "audit": _audit_command,
+    "plugin": _group("plugin", "plugin"),
+    "mcp": _group("mcp", "mcp"),
+    "agent": _group("agent", "agent"),
+}
+
+
+class _LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands: every name is known, a command is built on first access."""
+
+    def __init__(self, builders: dict[str, Callable[[], typer.Typer]]) -> None:
+        self._builders = dict(builders)
+        self._names = list(builders)
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            builder = self._builders.get(name)
+            if builder is None:
+                raise KeyError(name)
+            built = typer.main.get_group(builder()).commands
+            for key in self._names:  # siblings built together (the credential commands)
+                if key in built and key not in self._built:
+                    self._built[key] = built[key]
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._builders.pop(name, None)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._builders.pop(name, None)
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+
+class _LazyGroup(TyperGroup):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        lazy = _LazyCommands(COMMANDS)
+        for name, command in self.commands.items():
+            lazy[name] = command
+        self.commands = lazy
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
 
 app = typer.Typer(
     name="vultrino",
     help="A credential proxy for AI agents: agents name a credential, Vultrino uses it.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    cls=_LazyGroup,
+    **_APP_SETTINGS,
 )
 
 
@@ -39,14 +159,6 @@ def root(
 ) -> None:
     """Vultrino keeps secrets sealed and performs the actions that need them."""
     set_root_home(home)
-
-
-credentials.register(app)
-app.command("demo")(demo.demo)
-app.add_typer(plugin.app, name="plugin")
-app.add_typer(mcp.app, name="mcp")
-app.add_typer(agent.app, name="agent")
-app.command("audit")(agent.audit_show)
 
 
 def main() -> None:

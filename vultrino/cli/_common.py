@@ -8,7 +8,6 @@ Data goes to stdout, messages to stderr. With ``--json`` stdout carries exactly 
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -59,6 +58,8 @@ def is_tty() -> bool:
 
 def prompt_secret(label: str) -> str:
     """Hidden input on the terminal (getpass writes the prompt to the tty, not stdout)."""
+    import getpass
+
     return getpass.getpass(label)
 
 

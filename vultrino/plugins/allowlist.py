@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-import idna
 
 from vultrino.errors import (
     AccessDeniedError,
@@ -240,6 +239,8 @@ def normalize_host(text: str) -> str:
     if "%" in text:
         raise UrlSyntaxError("percent-encoded characters are not allowed in the host")
     if not text.isascii():
+        import idna  # only for non-ASCII hosts: most processes never need it
+
         try:
             text = idna.encode(text, uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError, ValueError) as exc:
@@ -263,6 +264,8 @@ def normalize_host(text: str) -> str:
         if not _LABEL_RE.fullmatch(label):
             raise UrlSyntaxError(f"{text!r} is not a valid host name")
     if any(label.startswith("xn--") for label in labels):
+        import idna
+
         try:
             idna.decode(host)
         except (idna.IDNAError, UnicodeError, ValueError):

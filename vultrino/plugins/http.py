@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
-import hashlib
 import json
 import re
 import threading
@@ -997,6 +996,8 @@ def _binding(cred: CredentialView) -> str:
     """Which oauth2 client a cached token belongs to (so a replaced credential starts over)."""
     fields = cred.fields
     parts = [_text(fields, n) for n in ("token_url", "client_id", "scope", "grant_type")]
+    import hashlib  # here: listing plugins never needs it
+
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ The reference for every key is docs/plugins/manifest.md.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -43,11 +44,6 @@ from vultrino.plugins.validation import (
     type_name,
 )
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised under Python 3.10
-    import tomli as tomllib
-
 __all__ = [
     "MANIFEST_FILE",
     "MAX_MANIFEST_BYTES",
@@ -57,7 +53,9 @@ __all__ = [
     "compare_versions",
     "load_manifest",
     "parse_manifest",
+    "parse_manifest_bytes",
     "parse_semver",
+    "read_manifest",
 ]
 
 MANIFEST_FILE = "plugin.toml"
@@ -775,6 +773,10 @@ def parse_manifest(text: str, *, source: str = MANIFEST_FILE) -> PluginManifest:
             f"(limit {MAX_MANIFEST_BYTES})",
             problems=[f"file: larger than {MAX_MANIFEST_BYTES} characters"],
         )
+    if sys.version_info >= (3, 11):  # imported here: a cached scan never parses TOML
+        import tomllib
+    else:  # pragma: no cover - exercised under Python 3.10
+        import tomli as tomllib
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -811,9 +813,17 @@ def parse_manifest(text: str, *, source: str = MANIFEST_FILE) -> PluginManifest:
 def load_manifest(path: Path) -> PluginManifest:
     """Read and validate ``path`` (a ``plugin.toml``); every failure is a :class:`ManifestError`
     naming the file."""
+    data, _ = read_manifest(path)
+    return parse_manifest_bytes(data, path)
+
+
+def read_manifest(path: Path) -> tuple[bytes, os.stat_result]:
+    """The bytes of ``path`` and the ``stat`` of the file they were read from (the manifest
+    cache keys on it); a missing, unreadable or oversized file is a :class:`ManifestError`."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
+            stat = os.fstat(fh.fileno())
             data = fh.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError as exc:
         raise ManifestError(
@@ -830,6 +840,11 @@ def load_manifest(path: Path) -> PluginManifest:
             f"{path}: too large for a manifest (limit {MAX_MANIFEST_BYTES} bytes)",
             problems=[f"file: larger than {MAX_MANIFEST_BYTES} bytes"],
         )
+    return data, stat
+
+
+def parse_manifest_bytes(data: bytes, path: Path) -> PluginManifest:
+    """Decode (UTF-8, a BOM allowed) and validate the bytes read from ``path``."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -7,7 +7,10 @@ module, a name that does not match its directory, a name or tool that collides w
 is recorded in :meth:`PluginRegistry.broken` with its reason and never takes the others down.
 So is an installed module whose bytes no longer match the size and sha256 its
 ``.installed.json`` recorded at install time (a corrupted or swapped file); the check hashes the
-module (well under a millisecond for a typical plugin) on every load.
+module (well under a millisecond for a typical plugin) on every load, except that a full scan
+(:meth:`PluginRegistry.load_all`) skips parsing a manifest and hashing a module that the
+manifest cache (:mod:`vultrino.plugins._manifest_cache`) shows unchanged since they were last
+parsed and verified.
 
 Modules are compiled lazily (on a plugin's first call), so scanning the directory is cheap.
 ``generation`` changes on every load, reload or unload, so a long-running MCP server can notice
@@ -16,8 +19,8 @@ and refresh its tool list. Mutations and reads are serialized by one lock.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +42,13 @@ from vultrino.plugins.base import (
     PluginManifest,
     qualified_type,
 )
-from vultrino.plugins.manifest import MANIFEST_FILE, PLUGIN_NAME_RE, load_manifest
+from vultrino.plugins._manifest_cache import ManifestCache
+from vultrino.plugins.manifest import (
+    MANIFEST_FILE,
+    PLUGIN_NAME_RE,
+    parse_manifest_bytes,
+    read_manifest,
+)
 from vultrino.plugins.validation import params_json_schema
 from vultrino.plugins.wasm import RuntimeLike, RuntimeSource, WasmPlugin
 
@@ -79,16 +88,21 @@ class ToolBinding:
         return schema
 
 
-def module_problem(directory: Path, module_path: Path) -> tuple[str | None, str | None]:
+def module_problem(
+    directory: Path, module_path: Path, *, cache: ManifestCache | None = None
+) -> tuple[str | None, str | None]:
     """Check an installed module against what ``.installed.json`` recorded at install time.
 
     Returns ``(problem, sha256)``: ``problem`` says what is wrong and what to do (None when the
     module is the installed one), ``sha256`` is the recorded digest the module must keep (None
     for a plugin copied in by hand, without metadata: there is nothing to compare with).
+    With ``cache``, a module verified before and unchanged since (same file, size, mtime and
+    ctime, same ``.installed.json``) is not hashed again, and a module that passes is recorded.
     """
     reinstall = "reinstall the plugin (`vultrino plugin install SOURCE --force`)"
     try:
-        meta: Any = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
+        meta_text = (directory / METADATA_FILE).read_text(encoding="utf-8")
+        meta: Any = json.loads(meta_text)
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -99,7 +113,14 @@ def module_problem(directory: Path, module_path: Path) -> tuple[str | None, str 
     if not isinstance(recorded, str):
         return None, None  # written by a version that did not record it
     try:
-        data = module_path.read_bytes()
+        with module_path.open("rb") as fh:
+            stat = os.fstat(fh.fileno())  # before reading: a later change shows in the stat
+            expected = recorded.lower()
+            if cache is not None and cache.module_verified(
+                directory.name, module_path.name, meta_text, stat, expected
+            ):
+                return None, expected
+            data = fh.read()
     except OSError as exc:
         return (
             f"cannot read its module {module_path.name}: {exc.strerror or exc}; {reinstall}",
@@ -110,12 +131,16 @@ def module_problem(directory: Path, module_path: Path) -> tuple[str | None, str 
             f"its module {module_path.name} changed after it was installed ({len(data)} bytes, "
             f"{size} when installed); {reinstall}"
         ), recorded
+    import hashlib  # here: a scan served by the cache hashes nothing
+
     actual = hashlib.sha256(data).hexdigest()
     if actual != recorded.lower():
         return (
             f"its module {module_path.name} changed after it was installed (sha256 "
             f"{actual[:12]}…, {recorded[:12]}… when installed); {reinstall}"
         ), recorded
+    if cache is not None:
+        cache.put_module(directory.name, module_path.name, meta_text, stat, actual)
     return None, actual
 
 
@@ -128,7 +153,8 @@ class PluginRegistry:
 
     ``runtime`` is a ``WasmRuntime`` or a zero-argument factory; a factory is called once, on
     the first plugin call, so building a registry never imports an engine. The runtime is not
-    closed by the registry.
+    closed by the registry. ``manifest_cache`` is the file :meth:`load_all` keeps parsed
+    manifests and verified module digests in (None: no cache).
     """
 
     def __init__(
@@ -139,8 +165,10 @@ class PluginRegistry:
         *,
         reserved_tools: Iterable[str] = RESERVED_TOOL_NAMES,
         log: Any = None,
+        manifest_cache: Path | None = None,
     ) -> None:
         self.plugins_dir = Path(plugins_dir)
+        self.manifest_cache = manifest_cache
         self._runtime_source = runtime
         self._runtime: RuntimeLike | None = runtime if isinstance(runtime, RuntimeLike) else None
         self._log = log
@@ -156,6 +184,8 @@ class PluginRegistry:
         self._broken: dict[str, str] = {}
         self._lock = threading.RLock()
         self._generation = 0
+        #: The manifest cache of the last :meth:`load_all` (its hit and miss counts).
+        self.last_cache: ManifestCache | None = None
 
     # --- runtime -------------------------------------------------------------------------
 
@@ -187,13 +217,22 @@ class PluginRegistry:
             self._broken = {}
             for plugin in old:
                 plugin.close()
-            for entry in self._entries():
+            entries = self._entries()
+            cache = (
+                ManifestCache(self.manifest_cache)
+                if entries and self.manifest_cache is not None
+                else None
+            )
+            for entry in entries:
                 try:
-                    self._plugins[entry.name] = self._load_dir(entry, replacing=None)
+                    self._plugins[entry.name] = self._load_dir(entry, replacing=None, cache=cache)
                 except VultrinoError as exc:
                     self._broken[entry.name] = str(exc)
                 except Exception as exc:  # one odd plugin must not take the others down
                     self._broken[entry.name] = f"unexpected error: {type(exc).__name__}: {exc}"
+            if cache is not None:
+                cache.save()
+            self.last_cache = cache
             self._generation += 1
 
     def _entries(self) -> list[Path]:
@@ -207,7 +246,9 @@ class PluginRegistry:
             ) from exc
         return [e for e in entries if not e.name.startswith(".") and e.is_dir()]
 
-    def _load_dir(self, directory: Path, *, replacing: str | None) -> WasmPlugin:
+    def _load_dir(
+        self, directory: Path, *, replacing: str | None, cache: ManifestCache | None = None
+    ) -> WasmPlugin:
         manifest_path = directory / MANIFEST_FILE
         if not manifest_path.is_file():
             raise PluginError(
@@ -215,7 +256,12 @@ class PluginRegistry:
                 "or reinstall the plugin",
                 plugin=directory.name,
             )
-        manifest = load_manifest(manifest_path)
+        data, stat = read_manifest(manifest_path)
+        manifest = cache.manifest(directory.name, data, stat) if cache is not None else None
+        if manifest is None:
+            manifest = parse_manifest_bytes(data, manifest_path)
+            if cache is not None:
+                cache.put_manifest(directory.name, data, stat, manifest)
         if manifest.name != directory.name:
             raise PluginError(
                 f"{directory.name}: the directory holds plugin {manifest.name!r}; a plugin's "
@@ -232,7 +278,7 @@ class PluginRegistry:
                 "reinstall the plugin",
                 plugin=manifest.name,
             )
-        problem, sha = module_problem(directory, module_path)
+        problem, sha = module_problem(directory, module_path, cache=cache)
         if problem is not None:
             raise PluginError(f"{manifest.name}: {problem}", plugin=manifest.name)
         conflicts = self.check_conflicts(manifest, replacing=replacing)

@@ -24,8 +24,6 @@ logged).
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -83,12 +81,9 @@ def resolve_runtime(source: RuntimeSource) -> RuntimeLike:
     return source()
 
 
-_LOG_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-}
+# The logging module's levels (DEBUG, INFO, WARNING, ERROR); logging itself is imported when
+# a guest first logs, so listing plugins does not pay for it.
+_LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
 
 class WasmPlugin:
@@ -119,7 +114,7 @@ class WasmPlugin:
         self._runtime = runtime
         self._log = log
         self._expected_sha256 = expected_sha256
-        self._logger = logging.getLogger(f"vultrino.plugin.{manifest.name}")
+        self._logger: Any = None  # the plugin's logging.Logger, made on its first log line
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
         self._secret_names: dict[str, frozenset[str]] = {}  # per type; the manifest is fixed
@@ -171,6 +166,8 @@ class WasmPlugin:
                         plugin=self.name,
                     ) from exc
                 if self._expected_sha256 is not None:
+                    import hashlib
+
                     actual = hashlib.sha256(wasm).hexdigest()
                     if actual != self._expected_sha256:
                         raise ModuleError(
@@ -280,7 +277,11 @@ class WasmPlugin:
         if self._log is not None:
             self._log(level, text)
         else:
-            self._logger.log(_LOG_LEVELS.get(level, logging.INFO), "%s", text)
+            if self._logger is None:
+                import logging
+
+                self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
+            self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
 
     def _answer(
         self, action: str, response: Any, forms: Scrubber, result_forms: Scrubber
