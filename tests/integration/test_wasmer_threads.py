@@ -357,3 +357,28 @@ def test_threads_ending_close_and_gc_do_not_crash_the_process(tmp_path: Path) ->
     assert r.stdout.strip() == "done"
     assert "panicked" not in r.stderr and "unsendable" not in r.stderr, r.stderr[-4000:]
     assert "Exception ignored" not in r.stderr, r.stderr[-4000:]
+
+
+def test_a_host_function_calling_back_into_the_module_is_served_by_the_worker() -> None:
+    """A log sink that calls the same plugin while its call is inside the guest: the owner's
+    instance is busy, so the inner call runs on the worker thread (no second instance on the
+    owner's thread, no deadlock), and both answers are right."""
+    engine = _ThreadRecordingEngine()
+    inner: list[Any] = []
+    with WasmRuntime(engine, limits=LIMITS) as rt:  # type: ignore[arg-type]
+
+        def log(level: str, text: str) -> None:
+            if not inner:
+                inner.append(None)
+                inner.append(module.execute(_request("inner")))
+
+        module = rt.load(guests.logger(), plugin="reenter", log=log)
+        outer = module.execute(_request("outer"))
+        module.close()
+        _join_workers("reenter")
+    assert outer == {"ok": _request("outer")}
+    assert inner[1] == {"ok": _request("inner")}
+    assert engine.made[0] == threading.get_ident()
+    assert len(engine.made) == 2 and engine.made[1] != threading.get_ident()
+    assert engine.closed_elsewhere == []
+    assert engine.alive == 0
