@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tests.leakcheck import LeakCheck
 from tests.reliability import corpus, surfaces
@@ -64,7 +65,11 @@ def test_multiline_secret_is_scrubbed_from_the_plugin_log_in_every_form(tmp_path
 def test_secret_of_an_earlier_credential_is_scrubbed_from_a_later_call(tmp_path: Path) -> None:
     """One real MCP server; the guest answers each call with the request of the call before.
     Called with credential B right after A, it hands back A's request: A's secret must come
-    back redacted, though B's call never involved A."""
+    back redacted, though B's call never involved A.
+
+    "The call before" is the one its instance served: on wasmer an instance belongs to the
+    thread that calls it, and the server may run the two calls on different threads, so the
+    pair is repeated until B's call landed on the instance that served A's."""
     guest = corpus.by_stem("remembers_credential")
     home = corpus.make_home(tmp_path, [guest])
     other_alias, other_secret = "second-key", "sk-the-other-credential-8Hq2Zr"
@@ -75,12 +80,18 @@ def test_secret_of_an_earlier_credential_is_scrubbed_from_a_later_call(tmp_path:
         tempfile.TemporaryFile("w+", encoding="utf-8") as errlog,
         surfaces.mcp_server(home, errlog) as client,
     ):
-        first = client.request(
-            "tools/call", {"name": tool, "arguments": {"credential": other_alias}}
-        )
-        second = client.request(
-            "tools/call", {"name": tool, "arguments": {"credential": guest.alias}}
-        )
+        answers: list[Any] = []
+        for _ in range(50):
+            first = client.request(
+                "tools/call", {"name": tool, "arguments": {"credential": other_alias}}
+            )
+            second = client.request(
+                "tools/call", {"name": tool, "arguments": {"credential": guest.alias}}
+            )
+            answers += [first, second]
+            handed = second["result"].get("structuredContent") or {}
+            if (handed.get("credential") or {}).get("alias") == other_alias:
+                break
         errlog.seek(0)
         server_stderr = errlog.read()
     assert not first["result"].get("isError"), first
@@ -92,7 +103,7 @@ def test_secret_of_an_earlier_credential_is_scrubbed_from_a_later_call(tmp_path:
     check = LeakCheck()
     check.add(*home.secrets, other_secret)
     check.scan_all(
-        [("first", json.dumps(first)), ("second", json.dumps(second)), ("stderr", server_stderr)],
+        [("answers", json.dumps(answers)), ("stderr", server_stderr)],
         home.root,
     )
     check.assert_clean()

@@ -5,8 +5,10 @@ ABI and instantiates it once, so a bad module fails at load, not at first call.
 
 A ``PluginModule`` keeps a small pool of instances. A call takes an idle instance (or makes one,
 up to :data:`MAX_INSTANCES`; past that it waits), runs, and puts it back. On a thread-affine
-engine (wasmer) calls run on at most :data:`MAX_INSTANCES` worker threads, each with its own
-instance, so the cap holds there too. An instance that saw
+engine (wasmer), whose instances only work on the thread that made them, up to
+``MAX_INSTANCES - 1`` calling threads own an instance and run their calls inline; calls from
+any other thread run on one worker thread that owns the last instance, so the cap holds there
+too. An instance that saw
 any error — trap, timeout, memory cap, ABI violation — is closed and never reused: the next call
 gets a fresh instance, so one bad call cannot poison the next. The pool makes ``execute`` safe
 to call from several threads; wasmtime releases the GIL while guest code runs, so calls on
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +105,31 @@ class _PluginLog:
         self.remaining = MAX_LOG_LINES_PER_CALL
 
 
+class _Owned:
+    """A thread's own instance of a thread-affine module, in the module's ``threading.local``.
+
+    When the thread ends, CPython clears its thread-local storage on that same thread, so
+    ``__del__`` closes the instance on the thread that made it (wasmer-python objects must not
+    be released elsewhere) and gives the owner place back through ``gone``.
+    """
+
+    __slots__ = ("busy", "gone", "session")
+
+    def __init__(self, gone: Callable[[], None] | None) -> None:
+        self.session: abi.Session | None = None
+        self.busy = False
+        self.gone = gone
+
+    def __del__(self) -> None:
+        session, self.session = self.session, None
+        try:
+            if session is not None:
+                session.close()
+        finally:
+            if self.gone is not None:
+                self.gone()
+
+
 class PluginModule:
     """A loaded plugin module: ``execute(request) -> {"ok": ...} | {"error": {...}}``."""
 
@@ -134,6 +162,10 @@ class PluginModule:
         self._affine = runtime.thread_affine
         self._artifact = runtime._artifact(sha256) if self._affine else None
         self._local = threading.local()
+        #: Threads that own an instance of a thread-affine module (at most MAX_INSTANCES - 1).
+        self._owners = 0
+        #: The thread that serves every other thread's calls, with the last instance (lazy).
+        self._worker: ThreadPoolExecutor | None = None
         try:
             session = self._new_session()
         except GuestExit as exc:  # proc_exit in the start function
@@ -162,15 +194,12 @@ class PluginModule:
                     plugin=plugin,
                 )
         if self._affine:
-            # Its objects may only be touched on the thread that made them, so this session
-            # (which only proved the module starts) is closed here; calls run on at most
-            # MAX_INSTANCES worker threads that each keep their own instance. Per calling
-            # thread, as before, there would be as many instances as threads (an MCP server
-            # runs calls on dozens), each with up to the memory cap.
-            session.close()
-            self._workers = ThreadPoolExecutor(
-                max_workers=MAX_INSTANCES, thread_name_prefix=f"vultrino-{plugin}"
-            )
+            # Its objects may only be touched on the thread that made them, so the loading
+            # thread keeps this session as the first owner (see _execute_affine).
+            owned = _Owned(self._owner_gone_callback())
+            owned.session = session
+            self._owners = 1
+            self._local.owned = owned
         else:
             self._idle.append(session)
         self._count = 1
@@ -180,7 +209,7 @@ class PluginModule:
     def execute(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves."""
         if self._affine:
-            return self._execute_on_worker(request)
+            return self._execute_affine(request)
         try:
             session = self._idle.pop()
         except IndexError:
@@ -208,15 +237,120 @@ class PluginModule:
                     self._cond.notify()
         return response
 
-    def _execute_on_worker(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``execute`` for thread-affine engines: on one of the module's worker threads, so at
-        most MAX_INSTANCES instances exist (a call waits while every worker is busy)."""
-        if getattr(self._local, "worker", False):  # re-entered from a host function
-            return self._execute_here(request)
+    def _execute_affine(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``execute`` for thread-affine engines, at most MAX_INSTANCES instances in all.
+
+        A thread that owns an instance runs the call inline, on that instance (no thread hop).
+        The first ``MAX_INSTANCES - 1`` threads to call become owners; an owner keeps its
+        instance until its thread ends, when CPython clears the thread's ``threading.local``
+        storage on that thread, so the instance is closed where it was made (``_Owned``).
+        Calls from every other thread run on the module's worker thread, which owns the last
+        instance; they wait their turn there.
+        """
+        local = self._local
+        owned: _Owned | None = getattr(local, "owned", None)
+        if owned is None:
+            owned = self._claim()
+        if owned is not None:
+            if not owned.busy:
+                return self._run_owned(owned, request)
+            if getattr(local, "worker", False):
+                # re-entered from a host function on the worker: nobody else can serve it
+                return self._run_once(request)
+        return self._on_worker(request)
+
+    def _claim(self) -> _Owned | None:
+        """Make this thread an owner when fewer than MAX_INSTANCES - 1 threads are."""
+        with self._cond:
+            if self._closed:
+                raise EngineError(
+                    f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
+                )
+            if self._owners >= MAX_INSTANCES - 1:
+                return None
+            self._owners += 1
+        owned = _Owned(self._owner_gone_callback())
+        self._local.owned = owned
+        return owned
+
+    def _owner_gone_callback(self) -> Callable[[], None]:
+        """What an ``_Owned`` calls when it dies: give the owner place back (weakly bound, so
+        the thread-local storage does not keep the module alive)."""
+        ref = weakref.ref(self)
+
+        def gone() -> None:
+            module = ref()
+            if module is not None:
+                with module._cond:
+                    module._owners -= 1
+
+        return gone
+
+    def _run_owned(self, owned: _Owned, request: dict[str, Any]) -> dict[str, Any]:
+        """The call on this thread's own instance (made here when it has none yet)."""
+        session = owned.session
         if self._closed:
+            owned.session = None
+            if session is not None:
+                session.close()
             raise EngineError(f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin)
+        if session is None:
+            session = owned.session = self._start(self._new_session)
+        owned.busy = True
         try:
-            future = self._workers.submit(self._work, request)
+            response = session.call(request)
+        except ParameterError as exc:
+            raise self._parameter_error(exc) from exc
+        except BaseException as exc:
+            owned.session = None
+            err = self._error(exc, session)
+            self._discard(session, count=False)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            owned.busy = False
+        plog = session.log
+        if plog.remaining != MAX_LOG_LINES_PER_CALL:
+            plog.end_call()
+        if self._closed:
+            owned.session = None
+            session.close()
+        return response
+
+    def _run_once(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A call on a session of its own, closed afterwards: a host function on the worker
+        thread calling back into this module while the worker's instance is busy."""
+        session = self._start(self._new_session)
+        try:
+            response = session.call(request)
+        except ParameterError as exc:
+            session.close()
+            raise self._parameter_error(exc) from exc
+        except BaseException as exc:
+            err = self._error(exc, session)
+            self._discard(session, count=False)
+            if err is exc:
+                raise
+            raise err from exc
+        session.log.end_call()
+        session.close()
+        return response
+
+    def _on_worker(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The call on the worker thread (started on first use), waiting for its turn."""
+        with self._cond:
+            if self._closed:
+                raise EngineError(
+                    f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
+                )
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"vultrino-{self.plugin}"
+                )
+            worker = self._worker
+        try:
+            future = worker.submit(self._work, request)
         except RuntimeError:  # shut down by close() meanwhile
             raise EngineError(
                 f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
@@ -224,9 +358,16 @@ class PluginModule:
         return future.result()
 
     def _work(self, request: dict[str, Any]) -> dict[str, Any]:
-        self._local.worker = True
+        """On the worker thread: the call on the worker's instance (not counted as an owner)."""
+        local = self._local
+        owned: _Owned | None = getattr(local, "owned", None)
+        if owned is None:
+            local.worker = True
+            owned = local.owned = _Owned(None)
         try:
-            return self._execute_here(request)
+            if owned.busy:  # cannot happen with one worker; kept for safety
+                return self._run_once(request)
+            return self._run_owned(owned, request)
         except BaseException as exc:
             # The tracebacks' frames may hold views of guest memory, which must be dropped on
             # this thread: the exception itself travels to the caller's.
@@ -240,37 +381,6 @@ class PluginModule:
                 e.__traceback__ = None
                 stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
             raise
-
-    def _execute_here(self, request: dict[str, Any]) -> dict[str, Any]:
-        """``execute`` for thread-affine engines: this thread's own instance."""
-        local = self._local
-        session: abi.Session | None = getattr(local, "session", None)
-        local.session = None  # taken; a re-entrant call gets its own
-        if self._closed:
-            if session is not None:
-                session.close()
-            raise EngineError(f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin)
-        if session is None:
-            session = self._start(self._new_session)
-        try:
-            response = session.call(request)
-        except ParameterError as exc:
-            local.session = session
-            raise self._parameter_error(exc) from exc
-        except BaseException as exc:
-            err = self._error(exc, session)
-            self._discard(session, count=False)
-            if err is exc:
-                raise
-            raise err from exc
-        plog = session.log
-        if plog.remaining != MAX_LOG_LINES_PER_CALL:
-            plog.end_call()
-        if self._closed:
-            session.close()
-        else:
-            local.session = session
-        return response
 
     def _start(self, make: Callable[[], abi.Session]) -> abi.Session:
         """A session from ``make``; a failure to start one names the plugin too."""
@@ -396,25 +506,26 @@ class PluginModule:
     def close(self) -> None:
         """Close every idle instance; busy ones close when their call ends. Idempotent.
 
-        With a thread-affine engine only this thread's instance can be closed here; the others
-        are closed by their own thread's next call or dropped with their thread.
+        With a thread-affine engine only this thread's instance can be closed here; another
+        owner thread's instance is closed by that thread's next call or when the thread ends,
+        and the worker thread closes its instance as it ends, all on their own thread.
         """
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
             self._count -= len(idle)
             self._cond.notify_all()
-        mine = getattr(self._local, "session", None)
-        if mine is not None:
-            self._local.session = None
-            idle.append(mine)
+            worker, self._worker = self._worker, None
+        owned: _Owned | None = getattr(self._local, "owned", None)
+        if owned is not None and not owned.busy and owned.session is not None:
+            idle.append(owned.session)
+            owned.session = None
         for session in idle:
             session.close()
-        workers = getattr(self, "_workers", None)
-        if workers is not None:
-            # Worker threads close their instance on their next call or drop it when they
-            # end, on their own thread; nothing new is accepted.
-            workers.shutdown(wait=False)
+        if worker is not None:
+            # nothing new is accepted; the worker thread ends after its queued calls, which
+            # see the module closed
+            worker.shutdown(wait=False)
 
     def __enter__(self) -> PluginModule:
         return self
