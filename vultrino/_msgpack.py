@@ -28,6 +28,9 @@ class LimitError(DecodeError):
 _packer = msgpack.Packer(use_bin_type=True, datetime=False)
 
 _CONTAINERS = (dict, list)
+# The first byte of every container: fixmap, fixarray, array 16/32, map 16/32.
+_HEADER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+_SCAN_MAX = 65536  # longer answers are walked directly: counting their bytes costs as much
 
 
 def packb(obj: Any) -> bytes:
@@ -68,7 +71,8 @@ def unpackb(
     if max_bytes is not None and len(data) > max_bytes:
         raise DecodeError(f"not valid MessagePack: {len(data)} bytes is over the {max_bytes} cap")
     options: dict[str, Any] = {}
-    if max_nodes is not None:
+    # Every value takes at least one byte, so a document no longer than the budget is within it.
+    if max_nodes is not None and len(data) > max_nodes:
         counter = _Counter(max_nodes)
         # One container alone may not be longer than the whole budget: msgpack allocates an
         # array's slots from its header, before any element is decoded.
@@ -96,10 +100,21 @@ def unpackb(
         if max_nodes is not None and "exceeds max_" in str(exc):
             raise LimitError(f"the document holds more than {max_nodes} values") from None
         raise DecodeError(f"not valid MessagePack: {exc}") from exc
-    # Every level of nesting takes at least one byte, so a short document cannot be too deep.
-    if max_depth is not None and len(data) > max_depth and _deeper_than(value, max_depth):
+    # Every level of nesting is a container, whose header is one byte of _HEADER_BYTES: with no
+    # more such bytes than the limit (counting those inside strings too), it cannot be deeper.
+    if (
+        max_depth is not None
+        and len(data) > max_depth
+        and (len(data) > _SCAN_MAX or _headers(data) > max_depth)
+        and _deeper_than(value, max_depth)
+    ):
         raise LimitError(f"the document nests containers more than {max_depth} levels deep")
     return value
+
+
+def _headers(data: bytes | memoryview) -> int:
+    """How many bytes of ``data`` could start a container (an upper bound on containers)."""
+    return len(data) - len(bytes(data).translate(None, _HEADER_BYTES))
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
