@@ -10,6 +10,7 @@ log — never on the host's stdout.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from vultrino.plugins import _componentize, installer
 from vultrino.runtime import WasmRuntime
 
 PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "python_probe"
+TEMPLATE = Path(__file__).resolve().parents[2] / "sdk-python-template"
 
 
 def _have_componentize() -> bool:
@@ -40,8 +42,14 @@ pytestmark = [
 @pytest.fixture(scope="session")
 def probe_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("probe")
+    # The probe uses the template's MessagePack codec, as a scaffolded plugin does.
+    source = base / "python_probe"
+    shutil.copytree(PROBE, source)
+    shutil.copy2(TEMPLATE / "vultrino_msgpack.py", source / "vultrino_msgpack.py")
     with WasmRuntime("wasmtime", cache_dir=base / "cache") as rt:
-        result = installer.install(str(PROBE), plugins_dir=base / "plugins", runtime=rt, build=True)
+        result = installer.install(
+            str(source), plugins_dir=base / "plugins", runtime=rt, build=True
+        )
     return result.path / "python_probe.wasm"
 
 
