@@ -293,9 +293,11 @@ class AgentProfile:
     def allows_action(self, plugin: str, action: str) -> bool:
         return _matches(self.actions, action, f"{plugin}:{action}")
 
-    def needs_approval(self, plugin: str, action: str, tool: str | None) -> bool:
-        names = [action, f"{plugin}:{action}"] + ([tool] if tool else [])
-        return _matches(self.approve, *names)
+    def needs_approval(self, plugin: str, action: str, tools: Sequence[str] = ()) -> bool:
+        """Whether an ``approve`` glob names the action, or any tool bound to it: a rule
+        written for a tool holds however the action is reached (another tool bound to the
+        same action, or ``execute`` from Python)."""
+        return _matches(self.approve, action, f"{plugin}:{action}", *tools)
 
     def verify_token(self, token: str) -> bool:
         """Whether ``token`` is this agent's (constant-time comparison of the digests)."""
@@ -520,7 +522,8 @@ class AgentScope:
                     retry_after=wait,
                     plugin=plugin,
                 )
-        if profile.needs_approval(plugin, action, tool):
+        bound = [t.name for t in self.v.plugin(plugin).manifest.mcp_tools if t.action == action]
+        if profile.needs_approval(plugin, action, [*([tool] if tool else []), *bound]):
             request = ApprovalRequest(
                 agent=self.name,
                 plugin=plugin,

@@ -203,6 +203,23 @@ def test_approval(v: Vultrino) -> None:
     ]
 
 
+def test_an_approval_rule_on_a_tool_holds_when_the_action_is_run_directly(v: Vultrino) -> None:
+    # approve names the tool; execute() reaches the same action without naming any tool
+    v.add_agent("tooly", credentials=["echo-one"], tools=["echo_message"], approve=["echo_message"])
+    asked: list[ApprovalRequest] = []
+
+    def no(req: ApprovalRequest) -> Any:
+        asked.append(req)
+        return "declined"
+
+    with pytest.raises(ApprovalError, match="declined"):
+        v.as_agent("tooly", approver=no).execute("echo-one", "echo", {"message": "hi"})
+    assert len(asked) == 1
+    with pytest.raises(ApprovalError, match="no way to ask"):
+        v.as_agent("tooly").execute("echo-one", "echo", {"message": "hi"})
+    assert [r.get("approval") for r in v.audit(agent="tooly")] == ["declined", "unavailable"]
+
+
 def test_removing_a_profile_revokes_a_live_scope(v: Vultrino) -> None:
     _, token = v.add_agent("gone", credentials=["*"], tools=["*"])
     s = v.as_agent("gone")

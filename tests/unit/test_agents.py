@@ -98,9 +98,9 @@ def test_profile_decisions() -> None:
     assert p.allows_action("http", "request")
     assert p.allows_action("pgp-signing", "sign_cleartext")
     assert not p.allows_action("totp", "code")
-    assert p.needs_approval("pgp-signing", "sign", "pgp_sign_cleartext")
-    assert p.needs_approval("http", "request", None)
-    assert not p.needs_approval("totp", "code", "totp_code")
+    assert p.needs_approval("pgp-signing", "sign", ["pgp_sign_cleartext"])
+    assert p.needs_approval("http", "request")
+    assert not p.needs_approval("totp", "code", ["totp_code"])
 
 
 def test_nothing_is_granted_unless_named() -> None:
