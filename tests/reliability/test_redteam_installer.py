@@ -175,3 +175,26 @@ def test_installed_files_are_not_group_or_world_writable_under_umask_000(
     modes = {p.name: p.stat().st_mode & 0o777 for p in [plugin, *plugin.iterdir()]}
     assert {name: oct(m) for name, m in modes.items() if m & 0o022} == {}
     assert modes["umask-plugin"] == 0o755 or modes["umask-plugin"] & 0o022 == 0
+
+
+def test_the_toolchain_probe_sees_no_vultrino_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe that asks rustc for its sysroot runs before the build, in the project (a
+    toolchain file there picks the rustc), so it gets the build's environment too."""
+    dump = tmp_path / "probe-env.txt"
+    rustc = tmp_path / "rustc"
+    rustc.write_text(f'#!/bin/sh\npwd > "{dump}"\nenv >> "{dump}"\necho "{tmp_path}/sysroot"\n')
+    rustc.chmod(0o755)
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("RUSTC", str(rustc))
+    monkeypatch.setenv("VULTRINO_PASSWORD", "probe-secret-password")
+    monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(tmp_path / "pw"))
+    from vultrino.plugins import _cargo
+
+    assert _cargo.probe_targets("cargo", project) == ([], f"{tmp_path}/sysroot")
+    lines = dump.read_text().splitlines()
+    assert lines[0] == str(project)
+    assert not [line for line in lines if line.startswith("VULTRINO_")]
+    assert "probe-secret-password" not in dump.read_text()

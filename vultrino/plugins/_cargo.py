@@ -107,13 +107,18 @@ def _rustc_for(cargo: str) -> str:
     return str(beside) if beside.is_file() else "rustc"
 
 
-def probe_targets(cargo: str) -> tuple[list[str], str] | None:
+def probe_targets(cargo: str, cwd: Path | None = None) -> tuple[list[str], str] | None:
     """Which of :data:`TARGETS` have their standard library installed, and the sysroot
-    looked in; None when rustc cannot be asked (then the caller tries each target)."""
+    looked in; None when rustc cannot be asked (then the caller tries each target).
+
+    Run in the project (``cwd``), as the build will be, so a toolchain file there picks the
+    same rustc, and with the build's environment: no ``VULTRINO_*`` variable."""
     rustc = _rustc_for(cargo)
     try:
         proc = subprocess.run(
             [rustc, "--print", "sysroot"],
+            cwd=cwd,
+            env=build_environment(),
             capture_output=True,
             text=True,
             errors="replace",
@@ -144,7 +149,7 @@ def build(
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``."""
     cargo = cargo_executable()
     env = build_environment(CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
-    probed = probe_targets(cargo)
+    probed = probe_targets(cargo, project)
     targets: tuple[str, ...] = TARGETS
     if probed is not None:
         available, sysroot = probed
