@@ -4,7 +4,8 @@ Each record: ``ts`` (UTC ISO-8601), ``alias``, ``plugin``, ``action``, ``agent``
 profile the call ran under, ``null`` when it ran with no profile), ``outcome`` (``ok``,
 ``error``, or ``denied`` when an agent profile refused it), ``error`` (the error class or plugin
 error code), ``approval`` (``granted``, ``declined`` or ``unavailable``, only when the profile
-asked for approval), ``duration_ms``, ``source`` (``cli``, ``mcp`` or ``api``). A string longer
+asked for approval), ``tool`` (only on an agent's call of a tool outside its profile),
+``duration_ms``, ``source`` (``cli``, ``mcp`` or ``api``). A string longer
 than :data:`MAX_FIELD_CHARS` is cut and marked with its length (an agent can name any alias,
 stored or not). Lines are appended with a single ``write`` on an ``O_APPEND`` descriptor, so
 concurrent writers never interleave within a line.

@@ -793,6 +793,20 @@ class Vultrino:
             ]
         binding = next((b for b in self.registry.tools() if b.name == name), None)
         if binding is None or (scope is not None and not scope.profile().sees_tool(name)):
+            if scope is not None:  # an agent reaching past its profile is worth a record
+                self._audit.write(
+                    {
+                        "alias": None,
+                        "plugin": None,
+                        "action": None,
+                        "agent": scope.name,
+                        "tool": name,
+                        "outcome": "denied",
+                        "error": "ToolOutsideProfile",
+                        "duration_ms": 0.0,
+                        "source": source,
+                    }
+                )
             raise PluginNotFoundError(f"no tool named {name!r}")
         act = binding.action
         if not act.needs_credential:

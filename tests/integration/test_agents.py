@@ -121,7 +121,9 @@ def test_outside_the_profile_fails_as_if_absent_and_nothing_runs(
         s.execute("echo-one", "echo", {"message": "hi"})
     assert server.paths == []
     denied = v.audit(agent="web", outcome="denied")
-    assert [r["alias"] for r in denied] == ["github", "nope", "echo-one"]
+    by_alias = [r for r in denied if r["error"] != "ToolOutsideProfile"]
+    assert [r["alias"] for r in by_alias] == ["github", "nope", "echo-one"]
+    assert len(denied) - len(by_alias) == 2  # the hidden and the absent tool
     assert all(r["agent"] == "web" for r in denied)
 
 
@@ -218,6 +220,18 @@ def test_an_approval_rule_on_a_tool_holds_when_the_action_is_run_directly(v: Vul
     with pytest.raises(ApprovalError, match="no way to ask"):
         v.as_agent("tooly").execute("echo-one", "echo", {"message": "hi"})
     assert [r.get("approval") for r in v.audit(agent="tooly")] == ["declined", "unavailable"]
+
+
+def test_a_tool_outside_the_profile_is_unknown_and_audited(v: Vultrino) -> None:
+    v.add_agent("narrow", credentials=["echo-one"], tools=["echo_message"])
+    for tool in ("http_request", "no_such_tool"):
+        with pytest.raises(PluginNotFoundError, match="no tool named"):
+            v.as_agent("narrow").call_tool(tool, {"credential": "echo-one"})
+    records = v.audit(agent="narrow", outcome="denied")
+    assert [(r["tool"], r["error"]) for r in records] == [
+        ("http_request", "ToolOutsideProfile"),
+        ("no_such_tool", "ToolOutsideProfile"),
+    ]
 
 
 def test_removing_a_profile_revokes_a_live_scope(v: Vultrino) -> None:
