@@ -227,6 +227,11 @@ def _scrubber_of(secrets: tuple[str, ...]) -> Scrubber:
     return Scrubber(secret_forms(secrets))
 
 
+def clear_scrubbers() -> None:
+    """Forget every cached scrubber (they hold the secrets' forms); ``Vultrino.close`` calls it."""
+    _scrubber_of.cache_clear()
+
+
 def scrubber(values: Iterable[Any]) -> Scrubber:
     """The (cached) scrubber of these secret values; values too short to scrub are ignored.
 

@@ -54,7 +54,7 @@ REOPEN_CHECK_SECONDS = 1.0
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def _text(value: str) -> str:
@@ -75,7 +75,15 @@ def _value(value: Any) -> str:
         return str(value)
     if kind is float and math.isfinite(value):
         return repr(value)
-    return _dumps(value)
+    if kind is dict or kind is list:
+        try:
+            encoded = _dumps(value)
+        except (TypeError, ValueError):  # a value JSON cannot hold
+            return _text(str(value))
+        return encoded if len(encoded) <= MAX_FIELD_CHARS else _text(encoded)
+    # Anything else (a str subclass, a caller's odd alias, a NaN) is written as its bounded
+    # text, so a record can neither grow without end nor fail to encode.
+    return _text(str(value))
 
 
 class _Clock:

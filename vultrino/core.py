@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import scrub_error, scrubber
+from vultrino._scrub import clear_scrubbers, scrub_error, scrubber
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
     ActionFailedError,
@@ -272,6 +272,9 @@ class Vultrino:
                 self._store = None
             self._audit.close()
             self._prepared.clear()
+            # the scrubbers hold every form of the secrets they were built for (other open
+            # facades of this process just build theirs again)
+            clear_scrubbers()
 
     def __enter__(self) -> Vultrino:
         return self

@@ -84,6 +84,15 @@ def test_execute_returns_the_result_with_secrets_scrubbed(v: Vultrino) -> None:
     assert record["source"] == "api"
 
 
+def test_closing_forgets_the_cached_scrubbers(v: Vultrino) -> None:
+    from vultrino import _scrub
+
+    v.execute("a", "echo", {"message": "hi"})
+    assert _scrub._scrubber_of.cache_info().currsize > 0
+    v.close()
+    assert _scrub._scrubber_of.cache_info().currsize == 0  # no secret's forms stay behind
+
+
 def test_metadata_never_holds_a_value(v: Vultrino) -> None:
     [info] = v.credentials()
     assert info.fields == {"secret": "********"}

@@ -63,3 +63,22 @@ def test_append_record_still_opens_and_closes(tmp_path: Path) -> None:
     append_record(tmp_path / "audit.log", alias="a")
     append_record(tmp_path / "audit.log", alias="b")
     assert [r["alias"] for r in read_records(tmp_path / "audit.log")] == ["a", "b"]
+
+
+def test_values_that_are_not_plain_scalars_are_written_as_bounded_text(tmp_path: Path) -> None:
+    class Alias(str):
+        pass
+
+    log = tmp_path / "audit.log"
+    audit.append_record(
+        log,
+        alias=Alias("a" * 10_000),
+        plugin=object(),
+        action=float("nan"),
+        outcome="ok",
+    )
+    record = json.loads(log.read_text())
+    assert record["alias"] == "a" * audit.MAX_FIELD_CHARS + "...[10000 characters]"
+    assert record["plugin"].startswith("<object object at")
+    assert record["action"] == "nan"
+    assert len(log.read_bytes()) < 1000
