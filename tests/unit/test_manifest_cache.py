@@ -215,3 +215,16 @@ def test_without_a_cache_file_nothing_is_cached(plugins: Path) -> None:
     reg.load_all()
     assert reg.last_cache is None and len(reg.plugins()) == 3
     assert not (plugins.parent / "cache").exists()
+
+
+def test_entries_made_by_other_parser_code_are_not_reused(plugins: Path) -> None:
+    """A cache written by another build of the parser (same version number, other code: a
+    checkout, an upgrade without a bump) is a miss, so a new validation rule applies at once."""
+    expected, _, _ = scan(plugins)
+    path = cache_file(plugins)
+    data = json.loads(path.read_text())
+    assert data["parser"]  # the stamp of the code that wrote it
+    data["parser"] = "manifest.py:1:1;base.py:1:1"
+    path.write_text(json.dumps(data))
+    manifests, broken, cache = scan(plugins)
+    assert broken == {} and manifests == expected and cache.hits == 0

@@ -47,6 +47,26 @@ __all__ = ["CACHE_FILE", "ManifestCache"]
 CACHE_FILE = "manifest-cache.json"
 #: Bumped whenever what is stored changes meaning.
 FORMAT = 1
+# The modules whose code decides what a manifest parses into: an entry made by other code
+# (an upgrade, a checkout, a local edit, with or without a version bump) is not reused.
+_PARSER_MODULES = ("manifest.py", "base.py", "validation.py", "_manifest_cache.py")
+_parser_stamp_value: str | None = None
+
+
+def _parser_stamp() -> str:
+    """Size and mtime of the parser's own source files (a stat each, once per process)."""
+    global _parser_stamp_value
+    if _parser_stamp_value is None:
+        here = Path(__file__).parent
+        parts = []
+        for name in _PARSER_MODULES:
+            try:
+                st = os.stat(here / name)
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{name}:?")
+        _parser_stamp_value = ";".join(parts)
+    return _parser_stamp_value
 #: A cache larger than this is ignored (20 typical plugins take ~100 KB).
 MAX_CACHE_BYTES = 16 * 1024 * 1024
 
@@ -159,6 +179,7 @@ class ManifestCache:
             not isinstance(data, dict)
             or data.get("format") != FORMAT
             or data.get("vultrino") != __version__
+            or data.get("parser") != _parser_stamp()
             or not isinstance(data.get("plugins"), dict)
         ):
             return {}
@@ -251,7 +272,12 @@ class ManifestCache:
         if self._new == self._old:
             return
         data = json.dumps(
-            {"format": FORMAT, "vultrino": __version__, "plugins": self._new},
+            {
+                "format": FORMAT,
+                "vultrino": __version__,
+                "parser": _parser_stamp(),
+                "plugins": self._new,
+            },
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8", "surrogatepass")
