@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, AnyStr, TypeVar
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[REDACTED]"
@@ -107,6 +107,20 @@ def _spans(pattern: re.Pattern[Any], value: Any) -> list[tuple[int, int]]:
     return spans
 
 
+def _redacted(pattern: re.Pattern[AnyStr], value: AnyStr, mark: AnyStr) -> AnyStr:
+    """``value`` with every span :func:`_spans` finds replaced by ``mark`` (str or bytes)."""
+    spans = _spans(pattern, value)
+    if not spans:
+        return value
+    parts: list[AnyStr] = []
+    last = 0
+    for start, end in spans:
+        parts += (value[last:start], mark)
+        last = end
+    parts.append(value[last:])
+    return value[:0].join(parts)
+
+
 def _never(value: str) -> None:
     return None
 
@@ -134,28 +148,10 @@ class Scrubber:
         return f"<Scrubber of {len(self.forms)} forms>"  # never the forms themselves
 
     def text(self, value: str) -> str:
-        pattern = self._text
-        if pattern is None or pattern.search(value) is None:
-            return value
-        out: list[str] = []
-        last = 0
-        for start, end in _spans(pattern, value):
-            out += (value[last:start], REDACTED)
-            last = end
-        out.append(value[last:])
-        return "".join(out)
+        return value if self._text is None else _redacted(self._text, value, REDACTED)
 
     def data(self, value: bytes) -> bytes:
-        pattern = self._bytes
-        if pattern is None or pattern.search(value) is None:
-            return value
-        out: list[bytes] = []
-        last = 0
-        for start, end in _spans(pattern, value):
-            out += (value[last:start], _REDACTED_BYTES)
-            last = end
-        out.append(value[last:])
-        return b"".join(out)
+        return value if self._bytes is None else _redacted(self._bytes, value, _REDACTED_BYTES)
 
     def __call__(self, value: Any) -> Any:
         """``value`` with every occurrence replaced, recursively (tuples become lists)."""

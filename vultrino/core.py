@@ -216,6 +216,7 @@ class Vultrino:
         self._prepared: dict[str, tuple[int, Credential, _Derived | None]] = {}
         self._plugins_signature = ""
         self._rate_limiter: RateLimiter | None = None  # agent rate limits, per process
+        self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -272,6 +273,7 @@ class Vultrino:
                 self._store = None
             self._audit.close()
             self._prepared.clear()
+            self._profiles_cache = None
             # the scrubbers hold every form of the secrets they were built for (other open
             # facades of this process just build theirs again)
             clear_scrubbers()
@@ -862,9 +864,18 @@ class Vultrino:
         raise AgentNotFoundError(f"no agent named {name!r}; `vultrino agent list` shows them")
 
     def _profiles(self) -> list[AgentProfile]:
+        """The stored profiles, parsed once per store revision (every write, here or in
+        another process, changes it), not on every call an agent makes."""
+        store = self.store
+        revision = store.revision
+        cached = self._profiles_cache
+        if cached is not None and cached[0] == revision:
+            return list(cached[1])
         from vultrino.agents import AgentProfile
 
-        return [AgentProfile.from_record(r) for r in self.store.agent_records()]
+        profiles = [AgentProfile.from_record(r) for r in store.agent_records()]
+        self._profiles_cache = (revision, tuple(profiles))
+        return profiles
 
     def add_agent(
         self,

@@ -12,10 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,24 +32,18 @@ from tests.e2e.mcp_helpers import (
     sdk_stdio,
 )
 from tests.leakcheck import LeakCheck
+from tests.localhttp import LocalServer, serving
 
 SECRET = "rt-Secret-4Kq9Wz2Lm7Vx3Bp8"
 OAUTH_CLIENT = ["--field", "client_id=c", "--field", f"client_secret={SECRET}"]
 BR_EXTRA = ["--field", "extra_headers=Accept-Encoding: br"]
 
 
-class Reflector(ThreadingHTTPServer):
+class Reflector(LocalServer):
     """A server that hands the credential back in every way the findings used."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.paths: list[str] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -84,13 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Reflector]:
-    srv = Reflector()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    with serving(Reflector()) as srv:
+        yield srv
 
 
 @pytest.fixture

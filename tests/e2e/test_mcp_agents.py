@@ -10,10 +10,9 @@ client that declares an elicitation callback answers it; one that does not gets 
 from __future__ import annotations
 
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +37,7 @@ from tests.e2e.mcp_helpers import (
     show_server_log,
 )
 from tests.leakcheck import LeakCheck
+from tests.localhttp import LocalServer, serving
 from vultrino import Vultrino, audit
 
 LOCAL_SECRET = "local-key-e2e-77aa66bb55cc"
@@ -53,16 +53,9 @@ def run(fn: Callable[[], Awaitable[None]]) -> None:
     anyio.run(guarded)
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Recorder(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.paths: list[str] = []
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,12 +84,8 @@ def errlog() -> Iterator[IO[str]]:
 
 @pytest.fixture
 def web() -> Iterator[Recorder]:
-    srv = Recorder()
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(Recorder()) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@ plugin, the real HTTP plugin and a real HTTP server on 127.0.0.1 that records wh
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.e2e.mcp_helpers import PASSWORD, make_home
 from tests.leakcheck import LeakCheck
+from tests.localhttp import LocalServer, serving
 from vultrino import Vultrino
 from vultrino.agents import ApprovalRequest
 from vultrino.errors import (
@@ -27,17 +27,9 @@ from vultrino.errors import (
 LOCAL_SECRET = "local-key-0c9a8b7d6e5f4a3b"
 
 
-class Recorder(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Recorder(LocalServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(_Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,12 +59,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Recorder]:
-    srv = Recorder()
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(Recorder()) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import threading
 import tracemalloc
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
+from tests.localhttp import LocalServer, serving
 from vultrino.errors import ActionFailedError, ParameterError
 from vultrino.plugins.base import CredentialView
 from vultrino.plugins.http import HttpPlugin
@@ -45,20 +45,14 @@ def _gzip_zeros(n: int) -> bytes:
     return b"".join(out) + obj.flush()
 
 
-class Hostile(ThreadingHTTPServer):
+class Hostile(LocalServer):
     """Serves ``bodies[path] = (Content-Encoding, bytes)``; ``/reflect`` echoes the
     Authorization header it got, encoded as ``?enc=`` asks. Records every request."""
 
-    daemon_threads = True
-
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.requests: list[dict[str, Any]] = []
         self.bodies: dict[str, tuple[str, bytes]] = {}
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -105,13 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Hostile]:
-    srv = Hostile()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(timeout=5)
+    with serving(Hostile()) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_the_build_environment_has_no_vultrino_variables(monkeypatch: pytest.Mon
     monkeypatch.setenv("VULTRINO_PASSWORD", "hunter2-build-env")
     monkeypatch.setenv("VULTRINO_HOME", "/somewhere")
     monkeypatch.setenv("HOME_OF_SOMETHING", "kept")
-    env = _componentize.build_env()
+    env = _componentize.build_environment()
     assert not [k for k in env if k.startswith("VULTRINO_")]
     assert env["HOME_OF_SOMETHING"] == "kept"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from vultrino.errors import InstallError
 from vultrino.plugins._build import build_environment, run_streamed
 
-__all__ = ["ENTRY", "INSTALL_HINT", "build", "build_env", "find_wit", "is_python_project"]
+__all__ = ["ENTRY", "INSTALL_HINT", "build", "find_wit", "is_python_project"]
 
 #: The module componentize-py builds from (it must define ``Handler``).
 ENTRY = "app"
@@ -72,11 +72,6 @@ def executable() -> str:
     return found
 
 
-def build_env() -> dict[str, str]:
-    """The environment for a build: the caller's, without any ``VULTRINO_*`` variable."""
-    return build_environment()
-
-
 def build(
     project: Path,
     *,
@@ -101,7 +96,7 @@ def build(
     ]
     try:
         code, tail = run_streamed(
-            cmd, cwd=project, env=build_env(), output=output, tail_lines=_TAIL_LINES
+            cmd, cwd=project, env=build_environment(), output=output, tail_lines=_TAIL_LINES
         )
     except OSError as exc:
         raise InstallError(f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}") from exc
