@@ -128,13 +128,14 @@ def _never(value: str) -> None:
 class Scrubber:
     """Replaces every form of a fixed set of secrets, in str and bytes, with ``[REDACTED]``."""
 
-    __slots__ = ("_bytes", "_search", "_text", "forms")
+    __slots__ = ("_bytes", "_search", "_shortest", "_text", "forms")
 
     def __init__(self, forms: Sequence[str]) -> None:
         self.forms: tuple[str, ...] = tuple(sorted(forms, key=len, reverse=True))
         self._text: re.Pattern[str] | None = None
         self._bytes: re.Pattern[bytes] | None = None
         self._search: Callable[[str], re.Match[str] | None] = _never
+        self._shortest = len(self.forms[-1]) if self.forms else 0  # no match in less text
         if self.forms:
             self._text = re.compile("|".join(re.escape(f) for f in self.forms))
             self._search = self._text.search
@@ -148,7 +149,12 @@ class Scrubber:
         return f"<Scrubber of {len(self.forms)} forms>"  # never the forms themselves
 
     def text(self, value: str) -> str:
-        return value if self._text is None else _redacted(self._text, value, REDACTED)
+        pattern = self._text
+        if pattern is None:
+            return value
+        if pattern.fullmatch(value) is not None:  # the commonest case: a field that is a secret
+            return REDACTED
+        return _redacted(pattern, value, REDACTED)
 
     def data(self, value: bytes) -> bytes:
         return value if self._bytes is None else _redacted(self._bytes, value, _REDACTED_BYTES)
@@ -158,6 +164,64 @@ class Scrubber:
         if self._text is None:
             return value
         return self._any(value)
+
+    def in_place(self, value: Any) -> Any:
+        """What calling the scrubber returns, made by changing ``value``'s dicts and lists in
+        place: for a value that is the caller's alone (an action's fresh result), it spares
+        copying every container. Returns the scrubbed value (``value`` itself when it is a dict
+        or a list)."""
+        if self._text is None:
+            return value
+        kind = type(value)
+        if kind is dict:
+            self._dict_in_place(value)
+            return value
+        if kind is list:
+            self._list_in_place(value)
+            return value
+        return self._any(value)
+
+    def _dict_in_place(self, value: dict[Any, Any]) -> None:
+        search = self._search
+        shortest = self._shortest
+        rekey = False
+        for key, item in value.items():  # replacing the value of a key is allowed meanwhile
+            kind = type(key)
+            if kind is str:
+                if len(key) >= shortest and search(key) is not None:
+                    rekey = True
+            elif kind not in _PLAIN:
+                rekey = True
+            kind = type(item)
+            if kind is str:
+                if len(item) >= shortest and search(item) is not None:
+                    value[key] = self.text(item)
+            elif kind is dict:
+                self._dict_in_place(item)
+            elif kind is list:
+                self._list_in_place(item)
+            elif kind not in _PLAIN:
+                value[key] = self._any(item)
+        if rekey:  # rare: a key holds a secret (or is not a plain value); keep the order
+            items = list(value.items())
+            value.clear()
+            for key, item in items:
+                value[self._any(key)] = item
+
+    def _list_in_place(self, value: list[Any]) -> None:
+        search = self._search
+        shortest = self._shortest
+        for i, item in enumerate(value):
+            kind = type(item)
+            if kind is str:
+                if len(item) >= shortest and search(item) is not None:
+                    value[i] = self.text(item)
+            elif kind is dict:
+                self._dict_in_place(item)
+            elif kind is list:
+                self._list_in_place(item)
+            elif kind not in _PLAIN:
+                value[i] = self._any(item)
 
     def _any(self, value: Any) -> Any:
         kind = type(value)
@@ -179,22 +243,26 @@ class Scrubber:
             return self.data(bytes(value))
         return value
 
-    # The container walks test the common leaf types inline: most results are small maps of
-    # strings and numbers, and a function call per leaf would cost more than the search.
+    # The container walks test the common leaf types inline, and search a string only when it
+    # is long enough to hold the shortest form: most results are small maps of short strings
+    # and numbers, and a function call or a search per leaf would cost more than the rest.
     def _dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
         search = self._search
+        shortest = self._shortest
         out = {}
         for key, item in value.items():
             k, v = key, item
             if type(k) is str:
-                if search(k) is not None:
+                if len(k) >= shortest and search(k) is not None:
                     k = self.text(k)
-            else:
+            elif type(k) not in _PLAIN:
                 k = self._any(k)
             kind = type(v)
             if kind is str:
-                if search(v) is not None:
+                if len(v) >= shortest and search(v) is not None:
                     v = self.text(v)
+            elif kind is dict:
+                v = self._dict(v)
             elif kind not in _PLAIN:
                 v = self._any(v)
             out[k] = v
@@ -202,13 +270,16 @@ class Scrubber:
 
     def _list(self, value: list[Any] | tuple[Any, ...]) -> list[Any]:
         search = self._search
+        shortest = self._shortest
         out = []
         for item in value:
             v = item
             kind = type(v)
             if kind is str:
-                if search(v) is not None:
+                if len(v) >= shortest and search(v) is not None:
                     v = self.text(v)
+            elif kind is dict:
+                v = self._dict(v)
             elif kind not in _PLAIN:
                 v = self._any(v)
             out.append(v)

@@ -6,6 +6,8 @@ secret, the encoded form does not survive scrubbing.
    base64 and hex — embedded in arbitrary text, as ``str`` and as UTF-8 ``bytes``, is gone.
 2. Scrubbing an exception keeps its type and attributes and scrubs its message.
 3. Text that holds no secret form is left exactly as it was.
+4. Scrubbing a tree in place (what the facade does to a result) gives exactly what the copying
+   walk gives, and no form survives in any key or leaf.
 
 Runs derandomized, so the examples are the same on every run.
 """
@@ -13,6 +15,7 @@ Runs derandomized, so the examples are the same on every run.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -21,7 +24,14 @@ from urllib.parse import quote, quote_plus
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from vultrino._scrub import MIN_SECRET_LEN, REDACTED, scrub, scrub_error, secret_forms
+from vultrino._scrub import (
+    MIN_SECRET_LEN,
+    REDACTED,
+    scrub,
+    scrub_error,
+    scrubber,
+    secret_forms,
+)
 from vultrino.errors import ActionFailedError
 
 FUZZ = settings(
@@ -104,3 +114,64 @@ def test_text_without_the_secret_is_untouched(secret: str, text: str) -> None:
     forms = secret_forms([secret])
     assume(not any(f in text for f in forms))
     assert scrub(text, forms) == text
+
+
+# Trees of what a plugin can answer (and what a Python plugin may build): maps with text, number
+# or bytes keys, lists and tuples, and leaves of every plain kind; some text holds a secret form.
+def _trees(secret: str) -> st.SearchStrategy[object]:
+    forms = [f(secret) for f in ECHOES.values()]
+    texts = st.one_of(
+        st.text(max_size=8),
+        st.builds(lambda a, f, b: a + f + b, context, st.sampled_from(forms), context),
+    )
+    leaves = st.one_of(
+        texts,
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.none(),
+        st.binary(max_size=8),
+        texts.map(str.encode),
+    )
+    keys = st.one_of(texts, st.integers(), st.binary(max_size=4))
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(keys, inner, max_size=4),
+        ),
+        max_leaves=20,
+    )
+
+
+@FUZZ
+@given(data=st.data(), secret=secrets)
+def test_scrubbing_in_place_gives_what_the_copying_walk_gives(
+    data: st.DataObject, secret: str
+) -> None:
+    assume("[" not in secret and "]" not in secret)
+    tree = data.draw(_trees(secret))
+    matcher = scrubber([secret])
+    expected = matcher(tree)
+    own = copy.deepcopy(tree)
+    result = matcher.in_place(own)
+    assert result == expected
+    assert type(result) is type(expected)
+    if isinstance(own, (dict, list)):
+        assert result is own  # changed where it stood, not copied
+    forms = secret_forms([secret])
+    for leaf in _leaves(result):
+        if isinstance(leaf, str):
+            assert not any(f in leaf for f in forms), leaf
+        elif isinstance(leaf, bytes):
+            assert not any(f.encode() in leaf for f in forms), leaf
+
+
+def _leaves(value: object) -> list[object]:
+    """Every key and leaf of a tree."""
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in (*_leaves(k), *_leaves(v))]
+    if isinstance(value, (list, tuple)):
+        return [x for item in value for x in _leaves(item)]
+    return [value]
