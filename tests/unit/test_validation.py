@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vultrino.errors import CredentialValidationError, ParameterError
 from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, FieldSpec, ParameterSpec
@@ -335,3 +339,40 @@ def test_params_json_schema_without_parameters() -> None:
         "required": [],
         "additionalProperties": False,
     }
+
+
+# An action of string parameters only takes a shortcut when the caller's dict already is what
+# the plugin gets; whatever the parameters, the answer must be the full check's.
+string_params = st.lists(
+    st.builds(
+        ParameterSpec,
+        name=st.sampled_from(["a", "b", "c"]),
+        required=st.booleans(),
+        default=st.one_of(st.none(), st.just("d")),
+        enum_values=st.sampled_from([(), (), ("x", "y")]),
+    ),
+    max_size=3,
+    unique_by=lambda p: p.name,
+)
+given_params = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "z"]),
+    st.one_of(st.sampled_from(["x", "y", "w"]), st.none(), st.integers(), st.just(["x"])),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(parameters=string_params, params=given_params, from_cli=st.booleans())
+def test_the_string_shortcut_answers_what_the_full_check_answers(
+    parameters: list[ParameterSpec], params: dict[str, Any], from_cli: bool
+) -> None:
+    action = ActionSpec("act", parameters=tuple(parameters))
+
+    def outcome(given: Mapping[str, Any]) -> object:
+        try:
+            return validate_params(action, given, from_cli=from_cli)
+        except ParameterError as exc:
+            return str(exc)
+
+    # A mapping that is not a dict always takes the full check.
+    assert outcome(dict(params)) == outcome(MappingProxyType(params))

@@ -282,6 +282,17 @@ def validate_params(
     as JSON for object and array; a float with an integral value is accepted as an integer;
     ``enum_values`` restrict the value. Raises one :class:`ParameterError` listing every problem.
     """
+    plain = action.plain_strings
+    if plain is not None and type(params) is dict:
+        # Only string parameters, all given as strings, none missing: nothing to convert.
+        names, needed = plain
+        keys = params.keys()
+        if keys <= names and keys >= needed:
+            for value in params.values():
+                if type(value) is not str:
+                    break
+            else:
+                return dict(params)
     problems: list[str] = []
     known = [p.name for p in action.parameters]
     for name in params:
