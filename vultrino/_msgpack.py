@@ -26,6 +26,7 @@ class LimitError(DecodeError):
 
 
 _packer = msgpack.Packer(use_bin_type=True, datetime=False)
+_unpackb = msgpack.unpackb
 
 _CONTAINERS = (dict, list)
 # The first byte of every container: fixmap, fixarray, array 16/32, map 16/32.
@@ -70,22 +71,26 @@ def unpackb(
     document over ``max_nodes`` values or ``max_depth`` levels of nesting a LimitError."""
     if max_bytes is not None and len(data) > max_bytes:
         raise DecodeError(f"not valid MessagePack: {len(data)} bytes is over the {max_bytes} cap")
-    options: dict[str, Any] = {}
-    # Every value takes at least one byte, so a document no longer than the budget is within it.
-    if max_nodes is not None and len(data) > max_nodes:
-        counter = _Counter(max_nodes)
-        # One container alone may not be longer than the whole budget: msgpack allocates an
-        # array's slots from its header, before any element is decoded.
-        options.update(
-            max_array_len=max_nodes,
-            max_map_len=max_nodes,
-            list_hook=counter.array,
-            object_hook=counter.map,
-        )
     try:
         # msgpack.unpackb has no max_buffer_size (that is Unpacker's); its per-object limits
         # already default to len(data), so the size check above is the only cap needed.
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False, **options)
+        # Every value takes at least one byte, so a document no longer than the node budget
+        # is within it.
+        if max_nodes is None or len(data) <= max_nodes:
+            value = _unpackb(data, raw=False, strict_map_key=False)
+        else:
+            counter = _Counter(max_nodes)
+            # One container alone may not be longer than the whole budget: msgpack allocates
+            # an array's slots from its header, before any element is decoded.
+            value = _unpackb(
+                data,
+                raw=False,
+                strict_map_key=False,
+                max_array_len=max_nodes,
+                max_map_len=max_nodes,
+                list_hook=counter.array,
+                object_hook=counter.map,
+            )
     except LimitError:
         raise LimitError(f"the document holds more than {max_nodes} values") from None
     except (

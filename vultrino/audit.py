@@ -38,6 +38,8 @@ __all__ = [
     "REOPEN_CHECK_SECONDS",
     "AuditLog",
     "append_record",
+    "fields_text",
+    "json_text",
     "parse_since",
     "query",
     "read_records",
@@ -86,6 +88,9 @@ def _value(value: Any) -> str:
     return _text(str(value))
 
 
+_MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+
+
 class _Clock:
     """UTC timestamps to the millisecond; the formatting of the whole second is reused."""
 
@@ -94,22 +99,27 @@ class _Clock:
         self._prefix = ""
 
     def now(self) -> str:
-        t = time.time()
-        second = int(t)
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
         if second != self._second:
             self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%S"
             )
             self._second = second
-        millis = min(999, int((t - second) * 1000))
-        return f"{self._prefix}.{millis:03d}+00:00"
+        return self._prefix + _MILLIS[nanos // 1_000_000]
 
 
 _KEYS: dict[str, str] = {}  # record key -> its JSON text and the separators around it
 
 
-def _line(ts: str, record: dict[str, Any]) -> bytes:
-    out = '{"ts":"' + ts + '"'
+def json_text(value: str) -> str:
+    """A string field's value as the log writes it: JSON, cut at :data:`MAX_FIELD_CHARS`."""
+    return _text(value) if type(value) is str else _value(value)
+
+
+def fields_text(record: dict[str, Any]) -> str:
+    """The JSON text of ``record``'s fields as a line holds them after ``ts`` (each with its
+    leading comma), for :meth:`AuditLog.write_text`."""
+    out = ""
     for key, value in record.items():
         head = _KEYS.get(key)
         if head is None:
@@ -117,7 +127,7 @@ def _line(ts: str, record: dict[str, Any]) -> bytes:
             if len(_KEYS) < 64:
                 _KEYS[key] = head
         out += head + (_text(value) if type(value) is str else _value(value))
-    return (out + "}\n").encode()
+    return out
 
 
 class AuditLog:
@@ -163,9 +173,14 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """:meth:`append` with the record as a mapping (its keys in order after ``ts``)."""
+        self.write_text(fields_text(record))
+
+    def write_text(self, fields: str) -> None:
+        """Append a record whose fields are already text made by :func:`fields_text` (a
+        caller that writes the same fields often encodes them once)."""
         with self._lock:
-            line = _line(self._clock.now(), record)
-            os.write(self._current_fd(), line)
+            line = '{"ts":"' + self._clock.now() + '"' + fields + "}\n"
+            os.write(self._current_fd(), line.encode())
 
     def close(self) -> None:
         """Close the descriptor (idempotent); the next ``append`` opens it again."""

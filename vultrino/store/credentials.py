@@ -705,6 +705,15 @@ class CredentialStore:
         """A number that changes whenever the credentials this handle sees change (after
         picking up other processes' writes, as every read does). Equal numbers mean every
         credential read before is still current: callers use it to keep derived data."""
+        # The common case needs no lock: an open store whose change counter is the one it last
+        # saw (and whose stat is recent). A write racing with this read makes the caller see
+        # the old number and re-read on its next call, or the new one: never a stale one later.
+        if (
+            self._key is not None
+            and self._generation.read() == self._seen_generation is not None
+            and time.monotonic() - self._stat_at < UNSIGNALLED_CHANGE_SECONDS
+        ):
+            return self._revision
         with self._mutex:
             self._refresh(force=False)
             return self._revision
