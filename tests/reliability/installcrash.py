@@ -278,6 +278,8 @@ def random_kills(
     ``plain_every`` > 0 makes every that-many-th round a plain ``python -m vultrino`` process.
     On a loaded machine an install can finish before its moment comes, so with ``min_kills``
     the rounds go on (up to four times ``rounds``) until that many installs were killed.
+    Every ``clean_every``-th round is an install left to finish; so is the round after the first
+    kill that left leftovers behind, so recovering from them is always exercised.
     """
     rng = random.Random(seed)
     report = Report()
@@ -298,7 +300,12 @@ def random_kills(
             plain = plain_every > 0 and i % plain_every == 0
             odd = i % 2 == 1
             status = _killed(bench, server, installed, rng, (total, tail), plain=plain, odd=odd)
+            seen = report.leftovers_seen
             installed = _after(bench, report, label, installed, status)
+            if report.leftovers_seen > seen and report.clean_installs == 0:
+                # Recovering from a dead install's leftovers must be exercised at least once;
+                # whether a scheduled clean round happens to follow such a kill is up to timing.
+                installed = _clean_install(bench, server, report, f"{label}, recovery", installed)
         installed = _clean_install(bench, server, report, "final", installed)
     finally:
         server.close()
