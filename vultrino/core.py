@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
@@ -45,6 +46,7 @@ from vultrino.plugins.base import (
     CredentialTypeSpec,
     CredentialView,
     Plugin,
+    PreparedAction,
     qualified_type,
 )
 from vultrino.plugins.validation import (
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from vultrino.plugins.installer import InstallResult
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
-    from vultrino.store import Credential, CredentialStore, KdfParams
+    from vultrino.store import CredentialStore, KdfParams
 
 ENV_PASSWORD = "VULTRINO_PASSWORD"  # noqa: S105 - a variable name
 ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
@@ -82,9 +84,26 @@ LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
 
 Prompt = Callable[[str], str]
 
-# (type spec, secret values, their scrubber) of one cached credential
-_Derived = tuple[CredentialTypeSpec, list[Any], "Scrubber"]
-_PREPARED_MAX = 1024
+_PLANS_MAX = 1024
+_KEY_PART = (str, type(None))  # what a plan's key may hold besides the alias and action
+_SOURCE_TEXT = {s: audit.json_text(s) for s in ("api", "cli", "mcp")}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one (alias, action, plugin, agent) resolves to, while ``stamp`` (the store's
+    revision, the registry's generation) holds: the plugin's name and its action, the credential's
+    secret values and their scrubber, the action bound to the credential as the plugin sees it
+    (:meth:`Plugin.prepare`; one read-only view shared by the plan's calls), and the audit
+    record's fields of a successful call."""
+
+    stamp: tuple[int, int]
+    plugin: str
+    act: ActionSpec
+    secrets: list[Any]
+    scrub: Scrubber
+    run: PreparedAction
+    audit_ok: str
 
 
 @dataclass(frozen=True)
@@ -211,9 +230,9 @@ class Vultrino:
         self._registry_lock = threading.Lock()
         self._tools_signature = ""  # what refresh() last saw of the tool list
         self._audit = audit.AuditLog(home.audit_log)  # opened on the first record
-        # alias -> (store revision, credential, derived): spares execute() a copy of the
-        # credential and the computing of its secrets' forms while nothing changed
-        self._prepared: dict[str, tuple[int, Credential, _Derived | None]] = {}
+        # (alias, action, plugin, agent) -> what execute() resolved them to, kept while the
+        # store and the plugins are unchanged; they hold secrets, so close() drops them
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._plugins_signature = ""
         self._rate_limiter: RateLimiter | None = None  # agent rate limits, per process
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
@@ -272,7 +291,7 @@ class Vultrino:
                 self._store.close()
                 self._store = None
             self._audit.close()
-            self._prepared.clear()
+            self._plans.clear()
             self._profiles_cache = None
             # the scrubbers hold every form of the secrets they were built for (other open
             # facades of this process just build theirs again)
@@ -443,116 +462,131 @@ class Vultrino:
         ``scope`` (what :meth:`as_agent` returns) enforces an agent profile; ``tool`` names the
         MCP tool the call came through.
         """
+        started = time.perf_counter()
+        agent = scope.name if scope is not None else None
         record: dict[str, Any] = {
             "alias": alias,
             "plugin": plugin,
             "action": action,
-            "agent": scope.name if scope is not None else None,
+            "agent": agent,
         }
+        try:
+            profile = None
+            if scope is not None:
+                profile = scope.profile()
+                if not profile.sees_credential(alias):
+                    from vultrino.agents import hidden_credential
 
-        def run() -> Any:
-            profile = scope.profile() if scope is not None else None
-            if profile is not None and not profile.sees_credential(alias):
-                from vultrino.agents import hidden_credential
-
-                record.update(outcome="denied", error="CredentialOutsideProfile")
-                raise hidden_credential(alias)
-            cred, derived = self._credential(alias)
-            owner, spec = self.registry.resolve_type(cred.type)
-            record["plugin"] = owner.name
-            if derived is None or derived[0] is not spec:
-                derived = self._derive(alias, cred, spec)
+                    record.update(outcome="denied", error="CredentialOutsideProfile")
+                    raise hidden_credential(alias)
+            plan = self._plan(alias, action, plugin, profile, record)
             try:
-                return use(cred, owner, spec, derived, profile)
+                clean = validate_params(plan.act, params or {}, from_cli=from_cli)
+                if scope is not None and profile is not None:
+                    scope.admit(
+                        profile,
+                        plugin=plan.plugin,
+                        action=action,
+                        alias=alias,
+                        tool=tool,
+                        params=clean,
+                        record=record,
+                    )
+                result = plan.run(clean)
+                scrub = plan.scrub
+                if result.new_state is not None:
+                    with self._lock:
+                        self.store.update_state(alias, result.new_state)
+                    scrub = scrubber([*plan.secrets, *result.new_state.values()])
+                value = scrub.in_place(result.value)  # a result is the caller's own
             except VultrinoError as exc:
                 # Any message may quote what the agent sent, the server answered or the plugin
                 # wrote (a URL, a Location, a guest's error text): none leaves with a secret in it.
-                raise scrub_error(exc, derived[2]) from None
-
-        def use(
-            cred: Credential,
-            owner: Plugin,
-            spec: CredentialTypeSpec,
-            derived: _Derived,
-            profile: AgentProfile | None,
-        ) -> Any:
-            if plugin is not None and owner.name != plugin:
-                raise CredentialMismatchError(
-                    f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
-                    f"does not handle; pick a credential of one of: {self._plugin_types(plugin)}",
-                    plugin=plugin,
-                )
-            act = self._action(owner, action)
-            if not act.needs_credential:
-                raise CredentialMismatchError(
-                    f"action {action!r} of plugin {owner.name!r} needs no credential: run it "
-                    f"without an alias (`vultrino request --plugin {owner.name} --action "
-                    f"{action}`, or Vultrino.run_action in Python)",
-                    plugin=owner.name,
-                )
-            if not act.accepts(spec.name):
-                raise CredentialMismatchError(
-                    f"action {action!r} of plugin {owner.name!r} needs a credential of type "
-                    f"{self._type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
-                    plugin=owner.name,
-                )
-            clean = validate_params(act, params or {}, from_cli=from_cli)
-            if scope is not None and profile is not None:
-                scope.admit(
-                    profile,
-                    plugin=owner.name,
-                    action=action,
-                    alias=alias,
-                    tool=tool,
-                    params=clean,
-                    record=record,
-                )
-            _, secrets, scrub = derived
-            view = CredentialView(
-                alias=cred.alias,
-                type=spec.name,
-                fields=dict(cred.fields),
-                allow=tuple(cred.allow),
-                state=dict(cred.state),
-                agent=scope.name if scope is not None else None,
-                agent_allow=profile.allow if profile is not None else (),
+                raise scrub_error(exc, plan.scrub) from None
+        except BaseException as exc:
+            self._audit_failure(record, source, started, exc)
+            raise
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        if len(record) == 4:  # nothing added on the way (an approval): the plan's text holds
+            self._audit.write_text(
+                f'{plan.audit_ok},"duration_ms":{duration!r},"source":'
+                f"{_SOURCE_TEXT.get(source) or audit.json_text(source)}"
             )
-            result = owner.execute(action, clean, view)
-            if result.new_state is not None:
-                with self._lock:
-                    self.store.update_state(alias, result.new_state)
-                scrub = scrubber([*secrets, *result.new_state.values()])
-            return scrub(result.value)
+        else:
+            record.update(outcome="ok", duration_ms=duration, source=source)
+            self._audit.write(record)
+        return value
 
-        return self._audited(record, source, run)
-
-    def _credential(self, alias: str) -> tuple[Credential, _Derived | None]:
-        """The credential (a private copy, reused while the store's revision is unchanged)
-        and what was derived from it for that revision, if anything yet."""
-        store = self.store
-        if type(alias) is not str:
-            return store.get(alias), None
-        revision = store.revision
-        entry = self._prepared.get(alias)
-        if entry is None or entry[0] != revision:
-            if len(self._prepared) >= _PREPARED_MAX:
-                self._prepared.clear()
-            entry = (revision, store.get(alias), None)
-            self._prepared[alias] = entry
-        return entry[1], entry[2]
-
-    def _derive(self, alias: str, cred: Credential, spec: CredentialTypeSpec) -> _Derived:
-        """The secret values of ``cred`` under ``spec`` (its type as the plugin declares it
-        now) and their scrubber, kept with the cached credential."""
-        fields = cred.fields
-        secrets = [fields.get(f) for f in cred.secret_fields]
-        secrets += [fields.get(f) for f in spec.secret_fields]
+    def _plan(
+        self,
+        alias: str,
+        action: str,
+        plugin: str | None,
+        profile: AgentProfile | None,
+        record: dict[str, Any],
+    ) -> _Plan:
+        """What a call of ``action`` with ``alias`` resolves to, reused while the store's
+        revision and the registry's generation are what they were when it was made (so a
+        changed credential, agent profile or plugin is seen on the very next call)."""
+        stamp = (self.store.revision, self.registry.generation)  # before reading: never newer
+        agent = record["agent"]
+        key = (alias, action, plugin, agent)
+        hashable = type(alias) is str and type(action) is str and type(plugin) in _KEY_PART
+        if hashable:
+            plan = self._plans.get(key)
+            if plan is not None and plan.stamp == stamp:
+                record["plugin"] = plan.plugin
+                return plan
+        cred = self.store.get(alias)
+        owner, spec = self.registry.resolve_type(cred.type)
+        record["plugin"] = owner.name
+        if plugin is not None and owner.name != plugin:
+            raise CredentialMismatchError(
+                f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
+                f"does not handle; pick a credential of one of: {self._plugin_types(plugin)}",
+                plugin=plugin,
+            )
+        act = self._action(owner, action)
+        if not act.needs_credential:
+            raise CredentialMismatchError(
+                f"action {action!r} of plugin {owner.name!r} needs no credential: run it "
+                f"without an alias (`vultrino request --plugin {owner.name} --action "
+                f"{action}`, or Vultrino.run_action in Python)",
+                plugin=owner.name,
+            )
+        if not act.accepts(spec.name):
+            raise CredentialMismatchError(
+                f"action {action!r} of plugin {owner.name!r} needs a credential of type "
+                f"{self._type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
+                plugin=owner.name,
+            )
+        secret_names = tuple(dict.fromkeys([*cred.secret_fields, *spec.secret_fields]))
+        secrets = [cred.fields.get(f) for f in secret_names]
         secrets += cred.state.values()  # scrubber() keeps only the strings
-        derived: _Derived = (spec, secrets, scrubber(secrets))
-        entry = self._prepared.get(alias)
-        if entry is not None and entry[1] is cred:
-            self._prepared[alias] = (entry[0], cred, derived)  # one atomic store
-        return derived
+        view = CredentialView(
+            alias=cred.alias,
+            type=spec.name,
+            fields=MappingProxyType(cred.fields),  # cred is this plan's own copy
+            allow=tuple(cred.allow),
+            state=MappingProxyType(cred.state),
+            agent=agent,
+            agent_allow=profile.allow if profile is not None else (),
+            secret_fields=secret_names,
+        )
+        plan = _Plan(
+            stamp=stamp,
+            plugin=owner.name,
+            act=act,
+            secrets=secrets,
+            scrub=scrubber(secrets),
+            run=owner.prepare(action, view),
+            audit_ok=audit.fields_text({**record, "outcome": "ok"}),
+        )
+        if hashable:
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def run_action(
         self,
@@ -602,23 +636,32 @@ class Vultrino:
         started = time.perf_counter()
         try:
             result = run()
-            record["outcome"] = "ok"
-            return result
-        except ActionFailedError as exc:
+        except BaseException as exc:
+            self._audit_failure(record, source, started, exc)
+            raise
+        record.update(
+            outcome="ok",
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            source=source,
+        )
+        self._audit.write(record)
+        return result
+
+    def _audit_failure(
+        self, record: dict[str, Any], source: str, started: float, exc: BaseException
+    ) -> None:
+        """Append the audit record of a call that raised ``exc``: ``error`` is the plugin's
+        error code or the error's class; a refusal by the agent profile is ``denied``."""
+        if isinstance(exc, ActionFailedError):
             record.update(outcome="error", error=exc.code)
-            raise
-        except AgentPolicyError as exc:
+        elif isinstance(exc, AgentPolicyError):
             record.update(outcome="denied", error=type(exc).__name__)
-            raise
-        except VultrinoError as exc:
-            if record.get("outcome") != "denied":
-                record.update(outcome="error", error=type(exc).__name__)
-            raise
-        finally:
-            record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            record["source"] = source
-            record.setdefault("outcome", "error")
-            self._audit.write(record)
+        elif isinstance(exc, VultrinoError) and record.get("outcome") != "denied":
+            record.update(outcome="error", error=type(exc).__name__)
+        record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        record["source"] = source
+        record.setdefault("outcome", "error")
+        self._audit.write(record)
 
     def _action(self, plugin: Plugin, name: str) -> ActionSpec:
         act = plugin.manifest.action(name)

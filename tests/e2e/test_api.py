@@ -207,3 +207,30 @@ def test_a_secret_replaced_by_another_process_is_used_and_scrubbed_at_once(
     result = v.execute("a", "echo", {"message": "hi"})
     assert result["credential"]["fields"]["secret"] == "[REDACTED]"
     assert new not in repr(result) and SECRET not in repr(result)
+
+
+def test_a_reloaded_plugin_serves_the_very_next_call(v: Vultrino) -> None:
+    # execute() keeps what an (alias, action) resolved to, the bound plugin included, while the
+    # plugins are unchanged: a reload must end that at once.
+    assert v.execute("a", "echo", {"message": "hi"})["action"] == "echo"
+    directory = v.home.plugins / "echo-a"
+    manifest = MANIFEST.format(name="echo-a", tool="echo_a")
+    tone = '[[actions.parameters]]\nname = "tone"\ntype = "string"\n\n[[mcp_tools]]'
+    (directory / "plugin.toml").write_text(manifest.replace("[[mcp_tools]]", tone))
+    (directory / "echo.wasm").write_bytes(guests.abi2_fixed(b"\x81\xa2ok\xa7swapped"))
+    v.reload_plugin("echo-a")
+    assert v.execute("a", "echo", {"message": "hi", "tone": "dry"}) == "swapped"
+
+
+def test_every_record_has_the_same_fields_in_the_same_order(v: Vultrino) -> None:
+    for _ in range(2):  # the first call resolves the credential, the second reuses that
+        v.execute("a", "echo", {"message": "hi"})
+    with pytest.raises(ParameterError):
+        v.execute("a", "echo", {})
+    ok1, ok2, failed = audit.read_records(v.home.audit_log)
+    head = ["ts", "alias", "plugin", "action", "agent", "outcome"]
+    assert list(ok1) == list(ok2) == [*head, "duration_ms", "source"]
+    assert list(failed) == [*head, "error", "duration_ms", "source"]
+    assert {k: ok1[k] for k in head[1:]} == {k: ok2[k] for k in head[1:]}
+    assert ok1["outcome"] == "ok" and ok1["agent"] is None and ok1["source"] == "api"
+    assert isinstance(ok2["duration_ms"], float) and ok2["duration_ms"] >= 0

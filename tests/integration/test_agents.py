@@ -142,6 +142,24 @@ def test_url_patterns_narrow_the_credential_allowlist_including_redirects(
     assert server.paths[-1] == "GET /secret"
 
 
+def test_a_replaced_profile_holds_from_the_next_call_of_a_live_scope(
+    v: Vultrino, server: Recorder
+) -> None:
+    # What a call resolved to (the profile's URL patterns included) is kept between calls only
+    # while the store is unchanged.
+    v.add_agent("web", credentials=["local"], tools=["*"], allow=[f"GET {server.base}/ok/*"])
+    s = v.as_agent("web")
+    for _ in range(2):
+        s.execute("local", "request", {"url": f"{server.base}/ok/1"})
+    v.add_agent(
+        "web", credentials=["local"], tools=["*"], allow=[f"GET {server.base}/new/*"], replace=True
+    )
+    with pytest.raises(AgentPolicyError):
+        s.execute("local", "request", {"url": f"{server.base}/ok/1"})
+    s.execute("local", "request", {"url": f"{server.base}/new/1"})
+    assert server.paths == ["GET /ok/1", "GET /ok/1", "GET /new/1"]
+
+
 def test_action_allowlist(v: Vultrino) -> None:
     v.add_agent("e", credentials=["*"], tools=["*"], actions=["http:*"])
     s = v.as_agent("e")

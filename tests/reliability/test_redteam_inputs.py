@@ -3,7 +3,7 @@
 * a secret that spans lines reached the plugin log: ``log`` escaped its newlines before the
   scrubber looked, and stderr was cut into lines, one fragment each;
 * a plugin instance that kept credential A from an earlier call could hand it back during a call
-  made with credential B;
+  made with credential B (also when A's field is secret only by how A was stored);
 * a secret typed on the command line (``--field key=VALUE``) gets a warning;
 * an alias an agent makes up cannot bloat the audit log.
 """
@@ -107,6 +107,35 @@ def test_secret_of_an_earlier_credential_is_scrubbed_from_a_later_call(tmp_path:
         home.root,
     )
     check.assert_clean()
+
+
+def test_a_field_stored_as_secret_stays_secret_after_the_manifest_stops_saying_so(
+    tmp_path: Path,
+) -> None:
+    """A credential keeps the secret fields it was stored with. After a plugin update marks
+    its field as plain text, the plugin can still hand that credential's value back during a
+    call with another credential: it is scrubbed as a secret of every credential the plugin
+    was handed, by the stored marking as well as the manifest's."""
+    guest = corpus.by_stem("remembers_credential")
+    plugins = tmp_path / "home" / "plugins"
+    source = corpus.build_plugin(guest, plugins)
+    first, second = "sk-stored-as-secret-2Jd8Qw5Zt", "sk-the-second-key-7Hn3Lp0Vx"
+    with Vultrino.init(tmp_path / "home", "pw-inputs", kdf=KdfParams.minimal()) as v:
+        kind = f"plugin:{guest.plugin}:key"
+        v.add_credential("first", kind, {"token": first})
+        v.add_credential("second", kind, {"token": second})
+        manifest = source / "plugin.toml"
+        text = manifest.read_text(encoding="utf-8")
+        plain = text.replace('type = "password"', 'type = "text"').replace("secret = true\n", "")
+        assert plain != text
+        manifest.write_text(plain, encoding="utf-8")
+        v.reload_plugin(guest.plugin)
+        assert v.plugin(guest.plugin).manifest.credential_types[0].secret_fields == ()
+        v.execute("first", "misbehave")
+        handed_back = v.execute("second", "misbehave")  # answers with the first call's request
+    assert handed_back["credential"]["alias"] == "first"
+    assert handed_back["credential"]["fields"] == {"token": "[REDACTED]"}
+    assert first not in json.dumps(handed_back)
 
 
 def test_secret_on_the_command_line_gets_a_warning(tmp_path: Path) -> None:

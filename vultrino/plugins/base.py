@@ -7,7 +7,7 @@ Built-in plugins (the HTTP plugin) describe themselves with the same spec classe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol
@@ -97,6 +97,18 @@ class ActionSpec:
     def accepts(self, type_name: str) -> bool:
         """Whether a credential of short type ``type_name`` may be used with this action."""
         return type_name in self.accepted_types
+
+    @cached_property
+    def plain_strings(self) -> tuple[frozenset[str], frozenset[str]] | None:
+        """For parameter validation's fast path: the names of the string parameters without
+        choices, and those of them that must be given (required, or filled by a default); None
+        when the action has a parameter of another kind or with choices."""
+        if any(p.type != "string" or p.enum_values for p in self.parameters):
+            return None
+        return (
+            frozenset(p.name for p in self.parameters),
+            frozenset(p.name for p in self.parameters if p.required or p.default is not None),
+        )
 
     def parameter(self, name: str) -> ParameterSpec | None:
         for p in self.parameters:
@@ -189,7 +201,11 @@ class CredentialView:
     a plugin that changes it returns the new state through :class:`ActionResult`.
     ``agent`` names the agent profile the call runs under (None: no profile), and
     ``agent_allow`` holds that profile's URL patterns, which narrow ``allow`` (a request must
-    match both; empty = no narrowing).
+    match both; empty = no narrowing). ``secret_fields`` names the fields whose values are
+    secret (the stored credential's and its type's).
+
+    The facade hands the same read-only view to every call of a credential while it is
+    unchanged: a plugin reads it and never changes it.
     """
 
     alias: str
@@ -199,14 +215,23 @@ class CredentialView:
     state: Mapping[str, Any] = field(default_factory=dict)
     agent: str | None = None
     agent_allow: tuple[str, ...] = ()
+    secret_fields: tuple[str, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionResult:
-    """A plugin's answer. ``new_state`` (when not None) is persisted for the credential."""
+    """A plugin's answer. ``new_state`` (when not None) is persisted for the credential.
+
+    ``value`` is the caller's own (built for this call, shared with nothing): the facade
+    scrubs it in place.
+    """
 
     value: Any
     new_state: dict[str, Any] | None = None
+
+
+#: An action bound to a credential (:meth:`Plugin.prepare`): called with validated parameters.
+PreparedAction = Callable[[dict[str, Any]], ActionResult]
 
 
 class Plugin(Protocol):
@@ -222,7 +247,9 @@ class Plugin(Protocol):
     ``execute`` receives parameters already validated against the manifest and a credential
     already checked to be of one of this plugin's types. It raises :class:`ActionFailedError`
     (with the plugin's code) when the plugin answers with an error, and EngineError subclasses
-    when the guest misbehaves.
+    when the guest misbehaves. ``prepare`` binds an action to a credential once and returns
+    what runs it with each call's parameters (the facade keeps it while the credential and the
+    plugin are unchanged); calling it is ``execute`` with that action and credential.
     """
 
     manifest: PluginManifest
@@ -238,5 +265,7 @@ class Plugin(Protocol):
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
     ) -> ActionResult: ...
+
+    def prepare(self, action: str, credential: CredentialView | None) -> PreparedAction: ...
 
     def close(self) -> None: ...

@@ -48,6 +48,7 @@ from vultrino.plugins.base import (
     CredentialView,
     FieldSpec,
     ParameterSpec,
+    PreparedAction,
     PluginInfo,
     PluginManifest,
     ToolSpec,
@@ -384,6 +385,15 @@ class HttpPlugin:
         return clean
 
     # --- the action ----------------------------------------------------------------------------
+
+    def prepare(self, action: str, credential: CredentialView | None) -> PreparedAction:
+        """``execute`` of ``action`` with ``credential``; every check runs per call (a
+        request's cost dwarfs them)."""
+
+        def run(params: dict[str, Any]) -> ActionResult:
+            return self.execute(action, params, credential)
+
+        return run
 
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None

@@ -47,7 +47,7 @@ from vultrino.errors import (
     PluginABIError,
     PluginError,
 )
-from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest
+from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest, PreparedAction
 from vultrino.runtime._logtext import escape_control
 
 __all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
@@ -84,6 +84,7 @@ def resolve_runtime(source: RuntimeSource) -> RuntimeLike:
 # The logging module's levels (DEBUG, INFO, WARNING, ERROR); logging itself is imported when
 # a guest first logs, so listing plugins does not pay for it.
 _LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
+_NO_FORMS = Scrubber(())
 
 
 class WasmPlugin:
@@ -118,7 +119,8 @@ class WasmPlugin:
         self._module: ModuleLike | None = None
         self._lock = threading.RLock()
         self._secret_names: dict[str, frozenset[str]] = {}  # per type; the manifest is fixed
-        # Every secret handed to the loaded module, and the scrubbers derived from them.
+        # Every secret handed to the loaded module, and the scrubbers derived from them. The
+        # set only grows while this object lives.
         self._seen: set[str] = set()
         self._forms: Scrubber = scrubber(())  # error messages
         self._log_forms: Scrubber = scrubber(())  # log lines
@@ -202,10 +204,16 @@ class WasmPlugin:
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
     ) -> ActionResult:
-        """Run ``action`` in the guest. ``params`` are already validated against the manifest.
+        """Run ``action`` in the guest. ``params`` are already validated against the manifest."""
+        return self.prepare(action, credential)(dict(params))
+
+    def prepare(self, action: str, credential: CredentialView | None) -> PreparedAction:
+        """``action`` bound to ``credential``, to run with each call's validated parameters.
 
         The credential is passed only when the action declares a credential type, and only if
-        it is of that type: a plugin never sees a credential that is not its own.
+        it is of that type: a plugin never sees a credential that is not its own. Its secrets
+        (the manifest's secret fields and the view's) join those the module has seen before
+        the first call, since a guest may log one at once.
         """
         spec = self.manifest.action(action)
         if spec is None:
@@ -215,7 +223,7 @@ class WasmPlugin:
                 plugin=self.name,
             )
         payload: dict[str, Any] | None = None
-        secrets: list[Any] = []
+        secrets: list[str] = []
         if spec.credential_type is not None:
             if credential is None:
                 raise CredentialMismatchError(
@@ -229,34 +237,49 @@ class WasmPlugin:
                     f"{action} of plugin {self.name} acts on {spec.credential_type!r}",
                     plugin=self.name,
                 )
-            payload = {
-                "alias": credential.alias,
-                "type": credential.type,
-                "fields": dict(credential.fields),
-            }
-            secret_names = self._secret_names.get(credential.type)
-            if secret_names is None:
-                ctype = self.manifest.credential_type(credential.type)
-                secret_names = frozenset(ctype.secret_fields if ctype is not None else ())
-                self._secret_names[credential.type] = secret_names
-            fields = credential.fields
-            secrets = [v for k in secret_names if isinstance(v := fields.get(k), str)]
-        request = {"action": action, "params": dict(params), "credential": payload}
-        # The module pools guest instances and is safe to call from several threads, so only
-        # loading is serialized here.
-        module = self.ensure_loaded()
-        self._remember(secrets)
-        try:
-            response = module.execute(request)
-        except EngineError as exc:  # its message may quote what the guest wrote
-            if not self._forms:
-                raise
-            raise scrub_error(exc, self._forms) from None
-        # The call's own secrets are scrubbed from the result by the caller (the facade), as
-        # for every plugin; the other credentials' secrets this module has seen, here.
-        others = self._seen.difference(secrets)
-        result_forms = scrubber(sorted(others)) if others else scrubber(())
-        return self._answer(action, response, self._forms, result_forms)
+            payload, secrets = self._payload(credential)
+            self._remember(secrets)
+        # The scrubber of the other secrets this module has seen, with the size of that set
+        # when it was made: redone when the set has grown.
+        others: list[tuple[int, Scrubber]] = [(-1, _NO_FORMS)]
+
+        def run(params: dict[str, Any]) -> ActionResult:
+            seen, forms = others[0]
+            if seen != len(self._seen):
+                seen = len(self._seen)  # before reading the set: a race only redoes it
+                rest = self._seen.difference(secrets)
+                forms = scrubber(sorted(rest)) if rest else _NO_FORMS
+                others[0] = (seen, forms)
+            # The module pools guest instances and is safe to call from several threads, so
+            # only loading is serialized (and a closed plugin loads its module again).
+            module = self._module
+            if module is None:
+                module = self.ensure_loaded()
+            try:
+                request = {"action": action, "params": params, "credential": payload}
+                response = module.execute(request)
+            except EngineError as exc:  # its message may quote what the guest wrote
+                if not self._forms:
+                    raise
+                raise scrub_error(exc, self._forms) from None
+            # The call's own secrets are scrubbed from the result by the caller (the facade),
+            # as for every plugin; the other credentials' secrets this module has seen, here.
+            return self._answer(action, response, self._forms, forms)
+
+        return run
+
+    def _payload(self, credential: CredentialView) -> tuple[dict[str, Any], list[str]]:
+        """The credential as the guest gets it, and its secret values."""
+        secret_names = self._secret_names.get(credential.type)
+        if secret_names is None:
+            ctype = self.manifest.credential_type(credential.type)
+            secret_names = frozenset(ctype.secret_fields if ctype is not None else ())
+            self._secret_names[credential.type] = secret_names
+        fields = credential.fields
+        names = secret_names.union(credential.secret_fields)
+        secrets = [v for k in sorted(names) if isinstance(v := fields.get(k), str)]
+        payload = {"alias": credential.alias, "type": credential.type, "fields": dict(fields)}
+        return payload, secrets
 
     def _remember(self, secrets: list[str]) -> None:
         """Add this call's secrets to those the module has seen (see the module docstring)."""
@@ -286,9 +309,9 @@ class WasmPlugin:
     def _answer(
         self, action: str, response: Any, forms: Scrubber, result_forms: Scrubber
     ) -> ActionResult:
-        if isinstance(response, Mapping) and len(response) == 1:
+        if type(response) is dict and len(response) == 1:
             if "ok" in response:
-                return ActionResult(result_forms(response["ok"]))
+                return ActionResult(result_forms.in_place(response["ok"]))  # freshly decoded
             error = response.get("error")
             if (
                 isinstance(error, Mapping)
