@@ -234,3 +234,31 @@ def test_every_record_has_the_same_fields_in_the_same_order(v: Vultrino) -> None
     assert {k: ok1[k] for k in head[1:]} == {k: ok2[k] for k in head[1:]}
     assert ok1["outcome"] == "ok" and ok1["agent"] is None and ok1["source"] == "api"
     assert isinstance(ok2["duration_ms"], float) and ok2["duration_ms"] >= 0
+
+
+def test_a_plugin_gets_one_read_only_view_of_an_unchanged_credential(
+    v: Vultrino, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vultrino.plugins.base import ActionResult, CredentialView
+    from vultrino.plugins.http import HttpPlugin
+
+    seen: list[CredentialView] = []
+
+    def spy(self: HttpPlugin, action: str, params: object, credential: CredentialView) -> object:
+        seen.append(credential)
+        return ActionResult({"status": 200})
+
+    monkeypatch.setattr(HttpPlugin, "execute", spy)
+    v.add_credential("k", "api_key", {"key": SECRET}, allow=["https://example.test/*"])
+    for _ in range(2):
+        v.execute("k", "request", {"url": "https://example.test/x"})
+    first, second = seen
+    assert first is second  # resolved once, while the store is unchanged
+    assert "key" in first.secret_fields
+    with pytest.raises(TypeError):
+        first.fields["key"] = "changed"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        first.state["token"] = "x"  # type: ignore[index]
+    v.add_credential("k", "api_key", {"key": SECRET[::-1]}, replace=True)
+    v.execute("k", "request", {"url": "https://example.test/x"})
+    assert seen[2] is not first and seen[2].fields["key"] == SECRET[::-1]
