@@ -185,8 +185,20 @@ class WasmtimeEngine:
         except wasmtime.WasmtimeError as exc:
             raise EngineUnavailableError(f"wasmtime cannot start: {_short(str(exc))}") from exc
         self._ticker = _Ticker(self._engine)
+        self._helpers: dict[str, wasmtime.Module] = {}
         self._closed = False
         self.fastpath = self._choose_path(fastpath)
+
+    def _helper(self, wat: str) -> wasmtime.Module:
+        """A host helper module, compiled once per engine (a race compiles it twice)."""
+        module = self._helpers.get(wat)
+        if module is None:
+            try:
+                module = wasmtime.Module(self._engine, wat)
+            except wasmtime.WasmtimeError as exc:
+                raise ModuleError(f"a host helper does not compile: {_short(str(exc))}") from None
+            self._helpers[wat] = module
+        return module
 
     # -- path selection --
 
@@ -321,13 +333,7 @@ class _BaseInstance:
         self._engine = engine
         self._limits = limits
         self._store = wasmtime.Store(engine._engine)
-        self._store.set_limits(
-            memory_size=limits.memory_bytes,
-            table_elements=_MAX_TABLE_ELEMENTS,
-            instances=1,
-            tables=_MAX_TABLES,
-            memories=1,
-        )
+        self._set_limits(1)
         self._pending: BaseException | None = None
         self._timed_out = False
         self._deadline_s = limits.deadline_s
@@ -336,6 +342,17 @@ class _BaseInstance:
         engine._ticker.acquire(limits.deadline_s)
         # released by close(), or when a forgotten instance is collected
         self._ticket = weakref.finalize(self, engine._ticker.release, limits.deadline_s)
+
+    def _set_limits(self, instances: int) -> None:
+        """The store's limits, for ``instances`` instances with one memory each: the guest is
+        instantiated alone, so a module cannot bring a second memory past the cap."""
+        self._store.set_limits(
+            memory_size=self._limits.memory_bytes,
+            table_elements=_MAX_TABLE_ELEMENTS,
+            instances=instances,
+            tables=_MAX_TABLES,
+            memories=instances,
+        )
 
     def _instantiate(self, linker: wasmtime.Linker, module: wasmtime.Module) -> wasmtime.Instance:
         try:
@@ -633,13 +650,17 @@ class _FastInstance(_BaseInstance):
         self.memory = _FastMemory(self._ctx_ptr, self._mem_raw)
         self._funcs: dict[str, wasmtime.Func] = {}
         self._exports: dict[str, Callable[..., Any]] = {}
+        self._helper: _FastHelper | None = None
 
-    def _lookup(self, name: str) -> wasmtime.Func | wasmtime.Memory | None:
+    def _lookup(
+        self, name: str, instance: wasmtime.Instance | None = None
+    ) -> wasmtime.Func | wasmtime.Memory | None:
         """One export by name (wasmtime-py's ``exports()`` would wrap every export first)."""
         item = _b.wasmtime_extern_t()
         raw = name.encode()
+        of = instance or self._instance
         found = ffi.wasmtime_instance_export_get(
-            self._ctx_ptr, ctypes.byref(self._instance._instance), raw, len(raw), ctypes.byref(item)
+            self._ctx_ptr, ctypes.byref(of._instance), raw, len(raw), ctypes.byref(item)
         )
         if not found:
             return None
@@ -708,6 +729,29 @@ class _FastInstance(_BaseInstance):
     def set_deadline(self, seconds: float) -> None:
         self._deadline_s = seconds
         self._deadline_at = time.monotonic() + seconds
+
+    def attach(self, wat: str, imports: Sequence[str]) -> _FastHelper:
+        """A host helper module in this store, importing ``memory`` and ``imports`` from the
+        guest as module ``guest`` (see :class:`vultrino.runtime.engine.Instance`)."""
+        if self.closed:
+            raise ModuleError("the instance is closed")
+        if self._helper is not None:
+            raise ModuleError("the instance already has a helper")
+        module = self._engine._helper(wat)
+        linker = wasmtime.Linker(self._engine._engine)
+        for name in ("memory", *imports):
+            item = self._lookup(name)
+            if item is None:
+                raise ModuleError(f"the instance does not export `{name}`")
+            linker.define(self._store, "guest", name, item)
+        self._set_limits(2)  # the guest is in place: now the helper and its memory may join
+        try:
+            instance = linker.instantiate(self._store, module)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            text = _short(str(exc))
+            raise ModuleError(f"the host helper cannot be instantiated: {text}") from None
+        self._helper = _FastHelper(self, instance)
+        return self._helper
 
     def export(self, name: str) -> Callable[..., int | None] | None:
         call = self._exports.get(name)
@@ -815,10 +859,35 @@ class _FastInstance(_BaseInstance):
     def close(self) -> None:
         if not self.closed:
             self.memory.invalidate()
+            if self._helper is not None:
+                self._helper.memory.invalidate()
+                self._helper = None
             self._exports = {}
             self._funcs = {}
             self._close_store()
             self._callbacks = []
+
+
+class _FastHelper:
+    """A host helper instance in a guest's store; its calls go through the guest's fast path
+    (same deadline, same error translation, refused once the guest is closed)."""
+
+    def __init__(self, owner: _FastInstance, instance: wasmtime.Instance) -> None:
+        self._owner = owner
+        self._instance = instance
+        mem = owner._lookup("memory", instance)
+        raw = mem._memory if isinstance(mem, wasmtime.Memory) else None
+        self.memory = _FastMemory(owner._ctx_ptr, raw)
+        self._funcs: dict[str, wasmtime.Func] = {}
+
+    def export(self, name: str) -> Callable[..., int | None] | None:
+        if self._owner.closed:
+            return None
+        func = self._owner._lookup(name, self._instance)
+        if not isinstance(func, wasmtime.Func):
+            return None
+        self._funcs[name] = func  # keeps the handle the call points into alive
+        return self._owner._make_call(func)
 
 
 def _caller_memory(caller: Any) -> Any:

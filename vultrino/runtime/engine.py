@@ -112,8 +112,26 @@ class HostFunc:
     fn: Callable[..., int | float | None]
 
 
+class Helper(Protocol):
+    """A module of the host's own, instantiated beside a guest by ``Instance.attach``."""
+
+    memory: Memory
+
+    def export(self, name: str) -> Callable[..., int | None] | None:
+        """As :meth:`Instance.export`; calls run in the guest's store, under its limits."""
+        ...
+
+
 class Instance(Protocol):
-    """One instantiated module with its own store and limits."""
+    """One instantiated module with its own store and limits.
+
+    Optional method ``attach(wat: str, imports: Sequence[str]) -> Helper``: instantiate a
+    module of the host's own (text format) in this instance's store, its imports from module
+    ``guest`` bound to this instance's exports of those names (and ``memory``). The helper's
+    calls share the guest's deadline, traps and memory cap; the guest cannot reach the helper's
+    memory. ``ModuleError`` when it cannot be done; engines without it serve every call through
+    the exports alone (``abi.py`` uses it to make an ABI 2 call one transition instead of three).
+    """
 
     memory: Memory
 
