@@ -40,6 +40,7 @@ __all__ = [
     "append_record",
     "fields_text",
     "json_text",
+    "millis_text",
     "parse_since",
     "query",
     "read_records",
@@ -89,6 +90,14 @@ def _value(value: Any) -> str:
 
 
 _MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1000))
+_FRACTIONS = tuple(f".{us:03d}" for us in range(1000))
+
+
+def millis_text(nanos: int) -> str:
+    """A duration given in nanoseconds as ``duration_ms`` is written: milliseconds to the
+    microsecond, always with a fraction (a JSON float), without float formatting."""
+    micros = nanos // 1000
+    return str(micros // 1000) + _FRACTIONS[micros % 1000]
 
 
 class _Clock:
@@ -180,7 +189,10 @@ class AuditLog:
         caller that writes the same fields often encodes them once)."""
         with self._lock:
             line = '{"ts":"' + self._clock.now() + '"' + fields + "}\n"
-            os.write(self._current_fd(), line.encode())
+            fd = self._fd
+            if fd is None or time.monotonic() - self._checked >= REOPEN_CHECK_SECONDS:
+                fd = self._current_fd()
+            os.write(fd, line.encode())
 
     def close(self) -> None:
         """Close the descriptor (idempotent); the next ``append`` opens it again."""

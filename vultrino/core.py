@@ -86,7 +86,11 @@ Prompt = Callable[[str], str]
 
 _PLANS_MAX = 1024
 _KEY_PART = (str, type(None))  # what a plan's key may hold besides the alias and action
-_SOURCE_TEXT = {s: audit.json_text(s) for s in ("api", "cli", "mcp")}
+_SOURCE_TAIL = {s: ',"source":' + audit.json_text(s) for s in ("api", "cli", "mcp")}
+
+
+def _millis(nanos: int) -> float:
+    return round(nanos / 1_000_000, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,7 @@ class _Plan:
     revision, the registry's generation) holds: the plugin's name and its action, the credential's
     secret values and their scrubber, the action bound to the credential as the plugin sees it
     (:meth:`Plugin.prepare`; one read-only view shared by the plan's calls), and the audit
-    record's fields of a successful call."""
+    record of a successful call up to its duration (``…,"duration_ms":``)."""
 
     stamp: tuple[int, int]
     plugin: str
@@ -462,7 +466,7 @@ class Vultrino:
         ``scope`` (what :meth:`as_agent` returns) enforces an agent profile; ``tool`` names the
         MCP tool the call came through.
         """
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         agent = scope.name if scope is not None else None
         record: dict[str, Any] = {
             "alias": alias,
@@ -506,14 +510,12 @@ class Vultrino:
         except BaseException as exc:
             self._audit_failure(record, source, started, exc)
             raise
-        duration = round((time.perf_counter() - started) * 1000, 3)
+        elapsed = time.perf_counter_ns() - started
         if len(record) == 4:  # nothing added on the way (an approval): the plan's text holds
-            self._audit.write_text(
-                f'{plan.audit_ok},"duration_ms":{duration!r},"source":'
-                f"{_SOURCE_TEXT.get(source) or audit.json_text(source)}"
-            )
+            tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
+            self._audit.write_text(plan.audit_ok + audit.millis_text(elapsed) + tail)
         else:
-            record.update(outcome="ok", duration_ms=duration, source=source)
+            record.update(outcome="ok", duration_ms=_millis(elapsed), source=source)
             self._audit.write(record)
         return value
 
@@ -528,9 +530,12 @@ class Vultrino:
         """What a call of ``action`` with ``alias`` resolves to, reused while the store's
         revision and the registry's generation are what they were when it was made (so a
         changed credential, agent profile or plugin is seen on the very next call)."""
-        stamp = (self.store.revision, self.registry.generation)  # before reading: never newer
+        store = self._store if self._store is not None else self.store
+        registry = self._registry if self._registry is not None else self.registry
+        stamp = (store.revision, registry.generation)  # before reading: never newer
         agent = record["agent"]
         key = (alias, action, plugin, agent)
+        # Exact types only: a str subclass could compare equal to another alias's key.
         hashable = type(alias) is str and type(action) is str and type(plugin) in _KEY_PART
         if hashable:
             plan = self._plans.get(key)
@@ -580,7 +585,7 @@ class Vultrino:
             secrets=secrets,
             scrub=scrubber(secrets),
             run=owner.prepare(action, view),
-            audit_ok=audit.fields_text({**record, "outcome": "ok"}),
+            audit_ok=audit.fields_text({**record, "outcome": "ok"}) + ',"duration_ms":',
         )
         if hashable:
             if len(self._plans) >= _PLANS_MAX:
@@ -633,22 +638,20 @@ class Vultrino:
 
     def _audited(self, record: dict[str, Any], source: str, run: Callable[[], Any]) -> Any:
         """Run ``run`` and append its audit record (outcome, error class or code, duration)."""
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         try:
             result = run()
         except BaseException as exc:
             self._audit_failure(record, source, started, exc)
             raise
         record.update(
-            outcome="ok",
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            source=source,
+            outcome="ok", duration_ms=_millis(time.perf_counter_ns() - started), source=source
         )
         self._audit.write(record)
         return result
 
     def _audit_failure(
-        self, record: dict[str, Any], source: str, started: float, exc: BaseException
+        self, record: dict[str, Any], source: str, started: int, exc: BaseException
     ) -> None:
         """Append the audit record of a call that raised ``exc``: ``error`` is the plugin's
         error code or the error's class; a refusal by the agent profile is ``denied``."""
@@ -658,7 +661,7 @@ class Vultrino:
             record.update(outcome="denied", error=type(exc).__name__)
         elif isinstance(exc, VultrinoError) and record.get("outcome") != "denied":
             record.update(outcome="error", error=type(exc).__name__)
-        record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        record["duration_ms"] = _millis(time.perf_counter_ns() - started)
         record["source"] = source
         record.setdefault("outcome", "error")
         self._audit.write(record)

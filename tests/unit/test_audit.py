@@ -82,3 +82,20 @@ def test_values_that_are_not_plain_scalars_are_written_as_bounded_text(tmp_path:
     assert record["plugin"].startswith("<object object at")
     assert record["action"] == "nan"
     assert len(log.read_bytes()) < 1000
+
+
+@pytest.mark.parametrize(
+    ("nanos", "text"),
+    [
+        (0, "0.000"),
+        (999, "0.000"),
+        (1_000, "0.001"),
+        (12_345_678, "12.345"),
+        (10**12, "1000000.000"),
+    ],
+)
+def test_millis_text_is_milliseconds_to_the_microsecond_as_a_json_float(
+    nanos: int, text: str
+) -> None:
+    assert audit.millis_text(nanos) == text
+    assert isinstance(json.loads(text), float)
