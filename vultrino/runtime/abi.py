@@ -39,6 +39,7 @@ __all__ = [
     "ERROR_CODES",
     "HOST_MODULE",
     "FUSED_BYTES",
+    "FUSED_DATA",
     "MAX_ANSWER_DEPTH",
     "MAX_ANSWER_VALUES",
     "LOG_LEVELS",
@@ -52,6 +53,7 @@ __all__ = [
     "decode_abi1",
     "decode_abi2",
     "encode_abi1",
+    "fused_abi2_wat",
     "new_session",
     "host_functions",
 ]
