@@ -542,8 +542,8 @@ class Vultrino:
             if plan is not None and plan.stamp == stamp:
                 record["plugin"] = plan.plugin
                 return plan
-        cred = self.store.get(alias)
-        owner, spec = self.registry.resolve_type(cred.type)
+        cred = store.get(alias)
+        owner, spec = registry.resolve_type(cred.type)
         record["plugin"] = owner.name
         if plugin is not None and owner.name != plugin:
             raise CredentialMismatchError(

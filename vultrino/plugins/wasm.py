@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from vultrino._scrub import (
     MIN_SECRET_LEN,
@@ -264,9 +264,9 @@ class WasmPlugin:
                 raise scrub_error(exc, self._forms) from None
             # The call's own secrets are scrubbed from the result by the caller (the facade),
             # as for every plugin; the other credentials' secrets this module has seen, here.
-            if len(response) == 1 and "ok" in response:  # the module checked it is a dict
+            if type(response) is dict and len(response) == 1 and "ok" in response:
                 return ActionResult(forms.in_place(response["ok"]))  # freshly decoded
-            return self._answer(action, response, self._forms, forms)
+            self._fail(action, response, self._forms)
 
         return run
 
@@ -308,12 +308,10 @@ class WasmPlugin:
                 self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
             self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
 
-    def _answer(
-        self, action: str, response: Any, forms: Scrubber, result_forms: Scrubber
-    ) -> ActionResult:
+    def _fail(self, action: str, response: Any, forms: Scrubber) -> NoReturn:
+        """Raise for an answer that is not ``{"ok": ...}``: the plugin's error, or a broken
+        answer."""
         if type(response) is dict and len(response) == 1:
-            if "ok" in response:
-                return ActionResult(result_forms.in_place(response["ok"]))  # freshly decoded
             error = response.get("error")
             if (
                 isinstance(error, Mapping)

@@ -648,7 +648,7 @@ class _FastInstance(_BaseInstance):
         self._mem_raw = mem._memory if isinstance(mem, wasmtime.Memory) else None
         self._host_memory = self._mem_raw
         self.memory = _FastMemory(self._ctx_ptr, self._mem_raw)
-        self._funcs: dict[str, wasmtime.Func] = {}
+        self._funcs: list[wasmtime.Func] = []
         self._exports: dict[str, Callable[..., Any]] = {}
         self._helper: _FastHelper | None = None
 
@@ -756,15 +756,23 @@ class _FastInstance(_BaseInstance):
     def export(self, name: str) -> Callable[..., int | None] | None:
         call = self._exports.get(name)
         if call is None:
-            if self.closed:
-                return None
-            func = self._lookup(name)
-            if not isinstance(func, wasmtime.Func):
-                return None
-            self._funcs[name] = func  # keeps the handle the call points into alive
-            call = self._make_call(func)
-            self._exports[name] = call
+            call = self._bind(name)
+            if call is not None:
+                self._exports[name] = call
         return call
+
+    def _bind(
+        self, name: str, instance: wasmtime.Instance | None = None
+    ) -> Callable[..., Any] | None:
+        """A fast call of the guest's export ``name`` (or of ``instance``'s, a helper in this
+        store); None once closed or when it is not a function."""
+        if self.closed:
+            return None
+        func = self._lookup(name, instance)
+        if not isinstance(func, wasmtime.Func):
+            return None
+        self._funcs.append(func)  # keeps the handle the call points into alive
+        return self._make_call(func)
 
     def _make_call(self, func: wasmtime.Func) -> Callable[..., Any]:
         ftype = _functype(func.type(self._store))
@@ -863,7 +871,7 @@ class _FastInstance(_BaseInstance):
                 self._helper.memory.invalidate()
                 self._helper = None
             self._exports = {}
-            self._funcs = {}
+            self._funcs = []
             self._close_store()
             self._callbacks = []
 
@@ -878,16 +886,9 @@ class _FastHelper:
         mem = owner._lookup("memory", instance)
         raw = mem._memory if isinstance(mem, wasmtime.Memory) else None
         self.memory = _FastMemory(owner._ctx_ptr, raw)
-        self._funcs: dict[str, wasmtime.Func] = {}
 
     def export(self, name: str) -> Callable[..., int | None] | None:
-        if self._owner.closed:
-            return None
-        func = self._owner._lookup(name, self._instance)
-        if not isinstance(func, wasmtime.Func):
-            return None
-        self._funcs[name] = func  # keeps the handle the call points into alive
-        return self._owner._make_call(func)
+        return self._owner._bind(name, self._instance)
 
 
 def _caller_memory(caller: Any) -> Any:

@@ -387,6 +387,7 @@ class Session:
 # than ``max``: it is left in the guest's memory, post-return not called, for the plain path).
 FUSED_DATA: Final = 16
 FUSED_BYTES: Final = WASM_PAGE
+_FUSED_ROOM: Final = FUSED_BYTES - FUSED_DATA  # the longest request or result it holds
 _FUSED_HEAD = struct.Struct("<IIII")
 _FUSED_WAT = """(module
   (import "guest" "memory" (memory $g 0))
@@ -452,7 +453,7 @@ class Abi2Session(Session):
             self._memory, "view", self._memory.read
         )
         self._fused: Callable[..., int | None] | None = None
-        self._fused_max = min(FUSED_BYTES - FUSED_DATA, self._cap)
+        self._fused_max = min(_FUSED_ROOM, self._cap)
         attach = getattr(instance, "attach", None)
         if attach is not None:
             imports = [REALLOC, EXECUTE] + ([POST_EXECUTE] if self._post is not None else [])
@@ -481,7 +482,7 @@ class Abi2Session(Session):
         n = len(data)
         self._set_deadline(self._deadline)
         fused = self._fused
-        if fused is None or n > FUSED_BYTES - FUSED_DATA:
+        if fused is None or n > _FUSED_ROOM:
             return self._plain(data, n)
         self._stage(FUSED_DATA, data)
         rlen: int = fused(n, self._fused_max)  # type: ignore[assignment]
@@ -497,9 +498,7 @@ class Abi2Session(Session):
         raw = self._staged(FUSED_DATA, rlen)
         value = decode_abi2(raw)
         del raw
-        if self.output.pending:
-            self.output.flush()
-        return check_response(value)
+        return self._answer(value)
 
     def _plain(self, data: bytes, n: int) -> dict[str, Any]:
         ptr = self._realloc(0, 0, 1, n) & _M32  # type: ignore[operator]
@@ -526,6 +525,9 @@ class Abi2Session(Session):
         del raw  # no view of guest memory survives the guest's next instruction
         if self._post is not None:
             self._post(ret)
+        return self._answer(value)
+
+    def _answer(self, value: Any) -> dict[str, Any]:
         if self.output.pending:
             self.output.flush()
         return check_response(value)
