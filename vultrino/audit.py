@@ -5,10 +5,10 @@ profile the call ran under, ``null`` when it ran with no profile), ``outcome`` (
 ``error``, or ``denied`` when an agent profile refused it), ``error`` (the error class or plugin
 error code), ``approval`` (``granted``, ``declined`` or ``unavailable``, only when the profile
 asked for approval), ``tool`` (only on an agent's call of a tool outside its profile),
-``duration_ms``, ``source`` (``cli``, ``mcp`` or ``api``). A string longer
-than :data:`MAX_FIELD_CHARS` is cut and marked with its length (an agent can name any alias,
-stored or not). Lines are appended with a single ``write`` on an ``O_APPEND`` descriptor, so
-concurrent writers never interleave within a line.
+``duration_ms`` (milliseconds to the microsecond, always with a fraction), ``source``
+(``cli``, ``mcp`` or ``api``). A string longer than :data:`MAX_FIELD_CHARS` is cut and marked
+with its length (an agent can name any alias, stored or not). Lines are appended with a single
+``write`` on an ``O_APPEND`` descriptor, so concurrent writers never interleave within a line.
 
 :class:`AuditLog` keeps that descriptor open between records (each record is still written,
 unbuffered, before the action returns). At most every :data:`REOPEN_CHECK_SECONDS` it checks
