@@ -58,20 +58,31 @@ from vultrino.errors import (
 )
 
 if TYPE_CHECKING:
-    from vultrino.agents import AgentInfo, AgentScope, ApprovalRequest
-    from vultrino.core import CredentialInfo, ToolInfo, TypeInfo, Vultrino
+    from vultrino.agents import AgentScope
+    from vultrino.core import Vultrino
+    from vultrino.info import CredentialInfo, ToolInfo, TypeInfo
+    from vultrino.policy import AgentInfo, ApprovalRequest
 
-_FACADE = ("CredentialInfo", "ToolInfo", "TypeInfo", "Vultrino")
-_AGENTS = ("AgentInfo", "AgentScope", "ApprovalRequest")
+# name -> the module it lives in, imported on first use so the CLI's --help starts without it
+_LAZY = {
+    "Vultrino": "vultrino.core",
+    "CredentialInfo": "vultrino.info",
+    "ToolInfo": "vultrino.info",
+    "TypeInfo": "vultrino.info",
+    "AgentScope": "vultrino.agents",
+    "AgentInfo": "vultrino.policy",
+    "ApprovalRequest": "vultrino.policy",
+}
 
 
 def __getattr__(name: str) -> Any:
     """The facade is imported on first use, so the CLI's --help starts without it."""
-    if name not in _FACADE and name not in _AGENTS:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from vultrino import agents, core
+    import importlib
 
-    value = getattr(core if name in _FACADE else agents, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

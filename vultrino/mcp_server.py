@@ -79,7 +79,7 @@ from vultrino._mcp_front import (
     Wire,
 )
 from vultrino._version import __version__
-from vultrino.agents import AgentScope, Approval, ApprovalRequest
+from vultrino.agents import AgentScope
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import (
     AccessDeniedError,
@@ -97,6 +97,7 @@ from vultrino.errors import (
     VultrinoError,
 )
 from vultrino.paths import Home
+from vultrino.policy.approval import Approval, ApprovalRequest
 
 __all__ = [
     "HTTP_PATH",

@@ -163,7 +163,7 @@ def stored(home: Path, alias: str) -> dict[str, object]:
 
     with Vultrino.open(home, PASSWORD) as v:
         v.unlock()
-        return dict(v.store.get(alias).fields)
+        return dict(v._s.store.get(alias).fields)
 
 
 def test_a_key_pasted_into_a_textarea_ends_at_its_end_line(home: Path) -> None:

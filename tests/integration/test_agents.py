@@ -14,7 +14,6 @@ from tests.e2e.mcp_helpers import PASSWORD, make_home
 from tests.leakcheck import LeakCheck
 from tests.localhttp import LocalServer, serving
 from vultrino import Vultrino
-from vultrino.agents import ApprovalRequest
 from vultrino.errors import (
     AgentNotFoundError,
     AgentPolicyError,
@@ -23,6 +22,7 @@ from vultrino.errors import (
     PluginNotFoundError,
     RateLimitedError,
 )
+from vultrino.policy import ApprovalRequest
 
 LOCAL_SECRET = "local-key-0c9a8b7d6e5f4a3b"
 

@@ -167,7 +167,7 @@ def credential_storm(home: Path, *, api_workers: int, cli_workers: int, ops: int
     for w, log in logs.items():
         result.outputs.append((f"{w} output", log.read_text(encoding="utf-8")))
     with Vultrino.open(home, PASSWORD) as v:
-        stored = {c.alias: (c.fields.get("key"), c.description) for c in v.store.credentials()}
+        stored = {c.alias: (c.fields.get("key"), c.description) for c in v._s.store.credentials()}
     result.problems += judge_storm(result.acked, stored)
     return result
 

@@ -10,13 +10,6 @@ import pytest
 
 from vultrino import audit
 from vultrino._msgpack import packb
-from vultrino.agents import (
-    AgentProfile,
-    RateLimiter,
-    hash_token,
-    new_token,
-    parse_rate,
-)
 from vultrino.errors import (
     AgentExistsError,
     AgentNotFoundError,
@@ -24,6 +17,7 @@ from vultrino.errors import (
     ConfigError,
     StoreCorruptError,
 )
+from vultrino.policy import AgentProfile, RateLimiter, hash_token, new_token, parse_rate
 from vultrino.store import Credential, CredentialStore, KdfParams, _sealing
 from vultrino.store.credentials import decode_sections
 

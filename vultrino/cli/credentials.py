@@ -189,7 +189,7 @@ def add(
     with open_vultrino(home) as v:
         values: dict[str, Any]
         values, on_argv = _field_values(field or [])
-        _, spec = v.registry.resolve_type(type_)
+        _, spec = v.credential_type(type_)
         _warn_secret_on_argv(spec, on_argv)
         _prompt_missing(spec, values)
         info = v.add_credential(alias, type_, values, description, allow or None, replace=replace)

@@ -46,7 +46,7 @@ def demo(
         say(f"1. A throwaway home at {home}, sealed with a random password.")
         Vultrino.init(home, password, kdf=KdfParams.default()).close()
         with Vultrino.open(home, password, engine=engine) as v:
-            say(f"   engine: {v.runtime.engine_name} {v.runtime.engine_version}")
+            say(f"   engine: {' '.join(v.engine)}")
             r = v.install_plugin(str(shipped_plugin("totp")))
             say(f"2. Installed plugin {r.name} {r.version} (ABI {r.abi}, sha256 {r.sha256[:12]}…).")
             v.add_credential(

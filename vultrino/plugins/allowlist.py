@@ -545,13 +545,14 @@ class Allowlist:
         *,
         alias: str = "",
         narrow: Iterable[str] = (),
-        agent: str | None = None,
+        narrowed_by: str = "",
     ) -> None:
         self.alias = alias
         self.patterns: tuple[AllowPattern, ...] = tuple(parse_pattern(p) for p in patterns)
-        # An agent profile's patterns: a request must match one of them as well (never wider).
+        # The caller's patterns (the policy decision's narrowing): a request must match one of
+        # them as well (never wider); ``narrowed_by`` names whose they are in a refusal.
         self.narrow: tuple[AllowPattern, ...] = tuple(parse_pattern(p) for p in narrow)
-        self.agent = agent
+        self.narrowed_by = narrowed_by
 
     def describe(self) -> str:
         return ", ".join(str(p) for p in self.patterns) or "(none)"
@@ -584,12 +585,12 @@ class Allowlist:
                 plugin=PLUGIN,
             )
         if self.narrow and not any(_safe_match(p, method, url) for p in self.narrow):
-            agent = f"agent {self.agent!r}" if self.agent else "this agent"
+            whose = self.narrowed_by or "the caller"
             raise AgentPolicyError(
-                f"{what} {method.upper()} {url.display} is outside the URL patterns of {agent}: "
+                f"{what} {method.upper()} {url.display} is outside the URL patterns of {whose}: "
                 f"{', '.join(str(p) for p in self.narrow)}. Nothing was sent. Use a URL that "
                 "matches one of these patterns",
-                agent=self.agent or "",
+                agent="",  # the call pipeline names the agent
                 plugin=PLUGIN,
             )
         return found

@@ -199,9 +199,9 @@ class CredentialView:
 
     ``state`` is plugin-managed secret state kept in the store (e.g. a cached oauth2 token);
     a plugin that changes it returns the new state through :class:`ActionResult`.
-    ``agent`` names the agent profile the call runs under (None: no profile), and
-    ``agent_allow`` holds that profile's URL patterns, which narrow ``allow`` (a request must
-    match both; empty = no narrowing). ``secret_fields`` names the fields whose values are
+    ``narrow`` holds URL patterns that narrow ``allow`` for this call (a request must match
+    both; empty = no narrowing), and ``narrowed_by`` says whose patterns they are, for error
+    messages (the call pipeline fills both from the policy decision). ``secret_fields`` names the fields whose values are
     secret (the stored credential's and its type's).
 
     The facade hands the same read-only view to every call of a credential while it is
@@ -213,8 +213,8 @@ class CredentialView:
     fields: Mapping[str, Any]
     allow: tuple[str, ...] = ()
     state: Mapping[str, Any] = field(default_factory=dict)
-    agent: str | None = None
-    agent_allow: tuple[str, ...] = ()
+    narrow: tuple[str, ...] = ()
+    narrowed_by: str = ""
     secret_fields: tuple[str, ...] = ()
 
 

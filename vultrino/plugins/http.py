@@ -418,8 +418,8 @@ class HttpPlugin:
         allow = Allowlist(
             credential.allow,
             alias=credential.alias,
-            narrow=credential.agent_allow,
-            agent=credential.agent,
+            narrow=credential.narrow,
+            narrowed_by=credential.narrowed_by,
         )
         allow.check(req.method, req.url)  # before any network I/O, token requests included
         _check_credential_fields(credential.type, credential.fields)

@@ -1,15 +1,6 @@
-"""Agent profiles: each agent gets only the credentials, tools and actions it needs.
+"""The agent profile model: what one agent may see and do, as stored (sealed) in the store.
 
-A profile is stored sealed inside credentials.enc (so it cannot be widened by editing a plain
-file) and names what one agent may see and do::
-
-    v.add_agent("ci-bot", credentials=["github*"], tools=["http_request"],
-                allow=["GET https://api.github.com/repos/*"], rate="60/min",
-                approve=["http_request"])           # -> (AgentInfo, token shown once)
-    scoped = v.as_agent("ci-bot", approver=ask)     # the same facade, narrowed
-    scoped.credentials(); scoped.tools(); scoped.call_tool("http_request", {...})
-
-The rules (docs/agents.md):
+A profile names (docs/agents.md):
 
 - ``credentials``: globs over aliases. A credential outside them is invisible: it is not
   listed, not named in tool schemas, and using it fails exactly as an alias that does not
@@ -26,7 +17,8 @@ The rules (docs/agents.md):
   after a person approves it (through MCP elicitation, or the ``approver`` callback).
 
 The HTTP bearer token is generated at ``add``, returned once, and only its SHA-256 is stored;
-tokens are compared in constant time.
+tokens are compared in constant time. What a profile means for one call is decided in
+:mod:`vultrino.policy.decide`.
 """
 
 from __future__ import annotations
@@ -36,46 +28,30 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from vultrino.errors import (
-    AgentPolicyError,
-    AgentValidationError,
-    ApprovalError,
-    CredentialNotFoundError,
-    CredentialValidationError,
-    RateLimitedError,
-)
-
-if TYPE_CHECKING:
-    from vultrino.core import CredentialInfo, ToolInfo, Vultrino
+from vultrino.errors import AgentValidationError, CredentialValidationError
 
 __all__ = [
     "AGENT_NAME_RE",
+    "ALWAYS_VISIBLE_TOOLS",
     "AgentInfo",
     "AgentProfile",
-    "AgentScope",
-    "Approval",
-    "ApprovalRequest",
-    "Approver",
     "Rate",
-    "RateLimiter",
     "hash_token",
     "new_token",
     "parse_rate",
+    "stamped",
+    "validate_name",
 ]
 
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOKEN_PREFIX = "vagent_"  # noqa: S105 - a prefix that makes the token recognisable, not a secret
 GLOB_MAX_LENGTH = 200
 ALWAYS_VISIBLE_TOOLS = frozenset({"list_credentials"})
-
-Approval = Literal["granted", "declined", "unavailable"]
 
 _UNITS: dict[str, float] = {
     "s": 1.0,
@@ -125,32 +101,6 @@ def parse_rate(text: str) -> Rate:
     return Rate(count=count, period=unit * multiplier, text=text.strip())
 
 
-class RateLimiter:
-    """Token buckets per agent: ``rate.count`` calls at once, refilled evenly over the period.
-
-    One limiter lives in each :class:`~vultrino.core.Vultrino`, so limits hold per process.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float, Rate]] = {}  # name -> (tokens, at, rate)
-
-    def take(self, agent: str, rate: Rate) -> float:
-        """Take one token: 0.0 when the call may go ahead, else seconds until one is free."""
-        now = self._clock()
-        with self._lock:
-            tokens, at, old = self._buckets.get(agent, (float(rate.count), now, rate))
-            if old != rate:  # the profile changed: start its new bucket full
-                tokens, at = float(rate.count), now
-            tokens = min(float(rate.count), tokens + (now - at) * rate.count / rate.period)
-            if tokens >= 1.0:
-                self._buckets[agent] = (tokens - 1.0, now, rate)
-                return 0.0
-            self._buckets[agent] = (tokens, now, rate)
-            return (1.0 - tokens) * rate.period / rate.count
-
-
 # --- tokens ----------------------------------------------------------------------------------
 
 
@@ -162,34 +112,6 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     """What the store keeps of a token: ``sha256:<hex>`` (tokens are random, so no KDF)."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-# --- approvals -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApprovalRequest:
-    """What a person is asked to approve. ``summary`` is a short, secret-free description."""
-
-    agent: str
-    plugin: str
-    action: str
-    alias: str | None
-    tool: str | None
-    summary: str
-
-    def message(self) -> str:
-        via = (
-            f"tool {self.tool!r} ({self.plugin}:{self.action})"
-            if self.tool
-            else (f"action {self.plugin}:{self.action}")
-        )
-        cred = f" with credential {self.alias!r}" if self.alias else ""
-        return f"Agent {self.agent!r} asks to run {via}{cred}: {self.summary}. Approve this call?"
-
-
-Approver = Callable[[ApprovalRequest], Approval]
-"""Asks a person; returns ``granted``, ``declined`` or ``unavailable`` (no way to ask)."""
 
 
 # --- the profile -----------------------------------------------------------------------------
@@ -397,164 +319,5 @@ class AgentInfo:
 
 def stamped(profile: AgentProfile, created_at: str | None) -> AgentProfile:
     """``profile`` with timestamps: a replaced profile keeps its creation time."""
-    from dataclasses import replace
-
     now = _now()
     return replace(profile, created_at=created_at or now, updated_at=now)
-
-
-# --- the scoped facade -----------------------------------------------------------------------
-
-
-def summarize(plugin: str, action: str, params: Mapping[str, Any]) -> str:
-    """A short, one-line description of a call for an approval prompt (no secret is in the
-    parameters: they come from the agent)."""
-    import json
-
-    if plugin == "http" and "url" in params:
-        return f"{str(params.get('method', 'GET')).upper()} {params['url']}"[:500]
-    text = json.dumps(dict(params), ensure_ascii=False, default=str, sort_keys=True)
-    return text if len(text) <= 500 else text[:497] + "..."
-
-
-class AgentScope:
-    """A :class:`~vultrino.core.Vultrino` narrowed to one agent's profile.
-
-    Made by ``Vultrino.as_agent(name, approver=...)``. Every call re-reads the profile from the
-    store, so removing or changing a profile takes effect on the next call. The facade enforces
-    the profile (one implementation, used by scripts and the MCP server alike); this class is
-    what callers hold and the hooks the facade calls.
-    """
-
-    def __init__(self, v: Vultrino, name: str, *, approver: Approver | None = None) -> None:
-        self.v = v
-        self.name = name
-        self.approver = approver
-        self.profile()  # an unknown agent fails here, not on the first call
-
-    def profile(self) -> AgentProfile:
-        return self.v.agent_profile(self.name)
-
-    # -- what the agent sees -----------------------------------------------------------------
-
-    def credentials(self) -> list[CredentialInfo]:
-        """The profile's credentials (metadata only)."""
-        p = self.profile()
-        return [c for c in self.v.credentials() if p.sees_credential(c.alias)]
-
-    def credential_info(self, alias: str) -> CredentialInfo:
-        if not self.profile().sees_credential(alias):
-            raise hidden_credential(alias)
-        return self.v.credential_info(alias)
-
-    def tools(self) -> list[ToolInfo]:
-        """The profile's tools; their ``credential`` descriptions name only its credentials."""
-        p = self.profile()
-        return [
-            t
-            for t in self.v.tools(visible=p.sees_credential)
-            if p.sees_tool(t.name)
-            and (t.name in ALWAYS_VISIBLE_TOOLS or p.allows_action(t.plugin, t.action))
-        ]
-
-    # -- what the agent does -----------------------------------------------------------------
-
-    def call_tool(self, name: str, arguments: Mapping[str, Any], *, source: str = "mcp") -> Any:
-        return self.v.call_tool(name, arguments, source=source, scope=self)
-
-    def execute(
-        self,
-        alias: str,
-        action: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        plugin: str | None = None,
-        source: str = "api",
-    ) -> Any:
-        return self.v.execute(alias, action, params, plugin=plugin, source=source, scope=self)
-
-    def run_action(
-        self,
-        plugin: str,
-        action: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        source: str = "api",
-    ) -> Any:
-        return self.v.run_action(plugin, action, params, source=source, scope=self)
-
-    def refresh(self) -> bool:
-        return self.v.refresh()
-
-    # -- the hook the facade calls before an action runs -------------------------------------
-
-    def admit(
-        self,
-        profile: AgentProfile,
-        *,
-        plugin: str,
-        action: str,
-        alias: str | None,
-        tool: str | None,
-        params: Mapping[str, Any],
-        record: dict[str, Any],
-    ) -> None:
-        """Action allowlist, then rate limit, then approval; raise AgentPolicyError to refuse.
-
-        The rate limit is taken before asking for approval, so a refused agent cannot flood a
-        person with prompts. The approval outcome goes into the audit ``record``.
-        """
-        if not profile.allows_action(plugin, action):
-            raise AgentPolicyError(
-                f"agent {self.name!r} may not run action {plugin}:{action} (its profile allows "
-                f"actions: {', '.join(profile.actions) or 'none'}); ask the user to change the "
-                "profile with `vultrino agent add --force`",
-                agent=self.name,
-                plugin=plugin,
-            )
-        if profile.rate is not None:
-            wait = self.v.rate_limiter.take(self.name, profile.rate)
-            if wait > 0:
-                raise RateLimitedError(
-                    f"agent {self.name!r} is over its rate limit of {profile.rate.text}; "
-                    f"try again in {max(wait, 0.1):.1f} s",
-                    agent=self.name,
-                    retry_after=wait,
-                    plugin=plugin,
-                )
-        bound = [t.name for t in self.v.plugin(plugin).manifest.mcp_tools if t.action == action]
-        if profile.needs_approval(plugin, action, [*([tool] if tool else []), *bound]):
-            request = ApprovalRequest(
-                agent=self.name,
-                plugin=plugin,
-                action=action,
-                alias=alias,
-                tool=tool,
-                summary=summarize(plugin, action, params),
-            )
-            outcome: Approval = self.approver(request) if self.approver else "unavailable"
-            record["approval"] = outcome
-            if outcome == "declined":
-                raise ApprovalError(
-                    f"the user declined this call of {tool or action!r} by agent {self.name!r}; "
-                    "do not retry it unless the user asks",
-                    agent=self.name,
-                    approval=outcome,
-                    plugin=plugin,
-                )
-            if outcome != "granted":
-                raise ApprovalError(
-                    f"{tool or action!r} needs a person's approval for agent {self.name!r}, and "
-                    "there is no way to ask for it here (the MCP client did not declare the "
-                    "elicitation capability on a protocol version that carries it); use a client "
-                    "that does, or ask the user to drop --approve from the profile",
-                    agent=self.name,
-                    approval="unavailable",
-                    plugin=plugin,
-                )
-
-
-def hidden_credential(alias: str) -> CredentialNotFoundError:
-    """The error for an alias outside the profile: word for word the store's error for an
-    alias that does not exist, so an agent cannot probe which aliases exist."""
-    return CredentialNotFoundError(f"no credential named {alias!r}; `vultrino list` shows them")

@@ -1,0 +1,190 @@
+"""What listings show: credential, tool and type metadata (never a secret value).
+
+These are the values the facade, the call pipeline, the CLI and the MCP server pass around;
+building them from the store's records and the registry's plugins lives here too, so a
+credential or a tool is described the same way whoever asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vultrino.errors import VultrinoError
+from vultrino.plugins.base import CredentialTypeSpec, Plugin, qualified_type
+from vultrino.plugins.validation import params_json_schema
+
+if TYPE_CHECKING:
+    from vultrino.plugins.registry import PluginRegistry
+    from vultrino.store import Credential
+
+__all__ = [
+    "LIST_CREDENTIALS_SCHEMA",
+    "LIST_CREDENTIALS_TOOL",
+    "CredentialInfo",
+    "ToolInfo",
+    "TypeInfo",
+    "canonical_type",
+    "credential_info",
+    "tool_infos",
+]
+
+LIST_CREDENTIALS_TOOL = "list_credentials"
+#: What list_credentials returns: one entry per credential, never a secret value.
+LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "alias": {"type": "string"},
+            "type": {"type": "string"},
+            "description": {"type": "string"},
+        },
+        "required": ["alias", "type", "description"],
+        "additionalProperties": False,
+    },
+}
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A credential's metadata. Secret field values are never included."""
+
+    alias: str
+    type: str
+    description: str
+    plugin: str | None
+    allow: tuple[str, ...]
+    fields: dict[str, Any]  # non-secret values; secret ones are "********"
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "type": self.type,
+            "description": self.description,
+            "plugin": self.plugin,
+            "allow": list(self.allow),
+            "fields": dict(self.fields),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    """An MCP tool: its name, description and JSON Schema, and what it runs."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    plugin: str
+    action: str
+    # MCP behaviour hints (readOnlyHint, destructiveHint, idempotentHint, openWorldHint)
+    annotations: dict[str, bool] = field(default_factory=dict)
+    # JSON Schema of the result, when its shape is known
+    output_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TypeInfo:
+    """A credential type users can add."""
+
+    name: str  # as written on the command line: "api_key" or "plugin:<plugin>:<type>"
+    plugin: str
+    spec: CredentialTypeSpec
+
+
+def canonical_type(plugin: Plugin, spec: CredentialTypeSpec) -> str:
+    """A type as users write it: the bare name for a built-in, else ``plugin:<p>:<type>``."""
+    return spec.name if plugin.builtin else qualified_type(plugin.name, spec.name)
+
+
+def credential_info(cred: Credential, registry: PluginRegistry) -> CredentialInfo:
+    """``cred``'s metadata, its secret fields (the stored ones and its type's) masked."""
+    secret = set(cred.secret_fields)
+    plugin_name: str | None
+    try:
+        plugin, spec = registry.resolve_type(cred.type)
+        secret |= set(spec.secret_fields)
+        plugin_name = plugin.name
+    except VultrinoError:
+        plugin_name = None  # its plugin was removed: still listable, not usable
+    shown = {k: ("********" if k in secret else v) for k, v in cred.fields.items()}
+    return CredentialInfo(
+        alias=cred.alias,
+        type=cred.type,
+        description=cred.description,
+        plugin=plugin_name,
+        allow=tuple(cred.allow),
+        fields=shown,
+        created_at=cred.created_at,
+        updated_at=cred.updated_at,
+    )
+
+
+def _list_credentials_tool() -> ToolInfo:
+    return ToolInfo(
+        name=LIST_CREDENTIALS_TOOL,
+        description="List the credentials you can use, by alias, with their type and "
+        "description. Secret values are never shown.",
+        input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+        plugin="vultrino",
+        action=LIST_CREDENTIALS_TOOL,
+        annotations={
+            "readOnlyHint": True,
+            "destructiveHint": False,
+            "idempotentHint": True,
+            "openWorldHint": False,
+        },
+        output_schema=LIST_CREDENTIALS_SCHEMA,
+    )
+
+
+def _credential_prop(types: list[str], aliases: list[str]) -> dict[str, Any]:
+    listed = ", ".join(aliases) if aliases else "none yet (add one with `vultrino add`)"
+    return {
+        "type": "string",
+        "description": f"Alias of a credential of type {' or '.join(types)}. Available: {listed}.",
+    }
+
+
+def tool_infos(
+    creds: Sequence[Credential],
+    registry: PluginRegistry,
+    visible: Callable[[str], bool] | None = None,
+) -> list[ToolInfo]:
+    """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry.
+
+    ``visible`` filters the aliases named in the ``credential`` descriptions."""
+    aliases_of = [c for c in creds if visible is None or visible(c.alias)]
+    tools = [_list_credentials_tool()]
+    for binding in registry.tools():
+        plugin = binding.plugin
+        act = binding.action
+        schema = params_json_schema(act)
+        if act.needs_credential:
+            types = {canonical_type(plugin, CredentialTypeSpec(t)) for t in act.accepted_types}
+            aliases = sorted(c.alias for c in aliases_of if c.type in types)
+            props = {
+                "credential": _credential_prop(sorted(types), aliases),
+                **schema["properties"],
+            }
+            schema = {
+                **schema,
+                "properties": props,
+                "required": ["credential", *schema.get("required", [])],
+            }
+        tools.append(
+            ToolInfo(
+                name=binding.name,
+                description=binding.description or act.description,
+                input_schema=schema,
+                plugin=plugin.name,
+                action=act.name,
+                annotations=dict(binding.annotations),
+            )
+        )
+    return tools

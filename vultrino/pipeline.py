@@ -1,0 +1,537 @@
+"""The one call pipeline: every call, from every entry point, takes the same stages.
+
+::
+
+    resolve -> validate -> decide -> rate-limit -> approve -> run -> scrub -> audit
+
+- **resolve**: the credential (for an agent, one outside its profile does not exist), its
+  plugin, the action and the credential's view, kept as a plan while the store's revision and
+  the registry's generation hold;
+- **validate**: the parameters against the action's declaration;
+- **decide**: :func:`vultrino.policy.decide` over a plain description of the call, for a call
+  made under an agent profile (the user's own calls have no profile to decide on);
+- **rate-limit**, **approve**: the profile's bucket, then a person (the caller's approver);
+- **run**: the plugin, with the URL patterns the decision narrows HTTP requests by, as data;
+- **scrub**: every form of the credential's secrets, from the result and from any error;
+- **audit**: one record per call, whatever its outcome.
+
+:class:`Pipeline` is the only code that runs a plugin action; the facade, the agent scope, the
+CLI and the MCP server all call it. Listing what a caller may see (credentials, tools) lives here
+too, so the same rules decide what an agent is shown and what it may run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from vultrino import audit
+from vultrino._scrub import scrub_error, scrubber
+from vultrino.errors import (
+    ActionFailedError,
+    ActionNotFoundError,
+    AgentPolicyError,
+    CredentialMismatchError,
+    ParameterError,
+    PluginNotFoundError,
+    VultrinoError,
+)
+from vultrino.info import (
+    LIST_CREDENTIALS_TOOL,
+    CredentialInfo,
+    ToolInfo,
+    canonical_type,
+    credential_info,
+    tool_infos,
+)
+from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, CredentialView, Plugin
+from vultrino.plugins.validation import type_name, validate_params
+from vultrino.policy.approval import ApprovalRequest, Approver
+from vultrino.policy.decide import (
+    Call,
+    Deny,
+    NeedsApproval,
+    approval_refused,
+    decide,
+    hidden_credential,
+    over_rate,
+    sees_credential,
+    sees_tool,
+    url_narrowing,
+    visible_tool,
+)
+from vultrino.policy.rate import RateLimiter
+
+if TYPE_CHECKING:
+    from vultrino._scrub import Scrubber
+    from vultrino.plugins.base import PreparedAction
+    from vultrino.policy.profile import AgentProfile
+    from vultrino.services import Services
+
+__all__ = ["Caller", "Pipeline"]
+
+_PLANS_MAX = 1024
+_KEY_PART = (str, type(None))  # what a plan's key may hold besides the alias and action
+_SOURCE_TAIL = {s: ',"source":' + audit.json_text(s) for s in ("api", "cli", "mcp")}
+_NO_SECRETS = scrubber(())
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call runs for: an agent profile's name, and the person it asks about calls its
+    profile marks ``approve`` (None: such calls are refused). The user's own calls (CLI,
+    Python) have no Caller."""
+
+    agent: str
+    approver: Approver | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one (alias, action, plugin, agent, URL narrowing) resolves to, while ``stamp``
+    (the store's revision, the registry's generation) holds: the plugin's name and its action,
+    the tools bound to the action, the credential's secret values and their scrubber, the action
+    bound to the credential as the plugin sees it (:meth:`Plugin.prepare`; one read-only view
+    shared by the plan's calls), and the audit record of a successful call up to its duration
+    (``…,"duration_ms":``). A call that needs no credential has a plan too (no secrets)."""
+
+    stamp: tuple[int, int]
+    plugin: str
+    act: ActionSpec
+    bound_tools: tuple[str, ...]
+    secrets: list[Any]
+    scrub: Scrubber
+    run: PreparedAction
+    audit_ok: str
+
+
+def _millis(nanos: int) -> float:
+    return round(nanos / 1_000_000, 3)
+
+
+class Pipeline:
+    """Runs calls through the stages of the module docstring, over one home's parts."""
+
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        # (alias, action, plugin, agent, narrowing) -> what a call resolved them to, kept while
+        # the store and the plugins are unchanged; they hold secrets, so forget() drops them
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._limiter = RateLimiter()  # the agents' buckets: limits hold per process
+        self._tools_signature = ""  # what refresh() last saw of the tool list
+
+    def forget(self) -> None:
+        """Drop every plan (they hold secrets' values); the facade's close() calls this."""
+        self._plans.clear()
+
+    # --- what a caller may see ---------------------------------------------------------------
+
+    def profile(self, caller: Caller | None) -> AgentProfile | None:
+        """The caller's profile, read once per call (None: the user, who has none)."""
+        return None if caller is None else self._s.profile(caller.agent)
+
+    def agent_profile(self, name: str) -> AgentProfile:
+        return self._s.profile(name)
+
+    def credentials(self, caller: Caller | None = None) -> list[CredentialInfo]:
+        """Metadata of every credential the caller may see, sorted by alias."""
+        profile = self.profile(caller)
+        registry = self._s.registry
+        return [
+            credential_info(c, registry)
+            for c in self._s.store.credentials()
+            if profile is None or sees_credential(profile, c.alias)
+        ]
+
+    def credential_info(self, alias: str, caller: Caller | None = None) -> CredentialInfo:
+        profile = self.profile(caller)
+        if profile is not None and not sees_credential(profile, alias):
+            raise hidden_credential(alias)
+        return credential_info(self._s.store.get(alias), self._s.registry)
+
+    def tools(self, caller: Caller | None = None) -> list[ToolInfo]:
+        """The MCP tools the caller may see; their ``credential`` descriptions name only the
+        credentials it may see."""
+        profile = self.profile(caller)
+        creds = self._s.store.credentials()
+        if profile is None:
+            return tool_infos(creds, self._s.registry)
+        return [
+            t
+            for t in tool_infos(creds, self._s.registry, lambda a: sees_credential(profile, a))
+            if visible_tool(profile, t.name, t.plugin, t.action)
+        ]
+
+    def refresh(self) -> bool:
+        """Pick up plugins and credentials changed by other processes; True when the tool
+        list changed (an MCP server then notifies its client)."""
+        with self._s.lock:
+            self._s.reload_plugins_if_changed()
+            new = json.dumps([t.__dict__ for t in self.tools()], sort_keys=True, default=str)
+            changed = bool(self._tools_signature) and new != self._tools_signature
+            self._tools_signature = new
+            return changed
+
+    # --- calls -------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        alias: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        caller: Caller | None = None,
+        plugin: str | None = None,
+        tool: str | None = None,
+        source: str = "api",
+        from_cli: bool = False,
+    ) -> Any:
+        """Run ``action`` with credential ``alias``; ``plugin``, when given, must own its type."""
+        return self._call(
+            alias, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
+        )
+
+    def run_action(
+        self,
+        plugin: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        caller: Caller | None = None,
+        tool: str | None = None,
+        source: str = "api",
+        from_cli: bool = False,
+    ) -> Any:
+        """Run an action that needs no credential (``requires_credential = false``)."""
+        return self._call(
+            None, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
+        )
+
+    def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        caller: Caller | None = None,
+        source: str = "mcp",
+    ) -> Any:
+        """Run an MCP tool by name with JSON arguments (validated before anything runs). For
+        an agent, a tool outside its profile is as unknown as one that does not exist, and
+        ``list_credentials`` lists only its credentials."""
+        args = dict(arguments or {})
+        profile = self.profile(caller)
+        if name == LIST_CREDENTIALS_TOOL:
+            if args:
+                raise ParameterError(f"{name} takes no arguments; got {sorted(args)}")
+            return [
+                {"alias": c.alias, "type": c.type, "description": c.description}
+                for c in self.credentials(caller)
+            ]
+        binding = next((b for b in self._s.registry.tools() if b.name == name), None)
+        if binding is None or (profile is not None and not sees_tool(profile, name)):
+            if caller is not None:  # an agent reaching past its profile is worth a record
+                self._s.audit.write(
+                    {
+                        "alias": None,
+                        "plugin": None,
+                        "action": None,
+                        "agent": caller.agent,
+                        "tool": name,
+                        "outcome": "denied",
+                        "error": "ToolOutsideProfile",
+                        "duration_ms": 0.0,
+                        "source": source,
+                    }
+                )
+            raise PluginNotFoundError(f"no tool named {name!r}")
+        act = binding.action
+        owner = binding.plugin.name
+        if not act.needs_credential:
+            return self._call(None, owner, act.name, args, caller, profile, name, source, False)
+        alias = args.pop("credential", None)
+        if alias is None:
+            raise ParameterError(
+                f"tool {name!r} needs a 'credential' argument: the alias of the credential to use "
+                "(call list_credentials to see them)",
+                plugin=owner,
+            )
+        if not isinstance(alias, str):
+            raise ParameterError(
+                f"tool {name!r}: wrong type: credential must be a string (the alias of a "
+                f"credential), got {type_name(alias)}; call list_credentials to see the aliases",
+                plugin=owner,
+            )
+        if not alias:
+            raise ParameterError(
+                f"tool {name!r}: credential must not be empty: pass the alias of a credential "
+                "(call list_credentials to see them)",
+                plugin=owner,
+            )
+        return self._call(alias, owner, act.name, args, caller, profile, name, source, False)
+
+    # --- the stages --------------------------------------------------------------------------
+
+    def _call(  # noqa: PLR0917 - positional: the hot path of every call
+        self,
+        alias: str | None,
+        plugin: str | None,
+        action: str,
+        params: Mapping[str, Any] | None,
+        caller: Caller | None,
+        profile: AgentProfile | None,
+        tool: str | None,
+        source: str,
+        from_cli: bool,
+    ) -> Any:
+        started = time.perf_counter_ns()
+        record: dict[str, Any] = {
+            "alias": alias,
+            "plugin": plugin,
+            "action": action,
+            "agent": caller.agent if caller is not None else None,
+        }
+        try:
+            narrow: tuple[str, ...] = ()
+            if profile is not None:
+                if alias is not None and not sees_credential(profile, alias):
+                    record.update(outcome="denied", error="CredentialOutsideProfile")
+                    raise hidden_credential(alias)
+                narrow = url_narrowing(profile)
+            plan = self._resolve(alias, action, plugin, narrow, record)
+            try:
+                clean = validate_params(plan.act, params or {}, from_cli=from_cli)
+                if caller is not None and profile is not None:
+                    self._gate(caller, profile, plan, record, alias=alias, tool=tool, params=clean)
+                result = plan.run(clean)
+                scrub = plan.scrub
+                if result.new_state is not None and alias is not None:
+                    with self._s.lock:
+                        self._s.store.update_state(alias, result.new_state)
+                    scrub = scrubber([*plan.secrets, *result.new_state.values()])
+                value = scrub.in_place(result.value)  # a result is the caller's own
+            except VultrinoError as exc:
+                if isinstance(exc, AgentPolicyError) and not exc.agent and caller is not None:
+                    exc.agent = caller.agent  # a narrowing the plugin enforced names no agent
+                # Any message may quote what the agent sent, the server answered or the plugin
+                # wrote (a URL, a Location, a guest's error text): none leaves with a secret in it.
+                raise scrub_error(exc, plan.scrub) from None
+        except BaseException as exc:
+            self._audit_failure(record, source, started, exc)
+            raise
+        elapsed = time.perf_counter_ns() - started
+        if len(record) == 4:  # nothing added on the way (an approval): the plan's text holds
+            tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
+            self._s.audit.write_text(plan.audit_ok + audit.millis_text(elapsed) + tail)
+        else:
+            record.update(outcome="ok", duration_ms=_millis(elapsed), source=source)
+            self._s.audit.write(record)
+        return value
+
+    def _resolve(
+        self,
+        alias: str | None,
+        action: str,
+        plugin: str | None,
+        narrow: tuple[str, ...],
+        record: dict[str, Any],
+    ) -> _Plan:
+        """What a call resolves to, reused while the store's revision and the registry's
+        generation are what they were when it was made (so a changed credential, agent profile
+        or plugin is seen on the very next call). The URL narrowing is part of the key, so a
+        plan made under one profile is never used under a changed one."""
+        s = self._s
+        store = s.loaded_store if s.loaded_store is not None else s.store
+        registry = s.loaded_registry if s.loaded_registry is not None else s.registry
+        stamp = (store.revision, registry.generation)  # before reading: never newer
+        key = (alias, action, plugin, record["agent"], narrow)
+        # Exact types only: a str subclass could compare equal to another alias's key.
+        hashable = type(action) is str and type(alias) in _KEY_PART and type(plugin) in _KEY_PART
+        if hashable:
+            plan = self._plans.get(key)
+            if plan is not None and plan.stamp == stamp:
+                record["plugin"] = plan.plugin
+                return plan
+        plan = (
+            self._credential_plan(alias, action, plugin, record, stamp, narrow=narrow)
+            if alias is not None
+            else self._plain_plan(action, plugin, record, stamp)
+        )
+        if hashable:
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _credential_plan(
+        self,
+        alias: str,
+        action: str,
+        plugin: str | None,
+        record: dict[str, Any],
+        stamp: tuple[int, int],
+        *,
+        narrow: tuple[str, ...],
+    ) -> _Plan:
+        registry = self._s.registry
+        cred = self._s.store.get(alias)
+        owner, spec = registry.resolve_type(cred.type)
+        record["plugin"] = owner.name
+        if plugin is not None and owner.name != plugin:
+            raise CredentialMismatchError(
+                f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
+                f"does not handle; pick a credential of one of: {self._plugin_types(plugin)}",
+                plugin=plugin,
+            )
+        act = _action(owner, action)
+        if not act.needs_credential:
+            raise CredentialMismatchError(
+                f"action {action!r} of plugin {owner.name!r} needs no credential: run it "
+                f"without an alias (`vultrino request --plugin {owner.name} --action "
+                f"{action}`, or Vultrino.run_action in Python)",
+                plugin=owner.name,
+            )
+        if not act.accepts(spec.name):
+            raise CredentialMismatchError(
+                f"action {action!r} of plugin {owner.name!r} needs a credential of type "
+                f"{_type_list(owner, act)}, but {alias!r} is of type {cred.type!r}",
+                plugin=owner.name,
+            )
+        secret_names = tuple(dict.fromkeys([*cred.secret_fields, *spec.secret_fields]))
+        secrets = [cred.fields.get(f) for f in secret_names]
+        secrets += cred.state.values()  # scrubber() keeps only the strings
+        view = CredentialView(
+            alias=cred.alias,
+            type=spec.name,
+            fields=MappingProxyType(cred.fields),  # cred is this plan's own copy
+            allow=tuple(cred.allow),
+            state=MappingProxyType(cred.state),
+            narrow=narrow,
+            narrowed_by=f"agent {record['agent']!r}" if record["agent"] else "",
+            secret_fields=secret_names,
+        )
+        return _Plan(
+            stamp=stamp,
+            plugin=owner.name,
+            act=act,
+            bound_tools=_bound_tools(owner, action),
+            secrets=secrets,
+            scrub=scrubber(secrets),
+            run=owner.prepare(action, view),
+            audit_ok=audit.fields_text({**record, "outcome": "ok"}) + ',"duration_ms":',
+        )
+
+    def _plain_plan(
+        self, action: str, plugin: str | None, record: dict[str, Any], stamp: tuple[int, int]
+    ) -> _Plan:
+        if plugin is None:
+            raise PluginNotFoundError("an action without a credential needs its plugin's name")
+        owner = self._s.registry.get(plugin)
+        act = _action(owner, action)
+        if act.needs_credential:
+            raise CredentialMismatchError(
+                f"action {action!r} of plugin {plugin!r} needs a credential of type "
+                f"{_type_list(owner, act)}: run it with an alias",
+                plugin=plugin,
+            )
+        execute = owner.execute
+
+        def run(clean: dict[str, Any]) -> Any:
+            return execute(action, clean, None)
+
+        return _Plan(
+            stamp=stamp,
+            plugin=owner.name,
+            act=act,
+            bound_tools=_bound_tools(owner, action),
+            secrets=[],
+            scrub=_NO_SECRETS,
+            run=run,
+            audit_ok=audit.fields_text({**record, "outcome": "ok"}) + ',"duration_ms":',
+        )
+
+    def _gate(
+        self,
+        caller: Caller,
+        profile: AgentProfile,
+        plan: _Plan,
+        record: dict[str, Any],
+        *,
+        alias: str | None,
+        tool: str | None,
+        params: Mapping[str, Any],
+    ) -> None:
+        """decide, then rate-limit, then approve; raise AgentPolicyError (or the error of a
+        name that does not exist) to refuse. The rate limit is taken before asking a person,
+        so a refused agent cannot flood them with prompts."""
+        agent = caller.agent
+        call = Call(agent, plan.plugin, plan.act.name, alias, tool, plan.bound_tools, params)
+        decision = decide(profile, call)
+        if isinstance(decision, Deny):
+            if decision.rule == "credential" and alias is not None:
+                raise hidden_credential(alias)
+            if decision.rule == "tool":
+                raise PluginNotFoundError(decision.reason)
+            raise AgentPolicyError(decision.reason, agent=agent, plugin=plan.plugin)
+        if decision.rate is not None:
+            wait = self._limiter.take(agent, decision.rate)
+            if wait > 0:
+                raise over_rate(agent, decision.rate, wait, plan.plugin)
+        if isinstance(decision, NeedsApproval):
+            request = ApprovalRequest(
+                agent=agent,
+                plugin=plan.plugin,
+                action=plan.act.name,
+                alias=alias,
+                tool=tool,
+                summary=decision.summary,
+            )
+            outcome = caller.approver(request) if caller.approver else "unavailable"
+            record["approval"] = outcome
+            refused = approval_refused(agent, outcome, tool or plan.act.name, plan.plugin)
+            if refused is not None:
+                raise refused
+
+    def _audit_failure(
+        self, record: dict[str, Any], source: str, started: int, exc: BaseException
+    ) -> None:
+        """Append the audit record of a call that raised ``exc``: ``error`` is the plugin's
+        error code or the error's class; a refusal by the agent profile is ``denied``."""
+        if isinstance(exc, ActionFailedError):
+            record.update(outcome="error", error=exc.code)
+        elif isinstance(exc, AgentPolicyError):
+            record.update(outcome="denied", error=type(exc).__name__)
+        elif isinstance(exc, VultrinoError) and record.get("outcome") != "denied":
+            record.update(outcome="error", error=type(exc).__name__)
+        record["duration_ms"] = _millis(time.perf_counter_ns() - started)
+        record["source"] = source
+        record.setdefault("outcome", "error")
+        self._s.audit.write(record)
+
+    def _plugin_types(self, plugin: str) -> str:
+        p = self._s.registry.get(plugin)
+        return ", ".join(canonical_type(p, t) for t in p.manifest.credential_types)
+
+
+def _action(plugin: Plugin, name: str) -> ActionSpec:
+    act = plugin.manifest.action(name)
+    if act is None:
+        known = ", ".join(a.name for a in plugin.manifest.actions) or "none"
+        raise ActionNotFoundError(
+            f"plugin {plugin.name!r} has no action {name!r} (actions: {known})",
+            plugin=plugin.name,
+        )
+    return act
+
+
+def _type_list(plugin: Plugin, act: ActionSpec) -> str:
+    return " or ".join(
+        repr(canonical_type(plugin, CredentialTypeSpec(t))) for t in act.accepted_types
+    )
+
+
+def _bound_tools(plugin: Plugin, action: str) -> tuple[str, ...]:
+    return tuple(t.name for t in plugin.manifest.mcp_tools if t.action == action)

@@ -1,0 +1,180 @@
+"""The one policy gate: what may agent X do, and may it do this call?
+
+:func:`decide` is pure: it reads an :class:`~vultrino.policy.profile.AgentProfile` and a plain
+description of one call (:class:`Call`) and answers :class:`Allow`, :class:`Deny` or
+:class:`NeedsApproval`. It touches no store, no plugin and no clock; the call pipeline
+(:mod:`vultrino.pipeline`) asks it once per call and acts on the answer. The visibility rules
+that listings apply (which credentials and tools an agent is shown) live here too, so every
+rule an agent is held to is in this module and :mod:`~vultrino.policy.profile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vultrino.errors import (
+    AgentPolicyError,
+    ApprovalError,
+    CredentialNotFoundError,
+    RateLimitedError,
+)
+from vultrino.policy.approval import Approval, summarize
+from vultrino.policy.profile import ALWAYS_VISIBLE_TOOLS, AgentProfile, Rate
+
+__all__ = [
+    "Allow",
+    "Call",
+    "Decision",
+    "Deny",
+    "NeedsApproval",
+    "approval_refused",
+    "decide",
+    "hidden_credential",
+    "over_rate",
+    "sees_credential",
+    "sees_tool",
+    "url_narrowing",
+    "visible_tool",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call as the gate sees it. ``alias`` is None for an action that needs no credential,
+    ``tool`` None for a call that did not come through an MCP tool; ``bound_tools`` names every
+    tool bound to the action (an approval rule written for a tool holds however the action is
+    reached). ``params`` are the validated parameters (for the approval summary)."""
+
+    agent: str
+    plugin: str
+    action: str
+    alias: str | None = None
+    tool: str | None = None
+    bound_tools: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """The call may run. ``narrow`` holds URL patterns every HTTP request of the call (and
+    every redirect hop) must match besides the credential's allowlist (empty: no narrowing).
+    ``rate`` is the bucket the call takes a token from first (None: no limit)."""
+
+    narrow: tuple[str, ...] = ()
+    rate: Rate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsApproval:
+    """The call may run once a person approves ``summary``; then as :class:`Allow`."""
+
+    summary: str
+    narrow: tuple[str, ...] = ()
+    rate: Rate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """The call is refused. ``rule`` names the part of the profile that refused it:
+    ``credential`` and ``tool`` refusals look exactly like a name that does not exist."""
+
+    rule: Literal["credential", "tool", "action"]
+    reason: str
+
+
+Decision = Allow | NeedsApproval | Deny
+
+ALLOW_ALL = Allow()
+
+
+def sees_credential(profile: AgentProfile, alias: str) -> bool:
+    """Whether the agent may see (list, name, use) the credential ``alias``."""
+    return profile.sees_credential(alias)
+
+
+def sees_tool(profile: AgentProfile, tool: str) -> bool:
+    """Whether the agent may see the MCP tool ``tool`` at all."""
+    return profile.sees_tool(tool)
+
+
+def url_narrowing(profile: AgentProfile) -> tuple[str, ...]:
+    """The URL patterns every HTTP request the agent makes (and every redirect hop) must
+    match besides the credential's allowlist; empty: no narrowing. Handed to the plugin as
+    data: the plugin never learns what an agent is."""
+    return profile.allow
+
+
+def visible_tool(profile: AgentProfile, tool: str, plugin: str, action: str) -> bool:
+    """Whether ``tools/list`` shows the agent a tool: its name matches and its action may run."""
+    return profile.sees_tool(tool) and (
+        tool in ALWAYS_VISIBLE_TOOLS or profile.allows_action(plugin, action)
+    )
+
+
+def decide(profile: AgentProfile, call: Call) -> Decision:
+    """The gate: credential and tool visibility, the action globs, then the approval rules."""
+    if call.alias is not None and not profile.sees_credential(call.alias):
+        return Deny("credential", hidden_credential(call.alias).args[0])
+    if call.tool is not None and not profile.sees_tool(call.tool):
+        return Deny("tool", f"no tool named {call.tool!r}")
+    if not profile.allows_action(call.plugin, call.action):
+        return Deny(
+            "action",
+            f"agent {profile.name!r} may not run action {call.plugin}:{call.action} (its "
+            f"profile allows actions: {', '.join(profile.actions) or 'none'}); ask the user to "
+            "change the profile with `vultrino agent add --force`",
+        )
+    tools = (call.tool, *call.bound_tools) if call.tool else call.bound_tools
+    if profile.needs_approval(call.plugin, call.action, tools):
+        return NeedsApproval(
+            summarize(call.plugin, call.action, call.params),
+            url_narrowing(profile),
+            profile.rate,
+        )
+    return Allow(url_narrowing(profile), profile.rate)
+
+
+# --- the errors a refusal raises ---------------------------------------------------------------
+
+
+def hidden_credential(alias: str) -> CredentialNotFoundError:
+    """The error for an alias outside the profile: word for word the store's error for an
+    alias that does not exist, so an agent cannot probe which aliases exist."""
+    return CredentialNotFoundError(f"no credential named {alias!r}; `vultrino list` shows them")
+
+
+def over_rate(agent: str, rate: Rate, wait: float, plugin: str) -> RateLimitedError:
+    return RateLimitedError(
+        f"agent {agent!r} is over its rate limit of {rate.text}; "
+        f"try again in {max(wait, 0.1):.1f} s",
+        agent=agent,
+        retry_after=wait,
+        plugin=plugin,
+    )
+
+
+def approval_refused(
+    agent: str, outcome: Approval, what: str, plugin: str
+) -> AgentPolicyError | None:
+    """The error for an approval that was not granted (None when it was)."""
+    if outcome == "granted":
+        return None
+    if outcome == "declined":
+        return ApprovalError(
+            f"the user declined this call of {what!r} by agent {agent!r}; "
+            "do not retry it unless the user asks",
+            agent=agent,
+            approval=outcome,
+            plugin=plugin,
+        )
+    return ApprovalError(
+        f"{what!r} needs a person's approval for agent {agent!r}, and "
+        "there is no way to ask for it here (the MCP client did not declare the "
+        "elicitation capability on a protocol version that carries it); use a client "
+        "that does, or ask the user to drop --approve from the profile",
+        agent=agent,
+        approval="unavailable",
+        plugin=plugin,
+    )

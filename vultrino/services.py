@@ -1,0 +1,258 @@
+"""The parts one open home is made of, built lazily and shared by the facade and the pipeline.
+
+:class:`Services` holds the unlocked store, the engine runtime, the plugin registry, the audit
+log and the agent profiles parsed from the store. Nothing is decrypted, compiled or imported
+until a part is first asked for; :meth:`Services.close` releases them all. The facade
+(:mod:`vultrino.core`) administers these parts; the call pipeline (:mod:`vultrino.pipeline`)
+runs calls through them. Neither hands them out: they are not public API.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vultrino import audit
+from vultrino._scrub import clear_scrubbers
+from vultrino.config import Config
+from vultrino.errors import (
+    AgentNotFoundError,
+    ConfigError,
+    PasswordRequiredError,
+    StoreNotInitializedError,
+)
+from vultrino.paths import Home
+from vultrino.policy.profile import AgentProfile
+
+if TYPE_CHECKING:
+    from vultrino.plugins.registry import PluginRegistry
+    from vultrino.runtime import WasmRuntime
+    from vultrino.store import CredentialStore, KdfParams
+
+__all__ = [
+    "ENV_PASSWORD",
+    "ENV_PASSWORD_FILE",
+    "Prompt",
+    "Services",
+    "kdf_params",
+    "resolve_password",
+]
+
+ENV_PASSWORD = "VULTRINO_PASSWORD"  # noqa: S105 - a variable name
+ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
+
+Prompt = Callable[[str], str]
+
+
+def resolve_password(password: str | None, prompt: Prompt | None) -> str:
+    """The explicit password, else VULTRINO_PASSWORD, else VULTRINO_PASSWORD_FILE, else prompt."""
+    if password is not None:
+        return password
+    env = os.environ.get(ENV_PASSWORD)
+    if env:
+        return env
+    file = os.environ.get(ENV_PASSWORD_FILE)
+    if file:
+        try:
+            mode = os.stat(file).st_mode
+        except OSError as exc:
+            raise PasswordRequiredError(
+                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+            ) from exc
+        if mode & 0o077:  # as the MCP token file: a password others can read is no secret
+            raise ConfigError(
+                f"{ENV_PASSWORD_FILE}={file}: the password file is readable or writable by "
+                f"other users (mode {mode & 0o777:o}); run `chmod 600 {file}`"
+            )
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PasswordRequiredError(
+                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+            ) from exc
+        return text.rstrip("\r\n")
+    if prompt is not None:
+        return prompt("Store password: ")
+    raise PasswordRequiredError(
+        "the credential store is locked and there is no terminal to ask for its password: "
+        f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}"
+    )
+
+
+def kdf_params(opslimit: int | None, memlimit: int | None) -> KdfParams | None:
+    """Argon2id parameters with the built-in default for what is not given; None if neither."""
+    if opslimit is None and memlimit is None:
+        return None
+    from vultrino.store import KdfParams
+
+    default = KdfParams.default()
+    return KdfParams(opslimit=opslimit or default.opslimit, memlimit=memlimit or default.memlimit)
+
+
+class Services:
+    """The lazily built parts of one open home (see the module docstring).
+
+    ``lock`` serialises mutations and refreshes. The lazily built parts have their own locks,
+    taken innermost and never around a call back out: a plugin that loads its module from a
+    worker thread asks for the runtime while another thread may hold ``lock`` in a refresh, and
+    one shared lock would deadlock the two. ``loaded_store`` and ``loaded_registry`` are the
+    parts once built (None before), for hot paths that skip the property.
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        config: Config,
+        *,
+        password: str | None = None,
+        prompt: Prompt | None = None,
+        runtime: WasmRuntime | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self._password = password
+        self._prompt = prompt
+        self._runtime = runtime
+        self.loaded_store: CredentialStore | None = None
+        self.loaded_registry: PluginRegistry | None = None
+        self.lock = threading.RLock()
+        self._store_lock = threading.Lock()
+        self._runtime_lock = threading.Lock()
+        self._registry_lock = threading.Lock()
+        self.audit = audit.AuditLog(home.audit_log)  # opened on the first record
+        self.plugins_signature = ""  # what the plugins directory looked like when last loaded
+        self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
+
+    # --- the parts ---------------------------------------------------------------------------
+
+    @property
+    def store(self) -> CredentialStore:
+        """The unlocked store; the key is derived on first access."""
+        if self.loaded_store is not None:
+            return self.loaded_store
+        with self._store_lock:
+            if self.loaded_store is None:
+                from vultrino.store import CredentialStore
+
+                if not CredentialStore.exists(self.home.store):
+                    raise StoreNotInitializedError(
+                        f"no credential store at {self.home.store}: run `vultrino init` first"
+                    )
+                pw = resolve_password(self._password, self._prompt)
+                self.loaded_store = CredentialStore.open(self.home.store, pw)
+            return self.loaded_store
+
+    def create_store(self, kdf: KdfParams | None) -> None:
+        """Create a new, empty store in the home (``vultrino init``) and keep it open."""
+        from vultrino.store import CredentialStore
+
+        pw = resolve_password(self._password, self._prompt)
+        self.home.ensure()
+        self.loaded_store = CredentialStore.create(self.home.store, pw, kdf)
+
+    def configured_kdf(self) -> KdfParams | None:
+        return kdf_params(self.config.kdf_opslimit, self.config.kdf_memlimit)
+
+    @property
+    def runtime(self) -> WasmRuntime:
+        if self._runtime is not None:
+            return self._runtime
+        with self._runtime_lock:
+            if self._runtime is None:
+                from vultrino.runtime import WasmRuntime
+
+                self._runtime = WasmRuntime(
+                    engine=self.config.engine, cache_dir=self.home.cache, limits=self.config.limits
+                )
+            return self._runtime
+
+    @property
+    def registry(self) -> PluginRegistry:
+        if self.loaded_registry is not None:
+            return self.loaded_registry
+        with self._registry_lock:
+            if self.loaded_registry is None:
+                from vultrino.plugins.http import HttpPlugin
+                from vultrino.plugins.registry import PluginRegistry
+
+                http = HttpPlugin(max_response_bytes=self.config.http_max_response_bytes)
+                registry = PluginRegistry(
+                    self.home.plugins,
+                    lambda: self.runtime,
+                    builtins=[http],
+                    manifest_cache=self.home.manifest_cache,
+                )
+                registry.load_all()
+                self.plugins_signature = self.scan_plugins_dir()
+                self.loaded_registry = registry
+            return registry
+
+    # --- agent profiles ----------------------------------------------------------------------
+
+    def profiles(self) -> tuple[AgentProfile, ...]:
+        """The stored profiles, parsed once per store revision (every write, here or in
+        another process, changes it), not on every call an agent makes."""
+        store = self.store
+        revision = store.revision
+        cached = self._profiles_cache
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        profiles = tuple(AgentProfile.from_record(r) for r in store.agent_records())
+        self._profiles_cache = (revision, profiles)
+        return profiles
+
+    def profile(self, name: str) -> AgentProfile:
+        """The stored profile of agent ``name`` (AgentNotFoundError if there is none)."""
+        for p in self.profiles():
+            if p.name == name:
+                return p
+        raise AgentNotFoundError(f"no agent named {name!r}; `vultrino agent list` shows them")
+
+    # --- the plugins directory ---------------------------------------------------------------
+
+    def reload_plugins_if_changed(self) -> None:
+        """Load the plugins again when another process installed or removed one."""
+        signature = self.scan_plugins_dir()
+        if signature != self.plugins_signature:
+            self.registry.load_all()
+            self.plugins_signature = signature
+
+    def scan_plugins_dir(self) -> str:
+        parts: list[str] = []
+        root = self.home.plugins
+        if not root.is_dir():
+            return ""
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            try:
+                files = sorted(entry.iterdir()) if entry.is_dir() else [entry]
+                for f in files:
+                    st = f.stat()
+                    parts.append(f"{entry.name}/{f.name}:{st.st_mtime_ns}:{st.st_size}:{st.st_ino}")
+            except OSError:
+                parts.append(f"{entry.name}:-")
+        return "|".join(parts)
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close plugins, the runtime, the store and the audit log; idempotent."""
+        with self.lock:
+            if self.loaded_registry is not None:
+                self.loaded_registry.close()
+                self.loaded_registry = None
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None
+            if self.loaded_store is not None:
+                self.loaded_store.close()
+                self.loaded_store = None
+            self.audit.close()
+            self._profiles_cache = None
+            # the scrubbers hold every form of the secrets they were built for (other open
+            # facades of this process just build theirs again)
+            clear_scrubbers()
