@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from vultrino.errors import VultrinoError
+
+if TYPE_CHECKING:
+    from vultrino.core import Vultrino
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +71,7 @@ def terminal_prompt() -> Callable[[str], str] | None:
     return prompt_secret if is_tty() else None
 
 
-def open_vultrino(home: Path | None, *, engine: str | None = None) -> Any:
+def open_vultrino(home: Path | None, *, engine: str | None = None) -> Vultrino:
     from vultrino.core import Vultrino
 
     return Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)

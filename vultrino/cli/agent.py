@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from vultrino.cli._common import (
     table,
 )
 from vultrino.errors import AgentValidationError
+
+if TYPE_CHECKING:
+    from vultrino.policy import AgentInfo
 
 app = typer.Typer(no_args_is_help=True, help="Agent profiles: what each agent may see and do.")
 
@@ -39,7 +42,7 @@ def _write_token_file(path: Path, token: str) -> None:
         f.write(token + "\n")
 
 
-def _show(info: Any) -> None:
+def _show(info: AgentInfo) -> None:
     typer.echo(f"name:        {info.name}")
     typer.echo(f"description: {info.description}")
     typer.echo(f"credentials: {', '.join(info.credentials) or '(none)'}")

@@ -6,7 +6,7 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,6 +27,10 @@ from vultrino.cli._common import (
 )
 from vultrino.errors import CredentialValidationError, ParameterError, PasswordRequiredError
 
+if TYPE_CHECKING:
+    from vultrino.plugins.base import CredentialTypeSpec
+    from vultrino.store import KdfParams
+
 
 def _new_password(confirm_label: str = "Repeat password: ") -> str:
     """Ask twice on a terminal; otherwise the env/file sources (never a hang)."""
@@ -42,7 +46,7 @@ def _new_password(confirm_label: str = "Repeat password: ") -> str:
     return first
 
 
-def _kdf(opslimit: int | None, memlimit_mb: int | None) -> Any:
+def _kdf(opslimit: int | None, memlimit_mb: int | None) -> KdfParams | None:
     from vultrino.core import kdf_params
 
     return kdf_params(opslimit, memlimit_mb * 1024 * 1024 if memlimit_mb else None)
@@ -85,7 +89,7 @@ def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:
     return values, on_argv
 
 
-def _warn_secret_on_argv(spec: Any, on_argv: set[str]) -> None:
+def _warn_secret_on_argv(spec: CredentialTypeSpec, on_argv: set[str]) -> None:
     """A secret typed into the command line is visible to every local user (``ps``,
     ``/proc/<pid>/cmdline``) while the command runs, and stays in the shell's history."""
     secret = set(getattr(spec, "secret_fields", ()))
@@ -97,7 +101,7 @@ def _warn_secret_on_argv(spec: Any, on_argv: set[str]) -> None:
         )
 
 
-def _prompt_missing(spec: Any, values: dict[str, Any]) -> None:
+def _prompt_missing(spec: CredentialTypeSpec, values: dict[str, Any]) -> None:
     """Ask for fields not given on the command line (hidden input for secret ones)."""
     missing = [f for f in spec.fields if f.name not in values]
     if not missing:

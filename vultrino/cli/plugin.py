@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,8 +23,11 @@ from vultrino.cli._common import (
 
 app = typer.Typer(help="Install, inspect and remove plugins.", no_args_is_help=True)
 
+if TYPE_CHECKING:
+    from vultrino.plugins.base import Plugin
 
-def _metadata(plugin: Any) -> dict[str, Any]:
+
+def _metadata(plugin: Plugin) -> dict[str, Any]:
     directory = getattr(plugin, "directory", None)
     if directory is None:
         return {}
@@ -36,7 +39,7 @@ def _metadata(plugin: Any) -> dict[str, Any]:
     return data
 
 
-def _summary(plugin: Any) -> dict[str, Any]:
+def _summary(plugin: Plugin) -> dict[str, Any]:
     m = plugin.manifest
     meta = _metadata(plugin)
     return {
