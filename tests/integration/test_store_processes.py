@@ -294,8 +294,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(store_path: Path)
         early = "".join(proc.stdout.readline() for _ in range(rng.choice([0, 1, 2])))
         time.sleep(rng.uniform(0.0, 0.03))
         proc.send_signal(signal.SIGKILL)
-        output, _ = proc.communicate(timeout=30)
-        output = early + output
+        # Read the rest through the same buffered reader: communicate() reads the pipe
+        # directly and would lose what readline() above had already buffered.
+        proc.stdin.close()
+        output = early + proc.stdout.read()
+        proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         kills += 1
         left_temp += bool(_temp_files(store_path))
