@@ -298,7 +298,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(store_path: Path)
         # directly and would lose what readline() above had already buffered.
         proc.stdin.close()
         output = early + proc.stdout.read()
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
         kills += 1
         left_temp += bool(_temp_files(store_path))
