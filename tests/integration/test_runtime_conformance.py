@@ -34,6 +34,7 @@ from vultrino.errors import (
     PluginTrapError,
 )
 from vultrino.runtime import (
+    EngineCapabilities,
     Limits,
     PluginModule,
     WasmRuntime,
@@ -528,6 +529,29 @@ def test_abi2_guests_are_the_lowering_of_the_wit_world(tmp_path: Path, guest: st
         check=True,
         capture_output=True,
     )
+
+
+# --- declared capabilities ----------------------------------------------------------------------
+
+CAPABILITIES = {
+    "wasmtime": EngineCapabilities(components=True, thread_affinity=False, fused_call=True),
+    "wasmtime-public": EngineCapabilities(components=True, thread_affinity=False),
+    "wasmer": EngineCapabilities(thread_affinity=True),
+}
+
+
+def test_an_engine_declares_what_it_offers(engine: Engine) -> None:
+    variant = engine.name if getattr(engine, "fastpath", True) else "wasmtime-public"
+    assert engine.capabilities == CAPABILITIES[variant]
+    with WasmRuntime(engine, limits=SMALL) as rt:
+        assert rt.thread_affine is engine.capabilities.thread_affinity
+        module = rt.load(guests.echo(), plugin="caps")
+        [session] = module._idle or [module._local.owned.session]
+        assert session.fused is engine.capabilities.fused_call
+        module.close()
+    if not engine.capabilities.components:
+        with pytest.raises(ModuleError, match="no WebAssembly components"):
+            engine.components()
 
 
 # --- wasmtime: call-path selection and the epoch ticker ----------------------------------------

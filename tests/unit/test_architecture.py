@@ -149,3 +149,27 @@ def test_engines_are_reached_only_through_the_loader(module: str, path: Path) ->
         f"{module} imports {bad}; engines are loaded by name in {ENGINE_LOADER} and used "
         "through the Engine protocol (vultrino/runtime/engine.py)"
     )
+
+
+# Names under which the package holds an engine adapter or what it makes.
+_ENGINE_OBJECTS = ("engine", "instance", "memory", "helper", "staging")
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_engines_are_not_probed(module: str, path: Path) -> None:
+    """Capabilities are declared (``EngineCapabilities``), never probed: no ``hasattr``, and
+    no ``getattr`` of a fixed attribute name on an engine, instance or memory."""
+    probes = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "hasattr":
+            probes.append(f"line {node.lineno}: hasattr")
+        elif (
+            node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and any(w in ast.unparse(node.args[0]).lower() for w in _ENGINE_OBJECTS)
+        ):
+            probes.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not probes, f"{module} probes for attributes: {probes}"

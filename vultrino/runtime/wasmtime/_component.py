@@ -12,9 +12,10 @@ epoch ticker), so components get the same configuration and deadline enforcement
 
 What a component gets, and what it may import:
 
-* ``vultrino:plugin/host@1.0.0`` (``log``) and exports ``vultrino:plugin/handler@1.0.0``
-  (``execute: func(list<u8>) -> list<u8>``); both are checked against the world's types when
-  the component is loaded, so a mismatch fails at install, naming the item.
+* the world's ``host`` interface (``log``) and exports its ``handler`` interface
+  (``execute: func(list<u8>) -> list<u8>``), named in :mod:`vultrino.runtime.wit`; both are
+  checked against the world's types when the component is loaded, so a mismatch fails at
+  install, naming the item.
 * WASI 0.2 (``wasi:io``, ``wasi:clocks``, ``wasi:random``, ``wasi:cli``, ``wasi:filesystem``,
   ``wasi:sockets``, any ``0.2.x``) with **no capabilities**: no preopened directories, no
   environment, no arguments, empty stdin, no network (wasmtime's WASI context denies every
