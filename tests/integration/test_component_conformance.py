@@ -1,4 +1,4 @@
-"""The conformance suite for WASI 0.2 components (``vultrino/runtime/_component.py``).
+"""The conformance suite for WASI 0.2 components (``vultrino/runtime/wasmtime/_component.py``).
 
 Component guests are tiny WAT components (``tests/component_guests.py``). They run on wasmtime's
 component API with the same small limits as the core-module suite; on wasmer a component is
@@ -24,8 +24,9 @@ from vultrino.errors import (
     PluginTrapError,
 )
 from vultrino.runtime import Limits, WasmRuntime, available_engines
-from vultrino.runtime._component import HOSTCALL_LIST_BYTES, _fast_available, is_component
+from vultrino.runtime.abi import is_component
 from vultrino.runtime.module import MAX_LOG_LINES_PER_CALL
+from vultrino.runtime.wasmtime._component import HOSTCALL_LIST_BYTES, _fast_available
 
 SMALL = Limits(deadline_s=0.5, memory_bytes=16 * 1024 * 1024, output_bytes=256 * 1024)
 

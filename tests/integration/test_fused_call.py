@@ -22,12 +22,12 @@ from vultrino.runtime import (
     Limits,
     PluginModule,
     WasmRuntime,
-    _wasmtime,
     available_engines,
     load_engine,
 )
 from vultrino.runtime.abi import FUSED_BYTES, FUSED_DATA, REALLOC, fused_abi2_wat
 from vultrino.runtime.engine import Engine
+from vultrino.runtime.wasmtime import _engine as wasmtime_adapter
 
 pytestmark = pytest.mark.skipif(
     "wasmtime" not in available_engines(), reason="the fused call is wasmtime's"
@@ -54,14 +54,14 @@ def both(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[.
     instances are refused a helper, whenever they are made."""
     opened: list[tuple[WasmRuntime, PluginModule]] = []
     plain_limits: list[Limits] = []
-    attach = _wasmtime._FastInstance.attach
+    attach = wasmtime_adapter._FastInstance.attach
 
     def refusing(self: Any, wat: str, imports: Any) -> Any:
         if any(self._limits is limits for limits in plain_limits):
             raise ModuleError("no helper for the plain module of this test")
         return attach(self, wat, imports)
 
-    monkeypatch.setattr(_wasmtime._FastInstance, "attach", refusing)
+    monkeypatch.setattr(wasmtime_adapter._FastInstance, "attach", refusing)
 
     def _open(wasm: bytes, limits: Limits) -> PluginModule:
         rt = WasmRuntime(engine, limits=limits)
@@ -101,7 +101,7 @@ def test_an_abi2_session_is_fused_on_the_fast_path_only(engine: Engine) -> None:
         module.execute(_req("echo", "x"))
         assert [s.fused for s in _sessions(module)] == [True]
         module.close()
-    public = _wasmtime.WasmtimeEngine(fastpath=False)
+    public = wasmtime_adapter.WasmtimeEngine(fastpath=False)
     try:
         with WasmRuntime(public, limits=SMALL) as rt:
             module = rt.load(guests.echo(), plugin="guest")

@@ -32,7 +32,7 @@ class CountingEngine:
         self._inner = inner
         self.name = inner.name
         self.version = inner.version
-        self.thread_affine = bool(getattr(inner, "thread_affine", inner.name == "wasmer"))
+        self.capabilities = inner.capabilities
         self.compiles = 0
         self.loads = 0
 

@@ -34,6 +34,7 @@ from vultrino.errors import (
     PluginTrapError,
 )
 from vultrino.runtime import (
+    EngineCapabilities,
     Limits,
     PluginModule,
     WasmRuntime,
@@ -49,7 +50,7 @@ VARIANTS = ["wasmtime", "wasmtime-public", "wasmer"]
 
 def _make_engine(variant: str) -> Engine:
     if variant == "wasmtime-public":
-        from vultrino.runtime._wasmtime import WasmtimeEngine
+        from vultrino.runtime.wasmtime import WasmtimeEngine
 
         engine = WasmtimeEngine(fastpath=False)
         assert engine.fastpath is False
@@ -530,41 +531,64 @@ def test_abi2_guests_are_the_lowering_of_the_wit_world(tmp_path: Path, guest: st
     )
 
 
+# --- declared capabilities ----------------------------------------------------------------------
+
+CAPABILITIES = {
+    "wasmtime": EngineCapabilities(components=True, thread_affinity=False, fused_call=True),
+    "wasmtime-public": EngineCapabilities(components=True, thread_affinity=False),
+    "wasmer": EngineCapabilities(thread_affinity=True),
+}
+
+
+def test_an_engine_declares_what_it_offers(engine: Engine) -> None:
+    variant = engine.name if getattr(engine, "fastpath", True) else "wasmtime-public"
+    assert engine.capabilities == CAPABILITIES[variant]
+    with WasmRuntime(engine, limits=SMALL) as rt:
+        assert rt.thread_affine is engine.capabilities.thread_affinity
+        module = rt.load(guests.echo(), plugin="caps")
+        [session] = module._idle or [module._local.owned.session]
+        assert session.fused is engine.capabilities.fused_call
+        module.close()
+    if not engine.capabilities.components:
+        with pytest.raises(ModuleError, match="no WebAssembly components"):
+            engine.components()
+
+
 # --- wasmtime: call-path selection and the epoch ticker ----------------------------------------
 
 
 def test_fastpath_env_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vultrino.runtime import _wasmtime
+    from vultrino.runtime.wasmtime import _engine as wasmtime_adapter
 
-    monkeypatch.setenv(_wasmtime.ENV_FASTPATH, "0")
+    monkeypatch.setenv(wasmtime_adapter.ENV_FASTPATH, "0")
     assert load_engine("wasmtime").fastpath is False  # type: ignore[attr-defined]
-    monkeypatch.delenv(_wasmtime.ENV_FASTPATH)
+    monkeypatch.delenv(wasmtime_adapter.ENV_FASTPATH)
     assert load_engine("wasmtime").fastpath is True  # type: ignore[attr-defined]
 
 
 def test_unverified_wasmtime_release_uses_the_public_api(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from vultrino.runtime import _wasmtime
+    from vultrino.runtime.wasmtime import _engine as wasmtime_adapter
 
-    monkeypatch.setattr(_wasmtime, "VERIFIED_VERSION", "0.0.0")
+    monkeypatch.setattr(wasmtime_adapter, "VERIFIED_VERSION", "0.0.0")
     caplog.set_level(logging.INFO, logger="vultrino.runtime.wasmtime")
-    assert _wasmtime.WasmtimeEngine().fastpath is False
+    assert wasmtime_adapter.WasmtimeEngine().fastpath is False
     assert "is not the verified 0.0.0" in caplog.text
-    monkeypatch.setenv(_wasmtime.ENV_FASTPATH, "1")
-    assert _wasmtime.WasmtimeEngine().fastpath is True
+    monkeypatch.setenv(wasmtime_adapter.ENV_FASTPATH, "1")
+    assert wasmtime_adapter.WasmtimeEngine().fastpath is True
 
 
 def test_failed_self_test_falls_back(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from vultrino.runtime import _wasmtime
+    from vultrino.runtime.wasmtime import _engine as wasmtime_adapter
 
     def broken(engine: object) -> None:
         raise RuntimeError("internals moved")
 
-    monkeypatch.setattr(_wasmtime._FastPath, "self_test", staticmethod(broken))
-    engine = _wasmtime.WasmtimeEngine()
+    monkeypatch.setattr(wasmtime_adapter._FastPath, "self_test", staticmethod(broken))
+    engine = wasmtime_adapter.WasmtimeEngine()
     assert engine.fastpath is False
     assert "internals moved" in caplog.text
     with WasmRuntime(engine, limits=SMALL) as rt:

@@ -25,7 +25,6 @@ from vultrino.errors import (  # noqa: E402 - after the importorskip
     PluginTrapError,
 )
 from vultrino.runtime import _instrument  # noqa: E402
-from vultrino.runtime._wasmer import WasmerEngine  # noqa: E402
 from vultrino.runtime.engine import (  # noqa: E402
     MIB,
     FuncType,
@@ -35,6 +34,7 @@ from vultrino.runtime.engine import (  # noqa: E402
     Limits,
     Memory,
 )
+from vultrino.runtime.wasmer import WasmerEngine  # noqa: E402
 
 pytestmark = pytest.mark.wasmer
 
@@ -182,7 +182,7 @@ def test_memory_read_write_and_bounds(engine: WasmerEngine, compiled: object) ->
 def test_modules_are_bound_to_their_thread(engine: WasmerEngine, compiled: object) -> None:
     """wasmer-python panics when a module crosses threads; the adapter says so first, and the
     serialized artifact loads on any thread."""
-    assert engine.thread_affine is True
+    assert engine.capabilities.thread_affinity is True
     data = engine.serialize(compiled)
     seen: dict[str, object] = {}
 

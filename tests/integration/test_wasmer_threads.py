@@ -48,7 +48,7 @@ class _ThreadRecordingEngine:
         self._engine = load_engine("wasmer")
         self.name = self._engine.name
         self.version = self._engine.version
-        self.thread_affine = True
+        self.capabilities = self._engine.capabilities
         self.lock = threading.Lock()
         self.alive = 0
         self.peak = 0

@@ -75,7 +75,7 @@ class _CountingEngine:
         self._engine = load_engine(name)
         self.name = self._engine.name
         self.version = self._engine.version
-        self.thread_affine = getattr(self._engine, "thread_affine", False)
+        self.capabilities = self._engine.capabilities
         self.alive = 0
         self.peak = 0
         self._lock = threading.Lock()

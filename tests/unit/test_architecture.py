@@ -41,9 +41,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 # third-party top-level package -> the only modules allowed to import it
 SDK_HOMES: dict[str, tuple[str, ...]] = {
-    "wasmtime": ("vultrino.runtime._wasmtime", "vultrino.runtime._component"),
-    "wasmer": ("vultrino.runtime._wasmer",),
-    "wasmer_compiler_cranelift": ("vultrino.runtime._wasmer",),
+    "wasmtime": ("vultrino.runtime.wasmtime",),
+    "wasmer": ("vultrino.runtime.wasmer",),
+    "wasmer_compiler_cranelift": ("vultrino.runtime.wasmer",),
     "nacl": ("vultrino.store._sealing",),
     "msgpack": ("vultrino._msgpack",),
     "httpx": ("vultrino._net",),
@@ -53,6 +53,13 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "typer": ("vultrino.cli",),
     "click": ("vultrino.cli",),
 }
+
+
+# The engine subpackages of the runtime: each may import the neutral runtime core, never the
+# other engine. Everything else — the neutral core and every layer above it — holds an engine
+# through the Engine protocol, loaded by name in the loader, which imports no engine itself.
+ENGINE_PACKAGES: tuple[str, ...] = ("vultrino.runtime.wasmtime", "vultrino.runtime.wasmer")
+ENGINE_LOADER = "vultrino.runtime._engines"
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -116,3 +123,53 @@ def test_each_sdk_lives_behind_one_module(module: str, path: Path) -> None:
         assert any(module == h or module.startswith(h + ".") for h in homes), (
             f"{module} imports {name}; only {homes} may import {top}"
         )
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_there_is_one_subpackage_per_engine() -> None:
+    from vultrino.runtime._engines import ENGINES
+
+    names = {m for m, _ in MODULES}
+    assert set(ENGINE_PACKAGES) == {f"vultrino.runtime.{e}" for e in ENGINES}
+    assert set(ENGINE_PACKAGES) <= names
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_engines_are_reached_only_through_the_loader(module: str, path: Path) -> None:
+    """No module outside an engine subpackage imports one (the loader imports them by name,
+    at run time), and no engine subpackage imports another."""
+    home = next((p for p in ENGINE_PACKAGES if _within(module, p)), None)
+    bad = sorted(
+        i for i in _imports(path, module) for p in ENGINE_PACKAGES if p != home and _within(i, p)
+    )
+    assert not bad, (
+        f"{module} imports {bad}; engines are loaded by name in {ENGINE_LOADER} and used "
+        "through the Engine protocol (vultrino/runtime/engine.py)"
+    )
+
+
+# Names under which the package holds an engine adapter or what it makes.
+_ENGINE_OBJECTS = ("engine", "instance", "memory", "helper", "staging")
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_engines_are_not_probed(module: str, path: Path) -> None:
+    """Capabilities are declared (``EngineCapabilities``), never probed: no ``hasattr``, and
+    no ``getattr`` of a fixed attribute name on an engine, instance or memory."""
+    probes = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        if node.func.id == "hasattr":
+            probes.append(f"line {node.lineno}: hasattr")
+        elif (
+            node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and any(w in ast.unparse(node.args[0]).lower() for w in _ENGINE_OBJECTS)
+        ):
+            probes.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not probes, f"{module} probes for attributes: {probes}"

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from vultrino.errors import InstallError
 from vultrino.plugins._build import build_environment, run_streamed
+from vultrino.runtime.wit import WORLD
 
 __all__ = ["ENTRY", "INSTALL_HINT", "build", "find_wit", "is_python_project"]
 
 #: The module componentize-py builds from (it must define ``Handler``).
 ENTRY = "app"
-WORLD = "plugin"
 INSTALL_HINT = "install componentize-py with `pip install componentize-py`"
 _TAIL_LINES = 15
 

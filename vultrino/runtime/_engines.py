@@ -2,7 +2,9 @@
 
 Adapters are imported lazily, by name, so a missing optional engine (wasmer has wheels only up
 to CPython 3.10) costs nothing until it is asked for — and then fails with a message that says
-how to install it.
+how to install it. This is the one module of the neutral runtime that names the engine
+subpackages (``vultrino.runtime.wasmtime``, ``vultrino.runtime.wasmer``); everything else
+holds an engine through the :class:`~vultrino.runtime.engine.Engine` protocol.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ class _Spec:
 
 _SPECS: Final[dict[str, _Spec]] = {
     "wasmtime": _Spec(
-        "vultrino.runtime._wasmtime",
+        "vultrino.runtime.wasmtime",
         "WasmtimeEngine",
         "wasmtime is a core dependency: reinstall with `pip install vultrino`",
     ),
     "wasmer": _Spec(
-        "vultrino.runtime._wasmer",
+        "vultrino.runtime.wasmer",
         "WasmerEngine",
         "install it with `pip install 'vultrino[wasmer]'` (wasmer-python has wheels only for "
         "CPython <= 3.10)",

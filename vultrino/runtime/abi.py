@@ -33,11 +33,19 @@ from vultrino.runtime.engine import (
     Memory,
     ModuleShape,
 )
+from vultrino.runtime.wit import EXECUTE_EXPORT as EXECUTE
+from vultrino.runtime.wit import HOST as HOST_MODULE
+from vultrino.runtime.wit import LOG, LOG_LEVELS, REALLOC, WIT_FILE
+from vultrino.runtime.wit import POST_EXECUTE_EXPORT as POST_EXECUTE
 
 __all__ = [
     "ABI1_CODES",
     "ERROR_CODES",
+    "EXECUTE",
     "HOST_MODULE",
+    "LOG",
+    "POST_EXECUTE",
+    "REALLOC",
     "FUSED_BYTES",
     "FUSED_DATA",
     "MAX_ANSWER_DEPTH",
@@ -56,16 +64,14 @@ __all__ = [
     "fused_abi2_wat",
     "new_session",
     "host_functions",
+    "is_component",
 ]
 
 # --- names and signatures ----------------------------------------------------------------------
+# The ABI 2 names (HOST_MODULE, LOG, REALLOC, EXECUTE, POST_EXECUTE, LOG_LEVELS) are those of
+# the plugin world, imported above from wit.py.
 
-HOST_MODULE: Final = "vultrino:plugin/host@1.0.0"
-LOG: Final = "log"
 MEMORY: Final = "memory"
-REALLOC: Final = "cabi_realloc"
-EXECUTE: Final = "vultrino:plugin/handler@1.0.0#execute"
-POST_EXECUTE: Final = "cabi_post_vultrino:plugin/handler@1.0.0#execute"
 
 V1_VERSION: Final = "vultrino_plugin_version"
 V1_ALLOC: Final = "vultrino_alloc"
@@ -73,7 +79,6 @@ V1_FREE: Final = "vultrino_free"
 V1_EXECUTE: Final = "vultrino_execute"
 V1_VALIDATE: Final = "vultrino_validate_params"
 
-LOG_LEVELS: Final = ("debug", "info", "warn", "error")
 ERROR_CODES: Final = frozenset({"invalid_params", "unknown_action", "invalid_credential", "failed"})
 
 #: ABI 1 result codes, as the Rust Vultrino's pgp-signing plugin defines them (0 ok, -1 error,
@@ -126,6 +131,11 @@ class ModuleInfo:
 # --- checking a module -------------------------------------------------------------------------
 
 
+def is_component(wasm: bytes) -> bool:
+    """True when ``wasm`` is a component: magic, then version ``0d 00`` and layer ``01 00``."""
+    return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
+
+
 def detect_abi(shape: ModuleShape) -> int | None:
     """2 when the ABI 2 ``execute`` is exported, 1 for the ABI 1 exports, else None."""
     if shape.export(EXECUTE) is not None:
@@ -141,7 +151,7 @@ def check_module(shape: ModuleShape) -> int:
     if abi is None:
         raise ModuleError(
             "this module is not a Vultrino plugin: it exports neither "
-            f"`{EXECUTE}` (ABI 2, see wit/vultrino-plugin.wit) nor `{V1_EXECUTE}` (ABI 1)"
+            f"`{EXECUTE}` (ABI 2, see {WIT_FILE}) nor `{V1_EXECUTE}` (ABI 1)"
         )
     required, optional = (
         (ABI2_REQUIRED, ABI2_OPTIONAL) if abi == 2 else (ABI1_REQUIRED, ABI1_OPTIONAL)
@@ -433,15 +443,23 @@ def fused_abi2_wat(post: bool) -> str:
 class Abi2Session(Session):
     """ABI 2: ``cabi_realloc`` the request, ``execute``, read ``[ptr, len]``, post-return.
 
-    Where the engine can attach the fused-call module, a request and a result that fit its
-    staging memory make one call into the store; the answer is decoded from the staging memory.
-    Otherwise the answer is decoded straight from the guest's memory when the adapter's memory
-    offers a zero-copy ``view(ptr, len)``, before post-return lets the guest reuse that memory.
+    With ``fused`` (the engine declares ``fused_call``) the session attaches the fused-call
+    module: a request and a result that fit its staging memory make one call into the store,
+    and the answer is decoded from the staging memory. Otherwise the answer is decoded from the
+    guest's memory through ``Memory.view`` (zero-copy where the engine can), before post-return
+    lets the guest reuse that memory.
     """
 
     abi = 2
 
-    def __init__(self, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> None:
+    def __init__(
+        self,
+        instance: Instance,
+        limits: Limits,
+        output: _wasi.GuestOutput,
+        *,
+        fused: bool = False,
+    ) -> None:
         super().__init__(instance, limits, output)
         self._realloc = self._export(REALLOC)
         self._execute = self._export(EXECUTE)
@@ -449,25 +467,20 @@ class Abi2Session(Session):
         self._set_deadline = instance.set_deadline
         self._write = self._memory.write
         self._read = self._memory.read
-        self._view: Callable[[int, int], bytes | memoryview] = getattr(
-            self._memory, "view", self._memory.read
-        )
+        self._view: Callable[[int, int], bytes | memoryview] = self._memory.view
         self._fused: Callable[..., int | None] | None = None
         self._fused_max = min(_FUSED_ROOM, self._cap)
-        attach = getattr(instance, "attach", None)
-        if attach is not None:
+        if fused:
             imports = [REALLOC, EXECUTE] + ([POST_EXECUTE] if self._post is not None else [])
             try:
-                helper = attach(fused_abi2_wat(self._post is not None), imports)
+                helper = instance.attach(fused_abi2_wat(self._post is not None), imports)
             except ModuleError:
                 pass  # the plain path serves every call
             else:
                 staging = helper.memory
                 self._fused = helper.export("call")
                 self._stage = staging.write
-                self._staged: Callable[[int, int], bytes | memoryview] = getattr(
-                    staging, "view", staging.read
-                )
+                self._staged: Callable[[int, int], bytes | memoryview] = staging.view
 
     @property
     def fused(self) -> bool:
@@ -686,10 +699,19 @@ def decode_abi1(raw: bytes) -> dict[str, Any]:
     return _error(ABI1_CODES.get(code, "failed"), message)
 
 
-def new_session(abi: int, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> Session:
-    """A session of the right ABI for ``instance``."""
-    cls: type[Session] = Abi2Session if abi == 2 else Abi1Session
-    return cls(instance, limits, output)
+def new_session(
+    abi: int,
+    instance: Instance,
+    limits: Limits,
+    output: _wasi.GuestOutput,
+    *,
+    fused: bool = False,
+) -> Session:
+    """A session of the right ABI for ``instance``; ``fused`` when its engine declares
+    ``fused_call`` (ABI 2 sessions then attach the fused-call module)."""
+    if abi == 2:
+        return Abi2Session(instance, limits, output, fused=fused)
+    return Abi1Session(instance, limits, output)
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The small protocol every WebAssembly engine adapter implements.
 
-Adapters (``_wasmtime.py``, ``_wasmer.py``) are the only modules that import an engine SDK. They
-know nothing about plugins or ABIs: the ABI codecs in ``abi.py`` drive an :class:`Instance`
-through exported functions and linear-memory reads and writes, so each adapter stays small.
+Adapters (the subpackages ``wasmtime/`` and ``wasmer/``) are the only modules that import an
+engine SDK. They know nothing about plugins or ABIs: the ABI codecs in ``abi.py`` drive an
+:class:`Instance` through exported functions and linear-memory reads and writes, so each adapter
+stays small. What an engine offers beyond that is declared in its :class:`EngineCapabilities`;
+nothing probes an engine, instance or memory for optional attributes.
 
 Errors: adapters raise only :mod:`vultrino.errors` types (``ModuleError`` when a module cannot be
 compiled or instantiated; ``PluginTrapError``, ``PluginTimeoutError``, ``PluginMemoryError`` from
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from vultrino.runtime.abi import Session
 
 ValType = Literal["i32", "i64", "f32", "f64", "v128", "funcref", "externref"]
 ExternKind = Literal["func", "memory", "table", "global", "tag"]
@@ -93,6 +98,11 @@ class Memory(Protocol):
         """Current size in bytes."""
         ...
 
+    def view(self, ptr: int, length: int) -> bytes | memoryview:
+        """``length`` bytes at ``ptr`` without a copy where the engine can (valid until the
+        guest runs again; the caller drops it first), else a copy as :meth:`read` makes."""
+        ...
+
 
 class GuestExit(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Raised by a host function to end the guest call (WASI ``proc_exit``)."""
@@ -123,15 +133,7 @@ class Helper(Protocol):
 
 
 class Instance(Protocol):
-    """One instantiated module with its own store and limits.
-
-    Optional method ``attach(wat: str, imports: Sequence[str]) -> Helper``: instantiate a
-    module of the host's own (text format) in this instance's store, its imports from module
-    ``guest`` bound to this instance's exports of those names (and ``memory``). The helper's
-    calls share the guest's deadline, traps and memory cap; the guest cannot reach the helper's
-    memory. ``ModuleError`` when it cannot be done; engines without it serve every call through
-    the exports alone (``abi.py`` uses it to make an ABI 2 call one transition instead of three).
-    """
+    """One instantiated module with its own store and limits."""
 
     memory: Memory
 
@@ -147,22 +149,70 @@ class Instance(Protocol):
         """Give calls made from now on a total wall-clock budget of ``seconds``."""
         ...
 
+    def attach(self, wat: str, imports: Sequence[str]) -> Helper:
+        """Instantiate a module of the host's own (text format) in this instance's store.
+
+        Its imports from module ``guest`` are bound to this instance's exports of those names
+        (and ``memory``). The helper's calls share the guest's deadline, traps and memory cap;
+        the guest cannot reach the helper's memory. ``ModuleError`` when it cannot be done —
+        always, on an engine whose capabilities do not include ``fused_call``.
+        """
+        ...
+
     def close(self) -> None:
         """Release the instance; idempotent."""
         ...
 
 
-class Engine(Protocol):
-    """An engine adapter. ``name`` is ``wasmtime`` or ``wasmer``.
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine offers beyond the core protocol, declared by the adapter."""
 
-    Optional attribute ``thread_affine: bool`` (default False): True when compiled modules and
-    instances may only be used on the thread that created them (wasmer-python's objects raise
-    ``PanicException`` elsewhere). The runtime then deserializes the module once per thread and
-    keeps one instance per calling thread instead of a shared pool.
-    """
+    #: WASI 0.2 components run on it: :meth:`Engine.components` returns its component engine.
+    components: bool = False
+    #: Compiled modules and instances may only be used on the thread that created them
+    #: (wasmer-python's objects raise ``PanicException`` elsewhere). The runtime then
+    #: deserializes a module once per thread and keeps one instance per calling thread
+    #: instead of a shared pool.
+    thread_affinity: bool = False
+    #: :meth:`Instance.attach` works, so an ABI 2 call can be one transition into the store
+    #: (the fused call of ``abi.py``) instead of three calls from the host.
+    fused_call: bool = False
+
+
+class ComponentEngine(Protocol):
+    """Compiles, checks and instantiates WASI 0.2 components (the runtime caches them)."""
+
+    #: The engine name component artifacts are cached under (never a core engine's name).
+    cache_name: str
+
+    def compile(self, wasm: bytes) -> object:
+        """``ModuleError`` when the component does not compile."""
+        ...
+
+    def check(self, component: object) -> tuple[str, ...]:
+        """The component's imports; ``ModuleError`` naming every way it misses the world."""
+        ...
+
+    def serialize(self, component: object) -> bytes: ...
+
+    def deserialize(self, data: bytes) -> object:
+        """Load a serialized component; ``ModuleError`` when the engine rejects it."""
+        ...
+
+    def session(
+        self, component: object, log_func: Callable[[str, str], None], limits: Limits
+    ) -> Session:
+        """A new instance of the component, serving ABI 2 calls."""
+        ...
+
+
+class Engine(Protocol):
+    """An engine adapter. ``name`` is ``wasmtime`` or ``wasmer``."""
 
     name: str
     version: str
+    capabilities: EngineCapabilities
 
     def fingerprint(self, limits: Limits) -> str:
         """What, besides the wasm bytes, a compiled artifact depends on (for the cache key)."""
@@ -181,5 +231,10 @@ class Engine(Protocol):
         ...
 
     def instantiate(self, native: object, host: Sequence[HostFunc], limits: Limits) -> Instance: ...
+
+    def components(self) -> ComponentEngine:
+        """The component engine that shares this engine (made once); ``ModuleError`` when the
+        capabilities do not include ``components``."""
+        ...
 
     def close(self) -> None: ...

@@ -38,8 +38,17 @@ from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
 from vultrino.runtime._logtext import escape_control
 from vultrino.runtime.cache import ModuleCache
-from vultrino.runtime.engine import MIB, WASM_PAGE, GuestExit, Limits, ModuleShape
+from vultrino.runtime.engine import (
+    MIB,
+    WASM_PAGE,
+    ComponentEngine,
+    EngineCapabilities,
+    GuestExit,
+    Limits,
+    ModuleShape,
+)
 from vultrino.runtime.engine import Engine as EngineAdapter
+from vultrino.runtime.wit import WIT_FILE
 
 __all__ = ["MAX_INSTANCES", "PluginModule", "WasmRuntime"]
 
@@ -189,8 +198,7 @@ class PluginModule:
                 session.close()
                 raise ModuleError(
                     f"plugin {plugin!r}: vultrino_plugin_version() returned {version}; this "
-                    "host runs ABI 1 modules (version 1) and ABI 2 modules (see "
-                    "wit/vultrino-plugin.wit)",
+                    f"host runs ABI 1 modules (version 1) and ABI 2 modules (see {WIT_FILE})",
                     plugin=plugin,
                 )
         if self._affine:
@@ -429,9 +437,12 @@ class PluginModule:
             native = self._runtime._native_here(self.sha256, self._artifact)
         else:
             native = self._native
-        instance = self._runtime.engine.instantiate(native, host, self._limits)
+        runtime = self._runtime
+        instance = runtime.engine.instantiate(native, host, self._limits)
         try:
-            session = abi.new_session(self.abi, instance, self._limits, output)
+            session = abi.new_session(
+                self.abi, instance, self._limits, output, fused=runtime.capabilities.fused_call
+            )
         except BaseException:
             instance.close()
             raise
@@ -565,11 +576,13 @@ class WasmRuntime:
         self._natives: dict[str, tuple[object, ModuleShape]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        #: What the engine declares it offers (see ``engine.EngineCapabilities``).
+        self.capabilities: EngineCapabilities = self.engine.capabilities
         #: True when the engine's objects only work on the thread that created them.
-        self.thread_affine: bool = _thread_affine(self.engine)
+        self.thread_affine: bool = self.capabilities.thread_affinity
         self._artifacts: dict[str, bytes] = {}  # serialized code, to rebuild on other threads
         self._local = threading.local()
-        self._components: Any = None  # the component engine, made on first use
+        self._components: ComponentEngine | None = None  # made on the first component
 
     @property
     def engine_name(self) -> str:
@@ -582,7 +595,7 @@ class WasmRuntime:
     def inspect(self, wasm: bytes) -> ModuleInfo:
         """Describe a module and check it against the plugin ABIs (``ModuleError`` if unfit)."""
         sha = hashlib.sha256(wasm).hexdigest()
-        if _is_component(wasm):
+        if abi.is_component(wasm):
             self._component(wasm, sha)
             return abi.ModuleInfo(2, sha, len(wasm), (), ())
         _, shape = self._compiled(wasm, sha)
@@ -592,7 +605,7 @@ class WasmRuntime:
     def load(self, wasm: bytes, *, plugin: str, log: LogFunc | None = None) -> PluginModule:
         """Compile (or load from the cache), validate and instantiate once."""
         sha = hashlib.sha256(wasm).hexdigest()
-        if _is_component(wasm):
+        if abi.is_component(wasm):
             try:
                 component = self._component(wasm, sha)
             except ModuleError as exc:
@@ -684,7 +697,8 @@ class WasmRuntime:
         return native, shape
 
     def _component(self, wasm: bytes, sha: str) -> object:
-        """A compiled, world-checked component (see ``_component.py``): memory, disk, compile."""
+        """A compiled, world-checked component (see ``wasmtime/_component.py``): memory,
+        disk, compile."""
         if self._closed:
             raise EngineError("the runtime is closed")
         with self._lock:
@@ -692,19 +706,14 @@ class WasmRuntime:
         if hit is not None:
             return hit[0]
         engine = self.engine
-        if engine.name != "wasmtime" or not hasattr(engine, "_engine"):
+        if not self.capabilities.components:
             raise ModuleError(
                 f"this is a WebAssembly component, and components run only on the wasmtime "
                 f"engine (this runtime uses {engine.name}); run Vultrino with "
                 "VULTRINO_ENGINE=wasmtime, or install a core-module build of the plugin"
             )
-        from vultrino.runtime._component import ComponentEngine
-
-        with self._lock:
-            if self._components is None:
-                self._components = ComponentEngine(engine)
-            components = self._components
-        key = (sha, "wasmtime-component", engine.version, self._fingerprint)
+        components = self._component_engine()
+        key = (sha, components.cache_name, engine.version, self._fingerprint)
         native: object | None = None
         payload = self.cache.load(*key)
         if payload is not None:
@@ -725,6 +734,12 @@ class WasmRuntime:
         with self._lock:
             self._natives[sha] = (native, ModuleShape((), ()))
         return native
+
+    def _component_engine(self) -> ComponentEngine:
+        with self._lock:
+            if self._components is None:
+                self._components = self.engine.components()
+            return self._components
 
     def close(self) -> None:
         """Drop compiled modules and close the engine if this runtime created it. Idempotent."""
@@ -754,28 +769,16 @@ ModuleInfo = abi.ModuleInfo
 
 
 class ComponentModule(PluginModule):
-    """A loaded WASI 0.2 component (``_component.py``): the same pool, limits and errors as a
-    core module; its sessions are component instances instead of ABI codecs on a module."""
+    """A loaded WASI 0.2 component (``wasmtime/_component.py``): the same pool, limits and
+    errors as a core module; its sessions are component instances instead of ABI codecs on a
+    module."""
 
     def _new_session(self) -> abi.Session:
         plog = _PluginLog(self.plugin, self._log_func)
-        session: abi.Session = self._runtime._components.session(self._native, plog, self._limits)
+        components = self._runtime._component_engine()
+        session: abi.Session = components.session(self._native, plog, self._limits)
         session.log = plog
         return session
 
     def __repr__(self) -> str:
         return f"<ComponentModule {self.plugin!r} sha256={self.sha256[:12]}>"
-
-
-def _is_component(wasm: bytes) -> bool:
-    """The wasm header's version/layer field says "component" (``0d 00 01 00``)."""
-    return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
-
-
-def _thread_affine(engine: EngineAdapter) -> bool:
-    """Whether the engine's objects are bound to their thread (``thread_affine``, see engine.py).
-
-    wasmer-python's objects are (pyo3 "unsendable"); that is assumed for it until its adapter
-    says so itself.
-    """
-    return bool(getattr(engine, "thread_affine", engine.name == "wasmer"))

@@ -2,14 +2,20 @@
 
 A *component* (a ``.wasm`` whose header says layer 1, as ``wasm-tools component new`` and
 componentize-py write them) that targets ``wit/vultrino-plugin.wit`` runs here; core modules go
-through :mod:`vultrino.runtime.abi` as before. Only wasmtime runs components: on wasmer a
-component is refused with a message saying so.
+through :mod:`vultrino.runtime.abi` as before. Only wasmtime runs components (its adapter
+declares the ``components`` capability and hands this engine out from ``components()``): on
+wasmer a component is refused with a message saying so.
+
+This module uses the core-module adapter only through its package-internal interface:
+``WasmtimeEngine.wasmtime_engine`` (the configured engine) and ``WasmtimeEngine.ticker`` (the
+epoch ticker), so components get the same configuration and deadline enforcement.
 
 What a component gets, and what it may import:
 
-* ``vultrino:plugin/host@1.0.0`` (``log``) and exports ``vultrino:plugin/handler@1.0.0``
-  (``execute: func(list<u8>) -> list<u8>``); both are checked against the world's types when
-  the component is loaded, so a mismatch fails at install, naming the item.
+* the world's ``host`` interface (``log``) and exports its ``handler`` interface
+  (``execute: func(list<u8>) -> list<u8>``), named in :mod:`vultrino.runtime.wit`; both are
+  checked against the world's types when the component is loaded, so a mismatch fails at
+  install, naming the item.
 * WASI 0.2 (``wasi:io``, ``wasi:clocks``, ``wasi:random``, ``wasi:cli``, ``wasi:filesystem``,
   ``wasi:sockets``, any ``0.2.x``) with **no capabilities**: no preopened directories, no
   environment, no arguments, empty stdin, no network (wasmtime's WASI context denies every
@@ -37,8 +43,8 @@ import ctypes
 import logging
 import re
 import weakref
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -56,22 +62,20 @@ from vultrino.errors import (
 )
 from vultrino.runtime import _wasi, abi
 from vultrino.runtime.engine import MIB, Limits
+from vultrino.runtime.wit import EXECUTE, HANDLER, HOST, LOG, LOG_LEVEL, LOG_LEVELS, WIT_FILE
+
+if TYPE_CHECKING:
+    from vultrino.runtime.wasmtime._engine import WasmtimeEngine
 
 __all__ = [
     "ALLOWED_WASI",
-    "HANDLER",
-    "HOST",
-    "ComponentEngine",
+    "HOSTCALL_LIST_BYTES",
     "ComponentSession",
-    "is_component",
+    "WasmtimeComponentEngine",
 ]
 
 log = logging.getLogger("vultrino.runtime.component")
 
-HOST: Final = "vultrino:plugin/host@1.0.0"
-HANDLER: Final = "vultrino:plugin/handler@1.0.0"
-EXECUTE: Final = "execute"
-LOG: Final = "log"
 #: The WASI 0.2 packages a component may import (all provided with no capabilities).
 ALLOWED_WASI: Final = ("io", "clocks", "random", "cli", "filesystem", "sockets")
 _WASI_IMPORT = re.compile(r"^wasi:(?P<pkg>[a-z-]+)/[a-z0-9-]+@0\.2\.\d+$")
@@ -86,11 +90,6 @@ HOSTCALL_LIST_BYTES: Final = (128 * MIB) // 48
 _TOO_MUCH = "too much data is being copied"
 
 
-def is_component(wasm: bytes) -> bool:
-    """True when ``wasm`` is a component: magic, then version 0x0d and layer 1."""
-    return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
-
-
 def _short(message: str, limit: int = 300) -> str:
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     pick = next((line for line in lines if line.startswith("wasm trap:")), None)
@@ -100,24 +99,26 @@ def _short(message: str, limit: int = 300) -> str:
     return pick if len(pick) <= limit else pick[: limit - 3] + "..."
 
 
-class ComponentEngine:
-    """Compiles, checks and instantiates components on a :class:`WasmtimeEngine`'s engine.
+class WasmtimeComponentEngine:
+    """Compiles, checks and instantiates components on a :class:`WasmtimeEngine`'s engine
+    (the ``ComponentEngine`` protocol of ``engine.py``).
 
     It shares the engine (so its configuration and epoch ticker) with the core-module adapter;
     ``owner`` is that adapter.
     """
 
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
-        self._engine: wasmtime.Engine = owner._engine
-        self._ticker = owner._ticker
+    cache_name = "wasmtime-component"
+
+    def __init__(self, owner: WasmtimeEngine) -> None:
+        self.wasmtime_engine: wasmtime.Engine = owner.wasmtime_engine
+        self.ticker = owner.ticker
         self.fast = _fast_available()
 
     # -- compile and cache --
 
     def compile(self, wasm: bytes) -> wc.Component:
         try:
-            return wc.Component(self._engine, wasm)
+            return wc.Component(self.wasmtime_engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"the component does not compile: {_short(str(exc), 400)}") from None
 
@@ -126,7 +127,7 @@ class ComponentEngine:
 
     def deserialize(self, data: bytes) -> wc.Component:
         try:
-            return wc.Component.deserialize(self._engine, data)
+            return wc.Component.deserialize(self.wasmtime_engine, data)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"wasmtime rejected a cached component: {_short(str(exc))}") from None
 
@@ -137,8 +138,8 @@ class ComponentEngine:
         comp = _component(component)
         ctype = comp.type
         problems: list[str] = []
-        imports = ctype.imports(self._engine)
-        exports = ctype.exports(self._engine)
+        imports = ctype.imports(self.wasmtime_engine)
+        exports = ctype.exports(self.wasmtime_engine)
         for name, item in imports.items():
             if name == HOST:
                 problems.extend(self._check_host(item))
@@ -153,15 +154,13 @@ class ComponentEngine:
                 )
         handler = exports.get(HANDLER)
         if handler is None:
-            problems.append(
-                f"missing export `{HANDLER}` (the `handler` interface of wit/vultrino-plugin.wit)"
-            )
+            problems.append(f"missing export `{HANDLER}` (the `handler` interface of {WIT_FILE})")
         else:
             problems.extend(self._check_handler(handler))
         if problems:
             raise ModuleError(
-                "the component does not fit the Vultrino plugin world "
-                "(wit/vultrino-plugin.wit): " + "; ".join(problems)
+                f"the component does not fit the Vultrino plugin world ({WIT_FILE}): "
+                + "; ".join(problems)
             )
         return tuple(imports)
 
@@ -169,7 +168,7 @@ class ComponentEngine:
         ty = item.ty
         if not isinstance(ty, wc.ComponentInstanceType):
             return {}, [f"`{what}` is not an interface instance"]
-        return {n: e.ty for n, e in ty.exports(self._engine).items()}, []
+        return {n: e.ty for n, e in ty.exports(self.wasmtime_engine).items()}, []
 
     def _check_host(self, item: Any) -> list[str]:
         funcs, problems = self._funcs(item, HOST)
@@ -180,15 +179,16 @@ class ComponentEngine:
                     params is not None
                     and len(params) == 2
                     and isinstance(params[0][1], wc.EnumType)
-                    and params[0][1].names == list(abi.LOG_LEVELS)
+                    and params[0][1].names == list(LOG_LEVELS)
                     and isinstance(params[1][1], wc.String)
                     and ty.result is None
                 )
                 if not ok:
                     problems.append(
-                        f"import `{HOST}`.`log` is not `func(level: log-level, message: string)`"
+                        f"import `{HOST}`.`{LOG}` is not "
+                        f"`func(level: {LOG_LEVEL}, message: string)`"
                     )
-            elif name != "log-level":
+            elif name != LOG_LEVEL:
                 problems.append(f"import `{HOST}`.`{name}` is not provided by Vultrino")
         return problems
 
@@ -196,7 +196,7 @@ class ComponentEngine:
         funcs, problems = self._funcs(item, HANDLER)
         ty = funcs.get(EXECUTE)
         if ty is None:
-            return [*problems, f"`{HANDLER}` does not export `execute`"]
+            return [*problems, f"`{HANDLER}` does not export `{EXECUTE}`"]
         ok = (
             isinstance(ty, wc.FuncType)
             and len(ty.params) == 1
@@ -205,7 +205,7 @@ class ComponentEngine:
             and _is_bytes(ty.result)
         )
         if not ok:
-            problems.append(f"`{HANDLER}`.`execute` is not `func(request: list<u8>) -> list<u8>`")
+            problems.append(f"`{HANDLER}`.`{EXECUTE}` is not `func(request: list<u8>) -> list<u8>`")
         return problems
 
     # -- instances --
@@ -240,7 +240,7 @@ class ComponentSession(abi.Session):
 
     def __init__(
         self,
-        engine: ComponentEngine,
+        engine: WasmtimeComponentEngine,
         component: wc.Component,
         log_func: Callable[[str, str], None],
         limits: Limits,
@@ -250,11 +250,10 @@ class ComponentSession(abi.Session):
         self.memory = _NoMemory()
         self._deadline = limits.deadline_s
         self._cap = limits.output_bytes
-        self._engine = engine
-        self._ticker = engine._ticker
+        self._ticker = engine.ticker
         self._pending: BaseException | None = None
         self.closed = False
-        store = wasmtime.Store(engine._engine)
+        store = wasmtime.Store(engine.wasmtime_engine)
         store.set_limits(
             memory_size=limits.memory_bytes,
             table_elements=_MAX_TABLE_ELEMENTS,
@@ -270,7 +269,7 @@ class ComponentSession(abi.Session):
         self._store = store
         self._ticker.acquire(limits.deadline_s)
         self._ticket = weakref.finalize(self, self._ticker.release, limits.deadline_s)
-        linker = wc.Linker(engine._engine)
+        linker = wc.Linker(engine.wasmtime_engine)
         try:
             linker.add_wasip2()
             with linker.root() as root, root.add_instance(HOST) as host:
@@ -291,7 +290,7 @@ class ComponentSession(abi.Session):
         if func is None:
             self._ticket()
             store.close()
-            raise ModuleError(f"the component does not export `{HANDLER}`.`execute`")
+            raise ModuleError(f"the component does not export `{HANDLER}`.`{EXECUTE}`")
         self._func = func
         self._call = _fast_call if engine.fast else _public_call
 
@@ -312,7 +311,7 @@ class ComponentSession(abi.Session):
     def _host_log(self, log_func: Callable[[str, str], None]) -> Callable[..., None]:
         def host_log(store: Any, level: Any, message: str) -> None:
             name = level if isinstance(level, str) else str(level)
-            if name not in abi.LOG_LEVELS:
+            if name not in LOG_LEVELS:
                 name = "info"
             text = message
             if len(text.encode("utf-8", "replace")) > 4096:
@@ -378,6 +377,9 @@ class ComponentSession(abi.Session):
 
     def export(self, name: str) -> None:  # the Instance protocol; components have none
         return None
+
+    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:  # the Instance protocol
+        raise ModuleError("a component takes no host helpers")
 
     def close(self) -> None:
         if not self.closed:

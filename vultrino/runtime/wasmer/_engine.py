@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import wasmer
 import wasmer_compiler_cranelift
@@ -48,6 +48,7 @@ from vultrino.runtime import _instrument
 from vultrino.runtime.engine import (
     MIB,
     WASM_PAGE,
+    EngineCapabilities,
     ExportDesc,
     ExternKind,
     FuncType,
@@ -296,6 +297,9 @@ class _WasmerInstance:
         meter.budget = seconds
         meter.deadline = time.monotonic() + seconds
 
+    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:
+        raise ModuleError("the wasmer engine attaches no host helpers (no fused_call)")
+
     def close(self) -> None:
         if self._closed:
             return
@@ -345,8 +349,9 @@ class WasmerEngine:
 
     name = "wasmer"
     #: Modules and instances only work on the thread that created them; the runtime
-    #: deserializes a module once per thread (the store itself may be shared).
-    thread_affine = True
+    #: deserializes a module once per thread (the store itself may be shared). No components,
+    #: and no host helpers in an instance's store (so no fused call).
+    capabilities = EngineCapabilities(thread_affinity=True)
 
     def __init__(self) -> None:
         self.version = f"{wasmer.__version__}+cranelift"
@@ -430,6 +435,9 @@ class WasmerEngine:
                 f"limits ask for {_cap_pages(limits)}; compile it again with these limits"
             )
         return _WasmerInstance(self._store, compiled, host, limits)
+
+    def components(self) -> NoReturn:
+        raise ModuleError("the wasmer engine runs no WebAssembly components; use wasmtime")
 
     def close(self) -> None:
         """Nothing to release: compiled modules and instances free themselves when dropped."""

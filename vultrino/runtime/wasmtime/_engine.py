@@ -1,4 +1,4 @@
-"""The wasmtime adapter: the only module that imports wasmtime.
+"""The wasmtime adapter for core modules (with ``_component.py``, the only home of wasmtime).
 
 Limits: the wall-clock deadline uses *epoch interruption* — one ticker thread per engine bumps
 the engine's epoch every few milliseconds and compiled code checks it at function entries and
@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 import wasmtime
 import wasmtime._bindings as _b
@@ -53,6 +53,7 @@ from vultrino.errors import (
 from vultrino.runtime.engine import (
     MIB,
     WASM_PAGE,
+    EngineCapabilities,
     ExportDesc,
     ExternKind,
     FuncType,
@@ -64,7 +65,10 @@ from vultrino.runtime.engine import (
     ValType,
 )
 
-__all__ = ["VERIFIED_VERSION", "WasmtimeEngine"]
+if TYPE_CHECKING:
+    from vultrino.runtime.wasmtime._component import WasmtimeComponentEngine
+
+__all__ = ["ENV_FASTPATH", "VERIFIED_VERSION", "Ticker", "WasmtimeEngine"]
 
 log = logging.getLogger("vultrino.runtime.wasmtime")
 
@@ -113,8 +117,11 @@ def _short(message: str, limit: int = 200) -> str:
 # --- the engine --------------------------------------------------------------------------------
 
 
-class _Ticker:
+class Ticker:
     """One thread per engine that advances the epoch while any instance exists.
+
+    Every store of the engine — a core module's or a component's — takes a ticket with
+    :meth:`acquire` for as long as it lives and sets its epoch deadline in :meth:`ticks`.
 
     The period is a twentieth of the shortest deadline among live instances (at most 100 ms,
     at least 1 ms): a call is interrupted at most one period after its deadline, and an idle
@@ -164,9 +171,17 @@ class _Ticker:
 
 class WasmtimeEngine:
     """The default engine. ``fastpath`` None follows ``VULTRINO_WASMTIME_FASTPATH`` and the
-    version check; True/False forces a path (True still falls back if the self-test fails)."""
+    version check; True/False forces a path (True still falls back if the self-test fails).
+
+    What the component engine of this package builds on (its interface here, nothing private):
+    :attr:`wasmtime_engine`, the configured ``wasmtime.Engine`` every store is made from, and
+    :attr:`ticker`, the epoch ticker that enforces every store's deadline.
+    """
 
     name = "wasmtime"
+    wasmtime_engine: wasmtime.Engine
+    ticker: Ticker
+    capabilities: EngineCapabilities
 
     def __init__(self, *, fastpath: bool | None = None) -> None:
         self.version = _installed_version()
@@ -181,20 +196,23 @@ class WasmtimeEngine:
             config.wasm_threads = False
             config.shared_memory = False
         try:
-            self._engine = wasmtime.Engine(config)
+            self.wasmtime_engine = wasmtime.Engine(config)
         except wasmtime.WasmtimeError as exc:
             raise EngineUnavailableError(f"wasmtime cannot start: {_short(str(exc))}") from exc
-        self._ticker = _Ticker(self._engine)
+        self.ticker = Ticker(self.wasmtime_engine)
         self._helpers: dict[str, wasmtime.Module] = {}
+        self._components: WasmtimeComponentEngine | None = None
         self._closed = False
         self.fastpath = self._choose_path(fastpath)
+        # Only the fast path's instances attach the fused-call helper.
+        self.capabilities = EngineCapabilities(components=True, fused_call=self.fastpath)
 
     def _helper(self, wat: str) -> wasmtime.Module:
         """A host helper module, compiled once per engine (a race compiles it twice)."""
         module = self._helpers.get(wat)
         if module is None:
             try:
-                module = wasmtime.Module(self._engine, wat)
+                module = wasmtime.Module(self.wasmtime_engine, wat)
             except wasmtime.WasmtimeError as exc:
                 raise ModuleError(f"a host helper does not compile: {_short(str(exc))}") from None
             self._helpers[wat] = module
@@ -231,7 +249,7 @@ class WasmtimeEngine:
 
     def compile(self, wasm: bytes, limits: Limits) -> object:
         try:
-            return wasmtime.Module(self._engine, wasm)
+            return wasmtime.Module(self.wasmtime_engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"the module does not compile: {_short(str(exc), 400)}") from None
 
@@ -249,8 +267,8 @@ class WasmtimeEngine:
     def deserialize(self, data: bytes) -> object:
         try:
             if self.fastpath:
-                return _deserialize_in_place(self._engine, data)
-            return wasmtime.Module.deserialize(self._engine, data)
+                return _deserialize_in_place(self.wasmtime_engine, data)
+            return wasmtime.Module.deserialize(self.wasmtime_engine, data)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"wasmtime rejected a cached module: {_short(str(exc))}") from None
 
@@ -261,6 +279,15 @@ class WasmtimeEngine:
             raise ModuleError("the wasmtime engine is closed")
         cls = _FastInstance if self.fastpath else _PublicInstance
         return cls(self, _module(native), host, limits)
+
+    def components(self) -> WasmtimeComponentEngine:
+        """The component engine on this engine (made once; a race makes it twice)."""
+        components = self._components
+        if components is None:
+            from vultrino.runtime.wasmtime._component import WasmtimeComponentEngine
+
+            components = self._components = WasmtimeComponentEngine(self)
+        return components
 
     def close(self) -> None:
         self._closed = True
@@ -332,16 +359,16 @@ class _BaseInstance:
     def __init__(self, engine: WasmtimeEngine, limits: Limits) -> None:
         self._engine = engine
         self._limits = limits
-        self._store = wasmtime.Store(engine._engine)
+        self._store = wasmtime.Store(engine.wasmtime_engine)
         self._set_limits(1)
         self._pending: BaseException | None = None
         self._timed_out = False
         self._deadline_s = limits.deadline_s
         self.poisoned = False
         self.closed = False
-        engine._ticker.acquire(limits.deadline_s)
+        engine.ticker.acquire(limits.deadline_s)
         # released by close(), or when a forgotten instance is collected
-        self._ticket = weakref.finalize(self, engine._ticker.release, limits.deadline_s)
+        self._ticket = weakref.finalize(self, engine.ticker.release, limits.deadline_s)
 
     def _set_limits(self, instances: int) -> None:
         """The store's limits, for ``instances`` instances with one memory each: the guest is
@@ -425,6 +452,8 @@ class _PublicMemory:
             assert self._memory is not None
             self._memory.write(self._store, bytearray(data), ptr)
 
+    view = read  # wasmtime-py's public API only copies
+
 
 def _bounds(ptr: int, length: int, size: int) -> None:
     if ptr < 0 or length < 0 or ptr + length > size:
@@ -445,7 +474,7 @@ class _PublicInstance(_BaseInstance):
     ) -> None:
         super().__init__(engine, limits)
         self.set_deadline(limits.deadline_s)
-        linker = wasmtime.Linker(engine._engine)
+        linker = wasmtime.Linker(engine.wasmtime_engine)
         for hf in host:
             linker.define_func(
                 hf.module, hf.name, _wasm_functype(hf.type), self._host(hf), access_caller=True
@@ -493,7 +522,10 @@ class _PublicInstance(_BaseInstance):
 
     def set_deadline(self, seconds: float) -> None:
         self._deadline_s = seconds
-        self._store.set_epoch_deadline(self._engine._ticker.ticks(seconds))
+        self._store.set_epoch_deadline(self._engine.ticker.ticks(seconds))
+
+    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:
+        raise ModuleError("host helpers need the wasmtime fast path (fused_call)")
 
     def close(self) -> None:
         if not self.closed:
@@ -614,6 +646,8 @@ class _CallerMemory:
         if data:
             ctypes.memmove(base + ptr, data, len(data))
 
+    view = read  # a host function's accesses are small: a copy is the safe choice
+
 
 class _FastInstance(_BaseInstance):
     """Calls through ``wasmtime_func_call_unchecked`` with preallocated arguments."""
@@ -640,7 +674,7 @@ class _FastInstance(_BaseInstance):
         self._argbuf = memoryview(self._args).cast("B")
         self._host_memory: Any = None
         self._callbacks: list[Any] = []
-        linker = wasmtime.Linker(engine._engine)
+        linker = wasmtime.Linker(engine.wasmtime_engine)
         for hf in host:
             self._define(linker, hf)
         self._instance = self._instantiate(linker, module)
@@ -738,7 +772,7 @@ class _FastInstance(_BaseInstance):
         if self._helper is not None:
             raise ModuleError("the instance already has a helper")
         module = self._engine._helper(wat)
-        linker = wasmtime.Linker(self._engine._engine)
+        linker = wasmtime.Linker(self._engine.wasmtime_engine)
         for name in ("memory", *imports):
             item = self._lookup(name)
             if item is None:
@@ -925,8 +959,8 @@ class _FastPath:
             raise RuntimeError("Config.memory_may_move is not available")
         if _SLOT != 16:
             raise RuntimeError(f"wasmtime_val_raw is {_SLOT} bytes, expected 16")
-        compiled = wasmtime.Module(engine._engine, bytes(wasmtime.wat2wasm(_FastPath.WAT)))
-        module = _deserialize_in_place(engine._engine, bytes(compiled.serialize()))
+        compiled = wasmtime.Module(engine.wasmtime_engine, bytes(wasmtime.wat2wasm(_FastPath.WAT)))
+        module = _deserialize_in_place(engine.wasmtime_engine, bytes(compiled.serialize()))
 
         def add(memory: Any, a: int, b: int) -> int:
             memory.write(40, b"ok")

@@ -1,0 +1,62 @@
+"""``vultrino.runtime.wit`` spells the plugin world's names once; they must match the WIT file,
+and no other module of the package spells them again."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import vultrino
+from vultrino.runtime import wit
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = Path(vultrino.__file__).parent
+SOURCE = (ROOT / wit.WIT_FILE).read_text(encoding="utf-8")
+
+
+def _block(keyword: str, name: str) -> str:
+    match = re.search(rf"^{keyword} {re.escape(name)} \{{(.*?)^\}}", SOURCE, re.S | re.M)
+    assert match, f"no `{keyword} {name}` in {wit.WIT_FILE}"
+    return match.group(1)
+
+
+def test_package_and_world() -> None:
+    package = re.search(r"^package ([a-z-]+:[a-z-]+)@([0-9.]+);", SOURCE, re.M)
+    assert package, f"no package line in {wit.WIT_FILE}"
+    assert package.groups() == (wit.PACKAGE, wit.VERSION)
+    world = _block("world", wit.WORLD)
+    assert re.search(r"^\s*import host;", world, re.M)
+    assert re.search(r"^\s*export handler;", world, re.M)
+    # component-model names of the interfaces: <package>/<interface>@<version>
+    name, version = package.groups()
+    assert (f"{name}/host@{version}", f"{name}/handler@{version}") == (wit.HOST, wit.HANDLER)
+
+
+def test_host_interface() -> None:
+    host = _block("interface", "host")
+    levels = re.search(rf"enum {wit.LOG_LEVEL} \{{([^}}]*)\}}", host)
+    assert levels, f"no `enum {wit.LOG_LEVEL}` in the host interface"
+    assert tuple(x.strip() for x in levels.group(1).split(",")) == wit.LOG_LEVELS
+    assert re.search(
+        rf"^\s*{wit.LOG}: func\(level: {wit.LOG_LEVEL}, message: string\);", host, re.M
+    )
+
+
+def test_handler_interface() -> None:
+    handler = _block("interface", "handler")
+    assert re.search(rf"^\s*{wit.EXECUTE}: func\(request: list<u8>\) -> list<u8>;", handler, re.M)
+    # the canonical-ABI lowering's export names, as wit-bindgen writes them
+    assert (wit.EXECUTE_EXPORT, wit.POST_EXECUTE_EXPORT) == (
+        "vultrino:plugin/handler@1.0.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.0.0#execute",
+    )
+
+
+def test_no_other_module_spells_the_names() -> None:
+    home = Path(wit.__file__)
+    spelled = [
+        str(path.relative_to(PKG.parent))
+        for path in sorted(PKG.rglob("*.py"))
+        if path != home and wit.PACKAGE in path.read_text(encoding="utf-8")
+    ]
+    assert not spelled, f"{spelled} spell {wit.PACKAGE!r}; import the names from {wit.__name__}"
