@@ -58,7 +58,7 @@ from vultrino.plugins.validation import (
 if TYPE_CHECKING:
     from vultrino._scrub import Scrubber
     from vultrino.agents import AgentInfo, AgentProfile, AgentScope, Approver, RateLimiter
-    from vultrino.plugins.installer import InstallResult
+    from vultrino.plugins.install.installer import InstallResult
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
     from vultrino.store import CredentialStore, KdfParams
@@ -706,12 +706,12 @@ class Vultrino:
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> InstallResult:
-        """Install a plugin (see :func:`vultrino.plugins.installer.install`).
+        """Install a plugin (see :func:`vultrino.plugins.install.installer.install`).
 
         ``build=True`` allows building a source without a prebuilt module, which runs its
         build scripts; without it such a source raises ``BuildRequiredError``.
         """
-        from vultrino.plugins import installer
+        from vultrino.plugins.install import installer
 
         self.home.ensure()
         with self._lock:
@@ -734,7 +734,7 @@ class Vultrino:
         return result
 
     def remove_plugin(self, name: str) -> Path:
-        from vultrino.plugins import installer
+        from vultrino.plugins.install import installer
 
         with self._lock:
             if name in self._plugin_names():

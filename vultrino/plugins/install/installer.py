@@ -49,7 +49,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins import _cargo, _componentize, _sources
+from vultrino.plugins.install import _cargo, _componentize, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
