@@ -44,6 +44,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 # leaf module -> the only vultrino modules it may import (shared helpers that every layer uses)
 LEAVES: dict[str, tuple[str, ...]] = {
     "vultrino._allowlist": ("vultrino.errors",),
+    "vultrino._fs": (),
 }
 
 # third-party top-level package -> the only modules allowed to import it
