@@ -189,7 +189,7 @@ def bench_components(res: Results, smoke: bool) -> None:
         )
     if smoke:
         return
-    from vultrino.plugins import _componentize
+    from vultrino.plugins.install import _componentize
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "plugin.wasm"

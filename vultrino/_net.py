@@ -13,7 +13,6 @@ its caller into the error that fits, for the plugin an ``ActionFailedError``) an
 from __future__ import annotations
 
 import contextlib
-import os
 import ssl
 import time
 import urllib.request
@@ -22,10 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import httpx
 
+from vultrino._fs import atomic_writer
 from vultrino._version import __version__
 from vultrino.errors import InstallError
 
@@ -360,43 +360,38 @@ def download(
     progress: Callable[[int, int | None], None] | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Stream ``url`` to ``dest`` (via ``dest.part``, renamed when complete).
+    """Stream ``url`` to ``dest`` (0600; written beside it and renamed when complete).
 
     Follows up to 10 redirects, but never from https to http. The body is saved exactly as
     served (``Accept-Encoding: identity``). ``progress(done, total)`` is called as bytes arrive;
     ``total`` is None when the server does not say. Raises InstallError on an HTTP error status,
     a network failure, a body over ``max_bytes``, or a refused redirect; ``dest`` is then absent.
     """
-    part = dest.with_name(dest.name + ".part")
     if not url.lower().startswith(("http://", "https://")):
         raise InstallError(f"cannot download {_safe_url(url)}: only http(s) URLs are supported")
     current = url
-    try:
-        with httpx.Client(
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        ) as client:
-            for _ in range(MAX_DOWNLOAD_REDIRECTS + 1):
-                with _install_errors(current), client.stream("GET", current) as response:
-                    if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
-                        current = _next_download_url(current, response.headers["location"])
-                        continue
-                    if response.status_code >= 300:
-                        raise InstallError(
-                            f"download of {_safe_url(current)} failed: HTTP "
-                            f"{response.status_code} {response.reason_phrase}"
-                        )
-                    _stream_to(response, part, current, max_bytes, progress)
-                os.replace(part, dest)
-                return
-            raise InstallError(
-                f"download of {_safe_url(url)} was redirected more than "
-                f"{MAX_DOWNLOAD_REDIRECTS} times; give the final URL instead"
-            )
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+    with httpx.Client(
+        follow_redirects=False,
+        timeout=httpx.Timeout(timeout),
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+    ) as client:
+        for _ in range(MAX_DOWNLOAD_REDIRECTS + 1):
+            with _install_errors(current), client.stream("GET", current) as response:
+                if response.status_code in REDIRECT_STATUSES and "location" in response.headers:
+                    current = _next_download_url(current, response.headers["location"])
+                    continue
+                if response.status_code >= 300:
+                    raise InstallError(
+                        f"download of {_safe_url(current)} failed: HTTP "
+                        f"{response.status_code} {response.reason_phrase}"
+                    )
+                with atomic_writer(dest, mode=0o600) as fh:
+                    _stream_to(response, fh, current, max_bytes, progress)
+            return
+        raise InstallError(
+            f"download of {_safe_url(url)} was redirected more than "
+            f"{MAX_DOWNLOAD_REDIRECTS} times; give the final URL instead"
+        )
 
 
 def _next_download_url(current: str, location: str) -> str:
@@ -418,7 +413,7 @@ def _next_download_url(current: str, location: str) -> str:
 
 def _stream_to(
     response: httpx.Response,
-    part: Path,
+    fh: BinaryIO,
     url: str,
     max_bytes: int,
     progress: Callable[[int, int | None], None] | None,
@@ -430,18 +425,15 @@ def _stream_to(
             f"download of {_safe_url(url)} is {total} bytes, over the {max_bytes}-byte limit"
         )
     done = 0
-    with part.open("wb") as fh:
-        for chunk in response.iter_raw(_CHUNK):
-            done += len(chunk)
-            if done > max_bytes:
-                raise InstallError(
-                    f"download of {_safe_url(url)} is over the {max_bytes}-byte limit; refused"
-                )
-            fh.write(chunk)
-            if progress is not None:
-                progress(done, total)
-        fh.flush()
-        os.fsync(fh.fileno())
+    for chunk in response.iter_raw(_CHUNK):
+        done += len(chunk)
+        if done > max_bytes:
+            raise InstallError(
+                f"download of {_safe_url(url)} is over the {max_bytes}-byte limit; refused"
+            )
+        fh.write(chunk)
+        if progress is not None:
+            progress(done, total)
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ from vultrino.services import (
 if TYPE_CHECKING:
     from vultrino.agents import AgentScope
     from vultrino.plugins.base import CredentialTypeSpec, Plugin
-    from vultrino.plugins.installer import InstallResult
+    from vultrino.plugins.install.installer import InstallResult
     from vultrino.policy.approval import Approver
     from vultrino.runtime import WasmRuntime
     from vultrino.store import KdfParams
@@ -261,12 +261,12 @@ class Vultrino:
         build_output: Callable[[str], None] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> InstallResult:
-        """Install a plugin (see :func:`vultrino.plugins.installer.install`).
+        """Install a plugin (see :func:`vultrino.plugins.install.installer.install`).
 
         ``build=True`` allows building a source without a prebuilt module, which runs its
         build scripts; without it such a source raises ``BuildRequiredError``.
         """
-        from vultrino.plugins import installer
+        from vultrino.plugins.install import installer
 
         s = self._s
         s.home.ensure()
@@ -290,7 +290,7 @@ class Vultrino:
         return result
 
     def remove_plugin(self, name: str) -> Path:
-        from vultrino.plugins import installer
+        from vultrino.plugins.install import installer
 
         s = self._s
         with s.lock:

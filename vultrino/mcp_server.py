@@ -70,6 +70,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vultrino._fs import atomic_write
 from vultrino._json import jsonable
 from vultrino._mcp_front import (
     INSTRUCTIONS,
@@ -719,15 +720,11 @@ def ensure_http_token(home: Path) -> tuple[str, bool]:
     Home(Path(home)).ensure()
     token = secrets.token_urlsafe(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        atomic_write(path, (token + "\n").encode(), mode=0o600, exclusive=True)
     except FileExistsError:
         return _read_token(path), False
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create the MCP token file ({exc.strerror})") from exc
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
     return token, True
 
 

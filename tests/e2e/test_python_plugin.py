@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from tests.e2e.mcp_helpers import HANG_GUARD_S, McpHome, make_home, sdk_stdio
-from vultrino.plugins import _componentize
+from vultrino.plugins.install import _componentize
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from vultrino._allowlist import Allowlist, normalize_url, parse_pattern
 from vultrino._net import url_parts
 from vultrino.errors import CredentialValidationError, VultrinoError
-from vultrino.plugins.allowlist import Allowlist, normalize_url, parse_pattern
 
 FUZZ = settings(
     max_examples=400,

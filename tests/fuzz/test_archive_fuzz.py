@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vultrino.errors import InstallError
-from vultrino.plugins._archive import extract_tar_gz, is_inside
+from vultrino.plugins.install._archive import extract_tar_gz, is_inside
 
 MAX_BYTES = 64 * 1024
 MAX_FILES = 40

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from vultrino.plugins import _componentize, installer
+from vultrino.plugins.install import _componentize, installer
 from vultrino.runtime import WasmRuntime
 
 PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "python_probe"

@@ -983,7 +983,8 @@ def test_download_streams_to_disk_with_progress(server: Recorder, tmp_path: Any)
     assert dest.read_bytes() == b"x" * 200000
     assert calls[-1] == (200000, 200000)
     assert server.seen()[0]["headers"]["accept-encoding"] == "identity"
-    assert not (tmp_path / "a.tar.gz.part").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tar.gz"]  # no temp file left
+    assert dest.stat().st_mode & 0o777 == 0o600
 
 
 def test_download_follows_redirects(server: Recorder, other: Recorder, tmp_path: Any) -> None:

@@ -28,10 +28,10 @@ from vultrino.errors import (
     PluginError,
     PluginNotFoundError,
 )
-from vultrino.plugins import installer
 from vultrino.plugins.base import CredentialView
+from vultrino.plugins.install import installer
+from vultrino.plugins.install.scaffold import new_plugin
 from vultrino.plugins.registry import PluginRegistry
-from vultrino.plugins.scaffold import new_plugin
 from vultrino.runtime import WasmRuntime
 
 # --- helpers shared by the installer tests ---------------------------------------------------
@@ -597,14 +597,14 @@ def test_force_restores_old_plugin_when_the_final_rename_fails(
     ],
 )
 def test_source_kinds(source: str, kind: str, location: str, ref: str | None) -> None:
-    from vultrino.plugins._sources import parse_source
+    from vultrino.plugins.install._sources import parse_source
 
     spec = parse_source(source)
     assert (spec.kind, spec.location, spec.ref) == (kind, location, ref)
 
 
 def test_local_source_kinds(tmp_path: Path) -> None:
-    from vultrino.plugins._sources import parse_source
+    from vultrino.plugins.install._sources import parse_source
 
     d = make_plugin_dir(tmp_path / "p")
     assert parse_source(str(d)).kind == "directory"

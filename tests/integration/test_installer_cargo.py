@@ -15,10 +15,10 @@ import pytest
 
 from tests.integration.test_installer import manifest_text, new_runtime, snapshot, tar_gz_of
 from vultrino.errors import InstallError
-from vultrino.plugins import installer
 from vultrino.plugins.base import CredentialView
+from vultrino.plugins.install import installer
+from vultrino.plugins.install.scaffold import new_plugin
 from vultrino.plugins.registry import PluginRegistry
-from vultrino.plugins.scaffold import new_plugin
 from vultrino.runtime import WasmRuntime
 
 DEBIAN_CARGO = Path("/usr/bin/cargo")
@@ -242,7 +242,7 @@ def test_new_plugin_from_template_builds_and_installs(
 
 @needs_toolchain
 def test_the_probe_finds_the_wasm_std_of_debians_toolchain(toolchain: Path) -> None:
-    from vultrino.plugins import _cargo
+    from vultrino.plugins.install import _cargo
 
     probed = _cargo.probe_targets(str(DEBIAN_CARGO))
     assert probed is not None
@@ -285,7 +285,7 @@ def test_a_rustup_toolchain_without_a_wasm_target_fails_before_building(
     cargo = _rustup_cargo()
     if cargo is None:
         pytest.skip("no rustup toolchain in ~/.cargo/bin")
-    from vultrino.plugins import _cargo
+    from vultrino.plugins.install import _cargo
 
     monkeypatch.delenv("RUSTC", raising=False)
     monkeypatch.setenv("VULTRINO_CARGO", str(cargo))

@@ -17,8 +17,8 @@ import wasmtime
 
 from tests.integration.test_installer import make_plugin_dir, new_runtime, snapshot
 from vultrino.errors import InstallError, UnsafeSourceError
-from vultrino.plugins import installer
 from vultrino.plugins.base import CredentialView
+from vultrino.plugins.install import installer
 from vultrino.plugins.registry import PluginRegistry
 from vultrino.runtime import WasmRuntime
 

@@ -29,8 +29,8 @@ from vultrino.errors import (
     PluginNotFoundError,
     UnsafeSourceError,
 )
-from vultrino.plugins import _sources, installer
-from vultrino.plugins._archive import extract_tar_gz, relative_parts
+from vultrino.plugins.install import _sources, installer
+from vultrino.plugins.install._archive import extract_tar_gz, relative_parts
 
 # --- building hostile archives ---------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vultrino.errors import BuildRequiredError, InstallError, PluginError
-from vultrino.plugins import _componentize, installer
-from vultrino.plugins.scaffold import find_template, new_plugin
+from vultrino.plugins.install import _componentize, installer
+from vultrino.plugins.install.scaffold import find_template, new_plugin
 from vultrino.runtime import WasmRuntime
 
 

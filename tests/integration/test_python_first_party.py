@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from vultrino.errors import BuildRequiredError
-from vultrino.plugins import _componentize, installer
+from vultrino.plugins.install import _componentize, installer
 from vultrino.runtime import Limits, PluginModule, WasmRuntime
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vultrino.plugins import installer
+from vultrino.plugins.install import installer
 from vultrino.runtime import WasmRuntime
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -337,7 +337,7 @@ def test_template_native_unit_tests(
 def test_scaffolded_plugin_builds_and_runs(
     rust_env: dict[str, str], target_dir: Path, tmp_path: Path, runtime: WasmRuntime
 ) -> None:
-    scaffold = pytest.importorskip("vultrino.plugins.scaffold")
+    scaffold = pytest.importorskip("vultrino.plugins.install.scaffold")
     project = scaffold.new_plugin("acme-notes", tmp_path / "acme-notes", template_dir=TEMPLATE)
     for path in project.rglob("*"):
         if path.is_file():

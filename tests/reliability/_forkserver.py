@@ -35,7 +35,7 @@ from typing import Any
 
 import vultrino.cli  # warm: everything the install path imports is loaded before the fork
 import vultrino.core
-import vultrino.plugins.installer
+import vultrino.plugins.install.installer
 import vultrino.plugins.registry
 import vultrino.runtime
 
@@ -106,7 +106,7 @@ def _install_hooks(steps: _Steps) -> None:
                 setattr(accessor, name, staticmethod(getattr(os, name)))
         accessor.open = staticmethod(opener)
     # The installer's atomic swap (renameat2 with RENAME_EXCHANGE, through ctypes) is one step.
-    installer = vultrino.plugins.installer
+    installer = vultrino.plugins.install.installer
     exchange = getattr(installer, "_exchange", None)
     if exchange is not None:
         installer._exchange = _wrap(steps, exchange, counts=_always, name="renameat2-exchange")

@@ -191,7 +191,7 @@ def test_the_toolchain_probe_sees_no_vultrino_variable(
     monkeypatch.setenv("RUSTC", str(rustc))
     monkeypatch.setenv("VULTRINO_PASSWORD", "probe-secret-password")
     monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(tmp_path / "pw"))
-    from vultrino.plugins import _cargo
+    from vultrino.plugins.install import _cargo
 
     assert _cargo.probe_targets("cargo", project) == ([], f"{tmp_path}/sysroot")
     lines = dump.read_text().splitlines()

@@ -1,11 +1,10 @@
-"""URL normalisation, allowlist pattern parsing and matching (vultrino.plugins.allowlist)."""
+"""URL normalisation, allowlist pattern parsing and matching (vultrino._allowlist)."""
 
 from __future__ import annotations
 
 import pytest
 
-from vultrino.errors import AccessDeniedError, CredentialValidationError, ParameterError
-from vultrino.plugins.allowlist import (
+from vultrino._allowlist import (
     Allowlist,
     NormalizedURL,
     hostile_path,
@@ -15,6 +14,7 @@ from vultrino.plugins.allowlist import (
     remove_dot_segments,
     validate_patterns,
 )
+from vultrino.errors import AccessDeniedError, CredentialValidationError, ParameterError
 
 # --- URL normalisation -----------------------------------------------------------------------
 

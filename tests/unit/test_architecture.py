@@ -35,8 +35,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "vultrino.core": ("vultrino.cli", "vultrino.mcp_server"),
     "vultrino.agents": ("vultrino.cli", "vultrino.mcp_server", "vultrino.store"),
     "vultrino.mcp_server": ("vultrino.cli",),
+    "vultrino.plugins.http": ("vultrino.plugins.install", "vultrino.plugins.registry"),
+    "vultrino.plugins.install": ("vultrino.plugins.http",),
     "vultrino.paths": ("vultrino.",),
     "vultrino.errors": ("vultrino.",),
+}
+
+# leaf module -> the only vultrino modules it may import (shared helpers that every layer uses)
+LEAVES: dict[str, tuple[str, ...]] = {
+    "vultrino._allowlist": ("vultrino.errors",),
+    "vultrino._fs": (),
 }
 
 # third-party top-level package -> the only modules allowed to import it
@@ -100,6 +108,8 @@ def test_the_package_has_the_layers() -> None:
     names = {m for m, _ in MODULES}
     for layer in ("vultrino.runtime", "vultrino.store", "vultrino.plugins", "vultrino.core"):
         assert layer in names
+    for part in ("vultrino.plugins.http", "vultrino.plugins.install", *LEAVES):
+        assert part in names
 
 
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
@@ -111,6 +121,19 @@ def test_imports_flow_one_way(module: str, path: Path) -> None:
                 i for i in imported for b in banned if i == b.rstrip(".") or i.startswith(b)
             )
             assert not bad, f"{module} must not import {bad} (DESIGN.md section 1)"
+
+
+@pytest.mark.parametrize("module", sorted(LEAVES))
+def test_leaves_import_nothing_above_them(module: str) -> None:
+    path = dict(MODULES)[module]
+    allowed = LEAVES[module]
+    bad = sorted(
+        i
+        for i in _imports(path, module)
+        if (i == "vultrino" or i.startswith("vultrino."))
+        and not any(i == a or i.startswith(a + ".") for a in allowed)
+    )
+    assert not bad, f"{module} is a leaf: it may import only {allowed} of vultrino, not {bad}"
 
 
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vultrino._fs import atomic_write
 from vultrino.cli._common import (
     HomeOpt,
     JsonOpt,
@@ -29,7 +30,7 @@ app = typer.Typer(no_args_is_help=True, help="Agent profiles: what each agent ma
 def _write_token_file(path: Path, token: str) -> None:
     """Write the token to a new file only its owner can read (an existing file is refused)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        atomic_write(path, (token + "\n").encode(), mode=0o600, exclusive=True)
     except FileExistsError:
         raise AgentValidationError(
             f"--token-file {path} already exists; name a new file (the token is written once)"
@@ -38,8 +39,6 @@ def _write_token_file(path: Path, token: str) -> None:
         raise AgentValidationError(
             f"--token-file {path}: cannot create it ({exc.strerror})"
         ) from exc
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
 
 
 def _show(info: AgentInfo) -> None:

@@ -299,7 +299,7 @@ def plugin_new(
 
     Example: vultrino plugin new my-plugin && cd my-plugin && cargo build --release
     """
-    from vultrino.plugins.scaffold import new_plugin
+    from vultrino.plugins.install.scaffold import new_plugin
 
     dest = new_plugin(name, path if path is not None else Path.cwd() / name, lang=lang)
     err(f"created {dest}")

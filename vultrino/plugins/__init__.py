@@ -1,5 +1,11 @@
 """Plugins: manifests, validation of values against them, the WasmPlugin wrapper, the registry.
 
+This top level is the plugin model: :mod:`.base` (the Plugin protocol and the spec classes),
+:mod:`.manifest` (plugin.toml), :mod:`._manifest_cache`, :mod:`.validation` (values against the
+specs), :mod:`.wasm` (WasmPlugin) and :mod:`.registry`. Two subsystems have packages of their
+own: :mod:`.http`, the built-in HTTP plugin, and :mod:`.install`, which gets plugins onto disk
+(sources, archives, builds, scaffolding).
+
 Importing this package is cheap: no WebAssembly engine is imported until a plugin is called.
 """
 

@@ -23,13 +23,13 @@ write one can write the other); it cannot make Vultrino use a file that changed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from vultrino._fs import atomic_write
 from vultrino._version import __version__
 from vultrino.plugins.base import (
     ActionSpec,
@@ -281,18 +281,10 @@ class ManifestCache:
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode("utf-8", "surrogatepass")
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             if not self.path.parent.is_dir():  # the home's cache/, private like the home
                 self.path.parent.mkdir(mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, self.path)
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+            atomic_write(self.path, data, mode=0o600, fsync=False)  # a cache: a loss is harmless
         except OSError:
             return
         self._old = self._new

@@ -183,7 +183,7 @@ class AgentProfile:
     ) -> AgentProfile:
         """Validate every option and return the profile (AgentValidationError names the bad
         option)."""
-        from vultrino.plugins.allowlist import validate_patterns
+        from vultrino._allowlist import validate_patterns
 
         try:
             patterns = tuple(validate_patterns(list(allow)))

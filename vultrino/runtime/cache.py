@@ -17,17 +17,17 @@ The cache is an optimisation: a directory that cannot be written is logged and s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Final
+
+from vultrino._fs import atomic_writer
 
 __all__ = ["ModuleCache"]
 
@@ -85,24 +85,14 @@ class ModuleCache:
         header["payload_bytes"] = len(payload)
         header["payload_crc32"] = zlib.crc32(payload)
         head = json.dumps(header, sort_keys=True).encode()
-        tmp: str | None = None
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=SUFFIX, dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_writer(path, mode=0o600) as fh:
                 fh.write(MAGIC + _HEAD.pack(len(head)) + head)
                 fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            tmp = None
         except OSError as exc:
             log.warning("cannot write the module cache in %s: %s", path.parent, exc)
             return None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
         return path
 
     def invalidate(self, sha256: str, engine: str, version: str, fingerprint: str) -> None:

@@ -4,8 +4,9 @@ The whole store is one secretbox around one msgpack document, so a reader sees e
 or the new file and never half of one. Every mutation runs the same cycle under an exclusive
 ``flock`` on ``credentials.enc.lock``: re-read the current file, apply the change, write a temp
 file in the same directory (0600), fsync it, ``os.replace`` it over the store, fsync the
-directory. Two processes adding at once therefore lose nothing, and a SIGKILL at any instant
-leaves either the old or the new store. See docs/store.md for the byte-level format.
+directory (:mod:`vultrino._fs`). Two processes adding at once therefore lose nothing, and a
+SIGKILL at any instant leaves either the old or the new store. See docs/store.md for the
+byte-level format.
 
 The key is derived once (Argon2id is deliberately slow) and reused for later reads and writes;
 it is derived again only when another process re-keyed the store (salt or parameters changed).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import stat
 import threading
 import time
@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from vultrino._fs import TEMP_SUFFIX, atomic_write, fsync_dir, temp_prefix
 from vultrino._msgpack import DecodeError, packb, unpackb
 from vultrino.errors import (
     AgentExistsError,
@@ -432,73 +433,32 @@ def _read_store(path: Path) -> tuple[bytes, _Signature]:
     return data, _signature(st)
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def _remove_stale_temps(path: Path) -> None:
     """Delete temp files left by writers that died. Only called while holding the lock, so
     any temp file present belongs to a dead process (writers write only under the lock)."""
-    prefix = _temp_prefix(path)
+    prefix = temp_prefix(path)
     with contextlib.suppress(OSError):
         for entry in os.scandir(path.parent):
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+            if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a fresh 0600 temp file beside ``path`` and fsync it."""
-    tmp = path.with_name(f"{_temp_prefix(path)}{os.getpid()}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+def _write_file(path: Path, data: bytes) -> None:
+    """Replace the store file with ``data`` (0600, fsynced); the caller syncs the directory."""
     try:
-        fd = os.open(tmp, flags, 0o600)
+        atomic_write(path, data, mode=0o600, fsync_parent=False)
     except OSError as exc:
+        hint = "; check the directory permissions" if isinstance(exc, PermissionError) else ""
         raise StoreError(
-            f"cannot write in {path.parent} ({exc.strerror}); check the directory permissions"
+            f"cannot write the credential store in {path.parent} ({exc.strerror}{hint}); "
+            "the store is unchanged"
         ) from exc
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise StoreError(
-                f"cannot write the credential store in {path.parent} ({exc.strerror}); "
-                "the store is unchanged"
-            ) from exc
-        raise
-    return tmp
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    try:
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise StoreError(
-                f"cannot replace {path} ({exc.strerror}); the store is unchanged"
-            ) from exc
-        raise
 
 
 def _fsync_dir(directory: Path) -> None:
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
     except OSError as exc:
         raise StoreError(
             f"the store in {directory} was written, but syncing the directory failed "
@@ -596,8 +556,7 @@ class CredentialStore:
             _remove_stale_temps(path)
             header = _sealing.new_header(params, salt)
             data = _sealing.seal_box(key, header, encode_document(header, {}))
-            tmp = _write_temp(path, data)
-            _replace(tmp, path)
+            _write_file(path, data)
             signature = _signature(os.stat(path))
             _fsync_dir(parent)
             Generation(path).bump()
@@ -901,8 +860,7 @@ class CredentialStore:
         header = _sealing.new_header(params, salt)
         profiles = self._agents if agents is None else agents
         data = _sealing.seal_box(key, header, encode_document(header, records, profiles))
-        tmp = _write_temp(self._path, data)
-        _replace(tmp, self._path)
+        _write_file(self._path, data)
         # The new file is in place: from here on, our view must match it.
         self._header = header
         self._records = records

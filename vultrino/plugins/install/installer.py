@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vultrino._fs import fsync_dir, fsync_tree
 from vultrino._version import __version__
 from vultrino.errors import (
     BuildRequiredError,
@@ -49,7 +50,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins import _cargo, _componentize, _sources
+from vultrino.plugins.install import _cargo, _componentize, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def _install(
             "vultrino_version": __version__,
         }
         _write_json(stage / METADATA_FILE, metadata)
-        _fsync_tree(stage)
+        fsync_tree(stage)
         with _locked(plugins_dir):
             old_sha = _move_in(stage, target, name, replacing=replacing)
             _fsync_dir(plugins_dir)
@@ -623,24 +624,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     _write_file(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _fsync_tree(directory: Path) -> None:
-    for entry in directory.iterdir():
-        with entry.open("rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(directory)
-
-
 def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Best effort: the rename it makes durable has happened, so the install has too."""
+    with contextlib.suppress(OSError):
+        fsync_dir(directory)
 
 
 def _module_hashes(plugin_dir: Path) -> set[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vultrino.errors import InstallError
-from vultrino.plugins._build import build_environment, run_streamed
+from vultrino.plugins.install._build import build_environment, run_streamed
 
 ENV_CARGO = "VULTRINO_CARGO"
 TARGETS = ("wasm32-wasip1", "wasm32-wasi")

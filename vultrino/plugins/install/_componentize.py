@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import InstallError
-from vultrino.plugins._build import build_environment, run_streamed
+from vultrino.plugins.install._build import build_environment, run_streamed
 from vultrino.runtime.wit import WORLD
 
 __all__ = ["ENTRY", "INSTALL_HINT", "build", "find_wit", "is_python_project"]
@@ -48,7 +48,7 @@ def is_python_project(root: Path) -> bool:
 
 def find_wit() -> Path:
     """The plugin world this Vultrino implements: the checkout's ``wit/``, else the wheel's."""
-    package = Path(__file__).resolve().parent.parent  # .../vultrino
+    package = Path(__file__).resolve().parents[2]  # .../vultrino
     for candidate in (
         package.parent / "wit" / "vultrino-plugin.wit",
         package / "_data" / "wit" / "vultrino-plugin.wit",

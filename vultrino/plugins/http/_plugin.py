@@ -2,7 +2,7 @@
 
 An agent names a credential and a URL; this plugin adds the secret (a header, a query
 parameter, HTTP basic auth or an oauth2 access token) and sends the request — but only to URLs
-the credential's allowlist admits (:mod:`vultrino.plugins.allowlist`), checked before any
+the credential's allowlist admits (:mod:`vultrino._allowlist`), checked before any
 network I/O. Redirects are followed by hand so every hop is checked too, and the secret only
 ever goes to the origin the agent asked for. Secret values are scrubbed from what comes back.
 
@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin
 
+from vultrino._allowlist import (
+    METHODS,
+    Allowlist,
+    NormalizedURL,
+    normalize_url,
+    validate_patterns,
+)
 from vultrino._scrub import MIN_SECRET_LEN, REDACTED, secret_forms
 from vultrino._version import __version__
 from vultrino.errors import (
@@ -34,13 +41,6 @@ from vultrino.errors import (
     ParameterError,
     VultrinoError,
 )
-from vultrino.plugins.allowlist import (
-    METHODS,
-    Allowlist,
-    NormalizedURL,
-    normalize_url,
-    validate_patterns,
-)
 from vultrino.plugins.base import (
     ActionResult,
     ActionSpec,
@@ -48,9 +48,9 @@ from vultrino.plugins.base import (
     CredentialView,
     FieldSpec,
     ParameterSpec,
-    PreparedAction,
     PluginInfo,
     PluginManifest,
+    PreparedAction,
     ToolSpec,
 )
 

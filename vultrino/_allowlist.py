@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-
 from vultrino.errors import (
     AccessDeniedError,
     AgentPolicyError,

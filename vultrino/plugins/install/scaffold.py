@@ -52,7 +52,7 @@ def _language(lang: str) -> tuple[str, str]:
 def find_template(lang: str = "rust") -> Path:
     """The template directory: a source checkout's top-level one, else the packaged copy."""
     dirname, marker = _language(lang)
-    package = Path(__file__).resolve().parent.parent  # .../vultrino
+    package = Path(__file__).resolve().parents[2]  # .../vultrino
     for candidate in (
         package.parent / dirname,
         package / "_data" / dirname,

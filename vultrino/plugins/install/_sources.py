@@ -29,7 +29,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from vultrino.errors import InstallError, UnsafeSourceError
-from vultrino.plugins._archive import (
+from vultrino.plugins.install._archive import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
     extract_tar_gz,
