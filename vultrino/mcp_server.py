@@ -81,21 +81,7 @@ from vultrino._mcp_front import (
 from vultrino._version import __version__
 from vultrino.agents import AgentScope, Approval, ApprovalRequest
 from vultrino.core import ToolInfo, Vultrino
-from vultrino.errors import (
-    AccessDeniedError,
-    ActionFailedError,
-    AgentPolicyError,
-    ApprovalError,
-    ConfigError,
-    CredentialMismatchError,
-    CredentialNotFoundError,
-    EngineError,
-    ParameterError,
-    PluginNotFoundError,
-    RateLimitedError,
-    StoreError,
-    VultrinoError,
-)
+from vultrino.errors import ConfigError, VultrinoError
 from vultrino.paths import Home
 
 __all__ = [
@@ -195,43 +181,9 @@ def tool_entry(tool: ToolInfo, protocol_version: str) -> types.Tool:
     )
 
 
-def _error_hint(exc: VultrinoError) -> str:
-    """What the model can do about ``exc``; appended to the error message it sees."""
-    if isinstance(exc, CredentialNotFoundError):
-        return "Call list_credentials to see the aliases you can use."
-    if isinstance(exc, CredentialMismatchError):
-        return (
-            "Use a credential of the type named in this tool's `credential` description "
-            "(list_credentials shows the type of each alias)."
-        )
-    if isinstance(exc, ParameterError):
-        return "Fix the arguments to match the tool's input schema."
-    if isinstance(exc, ApprovalError):
-        return ""
-    if isinstance(exc, RateLimitedError):
-        return "Wait before calling again."
-    if isinstance(exc, AgentPolicyError):
-        return "Your agent profile refused this call; stay within what it allows."
-    if isinstance(exc, AccessDeniedError):
-        return "The credential's policy refused this call; stay within what it allows."
-    if isinstance(exc, ActionFailedError):
-        if exc.code == "invalid_params":
-            return "Fix the arguments and call again."
-        if exc.code == "invalid_credential":
-            return "This credential cannot be used for this action; try another alias."
-        return ""
-    if isinstance(exc, EngineError):
-        return "The plugin failed on this call only; you may retry, or tell the user."
-    if isinstance(exc, StoreError):
-        return "Vultrino's credential store is unavailable; tell the user."
-    if isinstance(exc, PluginNotFoundError):
-        return "The tool list changed; call tools/list again."
-    return ""
-
-
 def error_result(exc: VultrinoError) -> types.CallToolResult:
-    """An ``isError`` result carrying the error's message (never a secret) and a hint."""
-    hint = _error_hint(exc)
+    """An ``isError`` result carrying the error's message (never a secret) and its hint."""
+    hint = exc.hint
     message = str(exc).strip() or type(exc).__name__
     if hint and not message.endswith((".", "!", "?")):
         message += "."
