@@ -331,11 +331,12 @@ def test_an_http_request_whose_identity_is_missing_is_refused_not_trusted(
     back to the full facade."""
     from types import SimpleNamespace
 
-    from vultrino import mcp_server
+    from vultrino.mcp.http import build_http_app
+    from vultrino.mcp.server import VultrinoMCP
 
     with Vultrino.open(isolated_home) as v:
-        app = mcp_server.VultrinoMCP(v)
-        mcp_server.build_http_app(app, "t" * 32)
+        app = VultrinoMCP(v)
+        build_http_app(app, "t" * 32)
         for ctx in (
             SimpleNamespace(request=None),
             SimpleNamespace(request=SimpleNamespace(scope={})),

@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md section 1, and each third-party SDK behind one module.
+"""The layering of DESIGN.md section 1, each third-party SDK behind its modules, no MCP cycle.
 
 Imports are read from the source (ast), including imports inside functions, so a lazy import
 cannot sneak past the rule.
@@ -22,19 +22,19 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "vultrino.plugins",
         "vultrino.core",
         "vultrino.cli",
-        "vultrino.mcp_server",
+        "vultrino.mcp",
     ),
     "vultrino.store": (
         "vultrino.runtime",
         "vultrino.plugins",
         "vultrino.core",
         "vultrino.cli",
-        "vultrino.mcp_server",
+        "vultrino.mcp",
     ),
-    "vultrino.plugins": ("vultrino.store", "vultrino.core", "vultrino.cli", "vultrino.mcp_server"),
-    "vultrino.core": ("vultrino.cli", "vultrino.mcp_server"),
-    "vultrino.agents": ("vultrino.cli", "vultrino.mcp_server", "vultrino.store"),
-    "vultrino.mcp_server": ("vultrino.cli",),
+    "vultrino.plugins": ("vultrino.store", "vultrino.core", "vultrino.cli", "vultrino.mcp"),
+    "vultrino.core": ("vultrino.cli", "vultrino.mcp"),
+    "vultrino.agents": ("vultrino.cli", "vultrino.mcp", "vultrino.store"),
+    "vultrino.mcp": ("vultrino.cli",),
     "vultrino.paths": ("vultrino.",),
     "vultrino.errors": ("vultrino.",),
 }
@@ -47,9 +47,9 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "nacl": ("vultrino.store._sealing",),
     "msgpack": ("vultrino._msgpack",),
     "httpx": ("vultrino._net",),
-    "mcp": ("vultrino.mcp_server",),
-    "starlette": ("vultrino.mcp_server",),
-    "uvicorn": ("vultrino.mcp_server",),
+    "mcp": ("vultrino.mcp.server", "vultrino.mcp._relay", "vultrino.mcp.http"),
+    "starlette": ("vultrino.mcp.http",),
+    "uvicorn": ("vultrino.mcp.http",),
     "typer": ("vultrino.cli",),
     "click": ("vultrino.cli",),
 }
@@ -116,3 +116,75 @@ def test_each_sdk_lives_behind_one_module(module: str, path: Path) -> None:
         assert any(module == h or module.startswith(h + ".") for h in homes), (
             f"{module} imports {name}; only {homes} may import {top}"
         )
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the Vultrino modules it imports (anywhere in it, lazily or for type checking).
+
+    A name resolves to the longest module it lies in; ``from vultrino import x`` counts as an
+    import of ``vultrino.x``, not of the root package.
+    """
+    names = {m for m, _ in MODULES}
+
+    def owner(name: str) -> str | None:
+        while name:
+            if name in names:
+                return name
+            name = name.rpartition(".")[0]
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES:
+        targets = {owner(name) for name in _imports(path, module)}
+        graph[module] = {t for t in targets if t is not None and t not in {module, "vultrino"}}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_mcp_package_is_in_no_import_cycle() -> None:
+    """Not inside the package (the stdio entry point hands over to the SDK side, which never
+    calls back), and not with the rest of Vultrino."""
+    graph = _import_graph()
+    assert "vultrino.mcp._relay" in graph["vultrino.mcp.stdio"]  # the lazy import is seen
+    bad = [
+        c
+        for c in _cycles(graph)
+        if any(m == "vultrino.mcp" or m.startswith("vultrino.mcp.") for m in c)
+    ]
+    assert not bad, f"import cycles through vultrino.mcp: {bad}"

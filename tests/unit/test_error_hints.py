@@ -53,7 +53,7 @@ def test_each_error_carries_its_hint(exc: errors.VultrinoError, hint: str) -> No
 
 
 def test_an_mcp_error_result_is_the_message_then_the_hint() -> None:
-    from vultrino.mcp_server import error_result
+    from vultrino.mcp.server import error_result
 
     result = error_result(errors.CredentialNotFoundError("no credential named 'gh'"))
     assert result.is_error
