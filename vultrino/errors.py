@@ -24,6 +24,7 @@ with ``raise ... from exc``; they never escape to a caller.
     ├── PluginError                     carries ``.plugin``
     │   ├── ManifestError               plugin.toml is invalid; ``.problems`` lists key paths
     │   ├── PluginNotFoundError
+    │   │   └── ToolNotFoundError   no such MCP tool, or none the caller may see
     │   ├── PluginConflictError         a name or tool collides with another plugin / built-in
     │   ├── ActionNotFoundError
     │   ├── ParameterError              action parameters do not match the manifest
@@ -49,6 +50,12 @@ with ``raise ... from exc``; they never escape to a caller.
         └── PluginABIError              the guest broke the ABI (bad pointer, garbage, output cap)
 
 Messages say what happened, where, and what to do next. They never contain a secret value.
+
+Each class carries two answers for the surfaces in front of the facade: ``exit_code``, what the
+CLI exits with, and ``hint``, what a model calling a tool over MCP can do about the error (the
+MCP server appends it to the message of an ``isError`` result; docs/mcp.md). The hints name MCP
+tools (``list_credentials``, ``tools/list``), so the CLI does not print them: its messages
+already name the command to run.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ __all__ = [
     "PluginError",
     "PluginMemoryError",
     "PluginNotFoundError",
+    "ToolNotFoundError",
     "PluginTimeoutError",
     "PluginTrapError",
     "RateLimitedError",
@@ -102,9 +110,12 @@ class VultrinoError(Exception):
     """Root of every error Vultrino raises.
 
     ``exit_code`` is what the CLI exits with when this error reaches it (see docs/cli.md).
+    ``hint`` is what a model calling over MCP can do about it; empty when nothing but telling
+    the user helps, or the message already says it.
     """
 
     exit_code: int = 1
+    hint: str = ""
 
 
 class ConfigError(VultrinoError):
@@ -120,6 +131,7 @@ class StoreError(VultrinoError):
     """Something is wrong with the sealed credential store."""
 
     exit_code = 3
+    hint = "Vultrino's credential store is unavailable; tell the user."
 
 
 class StoreNotInitializedError(StoreError):
@@ -162,6 +174,8 @@ class CredentialError(VultrinoError):
 class CredentialNotFoundError(CredentialError):
     """No credential has that alias."""
 
+    hint = "Call list_credentials to see the aliases you can use."
+
 
 class CredentialExistsError(CredentialError):
     """The alias is already taken."""
@@ -201,6 +215,12 @@ class ManifestError(PluginError):
 class PluginNotFoundError(PluginError):
     """No plugin with that name is installed."""
 
+    hint = "The tool list changed; call tools/list again."
+
+
+class ToolNotFoundError(PluginNotFoundError):
+    """No MCP tool with that name, or none the caller's profile shows it."""
+
 
 class PluginConflictError(PluginError):
     """A plugin or tool name collides with an installed or built-in one."""
@@ -214,32 +234,51 @@ class ParameterError(PluginError):
     """Action parameters do not match the manifest."""
 
     exit_code = 6
+    hint = "Fix the arguments to match the tool's input schema."
 
 
 class CredentialMismatchError(PluginError):
     """The credential is of a type the plugin or action does not handle."""
 
     exit_code = 6
+    hint = (
+        "Use a credential of the type named in this tool's `credential` description "
+        "(list_credentials shows the type of each alias)."
+    )
+
+
+_ACTION_FAILED_HINTS = {
+    "invalid_params": "Fix the arguments and call again.",
+    "invalid_credential": "This credential cannot be used for this action; try another alias.",
+}
 
 
 class ActionFailedError(PluginError):
-    """The plugin ran and answered with an error. ``code`` is the plugin's error code."""
+    """The plugin ran and answered with an error. ``code`` is the plugin's error code.
+
+    The hint depends on the code: only ``invalid_params`` and ``invalid_credential`` are
+    something the caller can change.
+    """
 
     exit_code = 7
 
     def __init__(self, message: str, *, plugin: str | None = None, code: str = "failed") -> None:
         super().__init__(message, plugin=plugin)
         self.code = code
+        self.hint = _ACTION_FAILED_HINTS.get(code, "")
 
 
 class AccessDeniedError(PluginError):
     """A policy (such as a credential's URL allowlist) refused the action before it ran."""
 
     exit_code = 8
+    hint = "The credential's policy refused this call; stay within what it allows."
 
 
 class AgentPolicyError(AccessDeniedError):
     """An agent profile refused the call before it ran. ``agent`` names the profile."""
+
+    hint = "Your agent profile refused this call; stay within what it allows."
 
     def __init__(self, message: str, *, agent: str, plugin: str | None = None) -> None:
         super().__init__(message, plugin=plugin)
@@ -248,6 +287,8 @@ class AgentPolicyError(AccessDeniedError):
 
 class RateLimitedError(AgentPolicyError):
     """The agent used up its rate limit; ``retry_after`` is seconds until the next call fits."""
+
+    hint = "Wait before calling again."
 
     def __init__(
         self, message: str, *, agent: str, retry_after: float, plugin: str | None = None
@@ -259,8 +300,10 @@ class RateLimitedError(AgentPolicyError):
 class ApprovalError(AgentPolicyError):
     """The call needs a person's approval, which was declined or could not be asked for.
 
-    ``approval`` is ``"declined"`` or ``"unavailable"``.
+    ``approval`` is ``"declined"`` or ``"unavailable"``; the message says what to do.
     """
+
+    hint = ""
 
     def __init__(
         self, message: str, *, agent: str, approval: str, plugin: str | None = None
@@ -328,6 +371,7 @@ class EngineError(VultrinoError):
     """The WebAssembly runtime failed. ``plugin`` names the plugin when one is known."""
 
     exit_code = 9
+    hint = "The plugin failed on this call only; you may retry, or tell the user."
 
     def __init__(self, message: str, *, plugin: str | None = None) -> None:
         super().__init__(message)

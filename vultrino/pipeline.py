@@ -38,6 +38,7 @@ from vultrino.errors import (
     CredentialMismatchError,
     ParameterError,
     PluginNotFoundError,
+    ToolNotFoundError,
     VultrinoError,
 )
 from vultrino.info import (
@@ -247,7 +248,7 @@ class Pipeline:
                         "source": source,
                     }
                 )
-            raise PluginNotFoundError(f"no tool named {name!r}")
+            raise ToolNotFoundError(f"no tool named {name!r}")
         act = binding.action
         owner = binding.plugin.name
         if not act.needs_credential:
@@ -474,7 +475,7 @@ class Pipeline:
             if decision.rule == "credential" and alias is not None:
                 raise hidden_credential(alias)
             if decision.rule == "tool":
-                raise PluginNotFoundError(decision.reason)
+                raise ToolNotFoundError(decision.reason)
             raise AgentPolicyError(decision.reason, agent=agent, plugin=plan.plugin)
         if decision.rate is not None:
             wait = self._limiter.take(agent, decision.rate)

@@ -194,7 +194,9 @@ def test_stdio_agent_sees_and_uses_only_its_profile(
 
     run(main)
     records = audit.query(home.root / "audit.log", agent="web")
-    assert [r["outcome"] for r in records] == ["ok", "denied", "denied", "denied"]
+    # the last: the tool outside the profile, refused by the pipeline and recorded as such
+    assert [r["outcome"] for r in records] == ["ok", "denied", "denied", "denied", "denied"]
+    assert (records[-1]["tool"], records[-1]["error"]) == ("echo_message", "ToolOutsideProfile")
     assert all(r["source"] == "mcp" for r in records)
     scan_log(leakcheck, home, errlog)
 
@@ -222,7 +224,9 @@ def test_http_agent_token_selects_its_profile(
 
     run(main)
     records = audit.query(home.root / "audit.log", agent="web")
-    assert [r["outcome"] for r in records] == ["ok", "denied", "denied", "denied"]
+    # the last: the tool outside the profile, refused by the pipeline and recorded as such
+    assert [r["outcome"] for r in records] == ["ok", "denied", "denied", "denied", "denied"]
+    assert (records[-1]["tool"], records[-1]["error"]) == ("echo_message", "ToolOutsideProfile")
     scan_log(leakcheck, home, errlog)
 
 
@@ -331,11 +335,12 @@ def test_an_http_request_whose_identity_is_missing_is_refused_not_trusted(
     back to the full facade."""
     from types import SimpleNamespace
 
-    from vultrino import mcp_server
+    from vultrino.mcp.http import build_http_app
+    from vultrino.mcp.server import VultrinoMCP
 
     with Vultrino.open(isolated_home) as v:
-        app = mcp_server.VultrinoMCP(v)
-        mcp_server.build_http_app(app, "t" * 32)
+        app = VultrinoMCP(v)
+        build_http_app(app, "t" * 32)
         for ctx in (
             SimpleNamespace(request=None),
             SimpleNamespace(request=SimpleNamespace(scope={})),

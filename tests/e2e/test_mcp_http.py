@@ -264,7 +264,7 @@ def test_a_token_file_others_can_read_is_refused(home: McpHome, leakcheck: LeakC
 def test_the_server_refuses_to_listen_beyond_loopback(home: McpHome) -> None:
     from vultrino.core import Vultrino
     from vultrino.errors import ConfigError
-    from vultrino.mcp_server import serve_http
+    from vultrino.mcp.http import serve_http
 
     with (
         Vultrino.open(home.root, home.password_file.read_text().strip()) as v,

@@ -1,4 +1,4 @@
-"""The stdio start-up front (vultrino/_mcp_front.py) against the real MCP SDK server.
+"""The stdio start-up front (vultrino/mcp/_front.py) against the real MCP SDK server.
 
 The front answers ``initialize`` before the SDK is imported, so its answer must be the one the
 SDK server would give: each case below asks the real SDK server (the one ``vultrino mcp`` runs,
@@ -21,7 +21,8 @@ import anyio
 import pytest
 from mcp_types import version as sdk_versions
 
-from vultrino._mcp_front import HANDSHAKE_VERSIONS, StdioFront
+from vultrino.mcp._front import StdioFront
+from vultrino.mcp._identity import HANDSHAKE_VERSIONS
 
 CLIENT_CAPABILITIES: list[dict[str, Any]] = [
     {},
@@ -49,7 +50,7 @@ def sdk_answers(messages: list[dict[str, Any]], isolated_home: Path) -> list[dic
     from mcp_types import jsonrpc_message_adapter
 
     from vultrino.core import Vultrino
-    from vultrino.mcp_server import VultrinoMCP
+    from vultrino.mcp.server import VultrinoMCP
 
     v = Vultrino.open(isolated_home)
     app = VultrinoMCP(v)
@@ -223,7 +224,7 @@ def test_hand_over_before_ready_leaves_the_held_answers_to_the_sdk(pipes: Pipes)
 
 def test_importing_the_front_does_not_import_the_sdk() -> None:
     code = (
-        "import sys, vultrino._mcp_front; "
+        "import sys, vultrino.mcp.stdio; "
         "print(sorted(m for m in ('mcp', 'mcp_types', 'pydantic', 'anyio') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -45,28 +45,26 @@ def mcp_serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from vultrino import _mcp_front
     from vultrino.core import Vultrino
+    from vultrino.mcp import stdio
 
-    loading = _mcp_front.preload_sdk()  # about a second of CPU, overlapping what follows
+    loading = stdio.preload_sdk()  # about a second of CPU, overlapping what follows
     v = Vultrino.open(home_arg(home))  # no prompt: stdin belongs to the protocol
     try:
         if not http:
-            _mcp_front.serve_stdio(v, agent=agent, loading=loading)
+            stdio.serve_stdio(v, agent=agent, loading=loading)
             return
         v.unlock()
         loading.join()
-        from vultrino import mcp_server
+        from vultrino.mcp.http import TOKEN_FILE, ensure_http_token, serve_http
 
         if agent is not None:
             v.agent_profile(agent)  # an unknown agent fails before anything is served
-        token, created = mcp_server.ensure_http_token(v.home.root)
+        token, created = ensure_http_token(v.home.root)
         if created and agent is None:
-            err(f"generated an HTTP bearer token (kept in {v.home.root / 'mcp-token'}):")
+            err(f"generated an HTTP bearer token (kept in {v.home.root / TOKEN_FILE}):")
             err(token)
-        mcp_server.serve_http(
-            v, port=v.config.mcp_port if port is None else port, token=token, agent=agent
-        )
+        serve_http(v, port=v.config.mcp_port if port is None else port, token=token, agent=agent)
     finally:
         v.close()
 
@@ -106,28 +104,25 @@ def mcp_config(
 
       vultrino mcp config --form generic --agent ci-bot
     """
-    from vultrino import mcp_server
     from vultrino.config import load_config
     from vultrino.errors import ConfigError
+    from vultrino.mcp.clients import CLIENT_FORMS, client_config, client_config_note
+    from vultrino.mcp.http import TOKEN_FILE, ensure_http_token
     from vultrino.paths import resolve_home
 
-    if form not in mcp_server.CLIENT_FORMS:
-        raise ConfigError(
-            f"--form must be one of {', '.join(mcp_server.CLIENT_FORMS)}, not {form!r}"
-        )
+    if form not in CLIENT_FORMS:
+        raise ConfigError(f"--form must be one of {', '.join(CLIENT_FORMS)}, not {form!r}")
     h = resolve_home(home_arg(home))
     token: str | None = None
     http_port: int | None = None
     if http:
         http_port = port or load_config(h.config).mcp_port
     if http and agent is None:
-        token, created = mcp_server.ensure_http_token(h.root)
+        token, created = ensure_http_token(h.root)
         made = "generated" if created else "read"
         err(
-            f"{made} the HTTP bearer token in {h.root / mcp_server.TOKEN_FILE}; the configuration "
+            f"{made} the HTTP bearer token in {h.root / TOKEN_FILE}; the configuration "
             "below holds it, so keep the file you paste it into private"
         )
-    emit_json(
-        mcp_server.client_config(h.root, form=form, http_port=http_port, token=token, agent=agent)
-    )
-    err(mcp_server.client_config_note(h.root))
+    emit_json(client_config(h.root, form=form, http_port=http_port, token=token, agent=agent))
+    err(client_config_note(h.root))

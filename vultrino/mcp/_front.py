@@ -1,11 +1,11 @@
 """The stdio front of ``vultrino mcp``: the first answers, before the MCP SDK is imported.
 
 Importing the SDK (its pydantic models) costs about a second of CPU, longer than a host is
-willing to wait for ``initialize``. So ``vultrino mcp`` (stdio) starts this front, which needs
-only the standard library, while a background thread imports the SDK and the main thread unlocks
-the store::
+willing to wait for ``initialize``. So the stdio transport (``vultrino.mcp.stdio``) claims the
+process's fd 0/1 (:func:`claim_stdio`) and starts this front, which needs only the standard
+library, while a background thread imports the SDK and the main thread unlocks the store::
 
-    front = StdioFront(wire)     # reads stdin from now on; answers nothing yet
+    front = StdioFront(wire.stdin, wire.stdout)  # reads stdin from now on; answers nothing yet
     front.start()
     ...unlock the store...
     front.ready()                # from now on (and for what was buffered) it answers
@@ -20,13 +20,14 @@ Contract (docs/mcp.md, "Start-up"):
   front already answered are dropped (:meth:`StdioFront.hand_over` names them).
 - The front answers only an ``initialize`` request that is the client's first JSON message (lines
   that are not JSON do not count; the SDK side answers them with a parse error), and, after it,
-  ``ping``. Its ``initialize`` answer is the SDK's: :func:`initialize_result` is built from the
-  same constants the SDK server is built from, and a test compares the two for every protocol
-  version. Anything else, or anything it cannot validate, waits for the SDK.
+  ``ping``. Its ``initialize`` answer is the SDK's: ``initialize_result`` is built from the
+  same constants the SDK server is built from (``vultrino.mcp._identity``), and a test compares
+  the two for every protocol version. Anything else, or anything it cannot validate, waits for
+  the SDK.
 - Nothing is written before :meth:`StdioFront.ready`: a wrong password still fails before any
   protocol traffic.
 
-This module must not import the MCP SDK (``vultrino.mcp_server`` is the only one that does).
+This module must not import the MCP SDK, nor anything that does.
 """
 
 from __future__ import annotations
@@ -40,58 +41,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final
 
-from vultrino._version import __version__
+from vultrino.mcp._identity import initialize_result
 
-if TYPE_CHECKING:
-    from vultrino.core import Vultrino
-
-__all__ = [
-    "HANDSHAKE_VERSIONS",
-    "INSTRUCTIONS",
-    "SERVER_NAME",
-    "SERVER_TITLE",
-    "StdioFront",
-    "Wire",
-    "claim_stdio",
-    "initialize_result",
-    "preload_sdk",
-    "serve_stdio",
-]
-
-SERVER_NAME: Final = "vultrino"
-SERVER_TITLE: Final = "Vultrino"
-INSTRUCTIONS: Final = (
-    "Vultrino performs actions that need a secret (authenticated HTTP requests, signatures, "
-    "one-time codes) without showing you the secret. Call list_credentials to see the "
-    "credentials by alias, then pass an alias as the `credential` argument of a tool."
-)
-
-HANDSHAKE_VERSIONS: Final[tuple[str, ...]] = (
-    "2024-11-05",
-    "2025-03-26",
-    "2025-06-18",
-    "2025-11-25",
-)
-"""The handshake-era protocol versions, oldest first (the SDK's list; a test keeps them equal).
-An ``initialize`` naming any other version is answered with the newest of these."""
-
-
-def server_capabilities() -> dict[str, Any]:
-    """What the server declares: tools, with ``listChanged`` (the SDK's answer; tested)."""
-    return {"tools": {"listChanged": True}}
-
-
-def initialize_result(requested: str) -> dict[str, Any]:
-    """The ``initialize`` result for a client asking for protocol version ``requested``."""
-    negotiated = requested if requested in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
-    return {
-        "protocolVersion": negotiated,
-        "capabilities": server_capabilities(),
-        "serverInfo": {"name": SERVER_NAME, "title": SERVER_TITLE, "version": __version__},
-        "instructions": INSTRUCTIONS,
-    }
+__all__ = ["EOF", "StdioFront", "Wire", "claim_stdio"]
 
 
 @dataclass
@@ -194,8 +148,8 @@ EOF: Final = None
 class StdioFront:
     """Reads the protocol stream from the start and answers the opening messages.
 
-    ``stdin`` and ``stdout`` are the private protocol streams (see ``mcp_server``'s claim of
-    fd 0/1). One daemon thread reads lines; :meth:`get` hands them over in order.
+    ``stdin`` and ``stdout`` are the private protocol streams (see :func:`claim_stdio`). One
+    daemon thread reads lines; :meth:`get` hands them over in order.
     """
 
     def __init__(self, stdin: IO[str], stdout: IO[str]) -> None:
@@ -285,40 +239,3 @@ class StdioFront:
             self._stdout.flush()
         except (OSError, ValueError):
             pass  # the client is gone; the SDK side will see the end of stdin
-
-
-# --- start-up ----------------------------------------------------------------------------------
-
-
-def preload_sdk() -> threading.Thread:
-    """Start importing the MCP server module (and so the SDK) in a background thread."""
-
-    def load() -> None:
-        import vultrino.mcp_server  # noqa: F401
-
-    t = threading.Thread(target=load, name="vultrino-mcp-import", daemon=True)
-    t.start()
-    return t
-
-
-def serve_stdio(
-    v: Vultrino, *, agent: str | None = None, loading: threading.Thread | None = None
-) -> None:
-    """``vultrino mcp`` (stdio): serve until the client closes stdin.
-
-    The front reads from the first byte; the store is unlocked meanwhile (the key derivation
-    overlaps the SDK import ``loading`` runs), and only then does the front answer. A missing or
-    wrong password, or an unknown ``agent``, fails before any protocol traffic.
-    """
-    loading = loading or preload_sdk()
-    with claim_stdio() as wire:
-        front = StdioFront(wire.stdin, wire.stdout)
-        front.start()
-        v.unlock()
-        if agent is not None:
-            v.agent_profile(agent)  # an unknown agent fails now, before any protocol traffic
-        front.ready()
-        loading.join()
-        from vultrino import mcp_server  # imported by now; re-raises an import failure
-
-        mcp_server.serve_stdio_after_front(v, front, wire, agent=agent)

@@ -1,0 +1,114 @@
+"""Client configurations: what to paste into an MCP host to start or reach this Vultrino.
+
+``vultrino mcp config`` prints :func:`client_config` (Claude Desktop/Code's ``mcpServers``,
+VS Code's ``servers``, or a generic description) and :func:`client_config_note` (how the store
+password reaches the server). A configuration never holds the store password.
+
+::
+
+    client_config(home, form="claude")              # `vultrino mcp config`
+    client_config(home, http_port=8765, token=t)    # `vultrino mcp config --http`
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vultrino.errors import ConfigError
+from vultrino.mcp.http import HTTP_PATH, TOKEN_FILE
+
+__all__ = ["CLIENT_FORMS", "client_config", "client_config_note"]
+
+
+def _server_command() -> list[str]:
+    """How a host should start this Vultrino: the ``vultrino`` executable next to this Python
+    (hosts such as Claude Desktop do not inherit the shell's PATH), else ``python -m vultrino``."""
+    scripts = Path(sys.executable).parent
+    for candidate in (scripts / "vultrino", scripts / "vultrino.exe"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [str(candidate)]
+    found = shutil.which("vultrino")
+    if found:
+        return [str(Path(found).absolute())]
+    return [sys.executable, "-m", "vultrino"]
+
+
+CLIENT_FORMS = ("claude", "vscode", "generic")
+
+
+def client_config(
+    home: Path,
+    *,
+    form: str = "claude",
+    http_port: int | None = None,
+    command: Sequence[str] | None = None,
+    name: str = "vultrino",
+    token: str | None = None,
+    agent: str | None = None,
+) -> dict[str, Any]:
+    """The ready-to-paste client configuration for ``vultrino mcp config``.
+
+    ``form="claude"`` is Claude Desktop's ``claude_desktop_config.json`` (``mcpServers``; also
+    read by Claude Code's ``.mcp.json``, Cursor and others). ``form="vscode"`` is VS Code's
+    ``.vscode/mcp.json`` (``servers``, each with a ``type``). ``form="generic"`` is a plain
+    description any host's settings can be filled from. With ``http_port`` the entry points at
+    ``vultrino mcp --http`` instead of spawning a process, and carries ``token`` (the HTTP
+    bearer token; a placeholder naming the token file when None). Never contains the store
+    password: it is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
+    :func:`client_config_note`). With ``agent`` the server is started with ``--agent``
+    (stdio), or the placeholder names the agent's token (HTTP), which is never stored.
+    """
+    if form not in CLIENT_FORMS:
+        raise ConfigError(
+            f"unknown client configuration form {form!r}; use one of {', '.join(CLIENT_FORMS)}"
+        )
+    home = Path(home).expanduser().absolute()
+    argv = list(command) if command is not None else _server_command()
+    env = {
+        "VULTRINO_HOME": str(home),
+        "VULTRINO_PASSWORD_FILE": str(home / "password"),
+    }
+    if http_port is not None:
+        url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
+        if agent is not None:
+            bearer = f"<the token `vultrino agent add {agent}` printed>"
+        elif token is not None:
+            bearer = token
+        else:
+            bearer = f"<contents of {home / TOKEN_FILE}>"
+        headers = {"Authorization": f"Bearer {bearer}"}
+        if form == "claude":
+            return {"mcpServers": {name: {"type": "http", "url": url, "headers": headers}}}
+        if form == "vscode":
+            return {"servers": {name: {"type": "http", "url": url, "headers": headers}}}
+        return {"name": name, "transport": "streamable-http", "url": url, "headers": headers}
+    args = [*argv[1:], "mcp", *(["--agent", agent] if agent is not None else [])]
+    if form == "claude":
+        return {"mcpServers": {name: {"command": argv[0], "args": args, "env": env}}}
+    if form == "vscode":
+        return {"servers": {name: {"type": "stdio", "command": argv[0], "args": args, "env": env}}}
+    return {
+        "name": name,
+        "transport": "stdio",
+        "command": argv[0],
+        "args": args,
+        "env": env,
+    }
+
+
+def client_config_note(home: Path) -> str:
+    """How the store password reaches the server, for ``vultrino mcp config`` to print."""
+    home = Path(home).expanduser().absolute()
+    pw = home / "password"
+    return (
+        "The MCP server unlocks the credential store once at start. Its stdin is the protocol, so "
+        "it cannot prompt: it reads the password from the file named by VULTRINO_PASSWORD_FILE "
+        f"(above: {pw}), or from VULTRINO_PASSWORD. Create the file so only you can read it, "
+        f"e.g.:\n  (umask 077; read -rs PW && printf '%s' \"$PW\" > '{pw}'; unset PW)\n"
+        "Never put the password itself in a client configuration file."
+    )

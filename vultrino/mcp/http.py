@@ -1,0 +1,278 @@
+"""The streamable-HTTP transport: ``vultrino mcp --http``, on the loopback interface only.
+
+:func:`serve_http` runs :func:`build_http_app` (the SDK's session manager behind
+:class:`_BearerAuth`) on uvicorn at ``http://127.0.0.1:PORT/mcp``. Every request carries
+``Authorization: Bearer <token>``: the server's token (``$VULTRINO_HOME/mcp-token``, made by
+:func:`ensure_http_token`, mode 0600) grants full access; an agent's token (``vultrino agent
+add``) runs the request under that agent's profile. Others get 401.
+
+::
+
+    token, created = ensure_http_token(home)        # $VULTRINO_HOME/mcp-token, mode 0600
+    serve_http(v, port=8765, token=token)           # `vultrino mcp --http`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vultrino._fs import atomic_write
+from vultrino.core import Vultrino
+from vultrino.errors import ConfigError, VultrinoError
+from vultrino.mcp.server import AGENT_STATE, VultrinoMCP
+from vultrino.paths import Home
+
+__all__ = [
+    "HTTP_PATH",
+    "LOOPBACK_HOSTS",
+    "TOKEN_FILE",
+    "build_http_app",
+    "ensure_http_token",
+    "serve_http",
+]
+
+logger = logging.getLogger("vultrino.mcp")
+
+HTTP_PATH = "/mcp"
+TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def ensure_http_token(home: Path) -> tuple[str, bool]:
+    """The bearer token of ``vultrino mcp --http``: read ``home/mcp-token``, or create it.
+
+    Returns ``(token, created)``. A new token is written with mode 0600 (never replaced if
+    another process won the race); the caller prints it once, to stderr. A token file that
+    others can read is refused rather than trusted.
+    """
+    path = Path(home) / TOKEN_FILE
+    try:
+        return _read_token(path), False
+    except FileNotFoundError:
+        pass
+    Home(Path(home)).ensure()
+    token = secrets.token_urlsafe(32)
+    try:
+        atomic_write(path, (token + "\n").encode(), mode=0o600, exclusive=True)
+    except FileExistsError:
+        return _read_token(path), False
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the MCP token file ({exc.strerror})") from exc
+    return token, True
+
+
+def _read_token(path: Path) -> str:
+    st = path.stat()  # FileNotFoundError propagates: the caller creates the file
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"{path}: the MCP token file is readable by other users "
+            f"(mode {st.st_mode & 0o777:o}); run `chmod 600 {path}`"
+        )
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the MCP token file ({exc})") from exc
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"{path}: the MCP token must be at least 16 characters without spaces; "
+            "delete the file to have a new one generated"
+        )
+    return token
+
+
+class _BearerAuth:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``.
+
+    The server's token (``mcp-token``) grants full access, unless the server was started for
+    one agent; an agent's token (``vultrino agent add``) runs the request under that agent's
+    profile, named in ``scope["state"]``. Tokens are compared in constant time.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        *,
+        agent_for_token: Callable[[str], str | None] | None = None,
+        only_agent: str | None = None,
+    ) -> None:
+        self.app = app
+        self._token = token.encode()
+        self._agent_for_token = agent_for_token
+        self._only_agent = only_agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        who = await self._identify(scope)
+        if who is not False:
+            # A fresh dict: the server may hand every request a copy of one shared state.
+            scope["state"] = {**scope.get("state", {}), AGENT_STATE: who}
+        if who is False:
+            body = json.dumps(
+                {
+                    "error": "unauthorized",
+                    "message": "send `Authorization: Bearer <token>`; the token is in "
+                    f"$VULTRINO_HOME/{TOKEN_FILE}",
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b'Bearer realm="vultrino"'),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    async def _identify(self, scope: Scope) -> str | bool | None:
+        """False when refused; None for the server's token; an agent's name for its token."""
+        presented = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+        if len(presented) != 1:
+            return False
+        scheme, _, credentials = bytes(presented[0]).partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        credentials = credentials.strip()
+        if self._only_agent is None and hmac.compare_digest(credentials, self._token):
+            return None
+        if self._agent_for_token is None or not credentials:
+            return False
+        try:
+            text = credentials.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        lookup = self._agent_for_token
+        try:
+            name = await anyio.to_thread.run_sync(lambda: lookup(text))
+        except VultrinoError as exc:
+            logger.warning("cannot check an agent token: %s", exc)
+            return False
+        if name is None or (self._only_agent is not None and name != self._only_agent):
+            return False
+        return name
+
+
+def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
+    """The ASGI application of ``serve_http``: bearer auth around the SDK's session manager.
+
+    Agents' tokens are accepted too (each request then runs under its agent's profile); when
+    ``app`` serves one agent, only that agent's token is."""
+    if not token:
+        raise ConfigError("the MCP HTTP server needs a non-empty bearer token")
+    app.http = True
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )
+    manager = StreamableHTTPSessionManager(app=app.server, security_settings=security)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with manager.run(), anyio.create_task_group() as tg:
+            tg.start_soon(app.watch)
+            yield
+            tg.cancel_scope.cancel()
+
+    # An ASGI-app instance (not a function) as the endpoint, so every HTTP method reaches it.
+    endpoint = StreamableHTTPASGIApp(manager)
+    starlette = Starlette(routes=[Route(HTTP_PATH, endpoint=endpoint)], lifespan=lifespan)
+    return _BearerAuth(
+        starlette, token, agent_for_token=app.v.agent_for_token, only_agent=app.agent
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1" if host == "localhost" else host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another port with --port"
+        ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def serve_http(
+    v: Vultrino,
+    *,
+    host: str = "127.0.0.1",
+    port: int,
+    token: str,
+    ready: Callable[[str], None] | None = None,
+    agent: str | None = None,
+) -> None:
+    """Serve MCP over streamable HTTP at ``http://host:port/mcp`` until interrupted.
+
+    Only loopback addresses are accepted. Every request must carry ``Authorization: Bearer
+    <token>`` (compared in constant time), or an agent's token; others get 401. With
+    ``agent``, only that agent's token is accepted. ``port=0`` picks a free port.
+    ``ready`` receives the URL once the socket listens (default: one line on stderr).
+    """
+    import uvicorn
+
+    if host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"the MCP HTTP server only listens on the loopback interface; got host {host!r} "
+            f"(use one of {', '.join(LOOPBACK_HOSTS)})"
+        )
+    v.unlock()
+    if agent is not None:
+        v.agent_profile(agent)  # an unknown agent fails now
+    app = VultrinoMCP(v, agent=agent)
+    asgi = build_http_app(app, token)
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    url = f"http://{'[::1]' if host == '::1' else host}:{bound}{HTTP_PATH}"
+    config = uvicorn.Config(
+        asgi, log_config=None, access_log=False, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            while not server.started:
+                if server.should_exit:
+                    break
+                await anyio.sleep(0.01)
+            if server.started:
+                (ready or _announce)(url)
+
+    try:
+        anyio.run(run)
+    finally:
+        sock.close()
+
+
+def _announce(url: str) -> None:
+    print(f"Vultrino MCP server listening on {url}", file=sys.stderr, flush=True)

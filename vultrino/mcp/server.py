@@ -1,0 +1,431 @@
+"""The MCP server core: the facade's tools as an MCP server, whatever the transport.
+
+:class:`VultrinoMCP` wraps one :class:`Vultrino` in the SDK's low-level ``Server`` (tool names
+and schemas are data from plugin manifests, not Python functions): its ``tools/list`` and
+``tools/call`` handlers, the approval channel, and the watcher that announces a changed tool
+list. :func:`tool_entry`, :func:`tool_result` and :func:`error_result` turn the facade's tools,
+results and errors into MCP's. The transports run it: ``vultrino.mcp.stdio`` and
+``vultrino.mcp.http``.
+
+Contract (docs/mcp.md):
+
+- ``tools/list`` is the facade's tool list, re-read on every call; an unknown tool name in
+  ``tools/call`` is a JSON-RPC error (-32602). Every other failure of a call is a tool result with
+  ``isError: true``, its message followed by the error's ``hint`` (``vultrino.errors``), so the
+  model can fix its call.
+- Results: a string is text content; a map becomes ``structuredContent`` plus its JSON as text;
+  a list likewise (wrapped as ``{"result": [...]}`` on handshake-era protocol versions, whose
+  ``structuredContent`` must be an object); any other value is its JSON as text.
+- A background task (:meth:`VultrinoMCP.watch`, started by the transport) polls
+  ``Vultrino.refresh`` and, when the tool list changed (a plugin installed, removed or reloaded,
+  a credential added), sends ``notifications/tools/list_changed`` to every handshake-era session
+  and publishes it to ``subscriptions/listen`` streams (2026-07-28 era).
+- Facade calls run in worker threads, so calls are concurrent; the facade and the runtime
+  serialise what must be serialised.
+- Agent profiles (docs/agents.md): with ``agent=`` (``vultrino mcp --agent NAME``) every request
+  runs under that profile; over HTTP an agent's own bearer token selects its profile per
+  request (the transport names it in the request's ASGI state under :data:`AGENT_STATE`). The
+  profile is enforced by the facade (:meth:`Vultrino.as_agent`); this module only picks the
+  agent and supplies the approval channel: ``elicitation/create`` when the client declared the
+  ``elicitation`` capability, else the call is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+from mcp import types
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+
+from vultrino._json import jsonable
+from vultrino._version import __version__
+from vultrino.agents import AgentScope
+from vultrino.core import ToolInfo, Vultrino
+from vultrino.errors import ToolNotFoundError, VultrinoError
+from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
+from vultrino.policy.approval import Approval, ApprovalRequest
+
+__all__ = [
+    "AGENT_STATE",
+    "MODERN_VERSIONS",
+    "POLL_INTERVAL_S",
+    "VultrinoMCP",
+    "error_result",
+    "output_schema",
+    "tool_entry",
+    "tool_result",
+]
+
+logger = logging.getLogger("vultrino.mcp")
+
+POLL_INTERVAL_S = 0.5
+"""How often the server asks the facade whether plugins or credentials changed."""
+
+APPROVAL_TIMEOUT_S = 600.0
+"""How long an approval prompt waits for the person before counting as declined."""
+
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approve": {
+            "type": "boolean",
+            "title": "Approve",
+            "description": "Allow this one call",
+            "default": False,
+        }
+    },
+    "required": ["approve"],
+}
+
+AGENT_STATE = "vultrino_agent"
+"""The ASGI ``scope["state"]`` key naming the agent an HTTP request runs under."""
+
+MODERN_VERSIONS = frozenset(types.version.MODERN_PROTOCOL_VERSIONS)
+"""The 2026-07-28-era protocol versions (no handshake, no server-initiated requests)."""
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def tool_result(value: Any, protocol_version: str) -> types.CallToolResult:
+    """The ``CallToolResult`` for a facade result (see the module docstring for the shapes)."""
+    if isinstance(value, str):
+        return types.CallToolResult(content=[types.TextContent(text=value)])
+    data = jsonable(value)
+    text = json.dumps(data, ensure_ascii=False)
+    structured: Any = None
+    if isinstance(data, dict):
+        structured = data
+    elif isinstance(data, list):
+        structured = data if protocol_version in MODERN_VERSIONS else {"result": data}
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)], structured_content=structured
+    )
+
+
+def output_schema(schema: dict[str, Any] | None, protocol_version: str) -> dict[str, Any] | None:
+    """The ``outputSchema`` a tool advertises on this protocol version.
+
+    Handshake-era versions require an object at the root, and :func:`tool_result` wraps a list
+    result as ``{"result": [...]}`` there, so a non-object schema is wrapped the same way.
+    """
+    if schema is None or protocol_version in MODERN_VERSIONS or schema.get("type") == "object":
+        return schema
+    return {
+        "type": "object",
+        "properties": {"result": schema},
+        "required": ["result"],
+        "additionalProperties": False,
+    }
+
+
+def tool_entry(tool: ToolInfo, protocol_version: str) -> types.Tool:
+    """One ``tools/list`` entry: schemas, and the behaviour hints when the tool declares any."""
+    annotations = (
+        types.ToolAnnotations(
+            read_only_hint=tool.annotations.get("readOnlyHint"),
+            destructive_hint=tool.annotations.get("destructiveHint"),
+            idempotent_hint=tool.annotations.get("idempotentHint"),
+            open_world_hint=tool.annotations.get("openWorldHint"),
+        )
+        if tool.annotations
+        else None
+    )
+    return types.Tool(
+        name=tool.name,
+        description=tool.description,
+        input_schema=tool.input_schema,
+        output_schema=output_schema(tool.output_schema, protocol_version),
+        annotations=annotations,
+    )
+
+
+def error_result(exc: VultrinoError) -> types.CallToolResult:
+    """An ``isError`` result carrying the error's message (never a secret) and its hint."""
+    hint = exc.hint
+    message = str(exc).strip() or type(exc).__name__
+    if hint and not message.endswith((".", "!", "?")):
+        message += "."
+    text = f"{message} {hint}" if hint else message
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+class _Notifier(Protocol):
+    async def send_tool_list_changed(self) -> None: ...
+
+
+class _VultrinoServer(Server[Any]):
+    """The low-level server, declaring ``tools.listChanged`` on every transport.
+
+    The streamable-HTTP session manager builds its ``initialize`` answer from
+    ``create_initialization_options()`` with no arguments, so the default lives here.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+class VultrinoMCP:
+    """The MCP surface of one :class:`Vultrino`: handlers, the change watcher, the sessions."""
+
+    def __init__(
+        self, v: Vultrino, *, poll_interval: float = POLL_INTERVAL_S, agent: str | None = None
+    ) -> None:
+        self.v = v
+        self.agent = agent  # every request runs under this profile (None: chosen per request)
+        self.http = False  # set by build_http_app: each request then names its agent
+        self.poll_interval = poll_interval
+        self._tools: dict[str, ToolInfo] = {}
+        self._bus = InMemorySubscriptionBus()
+        self._sessions: dict[int, _Notifier] = {}
+        self._last_refresh_error = ""
+        self.server = _VultrinoServer(
+            SERVER_NAME,
+            version=__version__,
+            title=SERVER_TITLE,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._on_list_tools,
+            on_call_tool=self._on_call_tool,
+            on_subscriptions_listen=ListenHandler(self._bus),
+        )
+        self.server.add_notification_handler(
+            "notifications/initialized", types.NotificationParams, self._on_initialized
+        )
+
+    # -- tool list ------------------------------------------------------------------------------
+
+    def _sync(self) -> bool:
+        """Refresh the facade (in a worker thread); True when the tool list changed."""
+        changed = self.v.refresh()
+        self._tools = {t.name: t for t in self.v.tools()}
+        return changed
+
+    async def refresh(self) -> None:
+        """Re-read plugins and credentials; announce a changed tool list to every client.
+
+        A failure (a store being rewritten, a broken plugin directory) is logged once and the
+        last good tool list stays in force; the next poll tries again.
+        """
+        try:
+            changed = await anyio.to_thread.run_sync(self._sync)
+        except VultrinoError as exc:
+            self._refresh_failed(str(exc))
+            return
+        except Exception as exc:
+            self._refresh_failed(f"internal error ({type(exc).__name__})")
+            logger.debug("refresh failed", exc_info=True)
+            return
+        self._last_refresh_error = ""
+        if changed:
+            logger.info("tool list changed; notifying clients")
+            await self.broadcast_tools_changed()
+
+    def _refresh_failed(self, message: str) -> None:
+        if message != self._last_refresh_error:
+            logger.warning("cannot refresh the tool list: %s", message)
+            self._last_refresh_error = message
+
+    async def _on_list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        self._track(ctx)
+        await self.refresh()
+        if not self._tools and self._last_refresh_error:
+            raise MCPError(
+                code=types.INTERNAL_ERROR,
+                message=f"Vultrino cannot list its tools: {self._last_refresh_error}",
+            )
+        agent = self._agent_for(ctx)
+        tools = list(self._tools.values())
+        if agent is not None:
+            tools = await anyio.to_thread.run_sync(self._agent_tools, agent)
+        return types.ListToolsResult(tools=[tool_entry(t, ctx.protocol_version) for t in tools])
+
+    def _agent_tools(self, agent: str) -> list[ToolInfo]:
+        try:
+            return self.v.as_agent(agent).tools()
+        except VultrinoError as exc:
+            raise MCPError(code=types.INVALID_REQUEST, message=str(exc)) from None
+
+    def _agent_for(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        """The agent profile this request runs under: the server's, else the one the HTTP
+        bearer token named (see ``vultrino.mcp.http``), else None (full access)."""
+        if self.agent is not None:
+            return self.agent
+        if not self.http:
+            return None
+        scope = getattr(ctx.request, "scope", None)
+        state = scope.get("state") if isinstance(scope, dict) else None
+        if not isinstance(state, dict) or AGENT_STATE not in state:
+            # Fail closed: a request whose identity did not come through cannot be trusted
+            # with the full facade.
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message="Vultrino cannot tell which token authorised this request; refused",
+            )
+        name = state[AGENT_STATE]
+        return name if isinstance(name, str) else None
+
+    # -- tool calls -----------------------------------------------------------------------------
+
+    async def _on_call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        self._track(ctx)
+        name = params.name
+        agent = self._agent_for(ctx)
+        unknown = MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"Unknown tool: {name!r}. Call tools/list to see the available tools.",
+        )
+        if name not in self._tools:
+            # Perhaps installed a moment ago by another process: look again before refusing.
+            await self.refresh()
+            if name not in self._tools:
+                raise unknown
+        scope: AgentScope | None = None
+        if agent is not None:
+            try:
+                scope = await anyio.to_thread.run_sync(
+                    lambda: self.v.as_agent(agent, approver=self._approver(ctx))
+                )
+            except VultrinoError as exc:
+                return error_result(exc)
+        arguments = dict(params.arguments or {})
+        try:
+            value = await anyio.to_thread.run_sync(self._call, name, arguments, scope)
+        except ToolNotFoundError:
+            # outside the agent's profile (the pipeline audited it): exactly as for a tool
+            # that does not exist
+            raise unknown from None
+        except VultrinoError as exc:
+            return error_result(exc)
+        except Exception as exc:
+            # A bug, not the model's fault. Log where it happened but not the message, which
+            # could quote a value; the model gets a generic error.
+            logger.error(
+                "internal error in tool %s: %s\n%s",
+                name,
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+            )
+            return types.CallToolResult(
+                content=[
+                    types.TextContent(
+                        text=f"Vultrino hit an internal error ({type(exc).__name__}) running "
+                        f"{name}; tell the user to check the server log."
+                    )
+                ],
+                is_error=True,
+            )
+        return tool_result(value, ctx.protocol_version)
+
+    def _call(self, name: str, arguments: dict[str, Any], scope: AgentScope | None = None) -> Any:
+        if scope is not None:
+            return scope.call_tool(name, arguments, source="mcp")
+        return self.v.call_tool(name, arguments, source="mcp")
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    def _approver(
+        self, ctx: ServerRequestContext[Any, Any]
+    ) -> Callable[[ApprovalRequest], Approval]:
+        """The approval channel of one call: MCP elicitation when the client declared it.
+
+        Called from the worker thread running the facade, so it hops back to the event loop
+        for the round trip to the client.
+        """
+        # 2026-07-28 sessions have no channel for server-initiated requests (their elicitation
+        # is the multi-round-trip `input_required` flow, not supported here yet).
+        supported = ctx.protocol_version not in MODERN_VERSIONS and (
+            ctx.session.check_client_capability(
+                types.ClientCapabilities(elicitation=types.ElicitationCapability())
+            )
+        )
+
+        def ask(request: ApprovalRequest) -> Approval:
+            if not supported:
+                return "unavailable"
+            return anyio.from_thread.run(self._elicit, ctx, request)
+
+        return ask
+
+    async def _elicit(
+        self, ctx: ServerRequestContext[Any, Any], request: ApprovalRequest
+    ) -> Approval:
+        try:
+            with anyio.fail_after(APPROVAL_TIMEOUT_S):
+                result = await ctx.session.elicit_form(
+                    request.message(), APPROVAL_SCHEMA, related_request_id=ctx.request_id
+                )
+        except TimeoutError:
+            logger.warning("no answer to an approval request within %s s", APPROVAL_TIMEOUT_S)
+            return "declined"
+        except (MCPError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            logger.warning("cannot ask the client for approval (%s)", type(exc).__name__)
+            return "unavailable"
+        content = result.content or {}
+        if result.action == "accept" and content.get("approve") is True:
+            return "granted"
+        return "declined"
+
+    # -- change notifications -------------------------------------------------------------------
+
+    async def _on_initialized(
+        self, ctx: ServerRequestContext[Any, Any], params: types.NotificationParams
+    ) -> None:
+        self._track(ctx)
+
+    def _track(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Remember a handshake-era connection so tool-list changes reach it.
+
+        Change notifications go on the connection's standalone channel. The SDK hands handlers
+        a per-request session; its connection is what lives as long as the client, and its exit
+        stack tells us when the client is gone (HTTP sessions come and go).
+        """
+        if ctx.protocol_version in MODERN_VERSIONS:
+            return  # 2026-07-28: changes travel on subscriptions/listen streams instead
+        connection = getattr(ctx.session, "_connection", None)
+        target: _Notifier = connection if isinstance(connection, Connection) else ctx.session
+        key = id(target)
+        if key in self._sessions:
+            return
+        self._sessions[key] = target
+        if isinstance(target, Connection):
+            target.exit_stack.callback(self._sessions.pop, key, None)
+
+    async def broadcast_tools_changed(self) -> None:
+        for target in list(self._sessions.values()):
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await target.send_tool_list_changed()
+        await self._bus.publish(ToolsListChanged())
+
+    async def watch(self) -> None:
+        """Poll the facade for changes made by other processes and announce them."""
+        while True:
+            await self.refresh()
+            await anyio.sleep(self.poll_interval)
