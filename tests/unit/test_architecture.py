@@ -335,3 +335,24 @@ def test_the_import_graph_has_no_cycle() -> None:
     graph = _import_graph()
     assert "vultrino.mcp._relay" in graph["vultrino.mcp.stdio"]  # a lazy import is seen
     assert _cycles(graph) == []
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_only_the_pipeline_runs_a_plugin_action(module: str, path: Path) -> None:
+    """One way through: above the plugins, nothing but the pipeline prepares or executes a
+    plugin's action (everything else calls the pipeline, or the facade that calls it)."""
+    if any(_within(module, p) for p in ("vultrino.plugins", "vultrino.runtime")):
+        return
+    if module == "vultrino.pipeline":
+        return
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        receiver = ast.unparse(node.func.value).lower()
+        if node.func.attr == "prepare" or (
+            node.func.attr == "execute"
+            and any(w in receiver for w in ("plugin", "registry", "owner", "module"))
+        ):
+            bad.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+    assert not bad, f"{module} runs a plugin action around the pipeline: {bad}"
