@@ -5,7 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 py := ".venv/bin/python"
 py310 := ".venv310/bin/python"
-engine_tests := "tests/integration/test_runtime_conformance.py tests/integration/test_component_conformance.py tests/integration/test_runtime_cache.py tests/integration/test_wasmer_engine.py tests/integration/test_wasmer_threads.py tests/unit/test_instrument.py tests/integration/test_first_party_plugins.py tests/integration/test_sdk_template.py tests/integration/test_installer_cargo.py tests/e2e tests/reliability/test_hostile_corpus.py tests/reliability/test_redteam_runtime.py tests/reliability/test_redteam_inputs.py tests/reliability/test_redteam_installer.py"
+engine_tests := "tests/integration/test_runtime_conformance.py tests/integration/test_component_conformance.py tests/integration/test_runtime_cache.py tests/integration/test_wasmer_engine.py tests/integration/test_wasmer_threads.py tests/unit/test_instrument.py tests/integration/test_first_party_plugins.py tests/integration/test_sdk_template.py tests/integration/test_guest_sdk.py tests/integration/test_installer_cargo.py tests/e2e tests/reliability/test_hostile_corpus.py tests/reliability/test_redteam_runtime.py tests/reliability/test_redteam_inputs.py tests/reliability/test_redteam_installer.py"
 # the WIT-world check (tests/integration/test_sdk_template.py) runs when scripts/setup.sh could
 # fetch the WASI adapter; it uses the 3.11 venv's wasm-tools in either leg
 adapter := 'if [ -f .cache/wasi_snapshot_preview1.reactor.wasm ]; then export VULTRINO_WASI_ADAPTER="$PWD/.cache/wasi_snapshot_preview1.reactor.wasm"; fi; if [ -x .venv/bin/wasm-tools ]; then export VULTRINO_WASM_TOOLS="$PWD/.venv/bin/wasm-tools"; fi;' 

@@ -3,8 +3,12 @@
 # the offline Debian toolchain (see scripts/rust-env.sh), check their sizes, and install the
 # plugin modules with their manifests as package data in vultrino/_plugins/<name>/.
 #
-# Sources are copied to a staging directory first, so the repository gets no Cargo.lock or
-# target/ (a lock file resolved against Debian's crates would not match crates.io checksums).
+# The plugins are members of the Cargo workspace at the top of the repository and depend on the
+# guest SDK crate sdk/rust/vultrino-pdk by path; the template stands alone (it is what
+# `vultrino plugin new` copies) with the same path dependency. The workspace's sources are
+# copied, in the same layout, to a staging directory first, so the repository gets no
+# Cargo.lock or target/ (a lock file resolved against Debian's crates would not match crates.io
+# checksums).
 #
 # Usage: scripts/build-plugins.sh [--out DIR] [--work DIR] [--target TRIPLE] [--only NAME]...
 #   --out DIR      where built plugins go (default: vultrino/_plugins)
@@ -66,21 +70,34 @@ wanted() {
     return 1
 }
 
+# The workspace's sources, in their layout: the root manifest, the SDK crate, every plugin
+# (cargo loads every member of the workspace, whichever one it builds) and the template.
+stage_sources() {
+    local src="$work/src" crate
+    rm -rf "$src"
+    mkdir -p "$src/sdk/rust" "$src/plugins"
+    cp "$root/Cargo.toml" "$src/"
+    mkdir -p "$src/sdk/rust/vultrino-pdk"
+    cp -R "$root/sdk/rust/vultrino-pdk/Cargo.toml" "$root/sdk/rust/vultrino-pdk/src" \
+        "$src/sdk/rust/vultrino-pdk/"
+    for crate in "$root/sdk-rust-template" "$root"/plugins/totp "$root"/plugins/jwt "$root"/plugins/hmac; do
+        local dest="$src/${crate#"$root"/}"
+        mkdir -p "$dest"
+        cp -R "$crate/Cargo.toml" "$crate/plugin.toml" "$crate/src" "$crate/.cargo" "$dest/"
+    done
+}
+
 build_one() {
-    local label="$1" src="$2" limit="$3" ship="$4"
-    local stage="$work/src/$label"
-    rm -rf "$stage"
-    mkdir -p "$stage"
-    cp -R "$src/Cargo.toml" "$src/plugin.toml" "$src/src" "$src/.cargo" "$stage/"
+    local label="$1" stage="$2" limit="$3" ship="$4"
 
     local crate module plugin artifact size
     crate="$(toml_value "$stage/Cargo.toml" name)"
     module="$(toml_value "$stage/plugin.toml" wasm_module)"
     plugin="$(toml_value "$stage/plugin.toml" name)"
     [ -n "$crate" ] && [ -n "$module" ] && [ -n "$plugin" ] ||
-        die "$src: Cargo.toml needs [package] name, plugin.toml needs name and wasm_module"
+        die "$label: Cargo.toml needs [package] name, plugin.toml needs name and wasm_module"
     [ "${crate//-/_}.wasm" = "$module" ] ||
-        die "$src/plugin.toml: wasm_module is '$module' but cargo builds '${crate//-/_}.wasm'"
+        die "$label/plugin.toml: wasm_module is '$module' but cargo builds '${crate//-/_}.wasm'"
 
     echo "==> $label: cargo build --release --target $target" >&2
     (cd "$stage" && "$CARGO" build --release --target "$target" --target-dir "$work/target")
@@ -100,12 +117,13 @@ build_one() {
     fi
 }
 
+stage_sources
 if wanted template; then
-    build_one template "$root/sdk-rust-template" "$TEMPLATE_LIMIT" no
+    build_one template "$work/src/sdk-rust-template" "$TEMPLATE_LIMIT" no
 fi
 for name in totp jwt hmac; do
     if wanted "$name"; then
-        build_one "$name" "$root/plugins/$name" "$PLUGIN_LIMIT" yes
+        build_one "$name" "$work/src/plugins/$name" "$PLUGIN_LIMIT" yes
     fi
 done
 echo "build-plugins.sh: done; plugins in $out" >&2

@@ -7,14 +7,15 @@ any MessagePack-able value (it becomes the result the agent sees), or raise `Inv
 `InvalidCredential` or `PluginError`.
 
 `vultrino plugin install --build .` turns this directory into a WebAssembly component with
-componentize-py (`pip install componentize-py`). The glue lives in `vultrino_plugin.py`.
+componentize-py (`pip install componentize-py`). The glue is the `vultrino_pdk` package,
+which Vultrino adds to the build.
 """
 
 import hmac
 
 from wit_world import exports
 
-from vultrino_plugin import InvalidParams, log, run
+from vultrino_pdk import InvalidParams, log, run
 
 
 def greet(params, fields):

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from wit_world import exports
 
-from vultrino_plugin import InvalidCredential, InvalidParams, run
+from vultrino_pdk import InvalidCredential, InvalidParams, run
 
 _TIME = re.compile(r"^\d{8}T\d{6}Z$")
 _NAME = re.compile(r"^[a-z0-9-]+$")

@@ -5,13 +5,11 @@
 //! when it needs one, the credential's fields as a second `Deserialize` struct; it returns any
 //! `Serialize` value (it becomes the result the agent sees) or an `Error`.
 //!
-//! The ABI glue lives in `src/vultrino.rs`; you do not need to read it.
-
-#[macro_use]
-mod vultrino;
+//! The ABI glue lives in the `vultrino-pdk` crate (in `vultrino-pdk/`); you do not need to
+//! read it.
 
 use serde::{Deserialize, Serialize};
-use vultrino::{Error, Result};
+use vultrino_pdk::{actions, log, Error, Result};
 
 actions! {
     "greet" => greet,
@@ -120,7 +118,7 @@ mod tests {
             key(),
         )
         .unwrap_err();
-        assert_eq!(err.code(), vultrino::ErrorCode::InvalidParams);
+        assert_eq!(err.code(), vultrino_pdk::ErrorCode::InvalidParams);
     }
 
     #[test]
@@ -199,7 +197,7 @@ mod tests {
             },
         };
         let bytes = rmp_serde::to_vec_named(&request).unwrap();
-        rmp_serde::from_slice(&vultrino::handle(&bytes)).unwrap()
+        rmp_serde::from_slice(&handle(&bytes)).unwrap()
     }
 
     #[test]

@@ -22,7 +22,6 @@ from vultrino.plugins.install import _componentize, installer
 from vultrino.runtime import WasmRuntime
 
 PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "python_probe"
-TEMPLATE = Path(__file__).resolve().parents[2] / "sdk-python-template"
 
 
 def _have_componentize() -> bool:
@@ -42,10 +41,9 @@ pytestmark = [
 @pytest.fixture(scope="session")
 def probe_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("probe")
-    # The probe uses the template's MessagePack codec, as a scaffolded plugin does.
+    # The probe uses the SDK's MessagePack codec (vultrino_pdk.msgpack), which the build adds.
     source = base / "python_probe"
     shutil.copytree(PROBE, source)
-    shutil.copy2(TEMPLATE / "vultrino_msgpack.py", source / "vultrino_msgpack.py")
     with WasmRuntime("wasmtime", cache_dir=base / "cache") as rt:
         result = installer.install(
             str(source), plugins_dir=base / "plugins", runtime=rt, build=True

@@ -1,9 +1,12 @@
-"""The Rust SDK template and the first-party plugin sources, built with real cargo.
+"""The Rust guest SDK (``sdk/rust/vultrino-pdk``), the SDK template and the first-party plugin
+sources, built with real cargo.
 
 Builds use the offline Debian toolchain set up by ``scripts/rust-env.sh`` (rustc 1.63, target
 ``wasm32-wasi``, crates from the Debian registry). Tests that build are marked ``cargo`` and
 skip with the reason when that toolchain or its wasm standard library is missing. Sources are
-copied to a temporary directory first, so the checkout gets no ``Cargo.lock`` or ``target/``.
+copied to a temporary directory first, so the checkout gets no ``Cargo.lock`` or ``target/``;
+the template is copied the way authors get it, by ``vultrino plugin new`` (which puts the SDK
+crate beside it).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from vultrino.runtime import PluginModule, WasmRuntime, available_engines
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
+PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
 PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
 SHIPPED = ROOT / "vultrino" / "_plugins"
 WASM_TARGET = "wasm32-wasi"
@@ -84,6 +88,13 @@ def copy_crate(src: Path, dest: Path) -> Path:
     return dest
 
 
+def scaffold_template(dest: Path, name: str = "my-plugin") -> Path:
+    """The template as ``vultrino plugin new`` writes it: renamed, with the SDK crate beside."""
+    from vultrino.plugins.install.scaffold import new_plugin
+
+    return new_plugin(name, dest, template_dir=TEMPLATE)
+
+
 def run_cargo(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     proc = subprocess.run(
         [env["CARGO"], *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
@@ -138,31 +149,43 @@ def registered_actions(lib_rs: Path) -> list[str]:
     return re.findall(r'"([a-z_][a-z0-9_]*)"\s*=>', block.group(1))
 
 
+PDK_DEPENDENCY = re.compile(r'^vultrino-pdk = \{ path = "([^"]+)" \}$', re.M)
+
+
 @pytest.mark.parametrize("crate", [TEMPLATE, *PLUGIN_SOURCES.values()], ids=lambda p: p.name)
 def test_sources_agree_with_their_manifest(crate: Path) -> None:
     manifest = load_manifest(crate / "plugin.toml")
     assert manifest.warnings == ()
-    cargo_name = re.search(r'^name = "([^"]+)"', (crate / "Cargo.toml").read_text(), re.M)
+    cargo_toml = (crate / "Cargo.toml").read_text()
+    cargo_name = re.search(r'^name = "([^"]+)"', cargo_toml, re.M)
     assert cargo_name
     assert manifest.plugin.wasm_module == cargo_name.group(1).replace("-", "_") + ".wasm"
     assert sorted(registered_actions(crate / "src" / "lib.rs")) == sorted(
         a.name for a in manifest.actions
     )
-    cargo_toml = (crate / "Cargo.toml").read_text()
-    for setting in (
-        'crate-type = ["cdylib"]',
-        "lto = true",
-        'panic = "abort"',
-        "codegen-units = 1",
-    ):
-        assert setting in cargo_toml, setting
+    assert 'crate-type = ["cdylib"]' in cargo_toml
+    # The template stands alone (its own release profile); the plugins share the workspace's.
+    profile = cargo_toml if crate == TEMPLATE else (ROOT / "Cargo.toml").read_text()
+    for setting in ("lto = true", 'panic = "abort"', "codegen-units = 1"):
+        assert setting in profile, setting
     assert 'target = "wasm32-wasip1"' in (crate / ".cargo" / "config.toml").read_text()
+    # The glue is the SDK crate, by path, never a copy in the crate.
+    dependency = PDK_DEPENDENCY.search(cargo_toml)
+    assert dependency, "no vultrino-pdk path dependency"
+    assert (crate / dependency.group(1)).resolve() == PDK
+    assert not (crate / "src" / "vultrino.rs").exists()
 
 
-@pytest.mark.parametrize("name", sorted(PLUGIN_SOURCES))
-def test_plugins_use_the_template_glue_unchanged(name: str) -> None:
-    glue = (TEMPLATE / "src" / "vultrino.rs").read_text()
-    assert (PLUGIN_SOURCES[name] / "src" / "vultrino.rs").read_text() == glue
+def test_the_workspace_holds_the_sdk_and_the_plugins_but_not_the_template() -> None:
+    workspace = (ROOT / "Cargo.toml").read_text()
+    members = re.search(r"members = \[(.*?)\]", workspace, re.S)
+    assert members
+    listed = re.findall(r'"([^"]+)"', members.group(1))
+    assert sorted(listed) == sorted(
+        ["sdk/rust/vultrino-pdk", *(f"plugins/{name}" for name in PLUGIN_SOURCES)]
+    )
+    assert 'exclude = ["sdk-rust-template"]' in workspace
+    assert "[workspace]" not in (TEMPLATE / "Cargo.toml").read_text()
 
 
 def test_template_has_a_readme_and_no_build_leftovers() -> None:
@@ -171,6 +194,7 @@ def test_template_has_a_readme_and_no_build_leftovers() -> None:
         assert step in readme
     assert not (TEMPLATE / "Cargo.lock").exists()
     assert not (TEMPLATE / "target").exists()
+    assert not (TEMPLATE / "vultrino-pdk").exists()  # the scaffold adds it
 
 
 def test_rust_env_script_configures_the_offline_toolchain(tmp_path: Path) -> None:
@@ -208,7 +232,7 @@ def test_rust_env_script_configures_the_offline_toolchain(tmp_path: Path) -> Non
 def template_wasm(
     rust_env: dict[str, str], target_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    project = copy_crate(TEMPLATE, tmp_path_factory.mktemp("template") / "my-plugin")
+    project = scaffold_template(tmp_path_factory.mktemp("template") / "my-plugin")
     return build_wasm(project, rust_env, target_dir)
 
 
@@ -315,6 +339,18 @@ def test_template_module_is_the_wit_world(template_wasm: Path, tmp_path: Path) -
 def test_template_native_unit_tests(
     rust_env: dict[str, str], target_dir: Path, tmp_path: Path
 ) -> None:
+    project = scaffold_template(tmp_path / "my-plugin")
+    output = run_cargo(
+        ["test", "--target", host_triple(rust_env), "--target-dir", str(target_dir)],
+        project,
+        rust_env,
+    )
+    result = re.search(r"test result: ok\. (\d+) passed; 0 failed", output)
+    assert result, output[-2000:]
+    assert int(result.group(1)) >= 5
+
+
+def host_triple(rust_env: dict[str, str]) -> str:
     host = re.search(
         r"^host: (\S+)$",
         subprocess.run(
@@ -323,13 +359,22 @@ def test_template_native_unit_tests(
         re.M,
     )
     assert host
-    project = copy_crate(TEMPLATE, tmp_path / "my-plugin")
+    return host.group(1)
+
+
+@pytest.mark.cargo
+@pytest.mark.slow
+def test_sdk_native_unit_tests(rust_env: dict[str, str], target_dir: Path, tmp_path: Path) -> None:
+    """The SDK crate's own tests (request splitting, redaction of quoted credential values)."""
+    crate = copy_crate(PDK, tmp_path / "vultrino-pdk")
     output = run_cargo(
-        ["test", "--target", host.group(1), "--target-dir", str(target_dir)], project, rust_env
+        ["test", "--target", host_triple(rust_env), "--target-dir", str(target_dir)],
+        crate,
+        rust_env,
     )
     result = re.search(r"test result: ok\. (\d+) passed; 0 failed", output)
     assert result, output[-2000:]
-    assert int(result.group(1)) >= 5
+    assert int(result.group(1)) >= 4
 
 
 @pytest.mark.cargo
@@ -337,12 +382,19 @@ def test_template_native_unit_tests(
 def test_scaffolded_plugin_builds_and_runs(
     rust_env: dict[str, str], target_dir: Path, tmp_path: Path, runtime: WasmRuntime
 ) -> None:
-    scaffold = pytest.importorskip("vultrino.plugins.install.scaffold")
-    project = scaffold.new_plugin("acme-notes", tmp_path / "acme-notes", template_dir=TEMPLATE)
+    project = scaffold_template(tmp_path / "acme-notes", "acme-notes")
     for path in project.rglob("*"):
         if path.is_file():
             text = path.read_text()
             assert "my-plugin" not in text and "my_plugin" not in text, path
+    # The SDK crate is vendored beside the plugin, unchanged, and nothing points elsewhere.
+    for path in PDK.rglob("*"):
+        if path.is_file():
+            copy = project / "vultrino-pdk" / path.relative_to(PDK)
+            assert copy.read_bytes() == path.read_bytes(), copy
+    assert 'vultrino-pdk = { path = "vultrino-pdk" }' in (project / "Cargo.toml").read_text()
+    # Moved elsewhere, it still builds: the scaffold is self-contained.
+    project = Path(shutil.move(str(project), str(tmp_path / "moved")))
     manifest = load_manifest(project / "plugin.toml")
     assert manifest.name == "acme-notes"
     assert manifest.plugin.wasm_module == "acme_notes.wasm"

@@ -55,7 +55,7 @@ _parser_stamp_value: str | None = None
 
 def _parser_stamp() -> str:
     """Size and mtime of the parser's own source files (a stat each, once per process)."""
-    global _parser_stamp_value
+    global _parser_stamp_value  # noqa: PLW0603 - computed once per process
     if _parser_stamp_value is None:
         here = Path(__file__).parent
         parts = []
@@ -67,6 +67,8 @@ def _parser_stamp() -> str:
                 parts.append(f"{name}:?")
         _parser_stamp_value = ";".join(parts)
     return _parser_stamp_value
+
+
 #: A cache larger than this is ignored (20 typical plugins take ~100 KB).
 MAX_CACHE_BYTES = 16 * 1024 * 1024
 
@@ -84,7 +86,7 @@ _SPECS: dict[str, type[Any]] = {
 }
 
 
-class _Undecodable(Exception):
+class _UndecodableError(Exception):
     pass
 
 
@@ -101,11 +103,11 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
-            raise _Undecodable("non-string key")
+            raise _UndecodableError("non-string key")
         return {"$dict": {k: _encode(v) for k, v in value.items()}}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise _Undecodable(f"cannot store a {type(value).__name__}")  # a TOML date, say
+    raise _UndecodableError(f"cannot store a {type(value).__name__}")  # a TOML date, say
 
 
 def _decode(data: Any) -> Any:
@@ -119,11 +121,11 @@ def _decode(data: Any) -> Any:
         cls = _SPECS.get(data.get("$spec"))  # type: ignore[arg-type]
         fields = data.get("fields")
         if cls is None or not isinstance(fields, dict) or len(data) != 2:
-            raise _Undecodable("not a spec object")
+            raise _UndecodableError("not a spec object")
         return cls(**{k: _decode(v) for k, v in fields.items()})
     if data is None or isinstance(data, (bool, int, float, str)):
         return data
-    raise _Undecodable("unexpected value")
+    raise _UndecodableError("unexpected value")
 
 
 def _encode_manifest(manifest: PluginManifest) -> Any | None:
@@ -131,7 +133,7 @@ def _encode_manifest(manifest: PluginManifest) -> Any | None:
     try:
         encoded = _encode(manifest)
         back = _decode(json.loads(json.dumps(encoded, allow_nan=False)))
-    except (_Undecodable, TypeError, ValueError, RecursionError):
+    except (_UndecodableError, TypeError, ValueError, RecursionError):
         return None
     if back != manifest or back.warnings != manifest.warnings:
         return None
@@ -141,17 +143,13 @@ def _encode_manifest(manifest: PluginManifest) -> Any | None:
 def _decode_manifest(data: Any) -> PluginManifest | None:
     try:
         manifest = _decode(data)
-    except (_Undecodable, TypeError, ValueError, AttributeError, RecursionError):
+    except (_UndecodableError, TypeError, ValueError, AttributeError, RecursionError):
         return None
     return manifest if type(manifest) is PluginManifest else None
 
 
 def _int_list(value: Any, length: int) -> list[int] | None:
-    if (
-        isinstance(value, list)
-        and len(value) == length
-        and all(type(v) is int for v in value)  # noqa: E721 - bool is not a stat field
-    ):
+    if isinstance(value, list) and len(value) == length and all(type(v) is int for v in value):
         return value
     return None
 

@@ -201,8 +201,8 @@ class CredentialView:
     a plugin that changes it returns the new state through :class:`ActionResult`.
     ``narrow`` holds URL patterns that narrow ``allow`` for this call (a request must match
     both; empty = no narrowing), and ``narrowed_by`` says whose patterns they are, for error
-    messages (the call pipeline fills both from the policy decision). ``secret_fields`` names the fields whose values are
-    secret (the stored credential's and its type's).
+    messages (the call pipeline fills both from the policy decision). ``secret_fields`` names
+    the fields whose values are secret (the stored credential's and its type's).
 
     The facade hands the same read-only view to every call of a credential while it is
     unchanged: a plugin reads it and never changes it.

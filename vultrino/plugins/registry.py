@@ -34,6 +34,7 @@ from vultrino.errors import (
     UnknownCredentialTypeError,
     VultrinoError,
 )
+from vultrino.plugins._manifest_cache import ManifestCache
 from vultrino.plugins.base import (
     PLUGIN_TYPE_PREFIX,
     ActionSpec,
@@ -42,7 +43,6 @@ from vultrino.plugins.base import (
     PluginManifest,
     qualified_type,
 )
-from vultrino.plugins._manifest_cache import ManifestCache
 from vultrino.plugins.manifest import (
     MANIFEST_FILE,
     PLUGIN_NAME_RE,

@@ -2,7 +2,7 @@
 
 Everything that names an item of the world imports it from here: the ABI 2 codec and its
 module check (``abi.py``), the component world check and linker (``wasmtime/_component.py``),
-and the Python plugin build (``vultrino.plugins._componentize``). The WIT file itself is the
+and the Python plugin build (``vultrino.plugins.install._componentize``). The WIT file itself is the
 contract for plugin authors; ``tests/unit/test_wit.py`` checks that these names match it.
 
 Two spellings of the same items exist: a *component* names an interface

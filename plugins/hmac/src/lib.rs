@@ -2,15 +2,12 @@
 //!
 //! The agent signs or checks messages; the shared key never leaves the plugin.
 
-#[macro_use]
-mod vultrino;
-
 use data_encoding::{
     Encoding, BASE64, BASE64URL, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXLOWER_PERMISSIVE,
 };
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use vultrino::{Error, Result};
+use vultrino_pdk::{actions, Error, Result};
 
 actions! {
     "sign" => sign,
@@ -291,7 +288,7 @@ mod tests {
     #[test]
     fn key_errors_do_not_quote_the_key() {
         let err = key("zz-not-hex", "hex").bytes().unwrap_err();
-        assert_eq!(err.code(), vultrino::ErrorCode::InvalidCredential);
+        assert_eq!(err.code(), vultrino_pdk::ErrorCode::InvalidCredential);
         assert!(!err.message().contains("zz-not-hex"));
     }
 }

@@ -2,15 +2,12 @@
 //!
 //! The agent chooses claims and a lifetime; the signing key never leaves the plugin.
 
-#[macro_use]
-mod vultrino;
-
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
-use vultrino::{Error, Result};
+use vultrino_pdk::{actions, log, Error, Result};
 
 actions! {
     "mint" => mint,

@@ -2,15 +2,12 @@
 //!
 //! The agent asks for a code; the base32 secret never leaves the plugin.
 
-#[macro_use]
-mod vultrino;
-
 use hmac::{Hmac, Mac};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
-use vultrino::{Error, Result};
+use vultrino_pdk::{actions, Error, Result};
 
 actions! {
     "code" => code,
@@ -276,7 +273,7 @@ mod tests {
         let mut k = key(b"12345678901234567890", 6, "MD5");
         assert_eq!(
             Settings::from_key(&k).err().unwrap().code(),
-            vultrino::ErrorCode::InvalidCredential
+            vultrino_pdk::ErrorCode::InvalidCredential
         );
         k.algorithm = None;
         k.digits = Some(Number(6.5));

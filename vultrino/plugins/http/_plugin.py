@@ -30,7 +30,7 @@ from vultrino._allowlist import (
     normalize_url,
     validate_patterns,
 )
-from vultrino._scrub import MIN_SECRET_LEN, REDACTED, secret_forms
+from vultrino._scrub import REDACTED, secret_forms
 from vultrino._version import __version__
 from vultrino.errors import (
     AccessDeniedError,

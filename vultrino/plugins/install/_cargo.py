@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +132,8 @@ def probe_targets(cargo: str, cwd: Path | None = None) -> tuple[list[str], str] 
         return None
     rustlib = Path(sysroot) / "lib" / "rustlib"
     return [t for t in TARGETS if (rustlib / t / "lib").is_dir()], sysroot
+
+
 def describe_command() -> str:
     """The build command as the user would type it (for messages)."""
     return f"cargo build --release --target {TARGETS[0]}"

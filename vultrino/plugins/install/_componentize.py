@@ -4,9 +4,13 @@ A Python plugin project (``vultrino plugin new NAME --lang python``) holds ``plu
 ``app.py``, whose ``Handler`` class implements the ``handler`` interface of
 ``wit/vultrino-plugin.wit``. Building runs::
 
-    componentize-py -d <vultrino-plugin.wit> -w plugin componentize app -p <project> -o <out>
+    componentize-py -d <vultrino-plugin.wit> -w plugin componentize app \
+        -p <project> -p <sdk> -o <out>
 
-with the WIT file this Vultrino ships (the host's contract, not a copy in the project). The
+with the WIT file this Vultrino ships (the host's contract, not a copy in the project) and the
+guest SDK package ``vultrino_pdk`` (the MessagePack codec, dispatch, errors and logging) from
+this Vultrino too, so a project holds only its own code (a module of the project with the same
+name would win, as the project comes first on the path). The
 build's output is streamed to the caller; the component is written into the installer's staging
 directory, never next to the sources. componentize-py comes from PyPI
 (``pip install componentize-py``); it is looked for next to the running Python, then on
@@ -23,20 +27,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import InstallError
 from vultrino.plugins.install._build import build_environment, run_streamed
+from vultrino.plugins.install._shipped import PYTHON_PDK, WIT, shipped
 from vultrino.runtime.wit import WORLD
 
-__all__ = ["ENTRY", "INSTALL_HINT", "build", "find_wit", "is_python_project"]
+__all__ = [
+    "ENTRY",
+    "INSTALL_HINT",
+    "SDK_PACKAGE",
+    "build",
+    "find_sdk",
+    "find_wit",
+    "is_python_project",
+]
 
 #: The module componentize-py builds from (it must define ``Handler``).
 ENTRY = "app"
+#: The guest SDK package every build can import (``from vultrino_pdk import run``).
+SDK_PACKAGE = "vultrino_pdk"
 INSTALL_HINT = "install componentize-py with `pip install componentize-py`"
 _TAIL_LINES = 15
 
@@ -48,14 +61,23 @@ def is_python_project(root: Path) -> bool:
 
 def find_wit() -> Path:
     """The plugin world this Vultrino implements: the checkout's ``wit/``, else the wheel's."""
-    package = Path(__file__).resolve().parents[2]  # .../vultrino
-    for candidate in (
-        package.parent / "wit" / "vultrino-plugin.wit",
-        package / "_data" / "wit" / "vultrino-plugin.wit",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise InstallError("vultrino-plugin.wit is missing from this Vultrino installation; reinstall")
+    found = shipped(WIT)
+    if found is None:
+        raise InstallError(
+            "vultrino-plugin.wit is missing from this Vultrino installation; reinstall"
+        )
+    return found
+
+
+def find_sdk() -> Path:
+    """The directory holding the Python guest SDK package ``vultrino_pdk``."""
+    found = shipped(PYTHON_PDK, marker=f"{SDK_PACKAGE}/__init__.py")
+    if found is None:
+        raise InstallError(
+            f"the Python plugin SDK ({SDK_PACKAGE}) is missing from this Vultrino "
+            "installation; reinstall vultrino"
+        )
+    return found
 
 
 def executable() -> str:
@@ -91,6 +113,8 @@ def build(
         ENTRY,
         "-p",
         str(project),
+        "-p",
+        str(find_sdk()),
         "-o",
         str(out),
     ]

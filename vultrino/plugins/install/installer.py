@@ -85,7 +85,8 @@ Progress = Callable[[int, int | None], None]
 @dataclass
 class InstallResult:
     """What :func:`install` did. ``source`` is what ``.installed.json`` records (a URL's password
-    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo or componentize-py ran."""
+    masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo or
+    componentize-py ran."""
 
     name: str
     version: str
@@ -191,7 +192,7 @@ def _install(
         raise InstallError(_no_manifest_message(label, root, sub))
     stage = staging / "plugin"
     stage.mkdir(mode=0o755)
-    os.chmod(stage, 0o755)  # not group/world-writable, whatever the umask
+    os.chmod(stage, 0o755)  # noqa: S103 - not group/world-writable, whatever the umask
     _copy_file(manifest_src, stage / MANIFEST_FILE)
     manifest = load_manifest(stage / MANIFEST_FILE)
     warnings.extend(manifest.warnings)
@@ -299,7 +300,9 @@ def _module_source(
     if prebuilt is not None:
         return prebuilt, False
     if _componentize.is_python_project(plugin_root):
-        return _build_python(acquired, plugin_root, module_name, staging, build_output, label, build)
+        return _build_python(
+            acquired, plugin_root, module_name, staging, build_output, label=label, build=build
+        )
     if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
         raise InstallError(
             f"{label}: the manifest names the module {module_name!r}, but it is not in the "
@@ -351,12 +354,15 @@ def _build_required(
         command=command,
         directory=str(os.path.realpath(plugin_root)),
     )
+
+
 def _build_python(
     acquired: _sources.Acquired,
     plugin_root: Path,
     module_name: str,
     staging: Path,
     build_output: BuildOutput | None,
+    *,
     label: str,
     build: bool,
 ) -> tuple[Path, bool]:

@@ -1,25 +1,40 @@
 """``vultrino plugin new NAME [--lang python]``: a new plugin project from an SDK template.
 
 The templates (``sdk-rust-template/`` and ``sdk-python-template/`` in a source checkout,
-``vultrino/_data/sdk-*-template`` in an installed wheel) are real, buildable plugins called
-``my-plugin``: Rust built with cargo into a core module, Python built with componentize-py into
-a WASI 0.2 component. Scaffolding copies it
-and renames it: every occurrence of a placeholder in :data:`PLACEHOLDERS` — in file contents and
-file names — is replaced by the matching form of the new name. Build output (``target/``) and
-VCS folders are not copied.
+``vultrino/_data/sdk-*-template`` in an installed wheel; see :mod:`._shipped`) are real,
+buildable plugins called ``my-plugin``: Rust built with cargo into a core module, Python built
+with componentize-py into a WASI 0.2 component. Scaffolding copies it and renames it: every
+occurrence of a placeholder in :data:`PLACEHOLDERS` — in file contents and file names — is
+replaced by the matching form of the new name. Build output (``target/``) and VCS folders are
+not copied.
+
+The template holds only the plugin's own code; the guest SDK is not part of it. A Rust project
+gets a copy of the ``vultrino-pdk`` crate this Vultrino ships, in ``vultrino-pdk/``, and its
+``Cargo.toml`` path dependency is pointed there, so the project builds anywhere, offline, with
+no path into a Vultrino checkout. A Python project gets nothing: the componentize step adds the
+``vultrino_pdk`` package of the installed Vultrino when it builds.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import ManifestError, PluginError
+from vultrino.plugins.install._shipped import RUST_PDK, shipped
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE
 
-__all__ = ["LANGUAGES", "PLACEHOLDERS", "find_template", "new_plugin"]
+__all__ = [
+    "LANGUAGES",
+    "PDK_DIR_NAME",
+    "PLACEHOLDERS",
+    "find_rust_pdk",
+    "find_template",
+    "new_plugin",
+]
 
 TEMPLATE_DIR_NAME = "sdk-rust-template"
 #: Template directory and the file that marks it, per language.
@@ -39,6 +54,11 @@ PLACEHOLDERS: dict[str, Callable[[str], str]] = {
 
 _SKIP = frozenset({"target", ".git", ".hg", ".svn", ".keep", "__pycache__"})
 
+#: Where a Rust project keeps its copy of the guest SDK crate.
+PDK_DIR_NAME = "vultrino-pdk"
+# The `vultrino-pdk = { ..., path = "..." }` dependency line of a Cargo.toml.
+_PDK_DEPENDENCY = re.compile(r'^(vultrino-pdk\s*=\s*\{[^}\n]*\bpath\s*=\s*)"[^"\n]*"', re.M)
+
 
 def _language(lang: str) -> tuple[str, str]:
     try:
@@ -52,17 +72,25 @@ def _language(lang: str) -> tuple[str, str]:
 def find_template(lang: str = "rust") -> Path:
     """The template directory: a source checkout's top-level one, else the packaged copy."""
     dirname, marker = _language(lang)
-    package = Path(__file__).resolve().parents[2]  # .../vultrino
-    for candidate in (
-        package.parent / dirname,
-        package / "_data" / dirname,
-    ):
-        if (candidate / marker).is_file():
-            return candidate
-    raise PluginError(
-        f"the {lang} plugin template ({dirname}) is missing from this Vultrino "
-        "installation; reinstall vultrino, or pass a template directory"
-    )
+    found = shipped(dirname, marker=marker)
+    if found is None:
+        raise PluginError(
+            f"the {lang} plugin template ({dirname}) is missing from this Vultrino "
+            "installation; reinstall vultrino, or pass a template directory"
+        )
+    return found
+
+
+def find_rust_pdk() -> Path:
+    """The ``vultrino-pdk`` crate this Vultrino ships (the checkout's ``sdk/rust/``, else the
+    wheel's copy)."""
+    found = shipped(RUST_PDK, marker="Cargo.toml")
+    if found is None:
+        raise PluginError(
+            "the Rust plugin SDK (vultrino-pdk) is missing from this Vultrino installation; "
+            "reinstall vultrino"
+        )
+    return found
 
 
 def check_scaffold_name(name: str) -> None:
@@ -115,6 +143,8 @@ def new_plugin(
     try:
         dest.mkdir(parents=True, exist_ok=True)
         _copy(template, dest, name)
+        if lang == "rust":
+            _vendor_rust_pdk(dest)
     except BaseException:
         if created:
             shutil.rmtree(dest, ignore_errors=True)
@@ -123,6 +153,23 @@ def new_plugin(
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
     return dest
+
+
+def _vendor_rust_pdk(project: Path) -> None:
+    """Copy the SDK crate into the project and point its path dependency at the copy (a
+    template that does not depend on ``vultrino-pdk`` is left alone)."""
+    cargo_toml = project / "Cargo.toml"
+    text = cargo_toml.read_text(encoding="utf-8")
+    if not _PDK_DEPENDENCY.search(text):
+        return
+    shutil.copytree(
+        find_rust_pdk(),
+        project / PDK_DIR_NAME,
+        ignore=shutil.ignore_patterns(*_SKIP, "Cargo.lock"),
+    )
+    cargo_toml.write_text(
+        _PDK_DEPENDENCY.sub(lambda m: f'{m.group(1)}"{PDK_DIR_NAME}"', text), encoding="utf-8"
+    )
 
 
 def _copy(template: Path, dest: Path, name: str) -> None:

@@ -1,7 +1,7 @@
 """A small MessagePack codec for Vultrino plugins written in Python.
 
 The guest runs CPython inside a WebAssembly component, where C extensions (like the `msgpack`
-package's) cannot load, so the template carries this pure-Python codec instead: it covers
+package's) cannot load, so the SDK carries this pure-Python codec instead: it covers
 everything a request can hold and everything a result may be (nil, bool, int, float, str,
 bytes, list/tuple, dict). Extension types are refused.
 """

@@ -1,4 +1,8 @@
-"""The glue between Vultrino and your actions; you do not need to read it.
+"""vultrino_pdk — the guest SDK for Vultrino plugins written in Python.
+
+The glue between Vultrino and a plugin's actions; a plugin imports it and need not read it.
+Vultrino adds this package to every Python plugin it builds with componentize-py, so a plugin
+project holds only its own code.
 
 `run(request_bytes, ACTIONS)` decodes the MessagePack request, calls the action registered under
 its name with `(params, fields)` (`fields` is the credential's fields, or None), and encodes the
@@ -7,7 +11,7 @@ below) becomes `{"error": {"code", "message"}}`. Any other exception becomes a `
 whose message names only the exception type, so a secret in an exception text cannot leak.
 """
 
-import vultrino_msgpack as msgpack
+from vultrino_pdk import msgpack
 from wit_world.imports import host
 
 __all__ = ["InvalidCredential", "InvalidParams", "PluginError", "log", "run"]

@@ -1,8 +1,10 @@
-//! Vultrino plugin glue (ABI 2). You do not need to read or change this file.
+//! The guest side of Vultrino's plugin ABI (ABI 2), shared by every Rust plugin.
 //!
-//! It implements by hand exactly the core-wasm interface that `wit-bindgen` generates for the
-//! `plugin` world of `wit/vultrino-plugin.wit`, so the host cannot tell the difference and you
-//! can switch to `wit-bindgen` later without changing anything for Vultrino:
+//! A plugin crate depends on `vultrino-pdk`, writes its actions as plain functions and
+//! registers them once with [`actions!`]; the macro also emits the plugin's wasm exports. The
+//! glue implements by hand exactly the core-wasm interface that `wit-bindgen` generates for the
+//! `plugin` world of `wit/vultrino-plugin.wit`, so the host cannot tell the difference and a
+//! plugin can switch to `wit-bindgen` later without changing anything for Vultrino:
 //!
 //! | kind   | name                                               | core signature                 |
 //! |--------|----------------------------------------------------|--------------------------------|
@@ -14,7 +16,7 @@
 //!
 //! The request is a MessagePack map `{"action", "params", "credential": {"alias", "type",
 //! "fields"} | nil}`; the response is `{"ok": value}` or `{"error": {"code", "message"}}`.
-//! Actions are plain functions registered with [`actions!`](crate::actions):
+//! Actions are plain functions registered with [`actions!`]:
 //!
 //! * `fn(P) -> Result<O>` for actions that need no credential,
 //! * `fn(P, C) -> Result<O>` where `C` is decoded from the credential's `fields`,
@@ -22,14 +24,11 @@
 //! with `P: Deserialize` (the params), `O: Serialize` (the `ok` value). Decoding failures become
 //! `invalid_params` / `invalid_credential` errors automatically.
 
-#![allow(dead_code)] // Not every plugin uses every helper.
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 
 /// Use as the parameter type of an action that takes none.
-#[allow(unused_imports)]
 pub use serde::de::IgnoredAny as NoParams;
 
 /// The result type of an action.
@@ -120,7 +119,7 @@ pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]
     // SAFETY: the host reads `len` bytes at `ptr` during the call; `message` outlives it.
     unsafe {
-        abi::host_log(level as i32, message.as_ptr(), message.len())
+        __abi::host_log(level as i32, message.as_ptr(), message.len())
     }
     #[cfg(not(target_arch = "wasm32"))]
     eprintln!("[plugin {:?}] {}", level, message);
@@ -129,14 +128,16 @@ pub fn log(level: Level, message: &str) {
 /// `log!(info, "signed {} bytes", n)` — levels: `debug`, `info`, `warn`, `error`.
 #[macro_export]
 macro_rules! log {
-    (debug, $($arg:tt)+) => { $crate::vultrino::log($crate::vultrino::Level::Debug, &format!($($arg)+)) };
-    (info, $($arg:tt)+) => { $crate::vultrino::log($crate::vultrino::Level::Info, &format!($($arg)+)) };
-    (warn, $($arg:tt)+) => { $crate::vultrino::log($crate::vultrino::Level::Warn, &format!($($arg)+)) };
-    (error, $($arg:tt)+) => { $crate::vultrino::log($crate::vultrino::Level::Error, &format!($($arg)+)) };
+    (debug, $($arg:tt)+) => { $crate::log($crate::Level::Debug, &format!($($arg)+)) };
+    (info, $($arg:tt)+) => { $crate::log($crate::Level::Info, &format!($($arg)+)) };
+    (warn, $($arg:tt)+) => { $crate::log($crate::Level::Warn, &format!($($arg)+)) };
+    (error, $($arg:tt)+) => { $crate::log($crate::Level::Error, &format!($($arg)+)) };
 }
 
 /// Register the plugin's actions: `actions! { "greet" => greet, "sign" => sign_message }`.
-/// The names must match `[[actions]] name` in plugin.toml.
+/// The names must match `[[actions]] name` in plugin.toml. Use it once, at the crate root: it
+/// defines `ACTIONS`, `handle` (the whole request → response step, for native tests) and, on
+/// wasm, the plugin's exports.
 #[macro_export]
 macro_rules! actions {
     ($($name:literal => $func:path),* $(,)?) => {
@@ -145,13 +146,42 @@ macro_rules! actions {
 
         #[doc(hidden)]
         pub fn __vultrino_dispatch(
-            request: &$crate::vultrino::msgpack::Parts<'_>,
-        ) -> $crate::vultrino::Result<Vec<u8>> {
+            request: &$crate::msgpack::Parts<'_>,
+        ) -> $crate::Result<Vec<u8>> {
             match request.action {
-                $($name => $crate::vultrino::run(&$func, request),)*
-                other => Err($crate::vultrino::Error::unknown_action(other)),
+                $($name => $crate::run(&$func, request),)*
+                other => Err($crate::Error::unknown_action(other)),
             }
         }
+
+        /// The whole request → response step, on every target (the wasm export wraps it;
+        /// native tests can call it with MessagePack bytes). Always returns an encoded response.
+        pub fn handle(request: &[u8]) -> Vec<u8> {
+            $crate::handle_with(request, __vultrino_dispatch)
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[export_name = "cabi_realloc"]
+            unsafe extern "C" fn __vultrino_cabi_realloc(
+                old_ptr: *mut u8,
+                old_size: usize,
+                align: usize,
+                new_size: usize,
+            ) -> *mut u8 {
+                $crate::__abi::cabi_realloc(old_ptr, old_size, align, new_size)
+            }
+
+            #[export_name = "vultrino:plugin/handler@1.0.0#execute"]
+            unsafe extern "C" fn __vultrino_execute(ptr: *mut u8, len: usize) -> *mut u8 {
+                $crate::__abi::execute(ptr, len, handle)
+            }
+
+            #[export_name = "cabi_post_vultrino:plugin/handler@1.0.0#execute"]
+            unsafe extern "C" fn __vultrino_post_execute(retptr: *mut u8) {
+                $crate::__abi::post_execute(retptr)
+            }
+        };
     };
 }
 
@@ -192,11 +222,12 @@ pub fn run<A: Action<Args>, Args>(action: &A, request: &msgpack::Parts<'_>) -> R
     action.call(request)
 }
 
-/// The whole request → response step, on every target (the wasm export wraps it; native tests
-/// can call it with MessagePack bytes). Always returns an encoded response.
-pub fn handle(request: &[u8]) -> Vec<u8> {
+/// The request → response step around a plugin's dispatch function (what `actions!` defines as
+/// `handle`). Always returns an encoded response.
+#[doc(hidden)]
+pub fn handle_with(request: &[u8], dispatch: fn(&msgpack::Parts<'_>) -> Result<Vec<u8>>) -> Vec<u8> {
     let outcome = match msgpack::split_request(request) {
-        Ok(parts) => crate::__vultrino_dispatch(&parts),
+        Ok(parts) => dispatch(&parts),
         Err(e) => Err(Error::invalid_params(format!(
             "not a Vultrino request: {}",
             e
@@ -462,9 +493,10 @@ pub mod msgpack {
     }
 }
 
-/// The raw ABI: the exports and the import the host links against.
+/// The raw ABI: the import the host provides, and the bodies of the exports `actions!` emits.
 #[cfg(target_arch = "wasm32")]
-mod abi {
+#[doc(hidden)]
+pub mod __abi {
     use std::alloc::{alloc, dealloc, realloc, Layout};
     use std::ptr::addr_of_mut;
 
@@ -481,8 +513,7 @@ mod abi {
         core::arch::wasm32::unreachable()
     }
 
-    #[export_name = "cabi_realloc"]
-    pub unsafe extern "C" fn cabi_realloc(
+    pub unsafe fn cabi_realloc(
         old_ptr: *mut u8,
         old_size: usize,
         align: usize,
@@ -509,8 +540,7 @@ mod abi {
         ptr
     }
 
-    #[export_name = "vultrino:plugin/handler@1.0.0#execute"]
-    pub unsafe extern "C" fn execute(ptr: *mut u8, len: usize) -> *mut u8 {
+    pub unsafe fn execute(ptr: *mut u8, len: usize, handle: fn(&[u8]) -> Vec<u8>) -> *mut u8 {
         // A host that skipped the post-return call leaves the previous response: free it now.
         free_response();
         // The host wrote the request with `cabi_realloc(0, 0, 1, len)`; we own it now.
@@ -519,7 +549,7 @@ mod abi {
         } else {
             Vec::from_raw_parts(ptr, len, len)
         };
-        let response = super::handle(&request).into_boxed_slice();
+        let response = handle(&request).into_boxed_slice();
         drop(request);
         let out_len = response.len();
         let out_ptr = Box::into_raw(response) as *mut u8;
@@ -528,8 +558,7 @@ mod abi {
         area as *mut u8
     }
 
-    #[export_name = "cabi_post_vultrino:plugin/handler@1.0.0#execute"]
-    pub unsafe extern "C" fn post_execute(_retptr: *mut u8) {
+    pub unsafe fn post_execute(_retptr: *mut u8) {
         free_response();
     }
 

@@ -1,5 +1,6 @@
-"""The pure-Python MessagePack codec the Python plugin template carries into the guest
-(``sdk-python-template/vultrino_msgpack.py``) agrees with the host's msgpack."""
+"""The pure-Python MessagePack codec of the Python guest SDK
+(``sdk/python/vultrino_pdk/msgpack.py``, added to every Python plugin's build) agrees with the
+host's msgpack."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PATH = Path(__file__).resolve().parents[2] / "sdk-python-template" / "vultrino_msgpack.py"
+PATH = Path(__file__).resolve().parents[2] / "sdk" / "python" / "vultrino_pdk" / "msgpack.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("template_msgpack", PATH)
+    spec = importlib.util.spec_from_file_location("sdk_msgpack", PATH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
