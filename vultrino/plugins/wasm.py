@@ -44,7 +44,6 @@ from vultrino.errors import (
     CredentialValidationError,
     EngineError,
     ModuleError,
-    PluginABIError,
     PluginError,
 )
 from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest, PreparedAction
@@ -309,31 +308,21 @@ class WasmPlugin:
             self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
 
     def _fail(self, action: str, response: Any, forms: Scrubber) -> NoReturn:
-        """Raise for an answer that is not ``{"ok": ...}``: the plugin's error, or a broken
-        answer."""
-        if type(response) is dict and len(response) == 1:
-            error = response.get("error")
-            if (
-                isinstance(error, Mapping)
-                and isinstance(error.get("code"), str)
-                and isinstance(error.get("message"), str)
-            ):
-                code: str = error["code"]
-                message = forms.text(error["message"])
-                if code == "unknown_action":
-                    raise ActionNotFoundError(
-                        f"plugin {self.name} does not handle action {action}: {message}",
-                        plugin=self.name,
-                    )
-                raise ActionFailedError(
-                    f"plugin {self.name}, action {action} failed ({code}): {message}",
-                    plugin=self.name,
-                    code=code,
-                )
-        raise PluginABIError(
-            f"plugin {self.name} answered action {action} with neither {{'ok': ...}} nor "
-            "{'error': {'code', 'message'}}; the plugin is broken — report it to its author",
+        """Raise the plugin's error. The runtime hands over only ``{"ok": ...}`` or a
+        well-formed ``{"error": {"code", "message"}}`` (it checks the shape once, in
+        :func:`vultrino.runtime.abi.check_response`), so this only reads it."""
+        error = response["error"]
+        code: str = error["code"]
+        message = forms.text(error["message"])
+        if code == "unknown_action":
+            raise ActionNotFoundError(
+                f"plugin {self.name} does not handle action {action}: {message}",
+                plugin=self.name,
+            )
+        raise ActionFailedError(
+            f"plugin {self.name}, action {action} failed ({code}): {message}",
             plugin=self.name,
+            code=code,
         )
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """The sealed credential store: ``credentials.enc`` (DESIGN.md section 4, docs/store.md).
 
-Knows nothing about plugins. The core facade is its only user inside Vultrino.
+Knows nothing about plugins. Inside Vultrino it is opened by :mod:`vultrino.services`, for the
+facade and the call pipeline.
 """
 
 from __future__ import annotations
