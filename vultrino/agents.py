@@ -24,7 +24,7 @@ from vultrino.pipeline import Caller, Pipeline
 if TYPE_CHECKING:
     from vultrino.info import CredentialInfo, ToolInfo
     from vultrino.policy.approval import Approver
-    from vultrino.policy.profile import AgentProfile
+    from vultrino.policy.profile import AgentInfo
 
 __all__ = ["AgentScope"]
 
@@ -52,9 +52,9 @@ class AgentScope:
     def approver(self) -> Approver | None:
         return self._caller.approver
 
-    def profile(self) -> AgentProfile:
-        """The agent's profile as stored now."""
-        return self._pipeline.agent_profile(self._caller.agent)
+    def profile(self) -> AgentInfo:
+        """The agent's profile as stored now (without its token's digest)."""
+        return self._pipeline.agent_profile(self._caller.agent).info()
 
     # -- what the agent sees -----------------------------------------------------------------
 

@@ -149,6 +149,7 @@ class Pipeline:
         ]
 
     def credential_info(self, alias: str, caller: Caller | None = None) -> CredentialInfo:
+        alias = _exact(alias)
         profile = self.profile(caller)
         if profile is not None and not sees_credential(profile, alias):
             raise hidden_credential(alias)
@@ -223,36 +224,39 @@ class Pipeline:
         """Run an MCP tool by name with JSON arguments (validated before anything runs). For
         an agent, a tool outside its profile is as unknown as one that does not exist, and
         ``list_credentials`` lists only its credentials."""
+        name = _exact(name)
         args = dict(arguments or {})
         profile = self.profile(caller)
-        if name == LIST_CREDENTIALS_TOOL:
-            if args:
-                raise ParameterError(f"{name} takes no arguments; got {sorted(args)}")
+        try:
+            target = self._tool_target(name, args, profile)
+        except VultrinoError as exc:  # refused before the stages, which write their own record
+            if caller is not None:
+                self._refused_tool(name, caller, source, exc)
+            raise
+        if target is None:  # list_credentials
             return [
                 {"alias": c.alias, "type": c.type, "description": c.description}
                 for c in self.credentials(caller)
             ]
+        alias, owner, action = target
+        return self._call(alias, owner, action, args, caller, profile, name, source, False)
+
+    def _tool_target(
+        self, name: str, args: dict[str, Any], profile: AgentProfile | None
+    ) -> tuple[str | None, str, str] | None:
+        """(alias, plugin, action) that tool ``name`` runs with ``args`` (its ``credential``
+        argument taken out of them); None for ``list_credentials``."""
+        if name == LIST_CREDENTIALS_TOOL:
+            if args:
+                raise ParameterError(f"{name} takes no arguments; got {sorted(args)}")
+            return None
         binding = next((b for b in self._s.registry.tools() if b.name == name), None)
         if binding is None or (profile is not None and not sees_tool(profile, name)):
-            if caller is not None:  # an agent reaching past its profile is worth a record
-                self._s.audit.write(
-                    {
-                        "alias": None,
-                        "plugin": None,
-                        "action": None,
-                        "agent": caller.agent,
-                        "tool": name,
-                        "outcome": "denied",
-                        "error": "ToolOutsideProfile",
-                        "duration_ms": 0.0,
-                        "source": source,
-                    }
-                )
             raise ToolNotFoundError(f"no tool named {name!r}")
         act = binding.action
         owner = binding.plugin.name
         if not act.needs_credential:
-            return self._call(None, owner, act.name, args, caller, profile, name, source, False)
+            return None, owner, act.name
         alias = args.pop("credential", None)
         if alias is None:
             raise ParameterError(
@@ -272,7 +276,25 @@ class Pipeline:
                 "(call list_credentials to see them)",
                 plugin=owner,
             )
-        return self._call(alias, owner, act.name, args, caller, profile, name, source, False)
+        return alias, owner, act.name
+
+    def _refused_tool(self, name: str, caller: Caller, source: str, exc: VultrinoError) -> None:
+        """The record of an agent's tool call refused before it reached the stages (an
+        unknown tool or one outside the profile, a bad ``credential`` argument)."""
+        unknown = isinstance(exc, ToolNotFoundError)
+        self._s.audit.write(
+            {
+                "alias": None,
+                "plugin": None,
+                "action": None,
+                "agent": caller.agent,
+                "tool": name,
+                "outcome": "denied" if unknown else "error",
+                "error": "ToolOutsideProfile" if unknown else type(exc).__name__,
+                "duration_ms": 0.0,
+                "source": source,
+            }
+        )
 
     # --- the stages --------------------------------------------------------------------------
 
@@ -289,12 +311,18 @@ class Pipeline:
         from_cli: bool,
     ) -> Any:
         started = time.perf_counter_ns()
+        if type(action) is not str or type(alias) not in _KEY_PART or type(plugin) not in _KEY_PART:
+            # A str subclass may compare equal to another name than the one it spells: the
+            # gate, the lookup and the plugin must all see the same plain name.
+            alias, plugin, action = _exact(alias), _exact(plugin), _exact(action)
         record: dict[str, Any] = {
             "alias": alias,
             "plugin": plugin,
             "action": action,
             "agent": caller.agent if caller is not None else None,
         }
+        if tool is not None:
+            record["tool"] = tool
         try:
             narrow: tuple[str, ...] = ()
             if profile is not None:
@@ -324,7 +352,7 @@ class Pipeline:
             self._audit_failure(record, source, started, exc)
             raise
         elapsed = time.perf_counter_ns() - started
-        if len(record) == 4:  # nothing added on the way (an approval): the plan's text holds
+        if len(record) == 4:  # no tool, nothing added on the way: the plan's text holds
             tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
             self._s.audit.write_text(plan.audit_ok + audit.millis_text(elapsed) + tail)
         else:
@@ -422,7 +450,7 @@ class Pipeline:
             secrets=secrets,
             scrub=scrubber(secrets),
             run=owner.prepare(action, view),
-            audit_ok=audit.fields_text({**record, "outcome": "ok"}) + ',"duration_ms":',
+            audit_ok=_audit_ok(record),
         )
 
     def _plain_plan(
@@ -451,7 +479,7 @@ class Pipeline:
             secrets=[],
             scrub=_NO_SECRETS,
             run=run,
-            audit_ok=audit.fields_text({**record, "outcome": "ok"}) + ',"duration_ms":',
+            audit_ok=_audit_ok(record),
         )
 
     def _gate(
@@ -536,3 +564,16 @@ def _type_list(plugin: Plugin, act: ActionSpec) -> str:
 
 def _bound_tools(plugin: Plugin, action: str) -> tuple[str, ...]:
     return tuple(t.name for t in plugin.manifest.mcp_tools if t.action == action)
+
+
+def _audit_ok(record: dict[str, Any]) -> str:
+    """The text of a successful call's record up to its duration: the four fields every
+    record starts with (a call through a tool, which adds one, writes its record whole)."""
+    base = {k: record[k] for k in ("alias", "plugin", "action", "agent")}
+    return audit.fields_text({**base, "outcome": "ok"}) + ',"duration_ms":'
+
+
+def _exact(name: Any) -> Any:
+    """A name as the plain ``str`` it spells (a subclass's own ``__eq__``/``__hash__`` could
+    make it equal to another name); anything else unchanged, for the stages to refuse."""
+    return str.__str__(name) if isinstance(name, str) and type(name) is not str else name

@@ -305,8 +305,8 @@ class VultrinoMCP:
         if name not in self._tools:
             # Perhaps installed a moment ago by another process: look again before refusing.
             await self.refresh()
-            if name not in self._tools:
-                raise unknown
+            if name not in self._tools and agent is None:
+                raise unknown  # an agent's call goes on: the pipeline refuses and records it
         scope: AgentScope | None = None
         if agent is not None:
             try:

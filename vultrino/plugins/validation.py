@@ -256,14 +256,44 @@ def _convert_param(spec: ParameterSpec, value: Any, from_cli: bool) -> tuple[Any
             return None, f"expected a JSON {kind}, got {type_name(parsed)}"
         return None, f"expected {KIND_HINT[kind]}, got {show_value(value)}"
     if kind == "integer" and isinstance(value, float) and value.is_integer():
-        return int(value), None
+        return int(float.__float__(value)), None
     if param_type_fits(kind, value):
-        if kind == "object":
-            return dict(value), None
-        if kind == "array":
-            return list(value), None
-        return value, None
+        try:
+            return plain_json(value), None
+        except ValueError as exc:
+            return None, str(exc)
     return None, f"expected {KIND_HINT[kind]}, got {type_name(value)}"
+
+
+_PLAIN_DEPTH = 64
+
+
+def plain_json(value: Any, depth: int = 0) -> Any:
+    """``value`` rebuilt from the exact built-in types (str, int, float, bool, None, dict,
+    list): a subclass of str or int (a caller's object with its own ``__eq__``, ``__hash__``
+    or ``__str__``) becomes the plain value it holds, so what is checked, shown to a person
+    and sent is one and the same. ValueError past the nesting limit or for another type."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or t is bytes or value is None:
+        return value
+    if depth >= _PLAIN_DEPTH:
+        raise ValueError(f"nested deeper than {_PLAIN_DEPTH} levels")
+    if isinstance(value, bool):
+        return bool(int.__int__(value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            out[plain_json(k, depth + 1)] = plain_json(v, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v, depth + 1) for v in value]
+    raise ValueError(f"a {type_name(value)} is not a JSON value")
 
 
 def validate_params(

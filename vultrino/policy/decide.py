@@ -119,6 +119,19 @@ def decide(profile: AgentProfile, call: Call) -> Decision:
         return Deny("credential", hidden_credential(call.alias).args[0])
     if call.tool is not None and not profile.sees_tool(call.tool):
         return Deny("tool", f"no tool named {call.tool!r}")
+    if (
+        call.alias is None
+        and call.tool is None
+        and not any(profile.sees_tool(t) for t in call.bound_tools)
+    ):
+        # nothing names a call that needs no credential but a tool: without one of its
+        # tools in the profile, the action is not granted
+        return Deny(
+            "action",
+            f"agent {profile.name!r} may not run action {call.plugin}:{call.action}: no tool "
+            f"of its profile runs it (tools: {', '.join(call.bound_tools) or 'none'}); ask "
+            "the user to add one with `vultrino agent add --force --tool NAME`",
+        )
     if not profile.allows_action(call.plugin, call.action):
         return Deny(
             "action",

@@ -1,0 +1,179 @@
+"""The one pipeline and its gate against a hostile caller of the Python API: names that are not
+plain strings, actions no tool grants, approval summaries, and the audit of refused tool calls.
+
+Real store, real wasm plugins (a recording echo guest and a credential-less one), the real HTTP
+plugin against a server on 127.0.0.1 that records what reached it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.mcp_helpers import PASSWORD, make_home
+from tests.e2e.test_cli_ux import MANIFEST as NOTES_MANIFEST
+from tests.e2e.test_cli_ux import notes_source
+from tests.leakcheck import LeakCheck
+from tests.localhttp import LocalServer, serving
+from vultrino import Vultrino
+from vultrino.errors import AgentPolicyError, CredentialNotFoundError, ToolNotFoundError
+from vultrino.policy import ApprovalRequest
+
+PROD = "prod-secret-0a1b2c3d4e5f6a7b"
+DEV = "dev-secret-9f8e7d6c5b4a3928"
+
+
+class Recorder(LocalServer):
+    def __init__(self) -> None:
+        super().__init__(_Handler)
+        self.auth: list[str] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Recorder
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.paths.append(f"{self.command} {self.path}")
+            self.server.auth.append(self.headers.get("Authorization", ""))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+    do_DELETE = do_GET
+
+
+@pytest.fixture
+def server() -> Iterator[Recorder]:
+    with serving(Recorder()) as srv:
+        yield srv
+
+
+@pytest.fixture
+def v(isolated_home: Path, server: Recorder, leakcheck: LeakCheck) -> Iterator[Vultrino]:
+    home = make_home(isolated_home)
+    leakcheck.add(*home.secrets, PROD, DEV)
+    src = notes_source(isolated_home.parent / "src")
+    assert "requires_credential = false" in NOTES_MANIFEST
+    with Vultrino.open(isolated_home, PASSWORD) as vv:
+        vv.install_plugin(str(src))
+        for alias, key in (("prod", PROD), ("dev", DEV)):
+            vv.add_credential(alias, "bearer", {"token": key}, allow=[f"{server.base}/*"])
+        yield vv
+
+
+class Disguised(str):
+    """Spells one name and compares (and hashes) equal to another."""
+
+    other = ""
+
+    def __hash__(self) -> int:
+        return hash(self.other)
+
+    def __eq__(self, o: object) -> bool:
+        return o == self.other or str.__eq__(self, o)
+
+
+def disguised(text: str, other: str) -> Disguised:
+    d = Disguised(text)
+    d.other = other
+    return d
+
+
+def test_a_name_that_equals_a_hidden_alias_cannot_reach_it(v: Vultrino, server: Recorder) -> None:
+    v.add_agent("bot", credentials=["dev"], tools=["http_request"])
+    s = v.as_agent("bot")
+    s.execute(disguised("dev", "prod"), "request", {"url": f"{server.base}/a"})
+    s.call_tool("http_request", {"credential": disguised("dev", "prod"), "url": f"{server.base}/b"})
+    assert server.auth == [f"Bearer {DEV}", f"Bearer {DEV}"]  # never prod's key
+    assert s.credential_info(disguised("dev", "prod")).alias == "dev"
+    with pytest.raises(CredentialNotFoundError):
+        s.execute(disguised("prod", "dev"), "request", {"url": f"{server.base}/c"})
+    assert len(server.paths) == 2
+
+
+def test_an_action_name_that_equals_an_allowed_one_runs_as_what_it_spells(v: Vultrino) -> None:
+    v.add_agent("n", credentials=["*"], tools=["notes_note"], actions=["notes:note"])
+    s = v.as_agent("n")
+    with pytest.raises(AgentPolicyError, match="may not run action notes:banner"):
+        s.run_action("notes", disguised("banner", "note"))
+    record = v.audit(agent="n")[-1]
+    assert (record["action"], record["outcome"]) == ("banner", "denied")
+
+
+def test_an_action_without_a_credential_needs_a_tool_of_the_profile(v: Vultrino) -> None:
+    v.add_agent("none", credentials=[], tools=[])
+    with pytest.raises(AgentPolicyError, match="no tool of its profile runs it"):
+        v.as_agent("none").run_action("notes", "banner")
+    assert v.audit(agent="none")[-1]["outcome"] == "denied"
+    v.add_agent("some", credentials=[], tools=["notes_*"])
+    with pytest.raises(AgentPolicyError, match="no tool of its profile runs it"):
+        v.as_agent("some").run_action("notes", "banner")  # no tool is bound to banner at all
+    assert v.run_action("notes", "banner") == "line one\nline two\n"  # the user: no profile
+
+
+def test_the_approval_summary_is_of_what_is_sent(v: Vultrino, server: Recorder) -> None:
+    asked: list[ApprovalRequest] = []
+
+    def approve(request: ApprovalRequest) -> str:
+        asked.append(request)
+        return "granted"
+
+    class Shown(str):
+        def __str__(self) -> str:
+            return f"{server.base}/harmless/read"
+
+    class Get(str):
+        def __str__(self) -> str:
+            return "GET"
+
+    v.add_agent("a", credentials=["dev"], tools=["http_request"], approve=["http_request"])
+    s = v.as_agent("a", approver=approve)  # type: ignore[arg-type]
+    s.execute(
+        "dev", "request", {"url": Shown(f"{server.base}/admin/drop"), "method": Get("DELETE")}
+    )
+    assert server.paths == ["DELETE /admin/drop"]
+    assert asked[0].summary == f"DELETE {server.base}/admin/drop"
+
+
+def test_refused_tool_calls_are_recorded_and_tool_calls_name_their_tool(
+    v: Vultrino, server: Recorder
+) -> None:
+    v.add_agent("t", credentials=["dev"], tools=["http_request"])
+    s = v.as_agent("t")
+    with pytest.raises(ToolNotFoundError):
+        s.call_tool("no_such_tool", {})
+    with pytest.raises(ToolNotFoundError):
+        s.call_tool("echo_message", {"credential": "echo-one", "message": "x"})
+    with pytest.raises(Exception, match="needs a 'credential' argument"):
+        s.call_tool("http_request", {"url": f"{server.base}/x"})
+    s.call_tool("http_request", {"credential": "dev", "url": f"{server.base}/y"})
+    records = v.audit(agent="t")
+    assert [(r["tool"], r["outcome"], r.get("error")) for r in records] == [
+        ("no_such_tool", "denied", "ToolOutsideProfile"),
+        ("echo_message", "denied", "ToolOutsideProfile"),
+        ("http_request", "error", "ParameterError"),
+        ("http_request", "ok", None),
+    ]
+    # a call without a tool after one with it: its record names no tool
+    s.execute("dev", "request", {"url": f"{server.base}/z"})
+    assert "tool" not in v.audit(agent="t")[-1]
+
+
+def test_a_scope_shows_its_profile_without_the_token_digest(v: Vultrino) -> None:
+    v.add_agent("p", credentials=["dev"])
+    info = v.as_agent("p").profile()
+    assert not hasattr(info, "token_hash")
+    assert not hasattr(v.as_agent("p"), "v")
+    assert all("sha256" not in str(x) for x in info.to_dict().values())
