@@ -22,9 +22,10 @@ too, so the same rules decide what an agent is shown and what it may run.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from vultrino.errors import (
     ActionFailedError,
     ActionNotFoundError,
     AgentPolicyError,
+    ApprovalError,
     CredentialMismatchError,
     ParameterError,
     PluginNotFoundError,
@@ -51,7 +53,13 @@ from vultrino.info import (
 )
 from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, CredentialView, Plugin
 from vultrino.plugins.validation import type_name, validate_params
-from vultrino.policy.approval import ApprovalRequest, Approver
+from vultrino.policy.approval import (
+    SUMMARY_MAX_CHARS,
+    ApprovalRequest,
+    Approver,
+    fits,
+    shown,
+)
 from vultrino.policy.decide import (
     Call,
     Deny,
@@ -107,6 +115,7 @@ class _Plan:
     secrets: list[Any]
     scrub: Scrubber
     run: PreparedAction
+    describe: Callable[[Mapping[str, Any]], str | None]
     audit_ok: str
 
 
@@ -450,6 +459,7 @@ class Pipeline:
             secrets=secrets,
             scrub=scrubber(secrets),
             run=owner.prepare(action, view),
+            describe=functools.partial(owner.describe, action),
             audit_ok=_audit_ok(record),
         )
 
@@ -479,6 +489,7 @@ class Pipeline:
             secrets=[],
             scrub=_NO_SECRETS,
             run=run,
+            describe=functools.partial(owner.describe, action),
             audit_ok=_audit_ok(record),
         )
 
@@ -510,13 +521,25 @@ class Pipeline:
             if wait > 0:
                 raise over_rate(agent, decision.rate, wait, plan.plugin)
         if isinstance(decision, NeedsApproval):
+            described = plan.describe(params)  # the plugin's view of exactly what is sent
+            summary = shown(decision.summary if described is None else described)
+            if not fits(summary):
+                record["approval"] = "unavailable"
+                raise ApprovalError(
+                    f"this call of {tool or plan.act.name!r} is too large to show a person for "
+                    f"approval ({len(summary)} characters; at most {SUMMARY_MAX_CHARS}); it was "
+                    "not run. Send a smaller call, or ask the user to drop --approve",
+                    agent=agent,
+                    approval="unavailable",
+                    plugin=plan.plugin,
+                )
             request = ApprovalRequest(
                 agent=agent,
                 plugin=plan.plugin,
                 action=plan.act.name,
                 alias=alias,
                 tool=tool,
-                summary=decision.summary,
+                summary=summary,
             )
             outcome = caller.approver(request) if caller.approver else "unavailable"
             record["approval"] = outcome

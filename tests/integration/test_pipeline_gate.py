@@ -7,6 +7,7 @@ plugin against a server on 127.0.0.1 that records what reached it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -20,7 +21,12 @@ from tests.e2e.test_cli_ux import notes_source
 from tests.leakcheck import LeakCheck
 from tests.localhttp import LocalServer, serving
 from vultrino import Vultrino
-from vultrino.errors import AgentPolicyError, CredentialNotFoundError, ToolNotFoundError
+from vultrino.errors import (
+    AgentPolicyError,
+    ApprovalError,
+    CredentialNotFoundError,
+    ToolNotFoundError,
+)
 from vultrino.policy import ApprovalRequest
 
 PROD = "prod-secret-0a1b2c3d4e5f6a7b"
@@ -145,6 +151,55 @@ def test_the_approval_summary_is_of_what_is_sent(v: Vultrino, server: Recorder) 
     )
     assert server.paths == ["DELETE /admin/drop"]
     assert asked[0].summary == f"DELETE {server.base}/admin/drop"
+
+
+def test_the_prompt_shows_the_whole_request_and_hides_nothing(
+    v: Vultrino, server: Recorder
+) -> None:
+    asked: list[ApprovalRequest] = []
+
+    def approve(request: ApprovalRequest) -> str:
+        asked.append(request)
+        return "declined"
+
+    v.add_agent("a", credentials=["dev"], tools=["http_request"], approve=["http_request"])
+    s = v.as_agent("a", approver=approve)  # type: ignore[arg-type]
+    body = "x" * 70 + "\u202eevil"
+    with pytest.raises(ApprovalError):
+        s.execute(
+            "dev",
+            "request",
+            {
+                "url": f"{server.base}/items?keep=1",
+                "method": "POST",
+                "query": {"_method": "DELETE", "force": "true"},
+                "headers": {"X-Note": "hi there"},
+                "body": body,
+            },
+        )
+    summary = asked[0].summary
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    assert summary.splitlines() == [
+        f"POST {server.base}/items?keep=1&_method=DELETE&force=true",
+        "header X-Note: hi there",
+        f"body: {len(body.encode())} bytes, sha256 {digest}, starting {'x' * 64!r}",
+    ]
+    assert "\u202e" not in summary
+    assert "Approve this call?" in asked[0].message()
+    assert server.paths == []  # declined: nothing sent
+
+
+def test_a_gated_call_too_large_to_show_is_refused_not_cut(v: Vultrino) -> None:
+    asked: list[ApprovalRequest] = []
+    v.add_agent("e", credentials=["echo-one"], tools=["echo_message"], approve=["echo_message"])
+    s = v.as_agent("e", approver=lambda r: asked.append(r) or "granted")  # type: ignore[arg-type, func-returns-value]
+    with pytest.raises(ApprovalError, match="too large to show a person"):
+        s.call_tool("echo_message", {"credential": "echo-one", "message": "m" * 5000})
+    assert asked == []
+    record = v.audit(agent="e")[-1]
+    assert (record["outcome"], record["approval"]) == ("denied", "unavailable")
+    s.call_tool("echo_message", {"credential": "echo-one", "message": "m" * 100 + "\u202e\u200b"})
+    assert len(asked) == 1 and "m" * 100 + "\\u{202E}\\u{200B}" in asked[0].summary
 
 
 def test_refused_tool_calls_are_recorded_and_tool_calls_name_their_tool(

@@ -69,7 +69,11 @@ def test_an_approval_rule_on_a_bound_tool_holds_for_every_way_to_the_action() ->
 def test_decide_reads_nothing_but_its_arguments() -> None:
     p = profile(credentials=["a"], tools=["*"], approve=["http:request"])
     call = Call("bot", "http", "request", alias="a", params={"url": "https://x/", "method": "post"})
-    assert decide(p, call) == decide(p, call) == NeedsApproval("POST https://x/", (), None)
+    assert (
+        decide(p, call)
+        == decide(p, call)
+        == NeedsApproval('{"method": "post", "url": "https://x/"}', (), None)
+    )
 
 
 def test_listings_show_a_tool_only_when_its_action_may_run() -> None:

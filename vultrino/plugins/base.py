@@ -268,4 +268,10 @@ class Plugin(Protocol):
 
     def prepare(self, action: str, credential: CredentialView | None) -> PreparedAction: ...
 
+    def describe(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """What a person approving this call must see of it (lines of text, no secret), or
+        None for the generic summary of its parameters. Raises what ``execute`` would for
+        parameters it cannot parse."""
+        ...
+
     def close(self) -> None: ...

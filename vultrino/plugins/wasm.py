@@ -307,6 +307,10 @@ class WasmPlugin:
                 self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
             self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
 
+    def describe(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """None: an approval prompt shows the parameters as they are."""
+        return None
+
     def _fail(self, action: str, response: Any, forms: Scrubber) -> NoReturn:
         """Raise the plugin's error. The runtime hands over only ``{"ok": ...}`` or a
         well-formed ``{"error": {"code", "message"}}`` (it checks the shape once, in

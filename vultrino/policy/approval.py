@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Approval", "ApprovalRequest", "Approver", "summarize"]
+__all__ = [
+    "SUMMARY_MAX_CHARS",
+    "Approval",
+    "ApprovalRequest",
+    "Approver",
+    "fits",
+    "shown",
+    "summarize",
+]
 
 Approval = Literal["granted", "declined", "unavailable"]
 
@@ -30,17 +39,39 @@ class ApprovalRequest:
             else (f"action {self.plugin}:{self.action}")
         )
         cred = f" with credential {self.alias!r}" if self.alias else ""
-        return f"Agent {self.agent!r} asks to run {via}{cred}: {self.summary}. Approve this call?"
+        return f"Agent {self.agent!r} asks to run {via}{cred}:\n{self.summary}\nApprove this call?"
 
 
 Approver = Callable[[ApprovalRequest], Approval]
 """Asks a person; returns ``granted``, ``declined`` or ``unavailable`` (no way to ask)."""
 
 
+#: The most a prompt shows; a gated call whose description is longer is refused, never cut.
+SUMMARY_MAX_CHARS = 4000
+
+# What a person could misread: control and format characters (bidi overrides and isolates,
+# zero-width joiners), separators, private-use, surrogates and unassigned code points.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
+
+
 def summarize(plugin: str, action: str, params: Mapping[str, Any]) -> str:
-    """A short, one-line description of a call for an approval prompt (no secret is in the
-    parameters: they come from the agent)."""
-    if plugin == "http" and "url" in params:
-        return f"{str(params.get('method', 'GET')).upper()} {params['url']}"[:500]
-    text = json.dumps(dict(params), ensure_ascii=False, default=str, sort_keys=True)
-    return text if len(text) <= 500 else text[:497] + "..."
+    """The parameters of a call, whole, as a prompt's generic summary (no secret is in them:
+    they come from the agent). A plugin may describe its calls better (``Plugin.describe``)."""
+    return json.dumps(dict(params), ensure_ascii=False, default=str, sort_keys=True)
+
+
+def shown(text: str) -> str:
+    """``text`` as a person will read it: every character that could hide or reorder what
+    follows is written as ``\\u{XXXX}`` (line breaks between lines are kept)."""
+    out = []
+    for ch in text:
+        if ch != "\n" and unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+            out.append(f"\\u{{{ord(ch):04X}}}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def fits(text: str) -> bool:
+    """Whether a summary can be shown whole (gated calls that cannot are refused)."""
+    return len(text) <= SUMMARY_MAX_CHARS

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import hashlib
 import json
 import re
 import threading
@@ -394,6 +395,22 @@ class HttpPlugin:
             return self.execute(action, params, credential)
 
         return run
+
+    def describe(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """The request exactly as it would be sent, for an approval prompt: the method and the
+        final URL (query parameters merged), every header the caller set, and the body's size,
+        digest and first bytes. The credential's own authentication is not shown."""
+        if action != "request":
+            return None
+        req = _parse_params(params)
+        lines = [f"{req.method} {req.url.url}"]
+        lines += [f"header {name}: {value}" for name, value in req.headers]
+        if req.body is not None:
+            digest = hashlib.sha256(req.body).hexdigest()
+            head = req.body[:64].decode("utf-8", "replace")
+            more = ", starting" if len(req.body) > 64 else ":"
+            lines.append(f"body: {len(req.body)} bytes, sha256 {digest}{more} {head!r}")
+        return "\n".join(lines)
 
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
