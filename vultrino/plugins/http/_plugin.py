@@ -68,6 +68,7 @@ DEFAULT_MAX_REDIRECTS = 5
 TOKEN_REFRESH_MARGIN = 60.0
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_OAUTH_FETCH = "oauth2 token request"
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_NAME_RE = re.compile(r"[^\s&=#]+")
@@ -673,7 +674,7 @@ class HttpPlugin:
             urlencode(form).encode("ascii"),
             deadline,
             max_bytes=MAX_TOKEN_RESPONSE_BYTES,
-            what="oauth2 token request",
+            what=_OAUTH_FETCH,
             private_ok=_token_host_named(token_url, allow),
         )
         forms = _scrub_forms([*_oauth_field_secrets(fields), refresh])
@@ -927,7 +928,7 @@ def _net_failure(
     if exc.kind == "invalid":
         return AccessDeniedError(f"{target} refused: {exc}", plugin=PLUGIN_NAME)
     if exc.kind == "blocked":
-        return _blocked(exc, target, url)
+        return _blocked(exc, what, target, url)
     if exc.kind == "encoding":
         return ActionFailedError(
             f"{target}: {exc}. The server must answer uncompressed, gzip or deflate",
@@ -936,11 +937,11 @@ def _net_failure(
     return ActionFailedError(f"{target} failed: {exc}", plugin=PLUGIN_NAME)
 
 
-def _blocked(exc: NetError, target: str, url: NormalizedURL) -> AccessDeniedError:
+def _blocked(exc: NetError, what: str, target: str, url: NormalizedURL) -> AccessDeniedError:
     """The refusal of a connection to a non-public address: which host, which address, which
     range (``exc``), and the exact pattern that would allow it."""
     exact = f"{url.scheme}://{url.netloc}/*"
-    if target.startswith("oauth2 token request"):
+    if what == _OAUTH_FETCH:
         how = (
             f"If the token endpoint really is there, write the token_url with the IP address, "
             f"or add a pattern naming the host exactly: --allow '{exact}'"
