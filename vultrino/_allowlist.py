@@ -566,6 +566,20 @@ class Allowlist:
                 return None  # a path too mangled to read safely matches nothing
         return None
 
+    def names_host(self, method: str, url: NormalizedURL) -> bool:
+        """Whether a pattern that admits ``method url`` names its host exactly — not ``*``, not
+        a ``*.`` wildcard. Only such a host may resolve to a loopback, private or other
+        non-public address (docs/http.md, "Private addresses"). The caller's narrowing never
+        counts: it can only take away."""
+        return any(
+            not p.any and not p.wildcard_host and _safe_match(p, method, url) for p in self.patterns
+        )
+
+    def names_host_of(self, host: str) -> bool:
+        """Whether any pattern names ``host`` (a normalised host) exactly, whatever its
+        scheme, port, path or methods."""
+        return any(not p.any and not p.wildcard_host and p.host == host for p in self.patterns)
+
     def check(self, method: str, url: NormalizedURL, *, what: str = "request") -> AllowPattern:
         """Return the matching pattern, or raise AccessDeniedError naming the pattern list."""
         who = f"credential {self.alias!r}" if self.alias else "this credential"

@@ -1,9 +1,17 @@
-"""HTTP transport: the only module that imports httpx.
+"""HTTP transport: the only module that imports httpx (and httpcore, under it).
 
 Two users: the built-in HTTP plugin, which needs one long-lived, thread-safe client that never
 follows redirects on its own, never keeps cookies and never reads proxy settings or ``.netrc``
 from the environment (so a credential goes exactly where its allowlist says); and the plugin
 installer, which downloads archives to disk with a size cap.
+
+The plugin's client also guards against server-side request forgery at connect time: each
+connection resolves its host once, refuses it when any address is loopback, private,
+link-local or otherwise not public (:func:`blocked_range`), and connects to exactly the
+addresses it checked — there is no second lookup a rebinding DNS server could answer
+differently. A request may reach such addresses only when its caller says the host was named
+exactly (``private_ok``); those requests use a connection pool of their own, so a connection
+opened for one never serves a request that was not allowed it.
 
 httpx exceptions never leave this module: the client raises :class:`NetError` (translated by
 its caller into the error that fits, for the plugin an ``ActionFailedError``) and
@@ -13,16 +21,19 @@ its caller into the error that fits, for the plugin an ``ActionFailedError``) an
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 import ssl
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import Cookie, CookieJar, CookiePolicy
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import httpcore
 import httpx
 
 from vultrino._fs import atomic_writer
@@ -30,17 +41,23 @@ from vultrino._version import __version__
 from vultrino.errors import InstallError
 
 __all__ = [
+    "BlockedAddressError",
     "HttpClient",
     "NetError",
+    "Resolver",
     "Response",
     "UrlParts",
+    "blocked_range",
     "download",
     "make_client",
+    "system_resolver",
     "url_parts",
 ]
 
 USER_AGENT = f"vultrino/{__version__}"
-NetErrorKind = Literal["timeout", "connect", "too_large", "protocol", "invalid", "encoding"]
+NetErrorKind = Literal[
+    "timeout", "connect", "too_large", "protocol", "invalid", "encoding", "blocked"
+]
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_DOWNLOAD_REDIRECTS = 10
 _CHUNK = 64 * 1024
@@ -59,6 +76,20 @@ class NetError(Exception):
     def __init__(self, kind: NetErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind: NetErrorKind = kind
+
+
+class BlockedAddressError(NetError):
+    """A connection refused before it was made: ``host`` is, or resolves to, ``address``, which
+    lies in a range that is not public (``why``, from :func:`blocked_range`)."""
+
+    def __init__(self, host: str, address: str, why: str) -> None:
+        subject = (
+            f"{address} is" if _is_literal(host) else f"{host} resolves to {address}, which is"
+        )
+        super().__init__("blocked", f"{subject} {why}")
+        self.host = host
+        self.address = address
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -128,25 +159,246 @@ def url_parts(url: str) -> UrlParts:
     return UrlParts(scheme, host, port, path, query, userinfo)
 
 
+# --- addresses a request may not reach through a broad pattern -------------------------------
+
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _networks(*rows: tuple[str, str]) -> tuple[tuple[ipaddress.IPv4Network, str], ...]:
+    return tuple((ipaddress.IPv4Network(net), name) for net, name in rows)
+
+
+def _networks6(*rows: tuple[str, str]) -> tuple[tuple[ipaddress.IPv6Network, str], ...]:
+    return tuple((ipaddress.IPv6Network(net), name) for net, name in rows)
+
+
+#: IPv4 ranges that are not public (IANA's special-purpose registry, RFC 6890 and successors).
+_V4_BLOCKED = _networks(
+    ("0.0.0.0/8", "'this network' and the unspecified address"),
+    ("10.0.0.0/8", "private, RFC 1918"),
+    ("100.64.0.0/10", "carrier-grade NAT, RFC 6598"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local, where cloud metadata services answer"),
+    ("172.16.0.0/12", "private, RFC 1918"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation, TEST-NET-1"),
+    ("192.88.99.0/24", "6to4 relay anycast, deprecated"),
+    ("192.168.0.0/16", "private, RFC 1918"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation, TEST-NET-2"),
+    ("203.0.113.0/24", "documentation, TEST-NET-3"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, and the broadcast address"),
+)
+#: IPv6 ranges that are not public. Those that embed an IPv4 address (IPv4-mapped, NAT64,
+#: 6to4) are judged by that address instead, in :func:`blocked_range`.
+_V6_BLOCKED = _networks6(
+    ("::/128", "the unspecified address"),
+    ("::1/128", "loopback"),
+    ("64:ff9b:1::/48", "local-use NAT64, RFC 8215"),
+    ("100::/64", "discard-only"),
+    ("2001::/32", "Teredo"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6) SIDs"),
+    ("fc00::/7", "unique local, the IPv6 private range; AWS metadata is fd00:ec2::254"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local, deprecated"),
+    ("ff00::/8", "multicast"),
+)
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def blocked_range(address: str | _IPAddress) -> str | None:
+    """Why ``address`` is not public — ``"in 127.0.0.0/8 (loopback)"`` — or None when it is.
+
+    Refused: private, loopback, link-local (cloud metadata), carrier-grade NAT, documentation,
+    benchmarking, multicast, reserved and unspecified ranges, and every IPv6 address outside
+    global unicast (2000::/3). An IPv6 address that carries an IPv4 one (IPv4-mapped
+    ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``, 6to4 ``2002:AABB:CCDD::``) is judged by the
+    IPv4 address it reaches. Python's own ``ipaddress`` flags are consulted last, so a range
+    the tables above miss is still refused if Python knows it is not global.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            ip = ipaddress.IPv6Address(int(ip))
+        for network, form in (
+            (_V4_MAPPED, "IPv4-mapped"),
+            (_NAT64, "NAT64"),
+            (_SIX_TO_FOUR, "6to4"),
+        ):
+            if ip in network:
+                shift = 80 if network is _SIX_TO_FOUR else 0
+                inner = ipaddress.IPv4Address((int(ip) >> shift) & 0xFFFFFFFF)
+                why = blocked_range(inner)
+                return f"the {form} form of {inner}, {why}" if why else None
+        for net6, name in _V6_BLOCKED:
+            if ip in net6:
+                return f"in {net6} ({name})"
+        if ip not in _GLOBAL_UNICAST:
+            return f"outside {_GLOBAL_UNICAST} (reserved: not global unicast)"
+    else:
+        for net4, name in _V4_BLOCKED:
+            if ip in net4:
+                return f"in {net4} ({name})"
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_link_local:
+        return "not a public address (Python's ipaddress says it is not global)"
+    return None
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+#: Resolves ``(host, port)`` to IP addresses as text, in the order to try them.
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The system's resolver (``getaddrinfo``): IPv4 and IPv6 addresses, duplicates dropped."""
+    out: list[str] = []
+    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if family in (socket.AF_INET, socket.AF_INET6):
+            address = str(sockaddr[0])
+            if address not in out:
+                out.append(address)
+    return out
+
+
+class _CheckedBackend(httpcore.NetworkBackend):
+    """Opens every connection of one pool: resolves the host once, refuses it when any of its
+    addresses is not public (unless ``private_ok``), then connects to those very addresses —
+    numeric ones, so nothing is looked up a second time."""
+
+    def __init__(self, resolver: Resolver, *, private_ok: bool) -> None:
+        self._resolver = resolver
+        self._private_ok = private_ok
+        self._sockets = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self._resolve(host, port)
+        if not self._private_ok:
+            for address in addresses:
+                why = blocked_range(address)
+                if why is not None:
+                    raise BlockedAddressError(host, address, why)
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return self._sockets.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:  # the next address may answer
+                failure = exc
+        assert failure is not None  # _resolve never returns an empty list
+        raise failure
+
+    def _resolve(self, host: str, port: int) -> list[str]:
+        if _is_literal(host):
+            return [host]
+        try:
+            found = list(self._resolver(host, port))
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise httpcore.ConnectError(f"cannot resolve {host}: {reason}") from None
+        addresses = [a for a in found if _is_literal(a)]
+        if not addresses or len(addresses) != len(found):
+            raise httpcore.ConnectError(f"{host} resolves to no usable IP address")
+        return addresses
+
+    def sleep(self, seconds: float) -> None:
+        self._sockets.sleep(seconds)
+
+
+class _CheckedTransport(httpx.HTTPTransport):
+    """httpx's own transport, over a connection pool whose connections ``backend`` opens."""
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, limits: httpx.Limits, backend: _CheckedBackend
+    ) -> None:
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
+
+
+_PRIVATE_OK = "vultrino.private_ok"
+
+
+class _PoolPerTrust(httpx.BaseTransport):
+    """Two pools: ``public`` connects only to public addresses; ``any`` serves requests whose
+    host was named exactly, and may connect anywhere. A pooled connection is reused only by
+    requests that would have been allowed to open it."""
+
+    def __init__(self, public: httpx.BaseTransport, any_address: httpx.BaseTransport) -> None:
+        self._public = public
+        self._any = any_address
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        inner = self._any if request.extensions.get(_PRIVATE_OK) is True else self._public
+        return inner.handle_request(request)
+
+    def close(self) -> None:
+        self._public.close()
+        self._any.close()
+
+
 class HttpClient:
-    """One connection pool, safe to share between threads. Never follows redirects."""
+    """Connection pools safe to share between threads. Never follows redirects.
+
+    Every connection is opened through the address check (the module docstring); ``resolver``
+    replaces the system's name resolution (tests point names at loopback addresses with it).
+    There is no proxy support: through a proxy, the address connected to would be the proxy's
+    and the check would see nothing of where the request goes.
+    """
 
     def __init__(
         self,
         *,
         verify: bool | ssl.SSLContext = True,
-        proxy: str | None = None,
         user_agent: str = USER_AGENT,
         max_connections: int = 20,
+        resolver: Resolver | None = None,
     ) -> None:
+        resolve = system_resolver if resolver is None else resolver
+        context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=10)
+        transport = _PoolPerTrust(
+            public=_CheckedTransport(context, limits, _CheckedBackend(resolve, private_ok=False)),
+            any_address=_CheckedTransport(
+                context, limits, _CheckedBackend(resolve, private_ok=True)
+            ),
+        )
         self._client = httpx.Client(
             follow_redirects=False,
             trust_env=False,
-            verify=verify,
-            proxy=proxy,
+            transport=transport,
             cookies=CookieJar(policy=_NoCookies()),
             headers={"User-Agent": user_agent, "Accept-Encoding": ACCEPT_ENCODING},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=10),
         )
 
     def send(
@@ -158,8 +410,13 @@ class HttpClient:
         content: bytes | None,
         timeout: float,
         max_bytes: int,
+        private_ok: bool = False,
     ) -> Response:
         """Send one request and read at most ``max_bytes`` of (decoded) body.
+
+        Unless ``private_ok`` (the caller's word that the host was named exactly), the request
+        is refused with :class:`BlockedAddressError` before any connection when its host is, or
+        resolves to, an address that is not public; nothing is sent then.
 
         The request asks for :data:`ACCEPT_ENCODING` only (an Accept-Encoding in ``headers`` is
         dropped). The body is decoded here, incrementally: no step inflates more than 64 KiB, so
@@ -173,7 +430,12 @@ class HttpClient:
         sent = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
         with _mapped_errors(url):
             request = self._client.build_request(
-                method, url, headers=sent, content=content, timeout=httpx.Timeout(timeout)
+                method,
+                url,
+                headers=sent,
+                content=content,
+                timeout=httpx.Timeout(timeout),
+                extensions={_PRIVATE_OK: True} if private_ok else None,
             )
             response = self._client.send(request, stream=True)
             try:
@@ -212,10 +474,13 @@ class HttpClient:
 
 
 def make_client(
-    *, verify: bool | ssl.SSLContext = True, proxy: str | None = None, user_agent: str = USER_AGENT
+    *,
+    verify: bool | ssl.SSLContext = True,
+    user_agent: str = USER_AGENT,
+    resolver: Resolver | None = None,
 ) -> HttpClient:
     """The client factory: one per long-lived user (an HttpPlugin holds one for its life)."""
-    return HttpClient(verify=verify, proxy=proxy, user_agent=user_agent)
+    return HttpClient(verify=verify, user_agent=user_agent, resolver=resolver)
 
 
 def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:

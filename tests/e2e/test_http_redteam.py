@@ -115,6 +115,25 @@ def test_cli_redirect_refusal_does_not_quote_the_secret(
     assert not any(p.startswith("/private") for p in server.paths)
 
 
+def test_cli_star_pattern_does_not_reach_a_loopback_server(
+    home: McpHome, server: Reflector, leakcheck: LeakCheck
+) -> None:
+    # Issue 21: '*' admits the URL, the address guard refuses 127.0.0.1 before connecting;
+    # the refusal says which address and range, and which pattern would allow it.
+    from vultrino.core import Vultrino
+
+    with Vultrino.open(home.root, PASSWORD) as v:
+        v.add_credential("wide", "bearer", {"token": SECRET}, allow=["*"])
+    r = home.cli("request", "wide", f"{server.base}/api/me", "--json")
+    leakcheck.scan(r.stdout + r.stderr, "vultrino request output")
+    assert r.returncode == 8, r.stderr  # AccessDeniedError
+    error = json.loads(r.stdout)["error"]
+    assert error["type"] == "AccessDeniedError"
+    assert "127.0.0.1 is in 127.0.0.0/8 (loopback)" in error["message"]
+    assert f"--allow '{server.base}/*'" in error["message"]
+    assert server.paths == []
+
+
 def test_cli_undecodable_body_is_an_error_not_raw_bytes(
     home: McpHome, server: Reflector, leakcheck: LeakCheck
 ) -> None:

@@ -480,12 +480,22 @@ def test_uppercase_host_in_url_and_pattern_matches(plugin: HttpPlugin, server: R
     assert len(server.seen()) == 1
 
 
-def test_star_allows_anything(plugin: HttpPlugin, server: Recorder, other: Recorder) -> None:
+def test_star_admits_any_url_but_reaches_loopback_only_by_exact_name(
+    plugin: HttpPlugin, server: Recorder, other: Recorder
+) -> None:
+    # '*' admits every URL, but a loopback host is reached only when a pattern names it
+    # exactly (with its port): the SSRF guard, docs/http.md "Private addresses".
     c = cred("bearer", {"token": "t-anywhere"}, ["*"])
-    run(plugin, c, f"{server.base}/x")
-    run(plugin, c, f"http://localhost:{other.port}/y")
+    with pytest.raises(AccessDeniedError, match=r"127\.0\.0\.0/8 \(loopback\)"):
+        run(plugin, c, f"{server.base}/x")
+    with pytest.raises(AccessDeniedError, match="localhost resolves to"):
+        run(plugin, c, f"http://localhost:{other.port}/y")
+    c = cred("bearer", {"token": "t-anywhere"}, ["*", f"{server.base}/*"])
+    assert run(plugin, c, f"{server.base}/x").value["status"] == 200
+    with pytest.raises(AccessDeniedError, match="name it exactly"):
+        run(plugin, c, f"{other.base}/y")
     assert len(server.seen()) == 1
-    assert len(other.seen()) == 1
+    assert other.seen() == []
 
 
 def test_method_restricted_pattern(plugin: HttpPlugin, server: Recorder) -> None:
@@ -557,7 +567,7 @@ def test_redirect_back_to_origin_after_leaving_stays_without_credential(
 def test_cross_origin_redirect_carrying_the_secret_is_refused(
     plugin: HttpPlugin, server: Recorder, other: Recorder
 ) -> None:
-    c = cred("api_key", {"key": "k-leaky-9", "query_param": "key"}, ["*"])
+    c = cred("api_key", {"key": "k-leaky-9", "query_param": "key"}, [server.base, other.base])
     with pytest.raises(AccessDeniedError, match="secret"):
         run(plugin, c, f"{server.base}/redirect?to={other.base}/echo&leak=key")
     assert other.seen() == []
@@ -566,7 +576,7 @@ def test_cross_origin_redirect_carrying_the_secret_is_refused(
 def test_bad_redirect_location_is_refused_without_echoing_the_secret(
     plugin: HttpPlugin, server: Recorder, other: Recorder
 ) -> None:
-    c = cred("api_key", {"key": "k-leaky-bad", "query_param": "key"}, ["*"])
+    c = cred("api_key", {"key": "k-leaky-bad", "query_param": "key"}, [server.base, other.base])
     bad = f"{other.base}/%zz"
     with pytest.raises(AccessDeniedError, match="unusable URL") as info:
         run(plugin, c, f"{server.base}/redirect", query={"to": bad, "leak": "key"})

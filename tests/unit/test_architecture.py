@@ -56,6 +56,7 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "nacl": ("vultrino.store._sealing",),
     "msgpack": ("vultrino._msgpack",),
     "httpx": ("vultrino._net",),
+    "httpcore": ("vultrino._net",),
     "mcp": ("vultrino.mcp.server", "vultrino.mcp._relay", "vultrino.mcp.http"),
     "starlette": ("vultrino.mcp.http",),
     "uvicorn": ("vultrino.mcp.http",),

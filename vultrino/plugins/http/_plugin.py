@@ -15,6 +15,7 @@ import base64
 import binascii
 import codecs
 import hashlib
+import ipaddress
 import json
 import re
 import threading
@@ -68,6 +69,7 @@ DEFAULT_MAX_REDIRECTS = 5
 TOKEN_REFRESH_MARGIN = 60.0
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_OAUTH_FETCH = "oauth2 token request"
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_NAME_RE = re.compile(r"[^\s&=#]+")
@@ -444,12 +446,14 @@ class HttpPlugin:
         key = self._pending_key(credential)
         state, new_state = self._current_state(credential, key)
         try:
-            auth = self._authenticate(credential, state, deadline, force=False)
+            auth = self._authenticate(credential, state, deadline, allow, force=False)
             new_state = auth.new_state or new_state
             response, final = self._exchange(req, auth, allow, deadline)
             if response.status == 401 and credential.type == "oauth2" and auth.cached_token:
                 # The cached token was revoked or expired early: refresh once and retry.
-                auth = self._authenticate(credential, new_state or state, deadline, force=True)
+                auth = self._authenticate(
+                    credential, new_state or state, deadline, allow, force=True
+                )
                 new_state = auth.new_state or new_state
                 response, final = self._exchange(req, auth, allow, deadline)
         except VultrinoError:
@@ -485,9 +489,11 @@ class HttpPlugin:
     ) -> tuple[Response, NormalizedURL]:
         """Send ``req``, following redirects by hand.
 
-        Every hop must match the allowlist. The credential goes only to the original origin;
-        once a redirect leaves it, the rest of the chain is sent without the credential, and
-        a hop whose URL itself carries a secret is refused.
+        Every hop must match the allowlist, and its host must resolve to public addresses
+        unless a pattern admitting the hop names that host exactly (checked on the addresses
+        actually connected to, in vultrino._net). The credential goes only to the original
+        origin; once a redirect leaves it, the rest of the chain is sent without the
+        credential, and a hop whose URL itself carries a secret is refused.
         """
         origin = req.url.origin
         forms = _scrub_forms(auth.secrets)
@@ -513,7 +519,10 @@ class HttpPlugin:
                         plugin=PLUGIN_NAME,
                     )
             _check_client_agrees(send_url)
-            response = self._send(method, send_url, send_headers, body, deadline)
+            private_ok = allow.names_host(method, url)
+            response = self._send(
+                method, send_url, send_headers, body, deadline, private_ok=private_ok
+            )
             location = response.header("location")
             if response.status not in REDIRECT_STATUSES or not location:
                 return response, send_url
@@ -537,6 +546,7 @@ class HttpPlugin:
         *,
         max_bytes: int | None = None,
         what: str = "HTTP request",
+        private_ok: bool = False,
     ) -> Response:
         from vultrino._net import NetError
 
@@ -551,7 +561,13 @@ class HttpPlugin:
             )
         try:
             return self._http().send(
-                method, url.url, headers=headers, content=body, timeout=remaining, max_bytes=cap
+                method,
+                url.url,
+                headers=headers,
+                content=body,
+                timeout=remaining,
+                max_bytes=cap,
+                private_ok=private_ok,
             )
         except NetError as exc:
             raise _net_failure(exc, what, method, url, cap) from None
@@ -559,7 +575,13 @@ class HttpPlugin:
     # --- authentication ------------------------------------------------------------------------
 
     def _authenticate(
-        self, cred: CredentialView, state: Mapping[str, Any], deadline: float, *, force: bool
+        self,
+        cred: CredentialView,
+        state: Mapping[str, Any],
+        deadline: float,
+        allow: Allowlist,
+        *,
+        force: bool,
     ) -> _Auth:
         fields = cred.fields
         auth = _Auth()
@@ -590,7 +612,7 @@ class HttpPlugin:
             own.append(("Authorization", f"Basic {encoded}"))
         else:
             auth.secrets += _oauth_field_secrets(fields)
-            token, fresh = self._access_token(cred, state, deadline, force=force)
+            token, fresh = self._access_token(cred, state, deadline, allow, force=force)
             auth.secrets.append(token)
             auth.cached_token = fresh is None
             auth.new_state = fresh
@@ -601,7 +623,13 @@ class HttpPlugin:
         return auth
 
     def _access_token(
-        self, cred: CredentialView, state: Mapping[str, Any], deadline: float, *, force: bool
+        self,
+        cred: CredentialView,
+        state: Mapping[str, Any],
+        deadline: float,
+        allow: Allowlist,
+        *,
+        force: bool,
     ) -> tuple[str, dict[str, Any] | None]:
         """The cached access token, or a new one (then also the new state to persist)."""
         binding = _binding(cred)
@@ -622,11 +650,12 @@ class HttpPlugin:
         )
         if usable:
             return str(token), None
-        fresh = self._fetch_token(cred, state if state.get("binding") == binding else {}, deadline)
+        known = state if state.get("binding") == binding else {}
+        fresh = self._fetch_token(cred, known, deadline, allow)
         return fresh["access_token"], fresh
 
     def _fetch_token(
-        self, cred: CredentialView, state: Mapping[str, Any], deadline: float
+        self, cred: CredentialView, state: Mapping[str, Any], deadline: float, allow: Allowlist
     ) -> dict[str, Any]:
         fields = cred.fields
         token_url = _token_url(fields)
@@ -662,7 +691,8 @@ class HttpPlugin:
             urlencode(form).encode("ascii"),
             deadline,
             max_bytes=MAX_TOKEN_RESPONSE_BYTES,
-            what="oauth2 token request",
+            what=_OAUTH_FETCH,
+            private_ok=_token_host_named(token_url, allow),
         )
         forms = _scrub_forms([*_oauth_field_secrets(fields), refresh])
         data = _token_response(cred.alias, token_url, response, forms)
@@ -914,12 +944,33 @@ def _net_failure(
         )
     if exc.kind == "invalid":
         return AccessDeniedError(f"{target} refused: {exc}", plugin=PLUGIN_NAME)
+    if exc.kind == "blocked":
+        return _blocked(exc, what, target, url)
     if exc.kind == "encoding":
         return ActionFailedError(
             f"{target}: {exc}. The server must answer uncompressed, gzip or deflate",
             plugin=PLUGIN_NAME,
         )
     return ActionFailedError(f"{target} failed: {exc}", plugin=PLUGIN_NAME)
+
+
+def _blocked(exc: NetError, what: str, target: str, url: NormalizedURL) -> AccessDeniedError:
+    """The refusal of a connection to a non-public address: which host, which address, which
+    range (``exc``), and the exact pattern that would allow it."""
+    exact = f"{url.scheme}://{url.netloc}/*"
+    if what == _OAUTH_FETCH:
+        how = (
+            f"If the token endpoint really is there, write the token_url with the IP address, "
+            f"or add a pattern naming the host exactly: --allow '{exact}'"
+        )
+    else:
+        how = f"If this host is meant to be reached, name it exactly: --allow '{exact}'"
+    return AccessDeniedError(
+        f"{target} refused: {exc}. Nothing was sent: Vultrino connects to loopback, private, "
+        "link-local and other non-public addresses only for a host an allowlist pattern names "
+        f"exactly, never through '*' or a '*.' wildcard. {how}",
+        plugin=PLUGIN_NAME,
+    )
 
 
 # --- credential fields -----------------------------------------------------------------------
@@ -1017,6 +1068,19 @@ def _token_url(fields: Mapping[str, Any]) -> NormalizedURL:
 
 def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _token_host_named(url: NormalizedURL, allow: Allowlist) -> bool:
+    """Whether the token endpoint may be at a non-public address: the user wrote it as an IP
+    address or ``localhost`` (nothing to rebind), or an allowlist pattern names its host
+    exactly. A DNS name otherwise must resolve to public addresses, like any request."""
+    if url.host == "localhost" or allow.names_host_of(url.host):
+        return True
+    try:
+        ipaddress.ip_address(url.host)
+    except ValueError:
+        return False
+    return True
 
 
 def _binding(cred: CredentialView) -> str:
