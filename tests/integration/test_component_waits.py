@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from tests import component_guests as guests
-from vultrino.errors import PluginTimeoutError
+from vultrino.errors import PluginBusyError, PluginTimeoutError
 from vultrino.plugins.install import _componentize, installer
 from vultrino.runtime import Limits, WasmRuntime, available_engines
-from vultrino.runtime.module import PluginModule
+from vultrino.runtime.module import MAX_INSTANCES, MAX_WAITING, PluginModule
 
 DEADLINE = 1.0
 #: Generous: the waits asked for are 10 s or more, so this still proves they were cut.
@@ -131,3 +131,44 @@ def test_a_python_plugin_sleeping_30_s_times_out_at_its_1_s_deadline(
     elapsed = _times_out(module, sleep(30))
     assert elapsed < DEADLINE + SLACK
     assert module.execute(sleep(0.01))["ok"] >= 0.01
+
+
+def test_calls_queueing_for_a_busy_plugin_are_bounded(runtime: WasmRuntime) -> None:
+    """More calls at once than a plugin has instances and waiting places, all of which sleep:
+    MAX_INSTANCES run, at most MAX_WAITING wait (each at most its deadline), the rest are
+    refused at once; no call outlives two deadlines."""
+    module = runtime.load(guests.waiter("block_10s"), plugin="sleepy")
+    calls = MAX_INSTANCES + MAX_WAITING + 4
+    barrier = threading.Barrier(calls)
+    outcomes: list[BaseException | None] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            module.execute(REQUEST)
+        except BaseException as exc:
+            with lock:
+                outcomes.append(exc)
+        else:
+            with lock:
+                outcomes.append(None)
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(calls)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(2 * DEADLINE + SLACK)
+    assert not any(thread.is_alive() for thread in threads)
+    assert time.monotonic() - start < 2 * DEADLINE + SLACK
+    assert all(isinstance(o, (PluginTimeoutError, PluginBusyError)) for o in outcomes), outcomes
+    refused = [o for o in outcomes if isinstance(o, PluginBusyError)]
+    assert len(refused) >= calls - MAX_INSTANCES - MAX_WAITING
+    assert any(f"{MAX_WAITING} more calls are waiting" in str(o) for o in refused)
+    assert all("plugin 'sleepy': busy:" in str(o) for o in refused)
+    # the plugin serves the next call as before
+    with pytest.raises(PluginTimeoutError):
+        module.execute(REQUEST)
+    nap = runtime.load(guests.waiter("nap"), plugin="nap")
+    assert nap.execute(REQUEST) == {"ok": 1}
