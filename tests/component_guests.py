@@ -111,6 +111,11 @@ BODIES = {
 
 def component(body: str, **extra: str) -> bytes:
     """A component around ``body`` (a key of :data:`BODIES` or core WAT)."""
+    return bytes(wasmtime.wat2wasm(component_wat(body, **extra)))
+
+
+def component_wat(body: str, **extra: str) -> str:
+    """The component text of :func:`component`."""
     fields = {
         "initial_pages": "1",
         "mem_extra": "",
@@ -120,7 +125,7 @@ def component(body: str, **extra: str) -> bytes:
         "extra_with": "",
     }
     fields.update(extra)
-    return bytes(wasmtime.wat2wasm(_SHELL.format(body=BODIES.get(body, body), **fields)))
+    return _SHELL.format(body=BODIES.get(body, body), **fields)
 
 
 # A guest that writes "to stdout\n" through wasi:cli/stdout and wasi:io/streams.
@@ -271,7 +276,12 @@ WAITS = {
 
 def waiter(body: str) -> bytes:
     """A component that runs ``WAITS[body]`` (or core WAT), then answers {"ok": 1}."""
-    return component(
+    return bytes(wasmtime.wat2wasm(waiter_wat(body)))
+
+
+def waiter_wat(body: str) -> str:
+    """The component text of :func:`waiter`."""
+    return component_wat(
         WAITS.get(body, body) + _ANSWER_OK,
         mem_extra=_WAIT_MEM,
         extra_imports=_WAIT_IMPORTS,
