@@ -21,7 +21,7 @@ _SHELL = """
     (export "log-level" (type $ll (eq $level)))
     (export "log" (func (param "level" $ll) (param "message" string)))))
   {extra_imports}
-  (core module $Mem (memory (export "memory") {initial_pages}))
+  (core module $Mem (memory (export "memory") {initial_pages}) {mem_extra})
   (core instance $mem (instantiate $Mem))
   (core func $log (canon lower (func $host "log") (memory (core memory $mem "memory"))))
   {extra_lowers}
@@ -111,15 +111,21 @@ BODIES = {
 
 def component(body: str, **extra: str) -> bytes:
     """A component around ``body`` (a key of :data:`BODIES` or core WAT)."""
+    return bytes(wasmtime.wat2wasm(component_wat(body, **extra)))
+
+
+def component_wat(body: str, **extra: str) -> str:
+    """The component text of :func:`component`."""
     fields = {
         "initial_pages": "1",
+        "mem_extra": "",
         "extra_imports": "",
         "extra_lowers": "",
         "extra_core_imports": "",
         "extra_with": "",
     }
     fields.update(extra)
-    return bytes(wasmtime.wat2wasm(_SHELL.format(body=BODIES.get(body, body), **fields)))
+    return _SHELL.format(body=BODIES.get(body, body), **fields)
 
 
 # A guest that writes "to stdout\n" through wasi:cli/stdout and wasi:io/streams.
@@ -181,9 +187,105 @@ def wrong_execute() -> bytes:
     wat = _SHELL.format(
         body=BODIES["echo"],
         initial_pages="1",
+        mem_extra="",
         extra_imports="",
         extra_lowers="",
         extra_core_imports="",
         extra_with="",
     ).replace('(param "request" (list u8))', '(param "request" string)')
     return bytes(wasmtime.wat2wasm(wat))
+
+
+# Guests that wait through wasi:clocks/monotonic-clock and wasi:io/poll. The memory module
+# also exports a bump `realloc`, which `poll` needs to return its list.
+_WAIT_IMPORTS = """
+  (import "wasi:io/poll@0.2.0" (instance $poll
+    (export "pollable" (type $p (sub resource)))
+    (export "[method]pollable.block" (func (param "self" (borrow $p))))
+    (export "poll" (func (param "in" (list (borrow $p))) (result (list u32))))))
+  (alias export $poll "pollable" (type $pollable))
+  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+    (export "pollable" (type $p (eq $pollable)))
+    (type $instant u64)
+    (export "instant" (type $i (eq $instant)))
+    (export "now" (func (result $i)))
+    (export "resolution" (func (result u64)))
+    (export "subscribe-instant" (func (param "when" $i) (result (own $p))))
+    (export "subscribe-duration" (func (param "when" u64) (result (own $p))))))
+"""
+_WAIT_MEM = """
+    (global $next (mut i32) (i32.const 32768))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (global.get $next)
+      (global.set $next (i32.add (global.get $next) (local.get 3))))
+"""
+_WAIT_LOWERS = """
+  (core func $now (canon lower (func $clock "now")))
+  (core func $resolution (canon lower (func $clock "resolution")))
+  (core func $sub_dur (canon lower (func $clock "subscribe-duration")))
+  (core func $sub_inst (canon lower (func $clock "subscribe-instant")))
+  (core func $block (canon lower (func $poll "[method]pollable.block")))
+  (core func $poll (canon lower (func $poll "poll")
+    (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))))
+"""
+_WAIT_CORE = """
+    (import "host" "now" (func $now (result i64)))
+    (import "host" "resolution" (func $resolution (result i64)))
+    (import "host" "sub_dur" (func $sub_dur (param i64) (result i32)))
+    (import "host" "sub_inst" (func $sub_inst (param i64) (result i32)))
+    (import "host" "block" (func $block (param i32)))
+    (import "host" "poll" (func $poll (param i32 i32 i32)))
+"""
+_WAIT_WITH = """
+    (export "now" (func $now)) (export "resolution" (func $resolution))
+    (export "sub_dur" (func $sub_dur)) (export "sub_inst" (func $sub_inst))
+    (export "block" (func $block)) (export "poll" (func $poll))"""
+
+_ANSWER_OK = """
+      (i32.store (i32.const 0) (i32.const 64))
+      (i32.store (i32.const 4) (i32.const 5))
+      (i32.const 0)"""
+
+#: execute bodies that wait, then answer {"ok": 1}
+WAITS = {
+    # a 10 ms nap: short waits work as before
+    "nap": "(call $block (call $sub_dur (i64.const 10000000)))",
+    # subscribe-duration(10 s), then block on it
+    "block_10s": "(call $block (call $sub_dur (i64.const 10000000000)))",
+    # poll a list of two clock pollables, 10 s and 20 s away
+    "poll_10s": """
+      (i32.store (i32.const 512) (call $sub_dur (i64.const 10000000000)))
+      (i32.store (i32.const 516) (call $sub_dur (i64.const 20000000000)))
+      (call $poll (i32.const 512) (i32.const 2) (i32.const 600))""",
+    # subscribe-instant(now + 10 s), then block
+    "instant_10s": """
+      (call $block (call $sub_inst (i64.add (call $now) (i64.const 10000000000))))""",
+    # subscribe-instant at the end of time (u64 max), then block
+    "instant_forever": "(call $block (call $sub_inst (i64.const -1)))",
+    # sleep one second at a time, forever
+    "sleep_loop": """
+      (loop $l (call $block (call $sub_dur (i64.const 1000000000))) (br $l))""",
+    # the clock reads: now() twice (not going backwards) and resolution() > 0, else trap
+    "clock_reads": """
+      (local $t i64)
+      (local.set $t (call $now))
+      (if (i64.lt_u (call $now) (local.get $t)) (then unreachable))
+      (if (i64.eqz (call $resolution)) (then unreachable))""",
+}
+
+
+def waiter(body: str) -> bytes:
+    """A component that runs ``WAITS[body]`` (or core WAT), then answers {"ok": 1}."""
+    return bytes(wasmtime.wat2wasm(waiter_wat(body)))
+
+
+def waiter_wat(body: str) -> str:
+    """The component text of :func:`waiter`."""
+    return component_wat(
+        WAITS.get(body, body) + _ANSWER_OK,
+        mem_extra=_WAIT_MEM,
+        extra_imports=_WAIT_IMPORTS,
+        extra_lowers=_WAIT_LOWERS,
+        extra_core_imports=_WAIT_CORE,
+        extra_with=_WAIT_WITH,
+    )

@@ -46,6 +46,7 @@ with ``raise ... from exc``; they never escape to a caller.
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
         ├── PluginTrapError             the guest trapped (includes stack overflow)
         ├── PluginTimeoutError          the call passed its wall-clock deadline
+        ├── PluginBusyError             every instance is busy and too many calls wait already
         ├── PluginMemoryError           the guest hit the memory cap
         └── PluginABIError              the guest broke the ABI (bad pointer, garbage, output cap)
 
@@ -85,6 +86,7 @@ __all__ = [
     "ParameterError",
     "PasswordRequiredError",
     "PluginABIError",
+    "PluginBusyError",
     "PluginConflictError",
     "PluginError",
     "PluginMemoryError",
@@ -392,6 +394,13 @@ class PluginTrapError(EngineError):
 
 class PluginTimeoutError(EngineError):
     """The guest ran past its wall-clock deadline."""
+
+
+class PluginBusyError(EngineError):
+    """Every instance of the plugin is running a call, and the calls allowed to wait for one
+    already do (or this one waited its deadline): refused at once, nothing ran."""
+
+    hint = "The plugin is busy with other calls; wait a few seconds, then retry."
 
 
 class PluginMemoryError(EngineError):

@@ -13,6 +13,7 @@ import http.server
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,7 @@ from mcp import types
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 
+from tests.component_guests import waiter_wat
 from tests.e2e.mcp_helpers import (
     ECHO_SECRET,
     ECHO_WAT,
@@ -375,6 +377,51 @@ def test_a_hanging_plugin_fails_only_its_own_call(
         assert r.is_error is True
         assert "hang" in text_of(r)
     assert all(r.is_error is False for r in fine)
+    scan_log(leakcheck, home, errlog)
+
+
+def test_calls_to_a_sleeping_component_leave_the_server_answering(
+    isolated_home: Path, errlog: IO[str], leakcheck: LeakCheck
+) -> None:
+    """45 concurrent calls to a component that sleeps 10 s per call (wasi:clocks + poll, which
+    used to block past the deadline and hold every worker thread): each ends with an error
+    (the deadline, or busy), and list_credentials answers meanwhile within a few seconds."""
+    home = make_home(
+        isolated_home,
+        plugins=[("sleepy", waiter_wat("block_10s"), "sleepy_echo")],
+        config="[limits]\ndeadline_s = 1.0\n",
+    )
+    calls = 45
+    sleepy: list[tuple[float, types.CallToolResult]] = []
+    listing: list[tuple[float, types.CallToolResult]] = []
+
+    async def main() -> None:
+        async with sdk_stdio(home, errlog) as s:
+
+            async def one() -> None:
+                start = time.monotonic()
+                result = await call(s, "sleepy_echo", {"credential": "sleepy-one", "message": "z"})
+                sleepy.append((time.monotonic() - start, result))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(calls):
+                    tg.start_soon(one)
+                await anyio.sleep(0.5)  # every call is in (running, waiting or refused)
+                start = time.monotonic()
+                result = await call(s, "list_credentials", {})
+                listing.append((time.monotonic() - start, result))
+
+    run(main)
+    ((took, result),) = listing
+    assert result.is_error is False and "sleepy-one" in text_of(result)
+    assert took < 5.0, f"list_credentials took {took:.1f} s"
+    assert len(sleepy) == calls
+    texts = [text_of(r) for _, r in sleepy]
+    assert all(r.is_error is True for _, r in sleepy), texts
+    assert all("deadline" in t or "busy" in t for t in texts), texts
+    assert any("busy" in t for t in texts) and any("1 s deadline" in t for t in texts)
+    # no call waited out its 10 s sleep: each ended within two deadlines and some slack
+    assert max(t for t, _ in sleepy) < 2 * 1.0 + 5.0
     scan_log(leakcheck, home, errlog)
 
 

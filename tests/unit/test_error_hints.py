@@ -43,6 +43,10 @@ CASES: list[tuple[errors.VultrinoError, str]] = [
     (errors.ApprovalError("x", agent="a", approval="declined"), ""),
     (errors.EngineError("x"), ENGINE_HINT),
     (errors.PluginTimeoutError("x"), ENGINE_HINT),
+    (
+        errors.PluginBusyError("x"),
+        "The plugin is busy with other calls; wait a few seconds, then retry.",
+    ),
     (errors.AgentNotFoundError("x"), ""),
 ]
 

@@ -37,7 +37,7 @@ import json
 import logging
 import traceback
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.to_thread
@@ -54,6 +54,7 @@ from vultrino._version import __version__
 from vultrino.agents import AgentScope
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import ToolNotFoundError, VultrinoError
+from vultrino.info import LIST_CREDENTIALS_TOOL
 from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
 from vultrino.policy.approval import Approval, ApprovalRequest
 
@@ -189,6 +190,13 @@ class _VultrinoServer(Server[Any]):
         )
 
 
+#: Worker threads for the tools that run a plugin action: a pool of their own, apart from anyio's
+#: default one (40 threads), which list_credentials, tools/list and refreshes use. Slow plugin
+#: calls (each plugin also bounds the calls waiting for it: PluginBusyError) therefore never
+#: keep those from answering.
+ACTION_THREADS: Final = 32
+
+
 class VultrinoMCP:
     """The MCP surface of one :class:`Vultrino`: handlers, the change watcher, the sessions."""
 
@@ -203,6 +211,7 @@ class VultrinoMCP:
         self._bus = InMemorySubscriptionBus()
         self._sessions: dict[int, _Notifier] = {}
         self._last_refresh_error = ""
+        self._action_threads: anyio.CapacityLimiter | None = None  # made on the event loop
         self.server = _VultrinoServer(
             SERVER_NAME,
             version=__version__,
@@ -316,8 +325,15 @@ class VultrinoMCP:
             except VultrinoError as exc:
                 return error_result(exc)
         arguments = dict(params.arguments or {})
+        limiter = None  # anyio's default pool
+        if name != LIST_CREDENTIALS_TOOL:
+            if self._action_threads is None:
+                self._action_threads = anyio.CapacityLimiter(ACTION_THREADS)
+            limiter = self._action_threads
         try:
-            value = await anyio.to_thread.run_sync(self._call, name, arguments, scope)
+            value = await anyio.to_thread.run_sync(
+                self._call, name, arguments, scope, limiter=limiter
+            )
         except ToolNotFoundError:
             # outside the agent's profile (the pipeline audited it): exactly as for a tool
             # that does not exist

@@ -4,8 +4,9 @@ The runtime owns one engine and the compiled-module cache. ``load`` validates th
 ABI and instantiates it once, so a bad module fails at load, not at first call.
 
 A ``PluginModule`` keeps a small pool of instances. A call takes an idle instance (or makes one,
-up to :data:`MAX_INSTANCES`; past that it waits), runs, and puts it back. On a thread-affine
-engine (wasmer), whose instances only work on the thread that made them, up to
+up to :data:`MAX_INSTANCES`; past that it waits, at most its deadline and behind at most
+:data:`MAX_WAITING` other calls, else ``PluginBusyError``), runs, and puts it back. On a
+thread-affine engine (wasmer), whose instances only work on the thread that made them, up to
 ``MAX_INSTANCES - 1`` calling threads own an instance and run their calls inline; calls from
 any other thread run on one worker thread that owns the last instance, so the cap holds there
 too. An instance that saw
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +33,7 @@ from vultrino.errors import (
     EngineError,
     ModuleError,
     ParameterError,
+    PluginBusyError,
     PluginMemoryError,
     PluginTrapError,
 )
@@ -50,10 +53,14 @@ from vultrino.runtime.engine import (
 from vultrino.runtime.engine import Engine as EngineAdapter
 from vultrino.runtime.wit import WIT_FILE
 
-__all__ = ["MAX_INSTANCES", "PluginModule", "WasmRuntime"]
+__all__ = ["MAX_INSTANCES", "MAX_WAITING", "PluginModule", "WasmRuntime"]
 
 #: Instances one module keeps at most (each may use up to ``Limits.memory_bytes``).
 MAX_INSTANCES: Final = 4
+#: Calls that may wait at once for an instance of one module; the next is refused at once
+#: (``PluginBusyError``), so a plugin whose calls are slow holds at most
+#: ``MAX_INSTANCES + MAX_WAITING`` of its callers' threads.
+MAX_WAITING: Final = 4 * MAX_INSTANCES
 #: One log message is cut to this many bytes.
 MAX_LOG_MESSAGE: Final = 4096
 #: At most this many log lines per call reach the log; the rest are counted and dropped.
@@ -164,6 +171,8 @@ class PluginModule:
         self._idle: list[abi.Session] = []
         self._count = 0
         self._waiting = 0
+        #: Calls blocked in _acquire until an instance comes free (at most MAX_WAITING).
+        self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
         # Engines whose objects are bound to the thread that made them (wasmer) get one
@@ -403,25 +412,42 @@ class PluginModule:
         The hot path pops and appends ``_idle`` without the lock (list operations are atomic);
         ``_waiting`` is raised *before* looking at ``_idle`` so a lock-free append either is
         seen here or sees a waiter to notify.
+
+        The wait is bounded twice: at most :data:`MAX_WAITING` calls wait at once (the next is
+        refused at once), and a call waits at most its deadline (``limits.deadline_s``, the
+        longest a running call may take), then is refused. Either way ``PluginBusyError``.
         """
         with self._cond:
-            while True:
-                if self._closed:
-                    raise EngineError(
-                        f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
-                    )
-                self._waiting += 1
-                try:
+            give_up: float | None = None
+            try:
+                while True:
+                    if self._closed:
+                        raise EngineError(
+                            f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
+                        )
+                    self._waiting += 1
                     try:
-                        return self._idle.pop()
-                    except IndexError:
-                        pass
-                    if self._count < MAX_INSTANCES:
-                        self._count += 1
-                        break
-                    self._cond.wait()
-                finally:
-                    self._waiting -= 1
+                        try:
+                            return self._idle.pop()
+                        except IndexError:
+                            pass
+                        if self._count < MAX_INSTANCES:
+                            self._count += 1
+                            break
+                        if give_up is None:
+                            if self._queued >= MAX_WAITING:
+                                raise self._busy(f"{self._queued} more calls are waiting")
+                            self._queued += 1
+                            give_up = time.monotonic() + self._limits.deadline_s
+                        left = give_up - time.monotonic()
+                        if left <= 0:
+                            raise self._busy(f"none came free within {self._limits.deadline_s:g} s")
+                        self._cond.wait(left)
+                    finally:
+                        self._waiting -= 1
+            finally:
+                if give_up is not None:
+                    self._queued -= 1
         try:
             return self._new_session()
         except BaseException:
@@ -429,6 +455,13 @@ class PluginModule:
                 self._count -= 1
                 self._cond.notify()
             raise
+
+    def _busy(self, why: str) -> PluginBusyError:
+        return PluginBusyError(
+            f"plugin {self.plugin!r}: busy: its {MAX_INSTANCES} instances are running calls and "
+            f"{why}; nothing ran, try again in a few seconds",
+            plugin=self.plugin,
+        )
 
     def _new_session(self) -> abi.Session:
         plog = _PluginLog(self.plugin, self._log_func)

@@ -24,6 +24,7 @@ What a component gets, and what it may import:
   package's interface) is refused at load, by name.
 
 Limits are those of core modules: the wall-clock deadline through the engine's epoch ticker,
+and every wait a guest can ask for ends by it (:class:`_Clock`, below),
 ``Store.set_limits`` for memory (each linear memory may grow to ``limits.memory_bytes``; a
 component may have at most :data:`MAX_MEMORIES`), and the output cap on the returned bytes.
 Compiled components are cached with :class:`~vultrino.runtime.cache.ModuleCache` like modules.
@@ -41,7 +42,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import re
+import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -88,6 +92,26 @@ _MAX_TABLE_ELEMENTS: Final = 1 << 20
 #: What wasmtime lets one call copy across the component boundary (bytes of a list<u8>).
 HOSTCALL_LIST_BYTES: Final = (128 * MIB) // 48
 _TOO_MUCH = "too much data is being copied"
+_MONOTONIC_CLOCK = re.compile(r"^wasi:clocks/monotonic-clock@0\.2\.\d+$")
+
+#: A component of the host's own, instantiated beside a guest that imports
+#: ``wasi:clocks/monotonic-clock``: it passes wasmtime's own ``subscribe-duration`` through, so
+#: :class:`_Clock` can hand the guest a real ``pollable`` for a wait it has shortened.
+_SUBSCRIBER_WAT: Final = """
+(component
+  (import "wasi:io/poll@0.2.0" (instance $poll (export "pollable" (type (sub resource)))))
+  (alias export $poll "pollable" (type $pollable))
+  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+    (export "pollable" (type $p (eq $pollable)))
+    (export "subscribe-duration" (func (param "when" u64) (result (own $p))))))
+  (core func $sub (canon lower (func $clock "subscribe-duration")))
+  (core module $M
+    (import "clock" "sub" (func $sub (param i64) (result i32)))
+    (func (export "sub") (param i64) (result i32) (call $sub (local.get 0))))
+  (core instance $m (instantiate $M (with "clock" (instance (export "sub" (func $sub))))))
+  (func (export "subscribe-duration") (param "when" u64) (result (own $pollable))
+    (canon lift (core func $m "sub"))))
+"""
 
 
 def _short(message: str, limit: int = 300) -> str:
@@ -113,6 +137,17 @@ class WasmtimeComponentEngine:
         self.wasmtime_engine: wasmtime.Engine = owner.wasmtime_engine
         self.ticker = owner.ticker
         self.fast = _fast_available()
+        self._subscriber: wc.Component | None = None
+        self._subscriber_lock = threading.Lock()
+
+    def subscriber(self) -> wc.Component:
+        """The compiled :data:`_SUBSCRIBER_WAT` (compiled once per engine, on first need)."""
+        with self._subscriber_lock:
+            if self._subscriber is None:
+                self._subscriber = wc.Component(
+                    self.wasmtime_engine, wasmtime.wat2wasm(_SUBSCRIBER_WAT)
+                )
+            return self._subscriber
 
     # -- compile and cache --
 
@@ -249,6 +284,10 @@ class ComponentSession(abi.Session):
         self.instance = self  # what PluginModule looks at: .memory, .close()
         self.memory = _NoMemory()
         self._deadline = limits.deadline_s
+        #: When the running call (or the instantiation) must end, in time.monotonic() seconds.
+        self.ends = time.monotonic() + limits.deadline_s
+        #: Whether the running call asked for a wait that :class:`_Clock` cut at the deadline.
+        self.cut_short = False
         self._cap = limits.output_bytes
         self._ticker = engine.ticker
         self._pending: BaseException | None = None
@@ -272,6 +311,13 @@ class ComponentSession(abi.Session):
         linker = wc.Linker(engine.wasmtime_engine)
         try:
             linker.add_wasip2()
+            clocks = [
+                name
+                for name in component.type.imports(engine.wasmtime_engine)
+                if _MONOTONIC_CLOCK.match(name)
+            ]
+            if clocks:
+                _Clock(self, engine, store).define(linker, clocks)
             with linker.root() as root, root.add_instance(HOST) as host:
                 host.add_func(LOG, self._host_log(log_func))
             self._inst = linker.instantiate(store, component)
@@ -330,7 +376,13 @@ class ComponentSession(abi.Session):
     # -- calls --
 
     def set_deadline(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
         self._store.set_epoch_deadline(self._ticker.ticks(seconds))
+
+    def timed_out(self) -> NoReturn:
+        """Stop the call from inside a host function: it ran out of time."""
+        self._pending = PluginTimeoutError(f"the call ran past its {self._deadline:g} s deadline")
+        raise wasmtime.WasmtimeError("deadline passed")
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.closed:
@@ -344,6 +396,8 @@ class ComponentSession(abi.Session):
                 f"the request is {len(data)} bytes; wasmtime passes at most "
                 f"{HOSTCALL_LIST_BYTES} bytes to a component in one call"
             )
+        self.ends = time.monotonic() + self._deadline
+        self.cut_short = False
         self._store.set_epoch_deadline(self._ticker.ticks(self._deadline))
         try:
             raw = self._call(self._func, self._store, data)
@@ -353,6 +407,10 @@ class ComponentSession(abi.Session):
         finally:
             if self.output.pending:
                 self.output.flush()
+        if self.cut_short and time.monotonic() >= self.ends:
+            # It waited until the deadline and went on before the epoch trap caught it: the
+            # guest saw a shorter wait than it asked for, so its answer cannot stand.
+            raise PluginTimeoutError(f"the call ran past its {self._deadline:g} s deadline")
         if len(raw) > self._cap:
             raise PluginABIError(
                 f"execute returned a {len(raw)}-byte result, over the {self._cap}-byte output "
@@ -386,6 +444,80 @@ class ComponentSession(abi.Session):
             self.closed = True
             self._ticket()
             self._store.close()
+
+
+class _Clock:
+    """``wasi:clocks/monotonic-clock`` whose waits end by the call's deadline.
+
+    wasmtime's own ``subscribe-duration`` / ``subscribe-instant`` make pollables that
+    ``wasi:io/poll`` then waits on *inside the host*, where the epoch deadline cannot interrupt
+    it: a guest asking to sleep ten seconds (componentize-py's ``time.sleep`` does this) would
+    hold its call, and the thread running it, for ten seconds whatever the deadline, and one
+    waiting for an instant far in the future would never return. So the guest's clock
+    interface is defined here instead (shadowing the one ``add_wasip2`` links):
+
+    * ``subscribe-duration(d)`` and ``subscribe-instant(t)`` ask wasmtime's own
+      ``subscribe-duration`` (through :data:`_SUBSCRIBER_WAT`, instantiated in the guest's
+      store) for the shorter of the wait and what is left of the call's time, so the pollable
+      is wasmtime's own and ``poll`` / ``block`` work as before, but no wait on it outlasts the
+      deadline. Once no time is left, subscribing fails the call with ``PluginTimeoutError``,
+      so a guest that sleeps in a loop ends there; one that computes on gets the epoch trap.
+    * ``now`` and ``resolution`` read the host's monotonic clock (nanoseconds since the
+      instance was made; 1 ns), as wasmtime's did.
+
+    A call whose wait was cut and that returns after its deadline (the guest woke at the
+    deadline and answered before the next epoch tick) fails with ``PluginTimeoutError`` too:
+    its guest slept less than it asked for.
+
+    The other pollables a guest can get never wait long: stdin is empty, stdout and stderr are
+    always writable, and every socket address and name lookup is refused.
+    """
+
+    def __init__(
+        self, session: ComponentSession, engine: WasmtimeComponentEngine, store: wasmtime.Store
+    ) -> None:
+        self._session = session
+        self._origin = time.monotonic_ns()
+        linker = wc.Linker(engine.wasmtime_engine)
+        linker.add_wasip2()
+        instance = linker.instantiate(store, engine.subscriber())
+        func = instance.get_func(store, "subscribe-duration")
+        if func is None:  # pragma: no cover - the component above exports it
+            raise ModuleError("the host's clock component is broken")
+        self._subscribe_duration = func
+
+    def define(self, linker: wc.Linker, names: Sequence[str]) -> None:
+        linker.allow_shadowing = True
+        for name in names:
+            with linker.root() as root, root.add_instance(name) as clock:
+                clock.add_func("now", self._now)
+                clock.add_func("resolution", self._resolution)
+                clock.add_func("subscribe-duration", self._duration)
+                clock.add_func("subscribe-instant", self._instant)
+        linker.allow_shadowing = False
+
+    def _now(self, store: Any) -> int:
+        return time.monotonic_ns() - self._origin
+
+    def _resolution(self, store: Any) -> int:
+        return 1
+
+    def _instant(self, store: Any, when: int) -> Any:
+        return self._subscribe(store, max(0, when - (time.monotonic_ns() - self._origin)))
+
+    def _duration(self, store: Any, nanoseconds: int) -> Any:
+        return self._subscribe(store, nanoseconds)
+
+    def _subscribe(self, store: Any, nanoseconds: int) -> Any:
+        left = self._session.ends - time.monotonic()
+        if left <= 0:
+            self._session.timed_out()
+        wait = math.ceil(left * 1e9)
+        if nanoseconds < wait:
+            wait = nanoseconds
+        else:
+            self._session.cut_short = True
+        return self._subscribe_duration(store, wait)
 
 
 # --- list<u8> lowering ---------------------------------------------------------------------------
