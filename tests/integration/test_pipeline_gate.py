@@ -232,3 +232,36 @@ def test_a_scope_shows_its_profile_without_the_token_digest(v: Vultrino) -> None
     assert not hasattr(info, "token_hash")
     assert not hasattr(v.as_agent("p"), "v")
     assert all("sha256" not in str(x) for x in info.to_dict().values())
+
+
+def test_a_narrowing_read_before_a_profile_change_is_never_cached_for_the_new_profile(
+    v: Vultrino, server: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the key closes: a call reads the profile (old URL patterns), the profile is
+    narrowed, and the call's plan is made under the store's new revision. The next call, which
+    reads the narrowed profile, must not get the plan made with the old patterns."""
+    from vultrino.errors import AgentPolicyError as Refused
+    from vultrino.services import Services
+
+    v.add_agent("r", credentials=["dev"], tools=["http_request"], allow=[f"{server.base}/*"])
+    s = v.as_agent("r")
+    stale = v.agent_profile("r")
+    v.add_agent(
+        "r",
+        credentials=["dev"],
+        tools=["http_request"],
+        allow=[f"{server.base}/only/*"],
+        replace=True,
+    )
+    real = Services.profile
+    calls = {"n": 0}
+
+    def profile_once_stale(self: Services, name: str):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return stale if calls["n"] == 1 else real(self, name)
+
+    monkeypatch.setattr(Services, "profile", profile_once_stale)
+    s.execute("dev", "request", {"url": f"{server.base}/other"})  # the racing call: old patterns
+    with pytest.raises(Refused, match="outside the URL patterns of agent 'r'"):
+        s.execute("dev", "request", {"url": f"{server.base}/other"})
+    assert server.paths == ["GET /other"]
