@@ -178,6 +178,14 @@ class CredentialNotFoundError(CredentialError):
 
     hint = "Call list_credentials to see the aliases you can use."
 
+    @classmethod
+    def named(cls, alias: object) -> CredentialNotFoundError:
+        """The one message for an alias that is not there (or, for an agent, not visible):
+        the same words whichever layer says it, so nobody can tell the two apart. An alias
+        too long to be stored is shown cut, not echoed whole."""
+        shown = alias if not isinstance(alias, str) or len(alias) <= 64 else alias[:64] + "…"
+        return cls(f"no credential named {shown!r}; `vultrino list` shows them")
+
 
 class CredentialExistsError(CredentialError):
     """The alias is already taken."""

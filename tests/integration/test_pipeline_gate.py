@@ -265,3 +265,16 @@ def test_a_narrowing_read_before_a_profile_change_is_never_cached_for_the_new_pr
     with pytest.raises(Refused, match="outside the URL patterns of agent 'r'"):
         s.execute("dev", "request", {"url": f"{server.base}/other"})
     assert server.paths == ["GET /other"]
+
+
+def test_an_oversized_alias_is_not_echoed_back_and_hidden_equals_missing(v: Vultrino) -> None:
+    v.add_agent("o", credentials=["dev"], tools=["http_request"])
+    huge = "a" * 100_000
+    with pytest.raises(CredentialNotFoundError) as missing:
+        v.execute(huge, "request", {"url": "https://example.invalid/"})
+    assert len(str(missing.value)) < 200
+    with pytest.raises(CredentialNotFoundError) as hidden:
+        v.as_agent("o").execute("prod", "request", {"url": "https://example.invalid/"})
+    with pytest.raises(CredentialNotFoundError) as absent:
+        v.as_agent("o").execute("nope", "request", {"url": "https://example.invalid/"})
+    assert str(hidden.value).replace("prod", "X") == str(absent.value).replace("nope", "X")

@@ -155,7 +155,7 @@ def decide(profile: AgentProfile, call: Call) -> Decision:
 def hidden_credential(alias: str) -> CredentialNotFoundError:
     """The error for an alias outside the profile: word for word the store's error for an
     alias that does not exist, so an agent cannot probe which aliases exist."""
-    return CredentialNotFoundError(f"no credential named {alias!r}; `vultrino list` shows them")
+    return CredentialNotFoundError.named(alias)
 
 
 def over_rate(agent: str, rate: Rate, wait: float, plugin: str) -> RateLimitedError:

@@ -817,9 +817,7 @@ class CredentialStore:
         try:
             return records[alias]
         except (KeyError, TypeError):
-            raise CredentialNotFoundError(
-                f"no credential named {alias!r}; `vultrino list` shows them"
-            ) from None
+            raise CredentialNotFoundError.named(alias) from None
 
     def _live_key(self) -> bytearray:
         if self._key is None:
