@@ -5,7 +5,8 @@
 * :mod:`._sources` — parse a source (directory, archive, URL, git) and acquire it into staging;
   :mod:`._archive` — the safe ``.tar.gz`` extraction it uses.
 * :mod:`._build`, :mod:`._cargo`, :mod:`._componentize` — ``--build``: the build environment
-  (no ``VULTRINO_*`` variable reaches a build), Cargo builds of Rust plugins, componentize-py builds of Python plugins.
+  (no ``VULTRINO_*`` variable reaches a build), Cargo builds of Rust plugins, componentize-py
+  builds of Python plugins.
 * :mod:`.scaffold` — ``vultrino plugin new``: a new plugin directory from the SDK template.
 
 Importing this package imports none of them: ``vultrino plugin new`` needs only the scaffold.
