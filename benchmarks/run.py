@@ -408,7 +408,7 @@ def bench_home(plugins: int, credentials: int) -> Iterator[tuple[Path, dict[str,
         home = root / "home"
         password = "bench-password"
         Vultrino.init(home, password, kdf=KdfParams.minimal()).close()
-        totp = ROOT / "vultrino" / "_plugins" / "totp"
+        totp = ROOT / "plugins" / "totp"
         for i in range(plugins):
             d = home / "plugins" / f"p{i}"
             d.mkdir(parents=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the Rust SDK template and the first-party plugins (totp, jwt, hmac) for WebAssembly with
-# the offline Debian toolchain (see scripts/rust-env.sh), check their sizes, and install the
-# plugin modules with their manifests as package data in vultrino/_plugins/<name>/.
+# the offline Debian toolchain (see scripts/rust-env.sh), check their sizes, and put each plugin's
+# module beside its manifest in plugins/<name>/ (the wheel ships both from there, as
+# vultrino/_plugins/<name>/; see pyproject.toml).
 #
 # The plugins are members of the Cargo workspace at the top of the repository and depend on the
 # guest SDK crate sdk/rust/vultrino-pdk by path; the template stands alone (it is what
@@ -11,7 +12,7 @@
 # checksums).
 #
 # Usage: scripts/build-plugins.sh [--out DIR] [--work DIR] [--target TRIPLE] [--only NAME]...
-#   --out DIR      where built plugins go (default: vultrino/_plugins)
+#   --out DIR      where built modules go, as DIR/<name>/<module> (default: plugins)
 #   --work DIR     staging + cargo target directory (default: .cache/plugin-build)
 #   --target T     wasm target (default: wasm32-wasi; wasm32-wasip1 on Rust >= 1.78)
 #   --only NAME    build only this crate directory name (template, totp, jwt, hmac); repeatable
@@ -19,7 +20,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-out="$root/vultrino/_plugins"
+out="$root/plugins"
 work="$root/.cache/plugin-build"
 target="wasm32-wasi"
 only=()
@@ -108,11 +109,10 @@ build_one() {
     printf '%-10s %-22s %8d bytes\n' "$label" "$module" "$size"
 
     if [ "$ship" = yes ]; then
+        # Only the module: the manifest's one home is the plugin's source directory.
         local dest="$out/$plugin"
         mkdir -p "$dest"
-        cp "$stage/plugin.toml" "$dest/plugin.toml.tmp"
         cp "$artifact" "$dest/$module.tmp"
-        mv -f "$dest/plugin.toml.tmp" "$dest/plugin.toml"
         mv -f "$dest/$module.tmp" "$dest/$module"
     fi
 }
@@ -126,4 +126,4 @@ for name in totp jwt hmac; do
         build_one "$name" "$work/src/plugins/$name" "$PLUGIN_LIMIT" yes
     fi
 done
-echo "build-plugins.sh: done; plugins in $out" >&2
+echo "build-plugins.sh: done; modules in $out" >&2

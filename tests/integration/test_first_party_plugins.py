@@ -1,4 +1,6 @@
-"""The first-party plugins as shipped in ``vultrino/_plugins/`` (totp, jwt, hmac), on real engines.
+"""The first-party plugins (totp, jwt, hmac) as shipped: ``plugins/<name>/`` holds each one's
+manifest and prebuilt module once, and the wheel carries both as ``vultrino/_plugins/<name>/``;
+the modules run on real engines.
 
 Every result is checked against an independent implementation: the RFC 6238 Appendix B vectors
 and Python's ``hmac`` for TOTP, PyJWT for JWT, Python's ``hmac`` for HMAC. Runs on every engine
@@ -10,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import importlib.resources
+import json
 import os
 import shutil
 import struct
@@ -24,10 +26,17 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from tests.integration.test_guest_sdk import _repository_files, _wheel_layout
+from vultrino.plugins.install import _shipped
 from vultrino.plugins.manifest import load_manifest
 from vultrino.runtime import PluginModule, WasmRuntime, available_engines
 
-SHIPPED = Path(str(importlib.resources.files("vultrino") / "_plugins"))
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ("totp", "jwt", "hmac")
 PLUGIN_LIMIT = 1024 * 1024
 HOST_LOG = ("vultrino:plugin/host@1.0.0", "log")
@@ -59,9 +68,11 @@ def engine_params() -> list[Any]:
 
 
 def shipped_module_path(name: str) -> Path:
-    manifest = load_manifest(SHIPPED / name / "plugin.toml")
+    directory = _shipped.first_party(name)
+    assert directory is not None, name
+    manifest = load_manifest(directory / "plugin.toml")
     assert manifest.plugin.wasm_module is not None
-    return SHIPPED / name / manifest.plugin.wasm_module
+    return directory / manifest.plugin.wasm_module
 
 
 @pytest.fixture(scope="module", params=engine_params())
@@ -107,17 +118,60 @@ def error(response: dict[str, Any], code: str) -> str:
 # --- what ships -------------------------------------------------------------------------------
 
 
+def test_each_first_party_manifest_exists_once_in_the_tree() -> None:
+    files = _repository_files()
+    assert sorted(PLUGINS) == sorted(_shipped.FIRST_PARTY)
+    for name in PLUGINS:
+        source = ROOT / "plugins" / name / "plugin.toml"
+        copies = [p for p in files if p.read_bytes() == source.read_bytes()]
+        assert copies == [source]
+        named = [
+            p
+            for p in files
+            if p.name == "plugin.toml" and f'name = "{name}"' in p.read_text(errors="replace")
+        ]
+        assert named == [source]
+
+
 @pytest.mark.parametrize("name", PLUGINS)
-def test_shipped_plugin_matches_its_source_manifest(name: str) -> None:
-    shipped = SHIPPED / name / "plugin.toml"
-    source = Path(__file__).resolve().parents[2] / "plugins" / name / "plugin.toml"
-    manifest = load_manifest(shipped)
+def test_the_wheel_ships_each_plugins_manifest_and_module(name: str) -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    force = config["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    manifest = load_manifest(ROOT / "plugins" / name / "plugin.toml")
     assert manifest.name == name
     assert manifest.warnings == ()
-    if source.is_file():  # a source checkout: the shipped manifest is a copy
-        assert shipped.read_bytes() == source.read_bytes()
-    module = shipped_module_path(name)
-    assert 0 < module.stat().st_size < PLUGIN_LIMIT
+    module = manifest.plugin.wasm_module
+    assert module is not None
+    for file in ("plugin.toml", module):
+        assert force[f"plugins/{name}/{file}"] == f"vultrino/_plugins/{name}/{file}"
+        assert (ROOT / "plugins" / name / file).is_file()
+    assert 0 < shipped_module_path(name).stat().st_size < PLUGIN_LIMIT
+
+
+def test_the_resolver_finds_each_plugin_in_a_checkout_and_in_a_wheel(tmp_path: Path) -> None:
+    for name in PLUGINS:
+        assert _shipped.first_party(name) == ROOT / "plugins" / name
+    assert _shipped.first_party("aws-sigv4") is None  # source only: not prebuilt
+    assert _shipped.first_party("../plugins/totp") is None
+    site = _wheel_layout(tmp_path / "site-packages")
+    script = (
+        "import json; from vultrino.plugins.install._shipped import FIRST_PARTY, first_party; "
+        "print(json.dumps({n: str(first_party(n)) for n in FIRST_PARTY}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VULTRINO_")}
+    env["PYTHONPATH"] = str(site)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = {name: Path(path) for name, path in json.loads(proc.stdout).items()}
+    for name in PLUGINS:
+        wheel_dir = site / "vultrino" / "_plugins" / name
+        assert found[name] == wheel_dir
+        assert (wheel_dir / "plugin.toml").read_bytes() == (
+            ROOT / "plugins" / name / "plugin.toml"
+        ).read_bytes()
+        assert (wheel_dir / f"vultrino_{name}.wasm").is_file()
 
 
 @pytest.mark.parametrize("name", PLUGINS)
@@ -137,7 +191,7 @@ def test_shipped_module_imports_only_the_host_log_and_wasi(name: str, runtime: W
 
 @pytest.mark.parametrize("name", PLUGINS)
 def test_every_manifest_action_is_implemented(name: str, modules: dict[str, PluginModule]) -> None:
-    manifest = load_manifest(SHIPPED / name / "plugin.toml")
+    manifest = load_manifest(ROOT / "plugins" / name / "plugin.toml")
     ctype = manifest.credential_types[0].name
     for action in manifest.actions:
         # An implemented action decodes the request (so it can only fail on params/credential).
@@ -165,7 +219,7 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     adapter = WASI_ADAPTER
     if not adapter:
         pytest.skip("set VULTRINO_WASI_ADAPTER to wasi_snapshot_preview1.reactor.wasm to run this")
-    wit = Path(__file__).resolve().parents[2] / "wit"
+    wit = ROOT / "wit"
     embedded, component = tmp_path / "embedded.wasm", tmp_path / "component.wasm"
     module = shipped_module_path(name)
     subprocess.run(

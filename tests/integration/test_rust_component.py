@@ -16,7 +16,7 @@ from vultrino.plugins.install import installer
 from vultrino.runtime import WasmRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
-HMAC = ROOT / "vultrino" / "_plugins" / "hmac"
+HMAC = ROOT / "plugins" / "hmac"
 ADAPTER = Path(
     os.environ.get("VULTRINO_WASI_ADAPTER")
     or ROOT / ".cache" / "wasi_snapshot_preview1.reactor.wasm"

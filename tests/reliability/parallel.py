@@ -207,8 +207,8 @@ HMAC_KEYS = {"hmac-a": "hmac key A 3d0c5b9a11f2", "hmac-b": "hmac key B 77e1aa0f
 
 def make_mcp_home(root: Path) -> McpHome:
     """Echo, echo2 and hang plugins (mcp_helpers), the shipped hmac plugin, two hmac keys."""
-    import vultrino
     from vultrino.core import Vultrino
+    from vultrino.plugins.install._shipped import first_party
 
     home = mcp_helpers.make_home(
         root,
@@ -219,7 +219,8 @@ def make_mcp_home(root: Path) -> McpHome:
         ),
         config="[limits]\ndeadline_s = 1\n",
     )
-    shipped = Path(vultrino.__file__).parent / "_plugins" / "hmac"
+    shipped = first_party("hmac")
+    assert shipped is not None
     with Vultrino.open(home.root, mcp_helpers.PASSWORD) as v:
         v.install_plugin(str(shipped))
         for alias, key in HMAC_KEYS.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +16,19 @@ DEMO_SECRET = "JBSWY3DPEHPK3PXP"  # noqa: S105 - the well-known demo TOTP secret
 
 
 def shipped_plugin(name: str) -> Path:
-    """A first-party plugin shipped inside the package (vultrino/_plugins/NAME)."""
-    return Path(str(resources.files("vultrino") / "_plugins" / name))
+    """The directory of a first-party plugin with its prebuilt module (the checkout's
+    ``plugins/NAME``, else the wheel's copy)."""
+    from vultrino.errors import PluginError
+    from vultrino.plugins.install._shipped import first_party
+
+    found = first_party(name)
+    if found is None:
+        raise PluginError(
+            f"the first-party plugin {name!r} is missing from this Vultrino installation; "
+            "reinstall vultrino",
+            plugin=name,
+        )
+    return found
 
 
 @handle_errors(json_flag=None)

@@ -1,17 +1,19 @@
-"""Where the files Vultrino ships for plugin authors live: the guest SDKs, the templates and the
-WIT world.
+"""Where the files Vultrino ships live: the guest SDKs, the templates, the WIT world and the
+first-party plugins.
 
 A source checkout (an editable install) has them at the top of the repository (``sdk/``,
-``sdk-rust-template/``, ``sdk-python-template/``, ``wit/``); a wheel carries the same tree under
-``vultrino/_data/`` (``[tool.hatch.build.targets.wheel.force-include]`` in pyproject.toml).
-:func:`shipped` looks in both, checkout first, so every caller finds the one copy.
+``sdk-rust-template/``, ``sdk-python-template/``, ``wit/``, ``plugins/<name>/``); a wheel
+carries the same files inside the package (``[tool.hatch.build.targets.wheel.force-include]`` in
+pyproject.toml): the authoring files under ``vultrino/_data/``, each first-party plugin's
+``plugin.toml`` and prebuilt module under ``vultrino/_plugins/<name>/``. :func:`shipped` and
+:func:`first_party` look in both, checkout first, so every caller finds the one copy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PYTHON_PDK", "RUST_PDK", "WIT", "shipped"]
+__all__ = ["FIRST_PARTY", "PYTHON_PDK", "RUST_PDK", "WIT", "first_party", "shipped"]
 
 _PACKAGE = Path(__file__).resolve().parents[2]  # .../vultrino
 
@@ -21,6 +23,9 @@ RUST_PDK = "sdk/rust/vultrino-pdk"
 PYTHON_PDK = "sdk/python"
 #: The plugin world.
 WIT = "wit/vultrino-plugin.wit"
+#: The first-party plugins that ship prebuilt (Rust, in the Cargo workspace). ``aws-sigv4`` is
+#: first-party too, but ships as Python source only and is built on install.
+FIRST_PARTY = ("hmac", "jwt", "totp")
 
 
 def shipped(relpath: str, marker: str | None = None) -> Path | None:
@@ -32,5 +37,17 @@ def shipped(relpath: str, marker: str | None = None) -> Path | None:
     for base in (_PACKAGE.parent, _PACKAGE / "_data"):
         candidate = base / relpath
         if (candidate / marker).is_file() if marker else candidate.is_file():
+            return candidate
+    return None
+
+
+def first_party(name: str) -> Path | None:
+    """The directory of the first-party plugin ``name`` (its ``plugin.toml`` beside its prebuilt
+    module): the checkout's ``plugins/<name>``, else the wheel's ``vultrino/_plugins/<name>``;
+    None for a name not in :data:`FIRST_PARTY` or when neither copy is there."""
+    if name not in FIRST_PARTY:
+        return None
+    for candidate in (_PACKAGE.parent / "plugins" / name, _PACKAGE / "_plugins" / name):
+        if (candidate / "plugin.toml").is_file():
             return candidate
     return None

@@ -3,6 +3,8 @@
 A SOURCE is one of
 
 * a local directory (read in place; copied into staging only when it must be built),
+* the name of a first-party plugin (``totp``) when no such path exists: its directory with the
+  prebuilt module (:func:`._shipped.first_party`),
 * a local ``.tar.gz`` / ``.tgz`` archive, or an ``http(s)://`` URL of one,
 * a git repository — ``https://``, ``http://``, ``ssh://``, ``git://``, ``git@host:path``,
   ``file://``, or a local repository path followed by ``#ref`` (a bare repository needs no
@@ -36,6 +38,7 @@ from vultrino.plugins.install._archive import (
     is_inside,
     relative_parts,
 )
+from vultrino.plugins.install._shipped import first_party
 
 SourceKind = Literal["directory", "archive", "url", "git"]
 Progress = Callable[[int, int | None], None]
@@ -194,6 +197,9 @@ def parse_source(source: str) -> SourceSpec:
 
     local = Path(source).expanduser()
     if not local.exists():
+        shipped = first_party(source)
+        if shipped is not None:  # `vultrino plugin install totp`: a first-party plugin by name
+            return SourceSpec("directory", str(shipped), None, str(shipped))
         base, ref = _split_ref(source)
         base_path = Path(base).expanduser()
         if ref is not None and base_path.is_dir():

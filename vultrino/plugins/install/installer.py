@@ -10,7 +10,8 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
    only when the caller passed ``build=True`` (``--build``): building runs the source's own
    code (build scripts, procedural macros, the plugin's Python) with the user's rights, so
    without it the install stops with a :class:`~vultrino.errors.BuildRequiredError` saying
-   what would run, and where. The build never sees a ``VULTRINO_*`` variable.
+   what would run, and where. The build never sees a ``VULTRINO_*`` variable, and runs on a
+   copy whose ``path`` dependencies and workspace :mod:`._cargo_paths` has made stand alone.
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
    ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
    instantiation under the runtime's limits, tool and plugin-name conflicts.
@@ -50,7 +51,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins.install import _cargo, _componentize, _sources
+from vultrino.plugins.install import _cargo, _cargo_paths, _componentize, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
@@ -220,6 +221,7 @@ def _install(
         plugin_root,
         module_name,
         staging=staging,
+        home=plugins_dir.parent,
         build=build,
         build_output=build_output,
         label=label,
@@ -287,13 +289,16 @@ def _module_source(
     module_name: str,
     *,
     staging: Path,
+    home: Path,
     build: bool,
     build_output: BuildOutput | None,
     label: str,
     plugin: str,
 ) -> tuple[Path, bool]:
     """The module to install and whether it was built: the prebuilt one in the source when
-    there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``."""
+    there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``, in a
+    copy whose path dependencies and workspace :mod:`._cargo_paths` has made stand alone
+    (nothing of ``home``, the directory holding ``plugins/``, may be part of it)."""
     prebuilt = _sources.safe_file(
         plugin_root, (module_name,), what=f"wasm_module {module_name!r}", label=label
     )
@@ -311,11 +316,26 @@ def _module_source(
     if not build:
         raise _build_required(acquired, plugin_root, module_name, label=label, plugin=plugin)
     project = plugin_root
+    real_root = Path(os.path.realpath(acquired.root))
+    copy_root = real_root
     if acquired.in_place:  # never build inside the user's own directory: copy it first
-        real_root = os.path.realpath(acquired.root)
         rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
-        _sources.copy_tree(Path(real_root), staging / "src", label=label)
-        project = staging / "src" / rel
+        copy_root = staging / "src"
+        _sources.copy_tree(real_root, copy_root, label=label)
+        project = copy_root / rel
+    notes = _cargo_paths.prepare(
+        project,
+        original=plugin_root,
+        original_root=real_root,
+        copy_root=copy_root,
+        vendor_dir=staging / "path-deps",
+        local=acquired.in_place,
+        protected=(home,),
+        label=label,
+    )
+    if build_output is not None:
+        for note in notes:
+            build_output(f"vultrino: {note}")
     result = _cargo.build(
         project,
         wasm_module=module_name,
