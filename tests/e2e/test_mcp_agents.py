@@ -136,12 +136,12 @@ async def stdio_agent(
 
 @asynccontextmanager
 async def http_agent(
-    url: str, token: str, *, era: str = "handshake"
+    url: str, token: str, *, era: str = "handshake", elicit: Elicit | None = None
 ) -> AsyncIterator[ClientSession]:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client,
         streamable_http_client(url, http_client=client) as (read, write),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, elicitation_callback=elicit) as session,
     ):
         if era == "modern":
             await session.discover()
@@ -302,6 +302,44 @@ def test_approval_by_elicitation_accept_decline_and_unsupported(
         ("denied", "unavailable"),
         ("denied", "unavailable"),
     ]
+    scan_log(leakcheck, home, errlog)
+
+
+def test_over_http_the_agents_own_client_cannot_approve_its_calls(
+    home: McpHome, errlog: IO[str], leakcheck: LeakCheck
+) -> None:
+    """A client that declares elicitation and accepts everything is the agent approving
+    itself when it holds an agent token over HTTP: gated calls are refused, never asked."""
+    prompts: list[str] = []
+
+    async def always_yes(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        prompts.append(params.message)
+        return types.ElicitResult(action="accept", content={"approve": True})
+
+    with Vultrino.open(home.root, PASSWORD) as v:
+        _, token = v.add_agent(
+            "echoer",
+            credentials=["echo-*"],
+            tools=["echo_*"],
+            approve=["echo_message"],
+            replace=True,
+        )
+    home.secrets.append(token)
+    results: list[types.CallToolResult] = []
+
+    async def main() -> None:
+        with http_server(home, errlog) as url:
+            async with http_agent(url, token, elicit=always_yes) as s:
+                results.append(
+                    await s.call_tool("echo_message", {"credential": "echo-one", "message": "m"})
+                )
+
+    run(main)
+    assert results[0].is_error is True
+    assert "came over HTTP" in text(results[0])
+    assert prompts == []
+    records = audit.query(home.root / "audit.log", agent="echoer")
+    assert [(r["outcome"], r.get("approval")) for r in records] == [("denied", "unavailable")]
     scan_log(leakcheck, home, errlog)
 
 

@@ -370,14 +370,18 @@ class VultrinoMCP:
     def _approver(
         self, ctx: ServerRequestContext[Any, Any]
     ) -> Callable[[ApprovalRequest], Approval]:
-        """The approval channel of one call: MCP elicitation when the client declared it.
+        """The approval channel of one call: MCP elicitation when the client declared it, over
+        stdio only.
 
-        Called from the worker thread running the facade, so it hops back to the event loop
-        for the round trip to the client.
+        Over HTTP the client holding the token is a program, usually the agent itself: an
+        elicitation it answers is the agent approving its own call, so gated calls are refused
+        there (until an approver the agent does not drive is configured). Called from the
+        worker thread running the facade, so it hops back to the event loop for the round trip
+        to the client.
         """
         # 2026-07-28 sessions have no channel for server-initiated requests (their elicitation
         # is the multi-round-trip `input_required` flow, not supported here yet).
-        supported = ctx.protocol_version not in MODERN_VERSIONS and (
+        supported = not self.http and ctx.protocol_version not in MODERN_VERSIONS and (
             ctx.session.check_client_capability(
                 types.ClientCapabilities(elicitation=types.ElicitationCapability())
             )

@@ -183,10 +183,11 @@ def approval_refused(
             plugin=plugin,
         )
     return ApprovalError(
-        f"{what!r} needs a person's approval for agent {agent!r}, and "
-        "there is no way to ask for it here (the MCP client did not declare the "
-        "elicitation capability on a protocol version that carries it); use a client "
-        "that does, or ask the user to drop --approve from the profile",
+        f"{what!r} needs a person's approval for agent {agent!r}, and there is no way to ask "
+        "a person for it here (the MCP client did not declare the elicitation capability on a "
+        "protocol version that carries it, or the call came over HTTP, where the client is a "
+        "program, not a person); use a stdio client that shows its user the prompt, or ask the "
+        "user to drop --approve from the profile",
         agent=agent,
         approval="unavailable",
         plugin=plugin,
