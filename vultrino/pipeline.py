@@ -34,7 +34,6 @@ from vultrino import audit
 from vultrino._scrub import scrub_error, scrubber
 from vultrino.errors import (
     ActionFailedError,
-    ActionNotFoundError,
     AgentPolicyError,
     ApprovalError,
     CredentialMismatchError,
@@ -424,7 +423,7 @@ class Pipeline:
                 f"does not handle; pick a credential of one of: {self._plugin_types(plugin)}",
                 plugin=plugin,
             )
-        act = _action(owner, action)
+        act = owner.manifest.require_action(action)
         if not act.needs_credential:
             raise CredentialMismatchError(
                 f"action {action!r} of plugin {owner.name!r} needs no credential: run it "
@@ -469,7 +468,7 @@ class Pipeline:
         if plugin is None:
             raise PluginNotFoundError("an action without a credential needs its plugin's name")
         owner = self._s.registry.get(plugin)
-        act = _action(owner, action)
+        act = owner.manifest.require_action(action)
         if act.needs_credential:
             raise CredentialMismatchError(
                 f"action {action!r} of plugin {plugin!r} needs a credential of type "
@@ -566,17 +565,6 @@ class Pipeline:
     def _plugin_types(self, plugin: str) -> str:
         p = self._s.registry.get(plugin)
         return ", ".join(canonical_type(p, t) for t in p.manifest.credential_types)
-
-
-def _action(plugin: Plugin, name: str) -> ActionSpec:
-    act = plugin.manifest.action(name)
-    if act is None:
-        known = ", ".join(a.name for a in plugin.manifest.actions) or "none"
-        raise ActionNotFoundError(
-            f"plugin {plugin.name!r} has no action {name!r} (actions: {known})",
-            plugin=plugin.name,
-        )
-    return act
 
 
 def _type_list(plugin: Plugin, act: ActionSpec) -> str:

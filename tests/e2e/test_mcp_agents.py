@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,7 +36,7 @@ from tests.e2e.mcp_helpers import (
     show_server_log,
 )
 from tests.leakcheck import LeakCheck
-from tests.localhttp import LocalServer, serving
+from tests.localhttp import Recorder, serving
 from vultrino import Vultrino, audit
 
 LOCAL_SECRET = "local-key-e2e-77aa66bb55cc"
@@ -53,29 +52,6 @@ def run(fn: Callable[[], Awaitable[None]]) -> None:
     anyio.run(guarded)
 
 
-class Recorder(LocalServer):
-    def __init__(self) -> None:
-        super().__init__(_Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.paths.append(f"{self.command} {self.path}")
-        body = b'{"hello": "agent"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-
 @pytest.fixture
 def errlog() -> Iterator[IO[str]]:
     with tempfile.TemporaryFile("w+", encoding="utf-8") as f:
@@ -84,7 +60,7 @@ def errlog() -> Iterator[IO[str]]:
 
 @pytest.fixture
 def web() -> Iterator[Recorder]:
-    with serving(Recorder()) as srv:
+    with serving(Recorder(b'{"hello": "agent"}')) as srv:
         yield srv
 
 

@@ -4,7 +4,6 @@ plugin, the real HTTP plugin and a real HTTP server on 127.0.0.1 that records wh
 from __future__ import annotations
 
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from tests.e2e.mcp_helpers import PASSWORD, make_home
 from tests.leakcheck import LeakCheck
-from tests.localhttp import LocalServer, serving
+from tests.localhttp import Recorder, serving
 from vultrino import Vultrino
 from vultrino.errors import (
     AgentNotFoundError,
@@ -25,36 +24,6 @@ from vultrino.errors import (
 from vultrino.policy import ApprovalRequest
 
 LOCAL_SECRET = "local-key-0c9a8b7d6e5f4a3b"
-
-
-class Recorder(LocalServer):
-    def __init__(self) -> None:
-        super().__init__(_Handler)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.paths.append(f"{self.command} {self.path}")
-        if self.path.startswith("/redirect"):
-            self.send_response(302)
-            self.send_header("Location", "/other/landing")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
 
 
 @pytest.fixture

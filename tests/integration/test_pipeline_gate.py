@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,7 +17,7 @@ from tests.e2e.mcp_helpers import PASSWORD, make_home
 from tests.e2e.test_cli_ux import MANIFEST as NOTES_MANIFEST
 from tests.e2e.test_cli_ux import notes_source
 from tests.leakcheck import LeakCheck
-from tests.localhttp import LocalServer, serving
+from tests.localhttp import Recorder, serving
 from vultrino import Vultrino
 from vultrino.errors import (
     AgentPolicyError,
@@ -31,33 +29,6 @@ from vultrino.policy import ApprovalRequest
 
 PROD = "prod-secret-0a1b2c3d4e5f6a7b"
 DEV = "dev-secret-9f8e7d6c5b4a3928"
-
-
-class Recorder(LocalServer):
-    def __init__(self) -> None:
-        super().__init__(_Handler)
-        self.auth: list[str] = []
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Recorder
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.paths.append(f"{self.command} {self.path}")
-            self.server.auth.append(self.headers.get("Authorization", ""))
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-    do_DELETE = do_GET
 
 
 @pytest.fixture

@@ -381,9 +381,13 @@ class VultrinoMCP:
         """
         # 2026-07-28 sessions have no channel for server-initiated requests (their elicitation
         # is the multi-round-trip `input_required` flow, not supported here yet).
-        supported = not self.http and ctx.protocol_version not in MODERN_VERSIONS and (
-            ctx.session.check_client_capability(
-                types.ClientCapabilities(elicitation=types.ElicitationCapability())
+        supported = (
+            not self.http
+            and ctx.protocol_version not in MODERN_VERSIONS
+            and (
+                ctx.session.check_client_capability(
+                    types.ClientCapabilities(elicitation=types.ElicitationCapability())
+                )
             )
         )
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol
 
+from vultrino.errors import ActionNotFoundError
+
 FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
 ParamKind = Literal["string", "integer", "number", "boolean", "object", "array"]
 
@@ -186,6 +188,17 @@ class PluginManifest:
             if a.name == name:
                 return a
         return None
+
+    def require_action(self, name: str) -> ActionSpec:
+        """The action ``name``; ActionNotFoundError naming the actions there are."""
+        act = self.action(name)
+        if act is None:
+            known = ", ".join(a.name for a in self.actions) or "none"
+            raise ActionNotFoundError(
+                f"plugin {self.name!r} has no action {name!r} (actions: {known})",
+                plugin=self.name,
+            )
+        return act
 
 
 def qualified_type(plugin: str, type_name: str) -> str:

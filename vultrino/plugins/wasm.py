@@ -214,13 +214,7 @@ class WasmPlugin:
         (the manifest's secret fields and the view's) join those the module has seen before
         the first call, since a guest may log one at once.
         """
-        spec = self.manifest.action(action)
-        if spec is None:
-            names = ", ".join(a.name for a in self.manifest.actions) or "none"
-            raise ActionNotFoundError(
-                f"plugin {self.name} has no action {action!r} (actions: {names})",
-                plugin=self.name,
-            )
+        spec = self.manifest.require_action(action)
         payload: dict[str, Any] | None = None
         secrets: list[str] = []
         if spec.credential_type is not None:
