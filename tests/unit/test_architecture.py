@@ -106,6 +106,17 @@ def _import_nodes(tree: ast.AST, *, typing_too: bool) -> list[ast.Import | ast.I
     return out
 
 
+def _from_module(node: ast.ImportFrom, path: Path, module: str) -> str:
+    """The absolute name of the module a ``from … import`` statement in ``module`` reads."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    if path.name != "__init__.py":
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path, module: str, *, typing_too: bool = True) -> set[str]:
     """The dotted names ``module`` imports: ``from a import b`` gives ``a`` and ``a.b``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -114,14 +125,7 @@ def _imports(path: Path, module: str, *, typing_too: bool = True) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         else:
-            if node.level:
-                base = module.split(".")
-                if path.name != "__init__.py":
-                    base = base[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
+            name = _from_module(node, path, module)
             found.add(name)
             found.update(f"{name}.{a.name}" for a in node.names)
     return found
@@ -169,14 +173,7 @@ def _targets(path: Path, module: str, *, typing_too: bool = True) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(_owner(alias.name, names) for alias in node.names)
             continue
-        if node.level:
-            base = module.split(".")
-            if path.name != "__init__.py":
-                base = base[:-1]
-            base = base[: len(base) - (node.level - 1)]
-            name = ".".join(base + ([node.module] if node.module else []))
-        else:
-            name = node.module or ""
+        name = _from_module(node, path, module)
         for alias in node.names:
             sub = f"{name}.{alias.name}"
             found.add(sub if sub in names else _owner(name, names))
