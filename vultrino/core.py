@@ -216,8 +216,8 @@ class Vultrino:
         ``plugin``, when given, must own the credential's type (MCP tools pass their plugin).
         An agent's calls go through :meth:`as_agent` instead.
         """
-        return self._pipeline.execute(
-            alias, action, params, plugin=plugin, source=source, from_cli=from_cli
+        return self._pipeline.call(
+            alias, plugin, action, params, None, None, None, source, from_cli
         )
 
     def run_action(
@@ -230,7 +230,7 @@ class Vultrino:
         source: str = "api",
     ) -> Any:
         """Run an action that needs no credential (``requires_credential = false``)."""
-        return self._pipeline.run_action(plugin, action, params, source=source, from_cli=from_cli)
+        return self._pipeline.call(None, plugin, action, params, None, None, None, source, from_cli)
 
     def tools(self) -> list[ToolInfo]:
         """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry."""

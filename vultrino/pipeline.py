@@ -61,6 +61,7 @@ from vultrino.policy.approval import (
 )
 from vultrino.policy.decide import (
     Call,
+    Decision,
     Deny,
     NeedsApproval,
     approval_refused,
@@ -116,6 +117,9 @@ class _Plan:
     run: PreparedAction
     describe: Callable[[Mapping[str, Any]], str | None]
     audit_ok: str
+    # tool -> the gate's answer for this plan's agent (the profile cannot change while the
+    # plan's stamp holds); approvals are decided afresh, their summary is per call
+    decisions: dict[str | None, Decision]
 
 
 def _millis(nanos: int) -> float:
@@ -201,7 +205,7 @@ class Pipeline:
         from_cli: bool = False,
     ) -> Any:
         """Run ``action`` with credential ``alias``; ``plugin``, when given, must own its type."""
-        return self._call(
+        return self.call(
             alias, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
         )
 
@@ -217,7 +221,7 @@ class Pipeline:
         from_cli: bool = False,
     ) -> Any:
         """Run an action that needs no credential (``requires_credential = false``)."""
-        return self._call(
+        return self.call(
             None, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
         )
 
@@ -247,7 +251,7 @@ class Pipeline:
                 for c in self.credentials(caller)
             ]
         alias, owner, action = target
-        return self._call(alias, owner, action, args, caller, profile, name, source, False)
+        return self.call(alias, owner, action, args, caller, profile, name, source, False)
 
     def _tool_target(
         self, name: str, args: dict[str, Any], profile: AgentProfile | None
@@ -306,7 +310,7 @@ class Pipeline:
 
     # --- the stages --------------------------------------------------------------------------
 
-    def _call(  # noqa: PLR0917 - positional: the hot path of every call
+    def call(  # noqa: PLR0917 - positional: the hot path of every call
         self,
         alias: str | None,
         plugin: str | None,
@@ -318,6 +322,9 @@ class Pipeline:
         source: str,
         from_cli: bool,
     ) -> Any:
+        """The stages, for one call: ``alias`` None for an action that needs no credential,
+        ``caller`` and its ``profile`` None for the user's own calls, ``tool`` the MCP tool the
+        call came through. Every entry point ends here."""
         started = time.perf_counter_ns()
         if type(action) is not str or type(alias) not in _KEY_PART or type(plugin) not in _KEY_PART:
             # A str subclass may compare equal to another name than the one it spells: the
@@ -332,13 +339,8 @@ class Pipeline:
         if tool is not None:
             record["tool"] = tool
         try:
-            narrow: tuple[str, ...] = ()
-            if profile is not None:
-                if alias is not None and not sees_credential(profile, alias):
-                    record.update(outcome="denied", error="CredentialOutsideProfile")
-                    raise hidden_credential(alias)
-                narrow = url_narrowing(profile)
-            plan = self._resolve(alias, action, plugin, narrow, record)
+            narrow = url_narrowing(profile) if profile is not None else ()
+            plan = self._resolve(alias, action, plugin, narrow, record, profile)
             try:
                 clean = validate_params(plan.act, params or {}, from_cli=from_cli)
                 if caller is not None and profile is not None:
@@ -368,18 +370,21 @@ class Pipeline:
             self._s.audit.write(record)
         return value
 
-    def _resolve(
+    def _resolve(  # noqa: PLR0917 - positional: on every call's path
         self,
         alias: str | None,
         action: str,
         plugin: str | None,
         narrow: tuple[str, ...],
         record: dict[str, Any],
+        profile: AgentProfile | None,
     ) -> _Plan:
         """What a call resolves to, reused while the store's revision and the registry's
         generation are what they were when it was made (so a changed credential, agent profile
         or plugin is seen on the very next call). The URL narrowing is part of the key, so a
-        plan made under one profile is never used under a changed one."""
+        plan made under one profile is never used under a changed one. For an agent, a
+        credential outside its profile does not exist: it is refused before the store is read
+        (a plan is only ever made for a visible one)."""
         s = self._s
         store = s.loaded_store if s.loaded_store is not None else s.store
         registry = s.loaded_registry if s.loaded_registry is not None else s.registry
@@ -392,6 +397,9 @@ class Pipeline:
             if plan is not None and plan.stamp == stamp:
                 record["plugin"] = plan.plugin
                 return plan
+        if profile is not None and alias is not None and not sees_credential(profile, alias):
+            record.update(outcome="denied", error="CredentialOutsideProfile")
+            raise hidden_credential(alias)
         plan = (
             self._credential_plan(alias, action, plugin, record, stamp, narrow=narrow)
             if alias is not None
@@ -460,6 +468,7 @@ class Pipeline:
             run=owner.prepare(action, view),
             describe=functools.partial(owner.describe, action),
             audit_ok=_audit_ok(record),
+            decisions={},
         )
 
     def _plain_plan(
@@ -490,6 +499,7 @@ class Pipeline:
             run=run,
             describe=functools.partial(owner.describe, action),
             audit_ok=_audit_ok(record),
+            decisions={},
         )
 
     def _gate(
@@ -507,8 +517,12 @@ class Pipeline:
         name that does not exist) to refuse. The rate limit is taken before asking a person,
         so a refused agent cannot flood them with prompts."""
         agent = caller.agent
-        call = Call(agent, plan.plugin, plan.act.name, alias, tool, plan.bound_tools, params)
-        decision = decide(profile, call)
+        decision = plan.decisions.get(tool)
+        if decision is None:
+            call = Call(agent, plan.plugin, plan.act.name, alias, tool, plan.bound_tools, params)
+            decision = decide(profile, call)
+            if not isinstance(decision, NeedsApproval):
+                plan.decisions[tool] = decision
         if isinstance(decision, Deny):
             if decision.rule == "credential" and alias is not None:
                 raise hidden_credential(alias)

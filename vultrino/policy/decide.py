@@ -11,8 +11,8 @@ rule an agent is held to is in this module and :mod:`~vultrino.policy.profile`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from vultrino.errors import (
     AgentPolicyError,
@@ -40,8 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     """One call as the gate sees it. ``alias`` is None for an action that needs no credential,
     ``tool`` None for a call that did not come through an MCP tool; ``bound_tools`` names every
     tool bound to the action (an approval rule written for a tool holds however the action is
@@ -53,11 +52,10 @@ class Call:
     alias: str | None = None
     tool: str | None = None
     bound_tools: tuple[str, ...] = ()
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Allow:
+class Allow(NamedTuple):
     """The call may run. ``narrow`` holds URL patterns every HTTP request of the call (and
     every redirect hop) must match besides the credential's allowlist (empty: no narrowing).
     ``rate`` is the bucket the call takes a token from first (None: no limit)."""
@@ -66,8 +64,7 @@ class Allow:
     rate: Rate | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NeedsApproval:
+class NeedsApproval(NamedTuple):
     """The call may run once a person approves ``summary``; then as :class:`Allow`."""
 
     summary: str
@@ -75,8 +72,7 @@ class NeedsApproval:
     rate: Rate | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+class Deny(NamedTuple):
     """The call is refused. ``rule`` names the part of the profile that refused it:
     ``credential`` and ``tool`` refusals look exactly like a name that does not exist."""
 
