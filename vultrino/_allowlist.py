@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -328,6 +329,16 @@ def remove_dot_segments(path: str) -> str:
     return "/" + "/".join(out)
 
 
+def _compatible(data: bytes) -> bytes:
+    """``data`` with its Unicode compatibility forms folded (NFKC), as a server that
+    normalises paths reads them: the two-dot leader U+2025 becomes ``..``, and the fullwidth
+    full stop, solidus and percent sign (U+FF0E, U+FF0F, U+FF05) become ``.``, ``/``, ``%``."""
+    if data.isascii():
+        return data
+    text = data.decode("utf-8", "surrogateescape")
+    return unicodedata.normalize("NFKC", text).encode("utf-8", "surrogateescape")
+
+
 def hostile_path(path: str) -> bytes:
     """The worst reading of ``path`` a lenient server might make (see the module docstring).
 
@@ -335,12 +346,12 @@ def hostile_path(path: str) -> bytes:
     """
     data = path.encode("utf-8", "surrogateescape")
     for _ in range(_MAX_DECODE_ROUNDS):
-        decoded = unquote_to_bytes(data)
+        decoded = _compatible(unquote_to_bytes(data))
         if decoded == data:
             break
         data = decoded
     else:
-        if unquote_to_bytes(data) != data:
+        if _compatible(unquote_to_bytes(data)) != data:
             raise UrlSyntaxError("the path is percent-encoded too many times over")
     data = data.replace(b"\\", b"/")
     segments: list[bytes] = []

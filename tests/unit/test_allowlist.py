@@ -339,3 +339,22 @@ def test_too_deeply_encoded_path_matches_nothing() -> None:
     url = normalize_url("https://h/v1/" + "%25" * 1 + "25252525252e")
     assert Allowlist(["https://h/v1/*"]).find("GET", url) is None
     assert Allowlist(["*"]).find("GET", url) is not None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/\u2025/admin",  # the two-dot leader, as typed
+        "/v1/%E2%80%A5/admin",  # ... and percent-encoded
+        "/v1/\uff0e\uff0e/admin",  # fullwidth full stops
+        "/v1/\uff0e\uff0e\uff0fadmin",  # fullwidth solidus
+        "/v1/\uff05\uff12\uff45\uff05\uff12\uff45/admin",  # fullwidth %2e%2e
+    ],
+)
+def test_unicode_lookalikes_of_dots_and_slashes_do_not_leave_the_prefix(path: str) -> None:
+    """A server that folds compatibility forms (NFKC) reads these as ``..`` and ``/``."""
+    assert not allowed(["https://h.example/v1/*"], "https://h.example" + path)
+
+
+def test_other_non_ascii_paths_stay_allowed() -> None:
+    assert allowed(["https://h.example/v1/*"], "https://h.example/v1/caf\u00e9/\u2025x")
