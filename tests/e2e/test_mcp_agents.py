@@ -319,6 +319,52 @@ def test_over_http_the_agents_own_client_cannot_approve_its_calls(
     scan_log(leakcheck, home, errlog)
 
 
+def test_an_http_session_answers_only_the_token_that_opened_it(
+    home: McpHome, errlog: IO[str]
+) -> None:
+    web_token = (home.password_file.parent / "web.token").read_text()
+    with Vultrino.open(home.root, PASSWORD) as v:
+        _, other_token = v.add_agent("other", credentials=["echo-*"], tools=["echo_*"])
+    home.secrets.append(other_token)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    accept = {"Accept": "application/json, text/event-stream"}
+    statuses: dict[str, int] = {}
+
+    async def main() -> None:
+        with http_server(home, errlog) as url:
+            async with httpx2.AsyncClient(timeout=30) as raw:
+                opened = await raw.post(
+                    url, json=init, headers={**accept, "Authorization": f"Bearer {web_token}"}
+                )
+                assert opened.status_code == 200, opened.text
+                session = opened.headers["mcp-session-id"]
+                ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+                for who, token in (("other", other_token), ("web", web_token)):
+                    r = await raw.post(
+                        url,
+                        json=ping,
+                        headers={
+                            **accept,
+                            "Authorization": f"Bearer {token}",
+                            "mcp-session-id": session,
+                            "mcp-protocol-version": "2025-06-18",
+                        },
+                    )
+                    statuses[who] = r.status_code
+
+    run(main)
+    assert statuses == {"other": 404, "web": 200}
+
+
 def test_rate_limit_over_mcp(home: McpHome, errlog: IO[str], leakcheck: LeakCheck) -> None:
     seen: list[types.CallToolResult] = []
 

@@ -23,6 +23,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -30,7 +31,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vultrino._fs import atomic_write
 from vultrino.core import Vultrino
@@ -116,6 +117,9 @@ class _BearerAuth:
         self._token = token.encode()
         self._agent_for_token = agent_for_token
         self._only_agent = only_agent
+        # MCP session id -> who opened it (an agent's name, None for the server's token): a
+        # session answers only requests made with the same identity
+        self._sessions: dict[bytes, str | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,6 +127,15 @@ class _BearerAuth:
             return
         who = await self._identify(scope)
         if who is not False:
+            session = next(
+                (bytes(v) for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None
+            )
+            if session is not None and session in self._sessions:
+                if self._sessions[session] != who:
+                    await _refuse_foreign_session(send)
+                    return
+            else:
+                send = self._remembering(send, who)
             # A fresh dict: the server may hand every request a copy of one shared state.
             scope["state"] = {**scope.get("state", {}), AGENT_STATE: who}
         if who is False:
@@ -148,7 +161,21 @@ class _BearerAuth:
             return
         await self.app(scope, receive, send)
 
-    async def _identify(self, scope: Scope) -> str | bool | None:
+    def _remembering(self, send: Send, who: str | None) -> Send:
+        """``send`` that binds a session the response opens to ``who``."""
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in message.get("headers", ()):
+                    if key.lower() == b"mcp-session-id":
+                        if len(self._sessions) >= _SESSIONS_MAX:
+                            self._sessions.pop(next(iter(self._sessions)))
+                        self._sessions.setdefault(bytes(value), who)
+            await send(message)
+
+        return wrapped
+
+    async def _identify(self, scope: Scope) -> str | Literal[False] | None:
         """False when refused; None for the server's token; an agent's name for its token."""
         presented = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
         if len(presented) != 1:
@@ -174,6 +201,31 @@ class _BearerAuth:
         if name is None or (self._only_agent is not None and name != self._only_agent):
             return False
         return name
+
+
+_SESSIONS_MAX = 10_000  # sessions remembered; the oldest binding is dropped past it
+
+
+async def _refuse_foreign_session(send: Send) -> None:
+    """404, as for a session that does not exist: the id was opened with another token."""
+    body = json.dumps(
+        {
+            "error": "session_not_found",
+            "message": "this MCP session was opened with another token; start a new session "
+            "(initialize) with yours",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
