@@ -144,7 +144,56 @@ def test_raw_prints_a_map_result_as_compact_json_with_nothing_added(home: Path) 
 def test_raw_and_json_together_are_refused(notes_home: Path) -> None:
     r = cli("request", "n1", "--action", "note", "--raw", "--json")
     assert r.returncode == 6  # ParameterError
-    assert "--raw and --json" in r.stderr
+    assert "--raw, --json and --field" in r.stderr
+
+
+def test_field_prints_one_value_of_a_result_and_keeps_the_exit_code(home: Path) -> None:
+    """A CI job fetching one TOTP code: no jq, and Vultrino's exit code survives the pipe."""
+    ok("init")
+    ok("plugin", "install", str(shipped_plugin("totp")))
+    ok("add", "--alias", "otp", "--type", "plugin:totp:totp", "--field", f"secret={TOTP_SECRET}")
+    ok(
+        "add",
+        "--alias",
+        "gh",
+        "--type",
+        "api_key",
+        "-d",
+        "GitHub token",
+        "--field",
+        "key=k" * 3,
+        "--allow",
+        "https://api.github.com/*",
+    )
+    at = ["--param", "time=59"]
+    assert ok("request", "otp", "--action", "code", *at, "--field", "code").stdout == "287082\n"
+    assert ok("request", "otp", "-a", "code", *at, "-F", ".code").stdout == "287082\n"
+    assert ok("info", "gh", "--field", "description").stdout == "GitHub token\n"
+    assert ok("info", "gh", "--field", "allow.0").stdout == "https://api.github.com/*\n"
+    assert json.loads(ok("info", "gh", "--field", "fields").stdout)["key"] == "********"
+    assert ok("list", "--field", "1.alias").stdout == "otp\n"
+    missing = cli("request", "otp", "--action", "code", *at, "--field", "cod")
+    assert missing.returncode == 6 and missing.stdout == ""
+    assert "has no 'cod' (keys: code, expires_in" in missing.stderr
+    piped = subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{shlex.join([sys.executable, '-m', 'vultrino', 'info', 'nope', '--field', 'type'])}"
+            " | cat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.returncode == 4  # CredentialNotFoundError, through the pipe
+
+
+def test_timeout_is_for_http_requests(notes_home: Path) -> None:
+    r = cli("request", "n1", "--action", "note", "--timeout", "5")
+    assert r.returncode == 6 and "--timeout is for HTTP requests" in r.stderr
 
 
 # --- actions that need no credential ----------------------------------------------------------

@@ -49,6 +49,57 @@ def err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+FieldOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--field",
+        "-F",
+        help="Print only this value of the result: a key, or a dotted path (code, "
+        "fields.key, 0.alias); a string is printed as it is, anything else as JSON.",
+    ),
+]
+
+
+def select(value: Any, path: str) -> Any:
+    """The part of ``value`` at ``path`` (``a.b.0.c``, a leading ``.`` allowed), or
+    ParameterError naming what was there instead."""
+    from vultrino.errors import ParameterError
+
+    current = value
+    walked: list[str] = []
+    for step in path.lstrip(".").split("."):
+        if isinstance(current, dict):
+            if step not in current:
+                keys = ", ".join(sorted(map(str, current))) or "none"
+                where = ".".join(walked) or "the result"
+                raise ParameterError(f"--field {path}: {where} has no {step!r} (keys: {keys})")
+            current = current[step]
+        elif isinstance(current, list):
+            if not step.lstrip("-").isdigit() or not -len(current) <= int(step) < len(current):
+                where = ".".join(walked) or "the result"
+                raise ParameterError(
+                    f"--field {path}: {where} is a list of {len(current)}; {step!r} is not an "
+                    "index in it"
+                )
+            current = current[int(step)]
+        else:
+            where = ".".join(walked) or "the result"
+            raise ParameterError(
+                f"--field {path}: {where} is a {type(current).__name__}, not an object or a list"
+            )
+        walked.append(step)
+    return current
+
+
+def emit_field(value: Any, path: str) -> None:
+    """Print ``value``'s part at ``path``: a string as it is (one newline), else JSON."""
+    part = select(value, path)
+    if isinstance(part, str):
+        typer.echo(part)
+    else:
+        emit_json(part)
+
+
 def emit_json(data: Any) -> None:
     from vultrino._json import jsonable
 

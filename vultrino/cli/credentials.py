@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vultrino.cli._common import (
+    FieldOpt,
     HomeOpt,
     JsonOpt,
     confirm_or_yes,
+    emit_field,
     emit_json,
     err,
     handle_errors,
@@ -168,7 +170,7 @@ def add(
         typer.Option("--field", help="NAME=VALUE, NAME=@file or NAME=- (stdin). Repeatable."),
     ] = None,
     description: Annotated[
-        str | None, typer.Option("--description", help="Shown to agents.")
+        str | None, typer.Option("--description", "-d", help="Shown to agents.")
     ] = None,
     allow: Annotated[
         list[str] | None,
@@ -204,13 +206,16 @@ def add(
 
 
 @handle_errors()
-def list_(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def list_(home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = None) -> None:
     """List credentials (never their values).
 
-    Example: vultrino list --json
+    Examples: vultrino list --json; vultrino list --field 0.alias
     """
     with open_vultrino(home) as v:
         infos = v.credentials()
+    if field is not None:
+        emit_field([i.to_dict() for i in infos], field)
+        return
     if json_out:
         emit_json([i.to_dict() for i in infos])
         return
@@ -225,13 +230,17 @@ def info(
     alias: Annotated[str, typer.Argument(help="The credential's alias.")],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    field: FieldOpt = None,
 ) -> None:
     """Show a credential's metadata; secret fields are masked.
 
-    Example: vultrino info github
+    Examples: vultrino info github; vultrino info github --field allow.0
     """
     with open_vultrino(home) as v:
         i = v.credential_info(alias)
+    if field is not None:
+        emit_field(i.to_dict(), field)
+        return
     if json_out:
         emit_json(i.to_dict())
         return
@@ -374,8 +383,10 @@ def _http_params(
     return params
 
 
-def _print_result(result: Any, json_out: bool, raw: bool) -> None:
-    if json_out:
+def _print_result(result: Any, json_out: bool, raw: bool, field: str | None) -> None:
+    if field is not None:
+        emit_field(result, field)
+    elif json_out:
         emit_json(result)
     elif raw:
         from vultrino._json import jsonable
@@ -389,9 +400,11 @@ def _print_result(result: Any, json_out: bool, raw: bool) -> None:
         emit_json(result)
 
 
-def _print_http(result: dict[str, Any], json_out: bool, raw: bool) -> int:
+def _print_http(result: dict[str, Any], json_out: bool, raw: bool, field: str | None) -> int:
     status = int(result.get("status", 0))
-    if json_out:
+    if field is not None:
+        emit_field(result, field)
+    elif json_out:
         emit_json(result)
     else:
         err(f"HTTP {status}")
@@ -443,6 +456,11 @@ def request(
             "--raw", help="Print exactly the result (a string's text, an HTTP body), nothing added."
         ),
     ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds an HTTP request may take (default 30)."),
+    ] = None,
+    field: FieldOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -460,9 +478,13 @@ def request(
       vultrino request --plugin NAME --action ACTION   (an action that needs no credential)
 
       vultrino request github https://api.github.com/user
+
+      vultrino request deploy-2fa --action code --field code   (one value, for scripts)
     """
-    if raw and json_out:
-        raise ParameterError("--raw and --json are two different outputs: pick one")
+    if len([o for o in (raw, json_out, field) if o]) > 1:
+        raise ParameterError("--raw, --json and --field are different outputs: pick one")
+    if timeout is not None and url is None:
+        raise ParameterError("--timeout is for HTTP requests (a URL); plugin actions have theirs")
     if alias is None:
         if plugin is None or action is None:
             raise ParameterError(
@@ -473,15 +495,17 @@ def request(
             result = v.run_action(
                 plugin, action, _params(param or [], params_json), from_cli=True, source="cli"
             )
-        _print_result(result, json_out, raw)
+        _print_result(result, json_out, raw, field)
         return
     if url is not None and action is None:
         if param or params_json:
             raise ParameterError("give either a URL (HTTP request) or --action with --param")
         params = _http_params(url, method, header or [], data)
+        if timeout is not None:
+            params["timeout"] = timeout
         with open_vultrino(home) as v:
             result = v.execute(alias, "request", params, plugin=plugin, source="cli")
-        code = _print_http(result, json_out, raw)
+        code = _print_http(result, json_out, raw, field)
         if code:
             raise typer.Exit(code)
         return
@@ -502,7 +526,7 @@ def request(
             plugin=plugin,
             source="cli",
         )
-    _print_result(result, json_out, raw)
+    _print_result(result, json_out, raw, field)
 
 
 def register(app: typer.Typer) -> None:

@@ -62,8 +62,11 @@ def mcp_serve(
             v.agent_profile(agent)  # an unknown agent fails before anything is served
         token, created = ensure_http_token(v.home.root)
         if created and agent is None:
-            err(f"generated an HTTP bearer token (kept in {v.home.root / TOKEN_FILE}):")
-            err(token)
+            # where it is kept, never the token itself: stderr ends up in service logs
+            err(
+                f"generated an HTTP bearer token, kept in {v.home.root / TOKEN_FILE} (0600); "
+                "`vultrino mcp config --http` prints a client configuration with it"
+            )
         serve_http(v, port=v.config.mcp_port if port is None else port, token=token, agent=agent)
     finally:
         v.close()

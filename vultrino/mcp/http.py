@@ -59,8 +59,8 @@ def ensure_http_token(home: Path) -> tuple[str, bool]:
     """The bearer token of ``vultrino mcp --http``: read ``home/mcp-token``, or create it.
 
     Returns ``(token, created)``. A new token is written with mode 0600 (never replaced if
-    another process won the race); the caller prints it once, to stderr. A token file that
-    others can read is refused rather than trusted.
+    another process won the race); the caller says where it is kept, never the token. A token
+    file that others can read is refused rather than trusted.
     """
     path = Path(home) / TOKEN_FILE
     try:
