@@ -191,6 +191,26 @@ def test_field_prints_one_value_of_a_result_and_keeps_the_exit_code(home: Path) 
     assert piped.returncode == 4  # CredentialNotFoundError, through the pipe
 
 
+def test_typos_get_a_suggestion(notes_home: Path) -> None:
+    ok(
+        "add",
+        "--alias",
+        "github-api",
+        "--type",
+        "api_key",
+        "--field",
+        "key=" + "k" * 12,
+        "--allow",
+        "https://api.github.com/*",
+    )
+    for args in (("info", "github-apj"), ("request", "github-ap", "https://api.github.com/x")):
+        r = cli(*args)
+        assert r.returncode == 4
+        assert "did you mean 'github-api'?" in r.stderr, r.stderr
+    r = cli("add", "--alias", "x", "--type", "api_kee", "--field", "key=abc")
+    assert r.returncode == 4 and "did you mean api_key?" in r.stderr, r.stderr
+
+
 def test_timeout_is_for_http_requests(notes_home: Path) -> None:
     r = cli("request", "n1", "--action", "note", "--timeout", "5")
     assert r.returncode == 6 and "--timeout is for HTTP requests" in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -27,9 +28,17 @@ from vultrino.cli._common import (
     split_pair,
     table,
 )
-from vultrino.errors import CredentialValidationError, ParameterError, PasswordRequiredError
+from vultrino.errors import (
+    CredentialNotFoundError,
+    CredentialValidationError,
+    ParameterError,
+    PasswordRequiredError,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from vultrino.core import Vultrino
     from vultrino.plugins.base import CredentialTypeSpec
     from vultrino.store import KdfParams
 
@@ -236,7 +245,7 @@ def info(
 
     Examples: vultrino info github; vultrino info github --field allow.0
     """
-    with open_vultrino(home) as v:
+    with open_vultrino(home) as v, suggesting(v, alias):
         i = v.credential_info(alias)
     if field is not None:
         emit_field(i.to_dict(), field)
@@ -267,7 +276,7 @@ def remove(
 
     Example: vultrino remove github --yes
     """
-    with open_vultrino(home) as v:
+    with open_vultrino(home) as v, suggesting(v, alias):
         v.credential_info(alias)  # fail before asking when it does not exist
         confirm_or_yes(f"Remove credential {alias!r}?", yes)
         i = v.remove_credential(alias)
@@ -381,6 +390,21 @@ def _http_params(
     if data is not None:
         params["body"] = read_value(data, what="-d")
     return params
+
+
+@contextlib.contextmanager
+def suggesting(v: Vultrino, alias: str) -> Iterator[None]:
+    """Add "did you mean" to an unknown alias, from the aliases the user has (the user's own
+    CLI: an agent's errors never name other aliases)."""
+    try:
+        yield
+    except CredentialNotFoundError as exc:
+        import difflib
+
+        close = difflib.get_close_matches(alias, [c.alias for c in v.credentials()], n=2)
+        if close:
+            exc.args = (f"{exc}; did you mean {' or '.join(repr(c) for c in close)}?",)
+        raise
 
 
 def _print_result(result: Any, json_out: bool, raw: bool, field: str | None) -> None:
@@ -503,7 +527,7 @@ def request(
         params = _http_params(url, method, header or [], data)
         if timeout is not None:
             params["timeout"] = timeout
-        with open_vultrino(home) as v:
+        with open_vultrino(home) as v, suggesting(v, alias):
             result = v.execute(alias, "request", params, plugin=plugin, source="cli")
         code = _print_http(result, json_out, raw, field)
         if code:
@@ -517,7 +541,7 @@ def request(
         raise ParameterError(
             "URL, -X, -H and -d belong to HTTP requests; use --param with --action"
         )
-    with open_vultrino(home) as v:
+    with open_vultrino(home) as v, suggesting(v, alias):
         result = v.execute(
             alias,
             action,

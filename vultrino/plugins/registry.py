@@ -475,7 +475,13 @@ class PluginRegistry:
         raise self._unknown_type(type_str, hint)
 
     def _unknown_type(self, type_str: str, why: str) -> UnknownCredentialTypeError:
-        known = ", ".join(label for label, _, _ in self.types()) or "none"
+        labels = [label for label, _, _ in self.types()]
+        known = ", ".join(labels) or "none"
+        if not why and isinstance(type_str, str):
+            import difflib
+
+            close = difflib.get_close_matches(type_str, labels, n=2, cutoff=0.6)
+            why = f"did you mean {' or '.join(close)}?" if close else ""
         reason = f": {why}" if why else ""
         return UnknownCredentialTypeError(
             f"unknown credential type {type_str!r}{reason}. Known types: {known} "
