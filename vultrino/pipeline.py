@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from vultrino import audit
 from vultrino._scrub import scrub_error, scrubber
 from vultrino.errors import (
+    AccessDeniedError,
     ActionFailedError,
     AgentPolicyError,
     ApprovalError,
@@ -564,10 +565,11 @@ class Pipeline:
         self, record: dict[str, Any], source: str, started: int, exc: BaseException
     ) -> None:
         """Append the audit record of a call that raised ``exc``: ``error`` is the plugin's
-        error code or the error's class; a refusal by the agent profile is ``denied``."""
+        error code or the error's class; a refusal (the agent's profile, the credential's
+        allowlist, the address rules) is ``denied``."""
         if isinstance(exc, ActionFailedError):
             record.update(outcome="error", error=exc.code)
-        elif isinstance(exc, AgentPolicyError):
+        elif isinstance(exc, AccessDeniedError):  # a profile, an allowlist, an address rule
             record.update(outcome="denied", error=type(exc).__name__)
         elif isinstance(exc, VultrinoError) and record.get("outcome") != "denied":
             record.update(outcome="error", error=type(exc).__name__)

@@ -249,3 +249,13 @@ def test_an_oversized_alias_is_not_echoed_back_and_hidden_equals_missing(v: Vult
     with pytest.raises(CredentialNotFoundError) as absent:
         v.as_agent("o").execute("nope", "request", {"url": "https://example.invalid/"})
     assert str(hidden.value).replace("prod", "X") == str(absent.value).replace("nope", "X")
+
+
+def test_an_allowlist_refusal_is_audited_as_denied(v: Vultrino, server: Recorder) -> None:
+    from vultrino.errors import AccessDeniedError
+
+    with pytest.raises(AccessDeniedError):
+        v.execute("dev", "request", {"url": "https://elsewhere.example/x"})
+    record = v.audit(alias="dev")[-1]
+    assert (record["outcome"], record["error"]) == ("denied", "AccessDeniedError")
+    assert server.paths == []
