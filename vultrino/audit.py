@@ -10,6 +10,21 @@ asked for approval), ``tool`` (only on an agent's call of a tool outside its pro
 with its length (an agent can name any alias, stored or not). Lines are appended with a single
 ``write`` on an ``O_APPEND`` descriptor, so concurrent writers never interleave within a line.
 
+**The chain.** Every record ends with ``seq`` (its line number in the file, from 1) and
+``prev`` (the hex SHA-256 of the previous line's exact bytes, its newline included; for line 1
+:data:`GENESIS`). A writer appends under an exclusive ``flock`` on the log, so writers in
+several processes extend one chain. It keeps the last line's hash and the file's size in
+memory and reads the file's tail again only when the size is not the one its own last write
+left (another process wrote, or the log was rotated). Lines written before the chain existed
+carry neither field; the chain starts at the first line that does.
+
+**The signed head.** Given a signer (the store's Ed25519 key, :mod:`vultrino.services`), the
+writer signs the head of the chain, ``{"count", "head", "ts", "key", "sig"}`` (``head`` is the
+hash of line ``count``), into ``audit.log.head``, written atomically: after every
+:data:`CHECKPOINT_RECORDS` records it wrote, at the first record :data:`CHECKPOINT_SECONDS`
+after its last head, and on ``close()`` when it wrote since. :func:`verify` checks the chain
+and the head (docs/agents.md, "Verifying the log").
+
 :class:`AuditLog` keeps that descriptor open between records (each record is still written,
 unbuffered, before the action returns). At most every :data:`REOPEN_CHECK_SECONDS` it checks
 that the path still names the file it has open and reopens it if not, so a rotated or deleted
@@ -20,30 +35,44 @@ log is followed within that bound; records written meanwhile land in the rotated
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from vultrino.errors import ConfigError
+from vultrino._fs import atomic_write
+from vultrino.errors import ConfigError, VultrinoError
 
 __all__ = [
+    "CHECKPOINT_RECORDS",
+    "CHECKPOINT_SECONDS",
+    "GENESIS",
     "MAX_FIELD_CHARS",
     "OUTCOMES",
     "REOPEN_CHECK_SECONDS",
     "AuditLog",
+    "SignatureCheck",
+    "Signer",
+    "Verdict",
     "append_record",
+    "head_message",
+    "head_path",
     "fields_text",
     "json_text",
     "millis_text",
     "parse_since",
     "query",
     "read_records",
+    "verify",
 ]
 
 OUTCOMES = ("ok", "error", "denied")
@@ -55,7 +84,21 @@ MAX_FIELD_CHARS = 200
 
 REOPEN_CHECK_SECONDS = 1.0
 
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+#: ``prev`` of a log's first line.
+GENESIS = "0" * 64
+#: A writer signs the head after this many of its own records...
+CHECKPOINT_RECORDS = 10_000
+#: ... or at its first record this many seconds after its last head (and on close).
+CHECKPOINT_SECONDS = 60.0
+
+#: Signs an audit head: the message to (signature, public key), or None when no key is at hand.
+Signer = Callable[[bytes], "tuple[bytes, bytes] | None"]
+
+# Read and write: the writer reads the file's tail to continue the chain.
+_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_TAIL_CHUNK = 4096
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
+_lseek, _SEEK_END, _write, _sha256 = os.lseek, os.SEEK_END, os.write, hashlib.sha256
 _encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -139,22 +182,72 @@ def fields_text(record: dict[str, Any]) -> str:
     return out
 
 
-class AuditLog:
-    """An audit log file kept open for appending; thread-safe; ``close()`` releases it."""
+def head_path(path: Path) -> Path:
+    """Where the signed head of the log at ``path`` is kept: ``<name>.head`` beside it."""
+    return path.with_name(path.name + ".head")
 
-    def __init__(self, path: Path) -> None:
+
+def head_message(count: int, head: str, ts: str) -> bytes:
+    """The bytes an audit head's signature covers."""
+    return f"vultrino audit head v1\n{count}\n{head}\n{ts}\n".encode()
+
+
+def _last_line(fd: int, end: int) -> bytes:
+    """The file's last line (with its newline, if it has one), read backwards from ``end``."""
+    size = _TAIL_CHUNK
+    while True:
+        start = max(0, end - size)
+        buf = os.pread(fd, end - start, start)
+        cut = buf.rfind(b"\n", 0, len(buf) - 1)
+        if cut >= 0:
+            return buf[cut + 1 :]
+        if start == 0:
+            return buf
+        size *= 4
+
+
+def _line_count(fd: int, end: int) -> int:
+    count, offset = 0, 0
+    while offset < end:
+        chunk = os.pread(fd, min(1 << 20, end - offset), offset)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count
+
+
+class AuditLog:
+    """An audit log file kept open for appending; thread-safe; ``close()`` releases it.
+
+    ``signer`` signs the chain's head (see the module docstring); without one no head is
+    written."""
+
+    def __init__(self, path: Path, *, signer: Signer | None = None) -> None:
         self.path = Path(path)
+        self.head_path = head_path(self.path)
         self._name = os.fspath(self.path)
         self._fd: int | None = None
         self._identity: tuple[int, int] = (0, 0)
         self._checked = 0.0
         self._clock = _Clock()
         self._lock = threading.Lock()
+        self._signer = signer
+        # The chain as this writer last left it: the file's size after its write (-1: read
+        # the tail first), the last line's number and hash, and a newline owed to a last line
+        # that lacks one.
+        self._end = -1
+        self._seq = 0
+        self._last = GENESIS
+        self._gap = b""
+        self._unsigned = 0  # records written since this writer's last head
+        self._signed_at = time.monotonic()
 
     def _open(self) -> int:
         fd = os.open(self._name, _FLAGS, 0o600)
         st = os.fstat(fd)
         self._fd, self._identity, self._checked = fd, (st.st_dev, st.st_ino), time.monotonic()
+        self._end = -1
         return fd
 
     def _current_fd(self) -> int:
@@ -188,17 +281,100 @@ class AuditLog:
         """Append a record whose fields are already text made by :func:`fields_text` (a
         caller that writes the same fields often encodes them once)."""
         with self._lock:
-            line = '{"ts":"' + self._clock.now() + '"' + fields + "}\n"
+            now = time.monotonic()
             fd = self._fd
-            if fd is None or time.monotonic() - self._checked >= REOPEN_CHECK_SECONDS:
+            if fd is None or now - self._checked >= REOPEN_CHECK_SECONDS:
                 fd = self._current_fd()
-            os.write(fd, line.encode())
+            _flock(fd, _LOCK_EX)
+            try:
+                end = _lseek(fd, 0, _SEEK_END)
+                if end != self._end:
+                    self._follow(fd, end)
+                seq = self._seq + 1
+                line = f'{{"ts":"{self._clock.now()}"{fields},"seq":{seq},"prev":"{self._last}"}}\n'
+                record = data = line.encode()
+                if self._gap:  # the newline a torn last line lacks
+                    data, self._gap = self._gap + record, b""
+                written = _write(fd, data)
+                if written == len(data):
+                    self._end = end + written
+                    self._seq, self._last = seq, _sha256(record).hexdigest()
+                else:  # a short write (disk full): whatever is there, read it next time
+                    self._end = -1
+                self._unsigned += 1
+                if self._signer is not None and (
+                    self._unsigned >= CHECKPOINT_RECORDS
+                    or now - self._signed_at >= CHECKPOINT_SECONDS
+                ):
+                    self._sign_head(fd)
+            finally:
+                _flock(fd, _LOCK_UN)
+
+    def _follow(self, fd: int, end: int) -> None:
+        """Continue the chain from the file as it is: its last line's number and hash."""
+        self._end = end
+        if end == 0:
+            self._seq, self._last, self._gap = 0, GENESIS, b""
+            return
+        last = _last_line(fd, end)
+        self._gap = b"" if last.endswith(b"\n") else b"\n"
+        seq = None
+        if not self._gap:
+            try:
+                rec = json.loads(last)
+                seq = rec.get("seq") if isinstance(rec, dict) else None
+            except ValueError:
+                seq = None
+        if type(seq) is not int or seq < 1:  # a line from before the chain, or garbage
+            seq = _line_count(fd, end) + (1 if self._gap else 0)
+        self._seq, self._last = seq, hashlib.sha256(last + self._gap).hexdigest()
+
+    def _sign_head(self, fd: int) -> None:
+        """Sign the chain's head into the head file. Caller holds the lock and the flock."""
+        self._unsigned, self._signed_at = 0, time.monotonic()
+        signer = self._signer
+        if signer is None:
+            return
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if end != self._end:
+            self._follow(fd, end)
+        if self._seq == 0 or self._gap:
+            return  # nothing to sign, or a torn last line the next record completes
+        count, head, ts = self._seq, self._last, self._clock.now()
+        try:
+            signed = signer(head_message(count, head, ts))
+            if signed is None:
+                return
+            sig, key = signed
+            body = {"count": count, "head": head, "ts": ts, "key": key.hex(), "sig": sig.hex()}
+            atomic_write(self.head_path, (json.dumps(body) + "\n").encode(), mode=0o600)
+        except (VultrinoError, OSError):
+            # The records are written; a head that cannot be signed now (a store locked by
+            # another writer, a full disk) is signed next time.
+            return
+
+    def checkpoint(self) -> None:
+        """Sign the head now (when this writer has a signer and the log has a record)."""
+        with self._lock:
+            fd = self._fd if self._fd is not None else self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._sign_head(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Close the descriptor (idempotent); the next ``append`` opens it again."""
+        """Sign the head if this writer wrote since its last one, then close the descriptor
+        (idempotent); the next ``append`` opens it again."""
         with self._lock:
             fd, self._fd = self._fd, None
-            if fd is not None:
+            if fd is None:
+                return
+            try:
+                if self._unsigned and self._signer is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._sign_head(fd)  # closing the descriptor releases the flock
+            finally:
                 os.close(fd)
 
 
@@ -299,3 +475,218 @@ def _at_or_after(ts: Any, cutoff: datetime) -> bool:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when >= cutoff
+
+
+# --- verification ----------------------------------------------------------------------------
+
+#: Checks an Ed25519 signature: (public key, message, signature) -> valid.
+SignatureCheck = Callable[[bytes, bytes, bytes], bool]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`verify` found. ``ok`` is False when ``line`` names the first line that is
+    wrong (or, for a problem of the head file alone, is None) and ``problem`` says how:
+    ``edited``, ``missing``, ``reordered``, ``inserted``, ``truncated``, ``malformed``,
+    ``forged`` (the head's signature), ``unsigned`` (records past the signed head, only when
+    asked to refuse them)."""
+
+    ok: bool
+    records: int
+    chain_start: int | None  # the first line with chain fields; None: no line has them
+    signed_count: int | None  # how many lines the signed head covers; None: no head
+    signed_at: str | None
+    key: str | None  # the head's public key, hex
+    line: int | None
+    problem: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify(
+    path: Path,
+    check: SignatureCheck,
+    *,
+    key: bytes | None = None,
+    strict: bool = False,
+) -> Verdict:
+    """Check the log at ``path`` and its signed head (``<name>.head``).
+
+    The chain: every line from the first that carries ``seq``/``prev`` must be record
+    ``seq`` = its line number and name the hash of the line before it. The head: its
+    signature must verify (``check``; against ``key`` when given, else the key it names), and
+    line ``count`` must exist and hash to ``head``. ``strict`` also refuses lines past the
+    signed head (use it when no Vultrino process is writing)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit log {path} ({exc.strerror})") from exc
+    parts = data.split(b"\n")
+    lines = [p + b"\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])  # a torn last line
+    hashes = [_sha(line) for line in lines]
+    first_at: dict[str, int] = {}
+    for number, digest in enumerate(hashes, 1):
+        first_at.setdefault(digest, number)
+    total = len(lines)
+    start: int | None = None
+    head_fields: dict[str, Any] = {}
+
+    def verdict(line: int | None, problem: str | None, message: str) -> Verdict:
+        return Verdict(
+            ok=problem is None,
+            records=total,
+            chain_start=start,
+            signed_count=head_fields.get("count"),
+            signed_at=head_fields.get("ts"),
+            key=head_fields.get("key"),
+            line=line,
+            problem=problem,
+            message=message,
+        )
+
+    expected = GENESIS
+    for number, raw in enumerate(lines, 1):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):
+            return verdict(number, "malformed", f"line {number} is not a JSON record")
+        prev, seq = rec.get("prev"), rec.get("seq")
+        if prev is None and seq is None:
+            if start is None:  # written before the chain existed
+                expected = hashes[number - 1]
+                continue
+            return verdict(
+                number,
+                "edited",
+                f"line {number} has no chain fields (seq, prev), yet the chain starts at "
+                f"line {start}: it was edited or written by something else",
+            )
+        if start is None:
+            start = number
+        if type(seq) is not int or not isinstance(prev, str):
+            return verdict(number, "edited", f"line {number} has malformed chain fields")
+        if prev != expected:
+            later = first_at.get(prev)
+            if later is not None and later > number:
+                return verdict(
+                    number,
+                    "reordered",
+                    f"line {number} (record {seq}) follows line {later} in the chain: "
+                    "records were reordered",
+                )
+            if seq > number and later is None:
+                missing = seq - number
+                return verdict(
+                    number,
+                    "missing",
+                    f"{missing} record{'s' if missing > 1 else ''} missing before line "
+                    f"{number} (it is record {seq})",
+                )
+            if seq == number and later is None and number > 1:
+                return verdict(
+                    number - 1,
+                    "edited",
+                    f"line {number - 1} was changed: line {number} vouches for a different "
+                    f"record {number - 1}",
+                )
+            if seq == number == 1:
+                return verdict(1, "edited", "line 1 names a predecessor, but the log has none")
+            return verdict(
+                number,
+                "inserted",
+                f"line {number} (record {seq}) does not follow line {number - 1}: a record "
+                "was inserted, copied or forged",
+            )
+        if seq != number:
+            return verdict(
+                number, "edited", f"line {number} calls itself record {seq}: it was edited"
+            )
+        expected = hashes[number - 1]
+
+    head_file = head_path(path)
+    try:
+        head_text = head_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        head_text = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {head_file} ({exc.strerror})") from exc
+    if head_text is not None:
+        try:
+            head = json.loads(head_text)
+            count, digest, ts = head["count"], head["head"], head["ts"]
+            claimed, sig = bytes.fromhex(head["key"]), bytes.fromhex(head["sig"])
+            if type(count) is not int or not isinstance(digest, str) or not isinstance(ts, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return verdict(None, "forged", f"{head_file.name} is not a signed audit head")
+        if key is not None and claimed != key:
+            return verdict(
+                None,
+                "forged",
+                f"{head_file.name} is signed by key {claimed.hex()[:16]}, not by the store's "
+                + (f"key {key.hex()[:16]}" if key else "(the store holds no audit key)"),
+            )
+        if not check(claimed, head_message(count, digest, ts), sig):
+            return verdict(
+                None, "forged", f"the signature of {head_file.name} does not verify: forged"
+            )
+        head_fields = {"count": count, "ts": ts, "key": claimed.hex()}
+        if count > total:
+            return verdict(
+                total + 1,
+                "truncated",
+                f"the log ends at line {total} but its head, signed {ts}, covers {count} "
+                f"records: record{'s' if count - total > 1 else ''} "
+                f"{total + 1}{f'-{count}' if count - total > 1 else ''} "
+                f"{'were' if count - total > 1 else 'was'} removed",
+            )
+        if count < 1 or hashes[count - 1] != digest:
+            return verdict(
+                count,
+                "edited",
+                f"line {count} is not the record the head signed {ts} covers: the records "
+                f"up to line {count} were rewritten",
+            )
+    elif key is not None and total:
+        return verdict(None, "forged", f"{head_file.name} is missing: the log has no signed head")
+    if strict and total > (head_fields.get("count") or 0):
+        first = (head_fields.get("count") or 0) + 1
+        return verdict(
+            first,
+            "unsigned",
+            f"lines {first}-{total} are past the signed head (no signature covers them)",
+        )
+    return verdict(None, None, _summary(total, start, head_fields))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _summary(total: int, start: int | None, head: dict[str, Any]) -> str:
+    if not total:
+        return "the audit log is empty"
+    if start is None:
+        return f"{_plural(total, 'record')}, none chained (written before the chain existed)"
+    text = f"{_plural(total, 'record')}, chain intact"
+    if start > 1:
+        text += f" from line {start} (lines 1-{start - 1} predate the chain)"
+    if not head:
+        return text + ", no signed head"
+    count = head["count"]
+    text += f", last checkpoint at record {count} signed {head['ts']} by key {head['key'][:16]}"
+    if count < total:
+        text += f" ({_plural(total - count, 'later record')} not signed yet)"
+    return text

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
+from vultrino.audit import Verdict
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import AgentNotFoundError, ConfigError
 from vultrino.info import CredentialInfo, ToolInfo, TypeInfo, canonical_type, credential_info
@@ -413,6 +414,19 @@ class Vultrino:
             since=since,
             limit=limit,
         )
+
+    def audit_verify(self, *, strict: bool = False, check_key: bool = False) -> Verdict:
+        """Check the audit log's hash chain and its signed head (see :func:`vultrino.audit.verify`).
+
+        Needs no password, unless ``check_key``: then the store is unlocked and the head must
+        be signed by the store's own key (not just by the key it names). ``strict`` also
+        refuses records past the signed head."""
+        from vultrino.store import verify_signature
+
+        key = None
+        if check_key:
+            key = self._s.store.audit_public_key() or b""
+        return audit.verify(self.home.audit_log, verify_signature, key=key, strict=strict)
 
     def refresh(self) -> bool:
         """Pick up plugins and credentials changed by other processes.

@@ -122,7 +122,9 @@ class Services:
         self._store_lock = threading.Lock()
         self._runtime_lock = threading.Lock()
         self._registry_lock = threading.Lock()
-        self.audit = audit.AuditLog(home.audit_log)  # opened on the first record
+        # opened on the first record; its head is signed with the store's key once the store
+        # is open (a call never unlocks the store just to sign)
+        self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
 
@@ -190,6 +192,10 @@ class Services:
                 self.loaded_registry = registry
             return registry
 
+    def _sign_audit_head(self, message: bytes) -> tuple[bytes, bytes] | None:
+        store = self.loaded_store
+        return None if store is None else store.sign_audit_head(message)
+
     # --- agent profiles ----------------------------------------------------------------------
 
     def profiles(self) -> tuple[AgentProfile, ...]:
@@ -248,10 +254,10 @@ class Services:
             if self._runtime is not None:
                 self._runtime.close()
                 self._runtime = None
+            self.audit.close()  # signs the head while the store is still open
             if self.loaded_store is not None:
                 self.loaded_store.close()
                 self.loaded_store = None
-            self.audit.close()
             self._profiles_cache = None
             # the scrubbers hold every form of the secrets they were built for (other open
             # facades of this process just build theirs again)

@@ -229,8 +229,9 @@ def test_every_record_has_the_same_fields_in_the_same_order(v: Vultrino) -> None
         v.execute("a", "echo", {})
     ok1, ok2, failed = audit.read_records(v.home.audit_log)
     head = ["ts", "alias", "plugin", "action", "agent", "outcome"]
-    assert list(ok1) == list(ok2) == [*head, "duration_ms", "source"]
-    assert list(failed) == [*head, "error", "duration_ms", "source"]
+    chain = ["seq", "prev"]
+    assert list(ok1) == list(ok2) == [*head, "duration_ms", "source", *chain]
+    assert list(failed) == [*head, "error", "duration_ms", "source", *chain]
     assert {k: ok1[k] for k in head[1:]} == {k: ok2[k] for k in head[1:]}
     assert ok1["outcome"] == "ok" and ok1["agent"] is None and ok1["source"] == "api"
     assert isinstance(ok2["duration_ms"], float) and ok2["duration_ms"] >= 0

@@ -287,6 +287,7 @@ COMMANDS = [
     ["plugin", "new"],
     ["mcp"],
     ["mcp", "config"],
+    ["audit", "verify"],
 ]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vultrino._msgpack import packb
 from vultrino.errors import (
     CredentialExistsError,
     CredentialNotFoundError,
@@ -653,3 +654,42 @@ def test_a_deleted_counter_file_is_recreated_and_followed(
         store.add(_cred("after"))
         assert gen.exists() and gen.stat().st_mode & 0o777 == 0o600
         assert [c.alias for c in other.credentials()] == ["after"]
+
+
+# --- the audit log's signing key -------------------------------------------------------------
+
+
+def test_the_audit_key_is_made_on_first_need_sealed_and_kept_by_rekey(
+    store: CredentialStore, store_path: Path
+) -> None:
+    from vultrino.store import verify_signature
+
+    before = store_path.read_bytes()
+    assert store.audit_public_key() is None
+    sig, key = store.sign_audit_head(b"head")
+    assert verify_signature(key, b"head", sig) and not verify_signature(key, b"other", sig)
+    assert store_path.read_bytes() != before  # the new key was sealed into the file
+    assert key not in store_path.read_bytes()
+    other = CredentialStore.open(store_path, PASSWORD)
+    assert other.audit_public_key() == key  # another handle (process) uses the same key
+    assert other.sign_audit_head(b"x")[1] == key
+    other.add(_cred("after"))  # a write by a handle that never signed keeps the key
+    store.rekey("pw2", MIN)
+    store.close()
+    with CredentialStore.open(store_path, "pw2") as reopened:
+        assert reopened.audit_public_key() == key
+        assert verify_signature(key, b"y", reopened.sign_audit_head(b"y")[0])
+    other.close()
+
+
+def test_a_store_without_an_audit_key_reads_as_having_none(
+    store: CredentialStore, store_path: Path
+) -> None:
+    from vultrino.store.credentials import decode_store
+
+    header = _sealing.new_header(MIN, b"s" * 16)
+    assert decode_store(packb({"header": header.raw, "credentials": []}), header, "x")[2] is None
+    with pytest.raises(StoreCorruptError):
+        decode_store(
+            packb({"header": header.raw, "credentials": [], "audit_key": b"short"}), header, "x"
+        )

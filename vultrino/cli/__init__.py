@@ -50,7 +50,10 @@ def _audit_command() -> typer.Typer:
     from vultrino.cli import agent
 
     app = _typer()
-    app.command("audit")(agent.audit_show)
+    audit = _typer(invoke_without_command=True)
+    audit.callback()(agent.audit_show)
+    audit.command("verify")(agent.audit_verify)
+    app.add_typer(audit, name="audit")
     return app
 
 

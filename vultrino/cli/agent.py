@@ -1,4 +1,4 @@
-"""`vultrino agent add|list|info|remove` (agent profiles) and `vultrino audit`."""
+"""`vultrino agent add|list|info|remove` (agent profiles) and `vultrino audit [verify]`."""
 
 from __future__ import annotations
 
@@ -210,8 +210,13 @@ def agent_remove(
         err(f"removed agent {info.name}")
 
 
+#: The exit code of `vultrino audit verify` for a log that fails the check (docs/cli.md).
+AUDIT_BROKEN_EXIT = 10
+
+
 @handle_errors()
 def audit_show(
+    ctx: typer.Context,
     agent: Annotated[
         str | None, typer.Option("--agent", help="Only this agent ('-': calls with no agent).")
     ] = None,
@@ -226,10 +231,13 @@ def audit_show(
 ) -> None:
     """Show the audit log (one record per action), oldest first.
 
-    Reading it needs no password: it never holds a secret.
+    Reading it needs no password: it never holds a secret. `vultrino audit verify` checks
+    that no record was edited, removed, reordered or cut off.
 
     Example: vultrino audit --agent ci-bot --outcome denied --since 1h
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from vultrino import audit as audit_log
     from vultrino.cli._common import home_arg
     from vultrino.paths import resolve_home
@@ -258,3 +266,41 @@ def audit_show(
         ],
         ("time", "agent", "alias", "action", "outcome", "detail"),
     )
+
+
+@handle_errors()
+def audit_verify(
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Also fail on records past the signed head (no writer running)."
+        ),
+    ] = False,
+    check_key: Annotated[
+        bool,
+        typer.Option(
+            "--check-key",
+            help="Unlock the store and require the head to be signed by its own key.",
+        ),
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify the audit log: its hash chain and its signed head.
+
+    Exits 0 when the log is whole, 10 naming the first broken line otherwise (edited,
+    missing, reordered, inserted, truncated, forged). Needs no password unless --check-key.
+
+    Example: vultrino audit verify --strict
+    """
+    with open_vultrino(home) as v:
+        verdict = v.audit_verify(strict=strict, check_key=check_key)
+    if json_out:
+        emit_json(verdict.as_dict())
+    elif verdict.ok:
+        typer.echo(verdict.message)
+    else:
+        where = f"line {verdict.line}" if verdict.line is not None else "the signed head"
+        err(f"audit log broken at {where} ({verdict.problem}): {verdict.message}")
+    if not verdict.ok:
+        raise typer.Exit(AUDIT_BROKEN_EXIT)

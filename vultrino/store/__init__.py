@@ -6,7 +6,7 @@ facade and the call pipeline.
 
 from __future__ import annotations
 
-from vultrino.store._sealing import KdfParams
+from vultrino.store._sealing import KdfParams, verify_signature
 from vultrino.store.credentials import (
     ALIAS_MAX_LENGTH,
     Credential,
@@ -20,4 +20,5 @@ __all__ = [
     "CredentialStore",
     "KdfParams",
     "validate_alias",
+    "verify_signature",
 ]

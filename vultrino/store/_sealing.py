@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import nacl.exceptions
 import nacl.pwhash.argon2id as _argon2id
 import nacl.secret
+import nacl.signing
 import nacl.utils
 
 from vultrino.errors import ConfigError, StoreCorruptError, StoreError, StoreFormatError
@@ -50,11 +51,14 @@ __all__ = [
     "KdfParams",
     "Unauthentic",
     "derive_key",
+    "new_signing_seed",
     "new_header",
     "new_salt",
     "open_box",
     "parse_header",
     "seal_box",
+    "sign",
+    "verify_signature",
     "wipe",
 ]
 
@@ -230,3 +234,27 @@ def wipe(buf: bytearray | None) -> None:
     """Overwrite ``buf`` with zeros. Best effort: Python may hold transient copies elsewhere."""
     if buf is not None:
         buf[:] = bytes(len(buf))
+
+
+def new_signing_seed() -> bytes:
+    """A fresh Ed25519 signing key (its 32-byte seed), for the audit log's signed head."""
+    return nacl.utils.random(32)
+
+
+def sign(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """The Ed25519 signature of ``message`` under the key of ``seed``, and that public key."""
+    key = nacl.signing.SigningKey(bytes(seed))
+    return key.sign(message).signature, bytes(key.verify_key)
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is an Ed25519 signature of ``message`` by ``public_key``."""
+    try:
+        nacl.signing.VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
+    except (
+        nacl.exceptions.BadSignatureError,
+        nacl.exceptions.ValueError,
+        nacl.exceptions.TypeError,
+    ):
+        return False
+    return True

@@ -55,6 +55,7 @@ __all__ = [
     "CredentialStore",
     "decode_document",
     "decode_sections",
+    "decode_store",
     "encode_document",
     "validate_alias",
 ]
@@ -258,9 +259,11 @@ def encode_document(
     header: Header,
     records: dict[str, Credential],
     agents: dict[str, dict[str, Any]] | None = None,
+    audit_key: bytes | None = None,
 ) -> bytes:
-    """The msgpack plaintext: a copy of the header (binding it), the records by alias, and the
-    agent profiles by name (a key written only when there is at least one profile)."""
+    """The msgpack plaintext: a copy of the header (binding it), the records by alias, the
+    agent profiles by name (a key written only when there is at least one profile) and the
+    audit log's signing key (written only once there is one)."""
     doc: dict[str, Any] = {
         "header": header.raw,
         "credentials": [
@@ -280,6 +283,8 @@ def encode_document(
     }
     if agents:
         doc["agents"] = [agents[name] for name in sorted(agents)]
+    if audit_key is not None:
+        doc["audit_key"] = audit_key
     return packb(doc)
 
 
@@ -291,7 +296,17 @@ def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, C
 def decode_sections(
     plaintext: bytes, header: Header, where: str
 ) -> tuple[dict[str, Credential], dict[str, dict[str, Any]]]:
-    """Parse the decrypted document: the credentials by alias and the agent profiles by name.
+    records, agents, _ = decode_store(plaintext, header, where)
+    return records, agents
+
+
+def decode_store(
+    plaintext: bytes, header: Header, where: str
+) -> tuple[dict[str, Credential], dict[str, dict[str, Any]], bytes | None]:
+    """:func:`decode_sections` and the audit log's Ed25519 signing key (its 32-byte seed;
+    None in a store that never signed an audit head)."""
+    """Parse the decrypted document: the credentials by alias and the agent profiles by name
+    (:func:`decode_store` also returns the audit signing key).
 
     Anything malformed is a StoreCorruptError. The document must repeat the file header byte
     for byte, which binds every header byte to the authenticated content. A document without
@@ -372,7 +387,10 @@ def decode_sections(
         if name in agents:
             raise corrupt(f"agent profile {index} repeats a name")
         agents[name] = rec
-    return out, agents
+    audit_key = doc.get("audit_key")
+    if audit_key is not None and not (isinstance(audit_key, bytes) and len(audit_key) == 32):
+        raise corrupt("the audit signing key is not 32 bytes")
+    return out, agents, audit_key
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -498,8 +516,11 @@ class CredentialStore:
         fingerprint: bytes,
         lock_timeout: float,
         agents: dict[str, dict[str, Any]] | None = None,
+        audit_key: bytes | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._audit_key = audit_key
+        self._pending_audit_key: bytes | None = None
         self._agents: dict[str, dict[str, Any]] = agents or {}
         self._pending_agents: dict[str, dict[str, Any]] | None = None
         self._path = path
@@ -598,7 +619,7 @@ class CredentialStore:
                 "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
                 "from a backup"
             ) from None
-        records, agents = decode_sections(plaintext, header, str(path))
+        records, agents, audit_key = decode_store(plaintext, header, str(path))
         return cls(
             path,
             password=pw,
@@ -606,6 +627,7 @@ class CredentialStore:
             header=header,
             records=records,
             agents=agents,
+            audit_key=audit_key,
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
@@ -633,6 +655,7 @@ class CredentialStore:
             self._password = None
             self._records = {}
             self._agents = {}
+            self._audit_key = None
             self._sorted = None
             self._generation.detach()
 
@@ -811,6 +834,32 @@ class CredentialStore:
                     _sealing.wipe(new_pw)
                 raise
 
+    # -- the audit log's signing key ------------------------------------------------------
+
+    def sign_audit_head(self, message: bytes) -> tuple[bytes, bytes]:
+        """Sign ``message`` (an audit head) with the store's Ed25519 key: (signature, public
+        key). The key is made on first need and sealed with everything else; ``rekey`` keeps
+        it."""
+        with self._mutex:
+            self._refresh(force=False)
+            if self._audit_key is None:
+
+                def apply(records: dict[str, Credential]) -> None:
+                    if self._audit_key is None:  # not made by another process meanwhile
+                        self._pending_audit_key = _sealing.new_signing_seed()
+
+                self._mutate(apply)
+            seed = self._audit_key
+            assert seed is not None
+            return _sealing.sign(seed, message)
+
+    def audit_public_key(self) -> bytes | None:
+        """The public half of the audit signing key, or None while there is none."""
+        with self._mutex:
+            self._refresh(force=False)
+            seed = self._audit_key
+        return None if seed is None else _sealing.sign(seed, b"")[1]
+
     # -- internals ------------------------------------------------------------------------
 
     def _lookup(self, records: dict[str, Credential], alias: str) -> Credential:
@@ -832,13 +881,22 @@ class CredentialStore:
                 self._refresh(force=True)
                 key = self._live_key()
                 records = dict(self._records)
-                self._pending_agents = None
+                self._pending_agents = self._pending_audit_key = None
                 try:
                     result = apply(records)
-                    agents = self._pending_agents
+                    agents, audit_key = self._pending_agents, self._pending_audit_key
                 finally:
-                    self._pending_agents = None
-                self._write(records, self._header.kdf, self._header.salt, key, None, agents=agents)
+                    self._pending_agents = self._pending_audit_key = None
+                kept = self._audit_key
+                if audit_key is not None:
+                    self._audit_key = audit_key  # sealed by this write
+                try:
+                    self._write(
+                        records, self._header.kdf, self._header.salt, key, None, agents=agents
+                    )
+                except BaseException:
+                    self._audit_key = kept
+                    raise
             return result
 
     def _write(
@@ -857,7 +915,8 @@ class CredentialStore:
         _remove_stale_temps(self._path)
         header = _sealing.new_header(params, salt)
         profiles = self._agents if agents is None else agents
-        data = _sealing.seal_box(key, header, encode_document(header, records, profiles))
+        document = encode_document(header, records, profiles, self._audit_key)
+        data = _sealing.seal_box(key, header, document)
         _write_file(self._path, data)
         # The new file is in place: from here on, our view must match it.
         self._header = header
@@ -929,7 +988,7 @@ class CredentialStore:
             key = _sealing.derive_key(bytes(password), header.salt, header.kdf)
         try:
             plaintext = _sealing.open_box(key, header, data)
-            records, agents = decode_sections(plaintext, header, where)
+            records, agents, audit_key = decode_store(plaintext, header, where)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -951,6 +1010,7 @@ class CredentialStore:
         self._header = header
         self._records = records
         self._agents = agents
+        self._audit_key = audit_key
         self._revision += 1
         self._sorted = None
         self._fingerprint = _fingerprint(data)
