@@ -126,6 +126,16 @@ def _hex_scrubbed(result: Any, _: str) -> list[str]:
     return []
 
 
+def _did_not_sleep(result: Any, _: str) -> list[str]:
+    """A WASI errno other than 0: the host gave the guest no clock wait (ENOSYS). MCP carries
+    the number as text."""
+    if isinstance(result, str) and result.isdigit():
+        result = int(result)
+    if not isinstance(result, int) or result == 0:
+        return [f"poll_oneoff slept (or answered oddly): {result!r:.100}"]
+    return []
+
+
 _TRAP = ("PluginTrapError",)
 _ABI = ("PluginABIError",)
 
@@ -158,6 +168,7 @@ EXPECT: dict[str, Expect] = {
     "wasi_externref": Expect(refused=("ModuleError", "externref")),
     "start_proc_exit": Expect(refused=("ModuleError", "proc_exit(4)|exited with code 4")),
     "random_bad_pointer": Expect(check=_random_errnos),
+    "sleep_poll_oneoff": Expect(check=_did_not_sleep),
     "log_raw_request": Expect(check=_logged),
     "remembers_credential": Expect(check=_echo_of_misbehave),
     "deep_nesting": Expect(_ABI, "levels deep"),
