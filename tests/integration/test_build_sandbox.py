@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -273,3 +274,27 @@ def test_a_path_holding_a_home_is_never_shown(
     assert sum("not shared with the build sandbox" in line for line in lines) == 2
     assert run.env["HOME"] == _sandbox.SANDBOX_HOME and "XDG_CONFIG_HOME" not in run.env
     assert os.fspath(user_home) not in " ".join(run.cmd[run.cmd.index("--") :])
+
+
+def test_the_cli_option_and_config_choose_the_mode(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--build-sandbox require` (and `[build] sandbox = "require"`) refuse before anything
+    runs where bubblewrap cannot start; an unknown mode is refused at once."""
+    monkeypatch.setenv(_sandbox.ENV_BWRAP, str(tmp_path / "no-such-bwrap"))
+    project = new_plugin("acme-py", tmp_path / "acme-py", lang="python")
+    base = [sys.executable, "-m", "vultrino", "plugin", "install", "--build", str(project)]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *extra], capture_output=True, text=True, timeout=120, check=False
+        )
+
+    refused = run("--build-sandbox", "require")
+    assert refused.returncode != 0 and "must run in a sandbox" in refused.stderr
+    assert "bubblewrap (bwrap) is not installed" in refused.stderr
+    (isolated_home / "config.toml").write_text('[build]\nsandbox = "require"\n')
+    assert "must run in a sandbox" in run().stderr
+    bogus = run("--build-sandbox", "maybe")
+    assert bogus.returncode != 0 and "--build-sandbox: unknown mode 'maybe'" in bogus.stderr
+    assert not (isolated_home / "plugins" / "acme-py").exists()
