@@ -298,3 +298,43 @@ def test_the_cli_option_and_config_choose_the_mode(
     bogus = run("--build-sandbox", "maybe")
     assert bogus.returncode != 0 and "--build-sandbox: unknown mode 'maybe'" in bogus.stderr
     assert not (isolated_home / "plugins" / "acme-py").exists()
+
+
+def test_the_sandbox_shows_rustups_toolchain_not_its_proxies_or_cargo_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``~/.cargo/bin/cargo`` is rustup itself, next to the crates.io token: the build runs the
+    toolchain's own cargo and rustc from the sysroot, and of CARGO_HOME sees only its
+    configuration, crate sources and the local crate directories the configuration names."""
+    from vultrino.plugins.install import _cargo
+
+    home = tmp_path / "user"
+    cargo_home = home / ".cargo"
+    (cargo_home / "bin").mkdir(parents=True)
+    (cargo_home / "bin" / "rustup").write_text("#!/bin/sh\n")
+    for tool in ("cargo", "rustc"):
+        (cargo_home / "bin" / tool).symlink_to("rustup")
+    vendored = tmp_path / "vendored-crates"
+    (cargo_home / "config.toml").write_text(f'[source.v]\ndirectory = "{vendored}"\n')
+    (cargo_home / "credentials.toml").write_text("[registry]\ntoken = 'x'\n")
+    sysroot = home / ".rustup" / "toolchains" / "stable"
+    (sysroot / "bin").mkdir(parents=True)
+    for tool in ("cargo", "rustc"):
+        (sysroot / "bin" / tool).write_text("#!/bin/sh\n")
+    monkeypatch.delenv("RUSTC", raising=False)
+    env = {"PATH": str(cargo_home / "bin"), "CARGO_HOME": str(cargo_home)}
+
+    cargo, shown = _cargo._toolchain(str(cargo_home / "bin" / "cargo"), str(sysroot), env)
+
+    assert cargo == str(sysroot / "bin" / "cargo") and env["RUSTC"] == str(
+        sysroot / "bin" / "rustc"
+    )
+    assert sysroot in shown and vendored in shown and cargo_home / "config.toml" in shown
+    assert cargo_home not in shown and cargo_home / "bin" not in shown
+    assert not any(p.name == "credentials.toml" for p in shown)
+
+    # A cargo that is no proxy but lives in CARGO_HOME/bin shows that bin/, not CARGO_HOME.
+    (cargo_home / "bin" / "cargo").unlink()
+    (cargo_home / "bin" / "cargo").write_text("#!/bin/sh\n")
+    cargo, shown = _cargo._toolchain(str(cargo_home / "bin" / "cargo"), None, env)
+    assert cargo_home / "bin" in shown and cargo_home not in shown and home not in shown

@@ -233,15 +233,21 @@ def _toolchain(cargo: str, sysroot: str | None, env: dict[str, str]) -> tuple[st
         bindir = Path(sysroot) / "bin"
         if (bindir / "cargo").is_file():
             real, rustc = bindir / "cargo", bindir / "rustc"
-    read_only = [real.parent.parent]
+    home = env.get("CARGO_HOME") or str(Path("~/.cargo").expanduser())
+    cargo_home = Path(os.path.realpath(home))
+
+    def prefix(exe: Path) -> Path:  # the installation an executable belongs to
+        up = exe.parent.parent  # never all of CARGO_HOME (credentials.toml): only its bin/
+        return exe.parent if cargo_home == up or cargo_home.is_relative_to(up) else up
+
+    read_only = [prefix(real)]
     if rustc is not None:
         env["RUSTC"] = str(rustc)
-        read_only.append(rustc.parent.parent)
+        read_only.append(prefix(rustc))
     if env.get("RUSTDOC"):
-        read_only.append(Path(os.path.realpath(env["RUSTDOC"])).parent.parent)
+        read_only.append(prefix(Path(os.path.realpath(env["RUSTDOC"]))))
     if sysroot is not None:
         read_only.append(Path(sysroot))
-    home = env.get("CARGO_HOME") or str(Path("~/.cargo").expanduser())
     for name in ("config.toml", "config", "registry", "git"):
         read_only.append(Path(home) / name)
         if name.startswith("config"):
