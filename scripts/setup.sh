@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(
-  git gpg ca-certificates
+  git gpg ca-certificates bubblewrap
   rustc cargo libstd-rust-dev-wasm32 wabt lld clang
   librust-serde-dev librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev
   librust-hmac-dev librust-sha1-dev librust-sha2-dev librust-base64-dev

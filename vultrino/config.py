@@ -22,6 +22,9 @@ errors too: a mistyped limit must not quietly leave the default in force.
 
     [mcp]
     port = 8765                  # default port of `vultrino mcp --http`
+
+    [build]
+    sandbox = "auto"             # `plugin install --build`: "auto", "require" or "off"
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "store": {"kdf_opslimit": int, "kdf_memlimit_mb": int},
     "http": {"max_response_mb": int},
     "mcp": {"port": int},
+    "build": {"sandbox": str},
 }
+BUILD_SANDBOX_MODES = ("auto", "require", "off")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Config:
     kdf_memlimit: int | None = None
     http_max_response_bytes: int = 10 * MIB
     mcp_port: int = 8765
+    build_sandbox: str = "auto"
     source: Path | None = None
 
 
@@ -92,6 +98,12 @@ def load_config(path: Path) -> Config:
         where = ENV_ENGINE if os.environ.get(ENV_ENGINE) else f"{path}: engine"
         raise ConfigError(f"{where}: unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
 
+    build_sandbox = data.get("build", {}).get("sandbox", "auto")
+    if build_sandbox not in BUILD_SANDBOX_MODES:
+        raise ConfigError(
+            f"{path}: build.sandbox: expected one of {', '.join(BUILD_SANDBOX_MODES)}, "
+            f"got {build_sandbox!r}"
+        )
     memlimit_mb = store.get("kdf_memlimit_mb")
     return Config(
         engine=engine,
@@ -100,6 +112,7 @@ def load_config(path: Path) -> Config:
         kdf_memlimit=None if memlimit_mb is None else memlimit_mb * MIB,
         http_max_response_bytes=data.get("http", {}).get("max_response_mb", 10) * MIB,
         mcp_port=data.get("mcp", {}).get("port", 8765),
+        build_sandbox=build_sandbox,
         source=path if path.exists() else None,
     )
 

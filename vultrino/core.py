@@ -260,12 +260,15 @@ class Vultrino:
         force: bool = False,
         build: bool = False,
         build_output: Callable[[str], None] | None = None,
+        build_sandbox: str | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> InstallResult:
         """Install a plugin (see :func:`vultrino.plugins.install.installer.install`).
 
         ``build=True`` allows building a source without a prebuilt module, which runs its
-        build scripts; without it such a source raises ``BuildRequiredError``.
+        build scripts; without it such a source raises ``BuildRequiredError``. The build
+        runs in a sandbox as ``build_sandbox`` says (``auto``, ``require``, ``off``; default:
+        config.toml's ``[build] sandbox``, else ``auto``).
         """
         from vultrino.plugins.install import installer
 
@@ -281,6 +284,7 @@ class Vultrino:
                 force=force,
                 build=build,
                 build_output=build_output,
+                build_sandbox=build_sandbox or self.config.build_sandbox,
                 progress=progress,
             )
             if result.replaced:

@@ -358,7 +358,13 @@ def test_demo_runs_the_whole_flow_on_a_throwaway_home(isolated_home: Path) -> No
     assert not any(isolated_home.iterdir())  # the real home is untouched
 
 
-def test_mcp_config_forms(run: Run, home: Path) -> None:
+def test_mcp_config_forms(
+    run: Run, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pw = tmp_path / "password"
+    pw.write_text(PASSWORD)
+    pw.chmod(0o600)
+    monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(pw))
     code, out, err = run("mcp", "config", "--form", "generic", "--http", "--port", "9123")
     assert code == 0, err
     assert "9123" in out

@@ -186,7 +186,11 @@ def test_every_agent_command_has_help_with_an_example_and_is_documented(cmd: lis
     assert "--agent" in runner.invoke(app, ["mcp", "--help"]).stdout
 
 
-def test_mcp_config_for_an_agent(run: Run) -> None:
+def test_mcp_config_for_an_agent(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pw = tmp_path / "password"
+    pw.write_text(PASSWORD)
+    pw.chmod(0o600)
+    monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(pw))
     code, out, _ = run("mcp", "config", "--agent", "ci-bot")
     assert code == 0
     entry = json.loads(out)["mcpServers"]["vultrino"]

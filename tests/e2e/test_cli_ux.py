@@ -308,15 +308,64 @@ def test_help_examples_use_shipped_plugins(cmd: list[str]) -> None:
 # --- mcp config --------------------------------------------------------------------------------
 
 
-def test_mcp_config_vscode_stdio_form(home: Path) -> None:
-    cfg = json.loads(ok("mcp", "config", "--form", "vscode").stdout)
+def _password_file(path: Path, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PASSWORD)
+    os.chmod(path, mode)
+    return path
+
+
+def test_mcp_config_vscode_stdio_form(home: Path, tmp_path: Path) -> None:
+    pw = _password_file(tmp_path / "private" / "password")
+    cfg = json.loads(ok("mcp", "config", "--form", "vscode", "--password-file", str(pw)).stdout)
     assert list(cfg) == ["servers"]
     entry = cfg["servers"]["vultrino"]
     assert entry["type"] == "stdio"
     assert Path(entry["command"]).is_absolute()
     assert entry["args"][-1] == "mcp"
     assert entry["env"]["VULTRINO_HOME"] == str(home)
+    assert entry["env"]["VULTRINO_PASSWORD_FILE"] == str(pw)
     assert PASSWORD not in json.dumps(cfg)
+
+
+def test_mcp_config_recommends_a_password_file_outside_the_home(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21/22: the default is ~/.config/vultrino/password, never $VULTRINO_HOME/password,
+    and a configuration whose server could not start (no file, a file others can read) is not
+    printed: the error says how to create the file."""
+    user_home = tmp_path / "user"
+    monkeypatch.setenv("HOME", str(user_home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    default = user_home / ".config" / "vultrino" / "password"
+    missing = cli("mcp", "config")
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert f"{default} does not exist" in missing.stderr
+    assert "umask 077" in missing.stderr and "--password-file" in missing.stderr
+    assert str(home / "password") not in missing.stderr
+
+    _password_file(default, 0o640)
+    loose = cli("mcp", "config")
+    assert loose.returncode == 2 and loose.stdout == "" and f"chmod 600 {default}" in loose.stderr
+
+    os.chmod(default, 0o600)
+    r = ok("mcp", "config")
+    env = json.loads(r.stdout)["mcpServers"]["vultrino"]["env"]
+    assert env["VULTRINO_PASSWORD_FILE"] == str(default)
+    assert "outside the Vultrino home" in r.stderr and "warning" not in r.stderr
+
+    chosen = _password_file(tmp_path / "elsewhere" / "pw")
+    monkeypatch.setenv("VULTRINO_PASSWORD_FILE", str(chosen))
+    env = json.loads(ok("mcp", "config").stdout)["mcpServers"]["vultrino"]["env"]
+    assert env["VULTRINO_PASSWORD_FILE"] == str(chosen)  # the user's choice is honoured
+
+    inside = _password_file(home / "password")
+    r = ok("mcp", "config", "--password-file", str(inside))
+    assert "warning: the password file" in r.stderr and "inside the Vultrino home" in r.stderr
+    inside.unlink()  # the home's leak scan would rightly find the password there
+    # The --http entry starts no server, so it needs no password file.
+    os.unlink(chosen)
+    assert cli("mcp", "config", "--http", "--port", "9123").returncode == 0
 
 
 @pytest.mark.parametrize("form", ["claude", "vscode", "generic"])

@@ -267,13 +267,10 @@ def test_mcp_config_output_starts_a_working_server(
     entry = config["mcpServers"]["vultrino"]
     assert entry["args"][-1] == "mcp"
     assert entry["env"]["VULTRINO_HOME"] == str(home.root)
-    password_file = Path(entry["env"]["VULTRINO_PASSWORD_FILE"])
+    # The entry names the user's own 0600 password file (VULTRINO_PASSWORD_FILE, outside the
+    # home), which `mcp config` checked; the host starts exactly its command and environment.
+    assert entry["env"]["VULTRINO_PASSWORD_FILE"] == str(home.password_file)
     assert PASSWORD not in done.stdout and PASSWORD not in done.stderr
-    # The user creates the password file the config names (the note says how), then the host
-    # starts exactly the command and environment of the entry.
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(PASSWORD)
     env = {"PATH": os.environ.get("PATH", ""), **entry["env"]}
     proc = subprocess.Popen(
         [entry["command"], *entry["args"]],
@@ -296,5 +293,4 @@ def test_mcp_config_output_starts_a_working_server(
     assert proc.returncode == 0
     (answer,) = assert_all_jsonrpc(out.splitlines(keepends=True))
     assert answer["result"]["serverInfo"]["name"] == "vultrino"
-    password_file.unlink()
     scan_log(leakcheck, home, errlog, ("config", done.stdout + done.stderr))

@@ -18,6 +18,7 @@ def test_absent_file_means_defaults(tmp_path: Path) -> None:
     assert c.limits.memory_bytes == 128 * MIB
     assert c.limits.output_bytes == 8 * MIB
     assert c.source is None
+    assert c.build_sandbox == "auto"
 
 
 def test_values_are_read(tmp_path: Path) -> None:
@@ -25,12 +26,13 @@ def test_values_are_read(tmp_path: Path) -> None:
     p.write_text(
         'engine = "wasmer"\n[limits]\ndeadline_s = 1.5\nmemory_mb = 32\noutput_mb = 2\n'
         "[store]\nkdf_opslimit = 4\nkdf_memlimit_mb = 128\n[http]\nmax_response_mb = 3\n"
-        "[mcp]\nport = 9000\n"
+        "[mcp]\nport = 9000\n[build]\nsandbox = 'require'\n"
     )
     c = load_config(p)
     assert (c.engine, c.limits.deadline_s, c.limits.memory_bytes) == ("wasmer", 1.5, 32 * MIB)
     assert (c.kdf_opslimit, c.kdf_memlimit) == (4, 128 * MIB)
     assert (c.http_max_response_bytes, c.mcp_port) == (3 * MIB, 9000)
+    assert c.build_sandbox == "require"
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -51,6 +53,7 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         ("colour = 'blue'\n", "colour: unknown key"),
         ("engine = 'v8'\n", "unknown engine 'v8'"),
         ("[limits]\noutput_mb = true\n", "limits.output_mb: expected int"),
+        ("[build]\nsandbox = 'maybe'\n", "build.sandbox: expected one of auto, require, off"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, needle: str) -> None:

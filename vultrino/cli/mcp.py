@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -90,9 +91,21 @@ def mcp_config(
     agent: Annotated[
         str | None, typer.Option("--agent", help="Configure the client as this agent profile.")
     ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help="The 0600 file the server reads the store password from (default: "
+            "$VULTRINO_PASSWORD_FILE, else ~/.config/vultrino/password).",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Print a ready-to-paste MCP client configuration (Claude, VS Code or generic JSON).
+
+    A stdio entry names the password file the server reads the store password from; it must
+    exist with mode 0600 (else nothing is printed and the error says how to create it), and
+    belongs outside the Vultrino home.
 
     With --http the entry carries the server's bearer token, read from the home's 0600
     mcp-token file (created now if `vultrino mcp --http` has not made one yet). With --agent
@@ -109,7 +122,13 @@ def mcp_config(
     """
     from vultrino.config import load_config
     from vultrino.errors import ConfigError
-    from vultrino.mcp.clients import CLIENT_FORMS, client_config, client_config_note
+    from vultrino.mcp.clients import (
+        CLIENT_FORMS,
+        check_password_file,
+        client_config,
+        client_config_note,
+    )
+    from vultrino.mcp.clients import password_file as pick_password_file
     from vultrino.mcp.http import TOKEN_FILE, ensure_http_token
     from vultrino.paths import resolve_home
 
@@ -127,5 +146,12 @@ def mcp_config(
             f"{made} the HTTP bearer token in {h.root / TOKEN_FILE}; the configuration "
             "below holds it, so keep the file you paste it into private"
         )
-    emit_json(client_config(h.root, form=form, http_port=http_port, token=token, agent=agent))
-    err(client_config_note(h.root))
+    pw = pick_password_file(password_file)
+    if not http:  # the server this entry starts reads the file; one that would fail is refused
+        for warning in check_password_file(pw, h.root):
+            err(f"warning: {warning}")
+    cfg = client_config(
+        h.root, form=form, http_port=http_port, token=token, agent=agent, password=pw
+    )
+    emit_json(cfg)
+    err(client_config_note(h.root, pw))

@@ -179,13 +179,23 @@ def plugin_install(
             "build scripts, or the Python plugin under componentize-py).",
         ),
     ] = False,
+    build_sandbox: Annotated[
+        str | None,
+        typer.Option(
+            "--build-sandbox",
+            help="auto: build in a bubblewrap sandbox (no network, no home) when it can run, "
+            "else warn and build without; require: refuse without it; off: never. "
+            "Default: config.toml [build] sandbox, else auto.",
+            metavar="auto|require|off",
+        ),
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Install a plugin: validated in full before anything is written.
 
     A source without a prebuilt module is built (cargo) only with --build: building runs the
-    source's own build scripts with your rights.
+    source's own build scripts, in a sandbox that sees neither your home nor the network.
 
     Examples:
 
@@ -203,6 +213,7 @@ def plugin_install(
             force=force,
             build=build,
             build_output=lambda line: err(line.rstrip("\n")),
+            build_sandbox=build_sandbox,
             progress=progress,
         )
     for w in r.warnings:

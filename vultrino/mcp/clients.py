@@ -2,7 +2,12 @@
 
 ``vultrino mcp config`` prints :func:`client_config` (Claude Desktop/Code's ``mcpServers``,
 VS Code's ``servers``, or a generic description) and :func:`client_config_note` (how the store
-password reaches the server). A configuration never holds the store password.
+password reaches the server). A configuration never holds the store password: a stdio entry
+names the file the server reads it from, :func:`password_file` (``VULTRINO_PASSWORD_FILE``, else
+``~/.config/vultrino/password``), which lies outside the Vultrino home so that neither a backup
+of the home nor anything that can read the home holds both the sealed store and its password.
+:func:`check_password_file` refuses to vouch for a file that is missing or readable by others
+(the server would not start).
 
 ::
 
@@ -22,7 +27,60 @@ from typing import Any
 from vultrino.errors import ConfigError
 from vultrino.mcp.http import HTTP_PATH, TOKEN_FILE
 
-__all__ = ["CLIENT_FORMS", "client_config", "client_config_note"]
+__all__ = [
+    "CLIENT_FORMS",
+    "check_password_file",
+    "client_config",
+    "client_config_note",
+    "password_file",
+]
+
+ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105 - a variable's name
+
+
+def password_file(chosen: Path | str | None = None) -> Path:
+    """The password file a stdio configuration names: ``chosen``, else
+    ``$VULTRINO_PASSWORD_FILE``, else ``$XDG_CONFIG_HOME/vultrino/password`` (by default
+    ``~/.config/vultrino/password``): outside the Vultrino home, never inside it by default."""
+    if chosen is None:
+        chosen = os.environ.get(ENV_PASSWORD_FILE) or None
+    if chosen is None:
+        config = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+        chosen = Path(config) / "vultrino" / "password"
+    return Path(chosen).expanduser().absolute()
+
+
+def check_password_file(path: Path, home: Path) -> list[str]:
+    """:class:`ConfigError` unless ``path`` is a file only its owner can read or write (the
+    server refuses any other, so a configuration naming it would not start); the warnings to
+    show (a file inside the Vultrino home)."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise ConfigError(
+            f"the password file {path} does not exist, so an MCP host could not start the "
+            "server with this configuration. Create it so only you can read it:\n"
+            f"  mkdir -p -m 700 '{path.parent}' && "
+            f"(umask 077; read -rs PW && printf '%s' \"$PW\" > '{path}'; unset PW)\n"
+            f"then run this again (or name another file with --password-file or "
+            f"{ENV_PASSWORD_FILE})"
+        ) from None
+    if not path.is_file():
+        raise ConfigError(f"the password file {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"the password file {path} is readable or writable by other users (mode "
+            f"{st.st_mode & 0o777:o}), so the server would refuse it; run `chmod 600 {path}`"
+        )
+    warnings: list[str] = []
+    real, root = Path(os.path.realpath(path)), Path(os.path.realpath(home))
+    if real.is_relative_to(root):
+        warnings.append(
+            f"the password file {path} is inside the Vultrino home {home}: a backup or copy "
+            "of the home then holds both the sealed store and its password; keep it "
+            f"elsewhere, e.g. {password_file(Path('~/.config/vultrino/password'))}"
+        )
+    return warnings
 
 
 def _server_command() -> list[str]:
@@ -50,6 +108,7 @@ def client_config(
     name: str = "vultrino",
     token: str | None = None,
     agent: str | None = None,
+    password: Path | None = None,
 ) -> dict[str, Any]:
     """The ready-to-paste client configuration for ``vultrino mcp config``.
 
@@ -59,9 +118,10 @@ def client_config(
     description any host's settings can be filled from. With ``http_port`` the entry points at
     ``vultrino mcp --http`` instead of spawning a process, and carries ``token`` (the HTTP
     bearer token; a placeholder naming the token file when None). Never contains the store
-    password: it is read from the file named by ``VULTRINO_PASSWORD_FILE`` (see
-    :func:`client_config_note`). With ``agent`` the server is started with ``--agent``
-    (stdio), or the placeholder names the agent's token (HTTP), which is never stored.
+    password: it is read from the file the entry names in ``VULTRINO_PASSWORD_FILE``,
+    ``password`` or else :func:`password_file` (see :func:`client_config_note`). With
+    ``agent`` the server is started with ``--agent`` (stdio), or the placeholder names the
+    agent's token (HTTP), which is never stored.
     """
     if form not in CLIENT_FORMS:
         raise ConfigError(
@@ -71,7 +131,7 @@ def client_config(
     argv = list(command) if command is not None else _server_command()
     env = {
         "VULTRINO_HOME": str(home),
-        "VULTRINO_PASSWORD_FILE": str(home / "password"),
+        ENV_PASSWORD_FILE: str(password if password is not None else password_file()),
     }
     if http_port is not None:
         url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
@@ -101,14 +161,15 @@ def client_config(
     }
 
 
-def client_config_note(home: Path) -> str:
+def client_config_note(home: Path, password: Path | None = None) -> str:
     """How the store password reaches the server, for ``vultrino mcp config`` to print."""
-    home = Path(home).expanduser().absolute()
-    pw = home / "password"
+    pw = password if password is not None else password_file()
     return (
         "The MCP server unlocks the credential store once at start. Its stdin is the protocol, so "
-        "it cannot prompt: it reads the password from the file named by VULTRINO_PASSWORD_FILE "
-        f"(above: {pw}), or from VULTRINO_PASSWORD. Create the file so only you can read it, "
-        f"e.g.:\n  (umask 077; read -rs PW && printf '%s' \"$PW\" > '{pw}'; unset PW)\n"
+        f"it cannot prompt: it reads the password from the file named by {ENV_PASSWORD_FILE} "
+        f"(above: {pw}, outside the Vultrino home {Path(home).expanduser().absolute()}), or "
+        "from VULTRINO_PASSWORD. Keep the file mode 0600, e.g.:\n"
+        f"  mkdir -p -m 700 '{pw.parent}' && "
+        f"(umask 077; read -rs PW && printf '%s' \"$PW\" > '{pw}'; unset PW)\n"
         "Never put the password itself in a client configuration file."
     )

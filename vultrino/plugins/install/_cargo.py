@@ -15,9 +15,11 @@ owns (inside its staging directory), so nothing is written next to the sources.
 ``VULTRINO_*`` variable, which the build never sees (``VULTRINO_PASSWORD`` would hand the store's
 password to the crate's build scripts).
 
-Building runs the crate's build scripts and procedural macros with the user's rights, exactly as
-``cargo build`` in a terminal would: it is only as safe as the sources are trustworthy, which is
-why the installer builds only when asked to (``--build``).
+Building runs the crate's build scripts and procedural macros, so the installer builds only when
+asked to (``--build``), and cargo runs in :mod:`._sandbox`: no network, the toolchain read-only,
+only the private copy and the target directory writable, neither ``$HOME`` nor the Vultrino
+home visible (where bubblewrap cannot run, the build warns and runs with the user's rights,
+unless the sandbox is required).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vultrino.errors import InstallError
+from vultrino.plugins.install import _sandbox
 from vultrino.plugins.install._build import build_environment, run_streamed
 
 ENV_CARGO = "VULTRINO_CARGO"
@@ -146,12 +150,19 @@ def build(
     target_dir: Path,
     output: Callable[[str], None] | None = None,
     label: str = "plugin",
+    sandbox: str = _sandbox.DEFAULT_MODE,
+    writable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
 ) -> BuildResult:
-    """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``."""
+    """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``.
+
+    The build runs in :mod:`._sandbox` (``sandbox`` is its mode) seeing the toolchain
+    read-only, ``project``, ``target_dir`` and ``writable`` writable, and never ``hidden``."""
     cargo = cargo_executable()
     env = build_environment(CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
     probed = probe_targets(cargo, project)
     targets: tuple[str, ...] = TARGETS
+    sysroot: str | None = None
     if probed is not None:
         available, sysroot = probed
         if not available:
@@ -162,15 +173,21 @@ def build(
                 "to a cargo whose toolchain has one)"
             )
         targets = tuple(available[:1])
+    cargo, read_only = _toolchain(cargo, sysroot, env)
     missing: list[str] = []
     for target in targets:
-        code, tail = _run(
+        run = _sandbox.prepare(
             [cargo, "build", "--release", "--target", target],
             cwd=project,
             env=env,
+            mode=sandbox,
+            read_only=read_only,
+            writable=(project, target_dir, *writable),
+            hidden=hidden,
             output=output,
             label=label,
         )
+        code, tail = _run(run.cmd, cwd=project, env=run.env, output=output, label=label)
         if code == 0:
             return BuildResult(_pick(target_dir / target / "release", wasm_module, label), target)
         text = "\n".join(tail).lower()
@@ -198,6 +215,61 @@ def build(
         f"{label}: this Rust toolchain ({cargo}) cannot build WebAssembly (no "
         f"{' or '.join(missing)} standard library); {INSTALL_HINT}"
     )
+
+
+def _toolchain(cargo: str, sysroot: str | None, env: dict[str, str]) -> tuple[str, list[Path]]:
+    """The cargo to run and what the sandbox must show of the toolchain (read-only).
+
+    Executables are named by their real paths. rustup's proxies (``~/.cargo/bin/cargo`` is
+    rustup itself, next to the crates.io token) are replaced by the toolchain's own cargo and
+    rustc in the sysroot, so only that toolchain is shown. ``env`` gets ``RUSTC`` accordingly.
+    Of ``CARGO_HOME`` only its configuration, crate sources and git checkouts are shown, and
+    any local crate directory its configuration names (``directory = ...``: vendored or
+    Debian's packaged crates)."""
+    real = Path(os.path.realpath(cargo))
+    found = shutil.which(_rustc_for(cargo), path=env.get("PATH"))
+    rustc = Path(os.path.realpath(found)) if found else None
+    if sysroot is not None and real.name.startswith("rustup"):
+        bindir = Path(sysroot) / "bin"
+        if (bindir / "cargo").is_file():
+            real, rustc = bindir / "cargo", bindir / "rustc"
+    home = env.get("CARGO_HOME") or str(Path("~/.cargo").expanduser())
+    cargo_home = Path(os.path.realpath(home))
+
+    def prefix(exe: Path) -> Path:  # the installation an executable belongs to
+        up = exe.parent.parent  # never all of CARGO_HOME (credentials.toml): only its bin/
+        return exe.parent if cargo_home == up or cargo_home.is_relative_to(up) else up
+
+    read_only = [prefix(real)]
+    if rustc is not None:
+        env["RUSTC"] = str(rustc)
+        read_only.append(prefix(rustc))
+    if env.get("RUSTDOC"):
+        read_only.append(prefix(Path(os.path.realpath(env["RUSTDOC"]))))
+    if sysroot is not None:
+        read_only.append(Path(sysroot))
+    for name in ("config.toml", "config", "registry", "git"):
+        read_only.append(Path(home) / name)
+        if name.startswith("config"):
+            read_only.extend(_local_sources(Path(home) / name))
+    return str(real), read_only
+
+
+def _local_sources(config: Path) -> list[Path]:
+    """The ``[source.*] directory`` entries of a cargo configuration file."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on the Python 3.10 CI leg
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    sources = data.get("source")
+    if not isinstance(sources, dict):
+        return []
+    found = [s.get("directory") for s in sources.values() if isinstance(s, dict)]
+    return [Path(d) for d in found if isinstance(d, str)]
 
 
 def _run(

@@ -17,10 +17,12 @@ directory, never next to the sources. componentize-py comes from PyPI
 ``PATH``.
 
 Building runs the project's code: componentize-py imports ``app`` to pre-initialise the
-component (inside its own WebAssembly runtime, with the project directory readable). Like
-``cargo build`` it is only as safe as the sources are trustworthy, so the installer builds only
-when asked to (``--build``), on a copy of the sources, and without any ``VULTRINO_*`` variable
-in the build's environment (no store password reaches it).
+component (inside its own WebAssembly runtime, with the project directory readable). So the
+installer builds only when asked to (``--build``), on a copy of the sources, without any
+``VULTRINO_*`` variable in the build's environment (no store password reaches it), and inside
+:mod:`._sandbox`: componentize-py sees the Python installation that runs it, the WIT file and
+the SDK read-only, the copy and the output directory writable, and neither ``$HOME`` nor the
+Vultrino home.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import InstallError
+from vultrino.plugins.install import _sandbox
 from vultrino.plugins.install._build import build_environment, run_streamed
 from vultrino.plugins.install._shipped import PYTHON_PDK, WIT, shipped
 from vultrino.runtime.wit import WORLD
@@ -100,13 +103,22 @@ def build(
     out: Path,
     output: Callable[[str], None] | None = None,
     label: str = "plugin",
+    sandbox: str = _sandbox.DEFAULT_MODE,
+    writable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
 ) -> Path:
-    """Build the project in ``project`` into the component ``out``; returns ``out``."""
+    """Build the project in ``project`` into the component ``out``; returns ``out``.
+
+    The build runs in :mod:`._sandbox` (``sandbox`` is its mode) seeing the Python
+    installation, the WIT file and the SDK read-only, ``project``, ``out``'s directory and
+    ``writable`` writable, and never ``hidden``."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    tool = executable()
+    wit, sdk = find_wit(), find_sdk()
     cmd = [
-        executable(),
+        tool,
         "-d",
-        str(find_wit()),
+        str(wit),
         "-w",
         WORLD,
         "componentize",
@@ -114,13 +126,24 @@ def build(
         "-p",
         str(project),
         "-p",
-        str(find_sdk()),
+        str(sdk),
         "-o",
         str(out),
     ]
+    run = _sandbox.prepare(
+        cmd,
+        cwd=project,
+        env=build_environment(),
+        mode=sandbox,
+        read_only=[*_python_paths(tool), wit, sdk],
+        writable=(project, out.parent, *writable),
+        hidden=hidden,
+        output=output,
+        label=label,
+    )
     try:
         code, tail = run_streamed(
-            cmd, cwd=project, env=build_environment(), output=output, tail_lines=_TAIL_LINES
+            run.cmd, cwd=project, env=run.env, output=output, tail_lines=_TAIL_LINES
         )
     except OSError as exc:
         raise InstallError(f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}") from exc
@@ -131,3 +154,23 @@ def build(
             f"  {last}\nFix the build, or install a directory that already holds the module."
         )
     return out
+
+
+def _python_paths(tool: str) -> list[Path]:
+    """What running ``tool`` (a console script) needs to see: the environment it lives in, the
+    interpreter its ``#!`` line names and that interpreter's installation, and this Python's
+    (the same ones when componentize-py sits next to the running Python)."""
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
+    real = Path(os.path.realpath(tool))
+    paths.append(real.parent.parent)
+    try:
+        with real.open("rb") as f:
+            first = f.readline(512)
+    except OSError:
+        first = b""
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").split()
+        if words:
+            interpreter = Path(words[0])
+            paths += [interpreter.parent.parent, Path(os.path.realpath(interpreter)).parent.parent]
+    return paths

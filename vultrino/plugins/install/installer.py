@@ -10,8 +10,9 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
    only when the caller passed ``build=True`` (``--build``): building runs the source's own
    code (build scripts, procedural macros, the plugin's Python) with the user's rights, so
    without it the install stops with a :class:`~vultrino.errors.BuildRequiredError` saying
-   what would run, and where. The build never sees a ``VULTRINO_*`` variable, and runs on a
-   copy whose ``path`` dependencies and workspace :mod:`._cargo_paths` has made stand alone.
+   what would run, and where. The build never sees a ``VULTRINO_*`` variable, runs on a
+   copy whose ``path`` dependencies and workspace :mod:`._cargo_paths` has made stand alone,
+   and runs in :mod:`._sandbox` (no network, neither ``$HOME`` nor the Vultrino home).
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
    ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
    instantiation under the runtime's limits, tool and plugin-name conflicts.
@@ -51,7 +52,7 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins.install import _cargo, _cargo_paths, _componentize, _sources
+from vultrino.plugins.install import _cargo, _cargo_paths, _componentize, _sandbox, _sources
 from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
 
 if TYPE_CHECKING:
@@ -112,13 +113,15 @@ def install(
     force: bool = False,
     build: bool = False,
     build_output: BuildOutput | None = None,
+    build_sandbox: str = _sandbox.DEFAULT_MODE,
     progress: Progress | None = None,
 ) -> InstallResult:
     """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
 
     ``build=True`` allows building a source that has no prebuilt module (``cargo build``, which
     runs the source's build scripts); without it such a source raises
-    :class:`~vultrino.errors.BuildRequiredError` before anything runs.
+    :class:`~vultrino.errors.BuildRequiredError` before anything runs. ``build_sandbox``
+    (``auto`` | ``require`` | ``off``) says whether the build must run in :mod:`._sandbox`.
 
     Raises :class:`UnsafeSourceError` for hostile sources, :class:`InstallError` when the
     source cannot be fetched, built or placed, :class:`~vultrino.errors.ManifestError` for an
@@ -126,6 +129,7 @@ def install(
     does not load, and :class:`PluginConflictError` for name or tool collisions. On every error
     ``plugins_dir`` is left as it was.
     """
+    _sandbox.check_mode(build_sandbox, where="--build-sandbox")
     spec = _sources.parse_source(source)
     sub = _sources.check_subdir(subdir)
     plugins_dir = Path(plugins_dir)
@@ -145,6 +149,7 @@ def install(
                 force=force,
                 build=build,
                 build_output=build_output,
+                build_sandbox=build_sandbox,
                 progress=progress,
             )
         finally:
@@ -172,6 +177,7 @@ def _install(
     force: bool,
     build: bool,
     build_output: BuildOutput | None,
+    build_sandbox: str,
     progress: Progress | None,
 ) -> InstallResult:
     label = spec.display
@@ -224,6 +230,7 @@ def _install(
         home=plugins_dir.parent,
         build=build,
         build_output=build_output,
+        build_sandbox=build_sandbox,
         label=label,
         plugin=name,
     )
@@ -292,6 +299,7 @@ def _module_source(
     home: Path,
     build: bool,
     build_output: BuildOutput | None,
+    build_sandbox: str,
     label: str,
     plugin: str,
 ) -> tuple[Path, bool]:
@@ -306,7 +314,15 @@ def _module_source(
         return prebuilt, False
     if _componentize.is_python_project(plugin_root):
         return _build_python(
-            acquired, plugin_root, module_name, staging, build_output, label=label, build=build
+            acquired,
+            plugin_root,
+            module_name,
+            staging,
+            build_output,
+            label=label,
+            build=build,
+            sandbox=build_sandbox,
+            home=home,
         )
     if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
         raise InstallError(
@@ -342,6 +358,9 @@ def _module_source(
         target_dir=staging / "target",
         output=build_output,
         label=label,
+        sandbox=build_sandbox,
+        writable=(staging,),
+        hidden=(home,),
     )
     return result.module, True
 
@@ -385,6 +404,8 @@ def _build_python(
     *,
     label: str,
     build: bool,
+    sandbox: str,
+    home: Path,
 ) -> tuple[Path, bool]:
     """A Python plugin (``app.py``) built into a component by componentize-py, on request."""
     if not build:
@@ -403,7 +424,13 @@ def _build_python(
         _sources.copy_tree(Path(real_root), staging / "src", label=label)
         project = staging / "src" / rel
     out = _componentize.build(
-        project, out=staging / "build" / module_name, output=build_output, label=label
+        project,
+        out=staging / "build" / module_name,
+        output=build_output,
+        label=label,
+        sandbox=sandbox,
+        writable=(staging,),
+        hidden=(home,),
     )
     return out, True
 
