@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import tempfile
 import threading
 import time
@@ -380,6 +381,10 @@ def test_a_hanging_plugin_fails_only_its_own_call(
     scan_log(leakcheck, home, errlog)
 
 
+@pytest.mark.skipif(
+    os.environ.get("VULTRINO_TEST_ENGINE", "wasmtime") != "wasmtime",
+    reason="components run only on the wasmtime engine",
+)
 def test_calls_to_a_sleeping_component_leave_the_server_answering(
     isolated_home: Path, errlog: IO[str], leakcheck: LeakCheck
 ) -> None:
