@@ -143,8 +143,8 @@ def test_audit_filters_and_json(home: Path, run: Run) -> None:
         v.add_agent("bot", credentials=["nothing"], tools=["*"])
         with pytest.raises(Exception):  # noqa: B017 - any refusal; the audit is what is tested
             v.as_agent("bot").execute("k", "request", {"url": "https://example.invalid/"})
-        with pytest.raises(Exception):  # noqa: B017
-            v.execute("k", "request", {"url": "https://elsewhere.invalid/"})
+        with pytest.raises(Exception):  # noqa: B017 - a bad parameter: an error, not a refusal
+            v.execute("k", "request", {"url": "not a url"})
     code, out, _ = run("audit", "--json")
     records = json.loads(out)
     assert [(r["agent"], r["outcome"]) for r in records] == [("bot", "denied"), (None, "error")]
