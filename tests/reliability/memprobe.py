@@ -11,10 +11,16 @@ back to the pool full. Prints one JSON object: the resident memory after loading
 Guests (``GUEST``): ``core`` (a module with ``MAX_TABLES`` tables) and ``component`` (the same
 in a component, wasmtime only).
 
+``GUEST`` ``failing`` measures discarded instances instead, with Python's cyclic garbage
+collector off: guests that fill their memory to the cap and then trap or run past the deadline,
+called :data:`SEQUENTIAL` times one after another (every error kept, as a caller may) and then
+:data:`CONCURRENT` times at once. It prints the resident memory after loading, after the
+sequential calls, at the peak of the concurrent ones and after them.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
@@ -28,6 +34,8 @@ from vultrino.runtime.module import MAX_INSTANCES
 
 INSTANCES = MAX_INSTANCES
 CAP = 16 * 1024 * 1024
+SEQUENTIAL = 8
+CONCURRENT = 32
 
 _FILLER = "(func $filler) (elem declare func $filler)"
 
@@ -117,5 +125,57 @@ def measure(engine: str, guest: str) -> dict[str, Any]:
     return {"base_bytes": base, "peak_bytes": peak, "errors": errors}
 
 
+def failing_guest(end: str) -> bytes:
+    return guests.abi2(_fill_memory(3 * 65536) + end)
+
+
+def measure_failures(engine: str) -> dict[str, Any]:
+    gc.disable()  # a failed instance must be freed when discarded, not by a later collection
+    trap = failing_guest("unreachable")
+    spin = failing_guest("(loop $spin (br $spin)) (i32.const 0)")
+    request = {"action": "fail", "params": {}, "credential": None}
+    kept: list[BaseException] = []
+    with WasmRuntime(engine, limits=Limits(deadline_s=0.3, memory_bytes=CAP)) as runtime:
+        trapping = runtime.load(trap, plugin="trap")
+        spinning = runtime.load(spin, plugin="spin")
+        base = _status("VmRSS")
+        for i in range(SEQUENTIAL):
+            try:
+                (trapping if i % 2 else spinning).execute(request)
+            except Exception as exc:  # kept, as a caller might
+                kept.append(exc)
+        sequential = _status("VmRSS")
+
+        def call() -> None:
+            try:
+                trapping.execute(request)
+            except Exception as exc:
+                kept.append(exc)
+
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        threads = [threading.Thread(target=call) for _ in range(CONCURRENT)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        peak = _status("VmHWM")
+        after = _status("VmRSS")
+        errors = sorted({type(e).__name__ for e in kept})
+        trapping.close()
+        spinning.close()
+    return {
+        "base_bytes": base,
+        "sequential_bytes": sequential,
+        "peak_bytes": peak,
+        "after_bytes": after,
+        "errors": errors,
+        "failed": len(kept),
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(sys.argv[1], sys.argv[2])))
+    if sys.argv[2] == "failing":
+        print(json.dumps(measure_failures(sys.argv[1])))
+    else:
+        print(json.dumps(measure(sys.argv[1], sys.argv[2])))

@@ -7,6 +7,8 @@ the same guests through the API, the CLI and MCP; these pin the mechanism down).
   per-plugin cap of :data:`MAX_INSTANCES`;
 * v128 / GC types in a module's interface aborted the process inside wasmtime's C API, at
   install and at a load from disk: a clean ``ModuleError`` through the real CLI;
+* wasmer kept every failed instance (and its memory) until the cyclic garbage collector ran:
+  discarded instances must be freed at once;
 * tables and a component's extra memories were outside the memory cap (99 tables of 2^20
   entries held 792 MiB per component instance under a 32 MiB cap): tables have a count and an
   element budget, a component one memory, and a fresh process proves the documented bound.
@@ -311,6 +313,21 @@ def test_full_pooled_instances_stay_within_the_documented_memory_bound(
     assert growth <= bound, f"grew {growth / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB"
     # the guests really filled what they may: most of the bound was used
     assert growth >= memprobe.INSTANCES * memprobe.CAP * 3 // 4, growth
+
+
+def test_failed_instances_are_freed_when_discarded(engine_name: str) -> None:
+    """With the cyclic garbage collector off, guests that fill their 16 MiB memory and then trap
+    or time out: 8 failures one after another (their errors kept) leave less than one cap
+    behind, 32 at once peak within MAX_INSTANCES caps and leave less than one behind. Before,
+    on wasmer, each failed instance lived until a collection: +127 MiB after the 8, a +632 MiB
+    peak that stayed after the 32 (3.6 GiB at the default 128 MiB cap)."""
+    result = _memprobe(engine_name, "failing")
+    assert result["failed"] == memprobe.SEQUENTIAL + memprobe.CONCURRENT
+    assert "PluginMemoryError" in result["errors"] and "PluginTimeoutError" in result["errors"]
+    base, cap = result["base_bytes"], memprobe.CAP
+    assert result["sequential_bytes"] - base < cap, result
+    assert result["peak_bytes"] - base <= memprobe.INSTANCES * cap + 32 * MIB, result
+    assert result["after_bytes"] - base < cap, result
 
 
 def _memprobe(engine_name: str, guest: str) -> dict[str, Any]:
