@@ -243,9 +243,9 @@ class PluginModule:
         except BaseException as exc:
             err = self._error(exc, session)
             self._discard(session)
-            if err is exc:
-                raise
             try:
+                if err is exc:
+                    raise
                 raise err from exc
             finally:
                 del err, session  # see the module docstring: no cycle through this frame
@@ -329,9 +329,9 @@ class PluginModule:
             owned.session = None
             err = self._error(exc, session)
             self._discard(session, count=False)
-            if err is exc:
-                raise
             try:
+                if err is exc:
+                    raise
                 raise err from exc
             finally:
                 del err, session  # no cycle through this frame (module docstring)
@@ -357,9 +357,9 @@ class PluginModule:
         except BaseException as exc:
             err = self._error(exc, session)
             self._discard(session, count=False)
-            if err is exc:
-                raise
             try:
+                if err is exc:
+                    raise
                 raise err from exc
             finally:
                 del err, session  # no cycle through this frame (module docstring)

@@ -255,9 +255,9 @@ class _WasmerInstance:
                     "import is one the host provides, with the same signature"
                 ) from exc
             err = self._translate(exc, "the start function")
-            if err is exc:
-                raise
             try:
+                if err is exc:
+                    raise
                 raise err from exc
             finally:
                 del err
@@ -296,9 +296,9 @@ class _WasmerInstance:
                 return exported[name](*args)
             except Exception as exc:
                 err = translate(exc, where)
-                if err is exc:
-                    raise
                 try:
+                    if err is exc:
+                        raise
                     raise err from exc
                 finally:
                     del err
