@@ -6,11 +6,17 @@ the same guests through the API, the CLI and MCP; these pin the mechanism down).
 * an engine with thread-bound objects (wasmer) kept one instance per calling thread, past the
   per-plugin cap of :data:`MAX_INSTANCES`;
 * v128 / GC types in a module's interface aborted the process inside wasmtime's C API, at
-  install and at a load from disk: a clean ``ModuleError`` through the real CLI.
+  install and at a load from disk: a clean ``ModuleError`` through the real CLI;
+* wasmer kept every failed instance (and its memory) until the cyclic garbage collector ran:
+  discarded instances must be freed at once;
+* tables and a component's extra memories were outside the memory cap (99 tables of 2^20
+  entries held 792 MiB per component instance under a 32 MiB cap): tables have a count and an
+  element budget, a component one memory, and a fresh process proves the documented bound.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,11 +29,12 @@ from typing import Any
 import pytest
 import wasmtime
 
-from tests.reliability import corpus
+from tests import component_guests, guests
+from tests.reliability import corpus, memprobe
 from vultrino.core import Vultrino
 from vultrino.errors import ModuleError
 from vultrino.runtime import Limits, WasmRuntime, available_engines, load_engine
-from vultrino.runtime.engine import HostFunc
+from vultrino.runtime.engine import MAX_TABLE_ELEMENTS, MAX_TABLES, MIB, HostFunc
 from vultrino.runtime.module import MAX_INSTANCES
 from vultrino.store import KdfParams
 
@@ -225,3 +232,120 @@ def test_interface_reader_leaves_plain_and_internal_simd_modules_alone() -> None
         with pytest.raises(ModuleError, match=words):
             check_signatures(bytes(wasmtime.wat2wasm(corpus.wat_source(stem))))
     check_signatures(b"\x00asm\x01\x00\x00\x00\x01\xff")  # malformed: left to the engine
+
+
+# --- tables and memories outside the memory cap ----------------------------------------------
+
+#: What tables may hold on top of the memory cap, per instance (8 bytes an entry).
+TABLE_BYTES = MAX_TABLES * MAX_TABLE_ELEMENTS * 8
+_LOG_IMPORT = '(import "vultrino:plugin/host@1.0.0" "log" (func $log (param i32 i32 i32)))'
+
+
+def _tables(count: int, size: int = 1) -> str:
+    return "".join(f"(table $t{i} {size} funcref)" for i in range(count))
+
+
+@pytest.mark.parametrize("kind", ["module", "component"])
+def test_more_tables_than_allowed_are_refused(engine_name: str, kind: str) -> None:
+    """99 tables of 2^20 entries held 792 MiB outside a 32 MiB cap, in every pooled instance."""
+    if kind == "module":
+        wasm = guests.abi2(guests.ECHO, extra=_tables(MAX_TABLES + 1))
+    elif engine_name != "wasmtime":
+        pytest.skip("only wasmtime runs components")
+    else:
+        wasm = component_guests.component("ok_logs", extra_core_imports=_tables(MAX_TABLES + 1))
+    with WasmRuntime(engine_name, limits=LIMITS) as rt, pytest.raises(ModuleError, match="table"):
+        rt.load(wasm, plugin="tables")
+
+
+def test_a_table_declared_past_the_element_budget_is_refused(engine_name: str) -> None:
+    wasm = guests.abi2(guests.ECHO, extra=_tables(1, MAX_TABLE_ELEMENTS + 1))
+    with WasmRuntime(engine_name, limits=LIMITS) as rt, pytest.raises(ModuleError, match="table"):
+        rt.load(wasm, plugin="table")
+
+
+def test_table_grow_stops_at_the_element_budget(engine_name: str) -> None:
+    """A guest growing a table without end gets -1 at MAX_TABLE_ELEMENTS, exactly."""
+    body = f"""(block $full (loop $grow
+          (br_if $full (i32.eq (table.grow $t0 (ref.null func) (i32.const 1000)) (i32.const -1)))
+          (br $grow)))
+        (drop (table.grow $t0 (ref.null func)
+          (i32.sub (i32.const {MAX_TABLE_ELEMENTS}) (table.size $t0))))
+        (if (i32.ne (table.size $t0) (i32.const {MAX_TABLE_ELEMENTS})) (then unreachable))
+        (if (i32.ne (table.grow $t0 (ref.null func) (i32.const 1)) (i32.const -1))
+          (then unreachable))
+        {guests.ECHO}"""
+    wasm = guests.abi2(body, extra=_tables(1))
+    with WasmRuntime(engine_name, limits=LIMITS) as rt, rt.load(wasm, plugin="grow") as module:
+        assert "ok" in module.execute({"action": "grow", "params": {}, "credential": None})
+
+
+def test_a_component_with_a_second_memory_is_refused() -> None:
+    """A component's memories were capped one by one (four of them: four times the cap)."""
+    if "wasmtime" not in ENGINES:
+        pytest.skip("only wasmtime runs components")
+    second = "(core module $Mem2 (memory 1)) (core instance $mem2 (instantiate $Mem2))"
+    wasm = component_guests.component("ok_logs", extra_lowers=second)
+    with WasmRuntime("wasmtime", limits=LIMITS) as rt:
+        with pytest.raises(ModuleError, match="memor"):
+            rt.load(wasm, plugin="memories")
+        # the same component without the second memory loads and answers
+        plain = rt.load(component_guests.component("ok_logs"), plugin="one")
+        assert plain.execute({"action": "a", "params": {}, "credential": None}) == {"ok": 1}
+        plain.close()
+
+
+@pytest.mark.parametrize("guest", ["core", "component"])
+def test_full_pooled_instances_stay_within_the_documented_memory_bound(
+    engine_name: str, guest: str
+) -> None:
+    """In a fresh process, MAX_INSTANCES instances at once each fill every table they may and
+    their memory up to the cap, and go back to the pool full: the host's peak resident memory
+    grows by at most MAX_INSTANCES x (cap + TABLE_BYTES), plus 32 MiB for the engine's own
+    bookkeeping. Before tables were budgeted: +527 MiB (core, 16 tables) and +3.1 GiB
+    (component, 99 tables) on wasmtime, +392 MiB on wasmer, at this 16 MiB cap."""
+    if guest == "component" and engine_name != "wasmtime":
+        pytest.skip("only wasmtime runs components")
+    result = _memprobe(engine_name, guest)
+    assert result["errors"] == []
+    growth = result["peak_bytes"] - result["base_bytes"]
+    bound = memprobe.INSTANCES * (memprobe.CAP + TABLE_BYTES) + 32 * MIB
+    assert growth <= bound, f"grew {growth / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB"
+    # the guests really filled what they may: most of the bound was used
+    assert growth >= memprobe.INSTANCES * memprobe.CAP * 3 // 4, growth
+
+
+def test_failed_instances_are_freed_when_discarded(engine_name: str) -> None:
+    """With the cyclic garbage collector off, guests that fill their 16 MiB memory and then trap
+    or time out: 8 failures one after another (their errors kept) leave less than one cap
+    behind, 32 at once peak within MAX_INSTANCES caps and leave less than one behind. Before,
+    on wasmer, each failed instance lived until a collection: +127 MiB after the 8, a +632 MiB
+    peak that stayed after the 32 (3.6 GiB at the default 128 MiB cap)."""
+    result = _memprobe(engine_name, "failing")
+    assert result["failed"] == memprobe.SEQUENTIAL + memprobe.CONCURRENT
+    assert "PluginMemoryError" in result["errors"] and "PluginTimeoutError" in result["errors"]
+    base, cap = result["base_bytes"], memprobe.CAP
+    assert result["sequential_bytes"] - base < cap, result
+    assert result["peak_bytes"] - base <= memprobe.INSTANCES * cap + 32 * MIB, result
+    assert result["after_bytes"] - base < cap, result
+
+
+def _memprobe(engine_name: str, guest: str) -> dict[str, Any]:
+    """``tests.reliability.memprobe`` in a fresh interpreter (see its docstring)."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the high-water mark")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.memprobe", engine_name, guest],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    result: dict[str, Any] = json.loads(r.stdout)
+    return result

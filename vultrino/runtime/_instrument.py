@@ -29,8 +29,9 @@ loops nor calls to defined functions are left untouched.
 -1 exactly as the spec allows. Every ``memory.grow`` goes through a small added function that
 reports the outcome to ``check`` (``REASON_GROW_FAILED`` / ``REASON_GROWN``): the host learns
 that the guest hit the cap (for a precise ``PluginMemoryError``) and that its view of the linear
-memory must be re-acquired. Tables get a maximum too, so ``table.grow`` cannot make the host
-allocate without bound.
+memory must be re-acquired. Tables, which sit outside the memory cap, get a maximum of
+``MAX_TABLE_ELEMENTS`` entries, and a module with more than ``MAX_TABLES`` tables is refused,
+so tables cannot make the host allocate more than a few MiB.
 
 **Indices.** The import is appended after the existing ones, which shifts every defined
 function's index by one, so every function index is rewritten: ``call``, ``return_call``,
@@ -53,12 +54,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vultrino.errors import ModuleError
+from vultrino.runtime.engine import MAX_TABLE_ELEMENTS, MAX_TABLES
 
 __all__ = [
     "CHECK_MODULE",
     "CHECK_NAME",
     "INSTRUMENT_VERSION",
     "MAX_MEMORY_PAGES",
+    "MAX_TABLES",
     "MAX_TABLE_ELEMENTS",
     "REASON_FUEL",
     "REASON_GROWN",
@@ -67,7 +70,7 @@ __all__ = [
 ]
 
 #: Bump whenever the output for the same input changes (it is part of the cache fingerprint).
-INSTRUMENT_VERSION = 1
+INSTRUMENT_VERSION = 2
 CHECK_MODULE = "vultrino:instrument"
 CHECK_NAME = "check"
 REASON_FUEL = 0
@@ -75,9 +78,6 @@ REASON_GROW_FAILED = 1
 REASON_GROWN = 2
 #: The most pages a 32-bit memory can have (4 GiB).
 MAX_MEMORY_PAGES = 65536
-#: Upper bound written into every table: far above what compilers emit (Rust modules use a few
-#: thousand entries), low enough that ``table.grow`` cannot exhaust the host.
-MAX_TABLE_ELEMENTS = 1 << 20
 
 _MAGIC = b"\x00asm\x01\x00\x00\x00"
 _FUNC, _TABLE, _MEMORY, _GLOBAL, _TAG = 0, 1, 2, 3, 4
@@ -105,8 +105,9 @@ def instrument(wasm: bytes, *, max_memory_pages: int, initial_fuel: int = 0) -> 
 
     ``wasm`` must already be valid (the engine validates it first); the result is valid too and
     behaves identically except that it calls ``check`` and cannot grow past the caps. A module
-    with an imported memory, several memories, or an initial memory above the cap is refused
-    with a ``ModuleError``, as is one using an instruction the decoder does not know.
+    with an imported memory, several memories, more than ``MAX_TABLES`` tables, or an initial
+    memory above the cap is refused with a ``ModuleError``, as is one using an instruction the
+    decoder does not know.
     """
     if not 1 <= max_memory_pages <= MAX_MEMORY_PAGES:
         raise ValueError(f"max_memory_pages must be in 1..{MAX_MEMORY_PAGES}")
@@ -626,7 +627,7 @@ class _Rewriter:
     def run(self) -> bytes:
         b = self.b
         types = self.entries(1, self.type_entry)
-        self.imported_funcs = self.imported_globals = 0
+        self.imported_funcs = self.imported_globals = self.imported_tables = 0
         imports = self.entries(2, self.import_entry)
         funcs = self.entries(3, lambda i: (b[i : _skip_leb(b, i)], _skip_leb(b, i)))
         globals_count = _u32(b, self.by_id[6].start)[0] if 6 in self.by_id else 0
@@ -649,6 +650,11 @@ class _Rewriter:
                 new[sid] = self.entries(sid, entry)
         if len(new.get(5, [])) > 1:
             raise _fail("it defines several memories (multi-memory)")
+        if self.imported_tables + len(new.get(4, [])) > MAX_TABLES:
+            raise ModuleError(
+                f"the module has {self.imported_tables + len(new.get(4, []))} tables; a plugin may "
+                f"have at most {MAX_TABLES}"
+            )
         if 7 in self.by_id:
             new[7] = self.entries(7, self.export_entry)
         if 9 in self.by_id:
@@ -699,6 +705,7 @@ class _Rewriter:
         elif kind == _TABLE:
             if b[i] not in _REFTYPES:
                 raise _fail(f"table element type {b[i]:#04x}")
+            self.imported_tables += 1
             i = _limits(b, i + 1)[3]
         elif kind == _MEMORY:
             raise ModuleError(

@@ -26,6 +26,12 @@ ExternKind = Literal["func", "memory", "table", "global", "tag"]
 
 MIB = 1024 * 1024
 WASM_PAGE = 65536
+#: Tables sit outside the memory cap, so every engine keeps them small: a module or component
+#: may have at most :data:`MAX_TABLES` tables of at most :data:`MAX_TABLE_ELEMENTS` entries each
+#: (8 bytes an entry: 512 KiB a table, 2 MiB in all). Compilers emit one table of a few thousand
+#: entries (CPython built by componentize-py: about 5700, beside a small one of its own).
+MAX_TABLES = 4
+MAX_TABLE_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)

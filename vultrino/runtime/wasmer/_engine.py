@@ -229,6 +229,7 @@ class _WasmerInstance:
         # the deadline starts now, so it also covers the start function
         self._meter = meter = _Meter(limits.deadline_s)
         self._closed = False
+        self._exported: dict[str, Any] = {}
         imports = wasmer.ImportObject()
         by_module: dict[str, dict[str, Any]] = {}
         # host functions see the memory through a weak proxy, for the reason given in _Meter
@@ -254,9 +255,12 @@ class _WasmerInstance:
                     "import is one the host provides, with the same signature"
                 ) from exc
             err = self._translate(exc, "the start function")
-            if err is exc:
-                raise
-            raise err from exc
+            try:
+                if err is exc:
+                    raise
+                raise err from exc
+            finally:
+                del err
         exports = self._instance.exports
         try:
             memory = exports.memory
@@ -276,19 +280,28 @@ class _WasmerInstance:
             return None
         if not isinstance(func, wasmer.Function):
             return None
+        # Held by the instance, not by the wrapper: close() drops it, so neither a session that
+        # keeps its wrappers nor a traceback through ``call`` keeps the instance's memory alive.
+        self._exported[name] = func
+        exported = self._exported
         translate = self._translate
         meter = self._meter
         where = f"export {name!r}"
 
         def call(*args: int) -> Any:
             meter.grow_failed = False
+            if not exported:
+                raise EngineError(f"{where}: the instance is closed")
             try:
-                return func(*args)
+                return exported[name](*args)
             except Exception as exc:
                 err = translate(exc, where)
-                if err is exc:
-                    raise
-                raise err from exc
+                try:
+                    if err is exc:
+                        raise
+                    raise err from exc
+                finally:
+                    del err
 
         return call
 
@@ -306,6 +319,7 @@ class _WasmerInstance:
         self._closed = True
         self.memory._memory = None
         self._instance = None
+        self._exported.clear()
 
     # -- errors ----------------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ What a component gets, and what it may import:
 
 Limits are those of core modules: the wall-clock deadline through the engine's epoch ticker,
 and every wait a guest can ask for ends by it (:class:`_Clock`, below),
-``Store.set_limits`` for memory (each linear memory may grow to ``limits.memory_bytes``; a
-component may have at most :data:`MAX_MEMORIES`), and the output cap on the returned bytes.
+``Store.set_limits`` for memory (a component may have :data:`MAX_MEMORIES` linear memory,
+which may grow to ``limits.memory_bytes``, and ``MAX_TABLES`` tables of
+``MAX_TABLE_ELEMENTS`` entries), and the output cap on the returned bytes.
 Compiled components are cached with :class:`~vultrino.runtime.cache.ModuleCache` like modules.
 
 ``list<u8>`` across the component API: wasmtime-py converts each byte to and from a Python
@@ -65,7 +66,7 @@ from vultrino.errors import (
     PluginTrapError,
 )
 from vultrino.runtime import _wasi, abi
-from vultrino.runtime.engine import MIB, Limits
+from vultrino.runtime.engine import MAX_TABLE_ELEMENTS, MAX_TABLES, MIB, Limits
 from vultrino.runtime.wit import EXECUTE, HANDLER, HOST, LOG, LOG_LEVEL, LOG_LEVELS, WIT_FILE
 
 if TYPE_CHECKING:
@@ -83,12 +84,13 @@ log = logging.getLogger("vultrino.runtime.component")
 #: The WASI 0.2 packages a component may import (all provided with no capabilities).
 ALLOWED_WASI: Final = ("io", "clocks", "random", "cli", "filesystem", "sockets")
 _WASI_IMPORT = re.compile(r"^wasi:(?P<pkg>[a-z-]+)/[a-z0-9-]+@0\.2\.\d+$")
-#: Linear memories, tables and core instances one component may create. componentize-py's
-#: CPython components use 2 memories, about 30 core instances and a few tables.
-MAX_MEMORIES: Final = 4
+#: Linear memories, tables and core instances one component may create. wasmtime caps each
+#: memory and each table on its own, so one memory keeps a component within the memory cap, as
+#: a core module is; componentize-py's CPython components and Rust components (with or without
+#: the preview 1 adapter) have one memory, two tables (CPython's about 5700 entries) and up to
+#: about 30 core instances.
+MAX_MEMORIES: Final = 1
 MAX_INSTANCES: Final = 100
-MAX_TABLES: Final = 100
-_MAX_TABLE_ELEMENTS: Final = 1 << 20
 #: What wasmtime lets one call copy across the component boundary (bytes of a list<u8>).
 HOSTCALL_LIST_BYTES: Final = (128 * MIB) // 48
 _TOO_MUCH = "too much data is being copied"
@@ -295,7 +297,7 @@ class ComponentSession(abi.Session):
         store = wasmtime.Store(engine.wasmtime_engine)
         store.set_limits(
             memory_size=limits.memory_bytes,
-            table_elements=_MAX_TABLE_ELEMENTS,
+            table_elements=MAX_TABLE_ELEMENTS,
             instances=MAX_INSTANCES,
             tables=MAX_TABLES,
             memories=MAX_MEMORIES,
@@ -326,9 +328,14 @@ class ComponentSession(abi.Session):
             store.close()
             self._pending = None
             text = _short(str(exc), 400)
-            if "memory" in text and ("limit" in text or "minimum" in text):
+            if "count too high" in text or "table" in text:
+                text += (
+                    f" (a component may have {MAX_MEMORIES} memory and {MAX_TABLES} tables of "
+                    f"at most {MAX_TABLE_ELEMENTS} elements)"
+                )
+            elif "memory" in text and ("limit" in text or "minimum" in text):
                 cap = limits.memory_bytes // MIB
-                text += f" (limits.memory_bytes caps each memory at {cap} MiB)"
+                text += f" (limits.memory_bytes caps its memory at {cap} MiB)"
             raise ModuleError(f"the component cannot be instantiated: {text}") from None
         handler = component.get_export_index(HANDLER)
         index = component.get_export_index(EXECUTE, handler) if handler is not None else None

@@ -51,6 +51,8 @@ from vultrino.errors import (
     PluginTrapError,
 )
 from vultrino.runtime.engine import (
+    MAX_TABLE_ELEMENTS,
+    MAX_TABLES,
     MIB,
     WASM_PAGE,
     EngineCapabilities,
@@ -76,8 +78,6 @@ log = logging.getLogger("vultrino.runtime.wasmtime")
 VERIFIED_VERSION: Final = "50.0.1"
 ENV_FASTPATH: Final = "VULTRINO_WASMTIME_FASTPATH"
 
-_MAX_TABLE_ELEMENTS: Final = 1 << 20
-_MAX_TABLES: Final = 16
 _M32 = 0xFFFF_FFFF
 
 _TRAP_NAMES: Final[dict[str, str]] = {
@@ -372,12 +372,14 @@ class _BaseInstance:
 
     def _set_limits(self, instances: int) -> None:
         """The store's limits, for ``instances`` instances with one memory each: the guest is
-        instantiated alone, so a module cannot bring a second memory past the cap."""
+        instantiated alone, so a module cannot bring a second memory past the cap. Tables are
+        outside the memory cap: at most ``MAX_TABLES`` of ``MAX_TABLE_ELEMENTS`` entries (the
+        host's helper has none)."""
         self._store.set_limits(
             memory_size=self._limits.memory_bytes,
-            table_elements=_MAX_TABLE_ELEMENTS,
+            table_elements=MAX_TABLE_ELEMENTS,
             instances=instances,
-            tables=_MAX_TABLES,
+            tables=MAX_TABLES,
             memories=instances,
         )
 
@@ -388,7 +390,14 @@ class _BaseInstance:
             if self._pending is None and not self._timed_out and not isinstance(exc, wasmtime.Trap):
                 self._release()
                 text = _short(str(exc), 400)
-                if "memory" in text and ("limit" in text or "minimum" in text):
+                if "table" in text:
+                    text += (
+                        f" (a plugin may have {MAX_TABLES} tables of at most "
+                        f"{MAX_TABLE_ELEMENTS} elements)"
+                    )
+                elif "memory count" in text:
+                    text += " (a plugin may have one memory)"
+                elif "memory" in text and ("limit" in text or "minimum" in text):
                     cap = self._limits.memory_bytes
                     text += f" (limits.memory_bytes caps memory at {cap // MIB} MiB)"
                 raise ModuleError(f"the module cannot be instantiated: {text}") from None
