@@ -326,16 +326,8 @@ def test_an_http_session_answers_only_the_token_that_opened_it(
     with Vultrino.open(home.root, PASSWORD) as v:
         _, other_token = v.add_agent("other", credentials=["echo-*"], tools=["echo_*"])
     home.secrets.append(other_token)
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
+    from tests.e2e.test_mcp_http import INIT as init
+
     accept = {"Accept": "application/json, text/event-stream"}
     statuses: dict[str, int] = {}
 
