@@ -198,3 +198,17 @@ def test_mcp_config_for_an_agent(run: Run, tmp_path: Path, monkeypatch: pytest.M
     code, out, _ = run("mcp", "config", "--agent", "ci-bot", "--http", "--port", "9")
     header = json.loads(out)["mcpServers"]["vultrino"]["headers"]["Authorization"]
     assert header == "Bearer <the token `vultrino agent add ci-bot` printed>"
+
+
+def test_an_agent_cannot_forge_a_row_of_the_audit_table(home: Path, run: Run) -> None:
+    forged = "nope\n2099-01-01T00:00:00.000+00:00  a  dev  http:request  ok\rFAKE\u202eevil"
+    with Vultrino.open(home, PASSWORD) as v:
+        v.add_agent("a", credentials=["dev"], tools=["*"])
+        with pytest.raises(Exception):  # noqa: B017 - refused; the table is what is tested
+            v.as_agent("a").call_tool("http_request", {"credential": forged, "url": "https://x/"})
+    code, out, _ = run("audit")
+    assert code == 0
+    rows = out.splitlines()
+    assert len(rows) == 2, out  # the header and the one refused call
+    assert "2099-01-01" in rows[1] and "\\u{000A}" in rows[1] and "\\u{000D}" in rows[1]
+    assert "\r" not in out and "\u202e" not in out and "\\u{202E}" in rows[1]

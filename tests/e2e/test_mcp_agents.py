@@ -353,8 +353,26 @@ def test_an_http_session_answers_only_the_token_that_opened_it(
                     )
                     statuses[who] = r.status_code
 
+            async with httpx2.AsyncClient(timeout=30) as raw:
+                ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+                auth = {**accept, "Authorization": f"Bearer {web_token}"}
+                made_up = await raw.post(
+                    url, json=ping, headers={**auth, "mcp-session-id": "0" * 32}
+                )
+                statuses["made-up"] = made_up.status_code
+                gone = await raw.delete(url, headers={**auth, "mcp-session-id": session})
+                statuses["delete"] = gone.status_code
+                after = await raw.post(url, json=ping, headers={**auth, "mcp-session-id": session})
+                statuses["after delete"] = after.status_code
+
     run(main)
-    assert statuses == {"other": 404, "web": 200}
+    assert statuses == {
+        "other": 404,
+        "web": 200,
+        "made-up": 404,  # a session id this server never bound: refused, never passed through
+        "delete": 200,
+        "after delete": 404,
+    }
 
 
 def test_rate_limit_over_mcp(home: McpHome, errlog: IO[str], leakcheck: LeakCheck) -> None:

@@ -153,7 +153,7 @@ def test_the_prompt_shows_the_whole_request_and_hides_nothing(
     assert summary.splitlines() == [
         f"POST {server.base}/items?keep=1&_method=DELETE&force=true",
         "header X-Note: hi there",
-        f"body: {len(body.encode())} bytes, sha256 {digest}, starting {'x' * 64!r}",
+        f"body: {len(body.encode())} bytes, sha256 {digest}: {body!r}",
     ]
     assert "\u202e" not in summary
     assert "Approve this call?" in asked[0].message()

@@ -3,6 +3,7 @@ missing componentize-py, and scaffolding from the Python template (no componenti
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,13 +28,22 @@ def test_a_python_plugin_is_built_only_with_build(tmp_path: Path) -> None:
     )
 
 
-def test_the_build_environment_has_no_vultrino_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_build_environment_has_only_what_toolchains_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("VULTRINO_PASSWORD", "hunter2-build-env")
     monkeypatch.setenv("VULTRINO_HOME", "/somewhere")
-    monkeypatch.setenv("HOME_OF_SOMETHING", "kept")
+    monkeypatch.setenv("HOME_OF_SOMETHING", "dropped")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "dropped")
+    monkeypatch.setenv("CARGO_REGISTRY_TOKEN", "dropped")
+    monkeypatch.setenv("CARGO_TARGET_DIR", "kept")
+    monkeypatch.setenv("RUSTFLAGS", "kept")
+    monkeypatch.setenv("LC_ALL", "kept")
     env = _componentize.build_environment()
     assert not [k for k in env if k.startswith("VULTRINO_")]
-    assert env["HOME_OF_SOMETHING"] == "kept"
+    assert "dropped" not in env.values()
+    assert env["CARGO_TARGET_DIR"] == env["RUSTFLAGS"] == env["LC_ALL"] == "kept"
+    assert env["PATH"] == os.environ["PATH"]
 
 
 def test_missing_componentize_py_says_how_to_install_it(

@@ -126,6 +126,10 @@ def test_build_sees_no_vultrino_variable(
         "VULTRINO_CARGO": os.environ["VULTRINO_CARGO"],
         "VULTRINO_PASSWORD_FILE": str(password_file),
         "VULTRINO_SOMETHING_ELSE": "x",
+        # the user's other credentials are not for a build script either
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-not-for-builds",
+        "CARGO_REGISTRY_TOKEN": "crates-token-not-for-builds",
+        "GITHUB_TOKEN": "gh-token-not-for-builds",
     }
     r = cli(home, "plugin", "install", "--build", str(src), env=env)
     assert r.returncode == 0, r.stderr
@@ -134,6 +138,7 @@ def test_build_sees_no_vultrino_variable(
     assert [line for line in lines if line.upper().startswith("VULTRINO_")] == []
     text = "\n".join(lines)
     assert PASSWORD not in text and SECRET_FILE_PASSWORD not in text
+    assert "not-for-builds" not in r.stderr + r.stdout
     assert str(password_file) not in text
 
 

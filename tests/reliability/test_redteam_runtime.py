@@ -234,6 +234,25 @@ def test_interface_reader_leaves_plain_and_internal_simd_modules_alone() -> None
     check_signatures(b"\x00asm\x01\x00\x00\x00\x01\xff")  # malformed: left to the engine
 
 
+def test_a_module_with_more_globals_than_the_bound_is_refused(engine_name: str) -> None:
+    """Globals are per-instance state outside the memory cap: a million of them held about
+    15 MiB an instance; past MAX_GLOBALS a module is refused at load, on every engine."""
+    from vultrino.runtime.engine import MAX_GLOBALS
+
+    def module(n: int) -> bytes:
+        globals_ = "\n".join(f"(global (mut i64) (i64.const {i}))" for i in range(n))
+        src = corpus.wat_source("trap_unreachable").replace(";; globals", "")
+        return bytes(
+            wasmtime.wat2wasm(src.replace("(func $misbehave", globals_ + "\n(func $misbehave", 1))
+        )
+
+    with WasmRuntime(engine_name, limits=LIMITS) as rt:
+        with rt.load(module(10), plugin="few"):
+            pass
+        with pytest.raises(ModuleError, match=f"globals; a plugin may have at most {MAX_GLOBALS}"):
+            rt.load(module(MAX_GLOBALS + 1), plugin="many")
+
+
 # --- tables and memories outside the memory cap ----------------------------------------------
 
 #: What tables may hold on top of the memory cap, per instance (8 bytes an entry).

@@ -155,7 +155,12 @@ def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
-    """A plain aligned table on stdout."""
+    """A plain aligned table on stdout. Cells are shown with every control, format and bidi
+    character escaped: a value an agent chose (an alias it made up, an error message) cannot
+    start a line of its own, overwrite one or reorder what follows."""
+    from vultrino.policy.approval import shown
+
+    rows = [[shown(c, lines=False) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]

@@ -130,12 +130,15 @@ class _BearerAuth:
             session = next(
                 (bytes(v) for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None
             )
-            if session is not None and session in self._sessions:
-                if self._sessions[session] != who:
-                    await _refuse_foreign_session(send)
-                    return
-            else:
-                send = self._remembering(send, who)
+            if session is None:
+                send = self._remembering(send, who)  # an initialize opens one
+            elif self._sessions.get(session, False) != who:
+                # opened with another token, or not through this server's door at all (or
+                # so long ago its binding was dropped): as for a session that does not exist
+                await _refuse_foreign_session(send)
+                return
+            elif scope.get("method") == "DELETE":
+                self._sessions.pop(session, None)  # ended: its id opens nothing again
             # A fresh dict: the server may hand every request a copy of one shared state.
             scope["state"] = {**scope.get("state", {}), AGENT_STATE: who}
         if who is False:

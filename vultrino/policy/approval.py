@@ -60,12 +60,13 @@ def summarize(plugin: str, action: str, params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), ensure_ascii=False, default=str, sort_keys=True)
 
 
-def shown(text: str) -> str:
+def shown(text: str, *, lines: bool = True) -> str:
     """``text`` as a person will read it: every character that could hide or reorder what
-    follows is written as ``\\u{XXXX}`` (line breaks between lines are kept)."""
+    follows is written as ``\\u{XXXX}`` (line breaks between lines are kept unless ``lines``
+    is false, as in one cell of a table)."""
     out = []
     for ch in text:
-        if ch != "\n" and unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+        if (ch != "\n" or not lines) and unicodedata.category(ch) in _HIDDEN_CATEGORIES:
             out.append(f"\\u{{{ord(ch):04X}}}")
         else:
             out.append(ch)

@@ -25,6 +25,7 @@ from typing import Final
 
 from vultrino.errors import ModuleError
 from vultrino.runtime._instrument import _Malformed, _u32
+from vultrino.runtime.engine import MAX_GLOBALS
 
 __all__ = ["check_signatures"]
 
@@ -60,6 +61,29 @@ def check_signatures(wasm: bytes) -> None:
             f"{problem}; a plugin's imports and exports may use only i32, i64, f32 and f64 "
             "(SIMD and reference types are fine inside the module, not in its interface)"
         )
+    try:
+        globals_ = _global_count(bytes(wasm))
+    except (_Malformed, IndexError, ValueError):
+        return
+    if globals_ > MAX_GLOBALS:
+        raise ModuleError(
+            f"the module declares {globals_} globals; a plugin may have at most {MAX_GLOBALS} "
+            "(each instance keeps them outside the memory cap)"
+        )
+
+
+def _global_count(b: bytes) -> int:
+    """How many globals a core module defines (its global section's count)."""
+    if b[:8] != b"\x00asm\x01\x00\x00\x00":
+        return 0
+    i = 8
+    while i < len(b):
+        sid = b[i]
+        size, start = _u32(b, i + 1)
+        if sid == 6:
+            return _u32(b, start)[0]
+        i = start + size
+    return 0
 
 
 def _valtype(b: bytes, i: int) -> tuple[str | None, int]:

@@ -32,6 +32,10 @@ WASM_PAGE = 65536
 #: entries (CPython built by componentize-py: about 5700, beside a small one of its own).
 MAX_TABLES = 4
 MAX_TABLE_ELEMENTS = 1 << 16
+#: Globals are per-instance state outside the memory cap too (16 bytes or more each): a core
+#: module may declare at most this many (compilers emit a handful; 4096 globals are at most
+#: 64 KiB an instance).
+MAX_GLOBALS = 4096
 
 
 @dataclass(frozen=True)

@@ -400,8 +400,9 @@ class HttpPlugin:
 
     def describe(self, action: str, params: Mapping[str, Any]) -> str | None:
         """The request exactly as it would be sent, for an approval prompt: the method and the
-        final URL (query parameters merged), every header the caller set, and the body's size,
-        digest and first bytes. The credential's own authentication is not shown."""
+        final URL (query parameters merged), every header the caller set, and the whole body
+        (text quoted, anything else in base64) with its size and digest. The credential's own
+        authentication is not shown. A prompt too long to show whole is refused upstream."""
         if action != "request":
             return None
         req = _parse_params(params)
@@ -409,9 +410,11 @@ class HttpPlugin:
         lines += [f"header {name}: {value}" for name, value in req.headers]
         if req.body is not None:
             digest = hashlib.sha256(req.body).hexdigest()
-            head = req.body[:64].decode("utf-8", "replace")
-            more = ", starting" if len(req.body) > 64 else ":"
-            lines.append(f"body: {len(req.body)} bytes, sha256 {digest}{more} {head!r}")
+            try:
+                text = repr(req.body.decode("utf-8"))
+            except UnicodeDecodeError:
+                text = "base64 " + base64.b64encode(req.body).decode("ascii")
+            lines.append(f"body: {len(req.body)} bytes, sha256 {digest}: {text}")
         return "\n".join(lines)
 
     def execute(

@@ -16,9 +16,42 @@ from pathlib import Path
 __all__ = ["build_environment", "run_streamed"]
 
 
+#: Variables a build may see: what the toolchains need to run, nothing that is a credential.
+_BUILD_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "SOURCE_DATE_EPOCH",
+        "CC",
+        "CXX",
+        "AR",
+        "CFLAGS",
+        "CXXFLAGS",
+        "LDFLAGS",
+    }
+)
+_BUILD_PREFIXES = ("LC_", "RUST", "CARGO_")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "KEY")
+
+
 def build_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``VULTRINO_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VULTRINO_")}
+    """The environment a build runs in: only the variables the toolchains need (``PATH``,
+    locale, ``RUST*``, ``CARGO_*`` and compiler settings) from this process's, never one whose
+    name says it holds a secret (``CARGO_REGISTRY_TOKEN``, ...) nor any ``VULTRINO_*``; plus
+    ``extra``. A build script can thus not read the user's other credentials from it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k in _BUILD_NAMES or k.startswith(_BUILD_PREFIXES))
+        and not any(w in k.upper() for w in _SECRET_WORDS)
+    }
     env.update(extra)
     return env
 
