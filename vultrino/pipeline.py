@@ -324,13 +324,15 @@ class Pipeline:
         from_cli: bool,
     ) -> Any:
         """The stages, for one call: ``alias`` None for an action that needs no credential,
-        ``caller`` and its ``profile`` None for the user's own calls, ``tool`` the MCP tool the
-        call came through. Every entry point ends here."""
+        ``caller`` None for the user's own calls (a caller's ``profile`` is read here when not
+        given), ``tool`` the MCP tool the call came through. Every entry point ends here."""
         started = time.perf_counter_ns()
         if type(action) is not str or type(alias) not in _KEY_PART or type(plugin) not in _KEY_PART:
             # A str subclass may compare equal to another name than the one it spells: the
             # gate, the lookup and the plugin must all see the same plain name.
             alias, plugin, action = _exact(alias), _exact(plugin), _exact(action)
+        if caller is not None and profile is None:
+            profile = self._s.profile(caller.agent)  # a caller is never let past the gate
         record: dict[str, Any] = {
             "alias": alias,
             "plugin": plugin,

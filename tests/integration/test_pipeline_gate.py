@@ -259,3 +259,15 @@ def test_an_allowlist_refusal_is_audited_as_denied(v: Vultrino, server: Recorder
     record = v.audit(alias="dev")[-1]
     assert (record["outcome"], record["error"]) == ("denied", "AccessDeniedError")
     assert server.paths == []
+
+
+def test_a_caller_given_without_its_profile_still_meets_the_gate(v: Vultrino) -> None:
+    """The pipeline's entry reads the caller's profile itself when an entry point leaves it
+    out: no way in skips the gate by forgetting it."""
+    from vultrino.pipeline import Caller
+
+    v.add_agent("g", credentials=["dev"], tools=["http_request"])
+    with pytest.raises(CredentialNotFoundError):
+        v._pipeline.call(
+            "prod", None, "request", {"url": "https://x/"}, Caller("g"), None, None, "api", False
+        )
