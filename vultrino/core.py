@@ -178,18 +178,22 @@ class Vultrino:
         )
         with s.lock:
             stored = s.store.add(cred, replace=replace)
+        self._changed("credential.replace" if replace else "credential.add", alias=alias)
         return credential_info(stored, s.registry)
 
     def remove_credential(self, alias: str) -> CredentialInfo:
         s = self._s
         with s.lock:
-            return credential_info(s.store.remove(alias), s.registry)
+            removed = credential_info(s.store.remove(alias), s.registry)
+        self._changed("credential.remove", alias=alias)
+        return removed
 
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
         """Re-seal the store under a new password (and KDF parameters), atomically."""
         s = self._s
         with s.lock:
             s.store.rekey(new_password, kdf or s.configured_kdf())
+        self._changed("store.rekey")
 
     def types(self) -> list[TypeInfo]:
         """Every credential type that can be added: built-in first, then plugin types."""
@@ -292,6 +296,7 @@ class Vultrino:
             else:
                 s.registry.load_one(result.name)
             s.plugins_signature = s.scan_plugins_dir()
+        self._changed("plugin.install", plugin=result.name)
         return result
 
     def remove_plugin(self, name: str) -> Path:
@@ -303,6 +308,7 @@ class Vultrino:
                 s.registry.unload(name)
             path = installer.remove(name, plugins_dir=s.home.plugins, runtime=s.runtime)
             s.plugins_signature = s.scan_plugins_dir()
+        self._changed("plugin.remove", plugin=name)
         return path
 
     def reload_plugin(self, name: str) -> Plugin:
@@ -372,12 +378,15 @@ class Vultrino:
         profile = stamped(profile, created)
         with self._s.lock:
             self._s.store.put_agent(profile.to_record(), replace=replace)
+        self._changed("agent.replace" if replace else "agent.add", subject=name)
         return profile.info(), token
 
     def remove_agent(self, name: str) -> AgentInfo:
         """Delete an agent profile; its token stops working on the next request."""
         with self._s.lock:
-            return AgentProfile.from_record(self._s.store.remove_agent(name)).info()
+            removed = AgentProfile.from_record(self._s.store.remove_agent(name)).info()
+        self._changed("agent.remove", subject=name)
+        return removed
 
     def agent_for_token(self, token: str) -> str | None:
         """The name of the agent whose bearer token this is, else None (every profile is
@@ -399,6 +408,23 @@ class Vultrino:
         return AgentScope(self._pipeline, name, approver=approver)
 
     # --- audit and refresh -------------------------------------------------------------------
+
+    def _changed(
+        self,
+        what: str,
+        *,
+        alias: str | None = None,
+        plugin: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        """The audit record of a change to the home (never a value): ``action`` says which
+        (``credential.add``, ``agent.remove``, ``plugin.install``, ``store.rekey``, ...),
+        ``subject`` names the agent profile changed, ``source`` is ``admin``."""
+        record: dict[str, Any] = {"alias": alias, "plugin": plugin, "action": what, "agent": None}
+        if subject is not None:
+            record["subject"] = subject
+        record.update(outcome="ok", duration_ms=0.0, source="admin")
+        self._s.audit.write(record)
 
     def audit(
         self,

@@ -146,14 +146,16 @@ def test_audit_filters_and_json(home: Path, run: Run) -> None:
         with pytest.raises(Exception):  # noqa: B017 - a bad parameter: an error, not a refusal
             v.execute("k", "request", {"url": "not a url"})
     code, out, _ = run("audit", "--json")
-    records = json.loads(out)
+    records = [r for r in json.loads(out) if r["source"] != "admin"]  # calls, not changes
     assert [(r["agent"], r["outcome"]) for r in records] == [("bot", "denied"), (None, "error")]
+    changes = [(r["action"], r.get("alias"), r.get("subject")) for r in json.loads(out)]
+    assert changes[:2] == [("credential.add", "k", None), ("agent.add", None, "bot")]
     code, out, _ = run("audit", "--agent", "bot", "--json")
     assert [r["alias"] for r in json.loads(out)] == ["k"]
     code, out, _ = run("audit", "--agent", "-", "--outcome", "error", "--json")
     assert len(json.loads(out)) == 1
     code, out, _ = run("audit", "--outcome", "ok", "--json")
-    assert json.loads(out) == []
+    assert [r["source"] for r in json.loads(out)] == ["admin", "admin"]  # only the changes
     future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, out, _ = run("audit", "--since", future, "--json")
     assert json.loads(out) == []
@@ -209,6 +211,6 @@ def test_an_agent_cannot_forge_a_row_of_the_audit_table(home: Path, run: Run) ->
     code, out, _ = run("audit")
     assert code == 0
     rows = out.splitlines()
-    assert len(rows) == 2, out  # the header and the one refused call
-    assert "2099-01-01" in rows[1] and "\\u{000A}" in rows[1] and "\\u{000D}" in rows[1]
-    assert "\r" not in out and "\u202e" not in out and "\\u{202E}" in rows[1]
+    assert len(rows) == 3, out  # the header, the agent.add change and the one refused call
+    assert "2099-01-01" in rows[2] and "\\u{000A}" in rows[2] and "\\u{000D}" in rows[2]
+    assert "\r" not in out and "\u202e" not in out and "\\u{202E}" in rows[2]
