@@ -262,3 +262,18 @@ def test_a_textarea_ends_at_end_of_input_and_a_plain_field_is_one_line() -> None
     lines = iter(["only this\n", "not this\n"])
     assert read_lines(lambda: next(lines, ""), textarea=False).value == "only this"
     assert read_lines(lambda: "", textarea=True).value == ""
+
+
+@pytest.mark.parametrize("at", ["hidden", "visible"])
+def test_ctrl_c_at_any_prompt_exits_130(home: Path, at: str) -> None:
+    """Ctrl-C at a hidden prompt (the key) and at a visible one (Click's, for the header):
+    exit 130 as for SIGINT, never Click's "Aborted!" with 1."""
+    t = Terminal("add", "--alias", "x", "--type", "api_key")
+    t.expect(r"key.*: ")
+    if at == "visible":
+        t.type("a-key-typed-by-hand\n")
+        t.expect(r"Header \(")
+    t.type("\x03")
+    code = t.finish()
+    assert code == 130, t.seen
+    assert "interrupted" in t.seen and "Aborted" not in t.seen
