@@ -277,3 +277,16 @@ def test_ctrl_c_at_any_prompt_exits_130(home: Path, at: str) -> None:
     code = t.finish()
     assert code == 130, t.seen
     assert "interrupted" in t.seen and "Aborted" not in t.seen
+
+
+def test_ctrl_c_at_a_confirmation_exits_130(home: Path) -> None:
+    from vultrino.core import Vultrino
+
+    with Vultrino.open(home, PASSWORD) as v:
+        v.add_credential("gone-soon", "api_key", {"key": "k" * 16})
+    t = Terminal("remove", "gone-soon")
+    t.expect(r"\[y/N\]")
+    t.type("\x03")
+    code = t.finish()
+    assert code == 130, t.seen
+    assert "Aborted" not in t.seen

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
 
 from vultrino.errors import VultrinoError
@@ -146,8 +145,8 @@ def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
                     for p in problems:
                         err(f"  - {p}")
                 raise typer.Exit(exc.exit_code) from None
-            except (KeyboardInterrupt, click.exceptions.Abort):
-                # Click turns Ctrl-C at its prompts into Abort ("Aborted!", exit 1): every
+            except (KeyboardInterrupt, typer.Abort):
+                # Typer's prompts turn Ctrl-C into Abort ("Aborted!", exit 1): every
                 # interruption exits 130, as a shell reports SIGINT
                 err("interrupted")
                 raise typer.Exit(130) from None
