@@ -214,3 +214,16 @@ def test_an_agent_cannot_forge_a_row_of_the_audit_table(home: Path, run: Run) ->
     assert len(rows) == 3, out  # the header, the agent.add change and the one refused call
     assert "2099-01-01" in rows[2] and "\\u{000A}" in rows[2] and "\\u{000D}" in rows[2]
     assert "\r" not in out and "\u202e" not in out and "\\u{202E}" in rows[2]
+
+
+def test_strict_refuses_globs_that_match_nothing_and_stores_nothing(home: Path, run: Run) -> None:
+    with Vultrino.open(home, PASSWORD) as v:
+        v.add_credential("github-api", "api_key", {"key": KEY}, allow=["https://x.example/*"])
+    code, _, err = run("agent", "add", "ci", "-c", "gihtub*", "-t", "http_request", "--strict")
+    assert code == 2 and "--strict: 'gihtub*' match nothing" in err
+    code, _, err = run("agent", "add", "ci", "-c", "github*", "-t", "htp_*", "--strict")
+    assert code == 2 and "'htp_*'" in err
+    code, out, _ = run("agent", "list", "--json")
+    assert json.loads(out) == []  # nothing was stored
+    code, _, err = run("agent", "add", "ci", "-c", "github*", "-t", "http_*", "--strict")
+    assert code == 0 and "matches nothing" not in err

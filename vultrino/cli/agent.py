@@ -88,6 +88,12 @@ def agent_add(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing profile (issues a new token).")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Refuse --credential and --tool globs that match nothing yet."
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -102,6 +108,15 @@ def agent_add(
             f"--token-file {token_file} already exists; name a new file (the token is written once)"
         )
     with open_vultrino(home) as v:
+        if strict:  # before anything is stored: a typo in a glob grants nothing, silently
+            missing = _unmatched(tuple(credential or ()), [c.alias for c in v.credentials()])
+            missing += _unmatched(tuple(tool or ()), [t.name for t in v.tools()])
+            if missing:
+                raise AgentValidationError(
+                    f"--strict: {', '.join(repr(g) for g in missing)} match nothing; check the "
+                    "spelling (`vultrino list`, `vultrino plugin info NAME`), or leave out "
+                    "--strict to add the profile for names that do not exist yet"
+                )
         info, token = v.add_agent(
             name,
             credentials=credential or [],
