@@ -82,8 +82,6 @@ class Deny(NamedTuple):
 
 Decision = Allow | NeedsApproval | Deny
 
-ALLOW_ALL = Allow()
-
 
 def sees_credential(profile: AgentProfile, alias: str) -> bool:
     """Whether the agent may see (list, name, use) the credential ``alias``."""
