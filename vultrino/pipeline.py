@@ -206,9 +206,7 @@ class Pipeline:
         from_cli: bool = False,
     ) -> Any:
         """Run ``action`` with credential ``alias``; ``plugin``, when given, must own its type."""
-        return self.call(
-            alias, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
-        )
+        return self.call(alias, plugin, action, params, caller, None, tool, source, from_cli)
 
     def run_action(
         self,
@@ -222,9 +220,7 @@ class Pipeline:
         from_cli: bool = False,
     ) -> Any:
         """Run an action that needs no credential (``requires_credential = false``)."""
-        return self.call(
-            None, plugin, action, params, caller, self.profile(caller), tool, source, from_cli
-        )
+        return self.call(None, plugin, action, params, caller, None, tool, source, from_cli)
 
     def call_tool(
         self,
