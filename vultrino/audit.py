@@ -43,7 +43,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -60,6 +60,7 @@ __all__ = [
     "OUTCOMES",
     "REOPEN_CHECK_SECONDS",
     "AuditLog",
+    "Filter",
     "SignatureCheck",
     "Signer",
     "Verdict",
@@ -67,10 +68,12 @@ __all__ = [
     "head_message",
     "head_path",
     "fields_text",
+    "follow",
     "json_text",
     "millis_text",
     "parse_since",
     "query",
+    "query_from",
     "read_records",
     "verify",
 ]
@@ -414,6 +417,71 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+class Filter:
+    """The filters of ``vultrino audit``: a record matches when it passes every one given.
+
+    ``agent`` matches the record's agent (``"-"`` selects records with no agent), ``alias`` and
+    ``outcome`` match exactly, ``since`` keeps records at or after that time (see
+    :func:`parse_since`)."""
+
+    def __init__(
+        self,
+        *,
+        agent: str | None = None,
+        alias: str | None = None,
+        outcome: str | None = None,
+        since: str | datetime | None = None,
+    ) -> None:
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ConfigError(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+        cutoff = parse_since(since) if isinstance(since, str) else since
+        if cutoff is not None and cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=timezone.utc)
+        self.agent = agent
+        self.alias = alias
+        self.outcome = outcome
+        self.cutoff = cutoff
+
+    def record(self, line: str) -> dict[str, Any] | None:
+        """The record on ``line`` when it matches; None for another record or a line that is
+        not a JSON object (a log damaged by hand is skipped, not fatal)."""
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(rec, dict):
+            return None
+        if self.agent is not None and rec.get("agent") != (
+            None if self.agent == "-" else self.agent
+        ):
+            return None
+        if self.alias is not None and rec.get("alias") != self.alias:
+            return None
+        if self.outcome is not None and rec.get("outcome") != self.outcome:
+            return None
+        if self.cutoff is not None and not _at_or_after(rec.get("ts"), self.cutoff):
+            return None
+        return rec
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
+    """The log's bytes from ``offset`` up to its last complete line, and the offset after it;
+    a log shorter than ``offset`` (replaced by a new one) is read from its start."""
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read(size - offset)
+    except FileNotFoundError:
+        return b"", 0
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit log {path} ({exc.strerror})") from exc
+    end = data.rfind(b"\n") + 1  # a line still being written is read on the next turn
+    return data[:end], offset + end
+
+
 def query(
     path: Path,
     *,
@@ -423,46 +491,44 @@ def query(
     since: str | datetime | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Records of the log at ``path``, oldest first, that match every filter given.
+    """Records of the log at ``path``, oldest first, that match every filter given (see
+    :class:`Filter`); ``limit`` keeps the newest N."""
+    return query_from(path, Filter(agent=agent, alias=alias, outcome=outcome, since=since), limit)[
+        0
+    ]
 
-    ``agent`` matches the record's agent (``"-"`` selects records with no agent), ``alias`` and
-    ``outcome`` match exactly, ``since`` keeps records at or after that time (see
-    :func:`parse_since`), ``limit`` keeps the newest N. A line that is not a JSON object (a
-    log damaged by hand) is skipped, not fatal.
-    """
-    if outcome is not None and outcome not in OUTCOMES:
-        raise ConfigError(f"unknown outcome {outcome!r}; use one of {', '.join(OUTCOMES)}")
+
+def query_from(
+    path: Path, match: Filter, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The matching records (the newest ``limit`` of them) and the offset just past the last
+    complete line read, where :func:`follow` goes on."""
     if limit is not None and limit < 0:
         raise ConfigError("the limit must not be negative")
-    cutoff = parse_since(since) if isinstance(since, str) else since
-    if cutoff is not None and cutoff.tzinfo is None:
-        cutoff = cutoff.replace(tzinfo=timezone.utc)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"cannot read the audit log {path} ({exc.strerror})") from exc
+    data, offset = _read_from(path, 0)
     out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if agent is not None and rec.get("agent") != (None if agent == "-" else agent):
-            continue
-        if alias is not None and rec.get("alias") != alias:
-            continue
-        if outcome is not None and rec.get("outcome") != outcome:
-            continue
-        if cutoff is not None and not _at_or_after(rec.get("ts"), cutoff):
-            continue
-        out.append(rec)
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        rec = match.record(line)
+        if rec is not None:
+            out.append(rec)
     if limit is not None:
         out = out[len(out) - limit :] if limit else []
-    return out
+    return out, offset
+
+
+def follow(
+    path: Path, match: Filter, offset: int, *, interval: float = 0.2
+) -> Iterator[dict[str, Any]]:
+    """The matching records appended to the log after ``offset``, as they are written (polls
+    every ``interval`` seconds; runs until the caller stops iterating)."""
+    while True:
+        data, offset = _read_from(path, offset)
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            rec = match.record(line)
+            if rec is not None:
+                yield rec
+        if not data:
+            time.sleep(interval)
 
 
 def _at_or_after(ts: Any, cutoff: datetime) -> bool:

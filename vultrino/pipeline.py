@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import scrub_error, scrubber
+from vultrino._scrub import Scrubber, scrub_error, scrubber
 from vultrino.errors import (
     AccessDeniedError,
     ActionFailedError,
@@ -342,6 +343,8 @@ class Pipeline:
             plan = self._resolve(alias, action, plugin, narrow, record, profile)
             try:
                 clean = validate_params(plan.act, params or {}, from_cli=from_cli)
+                if plan.act.audited:
+                    _note_params(record, plan.act.audited, clean, plan.scrub)
                 if caller is not None and profile is not None:
                     self._gate(caller, profile, plan, record, alias=alias, tool=tool, params=clean)
                 result = plan.run(clean)
@@ -589,6 +592,31 @@ def _type_list(plugin: Plugin, act: ActionSpec) -> str:
 
 def _bound_tools(plugin: Plugin, action: str) -> tuple[str, ...]:
     return tuple(t.name for t in plugin.manifest.mcp_tools if t.action == action)
+
+
+#: The longest audited parameter value kept whole; a longer one is cut, marked with its length.
+AUDITED_MAX_CHARS = 2048
+
+
+def _note_params(
+    record: dict[str, Any], names: tuple[str, ...], clean: Mapping[str, Any], scrub: Scrubber
+) -> None:
+    """Add the audited parameters' values (the HTTP method and URL) to ``record``: scrubbed of
+    the credential's secrets, a URL's userinfo password masked, a long value cut."""
+    for name in names:
+        value = clean.get(name)
+        if value is None:
+            continue
+        text = scrub.text(value if isinstance(value, str) else str(value))
+        if name == "url":
+            text = _USERINFO_PASSWORD.sub(r"\1***@", text, count=1)
+        if len(text) > AUDITED_MAX_CHARS:
+            text = f"{text[:AUDITED_MAX_CHARS]}… ({len(text)} chars)"
+        record[name] = text
+
+
+#: ``scheme://user:password@``: the password an agent wrote into a URL is not kept in the log.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@")
 
 
 def _audit_ok(record: dict[str, Any]) -> str:

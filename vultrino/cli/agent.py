@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +23,8 @@ from vultrino.cli._common import (
 from vultrino.errors import AgentValidationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from vultrino.policy import AgentInfo
 
 app = typer.Typer(no_args_is_help=True, help="Agent profiles: what each agent may see and do.")
@@ -241,6 +244,15 @@ def audit_show(
         str | None, typer.Option("--since", help="1h, 30m, 2d, or an ISO-8601 time.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Only the newest N.")] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing matching records as they are written (Ctrl-C stops); with "
+            "--json, one JSON object per line.",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -258,29 +270,60 @@ def audit_show(
     from vultrino.paths import resolve_home
 
     h = resolve_home(home_arg(home))
-    records = audit_log.query(
-        h.audit_log, agent=agent, alias=alias, outcome=outcome, since=since, limit=limit
-    )
+    match = audit_log.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+    records, offset = audit_log.query_from(h.audit_log, match, limit)
+    if follow:
+        _follow(audit_log.follow(h.audit_log, match, offset), records, json_lines=json_out)
+        return
     if json_out:
         emit_json(records)
         return
     if not records:
         err("no matching audit records")
         return
-    table(
-        [
-            (
-                str(r.get("ts", "")),
-                str(r.get("agent") or "-"),
-                str(r.get("alias") or "-"),
-                f"{r.get('plugin')}:{r.get('action')}",
-                str(r.get("outcome", "")),
-                str(r.get("error") or r.get("approval") or ""),
-            )
-            for r in records
-        ],
-        ("time", "agent", "alias", "action", "outcome", "detail"),
+    table([_audit_row(r) for r in records], _AUDIT_COLUMNS)
+
+
+_AUDIT_COLUMNS = ("time", "agent", "alias", "action", "outcome", "detail")
+
+
+def _audit_row(r: dict[str, Any]) -> tuple[str, ...]:
+    detail = [str(r.get("error") or r.get("approval") or "")]
+    if r.get("method") or r.get("url"):
+        detail.append(" ".join(str(r[k]) for k in ("method", "url") if r.get(k)))
+    if r.get("tool"):
+        detail.append(f"tool {r['tool']}")
+    if r.get("subject"):
+        detail.append(str(r["subject"]))
+    return (
+        str(r.get("ts", "")),
+        str(r.get("agent") or "-"),
+        str(r.get("alias") or "-"),
+        f"{r.get('plugin')}:{r.get('action')}",
+        str(r.get("outcome", "")),
+        "  ".join(d for d in detail if d),
     )
+
+
+def _follow(
+    new: Iterator[dict[str, Any]], first: list[dict[str, Any]], *, json_lines: bool
+) -> None:
+    """Print ``first``, then every record ``new`` yields, one line each, flushed as it comes:
+    JSON Lines with ``--json``, else tab-separated columns (a table cannot be aligned ahead)."""
+    import json
+
+    def show(r: dict[str, Any]) -> None:
+        if json_lines:
+            line = json.dumps(r, ensure_ascii=False, separators=(",", ":"))
+        else:
+            line = "\t".join(_audit_row(r))
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    for r in first:
+        show(r)
+    for r in new:
+        show(r)
 
 
 @handle_errors()

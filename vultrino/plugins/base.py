@@ -85,6 +85,9 @@ class ActionSpec:
     # Built-in plugins may act on several of their types (the HTTP plugin's `request` takes
     # api_key, bearer, basic_auth and oauth2); manifests name one type per action.
     credential_types: tuple[str, ...] = ()
+    # Parameters whose value every audit record of a call holds (the HTTP plugin's method and
+    # URL): never a credential's field, and scrubbed of its secrets like anything recorded.
+    audited: tuple[str, ...] = ()
 
     @cached_property  # specs are frozen: computed once (execute reads it on every call)
     def accepted_types(self) -> tuple[str, ...]:

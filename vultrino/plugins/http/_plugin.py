@@ -241,6 +241,7 @@ def _manifest() -> PluginManifest:
         "('text' or 'base64'), elapsed_ms, url}.",
         credential_type=None,
         credential_types=tuple(t.name for t in types),
+        audited=("method", "url"),
         parameters=(
             ParameterSpec(
                 "method",
