@@ -140,7 +140,7 @@ app = typer.Typer(
     help="A credential proxy for AI agents: agents name a credential, Vultrino uses it.",
     no_args_is_help=True,
     cls=_LazyGroup,
-    **_APP_SETTINGS,
+    **{**_APP_SETTINGS, "add_completion": True},  # --install-completion, --show-completion
 )
 
 
