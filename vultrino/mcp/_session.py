@@ -169,8 +169,12 @@ class StdioSession:
     def serve(self) -> None:
         """Watch for tool-list changes until stdin closes; then answer what is in flight (for
         up to ``drain_s``) and stop. Returns at once when the SDK took the stream over."""
+        # Load the tool list now, while the client reads the initialize answer: the first
+        # tools/list then finds the registry warm.
+        if self.desk.refresh():
+            self.tools_changed()
         while not self._closed.wait(self.poll_interval):
-            if self.protocol_version is not None and self.desk.refresh():
+            if self.desk.refresh():
                 self.tools_changed()
         if not self._handed_over:
             with self._lock:
