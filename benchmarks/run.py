@@ -500,96 +500,12 @@ def bench_kdf(res: Results, smoke: bool) -> None:
         )
 
 
-# --- MCP ---------------------------------------------------------------------------------------
+def import_bench(name: str) -> Any:
+    """A ``benchmarks/bench_<topic>.py`` module, whose ``run(res, smoke)`` adds its rows."""
+    import importlib
 
-
-def mcp_round_trips(
-    cmd: list[str], env: dict[str, str], tool: str, n: int
-) -> tuple[float, list[float]]:
-    """Spawn an MCP server over stdio; (seconds to the initialize answer, tools/call samples)."""
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
-    )
-    assert proc.stdin and proc.stdout
-    stdin, stdout = proc.stdin, proc.stdout
-    ident = iter(range(1, 1 << 30))
-
-    def rpc(method: str, params: dict[str, Any]) -> dict[str, Any]:
-        i = next(ident)
-        stdin.write(
-            json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}).encode()
-            + b"\n"
-        )
-        stdin.flush()
-        while True:
-            line = stdout.readline()
-            if not line:
-                raise RuntimeError(f"{cmd}: the MCP server closed its stdout")
-            reply: dict[str, Any] = json.loads(line)
-            if reply.get("id") == i:
-                return reply
-
-    try:
-        t = time.perf_counter()
-        rpc(
-            "initialize",
-            {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "bench", "version": "0"},
-            },
-        )
-        init = time.perf_counter() - t
-        stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-        stdin.flush()
-        call = {"name": tool, "arguments": {}}
-        for _ in range(20):
-            assert "result" in rpc("tools/call", call)
-        return init, samples(lambda: rpc("tools/call", call), n)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def bench_mcp(res: Results, smoke: bool) -> None:
-    n = 50 if smoke else 2000
-    bare_init, bare = mcp_round_trips(
-        [sys.executable, str(ROOT / "benchmarks" / "bare_mcp_server.py")],
-        dict(os.environ),
-        "ping",
-        n,
-    )
-    with bench_home(plugins=0, credentials=3) as (_, env):
-        init, ours = mcp_round_trips(
-            [sys.executable, "-m", "vultrino", "mcp"], env, "list_credentials", n
-        )
-    res.add(
-        "mcp: initialize answered after spawn (minimal KDF)",
-        init * 1e3,
-        "ms",
-        1000.0,
-        note=f"the bare SDK server: {bare_init * 1e3:.0f} ms (importing the SDK dominates)",
-    )
-    res.add(
-        "mcp: tools/call round trip over stdio, p50",
-        pct(ours, 0.5) * 1e3,
-        "ms",
-        note="list_credentials, raw JSON-RPC client",
-    )
-    res.add("mcp: tools/call round trip over stdio, p99", pct(ours, 0.99) * 1e3, "ms")
-    res.add(
-        "mcp: bare SDK server tools/call, p50",
-        pct(bare, 0.5) * 1e3,
-        "ms",
-        note="benchmarks/bare_mcp_server.py: the SDK alone",
-    )
-    res.add(
-        "mcp: what Vultrino adds to a tools/call, p50",
-        (pct(ours, 0.5) - pct(bare, 0.5)) * 1e3,
-        "ms",
-        2.0,
-        note="facade, validation, scrubbing, audit record",
-    )
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name)
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -709,7 +625,7 @@ def main() -> None:
         print("cli", file=sys.stderr)
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)
-        bench_mcp(res, args.smoke)
+        import_bench("bench_mcp_fast").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -25,6 +25,7 @@ from tests.e2e.mcp_helpers import (
     ECHO_WAT,
     GITHUB_SECRET,
     HANG_GUARD_S,
+    HANG_WAT,
     NOISE,
     NOISY_WAT,
     PASSWORD,
@@ -294,3 +295,39 @@ def test_mcp_config_output_starts_a_working_server(
     (answer,) = assert_all_jsonrpc(out.splitlines(keepends=True))
     assert answer["result"]["serverInfo"]["name"] == "vultrino"
     scan_log(leakcheck, home, errlog, ("config", done.stdout + done.stderr))
+
+
+def test_a_cancelled_call_is_never_answered_and_the_session_goes_on(
+    isolated_home: Path, errlog: IO[str], leakcheck: LeakCheck
+) -> None:
+    home = make_home(
+        isolated_home,
+        plugins=[("echo", ECHO_WAT, "echo_message"), ("hang", HANG_WAT, "hang_echo")],
+        config="[limits]\ndeadline_s = 1.0\n",
+    )
+    with RawClient(home, errlog) as c:
+        c.handshake("2025-06-18")
+        c.send(
+            {
+                "jsonrpc": "2.0",
+                "id": "slow",
+                "method": "tools/call",
+                "params": {
+                    "name": "hang_echo",
+                    "arguments": {"credential": "hang-one", "message": "h"},
+                },
+            }
+        )
+        c.notify("notifications/cancelled", {"requestId": "slow", "reason": "user gave up"})
+        pong = c.request("ping")
+        echo = c.request(
+            "tools/call",
+            {"name": "echo_message", "arguments": {"credential": "echo-one", "message": "after"}},
+        )
+        code = c.close()  # waits for the hung call to end (its 1 s deadline) before exiting
+    assert code == 0
+    assert pong["result"] == {}
+    assert echo["result"]["structuredContent"]["params"] == {"message": "after"}
+    messages = assert_all_jsonrpc(c.lines)
+    assert all(m.get("id") != "slow" for m in messages)
+    scan_log(leakcheck, home, errlog)

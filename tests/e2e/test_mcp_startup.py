@@ -61,7 +61,7 @@ def request(rid: int | str, method: str, params: dict[str, Any] | None = None) -
 
 def session(
     home: McpHome, errlog: IO[str], *lines: dict[str, Any] | str, **env: str
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[Any]]:
     """Write ``lines`` in one write, close stdin, and return (exit code, every message read).
 
     Every request written is answered before the server exits (stdin closing drains them)."""
@@ -75,11 +75,12 @@ def session(
         timeout=HANG_GUARD_S,
         check=False,
     )
-    messages = []
+    messages: list[Any] = []
     for line in proc.stdout.splitlines(keepends=True):
         assert line.endswith(b"\n"), line
         msg = json.loads(line)
-        assert isinstance(msg, dict) and msg.get("jsonrpc") == "2.0", line
+        for one in msg if isinstance(msg, list) else [msg]:  # a batch's answer is a list
+            assert isinstance(one, dict) and one.get("jsonrpc") == "2.0", line
         messages.append(msg)
     return proc.returncode, messages
 
@@ -223,3 +224,139 @@ def test_a_wrong_password_fails_before_any_protocol_traffic(home: McpHome, errlo
     assert messages == []
     errlog.seek(0)
     assert "password" in errlog.read().lower()
+
+
+# --- served without the SDK ----------------------------------------------------------------------
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules ``python -X importtime`` reported importing."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip())
+    return names
+
+
+def traced_session(
+    home: McpHome, *lines: dict[str, Any]
+) -> tuple[int, list[dict[str, Any]], set[str]]:
+    data = "".join(json.dumps(m) + "\n" for m in lines).encode()
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *SERVER_COMMAND[1:]],
+        input=data,
+        capture_output=True,
+        env=home.env(),
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
+    messages = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc.returncode, messages, imported_modules(proc.stderr.decode())
+
+
+def test_a_handshake_session_is_served_without_importing_the_sdk(home: McpHome) -> None:
+    code, messages, modules = traced_session(
+        home,
+        initialize("2025-06-18"),
+        INITIALIZED,
+        request(2, "tools/list"),
+        request(
+            3,
+            "tools/call",
+            {"name": "echo_message", "arguments": {"credential": "echo-one", "message": "m"}},
+        ),
+    )
+    assert code == 0
+    got = answers(messages)
+    assert "echo_message" in tool_names(got[2])
+    assert got[3]["result"]["structuredContent"]["params"] == {"message": "m"}
+    assert "vultrino.mcp._session" in modules  # the trace does list what was imported
+    sdk = {m for m in modules if m.split(".")[0] in ("mcp", "mcp_types", "pydantic", "anyio")}
+    assert sdk == set()
+
+
+def test_a_2026_era_opening_imports_the_sdk_and_is_served_by_it(home: McpHome) -> None:
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-host", "version": "1.0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    code, messages, modules = traced_session(
+        home, request(1, "server/discover", {"_meta": envelope})
+    )
+    assert code == 0
+    assert MODERN in answers(messages)[1]["result"]["supportedVersions"]
+    assert "mcp.server.lowlevel" in modules and "vultrino.mcp.server" in modules
+
+
+def test_a_batch_is_answered_on_2025_03_26_and_refused_on_later_versions(
+    home: McpHome, errlog: IO[str]
+) -> None:
+    batch = json.dumps(
+        [
+            request(2, "tools/list"),
+            request(3, "tools/call", {"name": "list_credentials", "arguments": {}}),
+            INITIALIZED,
+        ]
+    )
+    code, messages = session(home, errlog, initialize("2025-03-26"), batch + "\n")
+    assert code == 0
+    (answered,) = [m for m in messages if isinstance(m, list)]
+    got = answers(answered)
+    assert set(got) == {2, 3}
+    assert "list_credentials" in tool_names(got[2])
+    assert got[3]["result"]["isError"] is False
+
+    code, messages = session(
+        home, errlog, initialize("2025-06-18"), batch + "\n", request(4, "ping")
+    )
+    assert code == 0
+    assert not any(isinstance(m, list) for m in messages)
+    errors = [m for m in messages if m.get("id") is None]
+    assert [e["error"]["code"] for e in errors] == [-32600]
+    assert "batches" in errors[0]["error"]["message"]
+    assert set(answers(messages)) == {1, 4, None}
+
+
+def test_unknown_methods_and_bad_parameters_get_the_protocol_errors(
+    home: McpHome, errlog: IO[str]
+) -> None:
+    code, messages = session(
+        home,
+        errlog,
+        initialize("2025-06-18"),
+        INITIALIZED,
+        request(2, "resources/list"),
+        request(3, "tools/call", {"arguments": {}}),
+        request(4, "tools/list", {"cursor": 7}),
+        '{"jsonrpc": "2.0", "id": null, "method": "ping"}\n',
+    )
+    assert code == 0
+    got = answers(messages)
+    assert got[2]["error"] == {
+        "code": -32601,
+        "message": "Method not found",
+        "data": "resources/list",
+    }
+    assert got[3]["error"]["code"] == -32602 and "params.name" in got[3]["error"]["data"]
+    assert got[4]["error"]["code"] == -32602 and "cursor" in got[4]["error"]["data"]
+    assert got[None]["error"]["code"] == -32600 and '"id"' in got[None]["error"]["message"]
+
+
+def test_a_large_message_goes_through_whole(home: McpHome, errlog: IO[str]) -> None:
+    big = "é" + "x" * (2 << 20) + "☃"
+    code, messages = session(
+        home,
+        errlog,
+        initialize("2025-06-18"),
+        INITIALIZED,
+        request(
+            2,
+            "tools/call",
+            {"name": "echo_message", "arguments": {"credential": "echo-one", "message": big}},
+        ),
+    )
+    assert code == 0
+    result = answers(messages)[2]["result"]
+    assert result["isError"] is False
+    assert result["structuredContent"]["params"]["message"] == big

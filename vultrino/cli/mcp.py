@@ -49,11 +49,13 @@ def mcp_serve(
     from vultrino.core import Vultrino
     from vultrino.mcp import stdio
 
-    loading = stdio.preload_sdk()  # about a second of CPU, overlapping what follows
+    # stdio serves its usual clients without the SDK; HTTP needs it: about a second of CPU,
+    # overlapping the unlock
+    loading = stdio.preload_sdk() if http else None
     v = Vultrino.open(home_arg(home))  # no prompt: stdin belongs to the protocol
     try:
-        if not http:
-            stdio.serve_stdio(v, agent=agent, loading=loading)
+        if loading is None:
+            stdio.serve_stdio(v, agent=agent)
             return
         v.unlock()
         loading.join()

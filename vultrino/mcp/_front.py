@@ -1,30 +1,29 @@
-"""The stdio front of ``vultrino mcp``: the first answers, before the MCP SDK is imported.
+"""The stdio front of ``vultrino mcp``: reads the stream from the first byte and decides who
+serves it (standard library only).
 
-Importing the SDK (its pydantic models) costs about a second of CPU, longer than a host is
-willing to wait for ``initialize``. So the stdio transport (``vultrino.mcp.stdio``) claims the
-process's fd 0/1 (:func:`claim_stdio`) and starts this front, which needs only the standard
-library, while a background thread imports the SDK and the main thread unlocks the store::
+The stdio transport (``vultrino.mcp.stdio``) claims the process's fd 0/1 (:func:`claim_stdio`)
+and starts this front while the main thread unlocks the store::
 
-    front = StdioFront(wire.stdin, wire.stdout)  # reads stdin from now on; answers nothing yet
+    front = StdioFront(wire.stdin)  # reads stdin from now on; answers nothing yet
     front.start()
     ...unlock the store...
-    front.ready()                # from now on (and for what was buffered) it answers
-    ...the SDK is imported...
-    answered = front.hand_over() # the SDK answers everything from here on
+    session = StdioSession(v, wire.stdout)
+    if front.attach(session):    # what was held is dispatched now, the rest as it arrives
+        session.serve()          # until stdin closes
+    else:
+        ...the SDK serves the stream: front.get() gives every line, from the first...
 
 Contract (docs/mcp.md, "Start-up"):
 
-- Every line read is kept and handed to the SDK server unchanged and in order, including the
-  ones the front answered: the SDK sees exactly the stream the client sent, so its session is in
-  the state it would be in had it read the stream itself. Its own answers to the requests the
-  front already answered are dropped (:meth:`StdioFront.hand_over` names them).
-- The front answers only an ``initialize`` request that is the client's first JSON message (lines
-  that are not JSON do not count; the SDK side answers them with a parse error), and, after it,
-  ``ping``. Its ``initialize`` answer is the SDK's: ``initialize_result`` is built from the
-  same constants the SDK server is built from (``vultrino.mcp._identity``), and a test compares
-  the two for every protocol version. Anything else, or anything it cannot validate, waits for
-  the SDK.
-- Nothing is written before :meth:`StdioFront.ready`: a wrong password still fails before any
+- The client's first JSON message decides. A well-formed ``initialize`` request (the shape every
+  client sends: ``protocolVersion``, ``capabilities``, ``clientInfo``) opens a handshake-era
+  session served by the standard-library server (``vultrino.mcp._session``), which never
+  imports the MCP SDK. Anything else (a 2026-07-28 request, a request before ``initialize``, an
+  unusual ``initialize``) is served by the SDK (``vultrino.mcp._relay``), whose import starts at
+  once, and which then reads every line from that message on, so its session is in the state
+  it would be in had it read the stream itself. Lines before the first JSON message are not
+  JSON: the session answers them with a parse error either way.
+- Nothing is written before :meth:`StdioFront.attach`: a wrong password still fails before any
   protocol traffic.
 
 This module must not import the MCP SDK, nor anything that does.
@@ -39,11 +38,9 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Final
-
-from vultrino.mcp._identity import initialize_result
+from typing import IO, Any, Final, Protocol
 
 __all__ = ["EOF", "StdioFront", "Wire", "claim_stdio"]
 
@@ -136,58 +133,59 @@ def _plain_initialize(message: dict[str, Any]) -> str | None:
     return version
 
 
-def _plain_ping(message: dict[str, Any]) -> bool:
-    params = message.get("params")
-    return params is None or params == {}
-
-
 EOF: Final = None
 """What :meth:`StdioFront.get` returns once stdin is closed."""
 
 
-class StdioFront:
-    """Reads the protocol stream from the start and answers the opening messages.
+class _Receiver(Protocol):
+    def receive(self, line: str) -> None: ...
 
-    ``stdin`` and ``stdout`` are the private protocol streams (see :func:`claim_stdio`). One
-    daemon thread reads lines; :meth:`get` hands them over in order.
+    def receive_eof(self) -> None: ...
+
+    def hand_over(self) -> None: ...
+
+
+class StdioFront:
+    """Reads the protocol stream from the start and routes each line.
+
+    ``stdin`` is the private protocol input (see :func:`claim_stdio`). One
+    daemon thread reads lines: those for the SDK are queued for :meth:`get`; those for the
+    session are held until :meth:`attach`, then dispatched by this thread as they arrive.
     """
 
-    def __init__(self, stdin: IO[str], stdout: IO[str]) -> None:
+    def __init__(self, stdin: IO[str], *, on_sdk: Callable[[], object] | None = None) -> None:
         self._stdin = stdin
-        self._stdout = stdout
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._on_sdk = on_sdk  # called (on the reader thread) once the SDK is known to serve
+        self._lines: queue.Queue[str | None] = queue.Queue()  # for the SDK
         self._lock = threading.Lock()
-        self._stage = "opening"  # then "serving" (initialize answered) or "aside"
-        self._ready = False
-        self._handed_over = False
-        self._waiting: list[dict[str, Any]] = []  # answers held until ready()
-        self._answered: list[int | str] = []
+        self._decided = False  # the first JSON message has been read
+        self.to_sdk = False  # ... and it hands the stream to the SDK
+        self._held: list[str | None] = []  # for the session, until attach()
+        self._session: _Receiver | None = None
         self._thread = threading.Thread(target=self._read, name="vultrino-mcp-front", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def get(self) -> str | None:
-        """The next line read (blocking), or :data:`EOF`."""
+        """The next line for the SDK (blocking), or :data:`EOF`."""
         return self._lines.get()
 
-    def ready(self) -> None:
-        """Allow answers: the store is unlocked. Answers held so far are written now."""
+    def attach(self, session: _Receiver) -> bool:
+        """Start answering: dispatch the lines held so far to ``session`` and, from now on,
+        each line as it arrives. False when the SDK serves the stream instead (the session is
+        told so as soon as that is known, here or later)."""
         with self._lock:
-            self._ready = True
-            waiting, self._waiting = self._waiting, []
-            for answer in waiting:
-                self._write(answer)
-
-    def hand_over(self) -> list[int | str]:
-        """Stop answering; the ids of the requests the front answered (the SDK's own answers
-        to these must be dropped)."""
-        with self._lock:
-            self._handed_over = True
-            for answer in self._waiting:  # never left behind, even without ready()
-                self._answered.remove(answer["id"])
-            self._waiting = []
-            return list(self._answered)
+            self._session = session
+            held, self._held = self._held, []
+            for line in held:
+                if line is EOF:
+                    session.receive_eof()
+                else:
+                    session.receive(line)
+            if self.to_sdk:
+                session.hand_over()
+            return not self.to_sdk
 
     # -- the reader thread ----------------------------------------------------------------------
 
@@ -197,45 +195,38 @@ class StdioFront:
                 line = self._stdin.readline()
                 if not line:
                     break
-                with self._lock:
-                    if not self._handed_over and self._stage != "aside":
-                        self._observe(line)
-                    self._lines.put(line)
+                self._route(line)
         except (OSError, ValueError):
             pass  # the stream broke: for the server, the same as the client leaving
         finally:
-            self._lines.put(EOF)
+            self._route(EOF)
 
-    def _observe(self, line: str) -> None:
+    def _route(self, line: str | None) -> None:
+        with self._lock:
+            if not self._decided and line is not EOF:
+                self._decide(line)
+            if self.to_sdk:
+                self._lines.put(line)
+                return
+            session = self._session
+            if session is None:
+                self._held.append(line)
+                return
+        if line is EOF:
+            session.receive_eof()
+        else:
+            session.receive(line)
+
+    def _decide(self, line: str) -> None:
         try:
             message = json.loads(line)
         except ValueError:
-            return  # not JSON: the SDK side answers it with a parse error, state untouched
-        if self._stage == "opening":
-            version = _plain_initialize(message) if _is_request(message, "initialize") else None
-            if version is None:
-                self._stage = "aside"  # the client opened otherwise: the SDK answers all
-                return
-            self._stage = "serving"
-            self._answer(message, initialize_result(version))
-        elif _is_request(message, "ping") and _plain_ping(message):
-            self._answer(message, {})
-
-    def _answer(self, request: dict[str, Any], result: dict[str, Any]) -> None:
-        rid = _request_id(request)
-        assert rid is not None
-        if rid in self._answered:
-            return  # a reused id: leave it to the SDK
-        self._answered.append(rid)
-        answer = {"jsonrpc": "2.0", "id": rid, "result": result}
-        if self._ready:
-            self._write(answer)
-        else:
-            self._waiting.append(answer)
-
-    def _write(self, answer: dict[str, Any]) -> None:
-        try:
-            self._stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
-            self._stdout.flush()
-        except (OSError, ValueError):
-            pass  # the client is gone; the SDK side will see the end of stdin
+            return  # not JSON: answered with a parse error, and the opening is still to come
+        self._decided = True
+        if _is_request(message, "initialize") and _plain_initialize(message) is not None:
+            return
+        self.to_sdk = True
+        if self._on_sdk is not None:
+            self._on_sdk()
+        if self._session is not None:
+            self._session.hand_over()

@@ -1,7 +1,7 @@
 """Who the MCP server says it is, in the standard library only.
 
-The server core builds the SDK server from these names, and the stdio front
-(``vultrino.mcp._front``) answers ``initialize`` from them before the SDK is imported; a test
+The server core builds the SDK server from these names, and the stdio server
+(``vultrino.mcp._session``) answers ``initialize`` from them without the SDK; a test
 (tests/unit/test_mcp_front.py) compares the two answers for every protocol version.
 """
 
@@ -14,6 +14,7 @@ from vultrino._version import __version__
 __all__ = [
     "HANDSHAKE_VERSIONS",
     "INSTRUCTIONS",
+    "MODERN_VERSIONS",
     "SERVER_NAME",
     "SERVER_TITLE",
     "initialize_result",
@@ -36,6 +37,10 @@ HANDSHAKE_VERSIONS: Final[tuple[str, ...]] = (
 )
 """The handshake-era protocol versions, oldest first (the SDK's list; a test keeps them equal).
 An ``initialize`` naming any other version is answered with the newest of these."""
+
+MODERN_VERSIONS: Final[frozenset[str]] = frozenset({"2026-07-28"})
+"""The 2026-07-28-era protocol versions: no handshake, every request carries its own ``_meta``
+envelope (the SDK's list; a test keeps them equal)."""
 
 
 def server_capabilities() -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""The SDK side of the stdio transport: the SDK server takes over from the start-up front.
+"""The SDK side of the stdio transport, for clients that do not open with ``initialize``.
 
-:func:`serve_after_front` is what ``vultrino.mcp.stdio.serve_stdio`` calls once the SDK is
-imported: the SDK's stdio transport reads every line the front (``vultrino.mcp._front``) read,
-from the first, and :class:`_StdioRelay` sits between it and the server for what the SDK does
-not do (answering lines that are not JSON-RPC, answering in-flight requests after stdin closes,
-dropping the SDK's answers to what the front already answered).
+:func:`serve_after_front` is what ``vultrino.mcp.stdio.serve_stdio`` calls when the front
+(``vultrino.mcp._front``) found that the client's first JSON message is not a plain
+``initialize`` (a 2026-07-28 client, say): the SDK's stdio transport reads every line from that
+message on, and :class:`_StdioRelay` sits between it and the server for what the SDK does not
+do (answering lines that are not JSON-RPC, answering in-flight requests after stdin closes).
 
 Only ``vultrino.mcp.stdio`` imports this module, lazily: importing it imports the SDK.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable
 from typing import Any, Protocol
 
 import anyio
@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from vultrino.core import Vultrino
 from vultrino.mcp._front import StdioFront, Wire
+from vultrino.mcp._session import DRAIN_S
 from vultrino.mcp.server import VultrinoMCP
 
 __all__ = ["DRAIN_S", "serve_after_front"]
@@ -43,10 +44,6 @@ class _WireOut(_Sender, Protocol):
     async def __aexit__(self, *exc: object) -> bool | None: ...
 
 
-DRAIN_S = 30.0
-"""How long the stdio server keeps answering in-flight requests after stdin closes."""
-
-
 class _StdioRelay:
     """Sits between the stdio transport and the server, for two things the SDK does not do.
 
@@ -57,11 +54,8 @@ class _StdioRelay:
       bounded by :data:`DRAIN_S`; ``subscriptions/listen`` streams are not waited for.
     """
 
-    def __init__(
-        self, drain_s: float = DRAIN_S, *, answered: Sequence[types.RequestId] = ()
-    ) -> None:
+    def __init__(self, drain_s: float = DRAIN_S) -> None:
         self._drain_s = drain_s
-        self._answered = list(answered)  # by the front: the server's own answers are dropped
         self._pending: set[types.RequestId] = set()
         self._idle = anyio.Event()
         self._idle.set()
@@ -110,26 +104,7 @@ class _StdioRelay:
                 msg = item.message
                 if isinstance(msg, (types.JSONRPCResponse, types.JSONRPCError)):
                     self._finish(msg.id)
-                    if self._answered_by_front(msg):
-                        continue
                 await wire.send(item)
-
-    def _answered_by_front(self, msg: types.JSONRPCResponse | types.JSONRPCError) -> bool:
-        """Whether the front already answered this request (each id is dropped once)."""
-        if msg.id is None:
-            return False
-        for i, rid in enumerate(self._answered):
-            if rid == msg.id and type(rid) is type(msg.id):
-                del self._answered[i]
-                if isinstance(msg, types.JSONRPCError):
-                    # The front's answer was a result: it and the SDK disagree. Say so.
-                    logger.warning(
-                        "the SDK refused request %r that the start-up front answered (%s)",
-                        msg.id,
-                        msg.error.message,
-                    )
-                return True
-        return False
 
     @staticmethod
     async def _answer_bad_line(exc: Exception, wire: _Sender) -> None:
@@ -154,7 +129,8 @@ class _StdioRelay:
 
 
 class _FrontLines:
-    """The SDK transport's stdin: the lines the front read, in order, from the first one."""
+    """The SDK transport's stdin: the lines the front read, in order, from the client's first
+    JSON message on."""
 
     def __init__(self, front: StdioFront) -> None:
         self._front = front
@@ -170,9 +146,7 @@ class _FrontLines:
 
 
 async def _run(app: VultrinoMCP, front: StdioFront, wire: Wire) -> None:
-    # From here on only the SDK writes; it still reads every line from the first, and its own
-    # answers to what the front already answered are dropped.
-    relay = _StdioRelay(answered=front.hand_over())
+    relay = _StdioRelay()
     stdin: Any = _FrontLines(front)
     async with (
         stdio_server(stdin=stdin, stdout=anyio.wrap_file(wire.stdout)) as (
@@ -203,7 +177,7 @@ def serve_after_front(
 ) -> None:
     """Serve the rest of the stream ``front`` has been reading, on the SDK server.
 
-    ``v`` is unlocked and ``front`` is ready (see :func:`vultrino.mcp.stdio.serve_stdio`).
+    ``v`` is unlocked (see :func:`vultrino.mcp.stdio.serve_stdio`).
     """
     app = VultrinoMCP(v, agent=agent)
     anyio.run(_run, app, front, wire)

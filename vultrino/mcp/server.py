@@ -33,11 +33,9 @@ Contract (docs/mcp.md):
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import traceback
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -49,13 +47,20 @@ from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
-from vultrino._json import jsonable
 from vultrino._version import __version__
-from vultrino.agents import AgentScope
 from vultrino.core import ToolInfo, Vultrino
-from vultrino.errors import ToolNotFoundError, VultrinoError
-from vultrino.info import LIST_CREDENTIALS_TOOL
+from vultrino.errors import VultrinoError
+from vultrino.mcp import _shapes
 from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
+from vultrino.mcp._tools import (
+    ACTION_THREADS,
+    APPROVAL_SCHEMA,
+    APPROVAL_TIMEOUT_S,
+    POLL_INTERVAL_S,
+    RpcError,
+    ToolDesk,
+    unknown_tool,
+)
 from vultrino.policy.approval import Approval, ApprovalRequest
 
 __all__ = [
@@ -71,96 +76,42 @@ __all__ = [
 
 logger = logging.getLogger("vultrino.mcp")
 
-POLL_INTERVAL_S = 0.5
-"""How often the server asks the facade whether plugins or credentials changed."""
-
-APPROVAL_TIMEOUT_S = 600.0
-"""How long an approval prompt waits for the person before counting as declined."""
-
-APPROVAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "approve": {
-            "type": "boolean",
-            "title": "Approve",
-            "description": "Allow this one call",
-            "default": False,
-        }
-    },
-    "required": ["approve"],
-}
 
 AGENT_STATE = "vultrino_agent"
 """The ASGI ``scope["state"]`` key naming the agent an HTTP request runs under."""
 
 MODERN_VERSIONS = frozenset(types.version.MODERN_PROTOCOL_VERSIONS)
-"""The 2026-07-28-era protocol versions (no handshake, no server-initiated requests)."""
+"""The 2026-07-28-era protocol versions (no handshake, no server-initiated requests); the same
+as ``vultrino.mcp._identity.MODERN_VERSIONS`` (tested)."""
 
 
 # --- results ---------------------------------------------------------------------------------
+# The shapes live in vultrino.mcp._shapes (plain JSON data, which the stdio server writes as it
+# is); here they become the SDK's models.
 
 
 def tool_result(value: Any, protocol_version: str) -> types.CallToolResult:
-    """The ``CallToolResult`` for a facade result (see the module docstring for the shapes)."""
-    if isinstance(value, str):
-        return types.CallToolResult(content=[types.TextContent(text=value)])
-    data = jsonable(value)
-    text = json.dumps(data, ensure_ascii=False)
-    structured: Any = None
-    if isinstance(data, dict):
-        structured = data
-    elif isinstance(data, list):
-        structured = data if protocol_version in MODERN_VERSIONS else {"result": data}
-    return types.CallToolResult(
-        content=[types.TextContent(text=text)], structured_content=structured
+    """The ``CallToolResult`` for a facade result (see ``vultrino.mcp._shapes``)."""
+    return types.CallToolResult.model_validate(
+        _shapes.tool_result(value, protocol_version), by_name=False
     )
 
 
-def output_schema(schema: dict[str, Any] | None, protocol_version: str) -> dict[str, Any] | None:
-    """The ``outputSchema`` a tool advertises on this protocol version.
-
-    Handshake-era versions require an object at the root, and :func:`tool_result` wraps a list
-    result as ``{"result": [...]}`` there, so a non-object schema is wrapped the same way.
-    """
-    if schema is None or protocol_version in MODERN_VERSIONS or schema.get("type") == "object":
-        return schema
-    return {
-        "type": "object",
-        "properties": {"result": schema},
-        "required": ["result"],
-        "additionalProperties": False,
-    }
+output_schema = _shapes.output_schema
 
 
 def tool_entry(tool: ToolInfo, protocol_version: str) -> types.Tool:
     """One ``tools/list`` entry: schemas, and the behaviour hints when the tool declares any."""
-    annotations = (
-        types.ToolAnnotations(
-            read_only_hint=tool.annotations.get("readOnlyHint"),
-            destructive_hint=tool.annotations.get("destructiveHint"),
-            idempotent_hint=tool.annotations.get("idempotentHint"),
-            open_world_hint=tool.annotations.get("openWorldHint"),
-        )
-        if tool.annotations
-        else None
-    )
-    return types.Tool(
-        name=tool.name,
-        description=tool.description,
-        input_schema=tool.input_schema,
-        output_schema=output_schema(tool.output_schema, protocol_version),
-        annotations=annotations,
-    )
+    return types.Tool.model_validate(_shapes.tool_entry(tool, protocol_version), by_name=False)
 
 
 def error_result(exc: VultrinoError) -> types.CallToolResult:
     """An ``isError`` result carrying the error's message (never a secret) and its hint."""
-    hint = exc.hint
-    message = str(exc).strip() or type(exc).__name__
-    if hint and not message.endswith((".", "!", "?")):
-        message += "."
-    text = f"{message} {hint}" if hint else message
-    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+    return types.CallToolResult.model_validate(_shapes.error_result(exc), by_name=False)
+
+
+def _mcp_error(exc: RpcError) -> MCPError:
+    return MCPError(code=exc.code, message=exc.message, data=exc.data)
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -190,13 +141,6 @@ class _VultrinoServer(Server[Any]):
         )
 
 
-#: Worker threads for the tools that run a plugin action: a pool of their own, apart from anyio's
-#: default one (40 threads), which list_credentials, tools/list and refreshes use. Slow plugin
-#: calls (each plugin also bounds the calls waiting for it: PluginBusyError) therefore never
-#: keep those from answering.
-ACTION_THREADS: Final = 32
-
-
 class VultrinoMCP:
     """The MCP surface of one :class:`Vultrino`: handlers, the change watcher, the sessions."""
 
@@ -207,10 +151,9 @@ class VultrinoMCP:
         self.agent = agent  # every request runs under this profile (None: chosen per request)
         self.http = False  # set by build_http_app: each request then names its agent
         self.poll_interval = poll_interval
-        self._tools: dict[str, ToolInfo] = {}
+        self.desk = ToolDesk(v)
         self._bus = InMemorySubscriptionBus()
         self._sessions: dict[int, _Notifier] = {}
-        self._last_refresh_error = ""
         self._action_threads: anyio.CapacityLimiter | None = None  # made on the event loop
         self.server = _VultrinoServer(
             SERVER_NAME,
@@ -227,58 +170,29 @@ class VultrinoMCP:
 
     # -- tool list ------------------------------------------------------------------------------
 
-    def _sync(self) -> bool:
-        """Refresh the facade (in a worker thread); True when the tool list changed."""
-        changed = self.v.refresh()
-        self._tools = {t.name: t for t in self.v.tools()}
-        return changed
-
     async def refresh(self) -> None:
         """Re-read plugins and credentials; announce a changed tool list to every client.
 
-        A failure (a store being rewritten, a broken plugin directory) is logged once and the
-        last good tool list stays in force; the next poll tries again.
+        A failure is logged once and the last good tool list stays in force
+        (:meth:`ToolDesk.refresh`); the next poll tries again.
         """
-        try:
-            changed = await anyio.to_thread.run_sync(self._sync)
-        except VultrinoError as exc:
-            self._refresh_failed(str(exc))
-            return
-        except Exception as exc:
-            self._refresh_failed(f"internal error ({type(exc).__name__})")
-            logger.debug("refresh failed", exc_info=True)
-            return
-        self._last_refresh_error = ""
-        if changed:
+        if await anyio.to_thread.run_sync(self.desk.refresh):
             logger.info("tool list changed; notifying clients")
             await self.broadcast_tools_changed()
-
-    def _refresh_failed(self, message: str) -> None:
-        if message != self._last_refresh_error:
-            logger.warning("cannot refresh the tool list: %s", message)
-            self._last_refresh_error = message
 
     async def _on_list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         self._track(ctx)
         await self.refresh()
-        if not self._tools and self._last_refresh_error:
-            raise MCPError(
-                code=types.INTERNAL_ERROR,
-                message=f"Vultrino cannot list its tools: {self._last_refresh_error}",
-            )
         agent = self._agent_for(ctx)
-        tools = list(self._tools.values())
-        if agent is not None:
-            tools = await anyio.to_thread.run_sync(self._agent_tools, agent)
-        return types.ListToolsResult(tools=[tool_entry(t, ctx.protocol_version) for t in tools])
-
-    def _agent_tools(self, agent: str) -> list[ToolInfo]:
         try:
-            return self.v.as_agent(agent).tools()
-        except VultrinoError as exc:
-            raise MCPError(code=types.INVALID_REQUEST, message=str(exc)) from None
+            tools = await anyio.to_thread.run_sync(
+                self.desk.list_tools, agent, ctx.protocol_version
+            )
+        except RpcError as exc:
+            raise MCPError(code=exc.code, message=exc.message) from None
+        return types.ListToolsResult.model_validate({"tools": tools}, by_name=False)
 
     def _agent_for(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
         """The agent profile this request runs under: the server's, else the one the HTTP
@@ -307,63 +221,33 @@ class VultrinoMCP:
         self._track(ctx)
         name = params.name
         agent = self._agent_for(ctx)
-        unknown = MCPError(
-            code=types.INVALID_PARAMS,
-            message=f"Unknown tool: {name!r}. Call tools/list to see the available tools.",
-        )
-        if name not in self._tools:
+        if not self.desk.known(name):
             # Perhaps installed a moment ago by another process: look again before refusing.
             await self.refresh()
-            if name not in self._tools and agent is None:
-                raise unknown  # an agent's call goes on: the pipeline refuses and records it
-        scope: AgentScope | None = None
-        if agent is not None:
-            try:
-                scope = await anyio.to_thread.run_sync(
-                    lambda: self.v.as_agent(agent, approver=self._approver(ctx))
-                )
-            except VultrinoError as exc:
-                return error_result(exc)
-        arguments = dict(params.arguments or {})
+            if not self.desk.known(name) and agent is None:
+                raise _mcp_error(unknown_tool(name))  # an agent's call goes on: the pipeline
+                # refuses and records it
+        approver = self._approver(ctx) if agent is not None else None
         limiter = None  # anyio's default pool
-        if name != LIST_CREDENTIALS_TOOL:
+        if self.desk.runs_an_action(name):
             if self._action_threads is None:
                 self._action_threads = anyio.CapacityLimiter(ACTION_THREADS)
             limiter = self._action_threads
-        try:
-            value = await anyio.to_thread.run_sync(
-                self._call, name, arguments, scope, limiter=limiter
-            )
-        except ToolNotFoundError:
-            # outside the agent's profile (the pipeline audited it): exactly as for a tool
-            # that does not exist
-            raise unknown from None
-        except VultrinoError as exc:
-            return error_result(exc)
-        except Exception as exc:
-            # A bug, not the model's fault. Log where it happened but not the message, which
-            # could quote a value; the model gets a generic error.
-            logger.error(
-                "internal error in tool %s: %s\n%s",
-                name,
-                type(exc).__name__,
-                "".join(traceback.format_tb(exc.__traceback__)),
-            )
-            return types.CallToolResult(
-                content=[
-                    types.TextContent(
-                        text=f"Vultrino hit an internal error ({type(exc).__name__}) running "
-                        f"{name}; tell the user to check the server log."
-                    )
-                ],
-                is_error=True,
-            )
-        return tool_result(value, ctx.protocol_version)
 
-    def _call(self, name: str, arguments: dict[str, Any], scope: AgentScope | None = None) -> Any:
-        if scope is not None:
-            return scope.call_tool(name, arguments, source="mcp")
-        return self.v.call_tool(name, arguments, source="mcp")
+        def call() -> dict[str, Any]:
+            return self.desk.call(
+                name,
+                dict(params.arguments or {}),
+                agent=agent,
+                approver=approver,
+                protocol_version=ctx.protocol_version,
+            )
+
+        try:
+            result = await anyio.to_thread.run_sync(call, limiter=limiter)
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+        return types.CallToolResult.model_validate(result, by_name=False)
 
     # -- approvals ------------------------------------------------------------------------------
 
