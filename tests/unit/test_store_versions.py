@@ -209,7 +209,7 @@ def test_kept_values_are_hidden_from_repr(store: CredentialStore) -> None:
     after.kept = store.kept("svc")
     text = repr(after) + repr(after.kept) + str(after.kept[0])
     assert OLD not in text and NEW not in text and STATE not in text
-    assert "1 earlier versions hidden" in text
+    assert "1 earlier versions, values hidden" in text
 
 
 def test_a_record_never_rotated_is_written_as_before(

@@ -171,7 +171,7 @@ class Credential:
             f"description={self.description!r}, fields=<values hidden: {names}>, "
             f"allow={self.allow!r}, secret_fields={self.secret_fields!r}, state={state}, "
             f"created_at={self.created_at!r}, updated_at={self.updated_at!r}, "
-            f"version={self.version!r}, kept=<{kept} earlier versions hidden>)"
+            f"version={self.version!r}, kept=<{kept} earlier versions, values hidden>)"
         )
 
     __str__ = __repr__
@@ -205,6 +205,8 @@ def _copy_version(v: SecretVersion) -> SecretVersion:
 
 
 def _copy_credential(cred: Credential) -> Credential:
+    """A copy for a caller, without the kept secret versions: those leave the store only
+    through ``kept()`` (and copying them would slow every read of a rotated store)."""
     return Credential(
         alias=cred.alias,
         type=cred.type,
@@ -218,7 +220,6 @@ def _copy_credential(cred: Credential) -> Credential:
         version=cred.version,
         version_since=cred.version_since,
         version_changed=list(cred.version_changed),
-        kept=[_copy_version(v) for v in cred.kept] if cred.kept else [],
     )
 
 
@@ -1048,7 +1049,7 @@ class CredentialStore:
             else:
                 new.version, new.version_since = old.version, old.version_since
                 new.version_changed = list(old.version_changed)
-                new.kept = [_copy_version(v) for v in old.kept]
+                new.kept = old.kept  # the stored versions, unchanged (never handed out)
             records[old.alias] = new
             return _copy_credential(old), _copy_credential(new)
 
@@ -1303,7 +1304,7 @@ class CredentialStore:
                 live = self._retention.live(cred.kept, now)
                 if len(live) != len(cred.kept):
                     pruned = _copy_credential(cred)
-                    pruned.kept = [_copy_version(v) for v in live]
+                    pruned.kept = live
                     records[alias] = pruned
 
     def _refresh(self, *, force: bool) -> None:
