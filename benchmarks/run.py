@@ -622,6 +622,7 @@ def main() -> None:
         bench_facade(res, args.smoke)
         print("store", file=sys.stderr)
         bench_kdf(res, args.smoke)
+        __import__("benchmarks.bench_versions").bench_versions.run(res, args.smoke)
         print("cli", file=sys.stderr)
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)

@@ -62,13 +62,15 @@ from vultrino.errors import (
 if TYPE_CHECKING:
     from vultrino.agents import AgentScope
     from vultrino.core import Vultrino
-    from vultrino.info import CredentialInfo, ToolInfo, TypeInfo
+    from vultrino.info import CredentialInfo, CredentialVersion, ReplaceDrops, ToolInfo, TypeInfo
     from vultrino.policy import AgentInfo, ApprovalRequest
 
 # name -> the module it lives in, imported on first use so the CLI's --help starts without it
 _LAZY = {
     "Vultrino": "vultrino.core",
     "CredentialInfo": "vultrino.info",
+    "CredentialVersion": "vultrino.info",
+    "ReplaceDrops": "vultrino.info",
     "ToolInfo": "vultrino.info",
     "TypeInfo": "vultrino.info",
     "AgentScope": "vultrino.agents",
@@ -110,6 +112,7 @@ __all__ = [
     "CredentialMismatchError",
     "CredentialNotFoundError",
     "CredentialValidationError",
+    "CredentialVersion",
     "EngineError",
     "EngineUnavailableError",
     "InstallError",
@@ -126,6 +129,7 @@ __all__ = [
     "PluginTimeoutError",
     "PluginTrapError",
     "RateLimitedError",
+    "ReplaceDrops",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",

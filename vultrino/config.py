@@ -16,6 +16,8 @@ errors too: a mistyped limit must not quietly leave the default in force.
     [store]
     kdf_opslimit = 3             # Argon2id parameters for `init` and `rekey`
     kdf_memlimit_mb = 128
+    keep_versions = 1            # earlier secret versions kept after `vultrino rotate`
+    keep_versions_days = 7       # ... each for this many days (`vultrino rollback`)
 
     [http]
     max_response_mb = 10         # largest body the built-in HTTP plugin reads
@@ -44,7 +46,12 @@ ENGINE_NAMES = ("wasmtime", "wasmer")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"engine": str},
     "limits": {"deadline_s": (int, float), "memory_mb": int, "output_mb": int},
-    "store": {"kdf_opslimit": int, "kdf_memlimit_mb": int},
+    "store": {
+        "kdf_opslimit": int,
+        "kdf_memlimit_mb": int,
+        "keep_versions": int,
+        "keep_versions_days": (int, float),
+    },
     "http": {"max_response_mb": int},
     "mcp": {"port": int},
     "build": {"sandbox": str},
@@ -63,6 +70,8 @@ class Config:
     http_max_response_bytes: int = 10 * MIB
     mcp_port: int = 8765
     build_sandbox: str = "auto"
+    keep_versions: int = 1
+    keep_versions_days: float = 7.0
     source: Path | None = None
 
 
@@ -113,6 +122,8 @@ def load_config(path: Path) -> Config:
         http_max_response_bytes=data.get("http", {}).get("max_response_mb", 10) * MIB,
         mcp_port=data.get("mcp", {}).get("port", 8765),
         build_sandbox=build_sandbox,
+        keep_versions=store.get("keep_versions", 1),
+        keep_versions_days=float(store.get("keep_versions_days", 7.0)),
         source=path if path.exists() else None,
     )
 

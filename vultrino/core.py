@@ -20,6 +20,7 @@ registry and the runtime (:mod:`vultrino.services`) are not public.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -29,10 +30,25 @@ from typing import TYPE_CHECKING, Any
 from vultrino import audit
 from vultrino.audit import Verdict
 from vultrino.config import ENGINE_NAMES, Config, load_config
-from vultrino.errors import AgentNotFoundError, ConfigError
-from vultrino.info import CredentialInfo, ToolInfo, TypeInfo, canonical_type, credential_info
+from vultrino.errors import (
+    AgentNotFoundError,
+    ConfigError,
+    CredentialNotFoundError,
+    CredentialValidationError,
+)
+from vultrino.info import (
+    CredentialInfo,
+    CredentialVersion,
+    ToolInfo,
+    TypeInfo,
+    canonical_type,
+    credential_info,
+    credential_versions,
+    replace_drops,
+)
 from vultrino.paths import Home, resolve_home
 from vultrino.pipeline import Pipeline
+from vultrino.plugins.validation import check_field_names
 from vultrino.policy.profile import AgentInfo, AgentProfile, hash_token, new_token, stamped
 from vultrino.services import (
     ENV_PASSWORD,
@@ -49,12 +65,13 @@ if TYPE_CHECKING:
     from vultrino.plugins.install.installer import InstallResult
     from vultrino.policy.approval import Approver
     from vultrino.runtime import WasmRuntime
-    from vultrino.store import KdfParams
+    from vultrino.store import Credential, KdfParams
 
 __all__ = [
     "ENV_PASSWORD",
     "ENV_PASSWORD_FILE",
     "CredentialInfo",
+    "CredentialVersion",
     "Prompt",
     "ToolInfo",
     "TypeInfo",
@@ -177,9 +194,176 @@ class Vultrino:
             secret_fields=list(spec.secret_fields),
         )
         with s.lock:
-            stored = s.store.add(cred, replace=replace)
-        self._changed("credential.replace" if replace else "credential.add", alias=alias)
-        return credential_info(stored, s.registry)
+            live = s.store.kept(alias) if replace and self._exists(alias) else []
+            stored, old = s.store.put(cred, replace=replace)
+        info = credential_info(stored, s.registry)
+        if old is None:
+            self._changed("credential.add", alias=alias)
+            return info
+        given = [k for k, v in fields.items() if v is not None and v != ""]
+        drops = replace_drops(old, stored, given, bool(description), len(live))
+        self._changed("credential.replace", alias=alias, fields=sorted(drops.fields))
+        return dataclasses.replace(info, dropped=drops)
+
+    def edit(
+        self,
+        alias: str,
+        fields: Mapping[str, Any] | None = None,
+        add_allow: Sequence[str] = (),
+        remove_allow: Sequence[str] = (),
+        description: str | None = None,
+    ) -> CredentialInfo:
+        """Change some of a credential and keep everything not named: non-secret ``fields``
+        (an empty value clears an optional field back to its default), allowlist patterns
+        added and removed, the description. Secret fields change with :meth:`rotate`.
+
+        Checked as :meth:`add_credential` checks (unknown names come with a suggestion); when
+        a check fails nothing changes. Returns the credential, ``changed`` naming what this
+        edit changed (empty, and nothing written, when it changed nothing)."""
+        given = dict(fields or {})
+        if not (given or add_allow or remove_allow or description is not None):
+            raise CredentialValidationError(
+                f"nothing to edit in {alias!r}: give fields, allowlist patterns to add or "
+                "remove, or a description"
+            )
+        s = self._s
+        changed: list[str] = []
+
+        def change(cred: Credential) -> Credential | None:
+            plugin, spec = self._type_of(cred)
+            check_field_names(spec, given)
+            secret = sorted(set(given) & (set(spec.secret_fields) | set(cred.secret_fields)))
+            if secret:
+                raise CredentialValidationError(
+                    f"{', '.join(secret)} of {alias!r} {'is a' if len(secret) == 1 else 'are'} "
+                    f"secret field{'s' if len(secret) > 1 else ''}: change secrets with "
+                    f"`vultrino rotate {alias} --field NAME=@FILE` (rotate() in Python), which "
+                    "keeps the previous value for `vultrino rollback`"
+                )
+            clean = plugin.validate_credential(spec.name, {**cred.fields, **given})
+            allow = self._edited_allow(plugin, alias, cred.allow, add_allow, remove_allow)
+            changed[:] = sorted(
+                k for k in set(cred.fields) | set(clean) if cred.fields.get(k) != clean.get(k)
+            )
+            if allow != cred.allow:
+                changed.append("allow")
+            if description is not None and description != cred.description:
+                changed.append("description")
+            if not changed:
+                return None
+            cred.fields, cred.allow = clean, allow
+            cred.secret_fields = sorted(set(cred.secret_fields) | set(spec.secret_fields))
+            if description is not None:
+                cred.description = description
+            return cred
+
+        with s.lock:
+            _, after = s.store.modify(alias, change)
+        if changed:
+            self._changed("credential.edit", alias=alias, fields=changed)
+        return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
+
+    def rotate(self, alias: str, fields: Mapping[str, Any]) -> CredentialInfo:
+        """Give secret ``fields`` of ``alias`` new values and keep everything else. The values
+        they replace are kept sealed in the store, for :meth:`rollback`, as long as the
+        retention says (``[store] keep_versions`` / ``keep_versions_days``; the last one for
+        7 days by default); cached plugin state (an OAuth access token) starts over. Only
+        secret fields rotate: other changes go through :meth:`edit`."""
+        given = dict(fields)
+        s = self._s
+
+        def change(cred: Credential) -> Credential:
+            plugin, spec = self._type_of(cred)
+            check_field_names(spec, given)
+            secret = set(spec.secret_fields) | set(cred.secret_fields)
+            if not given:
+                raise CredentialValidationError(
+                    f"nothing to rotate in {alias!r}: give new values for its secret fields "
+                    f"({', '.join(sorted(secret)) or 'it has none'})"
+                )
+            plain = sorted(set(given) - secret)
+            if plain:
+                what = "is not a secret field" if len(plain) == 1 else "are not secret fields"
+                raise CredentialValidationError(
+                    f"{', '.join(plain)} of {alias!r} {what}; only secrets rotate: change "
+                    f"it with `vultrino edit {alias} --field {plain[0]}=VALUE` (edit() in "
+                    "Python)"
+                )
+            cred.fields = plugin.validate_credential(spec.name, {**cred.fields, **given})
+            cred.secret_fields = sorted(set(cred.secret_fields) | set(spec.secret_fields))
+            return cred
+
+        with s.lock:
+            _, after = s.store.modify(alias, change, rotate=True)
+        changed = list(after.version_changed)
+        self._changed("credential.rotate", alias=alias, fields=changed)
+        return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
+
+    def rollback(self, alias: str) -> CredentialInfo:
+        """Swap ``alias``'s secret fields back to the newest kept version (see :meth:`rotate`).
+        The values swapped out are kept in turn, so a second rollback rolls forward again.
+        CredentialValidationError when no earlier version is kept (never rotated, or past the
+        retention), or when the restored values fail the type's checks; then nothing changes."""
+        s = self._s
+
+        def check(cred: Credential) -> Credential:
+            plugin, spec = self._type_of(cred)
+            cred.fields = plugin.validate_credential(spec.name, cred.fields)
+            return cred
+
+        with s.lock:
+            before, after = s.store.rollback(alias, check)
+        names = set(before.secret_fields) | set(after.secret_fields)
+        changed = sorted(k for k in names if before.fields.get(k) != after.fields.get(k))
+        self._changed("credential.rollback", alias=alias, fields=changed)
+        return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
+
+    def versions(self, alias: str) -> list[CredentialVersion]:
+        """The versions of ``alias``'s secret fields: the current one, then each kept one,
+        newest first. Numbers, times and field names only, never a value."""
+        s = self._s
+        with s.lock:
+            cred = s.store.get(alias)
+            kept = s.store.kept(alias)
+        return credential_versions(cred, kept, s.store.retention)
+
+    def _exists(self, alias: str) -> bool:
+        try:
+            self._s.store.get(alias)
+        except CredentialNotFoundError:
+            return False
+        return True
+
+    def _type_of(self, cred: Credential) -> tuple[Plugin, CredentialTypeSpec]:
+        """The plugin and type declaration of a stored credential (its plugin must be
+        installed to check a change)."""
+        return self._s.registry.resolve_type(cred.type)
+
+    @staticmethod
+    def _edited_allow(
+        plugin: Plugin,
+        alias: str,
+        current: list[str],
+        add: Sequence[str],
+        remove: Sequence[str],
+    ) -> list[str]:
+        allow = list(current)
+        for pattern in remove:
+            if pattern in allow:
+                allow.remove(pattern)
+                continue
+            canonical = plugin.validate_allow([pattern])
+            if canonical and canonical[0] in allow:
+                allow.remove(canonical[0])
+                continue
+            held = ", ".join(current) if current else "none"
+            raise CredentialValidationError(
+                f"{pattern!r} is not in the allowlist of {alias!r} (it holds: {held}); "
+                "nothing was changed"
+            )
+        if add:
+            allow = plugin.validate_allow(allow + list(add))
+        return allow
 
     def remove_credential(self, alias: str) -> CredentialInfo:
         s = self._s
@@ -416,13 +600,18 @@ class Vultrino:
         alias: str | None = None,
         plugin: str | None = None,
         subject: str | None = None,
+        fields: Sequence[str] | None = None,
     ) -> None:
         """The audit record of a change to the home (never a value): ``action`` says which
-        (``credential.add``, ``agent.remove``, ``plugin.install``, ``store.rekey``, ...),
-        ``subject`` names the agent profile changed, ``source`` is ``admin``."""
+        (``credential.add``, ``credential.rotate``, ``agent.remove``, ``plugin.install``,
+        ``store.rekey``, ...), ``subject`` names the agent profile changed, ``fields`` the
+        names of what a credential change changed (or a replace dropped), ``source`` is
+        ``admin``."""
         record: dict[str, Any] = {"alias": alias, "plugin": plugin, "action": what, "agent": None}
         if subject is not None:
             record["subject"] = subject
+        if fields is not None:
+            record["fields"] = list(fields)
         record.update(outcome="ok", duration_ms=0.0, source="admin")
         self._s.audit.write(record)
 

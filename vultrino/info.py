@@ -17,16 +17,20 @@ from vultrino.plugins.validation import params_json_schema
 
 if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
-    from vultrino.store import Credential
+    from vultrino.store import Credential, SecretVersion, VersionRetention
 
 __all__ = [
     "LIST_CREDENTIALS_SCHEMA",
     "LIST_CREDENTIALS_TOOL",
     "CredentialInfo",
+    "CredentialVersion",
+    "ReplaceDrops",
     "ToolInfo",
     "TypeInfo",
     "canonical_type",
     "credential_info",
+    "credential_versions",
+    "replace_drops",
     "tool_infos",
 ]
 
@@ -59,6 +63,13 @@ class CredentialInfo:
     fields: dict[str, Any]  # non-secret values; secret ones are "********"
     created_at: str
     updated_at: str
+    #: the number of the secret fields' current version (1 until the first rotation)
+    version: int = 1
+    #: what the call that returned this changed (``edit``, ``rotate``, ``rollback``): field
+    #: names, ``allow``, ``description``; empty elsewhere
+    changed: tuple[str, ...] = ()
+    #: what ``add_credential(..., replace=True)`` dropped from the credential it replaced
+    dropped: ReplaceDrops | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +81,70 @@ class CredentialInfo:
             "fields": dict(self.fields),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class ReplaceDrops:
+    """What replacing a credential dropped: fields of the old one that were not given again
+    (their names; the new credential holds their default, or nothing), allowlist patterns,
+    the description, and kept secret versions (their count). Never a value."""
+
+    fields: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    description: bool = False
+    versions: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.allow or self.description or self.versions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fields": list(self.fields),
+            "allow": list(self.allow),
+            "description": self.description,
+            "versions": self.versions,
+        }
+
+    def lines(self) -> list[str]:
+        """One human-readable line per kind of thing dropped."""
+        out = []
+        if self.fields:
+            out.append(f"fields not given again: {', '.join(self.fields)}")
+        if self.allow:
+            out.append(f"allowlist patterns: {', '.join(self.allow)}")
+        if self.description:
+            out.append("the description")
+        if self.versions:
+            s = "s" if self.versions != 1 else ""
+            out.append(f"{self.versions} kept earlier secret version{s} (no rollback to them)")
+        return out
+
+
+@dataclass(frozen=True)
+class CredentialVersion:
+    """One version of a credential's secret fields, as ``versions()`` lists it: never a value.
+
+    ``since`` is when it became current; ``retired_at`` when it stopped (None for the current
+    one); ``expires_at`` when a kept version stops being kept; ``changed`` the secret field
+    names whose values it changed."""
+
+    version: int
+    current: bool
+    since: str
+    retired_at: str | None
+    expires_at: str | None
+    changed: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "current": self.current,
+            "since": self.since,
+            "retired_at": self.retired_at,
+            "expires_at": self.expires_at,
+            "changed": list(self.changed),
         }
 
 
@@ -122,6 +197,62 @@ def credential_info(cred: Credential, registry: PluginRegistry) -> CredentialInf
         fields=shown,
         created_at=cred.created_at,
         updated_at=cred.updated_at,
+        version=cred.version,
+    )
+
+
+def credential_versions(
+    cred: Credential, kept: Sequence[SecretVersion], retention: VersionRetention
+) -> list[CredentialVersion]:
+    """The current version of ``cred``'s secrets, then the ``kept`` ones, newest first."""
+    out = [
+        CredentialVersion(
+            version=cred.version,
+            current=True,
+            since=cred.version_since or cred.created_at,
+            retired_at=None,
+            expires_at=None,
+            changed=tuple(cred.version_changed),
+        )
+    ]
+    for v in kept:
+        end = retention.expires_at(v.retired_at)
+        out.append(
+            CredentialVersion(
+                version=v.version,
+                current=False,
+                since=v.since,
+                retired_at=v.retired_at,
+                expires_at=None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                changed=tuple(v.changed),
+            )
+        )
+    return out
+
+
+def replace_drops(
+    old: Credential,
+    new: Credential,
+    given: Sequence[str],
+    description_given: bool,
+    kept_versions: int,
+) -> ReplaceDrops:
+    """What replacing ``old`` by ``new`` dropped: a field of ``old`` that was not ``given``
+    again and whose value the new credential does not hold (compared here, never shown), the
+    allowlist patterns ``new`` lacks, a description not given again, the kept versions."""
+    fields = tuple(
+        sorted(
+            k
+            for k, v in old.fields.items()
+            if k not in given and (k not in new.fields or new.fields[k] != v)
+        )
+    )
+    allow = tuple(p for p in old.allow if p not in new.allow)
+    return ReplaceDrops(
+        fields=fields,
+        allow=allow,
+        description=bool(old.description) and not description_given,
+        versions=kept_versions,
     )
 
 

@@ -30,7 +30,7 @@ from vultrino.policy.profile import AgentProfile
 if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
-    from vultrino.store import CredentialStore, KdfParams
+    from vultrino.store import CredentialStore, KdfParams, VersionRetention
 
 __all__ = [
     "ENV_PASSWORD",
@@ -144,7 +144,9 @@ class Services:
                         f"no credential store at {self.home.store}: run `vultrino init` first"
                     )
                 pw = resolve_password(self._password, self._prompt)
-                self.loaded_store = CredentialStore.open(self.home.store, pw)
+                self.loaded_store = CredentialStore.open(
+                    self.home.store, pw, retention=self.retention()
+                )
             return self.loaded_store
 
     def create_store(self, kdf: KdfParams | None) -> None:
@@ -153,7 +155,15 @@ class Services:
 
         pw = resolve_password(self._password, self._prompt)
         self.home.ensure()
-        self.loaded_store = CredentialStore.create(self.home.store, pw, kdf)
+        self.loaded_store = CredentialStore.create(
+            self.home.store, pw, kdf, retention=self.retention()
+        )
+
+    def retention(self) -> VersionRetention:
+        """How long earlier secret versions are kept ([store] in config.toml)."""
+        from vultrino.store import VersionRetention
+
+        return VersionRetention(self.config.keep_versions, self.config.keep_versions_days)
 
     def configured_kdf(self) -> KdfParams | None:
         return kdf_params(self.config.kdf_opslimit, self.config.kdf_memlimit)

@@ -272,6 +272,10 @@ def test_a_broken_plugin_is_listed_with_its_reason(home: Path, run: Run) -> None
 COMMANDS = [
     ["init"],
     ["add"],
+    ["edit"],
+    ["rotate"],
+    ["rollback"],
+    ["versions"],
     ["list"],
     ["info"],
     ["remove"],

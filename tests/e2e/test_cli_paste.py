@@ -23,7 +23,7 @@ import pytest
 from tests.guests import abi2_fixed
 from tests.leakcheck import LeakCheck
 from vultrino._msgpack import packb
-from vultrino.cli._tty import read_lines
+from vultrino.cli._tty import FieldText, read_lines
 from vultrino.errors import CredentialValidationError
 
 PASSWORD = "correct horse battery staple, paste edition"
@@ -167,7 +167,7 @@ def stored(home: Path, alias: str) -> dict[str, object]:
 
 
 def test_a_key_pasted_into_a_textarea_ends_at_its_end_line(home: Path) -> None:
-    t = Terminal("add", "--alias", "release", "--type", "plugin:signer:key")
+    t = Terminal("add", "--alias", "release", "--type", "plugin:signer:key", "--all-fields")
     t.expect(r"private_key.*single '\.'")
     t.type(KEY)  # one paste, as a terminal delivers it; no '.' line needed
     t.expect(r"read a PGP PRIVATE KEY BLOCK block: 7 lines, \d+ bytes")
@@ -204,12 +204,30 @@ def test_a_textarea_typed_by_hand_ends_at_a_dot_line(home: Path) -> None:
     t.expect(r"private_key.*single '\.'")
     t.type("first line\nsecond line\n.\n")
     t.expect(r"read text: 2 lines")
-    t.expect(r"passphrase.*: ")
-    t.type("\n")
-    t.expect(r"comment.*: ")
-    t.type("\n")
-    assert t.finish() == 0, t.seen
+    assert t.finish() == 0, t.seen  # the optional passphrase and comment are not asked
+    assert "passphrase" not in t.seen and "comment" not in t.seen
     assert stored(home, "typed") == {"private_key": "first line\nsecond line\n"}
+
+
+def test_all_fields_asks_the_optional_fields_too(home: Path) -> None:
+    t = Terminal("add", "--alias", "every", "--type", "plugin:signer:key", "--all-fields")
+    t.expect(r"private_key.*single '\.'")
+    t.type("one line\n.\n")
+    t.expect(r"passphrase \[optional\]: ")
+    t.type(PASSPHRASE + "\n")
+    t.expect(r"comment \[optional\]: ")
+    t.type("\n")  # left empty: not stored
+    assert t.finish() == 0, t.seen
+    assert stored(home, "every") == {"private_key": "one line\n", "passphrase": PASSPHRASE}
+
+
+def test_an_empty_first_line_ends_a_required_textarea_and_it_is_refused(home: Path) -> None:
+    t = Terminal("add", "--alias", "empty", "--type", "plugin:signer:key")
+    t.expect(r"private_key.*single '\.'")
+    t.type("\n")  # Enter alone ends the textarea at once: no hang waiting for '.'
+    assert t.finish() == 4, t.seen
+    assert "private_key: required" in t.seen
+    assert "--all-fields" in t.seen  # optional fields were skipped: says how to be asked
 
 
 def test_a_key_on_stdin_is_stored_whole(home: Path) -> None:
@@ -264,11 +282,20 @@ def test_a_textarea_ends_at_end_of_input_and_a_plain_field_is_one_line() -> None
     assert read_lines(lambda: "", textarea=True).value == ""
 
 
+def test_an_empty_first_line_ends_a_textarea_and_later_empty_lines_are_kept() -> None:
+    lines = iter(["\n", "never read\n"])
+    assert read_lines(lambda: next(lines, ""), textarea=True) == FieldText("", 0)
+    assert next(lines) == "never read\n"
+    lines = iter(["a\n", "\n", "b\n", ".\n"])
+    got = read_lines(lambda: next(lines, ""), textarea=True)
+    assert (got.value, got.lines) == ("a\n\nb\n", 3)
+
+
 @pytest.mark.parametrize("at", ["hidden", "visible"])
 def test_ctrl_c_at_any_prompt_exits_130(home: Path, at: str) -> None:
     """Ctrl-C at a hidden prompt (the key) and at a visible one (Click's, for the header):
     exit 130 as for SIGINT, never Click's "Aborted!" with 1."""
-    t = Terminal("add", "--alias", "x", "--type", "api_key")
+    t = Terminal("add", "--alias", "x", "--type", "api_key", "--all-fields")
     t.expect(r"key.*: ")
     if at == "visible":
         t.type("a-key-typed-by-hand\n")

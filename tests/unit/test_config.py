@@ -19,13 +19,15 @@ def test_absent_file_means_defaults(tmp_path: Path) -> None:
     assert c.limits.output_bytes == 8 * MIB
     assert c.source is None
     assert c.build_sandbox == "auto"
+    assert (c.keep_versions, c.keep_versions_days) == (1, 7.0)
 
 
 def test_values_are_read(tmp_path: Path) -> None:
     p = tmp_path / "config.toml"
     p.write_text(
         'engine = "wasmer"\n[limits]\ndeadline_s = 1.5\nmemory_mb = 32\noutput_mb = 2\n'
-        "[store]\nkdf_opslimit = 4\nkdf_memlimit_mb = 128\n[http]\nmax_response_mb = 3\n"
+        "[store]\nkdf_opslimit = 4\nkdf_memlimit_mb = 128\nkeep_versions = 3\n"
+        "keep_versions_days = 0.5\n[http]\nmax_response_mb = 3\n"
         "[mcp]\nport = 9000\n[build]\nsandbox = 'require'\n"
     )
     c = load_config(p)
@@ -33,6 +35,7 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert (c.kdf_opslimit, c.kdf_memlimit) == (4, 128 * MIB)
     assert (c.http_max_response_bytes, c.mcp_port) == (3 * MIB, 9000)
     assert c.build_sandbox == "require"
+    assert (c.keep_versions, c.keep_versions_days) == (3, 0.5)
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -54,6 +57,9 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
         ("engine = 'v8'\n", "unknown engine 'v8'"),
         ("[limits]\noutput_mb = true\n", "limits.output_mb: expected int"),
         ("[build]\nsandbox = 'maybe'\n", "build.sandbox: expected one of auto, require, off"),
+        ("[store]\nkeep_versions = 0\n", "store.keep_versions: must be positive"),
+        ("[store]\nkeep_versions = 1.5\n", "store.keep_versions: expected int"),
+        ("[store]\nkeep_versions_days = -1\n", "store.keep_versions_days: must be positive"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, needle: str) -> None:

@@ -47,6 +47,8 @@ def test_public_non_error_names_are_the_facade() -> None:
         "AgentScope",
         "ApprovalRequest",
         "CredentialInfo",
+        "CredentialVersion",
+        "ReplaceDrops",
         "ToolInfo",
         "TypeInfo",
         "Vultrino",

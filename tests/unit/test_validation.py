@@ -63,9 +63,14 @@ def test_blank_value_counts_as_missing(blank: str | None) -> None:
 def test_unknown_field_rejected() -> None:
     message = field_problems({"token": SECRET, "tokne": "x"})
     assert (
-        "tokne: unknown field (fields of service: token, pem, region, verify, timeout, account)"
-        in message
+        "tokne: unknown field (did you mean token? "
+        "fields of service: token, pem, region, verify, timeout, account)" in message
     )
+
+
+def test_unknown_field_far_from_any_gets_no_guess() -> None:
+    message = field_problems({"token": SECRET, "zzzzzz": "x"})
+    assert "zzzzzz: unknown field (fields of service:" in message
 
 
 def test_select_option_enforced() -> None:

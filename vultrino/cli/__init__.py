@@ -68,7 +68,20 @@ def _group(module: str, name: str) -> Callable[[], typer.Typer]:
     return build
 
 
-_CREDENTIAL_COMMANDS = ("init", "add", "list", "info", "remove", "types", "rekey", "request")
+_CREDENTIAL_COMMANDS = (
+    "init",
+    "add",
+    "edit",
+    "rotate",
+    "rollback",
+    "versions",
+    "list",
+    "info",
+    "remove",
+    "types",
+    "rekey",
+    "request",
+)
 
 #: Every top-level command, in the order ``--help`` lists them, with what builds it (a Typer
 #: app registering that command, maybe with its siblings). tests/unit/test_cli_lazy.py checks

@@ -9,6 +9,7 @@ switched off once (``TCSANOW``) and back on without a flush (``TCSADRAIN``), lin
 - a first line that opens an ASCII-armored block (``-----BEGIN <LABEL>-----``, PEM or PGP) is
   read up to and including its ``-----END <LABEL>-----`` line, whatever the field's kind;
 - a ``textarea`` field is read up to a line holding a single ``.`` (or end of input, Ctrl-D);
+  an empty first line (Enter alone) ends it at once, leaving the field empty;
 - any other field is one line.
 
 The value is never echoed. After a multi-line value the caller is told how many lines and bytes
@@ -76,6 +77,8 @@ def read_lines(readline: Callable[[], str], *, textarea: bool) -> FieldText:
                 return FieldText("\n".join(lines) + "\n", len(lines), label)
     if not textarea:
         return FieldText(line, 1)
+    if line == "":  # Enter alone on the first line: no value (an optional field stays empty)
+        return FieldText("", 0)
     lines = []
     while line != END_OF_TEXTAREA:
         lines.append(line)

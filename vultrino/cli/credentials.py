@@ -1,4 +1,5 @@
-"""Credential commands: init, add, list, info, remove, types, rekey, request."""
+"""Credential commands: init, add, edit, rotate, rollback, versions, list, info, remove, types,
+rekey, request."""
 
 from __future__ import annotations
 
@@ -34,11 +35,13 @@ from vultrino.errors import (
     ParameterError,
     PasswordRequiredError,
 )
+from vultrino.plugins.validation import check_field_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from vultrino.core import Vultrino
+    from vultrino.info import CredentialInfo
     from vultrino.plugins.base import CredentialTypeSpec
     from vultrino.store import KdfParams
 
@@ -112,22 +115,39 @@ def _warn_secret_on_argv(spec: CredentialTypeSpec, on_argv: set[str]) -> None:
         )
 
 
-def _prompt_missing(spec: CredentialTypeSpec, values: dict[str, Any]) -> None:
-    """Ask for fields not given on the command line (hidden input for secret ones)."""
+def _askable(spec: CredentialTypeSpec, values: dict[str, Any], all_fields: bool) -> list[Any]:
+    """The fields to ask for: those not given that are required without a default, or with
+    ``all_fields`` every one not given."""
     missing = [f for f in spec.fields if f.name not in values]
-    if not missing:
-        return
+    return [f for f in missing if all_fields or (f.required and f.default is None)]
+
+
+def _prompt_missing(
+    spec: CredentialTypeSpec,
+    values: dict[str, Any],
+    *,
+    all_fields: bool = False,
+    ask: list[Any] | None = None,
+) -> bool:
+    """Ask for the fields not given on the command line: the required ones, or every one
+    with ``all_fields`` (hidden input for secret ones); ``ask`` overrides which. Returns
+    whether an optional field went unasked (so an error can suggest --all-fields)."""
+    missing = [f for f in spec.fields if f.name not in values]
+    wanted = _askable(spec, values, all_fields) if ask is None else ask
+    skipped = len(wanted) < len(missing)
+    if not wanted:
+        return skipped
     if not is_tty():
-        required = [f.name for f in missing if f.required and f.default is None]
+        required = [f.name for f in wanted if f.required and f.default is None]
         if required:
             raise CredentialValidationError(
                 f"missing required field(s) {', '.join(required)}; there is no terminal to ask "
                 "on, so pass them with --field NAME=VALUE (or NAME=@file, NAME=- for stdin)"
             )
-        return
+        return skipped
     from vultrino.cli._tty import read_field
 
-    for f in missing:
+    for f in wanted:
         label = f.label or f.name
         hint = f" ({f.help_text})" if f.help_text else ""
         optional = not f.required or f.default is not None
@@ -141,7 +161,8 @@ def _prompt_missing(spec: CredentialTypeSpec, values: dict[str, Any]) -> None:
                 # it is never echoed).
                 prompt = (
                     f"{label}{hint}{suffix}: enter the value, then a line with a single '.' "
-                    "(a pasted -----BEGIN ... block ends at its -----END line)\n"
+                    "(Enter on the first line leaves it empty; a pasted -----BEGIN ... block "
+                    "ends at its -----END line)\n"
                 )
             else:
                 prompt = f"{label}{hint}{suffix}{shown}: "
@@ -163,6 +184,15 @@ def _prompt_missing(spec: CredentialTypeSpec, values: dict[str, Any]) -> None:
             )
         if value != "" or not optional:
             values[f.name] = value
+    return skipped
+
+
+AllFieldsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-fields", help="On a terminal, ask for every field not given, optional ones too."
+    ),
+]
 
 
 @handle_errors()
@@ -186,12 +216,19 @@ def add(
         typer.Option("--allow", help="URL pattern the credential may be sent to. Repeatable."),
     ] = None,
     replace: Annotated[
-        bool, typer.Option("--replace", help="Overwrite an existing alias.")
+        bool,
+        typer.Option(
+            "--replace",
+            help="Overwrite an existing alias: everything not given again is dropped (and "
+            "listed); `vultrino edit` changes part of one instead.",
+        ),
     ] = False,
+    all_fields: AllFieldsOpt = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add a credential. Missing fields are prompted for (secret ones hidden).
+    """Add a credential. Missing required fields are prompted for (secret ones hidden);
+    --all-fields asks for the optional ones too.
 
     A pasted PEM/PGP block ("-----BEGIN ...") is read up to its "-----END ...-----" line.
 
@@ -205,13 +242,214 @@ def add(
         values: dict[str, Any]
         values, on_argv = _field_values(field or [])
         _, spec = v.credential_type(type_)
+        check_field_names(spec, values)
         _warn_secret_on_argv(spec, on_argv)
-        _prompt_missing(spec, values)
-        info = v.add_credential(alias, type_, values, description, allow or None, replace=replace)
+        skipped = _prompt_missing(spec, values, all_fields=all_fields)
+        try:
+            info = v.add_credential(
+                alias, type_, values, description, allow or None, replace=replace
+            )
+        except CredentialValidationError as exc:
+            if skipped and is_tty():
+                exc.args = (
+                    f"{exc}\nOptional fields were not asked for: run the command again with "
+                    "--all-fields to be asked for each one, or give them with --field.",
+                )
+            raise
+    drops = info.dropped
     if json_out:
-        emit_json(info.to_dict())
+        out = info.to_dict()
+        if drops is not None:
+            out["dropped"] = drops.to_dict()
+        emit_json(out)
+    if drops is None:
+        if not json_out:
+            err(f"added {info.alias} ({info.type})")
+        return
+    if not drops:
+        err(f"replaced {info.alias} ({info.type}); nothing of the old one was dropped")
+        return
+    err(f"replaced {info.alias} ({info.type}), dropping what was not given again:")
+    for line in drops.lines():
+        err(f"  - {line}")
+    err(
+        f"To change part of a credential and keep the rest, use `vultrino edit {info.alias}` "
+        f"(or `vultrino rotate {info.alias}` for a secret)."
+    )
+
+
+def _changed_json(info: CredentialInfo) -> dict[str, Any]:
+    return {**info.to_dict(), "changed": list(info.changed)}
+
+
+@handle_errors()
+def edit(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="NAME=VALUE (or @file, - for stdin) for a non-secret field; NAME= clears an "
+            "optional one. Repeatable.",
+        ),
+    ] = None,
+    add_allow: Annotated[
+        list[str] | None,
+        typer.Option("--add-allow", help="A URL pattern to add to the allowlist. Repeatable."),
+    ] = None,
+    remove_allow: Annotated[
+        list[str] | None,
+        typer.Option("--remove-allow", help="A URL pattern to remove. Repeatable."),
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", "-d", help="A new description.")
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change part of a credential and keep everything not named.
+
+    Secret fields change with `vultrino rotate`, which keeps the previous value.
+
+    Examples:
+
+      vultrino edit github --add-allow 'https://uploads.github.com/*'
+
+      vultrino edit webhook --field encoding=base64 -d 'release webhook'
+    """
+    values, _ = _field_values(field or [])
+    with open_vultrino(home) as v, suggesting(v, alias):
+        info = v.edit(alias, values, add_allow or (), remove_allow or (), description)
+    if json_out:
+        emit_json(_changed_json(info))
+    elif info.changed:
+        err(f"edited {info.alias}: changed {', '.join(info.changed)}")
     else:
-        err(f"added {info.alias} ({info.type})")
+        err(f"{info.alias} unchanged: it already holds those values")
+
+
+@handle_errors()
+def rotate(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="NAME=@file or NAME=- (stdin) for a secret field; NAME=VALUE works but "
+            "warns. Repeatable. Without any, the secret fields are asked for.",
+        ),
+    ] = None,
+    all_fields: Annotated[
+        bool,
+        typer.Option(
+            "--all-fields",
+            help="With no --field, ask for every secret field, optional ones too.",
+        ),
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Give a credential's secret fields new values and keep everything else.
+
+    The previous values stay sealed in the store for a while (7 days by default) so that
+    `vultrino rollback ALIAS` can restore them.
+
+    Examples:
+
+      vultrino rotate github --field key=@new-token.txt
+
+      vultrino rotate github    (asks for the new key, hidden)
+    """
+    values, on_argv = _field_values(field or [])
+    with open_vultrino(home) as v, suggesting(v, alias):
+        _, spec = v.credential_type(v.credential_info(alias).type)
+        check_field_names(spec, values)
+        _warn_secret_on_argv(spec, on_argv)
+        if not values:
+            secret = [f for f in spec.fields if f.secret]
+            ask = [f for f in secret if all_fields or f.required]
+            if not is_tty():
+                names = ", ".join(f.name for f in secret) or "none"
+                raise CredentialValidationError(
+                    f"nothing to rotate: there is no terminal to ask on, so pass the new "
+                    f"values with --field NAME=@FILE or NAME=- (secret fields of {spec.name}: "
+                    f"{names})"
+                )
+            _prompt_missing(spec, values, ask=ask)
+        info = v.rotate(alias, values)
+        days = v.config.keep_versions_days
+    if json_out:
+        emit_json(_changed_json(info))
+        return
+    err(
+        f"rotated {info.alias}: {', '.join(info.changed)} (now version {info.version}); the "
+        f"previous value is kept sealed for {days:g} days: `vultrino rollback {info.alias}` "
+        "restores it"
+    )
+
+
+@handle_errors()
+def rollback(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Restore the secret values a rotation replaced (the newest kept version).
+
+    The values swapped out are kept in turn: running rollback again rolls forward.
+
+    Example: vultrino rollback github --yes
+    """
+    with open_vultrino(home) as v, suggesting(v, alias):
+        found = v.versions(alias)
+        if len(found) > 1:  # else rollback() says why there is nothing to restore
+            now, to = found[0], found[1]
+            confirm_or_yes(
+                f"Roll {alias!r} back from version {now.version} to version {to.version} "
+                f"(current until {to.retired_at})?",
+                yes,
+            )
+        info = v.rollback(alias)
+    if json_out:
+        emit_json(_changed_json(info))
+        return
+    err(
+        f"rolled back {info.alias} to version {info.version} ({', '.join(info.changed)}); "
+        f"`vultrino rollback {info.alias}` again rolls forward"
+    )
+
+
+@handle_errors()
+def versions(
+    alias: Annotated[str, typer.Argument(help="The credential's alias.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the versions of a credential's secret fields: the current one and those kept
+    for rollback (numbers, times and field names; never a value).
+
+    Example: vultrino versions github
+    """
+    with open_vultrino(home) as v, suggesting(v, alias):
+        found = v.versions(alias)
+    if json_out:
+        emit_json([x.to_dict() for x in found])
+        return
+    table(
+        [
+            (
+                str(x.version),
+                "current" if x.current else "kept",
+                x.since,
+                x.retired_at or "",
+                x.expires_at or "",
+                ", ".join(x.changed),
+            )
+            for x in found
+        ],
+        ("version", "state", "since", "retired", "kept until", "changed"),
+    )
 
 
 @handle_errors()
@@ -263,6 +501,7 @@ def info(
         typer.echo(f"  {k}: {val}")
     typer.echo(f"created:     {i.created_at}")
     typer.echo(f"updated:     {i.updated_at}")
+    typer.echo(f"version:     {i.version}  (`vultrino versions {i.alias}`)")
 
 
 @handle_errors()
@@ -556,6 +795,10 @@ def request(
 def register(app: typer.Typer) -> None:
     app.command("init")(init)
     app.command("add")(add)
+    app.command("edit")(edit)
+    app.command("rotate")(rotate)
+    app.command("rollback")(rollback)
+    app.command("versions")(versions)
     app.command("list")(list_)
     app.command("info")(info)
     app.command("remove")(remove)

@@ -13,7 +13,7 @@ import copy
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vultrino.errors import CredentialValidationError, ParameterError
@@ -22,11 +22,13 @@ from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, FieldSpec, Par
 __all__ = [
     "KIND_HINT",
     "STRING_FIELD_KINDS",
+    "check_field_names",
     "field_constraint_problems",
     "param_type_fits",
     "params_json_schema",
     "parse_bool",
     "show_value",
+    "unknown_field_problems",
     "validate_fields",
     "validate_params",
 ]
@@ -168,6 +170,35 @@ def _convert_field(spec: FieldSpec, value: Any) -> tuple[Any, str | None]:
     return None, f"expected text, got {type_name(value)}"
 
 
+def unknown_field_problems(ctype: CredentialTypeSpec, names: Iterable[str]) -> list[str]:
+    """One problem per name that is not a field of ``ctype``, with the closest field names
+    ("did you mean") and every field the type has."""
+    import difflib
+
+    known = [f.name for f in ctype.fields]
+    expected = ", ".join(known) if known else "none"
+    problems = []
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.6)
+            guess = f"did you mean {' or '.join(close)}? " if close else ""
+            problems.append(f"{name}: unknown field ({guess}fields of {ctype.name}: {expected})")
+    return problems
+
+
+def check_field_names(ctype: CredentialTypeSpec, names: Iterable[str]) -> None:
+    """CredentialValidationError when a name is not a field of ``ctype`` (before anything
+    is asked or stored: a mistyped name must not surface as a missing required field)."""
+    problems = unknown_field_problems(ctype, names)
+    if problems:
+        count = len(problems)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise CredentialValidationError(
+            f"unknown field{'s' if count != 1 else ''} for credential type {ctype.name}:\n"
+            f"{lines}\nRun `vultrino types` to see every type's fields."
+        )
+
+
 def validate_fields(ctype: CredentialTypeSpec, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Check and convert credential field values against their type; return the values to store.
 
@@ -177,12 +208,7 @@ def validate_fields(ctype: CredentialTypeSpec, fields: Mapping[str, Any]) -> dic
     ``validation_pattern`` (a full match) are checked. Raises one
     :class:`CredentialValidationError` listing every problem; secret values are never quoted.
     """
-    problems: list[str] = []
-    known = [f.name for f in ctype.fields]
-    for name in fields:
-        if name not in known:
-            expected = ", ".join(known) if known else "none"
-            problems.append(f"{name}: unknown field (fields of {ctype.name}: {expected})")
+    problems = unknown_field_problems(ctype, fields)
     result: dict[str, Any] = {}
     for spec in ctype.fields:
         raw = fields.get(spec.name)

@@ -11,6 +11,8 @@ from vultrino.store.credentials import (
     ALIAS_MAX_LENGTH,
     Credential,
     CredentialStore,
+    SecretVersion,
+    VersionRetention,
     validate_alias,
 )
 
@@ -19,6 +21,8 @@ __all__ = [
     "Credential",
     "CredentialStore",
     "KdfParams",
+    "SecretVersion",
+    "VersionRetention",
     "validate_alias",
     "verify_signature",
 ]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,6 +53,8 @@ __all__ = [
     "MAX_STORE_BYTES",
     "Credential",
     "CredentialStore",
+    "SecretVersion",
+    "VersionRetention",
     "decode_document",
     "decode_sections",
     "decode_store",
@@ -76,12 +78,74 @@ _T = TypeVar("_T")
 
 
 @dataclass(repr=False)
+class SecretVersion:
+    """An earlier value of a credential's secret fields, kept sealed after a rotation so that
+    ``rollback`` can bring it back (docs/store.md, "Secret versions"). ``repr()`` hides values.
+
+    ``fields`` holds the secret fields as they were (a secret field absent then is absent
+    here), ``state`` the plugin state that went with them; ``since`` is when this version
+    became current, ``retired_at`` when it stopped being current, ``changed`` the secret
+    field names that differed from the version before it.
+    """
+
+    version: int
+    fields: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    since: str = ""
+    retired_at: str = ""
+    changed: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(str(k) for k in self.fields)) if _is_dict(self.fields) else "?"
+        return (
+            f"SecretVersion(version={self.version!r}, fields=<values hidden: {names}>, "
+            f"since={self.since!r}, retired_at={self.retired_at!r}, changed={self.changed!r})"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class VersionRetention:
+    """How long earlier secret versions are kept: at most ``count`` of them, each for ``days``
+    after it was retired (``[store] keep_versions`` and ``keep_versions_days`` in
+    config.toml). Older ones are no longer listed or restorable, and the next write of the
+    store drops them from the file."""
+
+    count: int = 1
+    days: float = 7.0
+
+    def expires_at(self, retired_at: str) -> datetime | None:
+        """When a version retired at ``retired_at`` stops being kept (None: unparsable)."""
+        when = _parse_time(retired_at)
+        return None if when is None else when + timedelta(days=self.days)
+
+    def live(self, kept: list[SecretVersion], now: datetime | None = None) -> list[SecretVersion]:
+        """The versions of ``kept`` still kept at ``now``: unexpired, newest retired first, at
+        most ``count``."""
+        now = now or _utcnow()
+        alive = []
+        for v in kept:
+            end = self.expires_at(v.retired_at)
+            if end is not None and end > now:
+                alive.append(v)
+        alive.sort(key=lambda v: (v.retired_at, v.version), reverse=True)
+        return alive[: self.count]
+
+
+@dataclass(repr=False)
 class Credential:
-    """One credential. ``fields`` and ``state`` hold secrets; ``repr()`` never shows their values.
+    """One credential. ``fields``, ``state`` and ``kept`` hold secrets; ``repr()`` never shows
+    their values.
 
     ``created_at`` and ``updated_at`` are ISO-8601 UTC strings (``2025-01-31T12:00:00Z``); the
     store fills them in when they are empty. ``state`` is plugin-owned data that changes without
     the user editing the credential (a refreshed OAuth token); see ``update_state``.
+
+    ``version`` numbers the current value of the secret fields (1 until the first rotation);
+    ``version_since`` is when it became current ("" = ``created_at``), ``version_changed`` the
+    secret fields its rotation changed, and ``kept`` the earlier versions still kept
+    (:class:`SecretVersion`, newest first).
     """
 
     alias: str
@@ -93,15 +157,21 @@ class Credential:
     state: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     updated_at: str = ""
+    version: int = 1
+    version_since: str = ""
+    version_changed: list[str] = field(default_factory=list)
+    kept: list[SecretVersion] = field(default_factory=list)
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(str(k) for k in self.fields)) if _is_dict(self.fields) else "?"
         state = f"<{len(self.state)} keys hidden>" if _is_dict(self.state) else "<hidden>"
+        kept = len(self.kept) if isinstance(self.kept, list) else "?"
         return (
             f"Credential(alias={self.alias!r}, type={self.type!r}, "
             f"description={self.description!r}, fields=<values hidden: {names}>, "
             f"allow={self.allow!r}, secret_fields={self.secret_fields!r}, state={state}, "
-            f"created_at={self.created_at!r}, updated_at={self.updated_at!r})"
+            f"created_at={self.created_at!r}, updated_at={self.updated_at!r}, "
+            f"version={self.version!r}, kept=<{kept} earlier versions, values hidden>)"
         )
 
     __str__ = __repr__
@@ -123,7 +193,20 @@ def _copy_value(value: Any) -> Any:
     return value
 
 
+def _copy_version(v: SecretVersion) -> SecretVersion:
+    return SecretVersion(
+        version=v.version,
+        fields=_copy_value(v.fields),
+        state=_copy_value(v.state),
+        since=v.since,
+        retired_at=v.retired_at,
+        changed=list(v.changed),
+    )
+
+
 def _copy_credential(cred: Credential) -> Credential:
+    """A copy for a caller, without the kept secret versions: those leave the store only
+    through ``kept()`` (and copying them would slow every read of a rotated store)."""
     return Credential(
         alias=cred.alias,
         type=cred.type,
@@ -134,11 +217,28 @@ def _copy_credential(cred: Credential) -> Credential:
         state=_copy_value(cred.state),
         created_at=cred.created_at,
         updated_at=cred.updated_at,
+        version=cred.version,
+        version_since=cred.version_since,
+        version_changed=list(cred.version_changed),
     )
 
 
+def _utcnow() -> datetime:
+    """The clock of version retention (tests replace it)."""
+    return datetime.now(timezone.utc)
+
+
+def _parse_time(value: str) -> datetime | None:
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -231,6 +331,28 @@ def _validated(cred: object) -> Credential:
     updated = _check_timestamp(cred.updated_at, f"updated_at of {alias!r}")
     _check_packable(fields, f"field of {alias!r}")
     _check_packable(state, f"state key of {alias!r}")
+    version = _check_version(cred.version, f"the version of {alias!r}")
+    since = _check_timestamp(cred.version_since, f"version_since of {alias!r}")
+    changed = _check_str_list(cred.version_changed, f"version_changed of {alias!r}")
+    if not isinstance(cred.kept, list) or not all(isinstance(v, SecretVersion) for v in cred.kept):
+        raise CredentialValidationError(f"the kept versions of {alias!r} must be SecretVersions")
+    kept = []
+    for v in cred.kept:
+        what = f"kept version of {alias!r}"
+        vfields = _check_str_dict(v.fields, f"the fields of a {what}")
+        vstate = _check_str_dict(v.state, f"the state of a {what}")
+        _check_packable(vfields, f"field of a {what}")
+        _check_packable(vstate, f"state key of a {what}")
+        kept.append(
+            SecretVersion(
+                version=_check_version(v.version, f"the number of a {what}"),
+                fields=_copy_value(vfields),
+                state=_copy_value(vstate),
+                since=_check_timestamp(v.since, f"since of a {what}"),
+                retired_at=_check_timestamp(v.retired_at, f"retired_at of a {what}"),
+                changed=_check_str_list(v.changed, f"changed of a {what}"),
+            )
+        )
     return Credential(
         alias=alias,
         type=cred.type,
@@ -241,7 +363,17 @@ def _validated(cred: object) -> Credential:
         state=_copy_value(state),
         created_at=created,
         updated_at=updated,
+        version=version,
+        version_since=since,
+        version_changed=changed,
+        kept=kept,
     )
+
+
+def _check_version(value: object, what: str) -> int:
+    if type(value) is not int or not 1 <= value < 2**31:
+        raise CredentialValidationError(f"{what} must be a positive integer")
+    return value
 
 
 # --- the document inside the secretbox -------------------------------------------------------
@@ -266,26 +398,76 @@ def encode_document(
     audit log's signing key (written only once there is one)."""
     doc: dict[str, Any] = {
         "header": header.raw,
-        "credentials": [
-            {
-                "alias": c.alias,
-                "type": c.type,
-                "description": c.description,
-                "fields": c.fields,
-                "allow": c.allow,
-                "secret_fields": c.secret_fields,
-                "state": c.state,
-                "created_at": c.created_at,
-                "updated_at": c.updated_at,
-            }
-            for c in sorted(records.values(), key=lambda c: c.alias)
-        ],
+        "credentials": [_encode_record(c) for c in sorted(records.values(), key=lambda c: c.alias)],
     }
     if agents:
         doc["agents"] = [agents[name] for name in sorted(agents)]
     if audit_key is not None:
         doc["audit_key"] = audit_key
     return packb(doc)
+
+
+def _encode_record(c: Credential) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "alias": c.alias,
+        "type": c.type,
+        "description": c.description,
+        "fields": c.fields,
+        "allow": c.allow,
+        "secret_fields": c.secret_fields,
+        "state": c.state,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    }
+    # Written only once a credential has been rotated: a record that never was is
+    # byte for byte the format it always was.
+    if c.version != 1 or c.version_since or c.version_changed or c.kept:
+        rec["version"] = c.version
+        rec["version_since"] = c.version_since
+        rec["version_changed"] = c.version_changed
+        rec["kept"] = [
+            {
+                "version": v.version,
+                "fields": v.fields,
+                "state": v.state,
+                "since": v.since,
+                "retired_at": v.retired_at,
+                "changed": v.changed,
+            }
+            for v in c.kept
+        ]
+    return rec
+
+
+def _decode_kept(raw: Any) -> list[SecretVersion] | None:
+    """The kept versions of a record, or None when malformed."""
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            return None
+        number = item.get("version")
+        fields = item.get("fields")
+        state = item.get("state", {})
+        since = item.get("since", "")
+        retired = item.get("retired_at", "")
+        changed = item.get("changed", [])
+        if not (
+            type(number) is int
+            and number >= 1
+            and isinstance(fields, dict)
+            and _all_str(fields)
+            and isinstance(state, dict)
+            and _all_str(state)
+            and isinstance(since, str)
+            and isinstance(retired, str)
+            and isinstance(changed, list)
+            and _all_str(changed)
+        ):
+            return None
+        out.append(SecretVersion(number, fields, state, since, retired, changed))
+    return out
 
 
 def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, Credential]:
@@ -363,7 +545,7 @@ def decode_store(
             raise corrupt(f"record {index} has missing or mistyped keys")
         if alias in out:
             raise corrupt(f"record {index} repeats an alias")
-        out[alias] = Credential(
+        cred = Credential(
             alias=alias,
             type=ctype,
             fields=fields,
@@ -374,6 +556,23 @@ def decode_store(
             created_at=created,
             updated_at=updated,
         )
+        if "version" in rec:  # a rotated credential (older stores have none)
+            number = rec.get("version")
+            since = rec.get("version_since", "")
+            changed = rec.get("version_changed", [])
+            kept = _decode_kept(rec.get("kept", []))
+            if not (
+                type(number) is int
+                and number >= 1
+                and isinstance(since, str)
+                and isinstance(changed, list)
+                and _all_str(changed)
+                and kept is not None
+            ):
+                raise corrupt(f"record {index} has malformed secret versions")
+            cred.version, cred.version_since = number, since
+            cred.version_changed, cred.kept = changed, kept
+        out[alias] = cred
     agents: dict[str, dict[str, Any]] = {}
     raw_agents = doc.get("agents", [])
     if not isinstance(raw_agents, list):
@@ -497,6 +696,24 @@ def _password_bytes(password: object, *, new: bool) -> bytearray:
 # --- the store -------------------------------------------------------------------------------
 
 
+class _Unchanged(Exception):  # noqa: N818 - control flow inside modify(), never raised out
+    def __init__(self, cred: Credential) -> None:
+        super().__init__("unchanged")
+        self.cred = cred
+
+
+def _retired(cred: Credential, names: set[str], now: str) -> SecretVersion:
+    """``cred``'s current secret values (the fields in ``names``) as a kept version."""
+    return SecretVersion(
+        version=cred.version,
+        fields={k: _copy_value(cred.fields[k]) for k in sorted(names) if k in cred.fields},
+        state=_copy_value(cred.state),
+        since=cred.version_since or cred.created_at,
+        retired_at=now,
+        changed=list(cred.version_changed),
+    )
+
+
 class CredentialStore:
     """An open credential store. Create with :meth:`create`, open with :meth:`open`.
 
@@ -517,8 +734,10 @@ class CredentialStore:
         lock_timeout: float,
         agents: dict[str, dict[str, Any]] | None = None,
         audit_key: bytes | None = None,
+        retention: VersionRetention | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._retention = retention or VersionRetention()
         self._audit_key = audit_key
         self._pending_audit_key: bytes | None = None
         self._agents: dict[str, dict[str, Any]] = agents or {}
@@ -554,6 +773,7 @@ class CredentialStore:
         kdf: KdfParams | None = None,
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        retention: VersionRetention | None = None,
     ) -> CredentialStore:
         """Create an empty store (file 0600; a missing parent directory is created 0700)."""
         path = Path(path)
@@ -590,6 +810,7 @@ class CredentialStore:
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
+            retention=retention,
         )
 
     @staticmethod
@@ -601,9 +822,15 @@ class CredentialStore:
 
     @classmethod
     def open(
-        cls, path: Path, password: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+        cls,
+        path: Path,
+        password: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        retention: VersionRetention | None = None,
     ) -> CredentialStore:
-        """Open an existing store, deriving the key once."""
+        """Open an existing store, deriving the key once. ``retention`` says how long earlier
+        secret versions are kept (default: the last one, for 7 days)."""
         path = Path(path)
         pw = _password_bytes(password, new=False)
         data, signature = _read_store(path)
@@ -631,6 +858,7 @@ class CredentialStore:
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
+            retention=retention,
         )
 
     # -- context manager ------------------------------------------------------------------
@@ -668,6 +896,18 @@ class CredentialStore:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def retention(self) -> VersionRetention:
+        """How long earlier secret versions are kept."""
+        return self._retention
+
+    def kept(self, alias: str) -> list[SecretVersion]:
+        """The earlier secret versions of ``alias`` still kept (copies, newest first)."""
+        with self._mutex:
+            self._refresh(force=False)
+            cred = self._lookup(self._records, alias)
+            return [_copy_version(v) for v in self._retention.live(cred.kept)]
 
     @property
     def kdf(self) -> KdfParams:
@@ -722,15 +962,33 @@ class CredentialStore:
         """
         return self.add_many([cred], replace=replace)[0]
 
-    def add_many(self, creds: list[Credential], *, replace: bool = False) -> list[Credential]:
-        """Store several credentials in one locked, atomic write (all or none)."""
+    def put(
+        self, cred: Credential, *, replace: bool = False
+    ) -> tuple[Credential, Credential | None]:
+        """:meth:`add`, also returning the credential it replaced (None when the alias was
+        free). A replaced credential's kept secret versions go with it."""
+        olds: list[Credential | None] = []
+        stored = self.add_many([cred], replace=replace, replaced=olds)[0]
+        return stored, olds[0]
+
+    def add_many(
+        self,
+        creds: list[Credential],
+        *,
+        replace: bool = False,
+        replaced: list[Credential | None] | None = None,
+    ) -> list[Credential]:
+        """Store several credentials in one locked, atomic write (all or none). ``replaced``,
+        when given, receives what each one replaced (None for a new alias)."""
         news = [_validated(c) for c in creds]
 
         def apply(records: dict[str, Credential]) -> list[Credential]:
             now = _now()
             stored = []
+            olds: list[Credential | None] = []
             for new in news:
                 old = records.get(new.alias)
+                olds.append(None if old is None else _copy_credential(old))
                 if old is not None:
                     if not replace:
                         raise CredentialExistsError(
@@ -744,7 +1002,107 @@ class CredentialStore:
                     new.updated_at = new.updated_at or new.created_at
                 records[new.alias] = new
                 stored.append(_copy_credential(new))
+            if replaced is not None:
+                replaced[:] = olds
             return stored
+
+        return self._mutate(apply)
+
+    def modify(
+        self,
+        alias: str,
+        change: Callable[[Credential], Credential | None],
+        *,
+        rotate: bool = False,
+    ) -> tuple[Credential, Credential]:
+        """Change ``alias`` in one locked, atomic write: ``change`` gets a copy of the current
+        record (read under the lock, so another process's change is never lost) and returns
+        the new one, or None to write nothing. Returns (before, after).
+
+        The alias, type and ``created_at`` stay; ``updated_at`` becomes now. With ``rotate``
+        the secret fields' current values (and the plugin state that went with them) become
+        a kept :class:`SecretVersion`, the version number goes up and the state starts empty;
+        CredentialValidationError when no secret value changed.
+        """
+
+        def apply(records: dict[str, Credential]) -> tuple[Credential, Credential]:
+            old = self._lookup(records, alias)
+            wanted = change(_copy_credential(old))
+            if wanted is None:
+                raise _Unchanged(_copy_credential(old))
+            new = _validated(wanted)
+            new.alias, new.type, new.created_at = old.alias, old.type, old.created_at
+            now = _now()
+            new.updated_at = now
+            if rotate:
+                names = set(old.secret_fields) | set(new.secret_fields)
+                changed = sorted(k for k in names if old.fields.get(k) != new.fields.get(k))
+                if not changed:
+                    raise CredentialValidationError(
+                        f"nothing to rotate in {alias!r}: the new secret values are the ones "
+                        "it already holds"
+                    )
+                numbers = [old.version, *(v.version for v in old.kept)]
+                new.kept = self._retention.live([_retired(old, names, now), *old.kept])
+                new.version, new.version_since, new.version_changed = max(numbers) + 1, now, changed
+                new.state = {}
+            else:
+                new.version, new.version_since = old.version, old.version_since
+                new.version_changed = list(old.version_changed)
+                new.kept = old.kept  # the stored versions, unchanged (never handed out)
+            records[old.alias] = new
+            return _copy_credential(old), _copy_credential(new)
+
+        try:
+            return self._mutate(apply)
+        except _Unchanged as same:
+            return same.cred, _copy_credential(same.cred)
+
+    def rollback(
+        self, alias: str, check: Callable[[Credential], Credential] | None = None
+    ) -> tuple[Credential, Credential]:
+        """Swap ``alias``'s secret fields with the newest kept version, in one atomic write;
+        returns (before, after). The values swapped out become a kept version themselves, so
+        a second rollback rolls forward again. ``check`` (the plugin's validation) sees the
+        restored record and may refuse it; then nothing changes. CredentialValidationError
+        when no earlier version is kept."""
+
+        def apply(records: dict[str, Credential]) -> tuple[Credential, Credential]:
+            old = self._lookup(records, alias)
+            kept = self._retention.live(old.kept)
+            if not kept:
+                rotated = "" if old.version == 1 else " any more"
+                raise CredentialValidationError(
+                    f"{alias!r} has no earlier secret version to roll back to{rotated}: a "
+                    f"rotation keeps the previous one for {self._retention.days:g} days "
+                    "(`vultrino versions ALIAS` lists what is kept)"
+                )
+            target = kept[0]
+            new = _copy_credential(old)
+            names = set(old.secret_fields) | set(target.fields)
+            for name in names:
+                if name in target.fields:
+                    new.fields[name] = _copy_value(target.fields[name])
+                else:
+                    new.fields.pop(name, None)
+            new.state = _copy_value(target.state)
+            if check is not None:
+                new = check(new)
+            new = _validated(new)
+            now = _now()
+            new.alias, new.type, new.created_at, new.updated_at = (
+                old.alias,
+                old.type,
+                old.created_at,
+                now,
+            )
+            new.version, new.version_since = target.version, now
+            new.version_changed = list(target.changed)
+            new.kept = self._retention.live(
+                [_retired(old, names, now), *(v for v in kept if v is not target)]
+            )
+            records[old.alias] = new
+            return _copy_credential(old), _copy_credential(new)
 
         return self._mutate(apply)
 
@@ -913,6 +1271,7 @@ class CredentialStore:
 
         ``agents`` None keeps the profiles as they are."""
         _remove_stale_temps(self._path)
+        self._prune(records)
         header = _sealing.new_header(params, salt)
         profiles = self._agents if agents is None else agents
         document = encode_document(header, records, profiles, self._audit_key)
@@ -936,6 +1295,17 @@ class CredentialStore:
             _sealing.wipe(old_pw)
         _fsync_dir(self._path.parent)
         self._generation.bump()
+
+    def _prune(self, records: dict[str, Credential]) -> None:
+        """Drop kept secret versions past the retention from ``records`` (every write)."""
+        now = _utcnow()
+        for alias, cred in list(records.items()):
+            if cred.kept:
+                live = self._retention.live(cred.kept, now)
+                if len(live) != len(cred.kept):
+                    pruned = _copy_credential(cred)
+                    pruned.kept = live
+                    records[alias] = pruned
 
     def _refresh(self, *, force: bool) -> None:
         """Pick up changes other processes made. Cheap when nothing changed: one memory read
