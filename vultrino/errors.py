@@ -192,7 +192,13 @@ class CredentialExistsError(CredentialError):
 
 
 class CredentialValidationError(CredentialError):
-    """The fields do not satisfy the credential type."""
+    """The fields do not satisfy the credential type. ``needs`` names optional fields whose
+    value the rest of the fields make necessary (an oauth2 client_credentials grant needs
+    client_secret), so an interactive ``add`` can ask for them."""
+
+    def __init__(self, *args: object, needs: tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.needs = needs
 
 
 class UnknownCredentialTypeError(CredentialError):

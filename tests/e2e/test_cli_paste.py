@@ -317,3 +317,18 @@ def test_ctrl_c_at_a_confirmation_exits_130(home: Path) -> None:
     code = t.finish()
     assert code == 130, t.seen
     assert "Aborted" not in t.seen
+
+
+def test_an_optional_field_the_others_make_necessary_is_asked_for(home: Path) -> None:
+    # oauth2's client_secret is optional in the type (a refresh_token grant needs none), but
+    # its default client_credentials grant needs it: add asks for it instead of failing
+    t = Terminal(
+        "add", "--alias", "api", "--type", "oauth2",
+        "--field", "token_url=https://auth.example.invalid/token",
+        "--field", "client_id=vultrino-tests",
+    )  # fmt: skip
+    t.expect(r"[Cc]lient secret.*: ")
+    t.type(PASSPHRASE + "\n")
+    assert t.finish() == 0, t.seen
+    assert PASSPHRASE not in t.seen
+    assert stored(home, "api")["client_secret"] == PASSPHRASE

@@ -246,9 +246,20 @@ def add(
         _warn_secret_on_argv(spec, on_argv)
         skipped = _prompt_missing(spec, values, all_fields=all_fields)
         try:
-            info = v.add_credential(
-                alias, type_, values, description, allow or None, replace=replace
-            )
+            try:
+                info = v.add_credential(
+                    alias, type_, values, description, allow or None, replace=replace
+                )
+            except CredentialValidationError as exc:
+                # optional fields the others make necessary (oauth2's client_secret for its
+                # default grant): asked for once on a terminal, then the add is tried again
+                needed = [f for f in spec.fields if f.name in exc.needs and f.name not in values]
+                if not needed or not is_tty():
+                    raise
+                _prompt_missing(spec, values, ask=needed)
+                info = v.add_credential(
+                    alias, type_, values, description, allow or None, replace=replace
+                )
         except CredentialValidationError as exc:
             if skipped and is_tty():
                 exc.args = (

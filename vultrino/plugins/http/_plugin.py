@@ -985,8 +985,8 @@ def _text(fields: Mapping[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _invalid(message: str) -> CredentialValidationError:
-    return CredentialValidationError(message)
+def _invalid(message: str, *, needs: tuple[str, ...] = ()) -> CredentialValidationError:
+    return CredentialValidationError(message, needs=needs)
 
 
 def _parse_extra_headers(value: Any) -> list[tuple[str, str]]:
@@ -1048,9 +1048,15 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
         if (_text(fields, "client_auth") or "basic") not in ("basic", "body"):
             raise _invalid("oauth2 credential: client_auth must be 'basic' or 'body'")
         if grant == "client_credentials" and not _text(fields, "client_secret"):
-            raise _invalid("oauth2 credential: the client_credentials grant needs client_secret")
+            raise _invalid(
+                "oauth2 credential: the client_credentials grant needs client_secret",
+                needs=("client_secret",),
+            )
         if grant == "refresh_token" and not _text(fields, "refresh_token"):
-            raise _invalid("oauth2 credential: the refresh_token grant needs refresh_token")
+            raise _invalid(
+                "oauth2 credential: the refresh_token grant needs refresh_token",
+                needs=("refresh_token",),
+            )
 
 
 def _token_url(fields: Mapping[str, Any]) -> NormalizedURL:
