@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component import _enter
@@ -377,6 +378,7 @@ class ComponentSession(abi.Session):
         #: What carries the bytes: ``execute-text``'s string (1.1.0 components), else
         #: ``execute``'s list<u8> (strided copies, or wasmtime-py's own conversion).
         self._call: Callable[[wc.Func, wasmtime.Store, bytes], bytes]
+        self._text = _TextCaller(func, store) if self.text else None
         if self.text:
             self._call = self._text_call
         else:
@@ -459,7 +461,10 @@ class ComponentSession(abi.Session):
         self._store.set_epoch_deadline(self._ticker.ticks(self._deadline))
         try:
             raw = self._call(self._func, self._store, data)
-            self._func.post_return(self._store)
+            if self._text is not None:
+                self._text.post_return()
+            else:
+                self._func.post_return(self._store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise self._translate(exc) from None
         finally:
@@ -498,7 +503,8 @@ class ComponentSession(abi.Session):
     def _text_call(self, func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
         """``execute-text``: the bytes as Latin-1 text each way, then checked against the cap
         (the string is never longer than the guest's memory, which the memory cap bounds)."""
-        raw = _text_call(func, store, data if data.isascii() else _latin1_utf8(data))
+        assert self._text is not None
+        raw = self._text(data if data.isascii() else _latin1_utf8(data))
         if raw.isascii():
             return raw
         if len(raw) > 2 * self._cap:  # every character is at most two bytes of UTF-8
@@ -506,7 +512,7 @@ class ComponentSession(abi.Session):
         try:
             return raw.decode("utf-8").encode("latin-1")
         except UnicodeError as exc:
-            func.post_return(store)
+            self._text.post_return()
             raise PluginABIError(
                 f"execute-text returned a character that is not a byte (at character "
                 f"{getattr(exc, 'start', '?')}: every character must be U+0000..U+00FF, the "
@@ -620,6 +626,17 @@ try:
     _KIND_U8: int = ffi.WASMTIME_COMPONENT_U8.value
     _KIND_LIST: int = ffi.WASMTIME_COMPONENT_LIST.value
     _KIND_STRING: int = ffi.WASMTIME_COMPONENT_STRING.value
+    # the C functions themselves, not wasmtime-py's one-line Python wrappers around them
+    _byte_vec_new: Any = getattr(_bindings, "_wasm_byte_vec_new", ffi.wasm_byte_vec_new)
+    _func_call: Any = getattr(
+        _bindings, "_wasmtime_component_func_call", ffi.wasmtime_component_func_call
+    )
+    _post_return: Any = getattr(
+        _bindings, "_wasmtime_component_func_post_return", ffi.wasmtime_component_func_post_return
+    )
+    _val_delete: Any = getattr(
+        _bindings, "_wasmtime_component_val_delete", ffi.wasmtime_component_val_delete
+    )
     _FAST_MISSING: str | None = None
 except AttributeError as _exc:  # pragma: no cover - other wasmtime releases
     _FAST_MISSING = f"wasmtime internals differ ({_exc})"
@@ -674,30 +691,48 @@ def _latin1_utf8(data: bytes) -> bytes:
     return data.decode("latin-1").encode("utf-8")
 
 
-def _text_call(func: wc.Func, store: wasmtime.Store, text: bytes) -> bytes:
-    """``func(store, text)`` for ``string -> string``, with ``text`` and the answer as UTF-8
-    bytes: wasmtime copies both in bulk. The caller runs post-return."""
-    param = (_VAL * 1)()
-    param[0].kind = _KIND_STRING
-    ffi.wasm_byte_vec_new(ctypes.byref(param[0].of.string), len(text), _bytes_ptr(text))
-    result = _VAL()
-    try:
-        err = ffi.wasmtime_component_func_call(
-            ctypes.byref(func._func), store._context(), param, 1, ctypes.byref(result), 1
-        )
-    finally:
-        ffi.wasmtime_component_val_delete(ctypes.byref(param[0]))
-    if err:
-        error = wasmtime.WasmtimeError._from_ptr(err)
-        _enter.maybe_raise_last_exn()
-        raise error
-    try:
-        if result.kind != _KIND_STRING:
-            raise PluginABIError("execute-text did not return a string")
-        out = result.of.string
-        return ctypes.string_at(out.data, out.size) if out.size else b""
-    finally:
-        ffi.wasmtime_component_val_delete(ctypes.byref(result))
+class _TextCaller:
+    """Calls a ``string -> string`` function of one store with UTF-8 bytes and returns the
+    answer's UTF-8 bytes: wasmtime copies both in bulk. Its ctypes objects are made once (a
+    small call would spend most of its host-side time making them). The caller runs
+    :meth:`post_return` after each successful call."""
+
+    def __init__(self, func: wc.Func, store: wasmtime.Store) -> None:
+        self._func = ctypes.byref(func._func)
+        self._context = store._context()
+        self._param = (_VAL * 1)()
+        self._param_ref = ctypes.byref(self._param[0])
+        self._string_ref = ctypes.byref(self._param[0].of.string)
+        self._result = _VAL()
+        self._result_ref = ctypes.byref(self._result)
+
+    def __call__(self, text: bytes) -> bytes:
+        param = self._param
+        param[0].kind = _KIND_STRING
+        _byte_vec_new(self._string_ref, len(text), _bytes_ptr(text))
+        try:
+            err = _func_call(self._func, self._context, param, 1, self._result_ref, 1)
+        finally:
+            _val_delete(self._param_ref)
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(err)
+            _enter.maybe_raise_last_exn()
+            raise error
+        result = self._result
+        try:
+            if result.kind != _KIND_STRING:
+                raise PluginABIError("execute-text did not return a string")
+            out = result.of.string
+            return ctypes.string_at(out.data, out.size) if out.size else b""
+        finally:
+            _val_delete(self._result_ref)
+
+    def post_return(self) -> None:
+        err = _post_return(self._func, self._context)
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(err)
+            _enter.maybe_raise_last_exn()
+            raise error
 
 
 def _bytes_ptr(data: bytes) -> Any:
@@ -757,7 +792,7 @@ _text_checked: bool | None = None
 
 
 def _text_available() -> bool:
-    """Whether :func:`_text_call` agrees with wasmtime-py's own call (checked once)."""
+    """Whether :class:`_TextCaller` agrees with wasmtime-py's own call (checked once)."""
     global _text_checked  # noqa: PLW0603 - a process-wide memo
     if _text_checked is None:
         try:
@@ -767,9 +802,12 @@ def _text_available() -> bool:
             inst = wc.Linker(engine).instantiate(store, comp)
             func = inst.get_func(store, "text")
             assert func is not None
+            caller = _TextCaller(func, store)
             for sample in ("", "\x00\xff\x01", bytes(range(256)).decode("latin-1") * 5):
                 data = sample.encode("utf-8")
-                if _text_call(func, store, data) != data or func(store, sample) != sample:
+                answer = caller(data)
+                caller.post_return()
+                if answer != data or func(store, sample) != sample:
                     raise RuntimeError("the string copy does not round-trip")
             _text_checked = True
         except Exception as exc:  # any failure means: call execute instead
