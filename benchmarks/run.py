@@ -158,81 +158,6 @@ def bench_engine(engine: str, res: Results, smoke: bool) -> None:
         )
 
 
-def bench_components(res: Results, smoke: bool) -> None:
-    """WASI 0.2 components on wasmtime: a WAT echo component's warm calls (the list<u8>
-    lowering), and a componentize-py plugin's cold compile, cached load and warm call."""
-    from tests import component_guests
-    from vultrino.runtime import WasmRuntime
-
-    n_small = 200 if smoke else 5000
-    n_big = 3 if smoke else 20
-    with tempfile.TemporaryDirectory() as tmp, WasmRuntime(cache_dir=Path(tmp)) as rt:
-        echo = rt.load(component_guests.component("echo"), plugin="echo")
-        for label, size, n in (("~100 B", 60, n_small), ("64 KiB", 64 * 1024, n_big * 10),
-                               ("1 MiB", 1 << 20, n_big)):  # fmt: skip
-            data: Any = "x" * size if size < 1000 else b"x" * size
-            req = {"ok": {"data": data}}  # the echo guest answers the request itself
-            assert echo.execute(req) == req
-            us = per_call(lambda req=req: echo.execute(req), n, repeat=3) * 1e6
-            res.add(f"component: warm call, {label} request+response", us, "µs")
-        rt._components.fast = False  # wasmtime-py's own per-byte conversion, for comparison
-        slow = rt.load(component_guests.component("echo"), plugin="slow")
-        size, label = (64 * 1024, "64 KiB") if smoke else (1 << 20, "1 MiB")
-        req = {"ok": {"data": b"x" * size}}
-        t = time.perf_counter()
-        slow.execute(req)
-        res.add(
-            f"component: {label} request+response, wasmtime-py's lowering",
-            (time.perf_counter() - t) * 1e3,
-            "ms",
-            note="what the strided copy above replaces",
-        )
-    if smoke:
-        return
-    from vultrino.plugins.install import _componentize
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "plugin.wasm"
-        t = time.perf_counter()
-        _componentize.build(ROOT / "sdk-python-template", out=out)
-        build_s = time.perf_counter() - t
-        wasm = out.read_bytes()
-        mb = len(wasm) / 1e6
-        res.add(f"python component: componentize-py build ({mb:.1f} MB)", build_s, "s")
-        cache = Path(tmp) / "cache"
-        with WasmRuntime(cache_dir=cache) as rt:
-            t = time.perf_counter()
-            rt.load(wasm, plugin="py").close()
-            res.add(
-                f"python component: cold compile, {mb:.1f} MB",
-                time.perf_counter() - t,
-                "s",
-                note="compile + serialize + first instantiation",
-            )
-        loads = []
-        for _ in range(5):
-            with WasmRuntime(cache_dir=cache) as rt:
-                t = time.perf_counter()
-                rt.load(wasm, plugin="py").close()
-                loads.append(time.perf_counter() - t)
-        res.add(
-            f"python component: cached load, {mb:.1f} MB",
-            min(loads) * 1e3,
-            "ms",
-            note="checksum + deserialize + instantiate",
-        )
-        with WasmRuntime(cache_dir=cache) as rt:
-            py = rt.load(wasm, plugin="py")
-            req = {
-                "action": "greet",
-                "params": {"name": "Ada"},
-                "credential": {"alias": "a", "type": "t", "fields": {"token": "x"}},
-            }
-            assert py.execute(req) == {"ok": {"message": "Hello, Ada."}}
-            us = per_call(lambda: py.execute(req), 2000, repeat=3) * 1e6
-            res.add("python component: warm call (greet)", us, "µs")
-
-
 def large_module(smoke: bool) -> bytes:
     """An ABI 2 module of about 1.5 MB: the echo guest plus thousands of real functions, each
     calling the next, the size of a plugin that links a crypto library."""
@@ -600,7 +525,9 @@ def main() -> None:
         print("runtime (wasmtime)", file=sys.stderr)
         bench_engine("wasmtime", res, args.smoke)
         print("components (wasmtime)", file=sys.stderr)
-        bench_components(res, args.smoke)
+        from benchmarks import bench_components
+
+        bench_components.run(res, args.smoke)
         print("runtime (wasmer, under .venv310)", file=sys.stderr)
         figs, info310 = wasmer_figures(args.smoke)
         res.figures.extend(figs)

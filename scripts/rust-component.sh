@@ -2,7 +2,10 @@
 # Turn a Rust plugin's core module (what the SDK template builds) into a WASI 0.2 component that
 # targets wit/vultrino-plugin.wit, for hosts that run components:
 #
-#   1. `wasm-tools component embed wit MODULE --world plugin` adds the world's type information;
+#   1. `wasm-tools component embed wit MODULE --world plugin` adds the world's type information
+#      (of the world version the module was built for: wit/ for 1.1.0, whose modules export
+#      `execute-text`, wit/v1.0.0/ for a module built before it — such a component runs, but
+#      moves its bytes the slow way; rebuild it with the current SDK for the bulk path);
 #   2. `wasm-tools component new ... --adapt wasi_snapshot_preview1=ADAPTER` wraps the module,
 #      translating its WASI preview-1 imports to WASI 0.2 with the preview-1 reactor adapter.
 #
@@ -26,7 +29,13 @@ tool="$(command -v wasm-tools || true)"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$tool" component embed "$root/wit" "$module" --world plugin -o "$tmp/embedded.wasm"
+wit="$root/wit"
+"$tool" print "$module" >"$tmp/module.wat"
+if ! grep -q '(export "vultrino:plugin/handler@1.1.0#execute"' "$tmp/module.wat"; then
+    wit="$root/wit/v1.0.0"
+    echo "rust-component.sh: $module targets world 1.0.0 (no execute-text): embedding that" >&2
+fi
+"$tool" component embed "$wit" "$module" --world plugin -o "$tmp/embedded.wasm"
 "$tool" component new "$tmp/embedded.wasm" \
     --adapt "wasi_snapshot_preview1=$adapter" -o "$out"
 echo "component: $out ($(wc -c <"$out") bytes)" >&2

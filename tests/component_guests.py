@@ -289,3 +289,67 @@ def waiter_wat(body: str) -> str:
         extra_core_imports=_WAIT_CORE,
         extra_with=_WAIT_WITH,
     )
+
+
+# --- 1.1.0 components: execute and execute-text ------------------------------------------------
+
+#: execute-text bodies: the answer as text (each byte a character, in UTF-8). Each reads
+#: (ptr, len) of the request and leaves the return area's address (0) on the stack.
+TEXT_BODIES = {
+    # the request back, unchanged (text in, the same text out)
+    "echo": BODIES["echo"],
+    # {"ok": 1} as text: 0x81 and 0xa2 are two bytes of UTF-8 each
+    "ok": """
+      (i32.store (i32.const 0) (i32.const 96))
+      (i32.store (i32.const 4) (i32.const 7))
+      (i32.const 0)""",
+    # a string far outside the guest's memory
+    "bad_pointer": BODIES["bad_pointer"],
+    # a string whose length runs past the end of memory (4 GiB - 1 bytes from 0)
+    "huge_len": """
+      (i32.store (i32.const 0) (i32.const 0))
+      (i32.store (i32.const 4) (i32.const -1))
+      (i32.const 0)""",
+    # a lone 0x81: not UTF-8
+    "not_utf8": """
+      (i32.store (i32.const 0) (i32.const 97))
+      (i32.store (i32.const 4) (i32.const 1))
+      (i32.const 0)""",
+    # "\u20ac" (the euro sign): UTF-8, but not one byte
+    "wide_char": """
+      (i32.store (i32.const 0) (i32.const 104))
+      (i32.store (i32.const 4) (i32.const 3))
+      (i32.const 0)""",
+}
+
+
+def text_component(text_body: str, body: str = "echo", **extra: str) -> bytes:
+    """A 1.1.0 component: ``execute`` runs ``body`` (:data:`BODIES`), ``execute-text`` runs
+    ``text_body`` (:data:`TEXT_BODIES` or core WAT); both import ``host@1.1.0``."""
+    return bytes(wasmtime.wat2wasm(text_component_wat(text_body, body, **extra)))
+
+
+def text_component_wat(text_body: str, body: str = "echo", **extra: str) -> str:
+    wat = component_wat(body, **extra)
+    wat = wat.replace("vultrino:plugin/host@1.0.0", "vultrino:plugin/host@1.1.0")
+    wat = wat.replace("vultrino:plugin/handler@1.0.0", "vultrino:plugin/handler@1.1.0")
+    wat = wat.replace(
+        '(data (i32.const 64) "\\81\\a2ok\\01")',
+        '(data (i32.const 64) "\\81\\a2ok\\01")\n'
+        '    (data (i32.const 96) "\\c2\\81\\c2\\a2ok\\01")\n'
+        '    (data (i32.const 104) "\\e2\\82\\ac")',
+    )
+    wat = wat.replace(
+        '(func (export "post") (param i32)))',
+        '(func (export "execute_text") (param $ptr i32) (param $len i32) (result i32)\n'
+        f"      {TEXT_BODIES.get(text_body, text_body)})\n"
+        '    (func (export "post") (param i32)))',
+    )
+    return wat.replace(
+        '(instance $handler (export "execute" (func $execute)))',
+        """(func $execute_text (param "request" string) (result string)
+    (canon lift (core func $m "execute_text") (memory (core memory $mem "memory"))
+      (realloc (core func $m "cabi_realloc")) (post-return (core func $m "post"))))
+  (instance $handler (export "execute" (func $execute))
+    (export "execute-text" (func $execute_text)))""",
+    )

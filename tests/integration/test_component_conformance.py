@@ -9,11 +9,13 @@ same module succeeds.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from tests import component_guests as guests
 from vultrino.errors import (
@@ -245,3 +247,116 @@ def test_parallel_calls_each_get_their_own_answer(runtime: WasmRuntime) -> None:
     for t in threads:
         t.join()
     assert failures == []
+
+
+# --- world 1.1.0: execute-text, the bulk data path -------------------------------------------
+
+#: Component-only: skipped on the wasmer leg of the suite (components run on wasmtime only).
+wasmtime_leg = pytest.mark.skipif(
+    os.environ.get("VULTRINO_TEST_ENGINE", "wasmtime") != "wasmtime",
+    reason="components run on wasmtime only",
+)
+
+BIG = Limits(deadline_s=5.0, memory_bytes=64 * 1024 * 1024, output_bytes=4 * 1024 * 1024)
+
+
+def _session_text(module: object) -> bool:
+    """Whether the module's next session calls execute-text (what the host chose)."""
+    session = module._new_session()  # type: ignore[attr-defined]
+    try:
+        return bool(session.text)
+    finally:
+        session.close()
+
+
+@needs_wasmtime
+@wasmtime_leg
+def test_a_1_1_component_is_called_through_execute_text(runtime: WasmRuntime) -> None:
+    new = runtime.load(guests.text_component("ok"), plugin="new")
+    assert new.execute({"action": "x"}) == {"ok": 1}
+    assert _session_text(new) is True
+    old = runtime.load(guests.component("echo"), plugin="old")
+    assert _session_text(old) is False
+
+
+@needs_wasmtime
+@wasmtime_leg
+def test_a_1_1_component_without_execute_text_is_refused(runtime: WasmRuntime) -> None:
+    wat = guests.component_wat("echo").replace(
+        "vultrino:plugin/handler@1.0.0", "vultrino:plugin/handler@1.1.0"
+    )
+    with pytest.raises(ModuleError, match=r"handler@1\.1\.0` does not export `execute-text`"):
+        runtime.load(bytes(wasmtime.wat2wasm(wat)), plugin="half")
+
+
+@needs_wasmtime
+@wasmtime_leg
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x00",
+        bytes(range(256)),
+        (bytes(range(256)) * 16)[:4095],
+        bytes(range(256)) * 256,  # 65536, every value
+        b"random",
+        b"mib+1",
+    ],
+    ids=["0", "1", "all-256", "4095", "65536", "random-300k", "1MiB+1"],
+)
+def test_execute_text_is_byte_exact(tmp_path: Path, payload: bytes) -> None:
+    if payload == b"random":
+        payload = os.urandom(300_000)
+    elif payload == b"mib+1":
+        payload = os.urandom((1 << 20) + 1)
+    with WasmRuntime("wasmtime", cache_dir=tmp_path / "c", limits=BIG) as rt:
+        echo = rt.load(guests.text_component("echo"), plugin="echo")
+        request = {"ok": payload}  # the echo guest answers the request itself
+        assert echo.execute(request) == request
+        # old and new shapes answer alike
+        old = rt.load(guests.component("echo"), plugin="old")
+        if len(payload) <= 65536:
+            assert old.execute(request) == request
+
+
+@needs_wasmtime
+@wasmtime_leg
+def test_execute_text_passes_what_list_u8_cannot(tmp_path: Path) -> None:
+    """wasmtime refuses a list<u8> past HOSTCALL_LIST_BYTES; a string goes through."""
+    payload = os.urandom(HOSTCALL_LIST_BYTES + 1000)
+    with WasmRuntime("wasmtime", cache_dir=tmp_path / "c", limits=BIG) as rt:
+        echo = rt.load(guests.text_component("echo"), plugin="echo")
+        assert echo.execute({"ok": payload}) == {"ok": payload}
+
+
+@needs_wasmtime
+@wasmtime_leg
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("bad_pointer", "execute-text returned a string the host cannot read"),
+        ("huge_len", "execute-text returned a string the host cannot read"),
+        ("not_utf8", "execute-text returned a string the host cannot read"),
+        ("wide_char", "execute-text returned a character that is not a byte"),
+    ],
+)
+def test_a_hostile_execute_text_fails_the_call_only(
+    runtime: WasmRuntime, body: str, message: str
+) -> None:
+    bad = runtime.load(guests.text_component(body), plugin=body)
+    with pytest.raises(PluginABIError, match=message):
+        bad.execute({"action": "x"})
+    with pytest.raises(PluginABIError, match=message):  # the host is fine, and so is the plugin
+        bad.execute({"action": "x"})
+    assert runtime.load(guests.text_component("ok"), plugin="fine").execute({}) == {"ok": 1}
+
+
+@needs_wasmtime
+@wasmtime_leg
+def test_execute_text_output_over_the_cap_is_an_abi_error(tmp_path: Path) -> None:
+    limits = Limits(deadline_s=5.0, memory_bytes=16 * 1024 * 1024, output_bytes=1024)
+    with WasmRuntime("wasmtime", cache_dir=tmp_path / "c", limits=limits) as rt:
+        echo = rt.load(guests.text_component("echo"), plugin="echo")
+        with pytest.raises(PluginABIError, match="over the 1024-byte output cap"):
+            echo.execute({"ok": b"\xff" * 2000})
+        assert echo.execute({"ok": b"\xff" * 100}) == {"ok": b"\xff" * 100}

@@ -39,7 +39,7 @@ from vultrino.runtime import PluginModule, WasmRuntime, available_engines
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ("totp", "jwt", "hmac")
 PLUGIN_LIMIT = 1024 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.0.0", "log")
+HOST_LOG = ("vultrino:plugin/host@1.1.0", "log")
 
 # RFC 6238 Appendix B: seeds per algorithm and (time, SHA1, SHA256, SHA512) 8-digit codes.
 RFC6238_SEEDS = {
@@ -184,8 +184,10 @@ def test_shipped_module_imports_only_the_host_log_and_wasi(name: str, runtime: W
     assert {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.0.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.0.0#execute",
+        "vultrino:plugin/handler@1.1.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
+        "vultrino:plugin/handler@1.1.0#execute-text",
+        "cabi_post_vultrino:plugin/handler@1.1.0#execute-text",
     } <= exports
 
 
@@ -252,9 +254,9 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     world = subprocess.run(
         [tool, "component", "wit", str(component)], check=True, capture_output=True, text=True
     ).stdout
-    assert "export vultrino:plugin/handler@1.0.0;" in world
+    assert "export vultrino:plugin/handler@1.1.0;" in world
     imports = [line.split()[1] for line in world.splitlines() if line.strip().startswith("import ")]
-    assert all(i.startswith(("wasi:", "vultrino:plugin/host@1.0.0")) for i in imports), imports
+    assert all(i.startswith(("wasi:", "vultrino:plugin/host@1.1.0")) for i in imports), imports
 
 
 # --- totp -------------------------------------------------------------------------------------

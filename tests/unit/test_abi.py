@@ -101,14 +101,14 @@ def test_not_a_plugin() -> None:
         (
             (*ABI2[:2], func(abi.EXECUTE, ft("i", "i"))),
             (),
-            "`vultrino:plugin/handler@1.0.0#execute` has signature (i32) -> (i32)",
+            f"`{abi.EXECUTE}` has signature (i32) -> (i32)",
         ),
         (ABI2[1:], (), "missing required export `memory`"),
         ((MEMORY, ABI2[2]), (), "missing required export `cabi_realloc`"),
         (
             (*ABI2, func(abi.POST_EXECUTE, ft("ii"))),
             (),
-            "`cabi_post_vultrino:plugin/handler@1.0.0#execute` has signature",
+            f"`{abi.POST_EXECUTE}` has signature",
         ),
         (ABI2, (ImportDesc("env", "abort", "func", ft("")),), "`env`.`abort` is not provided"),
         (

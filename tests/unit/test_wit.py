@@ -47,9 +47,31 @@ def test_handler_interface() -> None:
     assert re.search(rf"^\s*{wit.EXECUTE}: func\(request: list<u8>\) -> list<u8>;", handler, re.M)
     # the canonical-ABI lowering's export names, as wit-bindgen writes them
     assert (wit.EXECUTE_EXPORT, wit.POST_EXECUTE_EXPORT) == (
-        "vultrino:plugin/handler@1.0.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.0.0#execute",
+        "vultrino:plugin/handler@1.1.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
     )
+    # 1.1.0 adds execute-text, marked as such so a 1.0.0 reader knows it is new
+    assert re.search(
+        rf"@since\(version = 1\.1\.0\)\s*{wit.EXECUTE_TEXT}: func\(request: string\) -> string;",
+        handler,
+    )
+
+
+def test_every_version_is_still_accepted() -> None:
+    assert wit.VERSIONS == ("1.1.0", "1.0.0")
+    assert wit.HOSTS == ("vultrino:plugin/host@1.1.0", "vultrino:plugin/host@1.0.0")
+    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.0.0#execute"
+    assert wit.POST_EXECUTE_EXPORTS[1] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+
+
+def test_the_1_0_world_is_kept_as_it_was() -> None:
+    """1.1.0 only adds: the 1.0.0 file is the new one less the @since(1.1.0) items."""
+    old = (ROOT / wit.WIT_FILE_1_0).read_text(encoding="utf-8")
+    assert "package vultrino:plugin@1.0.0;" in old
+    assert wit.EXECUTE_TEXT not in old
+    body = SOURCE.split("package vultrino:plugin@1.1.0;", 1)[1]
+    added = re.compile(r"\n\n(?:\s*///[^\n]*\n)*\s*@since\(version = 1\.1\.0\)\n[^\n]*\n")
+    assert added.sub("\n", body) == old.split("package vultrino:plugin@1.0.0;", 1)[1]
 
 
 def test_no_other_module_spells_the_names() -> None:

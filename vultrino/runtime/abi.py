@@ -34,15 +34,18 @@ from vultrino.runtime.engine import (
     ModuleShape,
 )
 from vultrino.runtime.wit import EXECUTE_EXPORT as EXECUTE
+from vultrino.runtime.wit import EXECUTE_EXPORTS, LOG, LOG_LEVELS, REALLOC, WIT_FILE
 from vultrino.runtime.wit import HOST as HOST_MODULE
-from vultrino.runtime.wit import LOG, LOG_LEVELS, REALLOC, WIT_FILE
+from vultrino.runtime.wit import HOSTS as HOST_MODULES
 from vultrino.runtime.wit import POST_EXECUTE_EXPORT as POST_EXECUTE
+from vultrino.runtime.wit import POST_EXECUTE_EXPORTS as POST_EXECUTES
 
 __all__ = [
     "ABI1_CODES",
     "ERROR_CODES",
     "EXECUTE",
     "HOST_MODULE",
+    "HOST_MODULES",
     "LOG",
     "POST_EXECUTE",
     "REALLOC",
@@ -57,6 +60,7 @@ __all__ = [
     "Session",
     "check_counts",
     "check_module",
+    "abi2_exports",
     "check_response",
     "decode_abi1",
     "decode_abi2",
@@ -69,7 +73,10 @@ __all__ = [
 
 # --- names and signatures ----------------------------------------------------------------------
 # The ABI 2 names (HOST_MODULE, LOG, REALLOC, EXECUTE, POST_EXECUTE, LOG_LEVELS) are those of
-# the plugin world, imported above from wit.py.
+# the plugin world, imported above from wit.py. A module may use the names of any version of the
+# world this host runs (HOST_MODULES, and execute and post-return of one version, as
+# :func:`abi2_exports` finds them): a 1.1.0 module's are those of a 1.0.0 module with the
+# version changed; its `execute-text` export is for components and is not used here.
 
 MEMORY: Final = "memory"
 
@@ -136,9 +143,18 @@ def is_component(wasm: bytes) -> bool:
     return bytes(wasm[:4]) == b"\0asm" and bytes(wasm[6:8]) == b"\x01\x00"
 
 
+def abi2_exports(has_export: Callable[[str], object | None]) -> tuple[str, str]:
+    """The names of ``execute`` and its post-return in a module (of the newest version of the
+    world whose ``execute`` it exports; the current version's when it exports none)."""
+    for execute, post in zip(EXECUTE_EXPORTS, POST_EXECUTES, strict=True):
+        if has_export(execute) is not None:
+            return execute, post
+    return EXECUTE, POST_EXECUTE
+
+
 def detect_abi(shape: ModuleShape) -> int | None:
     """2 when the ABI 2 ``execute`` is exported, 1 for the ABI 1 exports, else None."""
-    if shape.export(EXECUTE) is not None:
+    if any(shape.export(name) is not None for name in EXECUTE_EXPORTS):
         return 2
     if shape.export(V1_EXECUTE) is not None or shape.export(V1_VERSION) is not None:
         return 1
@@ -153,9 +169,12 @@ def check_module(shape: ModuleShape) -> int:
             "this module is not a Vultrino plugin: it exports neither "
             f"`{EXECUTE}` (ABI 2, see {WIT_FILE}) nor `{V1_EXECUTE}` (ABI 1)"
         )
-    required, optional = (
-        (ABI2_REQUIRED, ABI2_OPTIONAL) if abi == 2 else (ABI1_REQUIRED, ABI1_OPTIONAL)
-    )
+    if abi == 2:
+        execute, post = abi2_exports(shape.export)
+        required = {REALLOC: _I32x4_I32, execute: _I32x2_I32}
+        optional = {post: ABI2_OPTIONAL[POST_EXECUTE]}
+    else:
+        required, optional = ABI1_REQUIRED, ABI1_OPTIONAL
     problems: list[str] = []
     memory = shape.export(MEMORY)
     if memory is None or memory.kind != "memory":
@@ -189,7 +208,7 @@ def _check_export(
 
 def _check_import(imp: ImportDesc) -> str | None:
     where = f"import `{imp.module}`.`{imp.name}`"
-    if imp.module == HOST_MODULE and imp.name == LOG:
+    if imp.module in HOST_MODULES and imp.name == LOG:
         if imp.kind != "func" or imp.type != LOG_TYPE:
             return f"{where} has signature {imp.type or imp.kind}, expected {LOG_TYPE}"
         return None
@@ -271,15 +290,15 @@ def host_functions(
     funcs: list[HostFunc] = []
     wasi: dict[str, FuncType] = {}
     for imp in shape.imports:
-        if imp.module == HOST_MODULE and imp.name == LOG:
-            funcs.append(_log_function(log, max_message_bytes))
+        if imp.module in HOST_MODULES and imp.name == LOG:
+            funcs.append(_log_function(log, max_message_bytes, imp.module))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
     return funcs, output
 
 
-def _log_function(log: Callable[[str, str], None], cap: int) -> HostFunc:
+def _log_function(log: Callable[[str, str], None], cap: int, module: str = HOST_MODULE) -> HostFunc:
     def host_log(memory: Memory, level: int, ptr: int, length: int) -> None:
         level &= _M32
         if level >= len(LOG_LEVELS):
@@ -299,7 +318,7 @@ def _log_function(log: Callable[[str, str], None], cap: int) -> HostFunc:
             text += f" [... {length - cap} more bytes dropped]"
         log(LOG_LEVELS[level], text)
 
-    return HostFunc(HOST_MODULE, LOG, LOG_TYPE, host_log)
+    return HostFunc(module, LOG, LOG_TYPE, host_log)
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -429,13 +448,14 @@ _FUSED_WAT = """(module
 """
 
 
-def fused_abi2_wat(post: bool) -> str:
-    """The text of the fused-call module, for a guest with or without post-return."""
+def fused_abi2_wat(post: bool, execute: str = EXECUTE, post_name: str = POST_EXECUTE) -> str:
+    """The text of the fused-call module, for a guest with or without post-return (whose
+    exports are named ``execute`` and ``post_name``)."""
     return _FUSED_WAT.format(
         realloc=REALLOC,
-        execute=EXECUTE,
+        execute=execute,
         data=FUSED_DATA,
-        post_import=(f'(import "guest" "{POST_EXECUTE}" (func $post (param i32)))' if post else ""),
+        post_import=(f'(import "guest" "{post_name}" (func $post (param i32)))' if post else ""),
         post_call="(call $post (local.get $ret))" if post else "",
     )
 
@@ -461,9 +481,10 @@ class Abi2Session(Session):
         fused: bool = False,
     ) -> None:
         super().__init__(instance, limits, output)
+        execute, post_name = abi2_exports(instance.export)
         self._realloc = self._export(REALLOC)
-        self._execute = self._export(EXECUTE)
-        self._post = instance.export(POST_EXECUTE)
+        self._execute = self._export(execute)
+        self._post = instance.export(post_name)
         self._set_deadline = instance.set_deadline
         self._write = self._memory.write
         self._read = self._memory.read
@@ -471,9 +492,10 @@ class Abi2Session(Session):
         self._fused: Callable[..., int | None] | None = None
         self._fused_max = min(_FUSED_ROOM, self._cap)
         if fused:
-            imports = [REALLOC, EXECUTE] + ([POST_EXECUTE] if self._post is not None else [])
+            imports = [REALLOC, execute] + ([post_name] if self._post is not None else [])
+            wat = fused_abi2_wat(self._post is not None, execute, post_name)
             try:
-                helper = instance.attach(fused_abi2_wat(self._post is not None), imports)
+                helper = instance.attach(wat, imports)
             except ModuleError:
                 pass  # the plain path serves every call
             else:

@@ -9,6 +9,11 @@ Two spellings of the same items exist: a *component* names an interface
 (:data:`HOST`, :data:`HANDLER`) and its functions (:data:`LOG`, :data:`EXECUTE`); a *core module*
 (ABI 2) names their canonical-ABI lowering (:data:`HOST` as import module, :data:`EXECUTE_EXPORT`,
 :data:`POST_EXECUTE_EXPORT`, :data:`REALLOC`).
+
+Versions: the file is at :data:`VERSION` (1.1.0, which adds :data:`EXECUTE_TEXT`); plugins built
+for an older version in :data:`VERSIONS` keep running. Names that differ by version come as
+tuples, newest first (:data:`HOSTS`, :data:`HANDLERS`, :data:`EXECUTE_EXPORTS`,
+:data:`POST_EXECUTE_EXPORTS`); the 1.0.0 world is kept as it was in :data:`WIT_FILE_1_0`.
 """
 
 from __future__ import annotations
@@ -18,29 +23,42 @@ from typing import Final
 __all__ = [
     "EXECUTE",
     "EXECUTE_EXPORT",
+    "EXECUTE_EXPORTS",
+    "EXECUTE_TEXT",
     "HANDLER",
+    "HANDLERS",
     "HOST",
+    "HOSTS",
     "LOG",
     "LOG_LEVEL",
     "LOG_LEVELS",
     "PACKAGE",
     "POST_EXECUTE_EXPORT",
+    "POST_EXECUTE_EXPORTS",
     "REALLOC",
     "VERSION",
+    "VERSIONS",
     "WIT_FILE",
+    "WIT_FILE_1_0",
     "WORLD",
 ]
 
 #: Where the world is written down, for messages that send the reader there.
 WIT_FILE: Final = "wit/vultrino-plugin.wit"
+#: The 1.0.0 world, unchanged, for tools that must match a 1.0.0 module (``wasm-tools
+#: component embed`` of a module built before 1.1.0: ``scripts/rust-component.sh``).
+WIT_FILE_1_0: Final = "wit/v1.0.0/vultrino-plugin.wit"
 PACKAGE: Final = "vultrino:plugin"
-VERSION: Final = "1.0.0"
+VERSION: Final = "1.1.0"
+#: Every version of the world this host runs, newest first.
+VERSIONS: Final = (VERSION, "1.0.0")
 #: The world a plugin targets (``--world plugin`` for wasm-tools, ``-w plugin`` for
 #: componentize-py).
 WORLD: Final = "plugin"
 
 #: The interface the host provides: ``log: func(level: log-level, message: string)``.
 HOST: Final = f"{PACKAGE}/host@{VERSION}"
+HOSTS: Final = tuple(f"{PACKAGE}/host@{v}" for v in VERSIONS)
 LOG: Final = "log"
 LOG_LEVEL: Final = "log-level"
 #: The cases of ``enum log-level``, in order (their index is the level a core module passes).
@@ -48,9 +66,15 @@ LOG_LEVELS: Final = ("debug", "info", "warn", "error")
 
 #: The interface the plugin exports: ``execute: func(request: list<u8>) -> list<u8>``.
 HANDLER: Final = f"{PACKAGE}/handler@{VERSION}"
+HANDLERS: Final = tuple(f"{PACKAGE}/handler@{v}" for v in VERSIONS)
 EXECUTE: Final = "execute"
+#: ``execute-text: func(request: string) -> string`` (since 1.1.0): ``execute`` with each byte
+#: carried as the character of the same value, which the component model copies in bulk.
+EXECUTE_TEXT: Final = "execute-text"
 
 #: The core-module (canonical ABI) names of the same items.
 EXECUTE_EXPORT: Final = f"{HANDLER}#{EXECUTE}"
 POST_EXECUTE_EXPORT: Final = f"cabi_post_{EXECUTE_EXPORT}"
+EXECUTE_EXPORTS: Final = tuple(f"{h}#{EXECUTE}" for h in HANDLERS)
+POST_EXECUTE_EXPORTS: Final = tuple(f"cabi_post_{e}" for e in EXECUTE_EXPORTS)
 REALLOC: Final = "cabi_realloc"

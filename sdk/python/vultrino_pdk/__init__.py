@@ -9,9 +9,15 @@ its name with `(params, fields)` (`fields` is the credential's fields, or None),
 answer: the action's return value becomes `{"ok": value}`; raising `PluginError` (or a subclass
 below) becomes `{"error": {"code", "message"}}`. Any other exception becomes a `failed` error
 whose message names only the exception type, so a secret in an exception text cannot leak.
+
+World 1.1.0 adds `execute-text` to the handler: `execute` with each byte carried as the
+character of the same value (Latin-1), which the component model copies in bulk. Importing this
+package gives the generated `Handler` protocol a concrete `execute_text` that converts and calls
+the plugin's own `execute`, so a plugin writes `execute` only (as it did for 1.0.0).
 """
 
 from vultrino_pdk import msgpack
+from wit_world import exports
 from wit_world.imports import host
 
 __all__ = ["InvalidCredential", "InvalidParams", "PluginError", "log", "run"]
@@ -68,3 +74,22 @@ def run(request, actions):
     except Exception as exc:  # noqa: BLE001 - the message could hold a secret
         answer = _error("failed", f"the action failed ({type(exc).__name__})")
     return msgpack.packb(answer)
+
+
+def _execute_text(self, request):
+    """`execute-text`: the request's characters are its bytes; so are the answer's."""
+    return self.execute(request.encode("latin-1")).decode("latin-1")
+
+
+def _provide_execute_text(handler):
+    """Make `execute_text` a concrete method of the generated protocol (a no-op for a world
+    without it), so every `Handler` subclass has it without writing it."""
+    if getattr(handler, "execute_text", None) is None:
+        return
+    handler.execute_text = _execute_text
+    abstract = getattr(handler, "__abstractmethods__", None)
+    if abstract is not None and "execute_text" in abstract:
+        handler.__abstractmethods__ = frozenset(abstract - {"execute_text"})
+
+
+_provide_execute_text(exports.Handler)

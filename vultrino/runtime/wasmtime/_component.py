@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import wasmtime
+from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 from wasmtime import component as wc
 from wasmtime.component import _enter
@@ -67,7 +68,18 @@ from vultrino.errors import (
 )
 from vultrino.runtime import _wasi, abi
 from vultrino.runtime.engine import MAX_TABLE_ELEMENTS, MAX_TABLES, MIB, Limits
-from vultrino.runtime.wit import EXECUTE, HANDLER, HOST, LOG, LOG_LEVEL, LOG_LEVELS, WIT_FILE
+from vultrino.runtime.wit import (
+    EXECUTE,
+    EXECUTE_TEXT,
+    HANDLER,
+    HANDLERS,
+    HOST,
+    HOSTS,
+    LOG,
+    LOG_LEVEL,
+    LOG_LEVELS,
+    WIT_FILE,
+)
 
 if TYPE_CHECKING:
     from vultrino.runtime.wasmtime._engine import WasmtimeEngine
@@ -139,6 +151,9 @@ class WasmtimeComponentEngine:
         self.wasmtime_engine: wasmtime.Engine = owner.wasmtime_engine
         self.ticker = owner.ticker
         self.fast = _fast_available()
+        #: Whether 1.1.0 components are called through ``execute-text`` (bulk string copies);
+        #: off only to measure ``execute`` of the same component.
+        self.text = self.fast and _text_available()
         self._subscriber: wc.Component | None = None
         self._subscriber_lock = threading.Lock()
 
@@ -178,8 +193,8 @@ class WasmtimeComponentEngine:
         imports = ctype.imports(self.wasmtime_engine)
         exports = ctype.exports(self.wasmtime_engine)
         for name, item in imports.items():
-            if name == HOST:
-                problems.extend(self._check_host(item))
+            if name in HOSTS:
+                problems.extend(self._check_host(item, name))
                 continue
             match = _WASI_IMPORT.match(name)
             if match is None or match["pkg"] not in ALLOWED_WASI:
@@ -189,11 +204,14 @@ class WasmtimeComponentEngine:
                     + ", ".join(f"wasi:{p}" for p in ALLOWED_WASI)
                     + ")"
                 )
-        handler = exports.get(HANDLER)
+        handler = next((h for h in HANDLERS if h in exports), None)
         if handler is None:
-            problems.append(f"missing export `{HANDLER}` (the `handler` interface of {WIT_FILE})")
+            problems.append(
+                f"missing export `{HANDLER}` (the `handler` interface of {WIT_FILE}; "
+                f"or `{HANDLERS[-1]}` of an older version)"
+            )
         else:
-            problems.extend(self._check_handler(handler))
+            problems.extend(self._check_handler(exports[handler], handler))
         if problems:
             raise ModuleError(
                 f"the component does not fit the Vultrino plugin world ({WIT_FILE}): "
@@ -207,8 +225,8 @@ class WasmtimeComponentEngine:
             return {}, [f"`{what}` is not an interface instance"]
         return {n: e.ty for n, e in ty.exports(self.wasmtime_engine).items()}, []
 
-    def _check_host(self, item: Any) -> list[str]:
-        funcs, problems = self._funcs(item, HOST)
+    def _check_host(self, item: Any, host: str) -> list[str]:
+        funcs, problems = self._funcs(item, host)
         for name, ty in funcs.items():
             if name == LOG:
                 params = ty.params if isinstance(ty, wc.FuncType) else None
@@ -222,27 +240,35 @@ class WasmtimeComponentEngine:
                 )
                 if not ok:
                     problems.append(
-                        f"import `{HOST}`.`{LOG}` is not "
+                        f"import `{host}`.`{LOG}` is not "
                         f"`func(level: {LOG_LEVEL}, message: string)`"
                     )
             elif name != LOG_LEVEL:
-                problems.append(f"import `{HOST}`.`{name}` is not provided by Vultrino")
+                problems.append(f"import `{host}`.`{name}` is not provided by Vultrino")
         return problems
 
-    def _check_handler(self, item: Any) -> list[str]:
-        funcs, problems = self._funcs(item, HANDLER)
-        ty = funcs.get(EXECUTE)
-        if ty is None:
-            return [*problems, f"`{HANDLER}` does not export `{EXECUTE}`"]
-        ok = (
-            isinstance(ty, wc.FuncType)
-            and len(ty.params) == 1
-            and _is_bytes(ty.params[0][1])
-            and ty.result is not None
-            and _is_bytes(ty.result)
-        )
-        if not ok:
-            problems.append(f"`{HANDLER}`.`{EXECUTE}` is not `func(request: list<u8>) -> list<u8>`")
+    def _check_handler(self, item: Any, handler: str) -> list[str]:
+        """``execute`` (every version) and ``execute-text`` (1.1.0 on) with their types."""
+        funcs, problems = self._funcs(item, handler)
+        wanted = {EXECUTE: ("list<u8>", _is_bytes)}
+        if handler != HANDLERS[-1]:
+            wanted[EXECUTE_TEXT] = ("string", _is_string)
+        for func, (spelled, is_type) in wanted.items():
+            ty = funcs.get(func)
+            if ty is None:
+                problems.append(f"`{handler}` does not export `{func}`")
+                continue
+            ok = (
+                isinstance(ty, wc.FuncType)
+                and len(ty.params) == 1
+                and is_type(ty.params[0][1])
+                and ty.result is not None
+                and is_type(ty.result)
+            )
+            if not ok:
+                problems.append(
+                    f"`{handler}`.`{func}` is not `func(request: {spelled}) -> {spelled}`"
+                )
         return problems
 
     # -- instances --
@@ -255,6 +281,10 @@ class WasmtimeComponentEngine:
 
 def _is_bytes(ty: Any) -> bool:
     return isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8)
+
+
+def _is_string(ty: Any) -> bool:
+    return isinstance(ty, wc.String)
 
 
 def _component(native: object) -> wc.Component:
@@ -320,8 +350,10 @@ class ComponentSession(abi.Session):
             ]
             if clocks:
                 _Clock(self, engine, store).define(linker, clocks)
-            with linker.root() as root, root.add_instance(HOST) as host:
-                host.add_func(LOG, self._host_log(log_func))
+            host_log = self._host_log(log_func)
+            for name in HOSTS:  # every version's, so 1.0.0 and 1.1.0 components both link
+                with linker.root() as root, root.add_instance(name) as host:
+                    host.add_func(LOG, host_log)
             self._inst = linker.instantiate(store, component)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self._ticket()
@@ -337,15 +369,36 @@ class ComponentSession(abi.Session):
                 cap = limits.memory_bytes // MIB
                 text += f" (limits.memory_bytes caps its memory at {cap} MiB)"
             raise ModuleError(f"the component cannot be instantiated: {text}") from None
-        handler = component.get_export_index(HANDLER)
-        index = component.get_export_index(EXECUTE, handler) if handler is not None else None
-        func = self._inst.get_func(store, index) if index is not None else None
+        func, self.text = self._handler(component, store, engine.text)
         if func is None:
             self._ticket()
             store.close()
             raise ModuleError(f"the component does not export `{HANDLER}`.`{EXECUTE}`")
         self._func = func
-        self._call = _fast_call if engine.fast else _public_call
+        #: What carries the bytes: ``execute-text``'s string (1.1.0 components), else
+        #: ``execute``'s list<u8> (strided copies, or wasmtime-py's own conversion).
+        self._call: Callable[[wc.Func, wasmtime.Store, bytes], bytes]
+        self._text = _TextCaller(func, store) if self.text else None
+        if self.text:
+            self._call = self._text_call
+        else:
+            self._call = _fast_call if engine.fast else _public_call
+
+    def _handler(
+        self, component: wc.Component, store: wasmtime.Store, text: bool
+    ) -> tuple[wc.Func | None, bool]:
+        """The function calls go to, and whether it is ``execute-text``."""
+        for name in HANDLERS:
+            handler = component.get_export_index(name)
+            if handler is None:
+                continue
+            if text and name != HANDLERS[-1]:
+                index = component.get_export_index(EXECUTE_TEXT, handler)
+                if index is not None:
+                    return self._inst.get_func(store, index), True
+            index = component.get_export_index(EXECUTE, handler)
+            return (self._inst.get_func(store, index) if index is not None else None), False
+        return None, False
 
     # -- host side --
 
@@ -398,7 +451,7 @@ class ComponentSession(abi.Session):
             data = _msgpack.packb(request)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ParameterError(f"the request cannot be encoded as MessagePack: {exc}") from exc
-        if len(data) > HOSTCALL_LIST_BYTES:
+        if not self.text and len(data) > HOSTCALL_LIST_BYTES:
             raise ParameterError(
                 f"the request is {len(data)} bytes; wasmtime passes at most "
                 f"{HOSTCALL_LIST_BYTES} bytes to a component in one call"
@@ -408,7 +461,10 @@ class ComponentSession(abi.Session):
         self._store.set_epoch_deadline(self._ticker.ticks(self._deadline))
         try:
             raw = self._call(self._func, self._store, data)
-            self._func.post_return(self._store)
+            if self._text is not None:
+                self._text.post_return()
+            else:
+                self._func.post_return(self._store)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise self._translate(exc) from None
         finally:
@@ -430,6 +486,10 @@ class ComponentSession(abi.Session):
         if pending is not None:
             return pending
         text = str(exc)
+        if self.text and any(word in text for word in _BAD_STRING):
+            return PluginABIError(
+                f"execute-text returned a string the host cannot read ({_short(text)})"
+            )
         if _TOO_MUCH in text:
             return PluginABIError(
                 "the component's answer is larger than wasmtime copies out of a component in one "
@@ -439,6 +499,25 @@ class ComponentSession(abi.Session):
         if code == "INTERRUPT" or "wasm trap: interrupt" in text:
             return PluginTimeoutError(f"the call ran past its {self._deadline:g} s deadline")
         return PluginTrapError(f"the guest trapped: {_short(text)}")
+
+    def _text_call(self, func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
+        """``execute-text``: the bytes as Latin-1 text each way, then checked against the cap
+        (the string is never longer than the guest's memory, which the memory cap bounds)."""
+        assert self._text is not None
+        raw = self._text(data if data.isascii() else _latin1_utf8(data))
+        if raw.isascii():
+            return raw
+        if len(raw) > 2 * self._cap:  # every character is at most two bytes of UTF-8
+            return raw  # over the cap either way: call() says so
+        try:
+            return raw.decode("utf-8").encode("latin-1")
+        except UnicodeError as exc:
+            self._text.post_return()
+            raise PluginABIError(
+                f"execute-text returned a character that is not a byte (at character "
+                f"{getattr(exc, 'start', '?')}: every character must be U+0000..U+00FF, the "
+                "value of one byte of the answer)"
+            ) from None
 
     def export(self, name: str) -> None:  # the Instance protocol; components have none
         return None
@@ -528,6 +607,8 @@ class _Clock:
 
 
 # --- list<u8> lowering ---------------------------------------------------------------------------
+#: What wasmtime says when a guest's string cannot be lifted (out of bounds, not UTF-8).
+_BAD_STRING: Final = ("string", "utf-8", "utf8", "out of bounds", "out-of-bounds")
 
 
 def _public_call(func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
@@ -544,6 +625,18 @@ try:
     _VAL_KIND: int = _VAL.kind.offset
     _KIND_U8: int = ffi.WASMTIME_COMPONENT_U8.value
     _KIND_LIST: int = ffi.WASMTIME_COMPONENT_LIST.value
+    _KIND_STRING: int = ffi.WASMTIME_COMPONENT_STRING.value
+    # the C functions themselves, not wasmtime-py's one-line Python wrappers around them
+    _byte_vec_new: Any = getattr(_bindings, "_wasm_byte_vec_new", ffi.wasm_byte_vec_new)
+    _func_call: Any = getattr(
+        _bindings, "_wasmtime_component_func_call", ffi.wasmtime_component_func_call
+    )
+    _post_return: Any = getattr(
+        _bindings, "_wasmtime_component_func_post_return", ffi.wasmtime_component_func_post_return
+    )
+    _val_delete: Any = getattr(
+        _bindings, "_wasmtime_component_val_delete", ffi.wasmtime_component_val_delete
+    )
     _FAST_MISSING: str | None = None
 except AttributeError as _exc:  # pragma: no cover - other wasmtime releases
     _FAST_MISSING = f"wasmtime internals differ ({_exc})"
@@ -593,6 +686,59 @@ def _fast_call(func: wc.Func, store: wasmtime.Store, data: bytes) -> bytes:
         ffi.wasmtime_component_val_delete(ctypes.byref(result))
 
 
+def _latin1_utf8(data: bytes) -> bytes:
+    """Each byte as the character of the same value, in UTF-8 (what ``execute-text`` takes)."""
+    return data.decode("latin-1").encode("utf-8")
+
+
+class _TextCaller:
+    """Calls a ``string -> string`` function of one store with UTF-8 bytes and returns the
+    answer's UTF-8 bytes: wasmtime copies both in bulk. Its ctypes objects are made once (a
+    small call would spend most of its host-side time making them). The caller runs
+    :meth:`post_return` after each successful call."""
+
+    def __init__(self, func: wc.Func, store: wasmtime.Store) -> None:
+        self._func = ctypes.byref(func._func)
+        self._context = store._context()
+        self._param = (_VAL * 1)()
+        self._param_ref = ctypes.byref(self._param[0])
+        self._string_ref = ctypes.byref(self._param[0].of.string)
+        self._result = _VAL()
+        self._result_ref = ctypes.byref(self._result)
+
+    def __call__(self, text: bytes) -> bytes:
+        param = self._param
+        param[0].kind = _KIND_STRING
+        _byte_vec_new(self._string_ref, len(text), _bytes_ptr(text))
+        try:
+            err = _func_call(self._func, self._context, param, 1, self._result_ref, 1)
+        finally:
+            _val_delete(self._param_ref)
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(err)
+            _enter.maybe_raise_last_exn()
+            raise error
+        result = self._result
+        try:
+            if result.kind != _KIND_STRING:
+                raise PluginABIError("execute-text did not return a string")
+            out = result.of.string
+            return ctypes.string_at(out.data, out.size) if out.size else b""
+        finally:
+            _val_delete(self._result_ref)
+
+    def post_return(self) -> None:
+        err = _post_return(self._func, self._context)
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(err)
+            _enter.maybe_raise_last_exn()
+            raise error
+
+
+def _bytes_ptr(data: bytes) -> Any:
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_ubyte))
+
+
 _SELF_TEST: Final = """
 (component
   (core module $M
@@ -609,6 +755,9 @@ _SELF_TEST: Final = """
       (i32.const 0)))
   (core instance $m (instantiate $M))
   (func (export "echo") (param "x" (list u8)) (result (list u8))
+    (canon lift (core func $m "rev") (memory (core memory $m "memory"))
+      (realloc (core func $m "realloc"))))
+  (func (export "text") (param "x" string) (result string)
     (canon lift (core func $m "rev") (memory (core memory $m "memory"))
       (realloc (core func $m "realloc")))))
 """
@@ -637,3 +786,31 @@ def _fast_available() -> bool:
             log.warning("fast list<u8> lowering unavailable (%s); using wasmtime-py's", exc)
             _fast_checked = False
     return _fast_checked
+
+
+_text_checked: bool | None = None
+
+
+def _text_available() -> bool:
+    """Whether :class:`_TextCaller` agrees with wasmtime-py's own call (checked once)."""
+    global _text_checked  # noqa: PLW0603 - a process-wide memo
+    if _text_checked is None:
+        try:
+            engine = wasmtime.Engine()
+            comp = wc.Component(engine, wasmtime.wat2wasm(_SELF_TEST))
+            store = wasmtime.Store(engine)
+            inst = wc.Linker(engine).instantiate(store, comp)
+            func = inst.get_func(store, "text")
+            assert func is not None
+            caller = _TextCaller(func, store)
+            for sample in ("", "\x00\xff\x01", bytes(range(256)).decode("latin-1") * 5):
+                data = sample.encode("utf-8")
+                answer = caller(data)
+                caller.post_return()
+                if answer != data or func(store, sample) != sample:
+                    raise RuntimeError("the string copy does not round-trip")
+            _text_checked = True
+        except Exception as exc:  # any failure means: call execute instead
+            log.warning("bulk string calls unavailable (%s); using execute's list<u8>", exc)
+            _text_checked = False
+    return _text_checked

@@ -10,9 +10,17 @@
 //! |--------|----------------------------------------------------|--------------------------------|
 //! | export | `memory`                                           | linear memory                  |
 //! | export | `cabi_realloc`                                     | `(i32, i32, i32, i32) -> i32`  |
-//! | export | `vultrino:plugin/handler@1.0.0#execute`            | `(ptr, len) -> retptr`         |
-//! | export | `cabi_post_vultrino:plugin/handler@1.0.0#execute`  | `(retptr) -> ()`               |
-//! | import | `vultrino:plugin/host@1.0.0` `log`                 | `(level, ptr, len) -> ()`      |
+//! | export | `vultrino:plugin/handler@1.1.0#execute`            | `(ptr, len) -> retptr`         |
+//! | export | `cabi_post_vultrino:plugin/handler@1.1.0#execute`  | `(retptr) -> ()`               |
+//! | export | `vultrino:plugin/handler@1.1.0#execute-text`       | `(ptr, len) -> retptr`         |
+//! | export | `cabi_post_vultrino:plugin/handler@1.1.0#execute-text` | `(retptr) -> ()`           |
+//! | import | `vultrino:plugin/host@1.1.0` `log`                 | `(level, ptr, len) -> ()`      |
+//!
+//! `execute-text` (world 1.1.0) is `execute` with every byte carried as the character of the
+//! same value (Latin-1), in UTF-8: the component model copies a string in bulk, so a plugin
+//! built as a component moves large requests and results about as fast as a core module. A
+//! core module never needs it (the host reads its memory directly); the glue converts and
+//! calls the same `handle`, so both answer alike.
 //!
 //! The request is a MessagePack map `{"action", "params", "credential": {"alias", "type",
 //! "fields"} | nil}`; the response is `{"ok": value}` or `{"error": {"code", "message"}}`.
@@ -172,13 +180,23 @@ macro_rules! actions {
                 $crate::__abi::cabi_realloc(old_ptr, old_size, align, new_size)
             }
 
-            #[export_name = "vultrino:plugin/handler@1.0.0#execute"]
+            #[export_name = "vultrino:plugin/handler@1.1.0#execute"]
             unsafe extern "C" fn __vultrino_execute(ptr: *mut u8, len: usize) -> *mut u8 {
                 $crate::__abi::execute(ptr, len, handle)
             }
 
-            #[export_name = "cabi_post_vultrino:plugin/handler@1.0.0#execute"]
+            #[export_name = "cabi_post_vultrino:plugin/handler@1.1.0#execute"]
             unsafe extern "C" fn __vultrino_post_execute(retptr: *mut u8) {
+                $crate::__abi::post_execute(retptr)
+            }
+
+            #[export_name = "vultrino:plugin/handler@1.1.0#execute-text"]
+            unsafe extern "C" fn __vultrino_execute_text(ptr: *mut u8, len: usize) -> *mut u8 {
+                $crate::__abi::execute_text(ptr, len, handle)
+            }
+
+            #[export_name = "cabi_post_vultrino:plugin/handler@1.1.0#execute-text"]
+            unsafe extern "C" fn __vultrino_post_execute_text(retptr: *mut u8) {
                 $crate::__abi::post_execute(retptr)
             }
         };
@@ -500,7 +518,7 @@ pub mod __abi {
     use std::alloc::{alloc, dealloc, realloc, Layout};
     use std::ptr::addr_of_mut;
 
-    #[link(wasm_import_module = "vultrino:plugin/host@1.0.0")]
+    #[link(wasm_import_module = "vultrino:plugin/host@1.1.0")]
     extern "C" {
         #[link_name = "log"]
         pub fn host_log(level: i32, ptr: *const u8, len: usize);
@@ -543,14 +561,34 @@ pub mod __abi {
     pub unsafe fn execute(ptr: *mut u8, len: usize, handle: fn(&[u8]) -> Vec<u8>) -> *mut u8 {
         // A host that skipped the post-return call leaves the previous response: free it now.
         free_response();
-        // The host wrote the request with `cabi_realloc(0, 0, 1, len)`; we own it now.
-        let request = if len == 0 {
+        let request = take_request(ptr, len);
+        let response = handle(&request);
+        drop(request);
+        respond(response)
+    }
+
+    /// `execute-text`: the request's characters are its bytes; so are the response's.
+    pub unsafe fn execute_text(ptr: *mut u8, len: usize, handle: fn(&[u8]) -> Vec<u8>) -> *mut u8 {
+        free_response();
+        let request = take_request(ptr, len);
+        let response = match crate::text::to_bytes(request) {
+            Ok(bytes) => handle(&bytes),
+            Err(_) => handle(&[]), // not from a Vultrino host: answered as a bad request
+        };
+        respond(crate::text::from_bytes(response))
+    }
+
+    /// The host wrote the request with `cabi_realloc(0, 0, 1, len)`; we own it now.
+    unsafe fn take_request(ptr: *mut u8, len: usize) -> Vec<u8> {
+        if len == 0 {
             Vec::new()
         } else {
             Vec::from_raw_parts(ptr, len, len)
-        };
-        let response = handle(&request).into_boxed_slice();
-        drop(request);
+        }
+    }
+
+    unsafe fn respond(response: Vec<u8>) -> *mut u8 {
+        let response = response.into_boxed_slice();
         let out_len = response.len();
         let out_ptr = Box::into_raw(response) as *mut u8;
         let area = addr_of_mut!(RET_AREA);
@@ -574,9 +612,65 @@ pub mod __abi {
     }
 }
 
+/// Bytes as `execute-text` carries them: each byte is the character of the same value
+/// (U+0000..U+00FF, Latin-1), in UTF-8. ASCII (most MessagePack of text) passes unchanged.
+#[doc(hidden)]
+pub mod text {
+    /// The bytes a text stands for; `Err` when a character is above U+00FF.
+    pub fn to_bytes(text: Vec<u8>) -> Result<Vec<u8>, usize> {
+        if text.is_ascii() {
+            return Ok(text);
+        }
+        let s = match std::str::from_utf8(&text) {
+            Ok(s) => s,
+            Err(e) => return Err(e.valid_up_to()),
+        };
+        let mut out = Vec::with_capacity(text.len());
+        for (i, ch) in s.char_indices() {
+            let c = ch as u32;
+            if c > 0xFF {
+                return Err(i);
+            }
+            out.push(c as u8);
+        }
+        Ok(out)
+    }
+
+    /// The text that stands for `bytes` (always valid UTF-8).
+    pub fn from_bytes(bytes: Vec<u8>) -> Vec<u8> {
+        if bytes.is_ascii() {
+            return bytes;
+        }
+        let high = bytes.iter().filter(|b| **b >= 0x80).count();
+        let mut out = Vec::with_capacity(bytes.len() + high);
+        for b in bytes {
+            if b < 0x80 {
+                out.push(b);
+            } else {
+                out.push(0xC0 | (b >> 6));
+                out.push(0x80 | (b & 0x3F));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_values;
+    use super::text;
+
+    #[test]
+    fn text_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let t = text::from_bytes(all.clone());
+        let s = String::from_utf8(t.clone()).expect("valid UTF-8");
+        assert_eq!(s.chars().count(), 256);
+        assert!(s.chars().enumerate().all(|(i, c)| c as u32 == i as u32));
+        assert_eq!(text::to_bytes(t), Ok(all));
+        assert_eq!(text::to_bytes(b"plain".to_vec()), Ok(b"plain".to_vec()));
+        assert_eq!(text::to_bytes("a\u{20ac}".as_bytes().to_vec()), Err(1));
+    }
 
     #[test]
     fn quoted_values_are_redacted() {
