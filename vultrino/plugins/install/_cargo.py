@@ -119,14 +119,16 @@ def build(
     writable: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
     fast: bool = False,
+    toolchain: _toolchain.Toolchain | None = None,
 ) -> BuildResult:
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``.
 
     The toolchain is found by :func:`._toolchain.find` (``state_dir`` may receive a private
     ``CARGO_HOME`` for Debian's packaged crates). The build runs in :mod:`._sandbox`
     (``sandbox`` is its mode) seeing the toolchain read-only, ``project``, ``target_dir`` and
-    ``writable`` writable, and never ``hidden``. ``fast`` builds with :data:`FAST_PROFILE`."""
-    tc = _toolchain.find(cwd=project, state_dir=state_dir, label=label)
+    ``writable`` writable, and never ``hidden``. ``fast`` builds with :data:`FAST_PROFILE`.
+    ``toolchain``, when the caller found it already, is used instead of looking again."""
+    tc = toolchain or _toolchain.find(cwd=project, state_dir=state_dir, label=label)
     extra = dict(tc.env, CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
     if fast:
         extra.update(FAST_PROFILE)

@@ -61,6 +61,7 @@ from vultrino.plugins.install import (
     _freshness,
     _sandbox,
     _sources,
+    _toolchain,
 )
 from vultrino.plugins.manifest import (
     MAX_NAME_LENGTH,
@@ -517,6 +518,8 @@ def _build_rust(
         protected=(home,),
         label=label,
     )
+    # Then the toolchain: a machine that cannot build fails before the cache is touched.
+    toolchain = _toolchain.find(cwd=plugin_root, state_dir=options.build_cache.parent, label=label)
     cache_root = _buildcache.checked_dir(options.build_cache)
     cache = _buildcache.checked_dir(cache_root / _buildcache.cache_key(name, identity))
     with _buildcache.locked(cache):
@@ -540,6 +543,7 @@ def _build_rust(
             writable=(cache,),
             hidden=(home,),
             fast=options.fast_build,
+            toolchain=toolchain,
         )
         # copied out under the lock: the next build of the same source replaces it
         out = staging / "built" / module_name
