@@ -319,7 +319,10 @@ def plugin_new(
     if lang == "python":
         err("next: edit app.py and plugin.toml, then `vultrino plugin install --build .` in it")
     else:
-        err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install --build .` in it")
+        err(
+            "next: edit src/lib.rs and plugin.toml, then `vultrino plugin dev .` in it (builds, "
+            "installs, and reinstalls on each save), or `vultrino plugin install --build .`"
+        )
 
 
 BuildSandboxOpt = Annotated[
