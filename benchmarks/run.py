@@ -554,6 +554,8 @@ def main() -> None:
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)
         import_bench("bench_mcp_fast").run(res, args.smoke)
+        print("plugin dev loop", file=sys.stderr)
+        import_bench("bench_plugin_dev").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -8,6 +8,11 @@
 # CARGO_HOME whose config replaces crates.io with the Debian crate directory.
 # Nothing outside the repository's git-ignored `.cache/` is written.
 #
+# `vultrino plugin install --build`, `plugin call --build` and `plugin dev` do not need this
+# script: vultrino/plugins/install/_toolchain.py finds the same toolchain and writes the same
+# cargo configuration (into $VULTRINO_HOME/cache/cargo-debian/) by itself. Keep the two in step.
+# This script is for running cargo by hand in a shell.
+#
 # Use it either way:
 #   source scripts/rust-env.sh          # exports into the current shell
 #   eval "$(scripts/rust-env.sh)"       # prints `export ...` lines

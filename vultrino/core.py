@@ -97,6 +97,8 @@ class Vultrino:
         self.config = config if config is not None else load_config(home.config)
         self._s = Services(home, self.config, password=password, prompt=prompt, runtime=runtime)
         self._pipeline = Pipeline(self._s)
+        self._build_cache = home.build_cache
+        self._scratch: Path | None = None  # the temporary home of a scratch facade
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -132,11 +134,54 @@ class Vultrino:
         v._s.create_store(kdf or v._s.configured_kdf())
         return v
 
+    @classmethod
+    def scratch(
+        cls, home: str | os.PathLike[str] | None = None, *, engine: str | None = None
+    ) -> Vultrino:
+        """A throwaway facade for trying plugins that are not installed (``plugin call``).
+
+        Its home is a new private temporary directory holding an empty store, sealed under a
+        random password that exists only in this object; ``close()`` deletes it all. Plugins
+        installed into it and calls made with it take the same paths as in a real home (the
+        installer's checks, the pipeline, the runtime, the scrubbing); of the real ``home``
+        (default: ``VULTRINO_HOME``) it uses only config.toml and the build cache, so a build
+        is as incremental as ``install --build``."""
+        import secrets
+        import shutil
+        import tempfile
+
+        from vultrino.store import KdfParams
+
+        real = resolve_home(home)
+        config = load_config(real.config)
+        if engine is not None:
+            if engine not in ENGINE_NAMES:
+                raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
+            config = replace(config, engine=engine)
+        root = Path(tempfile.mkdtemp(prefix="vultrino-scratch-"))
+        try:
+            v = cls(Home(root), password=secrets.token_urlsafe(32), config=config)
+            v._build_cache = real.build_cache
+            v._scratch = root
+            # The password is 256 random bits that never leave this object, so the key
+            # derivation adds nothing: the cheapest parameters keep `plugin call` quick.
+            v._s.create_store(KdfParams.minimal())
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return v
+
     def close(self) -> None:
-        """Close plugins, the runtime and the store; idempotent."""
+        """Close plugins, the runtime and the store; idempotent. A scratch facade's home is
+        deleted."""
         with self._s.lock:
             self._pipeline.forget()
             self._s.close()
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> Vultrino:
         return self
@@ -450,22 +495,32 @@ class Vultrino:
         build_output: Callable[[str], None] | None = None,
         build_sandbox: str | None = None,
         progress: Callable[[int, int | None], None] | None = None,
+        fast_build: bool = False,
+        dry_run: bool = False,
+        module: str | os.PathLike[str] | None = None,
     ) -> InstallResult:
         """Install a plugin (see :func:`vultrino.plugins.install.installer.install`).
 
         ``build=True`` allows building a source without a prebuilt module, which runs its
         build scripts; without it such a source raises ``BuildRequiredError``. The build
         runs in a sandbox as ``build_sandbox`` says (``auto``, ``require``, ``off``; default:
-        config.toml's ``[build] sandbox``, else ``auto``).
+        config.toml's ``[build] sandbox``, else ``auto``), in the home's persistent build
+        cache; ``fast_build`` uses cargo's quick profile (``plugin dev``).
+
+        ``dry_run=True`` checks everything an install checks and installs nothing
+        (``plugin check``); ``module`` names the module file to use instead of the
+        manifest's (``plugin call X.wasm``).
         """
         from vultrino.plugins.install import installer
 
         s = self._s
-        s.home.ensure()
+        if not dry_run:
+            s.home.ensure()
+        plugins_dir = s.home.plugins
         with s.lock:
             result = installer.install(
                 source,
-                plugins_dir=s.home.plugins,
+                plugins_dir=plugins_dir,
                 runtime=s.runtime,
                 registry=s.registry,
                 subdir=subdir,
@@ -474,7 +529,13 @@ class Vultrino:
                 build_output=build_output,
                 build_sandbox=build_sandbox or self.config.build_sandbox,
                 progress=progress,
+                build_cache=self._build_cache,
+                fast_build=fast_build,
+                dry_run=dry_run,
+                module=Path(module) if module is not None else None,
             )
+            if result.dry_run:
+                return result
             if result.replaced:
                 s.registry.reload(result.name)
             else:

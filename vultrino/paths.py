@@ -32,6 +32,11 @@ class Home:
         return self.root / "cache"
 
     @property
+    def build_cache(self) -> Path:
+        """Plugin builds kept between ``install --build`` runs (docs/plugins/installing.md)."""
+        return self.cache / "builds"
+
+    @property
     def manifest_cache(self) -> Path:
         """Parsed manifests and verified module digests (docs/cli.md#plugin-health)."""
         return self.cache / "manifest-cache.json"

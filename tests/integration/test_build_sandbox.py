@@ -324,7 +324,7 @@ def test_the_sandbox_shows_rustups_toolchain_not_its_proxies_or_cargo_home(
     monkeypatch.delenv("RUSTC", raising=False)
     env = {"PATH": str(cargo_home / "bin"), "CARGO_HOME": str(cargo_home)}
 
-    cargo, shown = _cargo._toolchain(str(cargo_home / "bin" / "cargo"), str(sysroot), env)
+    cargo, shown = _cargo._toolchain_paths(str(cargo_home / "bin" / "cargo"), str(sysroot), env)
 
     assert cargo == str(sysroot / "bin" / "cargo") and env["RUSTC"] == str(
         sysroot / "bin" / "rustc"
@@ -336,5 +336,5 @@ def test_the_sandbox_shows_rustups_toolchain_not_its_proxies_or_cargo_home(
     # A cargo that is no proxy but lives in CARGO_HOME/bin shows that bin/, not CARGO_HOME.
     (cargo_home / "bin" / "cargo").unlink()
     (cargo_home / "bin" / "cargo").write_text("#!/bin/sh\n")
-    cargo, shown = _cargo._toolchain(str(cargo_home / "bin" / "cargo"), None, env)
+    cargo, shown = _cargo._toolchain_paths(str(cargo_home / "bin" / "cargo"), None, env)
     assert cargo_home / "bin" in shown and cargo_home not in shown and home not in shown

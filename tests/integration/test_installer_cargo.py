@@ -199,10 +199,12 @@ def test_missing_cargo_says_what_to_install(
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("VULTRINO_DEBIAN_RUST_BIN", str(empty))  # no Debian toolchain either
     src = make_crate(tmp_path / "tiny")
-    with pytest.raises(InstallError, match="cargo is not installed") as info:
+    with pytest.raises(InstallError, match="no Rust toolchain was found") as info:
         installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     assert "rustup target add wasm32-wasip1" in str(info.value)
+    assert "apt install cargo rustc libstd-rust-dev-wasm32" in str(info.value)
     monkeypatch.setenv("VULTRINO_CARGO", str(tmp_path / "no-such-cargo"))
     with pytest.raises(InstallError, match="cannot run cargo"):
         installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
@@ -267,7 +269,7 @@ def test_dependencies_that_cannot_be_fetched_offline_say_how_to_build_offline(
         installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=runtime, build=True)
     message = str(info.value)
     assert "could not fetch the crate's dependencies" in message
-    assert "scripts/rust-env.sh" in message and "apt-get install" in message
+    assert "apt install cargo rustc libstd-rust-dev-wasm32" in message and "librust-" in message
     assert os.listdir(tmp_path / "plugins") == []
 
 
@@ -303,6 +305,7 @@ def test_a_rustup_toolchain_without_a_wasm_target_fails_before_building(
             build=True,
         )
     message = str(info.value)
-    assert "no WebAssembly standard library" in message
-    assert "rustup target add wasm32-wasip1" in message and "scripts/rust-env.sh" in message
+    assert "has a WebAssembly standard library (neither wasm32-wasip1 nor wasm32-wasi)" in message
+    assert "rustup target add wasm32-wasip1" in message
+    assert "apt install cargo rustc libstd-rust-dev-wasm32" in message
     assert lines == []  # cargo was not run

@@ -1,4 +1,4 @@
-"""`vultrino plugin ...`: list, info, install, remove, reload, new."""
+"""`vultrino plugin ...`: list, info, install, remove, reload, new, check, call, dev."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from vultrino.cli._common import (
     emit_json,
     err,
     handle_errors,
+    home_arg,
     is_tty,
     open_vultrino,
     table,
 )
+from vultrino.errors import InstallError, ManifestError, ParameterError, VultrinoError
 
 app = typer.Typer(help="Install, inspect and remove plugins.", no_args_is_help=True)
 
@@ -317,4 +319,275 @@ def plugin_new(
     if lang == "python":
         err("next: edit app.py and plugin.toml, then `vultrino plugin install --build .` in it")
     else:
-        err("next: edit src/lib.rs and plugin.toml, then `vultrino plugin install --build .` in it")
+        err(
+            "next: edit src/lib.rs and plugin.toml, then `vultrino plugin dev .` in it (builds, "
+            "installs, and reinstalls on each save), or `vultrino plugin install --build .`"
+        )
+
+
+BuildSandboxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--build-sandbox",
+        help="auto | require | off (see `plugin install --help`). Default: config.toml "
+        "[build] sandbox, else auto.",
+        metavar="auto|require|off",
+    ),
+]
+
+
+def _locate_manifest_errors(directory: Path, exc: ManifestError) -> ManifestError:
+    """The manifest error with each problem as ``<file>:<line>: ...`` in the author's file."""
+    from vultrino.plugins.manifest_lines import annotate
+
+    manifest = directory / "plugin.toml"
+    if not exc.problems or not manifest.is_file():
+        return exc
+    problems = annotate(manifest.resolve(), exc.problems)
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    return ManifestError(
+        f"{manifest.resolve()}: invalid plugin manifest ({count}); see docs/plugins/manifest.md",
+        plugin=exc.plugin,
+        problems=problems,
+    )
+
+
+@app.command("check")
+@handle_errors()
+def plugin_check(
+    directory: Annotated[Path, typer.Argument(help="The plugin's directory (holds plugin.toml).")],
+    build: Annotated[
+        bool, typer.Option("--build", help="Build the module when it is missing or stale.")
+    ] = False,
+    build_sandbox: BuildSandboxOpt = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a plugin as `install` would, installing nothing: the manifest, the module's ABI
+    (imports, exports, instantiation), conflicts with what is installed.
+
+    Example: vultrino plugin check ./my-plugin
+    """
+    try:
+        with open_vultrino(home) as v:
+            r = v.install_plugin(
+                str(directory),
+                build=build,
+                build_output=lambda line: err(line.rstrip("\n")),
+                build_sandbox=build_sandbox,
+                dry_run=True,
+            )
+    except ManifestError as exc:
+        raise _locate_manifest_errors(directory, exc) from None
+    for w in r.warnings:
+        err(f"warning: {w}")
+    if json_out:
+        emit_json(
+            {
+                "ok": True,
+                "name": r.name,
+                "version": r.version,
+                "abi": r.abi,
+                "sha256": r.sha256,
+                "built": r.built,
+                "installed": r.replaced,
+                "warnings": r.warnings,
+                "notes": r.notes,
+            }
+        )
+    else:
+        err(f"ok: {r.name} {r.version} (ABI {r.abi}) can be installed")
+
+
+def _call_source(source: Path) -> tuple[Path, Path | None]:
+    """(the plugin directory, the module to use or None) for `plugin call SOURCE`: a module's
+    plugin.toml is the one beside it or in the nearest directory above."""
+    if source.is_dir():
+        return source, None
+    if source.suffix != ".wasm" or not source.is_file():
+        raise InstallError(
+            f"{source}: not a plugin directory or a .wasm module; give the directory that "
+            "holds plugin.toml, or a module built from it"
+        )
+    for parent in source.resolve().parents:
+        if (parent / "plugin.toml").is_file():
+            return parent, source
+    raise InstallError(
+        f"{source}: no plugin.toml beside the module or in a directory above it; a module "
+        "needs its manifest (actions, parameters, credential types): give the plugin's "
+        "directory instead"
+    )
+
+
+@app.command("call")
+@handle_errors()
+def plugin_call(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="The plugin's directory, or a .wasm module (its plugin.toml is the one "
+            "beside it or above it)."
+        ),
+    ],
+    action: Annotated[str, typer.Option("--action", "-a", help="The action to run.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE (repeatable).")
+    ] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params-json", help="Parameters as a JSON object (or @file).")
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="A field of the throwaway credential: NAME=VALUE, NAME=@file or NAME=- "
+            "(stdin). Repeatable; missing ones are prompted for on a terminal.",
+        ),
+    ] = None,
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", help="The credential type, when the action accepts more than one."),
+    ] = None,
+    build: Annotated[
+        bool, typer.Option("--build", help="Build the module when it is missing or stale.")
+    ] = False,
+    build_sandbox: BuildSandboxOpt = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print exactly the result, nothing added.")
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run an action of a plugin that is not installed, with a throwaway credential.
+
+    The plugin is checked as `install` checks it and run the way installed plugins run (same
+    runtime, limits and scrubbing), in a temporary home with no password that is deleted
+    afterwards; nothing of your store is read. Only the build cache is shared.
+
+    Examples:
+
+      vultrino plugin call . --action greet --param name=Ada --field token=@token.txt
+
+      vultrino plugin call target/wasm32-wasip1/release/my_plugin.wasm -a greet -p name=Ada
+    """
+    from vultrino.cli.credentials import (
+        _field_values,
+        _params,
+        _print_result,
+        _prompt_missing,
+        _warn_secret_on_argv,
+    )
+    from vultrino.core import Vultrino
+
+    if raw and json_out:
+        raise ParameterError("--raw and --json are different outputs: pick one")
+    directory, module = _call_source(source)
+    params = _params(param or [], params_json)
+    values, on_argv = _field_values(field or [])
+    try:
+        with Vultrino.scratch(home_arg(home)) as v:
+            r = v.install_plugin(
+                str(directory),
+                build=build,
+                build_output=lambda line: err(line.rstrip("\n")),
+                build_sandbox=build_sandbox,
+                module=module,
+            )
+            for w in r.warnings:
+                err(f"warning: {w}")
+            act = v.plugin(r.name).manifest.require_action(action)
+            if not act.needs_credential:
+                if field:
+                    raise ParameterError(
+                        f"action {action!r} needs no credential: leave out --field"
+                    )
+                result = v.run_action(r.name, action, params, from_cli=True, source="cli")
+            else:
+                accepted = act.accepted_types
+                if type_ is None and len(accepted) > 1:
+                    raise ParameterError(
+                        f"action {action!r} accepts credentials of types {', '.join(accepted)}: "
+                        "pick one with --type"
+                    )
+                kind = type_ or accepted[0]
+                if kind not in accepted:
+                    raise ParameterError(
+                        f"action {action!r} does not take a credential of type {kind!r}; it "
+                        f"takes {', '.join(accepted)}"
+                    )
+                full = f"plugin:{r.name}:{kind}"
+                _, spec = v.credential_type(full)
+                _warn_secret_on_argv(spec, on_argv)
+                _prompt_missing(spec, values)
+                v.add_credential(CALL_ALIAS, full, values)
+                result = v.execute(CALL_ALIAS, action, params, from_cli=True, source="cli")
+    except ManifestError as exc:
+        raise _locate_manifest_errors(directory, exc) from None
+    _print_result(result, json_out, raw, None)
+
+
+#: The alias of `plugin call`'s throwaway credential (what the plugin sees as its alias).
+CALL_ALIAS = "plugin-call"
+
+
+@app.command("dev")
+@handle_errors(json_flag=None)
+def plugin_dev(
+    directory: Annotated[Path, typer.Argument(help="The plugin's directory (holds plugin.toml).")],
+    release: Annotated[
+        bool,
+        typer.Option(
+            "--release",
+            help="Build with the crate's own release profile (LTO...), as `install --build` "
+            "does; by default a quick profile (no LTO, incremental) keeps rebuilds short.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between looks at the sources.", min=0.05)
+    ] = 0.3,
+    build_sandbox: BuildSandboxOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Build and install a plugin, then rebuild and reinstall it whenever its sources change.
+
+    Running `vultrino mcp` servers pick up each new version. Ctrl-C stops.
+
+    Example: vultrino plugin dev ./my-plugin
+    """
+    import time
+
+    from vultrino.plugins.install.devloop import watch
+
+    if not (directory / "plugin.toml").is_file():
+        raise InstallError(f"{directory}: no plugin.toml here; give the plugin's directory")
+    with open_vultrino(home) as v:
+
+        def step() -> None:
+            started = time.monotonic()
+            try:
+                r = v.install_plugin(
+                    str(directory),
+                    force=True,
+                    build=True,
+                    fast_build=not release,
+                    build_output=lambda line: err(line.rstrip("\n")),
+                    build_sandbox=build_sandbox,
+                )
+            except ManifestError as exc:
+                located = _locate_manifest_errors(directory, exc)
+                err(f"error: {located}")
+                for p in located.problems:
+                    err(f"  - {p}")
+                err("vultrino: waiting for the next change")
+                return
+            except VultrinoError as exc:
+                err(f"error: {exc}")
+                err("vultrino: waiting for the next change")
+                return
+            for w in r.warnings:
+                err(f"warning: {w}")
+            took = time.monotonic() - started
+            err(f"installed {r.name} {r.version} (ABI {r.abi}, {r.sha256[:12]}) in {took:.1f} s")
+            err(f"vultrino: watching {directory.resolve()} (Ctrl-C stops)")
+
+        watch(directory, step, interval=interval)

@@ -2,55 +2,55 @@
 
 ``cargo build --release --target wasm32-wasip1``, or ``wasm32-wasi`` when that is the one the
 toolchain has (Rust before 1.78, and Debian's packaged toolchain, only have ``wasm32-wasi``).
-Which targets have their standard library installed is probed first, from ``rustc --print
-sysroot``, so cargo runs once, for a target that can work, and a toolchain with neither fails
-at once with what to install (rustup's toolchains have no wasm target until one is added). When
-the probe cannot tell, both targets are tried in turn. A build that fails because cargo could
-not fetch the crate's dependencies (offline) says how to build offline. The build's output is
-streamed line by line to the caller, and its artifacts go to a target directory the installer
-owns (inside its staging directory), so nothing is written next to the sources.
+The toolchain is found by :mod:`._toolchain` (``$VULTRINO_CARGO``, cargo on ``PATH``, Debian's
+packaged toolchain and crates), which probes which targets have their standard library
+installed, so cargo runs once, for a target that can work, and a machine with no toolchain
+that can fails at once with what to install. When the probe cannot tell, both targets are tried
+in turn. A build that fails because cargo could not fetch the crate's dependencies (offline)
+says how to build offline. The build's output is streamed line by line to the caller, and its
+artifacts go to a target directory the installer owns (its persistent build cache), so nothing
+is written next to the sources.
 
-``VULTRINO_CARGO`` names the cargo executable (default: ``cargo`` on ``PATH``); ``CARGO_HOME``,
-``RUSTC`` and the rest of cargo's environment are passed through untouched — except every
-``VULTRINO_*`` variable, which the build never sees (``VULTRINO_PASSWORD`` would hand the store's
-password to the crate's build scripts).
+Every ``VULTRINO_*`` variable is kept from the build (``VULTRINO_PASSWORD`` would hand the
+store's password to the crate's build scripts).
 
 Building runs the crate's build scripts and procedural macros, so the installer builds only when
 asked to (``--build``), and cargo runs in :mod:`._sandbox`: no network, the toolchain read-only,
-only the private copy and the target directory writable, neither ``$HOME`` nor the Vultrino
-home visible (where bubblewrap cannot run, the build warns and runs with the user's rights,
-unless the sandbox is required).
+only the build's cache directory writable, neither ``$HOME`` nor the rest of the Vultrino home
+visible (where bubblewrap cannot run, the build warns and runs with the user's rights, unless
+the sandbox is required).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vultrino.errors import InstallError
-from vultrino.plugins.install import _sandbox
+from vultrino.plugins.install import _sandbox, _toolchain
 from vultrino.plugins.install._build import build_environment, run_streamed
 
-ENV_CARGO = "VULTRINO_CARGO"
-TARGETS = ("wasm32-wasip1", "wasm32-wasi")
-
-INSTALL_HINT = (
-    "install the Rust toolchain and its WebAssembly target: with rustup, "
-    "`rustup target add wasm32-wasip1`; on Debian/Ubuntu, "
-    "`apt-get install rustc cargo libstd-rust-dev-wasm32` (in a Vultrino checkout, "
-    "`. scripts/rust-env.sh` then puts that toolchain first on PATH, offline)"
-)
+ENV_CARGO = _toolchain.ENV_CARGO
+TARGETS = _toolchain.TARGETS
+INSTALL_HINT = _toolchain.INSTALL_HINT
 OFFLINE_HINT = (
     "build where crates.io is reachable, or give cargo an offline crate source: on "
-    "Debian/Ubuntu, `apt-get install rustc cargo libstd-rust-dev-wasm32` and the crates as "
-    "librust-*-dev packages, then in a Vultrino checkout `. scripts/rust-env.sh` (it points "
-    "cargo at them, offline); or install a directory that already holds the built module"
+    "Debian/Ubuntu, `sudo apt install cargo rustc libstd-rust-dev-wasm32` and the crates as "
+    "librust-*-dev packages (Vultrino then uses that toolchain and those crates offline, by "
+    "itself); or install a directory that already holds the built module"
 )
+#: Settings that make ``fast`` builds (``vultrino plugin dev``) quick to redo: no link-time
+#: optimisation, parallel and incremental code generation. The plugin's other release
+#: settings (``opt-level``, ``panic``, ``strip``) stay.
+FAST_PROFILE = {
+    "CARGO_PROFILE_RELEASE_LTO": "false",
+    "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16",
+    "CARGO_PROFILE_RELEASE_INCREMENTAL": "true",
+}
 
 # What cargo prints when it cannot fetch the crate's dependencies.
 _FETCH_FAILED = (
@@ -87,20 +87,6 @@ class BuildResult:
     target: str
 
 
-def cargo_executable() -> str:
-    """The cargo to run: ``$VULTRINO_CARGO`` or ``cargo`` on ``PATH``."""
-    override = os.environ.get(ENV_CARGO)
-    if override:
-        return override
-    found = shutil.which("cargo")
-    if found is None:
-        raise InstallError(
-            f"the plugin has no prebuilt module, so it must be built, but cargo is not "
-            f"installed; {INSTALL_HINT} (or set {ENV_CARGO} to a cargo executable)"
-        )
-    return found
-
-
 def _rustc_for(cargo: str) -> str:
     """The rustc cargo will use: ``$RUSTC``, else the one beside cargo, else ``rustc``."""
     override = os.environ.get("RUSTC")
@@ -111,31 +97,9 @@ def _rustc_for(cargo: str) -> str:
 
 
 def probe_targets(cargo: str, cwd: Path | None = None) -> tuple[list[str], str] | None:
-    """Which of :data:`TARGETS` have their standard library installed, and the sysroot
-    looked in; None when rustc cannot be asked (then the caller tries each target).
-
-    Run in the project (``cwd``), as the build will be, so a toolchain file there picks the
-    same rustc, and with the build's environment: no ``VULTRINO_*`` variable."""
-    rustc = _rustc_for(cargo)
-    try:
-        proc = subprocess.run(
-            [rustc, "--print", "sysroot"],
-            cwd=cwd,
-            env=build_environment(),
-            capture_output=True,
-            text=True,
-            errors="replace",
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    sysroot = proc.stdout.strip()
-    if proc.returncode != 0 or not sysroot:
-        return None
-    rustlib = Path(sysroot) / "lib" / "rustlib"
-    return [t for t in TARGETS if (rustlib / t / "lib").is_dir()], sysroot
+    """Which of :data:`TARGETS` the toolchain of ``cargo`` has a standard library for, and
+    the sysroot looked in; None when rustc cannot be asked (:func:`._toolchain.probe_targets`)."""
+    return _toolchain.probe_targets(_rustc_for(cargo), cwd)
 
 
 def describe_command() -> str:
@@ -148,32 +112,31 @@ def build(
     *,
     wasm_module: str,
     target_dir: Path,
+    state_dir: Path,
     output: Callable[[str], None] | None = None,
     label: str = "plugin",
     sandbox: str = _sandbox.DEFAULT_MODE,
     writable: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
+    fast: bool = False,
+    toolchain: _toolchain.Toolchain | None = None,
 ) -> BuildResult:
     """Build the crate in ``project`` for wasm and return ``<target>/release/<wasm_module>``.
 
-    The build runs in :mod:`._sandbox` (``sandbox`` is its mode) seeing the toolchain
-    read-only, ``project``, ``target_dir`` and ``writable`` writable, and never ``hidden``."""
-    cargo = cargo_executable()
-    env = build_environment(CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
-    probed = probe_targets(cargo, project)
-    targets: tuple[str, ...] = TARGETS
-    sysroot: str | None = None
-    if probed is not None:
-        available, sysroot = probed
-        if not available:
-            raise InstallError(
-                f"{label}: the plugin must be built, but the Rust toolchain of {cargo} "
-                f"(sysroot {sysroot}) has no WebAssembly standard library: neither "
-                f"{' nor '.join(TARGETS)} is installed; {INSTALL_HINT} (or set {ENV_CARGO} "
-                "to a cargo whose toolchain has one)"
-            )
-        targets = tuple(available[:1])
-    cargo, read_only = _toolchain(cargo, sysroot, env)
+    The toolchain is found by :func:`._toolchain.find` (``state_dir`` may receive a private
+    ``CARGO_HOME`` for Debian's packaged crates). The build runs in :mod:`._sandbox`
+    (``sandbox`` is its mode) seeing the toolchain read-only, ``project``, ``target_dir`` and
+    ``writable`` writable, and never ``hidden``. ``fast`` builds with :data:`FAST_PROFILE`.
+    ``toolchain``, when the caller found it already, is used instead of looking again."""
+    tc = toolchain or _toolchain.find(cwd=project, state_dir=state_dir, label=label)
+    extra = dict(tc.env, CARGO_TARGET_DIR=str(target_dir), CARGO_TERM_COLOR="never")
+    if fast:
+        extra.update(FAST_PROFILE)
+    env = build_environment(**extra)
+    targets = tc.targets
+    cargo, read_only = _toolchain_paths(tc.cargo, tc.sysroot, env)
+    if output is not None:
+        output(f"vultrino: building with {tc.origin}")
     missing: list[str] = []
     for target in targets:
         run = _sandbox.prepare(
@@ -217,7 +180,9 @@ def build(
     )
 
 
-def _toolchain(cargo: str, sysroot: str | None, env: dict[str, str]) -> tuple[str, list[Path]]:
+def _toolchain_paths(
+    cargo: str, sysroot: str | None, env: dict[str, str]
+) -> tuple[str, list[Path]]:
     """The cargo to run and what the sandbox must show of the toolchain (read-only).
 
     Executables are named by their real paths. rustup's proxies (``~/.cargo/bin/cargo`` is
@@ -227,7 +192,8 @@ def _toolchain(cargo: str, sysroot: str | None, env: dict[str, str]) -> tuple[st
     any local crate directory its configuration names (``directory = ...``: vendored or
     Debian's packaged crates)."""
     real = Path(os.path.realpath(cargo))
-    found = shutil.which(_rustc_for(cargo), path=env.get("PATH"))
+    wanted = env.get("RUSTC") or _rustc_for(cargo)
+    found = shutil.which(wanted, path=env.get("PATH"))
     rustc = Path(os.path.realpath(found)) if found else None
     if sysroot is not None and real.name.startswith("rustup"):
         bindir = Path(sysroot) / "bin"

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -52,8 +53,22 @@ from vultrino.errors import (
     UnsafeSourceError,
     VultrinoError,
 )
-from vultrino.plugins.install import _cargo, _cargo_paths, _componentize, _sandbox, _sources
-from vultrino.plugins.manifest import MAX_NAME_LENGTH, PLUGIN_NAME_RE, load_manifest
+from vultrino.plugins.install import (
+    _buildcache,
+    _cargo,
+    _cargo_paths,
+    _componentize,
+    _freshness,
+    _sandbox,
+    _sources,
+    _toolchain,
+)
+from vultrino.plugins.manifest import (
+    MAX_NAME_LENGTH,
+    PLUGIN_NAME_RE,
+    parse_manifest_bytes,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
@@ -88,7 +103,9 @@ Progress = Callable[[int, int | None], None]
 class InstallResult:
     """What :func:`install` did. ``source`` is what ``.installed.json`` records (a URL's password
     masked); ``commit`` is the resolved git commit; ``built`` tells whether cargo or
-    componentize-py ran."""
+    componentize-py ran; ``notes`` say where the module came from when that is worth knowing
+    (cargo's ``target/``, a rebuild of a stale module); ``dry_run`` results (``plugin check``)
+    were validated, not installed (``path`` is where they would go)."""
 
     name: str
     version: str
@@ -101,6 +118,8 @@ class InstallResult:
     replaced: bool
     built: bool
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
 
 def install(
@@ -115,8 +134,19 @@ def install(
     build_output: BuildOutput | None = None,
     build_sandbox: str = _sandbox.DEFAULT_MODE,
     progress: Progress | None = None,
+    build_cache: Path | None = None,
+    fast_build: bool = False,
+    dry_run: bool = False,
+    module: Path | None = None,
 ) -> InstallResult:
     """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
+
+    ``build_cache`` is the persistent build cache's root (:mod:`._buildcache`; default
+    ``cache/builds`` beside ``plugins_dir``); ``fast_build`` builds with cargo's quick profile
+    (``plugin dev``). ``dry_run`` runs every check an install runs, the build included, and
+    stops before anything is written to ``plugins_dir`` (``plugin check``; an installed plugin
+    of the same name is not an error). ``module`` names the module file to use instead of the
+    one the manifest names (``plugin call X.wasm``).
 
     ``build=True`` allows building a source that has no prebuilt module (``cargo build``, which
     runs the source's build scripts); without it such a source raises
@@ -133,6 +163,16 @@ def install(
     spec = _sources.parse_source(source)
     sub = _sources.check_subdir(subdir)
     plugins_dir = Path(plugins_dir)
+    options = _Options(
+        force=force or dry_run,
+        build=build,
+        build_output=build_output,
+        build_sandbox=build_sandbox,
+        build_cache=Path(build_cache) if build_cache else plugins_dir.parent / "cache" / "builds",
+        fast_build=fast_build,
+        dry_run=dry_run,
+        module=Path(module) if module is not None else None,
+    )
     with _os_errors(f"installing from {spec.display}"):
         plugins_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _locked(plugins_dir):
@@ -146,10 +186,7 @@ def install(
                 plugins_dir=plugins_dir,
                 runtime=runtime,
                 registry=registry,
-                force=force,
-                build=build,
-                build_output=build_output,
-                build_sandbox=build_sandbox,
+                options=options,
                 progress=progress,
             )
         finally:
@@ -166,6 +203,20 @@ def _os_errors(doing: str) -> Iterator[None]:
         raise InstallError(f"{doing} failed: {exc.strerror or exc}{where}") from exc
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What the caller asked of one install (see :func:`install`)."""
+
+    force: bool
+    build: bool
+    build_output: BuildOutput | None
+    build_sandbox: str
+    build_cache: Path
+    fast_build: bool
+    dry_run: bool
+    module: Path | None
+
+
 def _install(
     spec: _sources.SourceSpec,
     *,
@@ -174,14 +225,13 @@ def _install(
     plugins_dir: Path,
     runtime: WasmRuntime,
     registry: PluginRegistry | None,
-    force: bool,
-    build: bool,
-    build_output: BuildOutput | None,
-    build_sandbox: str,
+    options: _Options,
     progress: Progress | None,
 ) -> InstallResult:
     label = spec.display
     warnings: list[str] = []
+    notes: list[str] = []
+    force = options.force
     if spec.kind == "url" and spec.location.lower().startswith("http://"):
         warnings.append(
             f"{label} was downloaded over plain http, which anyone on the way can alter"
@@ -200,8 +250,12 @@ def _install(
     stage = staging / "plugin"
     stage.mkdir(mode=0o755)
     os.chmod(stage, 0o755)  # noqa: S103 - not group/world-writable, whatever the umask
-    _copy_file(manifest_src, stage / MANIFEST_FILE)
-    manifest = load_manifest(stage / MANIFEST_FILE)
+    # Parsed from the author's own file, so an error names it (a local directory's), and
+    # staged from the very bytes that were parsed.
+    manifest_bytes, _ = read_manifest(manifest_src)
+    shown = manifest_src if acquired.in_place else stage / MANIFEST_FILE
+    manifest = parse_manifest_bytes(manifest_bytes, shown)
+    _write_file(stage / MANIFEST_FILE, manifest_bytes)
     warnings.extend(manifest.warnings)
     name = manifest.name
     _check_name(name, what="the manifest's plugin name")
@@ -222,18 +276,23 @@ def _install(
                 f"plugin {name!r} from {label} cannot be installed:\n{listing}", plugin=name
             )
 
-    module_src, built = _module_source(
-        acquired,
-        plugin_root,
-        module_name,
-        staging=staging,
-        home=plugins_dir.parent,
-        build=build,
-        build_output=build_output,
-        build_sandbox=build_sandbox,
-        label=label,
-        plugin=name,
-    )
+    if options.module is not None:
+        module_src, built = _explicit_module(options.module, label), False
+    else:
+        module_src, built = _module_source(
+            spec,
+            sub,
+            acquired,
+            plugin_root,
+            module_name,
+            staging=staging,
+            home=plugins_dir.parent,
+            options=options,
+            label=label,
+            plugin=name,
+            warnings=warnings,
+            notes=notes,
+        )
     wasm = _read_module(module_src, label)
     _write_file(stage / module_name, wasm)
     sha = hashlib.sha256(wasm).hexdigest()
@@ -247,6 +306,24 @@ def _install(
                 raise type(exc)(f"plugin {name}: {exc}", plugin=name) from exc
             raise
         runtime.load(wasm, plugin=name).close()
+        if options.dry_run:
+            if sha not in _installed_hashes(plugins_dir):
+                _drop_cache(runtime, sha)
+            return InstallResult(
+                name=name,
+                version=manifest.plugin.version,
+                path=target,
+                abi=info.abi,
+                sha256=sha,
+                source=label,
+                ref=spec.ref,
+                commit=acquired.commit,
+                replaced=replacing,
+                built=built,
+                warnings=warnings,
+                notes=notes,
+                dry_run=True,
+            )
         warnings.extend(_copy_extras(plugin_root, stage, {MANIFEST_FILE, module_name}, label))
         metadata = {
             "name": name,
@@ -287,82 +364,192 @@ def _install(
         replaced=replacing,
         built=built,
         warnings=warnings,
+        notes=notes,
     )
 
 
+def _explicit_module(path: Path, label: str) -> Path:
+    """The module file the caller named (``plugin call X.wasm``): a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InstallError(f"{label}: cannot read the module {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise InstallError(f"{label}: the module {path} is not a regular file")
+    return Path(os.path.realpath(path))
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _module_source(
+    spec: _sources.SourceSpec,
+    sub: tuple[str, ...],
     acquired: _sources.Acquired,
     plugin_root: Path,
     module_name: str,
     *,
     staging: Path,
     home: Path,
-    build: bool,
-    build_output: BuildOutput | None,
-    build_sandbox: str,
+    options: _Options,
     label: str,
     plugin: str,
+    warnings: list[str],
+    notes: list[str],
 ) -> tuple[Path, bool]:
-    """The module to install and whether it was built: the prebuilt one in the source when
-    there is one, else the output of ``cargo build`` on the source's ``Cargo.toml``, in a
-    copy whose path dependencies and workspace :mod:`._cargo_paths` has made stand alone
-    (nothing of ``home``, the directory holding ``plugins/``, may be part of it)."""
+    """The module to install and whether it was built.
+
+    The prebuilt one in the source when there is one; for a local Rust project without one,
+    the module cargo left in its ``target/<wasm triple>/release/``. A local Rust project's
+    module older than its sources is stale: with ``--build`` it is rebuilt, without a warning
+    says so. Otherwise ``cargo build`` runs on the source's ``Cargo.toml`` in the persistent
+    build cache, on a copy whose path dependencies and workspace :mod:`._cargo_paths` has made
+    stand alone (nothing of ``home``, the directory holding ``plugins/``, may be part of it)."""
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if options.build_output is not None:
+            options.build_output(f"vultrino: {text}")
+
     prebuilt = _sources.safe_file(
         plugin_root, (module_name,), what=f"wasm_module {module_name!r}", label=label
     )
+    rust = (
+        _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is not None
+    )
+    local_rust = rust and acquired.in_place and not _componentize.is_python_project(plugin_root)
+    if prebuilt is None and local_rust:
+        picked = _freshness.built_module(plugin_root, module_name)
+        if picked is not None:
+            prebuilt = picked
+            note(
+                f"using {_shown(picked, plugin_root)}, the module cargo built (there is no "
+                f"{module_name} beside plugin.toml)"
+            )
     if prebuilt is not None:
-        return prebuilt, False
-    if _componentize.is_python_project(plugin_root):
+        newer = _freshness.newer_sources(plugin_root, prebuilt) if local_rust else []
+        if not newer:
+            return prebuilt, False
+        changed = ", ".join(newer[:3]) + (f" and {len(newer) - 3} more" if len(newer) > 3 else "")
+        if not options.build:
+            warnings.append(
+                f"{_shown(prebuilt, plugin_root)} is older than its sources ({changed} changed "
+                "since it was built): it may not hold your latest changes; rebuild it, or pass "
+                "--build to let Vultrino build it"
+            )
+            return prebuilt, False
+        note(
+            f"{_shown(prebuilt, plugin_root)} is older than its sources ({changed}): building "
+            "it afresh instead of installing it"
+        )
+    elif _componentize.is_python_project(plugin_root):
         return _build_python(
             acquired,
             plugin_root,
             module_name,
             staging,
-            build_output,
+            options.build_output,
             label=label,
-            build=build,
-            sandbox=build_sandbox,
+            build=options.build,
+            sandbox=options.build_sandbox,
             home=home,
         )
-    if _sources.safe_file(plugin_root, ("Cargo.toml",), what="Cargo.toml", label=label) is None:
+    elif not rust:
         raise InstallError(
             f"{label}: the manifest names the module {module_name!r}, but it is not in the "
             "plugin directory and there is no Cargo.toml to build it from"
         )
-    if not build:
+    if not options.build:
         raise _build_required(acquired, plugin_root, module_name, label=label, plugin=plugin)
-    project = plugin_root
+    built = _build_rust(
+        spec,
+        sub,
+        acquired,
+        plugin_root,
+        module_name,
+        name=plugin,
+        staging=staging,
+        home=home,
+        options=options,
+        label=label,
+    )
+    return built, True
+
+
+def _build_rust(
+    spec: _sources.SourceSpec,
+    sub: tuple[str, ...],
+    acquired: _sources.Acquired,
+    plugin_root: Path,
+    module_name: str,
+    *,
+    name: str,
+    staging: Path,
+    home: Path,
+    options: _Options,
+    label: str,
+) -> Path:
+    """``cargo build`` in the plugin's persistent build cache (:mod:`._buildcache`); returns
+    the built module, copied into ``staging``."""
     real_root = Path(os.path.realpath(acquired.root))
-    copy_root = real_root
-    if acquired.in_place:  # never build inside the user's own directory: copy it first
-        rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
-        copy_root = staging / "src"
-        _sources.copy_tree(real_root, copy_root, label=label)
-        project = copy_root / rel
+    rel = Path(os.path.realpath(plugin_root)).relative_to(real_root)
+    identity = (
+        f"dir:{os.path.realpath(plugin_root)}"
+        if acquired.in_place
+        else f"{spec.kind}:{spec.display}:{'/'.join(sub)}"
+    )
+    # Copied and made to stand alone in staging first, so a source refused on the way leaves
+    # no cache behind; then synced into the cache by content (relative paths kept).
+    work = staging / "build"
+    work.mkdir(mode=0o700)
+    _sources.copy_tree(real_root, work / "src", label=label)
+    (work / "path-deps").mkdir(mode=0o700)
     notes = _cargo_paths.prepare(
-        project,
+        work / "src" / rel,
         original=plugin_root,
         original_root=real_root,
-        copy_root=copy_root,
-        vendor_dir=staging / "path-deps",
+        copy_root=work / "src",
+        vendor_dir=work / "path-deps",
         local=acquired.in_place,
         protected=(home,),
         label=label,
     )
-    if build_output is not None:
-        for note in notes:
-            build_output(f"vultrino: {note}")
-    result = _cargo.build(
-        project,
-        wasm_module=module_name,
-        target_dir=staging / "target",
-        output=build_output,
-        label=label,
-        sandbox=build_sandbox,
-        writable=(staging,),
-        hidden=(home,),
-    )
-    return result.module, True
+    # Then the toolchain: a machine that cannot build fails before the cache is touched.
+    toolchain = _toolchain.find(cwd=plugin_root, state_dir=options.build_cache.parent, label=label)
+    cache_root = _buildcache.checked_dir(options.build_cache)
+    cache = _buildcache.checked_dir(cache_root / _buildcache.cache_key(name, identity))
+    with _buildcache.locked(cache):
+        for part in ("src", "path-deps"):
+            _buildcache.sync_tree(work / part, cache / part)
+        project = cache / "src" / rel
+        if options.build_output is not None:
+            options.build_output(f"vultrino: build cache {cache}")
+            for text in notes:
+                options.build_output(f"vultrino: {text}")
+        target = cache / "target"
+        target.mkdir(mode=0o700, exist_ok=True)
+        result = _cargo.build(
+            project,
+            wasm_module=module_name,
+            target_dir=target,
+            state_dir=cache_root.parent,
+            output=options.build_output,
+            label=label,
+            sandbox=options.build_sandbox,
+            writable=(cache,),
+            hidden=(home,),
+            fast=options.fast_build,
+            toolchain=toolchain,
+        )
+        # copied out under the lock: the next build of the same source replaces it
+        out = staging / "built" / module_name
+        out.parent.mkdir(mode=0o700)
+        shutil.copyfile(result.module, out)
+    return out
 
 
 def _build_required(
