@@ -47,9 +47,14 @@ class _Stop(Exception):  # noqa: N818 - a signal to leave the loop, never escape
 
 def _libc() -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for name in ("mlock", "munlock"):  # an address does not fit ctypes' default int
+            fn = getattr(libc, name)
+            fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+            fn.restype = ctypes.c_int
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
 def _harden(libc: ctypes.CDLL | None) -> None:
