@@ -180,12 +180,17 @@ def fetch_key(home_root: Path) -> tuple[bytearray, bytes] | None:
 
 
 def lock(home_root: Path) -> bool:
-    """Tell the home's agent to forget its key and exit; whether one was running."""
+    """Tell the home's agent to forget its key and exit; whether one was running. Returns once
+    the agent has removed its socket (or after a few seconds), so a new agent can take it."""
     asked = _ask(home_root, "lock")
     if asked is None:
         return False
     sock, reply = asked
     sock.close()
+    path = socket_path(home_root)
+    deadline = time.monotonic() + _TIMEOUT
+    while os.path.lexists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
     return reply.get("ok") is True
 
 
