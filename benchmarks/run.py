@@ -549,13 +549,15 @@ def main() -> None:
         bench_facade(res, args.smoke)
         print("store", file=sys.stderr)
         bench_kdf(res, args.smoke)
-        __import__("benchmarks.bench_versions").bench_versions.run(res, args.smoke)
+        import_bench("bench_versions").run(res, args.smoke)
         print("cli", file=sys.stderr)
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)
         import_bench("bench_mcp_fast").run(res, args.smoke)
         print("plugin dev loop", file=sys.stderr)
         import_bench("bench_plugin_dev").run(res, args.smoke)
+        print("unlock", file=sys.stderr)
+        import_bench("bench_unlock").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

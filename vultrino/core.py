@@ -21,6 +21,7 @@ registry and the runtime (:mod:`vultrino.services`) are not public.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -35,6 +36,8 @@ from vultrino.errors import (
     ConfigError,
     CredentialNotFoundError,
     CredentialValidationError,
+    PasswordRequiredError,
+    StoreError,
 )
 from vultrino.info import (
     CredentialInfo,
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
     from vultrino.policy.approval import Approver
     from vultrino.runtime import WasmRuntime
     from vultrino.store import Credential, KdfParams
+    from vultrino.unlock import Session
 
 __all__ = [
     "ENV_PASSWORD",
@@ -92,10 +96,18 @@ class Vultrino:
         prompt: Prompt | None = None,
         config: Config | None = None,
         runtime: WasmRuntime | None = None,
+        use_session: bool = True,
     ) -> None:
         self.home = home
         self.config = config if config is not None else load_config(home.config)
-        self._s = Services(home, self.config, password=password, prompt=prompt, runtime=runtime)
+        self._s = Services(
+            home,
+            self.config,
+            password=password,
+            prompt=prompt,
+            runtime=runtime,
+            use_session=use_session,
+        )
         self._pipeline = Pipeline(self._s)
         self._build_cache = home.build_cache
         self._scratch: Path | None = None  # the temporary home of a scratch facade
@@ -110,15 +122,20 @@ class Vultrino:
         *,
         prompt: Prompt | None = None,
         engine: str | None = None,
+        use_session: bool = True,
     ) -> Vultrino:
-        """Open the home (``VULTRINO_HOME`` by default). Nothing is decrypted yet."""
+        """Open the home (``VULTRINO_HOME`` by default). Nothing is decrypted yet.
+
+        Without a password (argument or environment), the store opens with the key of the
+        home's unlock session when one runs (``use_session=False`` skips it), then with the
+        password kept in the OS keyring when the owner opted in, then ``prompt``."""
         h = resolve_home(home)
         config = load_config(h.config)
         if engine is not None:
             if engine not in ENGINE_NAMES:
                 raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
             config = replace(config, engine=engine)
-        return cls(h, password=password, prompt=prompt, config=config)
+        return cls(h, password=password, prompt=prompt, config=config, use_session=use_session)
 
     @classmethod
     def init(
@@ -190,8 +207,95 @@ class Vultrino:
         self.close()
 
     def unlock(self) -> None:
-        """Derive the store key now (the MCP server does this once at start)."""
+        """Derive the store key now (the MCP server does this once at start; the CLI before
+        it asks for anything else, so a wrong password costs no typing)."""
         _ = self._s.store
+
+    # --- unlock sessions and the OS keyring ---------------------------------------------------
+
+    def start_session(self, seconds: int) -> Session:
+        """Open the store with its password, then start the home's unlock agent with the
+        derived key for ``seconds`` (replacing a running one): later opens of this home by the
+        same user need no password until it locks (docs/security.md#unlock-sessions)."""
+        from vultrino import unlock
+
+        s = self._s
+        _ = s.store
+        if s.unlocked_by == "session":
+            raise PasswordRequiredError(
+                "an unlock session starts only with the store password, not with another "
+                "session's key; open the home with use_session=False"
+            )
+        key = s.store.session_key()
+        try:
+            session = unlock.start(self.home.root, self.home.store, key.key, key.binding, seconds)
+        finally:
+            key.wipe()
+        self._changed("session.unlock")
+        return session
+
+    def session(self) -> Session | None:
+        """The home's running unlock session, or None when it is locked. Needs no password."""
+        from vultrino import unlock
+
+        return unlock.status(self.home.root)
+
+    def lock(self) -> bool:
+        """End the home's unlock session (the agent forgets the key); whether one ran."""
+        from vultrino import unlock
+
+        locked = unlock.lock(self.home.root)
+        if locked:
+            self._changed("session.lock")
+        return locked
+
+    @property
+    def password_remembered(self) -> bool:
+        """Whether the owner opted in to the OS keyring for this home."""
+        return self._s.keyring_opted_in()
+
+    def remember_password(self) -> str:
+        """Keep the password that opened the store in the OS keyring, and use it from now on
+        when no other source gives one; returns the keyring backend's name. KeyringError when
+        there is no usable keyring."""
+        from vultrino import _keyring
+        from vultrino._fs import atomic_write
+
+        s = self._s
+        password = s.opened_password()
+        backend = _keyring.set_password(s.keyring_account, password)
+        marker = {"service": _keyring.SERVICE, "account": s.keyring_account, "backend": backend}
+        try:
+            atomic_write(self.home.keyring_marker, json.dumps(marker).encode() + b"\n")
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {self.home.keyring_marker} ({exc.strerror}); the password is in "
+                "the keyring but will not be used"
+            ) from exc
+        self._changed("keyring.remember")
+        return backend
+
+    def forget_password(self) -> bool:
+        """Remove the password from the OS keyring and stop using it; whether it was kept."""
+        from vultrino import _keyring
+        from vultrino.errors import KeyringError
+
+        s = self._s
+        opted_in = s.keyring_opted_in()
+        try:
+            removed = _keyring.delete_password(s.keyring_account)
+        except KeyringError as exc:
+            if not opted_in:
+                raise
+            self.home.keyring_marker.unlink(missing_ok=True)
+            raise KeyringError(
+                f"Vultrino no longer reads the password from the OS keyring, but its entry "
+                f"could not be removed: {exc}"
+            ) from exc
+        self.home.keyring_marker.unlink(missing_ok=True)
+        if removed or opted_in:
+            self._changed("keyring.forget")
+        return removed or opted_in
 
     @property
     def engine(self) -> tuple[str, str]:
@@ -418,11 +522,28 @@ class Vultrino:
         return removed
 
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
-        """Re-seal the store under a new password (and KDF parameters), atomically."""
+        """Re-seal the store under a new password (and KDF parameters), atomically.
+
+        The home's unlock session ends (its key no longer fits), and a password kept in the
+        OS keyring is replaced by the new one."""
+        from vultrino import unlock
+
         s = self._s
         with s.lock:
             s.store.rekey(new_password, kdf or s.configured_kdf())
         self._changed("store.rekey")
+        unlock.lock(self.home.root)
+        if s.keyring_opted_in():
+            from vultrino import _keyring
+            from vultrino.errors import KeyringError
+
+            try:
+                _keyring.set_password(s.keyring_account, new_password)
+            except KeyringError as exc:
+                raise KeyringError(
+                    f"the store was re-sealed, but the OS keyring still holds the old "
+                    f"password: {exc}; run `vultrino unlock --remember` with the new one"
+                ) from exc
 
     def types(self) -> list[TypeInfo]:
         """Every credential type that can be added: built-in first, then plugin types."""

@@ -15,7 +15,9 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── WrongPasswordError          the password does not open the store
     │   ├── StoreCorruptError           tampered, truncated or not a store at all
     │   ├── StoreFormatError            a format or KDF version this build does not know
-    │   └── StoreLockedError            another process held the lock for too long
+    │   ├── StoreLockedError            another process held the lock for too long
+    │   ├── UnlockSessionError          the unlock agent cannot start, or its socket is unsafe
+    │   └── KeyringError                no usable OS keyring, or it failed (`unlock --remember`)
     ├── CredentialError
     │   ├── CredentialNotFoundError     no credential with that alias
     │   ├── CredentialExistsError       the alias is taken (use --replace / replace=True)
@@ -81,6 +83,7 @@ __all__ = [
     "EngineError",
     "EngineUnavailableError",
     "InstallError",
+    "KeyringError",
     "ManifestError",
     "ModuleError",
     "ParameterError",
@@ -102,6 +105,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotInitializedError",
     "UnknownCredentialTypeError",
+    "UnlockSessionError",
     "UnsafeSourceError",
     "VultrinoError",
     "WrongPasswordError",
@@ -162,6 +166,16 @@ class StoreFormatError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process held the store lock for too long."""
+
+
+class UnlockSessionError(StoreError):
+    """The unlock agent (``vultrino unlock``) could not start, or its socket or directory is
+    not one only this user can reach, so it is not used (docs/security.md)."""
+
+
+class KeyringError(StoreError):
+    """The OS keyring that ``vultrino unlock --remember`` uses is missing (no ``keyring``
+    package, or no usable backend) or failed."""
 
 
 # --- credentials -----------------------------------------------------------------------------

@@ -42,6 +42,12 @@ class Home:
         return self.cache / "manifest-cache.json"
 
     @property
+    def keyring_marker(self) -> Path:
+        """Present when the owner opted in to keeping the password in the OS keyring
+        (``vultrino unlock --remember``; docs/cli.md#passwords)."""
+        return self.root / "keyring.json"
+
+    @property
     def plugins(self) -> Path:
         return self.root / "plugins"
 

@@ -23,6 +23,7 @@ from vultrino.errors import (
     ConfigError,
     PasswordRequiredError,
     StoreNotInitializedError,
+    WrongPasswordError,
 )
 from vultrino.paths import Home
 from vultrino.policy.profile import AgentProfile
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_PASSWORD",
     "ENV_PASSWORD_FILE",
+    "PASSWORD_PROMPT",
+    "PASSWORD_TRIES",
     "Prompt",
     "Services",
+    "env_password",
     "kdf_params",
     "resolve_password",
 ]
@@ -46,39 +50,58 @@ ENV_PASSWORD_FILE = "VULTRINO_PASSWORD_FILE"  # noqa: S105
 
 Prompt = Callable[[str], str]
 
+PASSWORD_PROMPT = "Store password: "  # noqa: S105 - a prompt
+#: How often a wrong password may be typed at the prompt before the command fails (as sudo).
+PASSWORD_TRIES = 3
 
-def resolve_password(password: str | None, prompt: Prompt | None) -> str:
-    """The explicit password, else VULTRINO_PASSWORD, else VULTRINO_PASSWORD_FILE, else prompt."""
+
+def env_password(password: str | None) -> str | None:
+    """The explicit password, else VULTRINO_PASSWORD, else VULTRINO_PASSWORD_FILE, else None."""
     if password is not None:
         return password
     env = os.environ.get(ENV_PASSWORD)
     if env:
         return env
     file = os.environ.get(ENV_PASSWORD_FILE)
-    if file:
-        try:
-            mode = os.stat(file).st_mode
-        except OSError as exc:
-            raise PasswordRequiredError(
-                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
-            ) from exc
-        if mode & 0o077:  # as the MCP token file: a password others can read is no secret
-            raise ConfigError(
-                f"{ENV_PASSWORD_FILE}={file}: the password file is readable or writable by "
-                f"other users (mode {mode & 0o777:o}); run `chmod 600 {file}`"
-            )
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PasswordRequiredError(
-                f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
-            ) from exc
-        return text.rstrip("\r\n")
+    if not file:
+        return None
+    try:
+        mode = os.stat(file).st_mode
+    except OSError as exc:
+        raise PasswordRequiredError(
+            f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+        ) from exc
+    if mode & 0o077:  # as the MCP token file: a password others can read is no secret
+        raise ConfigError(
+            f"{ENV_PASSWORD_FILE}={file}: the password file is readable or writable by "
+            f"other users (mode {mode & 0o777:o}); run `chmod 600 {file}`"
+        )
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PasswordRequiredError(
+            f"{ENV_PASSWORD_FILE}={file}: cannot read the password file ({exc.strerror})"
+        ) from exc
+    return text.rstrip("\r\n")
+
+
+def resolve_password(password: str | None, prompt: Prompt | None) -> str:
+    """The explicit password, else VULTRINO_PASSWORD, else VULTRINO_PASSWORD_FILE, else prompt
+    (once: for a new store). Opening an existing store goes through :meth:`Services.store`."""
+    found = env_password(password)
+    if found is not None:
+        return found
     if prompt is not None:
-        return prompt("Store password: ")
+        return prompt(PASSWORD_PROMPT)
     raise PasswordRequiredError(
+        f"no terminal to ask for the store password: set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}"
+    )
+
+
+def _no_password() -> PasswordRequiredError:
+    return PasswordRequiredError(
         "the credential store is locked and there is no terminal to ask for its password: "
-        f"set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}"
+        f"run `vultrino unlock` first, or set {ENV_PASSWORD} or {ENV_PASSWORD_FILE}"
     )
 
 
@@ -110,11 +133,17 @@ class Services:
         password: str | None = None,
         prompt: Prompt | None = None,
         runtime: WasmRuntime | None = None,
+        use_session: bool = True,
     ) -> None:
         self.home = home
         self.config = config
         self._password = password
         self._prompt = prompt
+        self._use_session = use_session
+        # how the store was opened ("password": given or from the environment, "session",
+        # "keyring", "prompt"), and the password when one opened it (for `unlock --remember`)
+        self.unlocked_by: str | None = None
+        self._opened_password: str | None = None
         self._runtime = runtime
         self.loaded_store: CredentialStore | None = None
         self.loaded_registry: PluginRegistry | None = None
@@ -132,7 +161,8 @@ class Services:
 
     @property
     def store(self) -> CredentialStore:
-        """The unlocked store; the key is derived on first access."""
+        """The unlocked store; the key is derived (or fetched from the unlock agent) on first
+        access."""
         if self.loaded_store is not None:
             return self.loaded_store
         with self._store_lock:
@@ -143,11 +173,102 @@ class Services:
                     raise StoreNotInitializedError(
                         f"no credential store at {self.home.store}: run `vultrino init` first"
                     )
-                pw = resolve_password(self._password, self._prompt)
-                self.loaded_store = CredentialStore.open(
-                    self.home.store, pw, retention=self.retention()
-                )
+                self.loaded_store = self._open_store()
             return self.loaded_store
+
+    def _open_store(self) -> CredentialStore:
+        """The password sources in order (docs/cli.md#passwords): the given password,
+        VULTRINO_PASSWORD, VULTRINO_PASSWORD_FILE, the home's unlock agent, the OS keyring
+        (when opted in), the prompt with PASSWORD_TRIES tries."""
+        from vultrino.store import CredentialStore
+
+        path = self.home.store
+        password = env_password(self._password)
+        if password is not None:
+            return self._opened(
+                CredentialStore.open(path, password, retention=self.retention()),
+                "password",
+                password,
+            )
+        if self._use_session:
+            store = self._open_with_session()
+            if store is not None:
+                return store
+        if self.keyring_opted_in():
+            from vultrino import _keyring
+
+            password = _keyring.get_password(self.keyring_account)
+            if password is not None:
+                try:
+                    store = CredentialStore.open(path, password, retention=self.retention())
+                except WrongPasswordError:
+                    raise WrongPasswordError(
+                        f"the password kept in the OS keyring for {self.home.root} does not "
+                        f"open {path}; run `vultrino unlock --remember` to keep the right one, "
+                        "or `vultrino lock --forget` to stop using the keyring"
+                    ) from None
+                return self._opened(store, "keyring", password)
+        if self._prompt is None:
+            raise _no_password()
+        label = PASSWORD_PROMPT
+        for left in range(PASSWORD_TRIES - 1, -1, -1):
+            password = self._prompt(label)
+            try:
+                store = CredentialStore.open(path, password, retention=self.retention())
+            except WrongPasswordError:
+                if not left:
+                    raise
+                label = f"wrong password, try again ({left} left)\n{PASSWORD_PROMPT}"
+                continue
+            return self._opened(store, "prompt", password)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _opened(self, store: CredentialStore, how: str, password: str) -> CredentialStore:
+        self.unlocked_by = how
+        self._opened_password = password
+        return store
+
+    def _open_with_session(self) -> CredentialStore | None:
+        """The store opened with the key of the home's unlock agent; None when it is locked.
+        A key that does not open the store (re-keyed meanwhile, or a modified file) ends the
+        session, and the next source is asked."""
+        from vultrino import unlock
+        from vultrino.store import CredentialStore, StoreKey
+
+        fetched = unlock.fetch_key(self.home.root)
+        if fetched is None:
+            return None
+        key = StoreKey(*fetched)
+        try:
+            store = CredentialStore.open(self.home.store, key=key, retention=self.retention())
+        except WrongPasswordError:
+            unlock.lock(self.home.root)
+            return None
+        finally:
+            key.wipe()
+        self.unlocked_by = "session"
+        return store
+
+    def opened_password(self) -> str:
+        """The password the store was opened with (not when an unlock session opened it)."""
+        _ = self.store
+        if self._opened_password is None:
+            raise PasswordRequiredError(
+                "the store was opened with an unlock session's key, not its password; this "
+                f"needs the password: give it with {ENV_PASSWORD}, {ENV_PASSWORD_FILE} or at "
+                "the prompt"
+            )
+        return self._opened_password
+
+    # --- the OS keyring ----------------------------------------------------------------------
+
+    @property
+    def keyring_account(self) -> str:
+        """The home's entry in the OS keyring: service ``vultrino``, this account."""
+        return str(self.home.root.resolve())
+
+    def keyring_opted_in(self) -> bool:
+        return self.home.keyring_marker.exists()
 
     def create_store(self, kdf: KdfParams | None) -> None:
         """Create a new, empty store in the home (``vultrino init``) and keep it open."""
@@ -269,6 +390,7 @@ class Services:
                 self.loaded_store.close()
                 self.loaded_store = None
             self._profiles_cache = None
+            self._opened_password = None
             # the scrubbers hold every form of the secrets they were built for (other open
             # facades of this process just build theirs again)
             clear_scrubbers()

@@ -20,10 +20,16 @@ PKG = Path(vultrino.__file__).parent
 # module of its own layer's other units, never one above. No exceptions.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("vultrino._version", "vultrino.errors", "vultrino._fs", "vultrino._json", "vultrino.paths"),
-    ("vultrino._msgpack", "vultrino._allowlist", "vultrino.audit", "vultrino._scrub"),
+    (
+        "vultrino._msgpack",
+        "vultrino._allowlist",
+        "vultrino.audit",
+        "vultrino._scrub",
+        "vultrino._keyring",
+    ),
     ("vultrino._net",),
     ("vultrino.runtime",),
-    ("vultrino.config", "vultrino.store"),
+    ("vultrino.config", "vultrino.store", "vultrino.unlock"),
     ("vultrino.plugins",),
     ("vultrino.policy",),
     ("vultrino.info",),
@@ -46,6 +52,7 @@ APART: dict[str, tuple[str, ...]] = {
 LEAVES: dict[str, tuple[str, ...]] = {
     "vultrino._allowlist": ("vultrino.errors",),
     "vultrino._fs": (),
+    "vultrino._keyring": ("vultrino.errors",),
 }
 
 # third-party top-level package -> the only modules allowed to import it
@@ -60,6 +67,8 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "mcp": ("vultrino.mcp.server", "vultrino.mcp._relay", "vultrino.mcp.http"),
     "starlette": ("vultrino.mcp.http",),
     "uvicorn": ("vultrino.mcp.http",),
+    "keyring": ("vultrino._keyring",),
+    "keyrings": ("vultrino._keyring",),
     "typer": ("vultrino.cli",),
     "click": ("vultrino.cli",),
 }

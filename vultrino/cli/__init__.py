@@ -46,6 +46,15 @@ def _demo_command() -> typer.Typer:
     return app
 
 
+def _session_commands() -> typer.Typer:
+    from vultrino.cli import session
+
+    app = _typer()
+    app.command("unlock")(session.unlock)
+    app.command("lock")(session.lock)
+    return app
+
+
 def _audit_command() -> typer.Typer:
     from vultrino.cli import agent
 
@@ -88,6 +97,8 @@ _CREDENTIAL_COMMANDS = (
 #: that this table and what the builders register agree.
 COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     **{name: _credentials_commands for name in _CREDENTIAL_COMMANDS},
+    "unlock": _session_commands,
+    "lock": _session_commands,
     "demo": _demo_command,
     "audit": _audit_command,
     "plugin": _group("plugin", "plugin"),

@@ -122,10 +122,28 @@ def terminal_prompt() -> Callable[[str], str] | None:
     return prompt_secret if is_tty() else None
 
 
-def open_vultrino(home: Path | None, *, engine: str | None = None) -> Vultrino:
+def open_vultrino(
+    home: Path | None,
+    *,
+    engine: str | None = None,
+    unlock: bool = False,
+    use_session: bool = True,
+) -> Vultrino:
+    """The facade of the home. ``unlock`` opens the store at once (asking for the password
+    first, before any other prompt of the command); ``use_session=False`` ignores a running
+    unlock session (the command needs the password itself)."""
     from vultrino.core import Vultrino
 
-    return Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)
+    v = Vultrino.open(
+        home_arg(home), prompt=terminal_prompt(), engine=engine, use_session=use_session
+    )
+    if unlock:
+        try:
+            v.unlock()
+        except BaseException:
+            v.close()
+            raise
+    return v
 
 
 def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:

@@ -238,7 +238,7 @@ def add(
 
       vultrino add --alias github --type api_key --field key=@token.txt --allow 'https://api.github.com/*'
     """
-    with open_vultrino(home) as v:
+    with open_vultrino(home, unlock=True) as v:
         values: dict[str, Any]
         values, on_argv = _field_values(field or [])
         _, spec = v.credential_type(type_)
@@ -589,9 +589,12 @@ def rekey(
 ) -> None:
     """Re-seal the store under a new password and/or KDF parameters, atomically.
 
+    The current password is asked even while the home is unlocked (an unlock session ends
+    here, its key no longer fits).
+
     Example: vultrino rekey --kdf-memlimit-mb 256
     """
-    with open_vultrino(home) as v:
+    with open_vultrino(home, use_session=False) as v:
         v.unlock()
         if new_password_file is not None:
             new = new_password_file.read_text(encoding="utf-8").rstrip("\r\n")

@@ -6,7 +6,7 @@ facade and the call pipeline.
 
 from __future__ import annotations
 
-from vultrino.store._sealing import KdfParams, verify_signature
+from vultrino.store._sealing import KdfParams, StoreKey, verify_signature
 from vultrino.store.credentials import (
     ALIAS_MAX_LENGTH,
     Credential,
@@ -23,6 +23,7 @@ __all__ = [
     "KdfParams",
     "SecretVersion",
     "VersionRetention",
+    "StoreKey",
     "validate_alias",
     "verify_signature",
 ]

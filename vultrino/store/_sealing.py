@@ -47,8 +47,10 @@ __all__ = [
     "MIN_OPSLIMIT",
     "NONCE_SIZE",
     "SALT_SIZE",
+    "BINDING_SIZE",
     "Header",
     "KdfParams",
+    "StoreKey",
     "Unauthentic",
     "derive_key",
     "new_signing_seed",
@@ -73,6 +75,10 @@ MAC_SIZE: int = nacl.secret.SecretBox.MACBYTES  # 16
 
 _HEADER = struct.Struct(f">8sBBII{SALT_SIZE}s{NONCE_SIZE}s")
 HEADER_SIZE: int = _HEADER.size  # 58
+# The header bytes that fix the key (magic, format, kdf, opslimit, memlimit, salt): all but the
+# nonce, which every write renews. A key derived for one binding opens every later version of
+# the store until a rekey (a fresh salt) changes it.
+BINDING_SIZE: int = HEADER_SIZE - NONCE_SIZE  # 34
 
 # Bounds checked before any key derivation, so a hostile header cannot make us allocate
 # gigabytes or spin for minutes. The floor is libsodium's own minimum; the ceilings are far
@@ -133,6 +139,37 @@ class Header:
     salt: bytes
     nonce: bytes
     raw: bytes
+
+    @property
+    def binding(self) -> bytes:
+        """What the key depends on (see ``BINDING_SIZE``): equal bindings, equal keys."""
+        return self.raw[:BINDING_SIZE]
+
+
+@dataclass(frozen=True)
+class StoreKey:
+    """A derived store key and the header binding it was derived for.
+
+    What an unlock session holds instead of the password (docs/security.md): it opens the
+    store as long as the file's binding is the same, and nothing else. ``key`` is a bytearray
+    so that :meth:`wipe` can zero it (best effort).
+    """
+
+    key: bytearray
+    binding: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.key) != KEY_SIZE or len(self.binding) != BINDING_SIZE:
+            raise StoreError(
+                f"a store key is {KEY_SIZE} bytes for a {BINDING_SIZE}-byte header binding "
+                f"(got {len(self.key)} and {len(self.binding)})"
+            )
+
+    def wipe(self) -> None:
+        wipe(self.key)
+
+    def __repr__(self) -> str:
+        return "StoreKey(<hidden>)"
 
 
 def new_header(kdf: KdfParams, salt: bytes) -> Header:

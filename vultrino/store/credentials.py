@@ -46,7 +46,7 @@ from vultrino.errors import (
 from vultrino.store import _sealing
 from vultrino.store._generation import Generation
 from vultrino.store._lock import DEFAULT_LOCK_TIMEOUT, FileLock, lock_path_for
-from vultrino.store._sealing import Header, KdfParams, Unauthentic
+from vultrino.store._sealing import Header, KdfParams, StoreKey, Unauthentic
 
 __all__ = [
     "ALIAS_MAX_LENGTH",
@@ -725,7 +725,7 @@ class CredentialStore:
         self,
         path: Path,
         *,
-        password: bytearray,
+        password: bytearray | None,
         key: bytearray,
         header: Header,
         records: dict[str, Credential],
@@ -824,23 +824,45 @@ class CredentialStore:
     def open(
         cls,
         path: Path,
-        password: str,
+        password: str | None = None,
         *,
+        key: StoreKey | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         retention: VersionRetention | None = None,
     ) -> CredentialStore:
-        """Open an existing store, deriving the key once. ``retention`` says how long earlier
-        secret versions are kept (default: the last one, for 7 days)."""
+        """Open an existing store with its password (the key is derived once) or with ``key``,
+        a key derived earlier (:meth:`session_key`; what an unlock session holds), which must
+        be for the file's header binding. Either way the secretbox is opened the same way.
+        ``retention`` says how long earlier secret versions are kept (default: the last one,
+        for 7 days)."""
         path = Path(path)
-        pw = _password_bytes(password, new=False)
+        if key is not None and password is not None:
+            raise ValueError("open a store with its password or with a key, not both")
+        pw = None if key is not None else _password_bytes(password, new=False)
         data, signature = _read_store(path)
         header = _sealing.parse_header(data, str(path))
-        key = _sealing.derive_key(bytes(pw), header.salt, header.kdf)
-        try:
-            plaintext = _sealing.open_box(key, header, data)
-        except Unauthentic:
-            _sealing.wipe(key)
+        if key is None:
+            assert pw is not None
+            opened = _sealing.derive_key(bytes(pw), header.salt, header.kdf)
+        elif key.binding != header.binding:
             _sealing.wipe(pw)
+            raise WrongPasswordError(
+                f"cannot open {path} with the unlock session's key: the store was re-keyed "
+                "since the session began; run `vultrino unlock` again"
+            )
+        else:
+            opened = bytearray(key.key)
+        try:
+            plaintext = _sealing.open_box(opened, header, data)
+        except Unauthentic:
+            _sealing.wipe(opened)
+            _sealing.wipe(pw)
+            if key is not None:
+                raise WrongPasswordError(
+                    f"cannot open {path} with the unlock session's key although the store was "
+                    "not re-keyed: the file was modified; run `vultrino lock`, and restore the "
+                    "store from a backup if the password does not open it either"
+                ) from None
             raise WrongPasswordError(
                 f"cannot open {path}: wrong password, or the file was modified; check the "
                 "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
@@ -850,7 +872,7 @@ class CredentialStore:
         return cls(
             path,
             password=pw,
-            key=key,
+            key=opened,
             header=header,
             records=records,
             agents=agents,
@@ -1211,6 +1233,13 @@ class CredentialStore:
             assert seed is not None
             return _sealing.sign(seed, message)
 
+    def session_key(self) -> StoreKey:
+        """A copy of the key this store is open with and the header binding it fits: what
+        an unlock session keeps (so it never needs the password). Wipe it after use."""
+        with self._mutex:
+            self._refresh(force=False)
+            return StoreKey(bytearray(self._live_key()), self._header.binding)
+
     def audit_public_key(self) -> bytes | None:
         """The public half of the audit signing key, or None while there is none."""
         with self._mutex:
@@ -1352,10 +1381,13 @@ class CredentialStore:
         same_key = header.salt == current.salt and header.kdf == current.kdf
         if same_key:
             key = self._live_key()
+        elif self._password is None:  # opened with a session key, which fits the old binding
+            raise WrongPasswordError(
+                f"{where} was re-keyed by another process, and the unlock session's key this "
+                "command opened it with no longer fits; run the command again"
+            )
         else:
-            password = self._password
-            assert password is not None  # checked by _live_key
-            key = _sealing.derive_key(bytes(password), header.salt, header.kdf)
+            key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
         try:
             plaintext = _sealing.open_box(key, header, data)
             records, agents, audit_key = decode_store(plaintext, header, where)
