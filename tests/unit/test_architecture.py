@@ -20,7 +20,13 @@ PKG = Path(vultrino.__file__).parent
 # module of its own layer's other units, never one above. No exceptions.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("vultrino._version", "vultrino.errors", "vultrino._fs", "vultrino._json", "vultrino.paths"),
-    ("vultrino._msgpack", "vultrino._allowlist", "vultrino.audit", "vultrino._scrub"),
+    (
+        "vultrino._msgpack",
+        "vultrino._allowlist",
+        "vultrino.audit",
+        "vultrino._scrub",
+        "vultrino._keyuse",
+    ),
     ("vultrino._net",),
     ("vultrino.runtime",),
     ("vultrino.config", "vultrino.store"),

@@ -47,6 +47,8 @@ def test_public_non_error_names_are_the_facade() -> None:
         "AgentScope",
         "ApprovalRequest",
         "CredentialInfo",
+        "KeyInfo",
+        "RoleInfo",
         "ToolInfo",
         "TypeInfo",
         "Vultrino",

@@ -63,7 +63,11 @@ __all__ = [
 ]
 
 MAGIC = b"VULTRINO"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this build writes
+#: Every format this build reads. Format 2 is format 1 plus API keys and roles in the sealed
+#: document; a store is written as format 2 only once it holds them, so an older Vultrino
+#: (which would drop them on its next write) refuses it instead of losing them silently.
+FORMATS_READ = (1, 2)
 KDF_ARGON2ID = 1
 
 SALT_SIZE: int = _argon2id.SALTBYTES  # 16
@@ -135,14 +139,17 @@ class Header:
     raw: bytes
 
 
-def new_header(kdf: KdfParams, salt: bytes) -> Header:
+def new_header(kdf: KdfParams, salt: bytes, fmt: int = 1) -> Header:
     """A header for a fresh write: the given salt and KDF parameters, and a fresh random nonce.
 
     A random 24-byte nonce per write is safe for XSalsa20 (collisions are negligible), so the
-    same key can seal every later version of the store.
+    same key can seal every later version of the store. ``fmt`` is the format byte (1, or 2
+    for a document holding API keys or roles).
     """
+    if fmt not in FORMATS_READ:
+        raise ValueError(f"unknown store format {fmt}")
     nonce = nacl.utils.random(NONCE_SIZE)
-    raw = _HEADER.pack(MAGIC, FORMAT_VERSION, KDF_ARGON2ID, kdf.opslimit, kdf.memlimit, salt, nonce)
+    raw = _HEADER.pack(MAGIC, fmt, KDF_ARGON2ID, kdf.opslimit, kdf.memlimit, salt, nonce)
     return Header(kdf=kdf, salt=salt, nonce=nonce, raw=raw)
 
 
@@ -170,10 +177,11 @@ def parse_header(data: bytes, where: str) -> Header:
         )
     magic, fmt, kdf, opslimit, memlimit, salt, nonce = _HEADER.unpack_from(data)
     del magic
-    if fmt != FORMAT_VERSION:
+    if fmt not in FORMATS_READ:
         raise StoreFormatError(
-            f"{where} uses store format {fmt}, this Vultrino reads format {FORMAT_VERSION}; "
-            "upgrade Vultrino (or the file header is damaged)"
+            f"{where} uses store format {fmt}, this Vultrino reads formats "
+            f"{', '.join(map(str, FORMATS_READ))}; upgrade Vultrino (or the file header is "
+            "damaged)"
         )
     if kdf != KDF_ARGON2ID:
         raise StoreFormatError(
