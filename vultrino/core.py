@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from vultrino.agents import AgentScope
     from vultrino.plugins.base import CredentialTypeSpec, Plugin
     from vultrino.plugins.install.installer import InstallResult
-    from vultrino.policy.approval import Approver
+    from vultrino.policy.approval import ApprovalRequest, Approver
     from vultrino.runtime import WasmRuntime
     from vultrino.store import KdfParams
 
@@ -145,6 +145,11 @@ class Vultrino:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def set_approver(self, approver: Approver | None) -> None:
+        """Who approves the user's own calls that a ``prompt`` policy gates (the CLI asks on
+        its terminal; `vultrino serve` puts them in its approvals inbox). None: refused."""
+        self._pipeline.user_approver = approver
 
     def unlock(self) -> None:
         """Derive the store key now (the MCP server does this once at start)."""
@@ -433,15 +438,23 @@ class Vultrino:
                 found = p.name
         return found
 
-    def as_agent(self, name: str, *, approver: Approver | None = None) -> AgentScope:
-        """Vultrino as agent ``name`` may use it (see :mod:`vultrino.agents`): every call goes
-        through the same pipeline, decided by the agent's profile.
+    def as_agent(
+        self,
+        name: str,
+        *,
+        approver: Approver | None = None,
+        key: str | None = None,
+        client: str | None = None,
+    ) -> AgentScope:
+        """Vultrino as agent (or role) ``name`` may use it (see :mod:`vultrino.agents`): every
+        call goes through the same pipeline, decided by the profile.
 
         ``approver`` asks a person about calls the profile marks ``approve``; without one they
-        are refused."""
+        are refused. ``key`` and ``client`` (the API key and the address of a REST call) go
+        into each call's audit record."""
         from vultrino.agents import AgentScope
 
-        return AgentScope(self._pipeline, name, approver=approver)
+        return AgentScope(self._pipeline, name, approver=approver, key=key, client=client)
 
     # --- roles and API keys -----------------------------------------------------------------
 
@@ -568,6 +581,24 @@ class Vultrino:
         self._key_use.flush(self.home.root)
 
     # --- audit and refresh -------------------------------------------------------------------
+
+    def record_approval(
+        self, request: ApprovalRequest, approval_id: str, outcome: str, decided_by: str
+    ) -> None:
+        """The audit record of a person's decision on a waiting call (``approval.granted`` or
+        ``approval.declined``), naming who decided; the call's own record follows it."""
+        record: dict[str, Any] = {
+            "alias": request.alias,
+            "plugin": request.plugin,
+            "action": f"approval.{outcome}",
+            "agent": request.agent or None,
+            "subject": approval_id,
+            "decided_by": decided_by,
+            "outcome": "ok",
+            "duration_ms": 0.0,
+            "source": "admin",
+        }
+        self._s.audit.write(record)
 
     def _changed(
         self,

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("vultrino.agents",),
     ("vultrino.core",),
     ("vultrino.mcp",),
+    ("vultrino.server",),
     ("vultrino.cli",),
     ("vultrino", "vultrino.__main__"),  # the public surface: re-exports the facade
 )
@@ -64,8 +65,8 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "httpx": ("vultrino._net",),
     "httpcore": ("vultrino._net",),
     "mcp": ("vultrino.mcp.server", "vultrino.mcp._relay", "vultrino.mcp.http"),
-    "starlette": ("vultrino.mcp.http",),
-    "uvicorn": ("vultrino.mcp.http",),
+    "starlette": ("vultrino.mcp.http", "vultrino.server"),
+    "uvicorn": ("vultrino.mcp.http", "vultrino.server"),
     "typer": ("vultrino.cli",),
     "click": ("vultrino.cli",),
 }

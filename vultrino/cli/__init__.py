@@ -82,6 +82,8 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "agent": _group("agent", "agent"),
     "role": _group("access", "role", "role_app"),
     "key": _group("access", "key", "key_app"),
+    "serve": _group("serve", "serve"),
+    "approvals": _group("serve", "approvals", "approvals_app"),
 }
 
 

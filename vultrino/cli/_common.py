@@ -20,6 +20,7 @@ from vultrino.errors import VultrinoError
 
 if TYPE_CHECKING:
     from vultrino.core import Vultrino
+    from vultrino.policy.approval import Approval, ApprovalRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,7 +126,19 @@ def terminal_prompt() -> Callable[[str], str] | None:
 def open_vultrino(home: Path | None, *, engine: str | None = None) -> Vultrino:
     from vultrino.core import Vultrino
 
-    return Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)
+    v = Vultrino.open(home_arg(home), prompt=terminal_prompt(), engine=engine)
+    if is_tty():
+        v.set_approver(terminal_approver)  # a `prompt` policy asks the person at the terminal
+    return v
+
+
+def terminal_approver(request: ApprovalRequest) -> Approval:
+    """Ask on the terminal whether a call a ``prompt`` policy gates may run (default: no)."""
+    try:
+        granted = typer.confirm(request.message(), default=False, err=True)
+    except typer.Abort:
+        return "declined"
+    return "granted" if granted else "declined"
 
 
 def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
