@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+import time
 from pathlib import Path
 
 from vultrino._fs import atomic_write
@@ -42,11 +42,10 @@ class KeyUse:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, float] = {}
 
     def note(self, key_id: str) -> None:
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._pending[key_id] = now  # one dict store: atomic under the GIL
+        self._pending[key_id] = time.time()  # one dict store: atomic under the GIL
 
     def flush(self, home: Path) -> bool:
         """Merge the noted uses into the file (atomically); True when anything was written."""
@@ -54,7 +53,10 @@ class KeyUse:
             if not self._pending:
                 return False
             pending, self._pending = self._pending, {}
-            merged = {**read(home), **pending}
+            stamps = {
+                k: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(v)) for k, v in pending.items()
+            }
+            merged = {**read(home), **stamps}
             try:
                 atomic_write(
                     Path(home) / FILE_NAME,

@@ -417,7 +417,7 @@ def test_tls_with_a_self_signed_certificate(home: McpHome, tmp_path: Path) -> No
         assert s.url.startswith("https://127.0.0.1:")
         c = Client(s.url, api_key, verify=ssl.create_default_context(cafile=str(cert)))
         r = c.list_credentials()
-        assert r.status_code == 200
+        assert r.status_code == 200, r.text + s.log()
         assert r.headers["strict-transport-security"].startswith("max-age=")
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{s.api}/health")  # an unknown certificate is not trusted

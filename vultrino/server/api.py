@@ -225,10 +225,6 @@ class Api:
 
     # --- the edge -----------------------------------------------------------------------
 
-    async def _who(self, request: Request) -> Identity:
-        header = request.headers.get("authorization")
-        return await anyio.to_thread.run_sync(self.auth.identify, header)
-
     def _calls(self, who: Identity, request: Request) -> _Calls:
         if who.profile is None:
             return self.v
@@ -242,10 +238,15 @@ class Api:
         return scope
 
     async def _run(self, request: Request, work: Callable[[Identity], Any]) -> Response:
-        """Identify the caller, run ``work`` in a worker thread, answer its JSON or its error."""
+        """Identify the caller and run ``work``, in one worker thread (one hop per request);
+        answer its JSON or its error."""
+        header = request.headers.get("authorization")
+
+        def identified() -> Any:
+            return work(self.auth.identify(header))
+
         try:
-            who = await self._who(request)
-            result = await anyio.to_thread.run_sync(work, who)
+            result = await anyio.to_thread.run_sync(identified)
         except VultrinoError as exc:
             return error_body(exc)
         if isinstance(result, Response):

@@ -82,6 +82,9 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ServerConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); pick another address with --bind"
         ) from exc
+    # Accepted connections inherit it: without it a keep-alive client's second request waits
+    # out the peer's delayed ACK (about 40 ms) behind uvicorn's split response writes.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -95,6 +98,9 @@ def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``ready`` receives the URL once the socket listens."""
     v.unlock()
+    # Load the plugins now, before any request: the first requests and the MCP watcher's
+    # first refresh must not both build (and then reload) the registry at once.
+    v.refresh()
     token, _ = ensure_http_token(v.home.root)
     inbox = Inbox(settings.approval_wait_s, on_decided=audit_decision(v))
     v.set_approver(inbox.approver())  # the server token's own gated calls wait there too
