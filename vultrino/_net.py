@@ -49,6 +49,7 @@ __all__ = [
     "UrlParts",
     "blocked_range",
     "download",
+    "local_api",
     "make_client",
     "system_resolver",
     "url_parts",
@@ -723,3 +724,42 @@ def _safe_url(url: str) -> str:
         return f"{parsed.scheme}://{host}{parsed.path}"
     except (httpx.InvalidURL, UnicodeError, ValueError):
         return "the URL"
+
+
+# --- the local server's REST API -------------------------------------------------------------
+
+
+def local_api(
+    method: str,
+    url: str,
+    *,
+    token: str,
+    body: Any = None,
+    cafile: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
+    """One JSON request to a `vultrino serve` on this machine (the approvals CLI): (status,
+    the decoded JSON body or None). ``cafile`` is the server's own TLS certificate, trusted
+    besides the system's. A failure to connect is NetError ``connect``."""
+    verify: bool | ssl.SSLContext = True
+    if cafile:
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile)
+        verify = context
+    try:
+        with httpx.Client(verify=verify, timeout=timeout, trust_env=False) as client:
+            r = client.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+            )
+    except httpx.TimeoutException as exc:
+        raise NetError("timeout", f"{_origin(url)} did not answer in {timeout:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise NetError("connect", f"cannot reach {_origin(url)}: {_reason(exc)}") from exc
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    return r.status_code, data

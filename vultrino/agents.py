@@ -39,9 +39,17 @@ class AgentScope:
 
     __slots__ = ("_caller", "_pipeline")
 
-    def __init__(self, pipeline: Pipeline, name: str, *, approver: Approver | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        name: str,
+        *,
+        approver: Approver | None = None,
+        key: str | None = None,
+        client: str | None = None,
+    ) -> None:
         self._pipeline = pipeline
-        self._caller = Caller(name, approver)
+        self._caller = Caller(name, approver, key, client)
         self.profile()  # an unknown agent fails here, not on the first call
 
     @property

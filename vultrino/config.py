@@ -27,6 +27,21 @@ errors too: a mistyped limit must not quietly leave the default in force.
 
     [build]
     sandbox = "auto"             # `plugin install --build`: "auto", "require" or "off"
+
+    [server]                     # `vultrino serve` (docs/server.md)
+    bind = "127.0.0.1:7879"
+    tls_cert = "/etc/vultrino/cert.pem"
+    tls_key = "/etc/vultrino/key.pem"
+    trusted_proxies = ["127.0.0.1"]
+    allowed_hosts = ["vultrino.example.com"]
+    approval_wait_s = 120        # how long a gated call waits in the approvals inbox
+    shutdown_grace_s = 30        # how long SIGTERM lets in-flight calls finish
+
+    [[policies]]                 # rules for every caller (docs/agents.md#policies)
+    name = "github-no-delete"
+    credential_pattern = "github-*"
+    default_action = "allow"
+    rules = [{ condition = { method_match = ["DELETE"] }, action = "deny" }]
 """
 
 from __future__ import annotations
@@ -44,7 +59,7 @@ ENV_ENGINE = "VULTRINO_ENGINE"
 ENGINE_NAMES = ("wasmtime", "wasmer")
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "": {"engine": str},
+    "": {"engine": str, "policies": list},
     "limits": {"deadline_s": (int, float), "memory_mb": int, "output_mb": int},
     "store": {
         "kdf_opslimit": int,
@@ -55,7 +70,17 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "http": {"max_response_mb": int},
     "mcp": {"port": int},
     "build": {"sandbox": str},
+    "server": {
+        "bind": str,
+        "tls_cert": str,
+        "tls_key": str,
+        "trusted_proxies": list,
+        "allowed_hosts": list,
+        "approval_wait_s": (int, float),
+        "shutdown_grace_s": (int, float),
+    },
 }
+DEFAULT_BIND = "127.0.0.1:7879"
 BUILD_SANDBOX_MODES = ("auto", "require", "off")
 
 
@@ -73,6 +98,15 @@ class Config:
     keep_versions: int = 1
     keep_versions_days: float = 7.0
     source: Path | None = None
+    server_bind: str = DEFAULT_BIND
+    server_tls_cert: str | None = None
+    server_tls_key: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    approval_wait_s: float = 120.0
+    shutdown_grace_s: float = 30.0
+    # the [[policies]] tables as written; vultrino.policy.rules parses and checks them
+    policies: tuple[dict[str, Any], ...] = ()
 
 
 def load_config(path: Path) -> Config:
@@ -114,6 +148,13 @@ def load_config(path: Path) -> Config:
             f"got {build_sandbox!r}"
         )
     memlimit_mb = store.get("kdf_memlimit_mb")
+    server = data.get("server", {})
+    for name in ("trusted_proxies", "allowed_hosts"):
+        if not all(isinstance(x, str) and x.strip() for x in server.get(name, [])):
+            raise ConfigError(f"{path}: server.{name}: expected a list of non-empty strings")
+    policies = data.get("policies", [])
+    if not all(isinstance(x, dict) for x in policies):
+        raise ConfigError(f"{path}: policies: expected [[policies]] tables")
     return Config(
         engine=engine,
         limits=lim,
@@ -125,6 +166,14 @@ def load_config(path: Path) -> Config:
         keep_versions=store.get("keep_versions", 1),
         keep_versions_days=float(store.get("keep_versions_days", 7.0)),
         source=path if path.exists() else None,
+        server_bind=server.get("bind", DEFAULT_BIND),
+        server_tls_cert=server.get("tls_cert"),
+        server_tls_key=server.get("tls_key"),
+        trusted_proxies=tuple(x.strip() for x in server.get("trusted_proxies", [])),
+        allowed_hosts=tuple(x.strip() for x in server.get("allowed_hosts", [])),
+        approval_wait_s=float(server.get("approval_wait_s", 120.0)),
+        shutdown_grace_s=float(server.get("shutdown_grace_s", 30.0)),
+        policies=tuple(policies),
     )
 
 

@@ -25,17 +25,23 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vultrino import _keyuse as key_use
 from vultrino import audit
 from vultrino.audit import Verdict
 from vultrino.config import ENGINE_NAMES, Config, load_config
 from vultrino.errors import (
+    AgentExistsError,
     AgentNotFoundError,
+    AgentValidationError,
     ConfigError,
     CredentialNotFoundError,
     CredentialValidationError,
+    InvalidApiKeyError,
+    KeyNotFoundError,
     PasswordRequiredError,
     StoreError,
 )
@@ -52,6 +58,15 @@ from vultrino.info import (
 from vultrino.paths import Home, resolve_home
 from vultrino.pipeline import Pipeline
 from vultrino.plugins.validation import check_field_names
+from vultrino.policy.access import (
+    BUILTIN_ROLES,
+    ApiKey,
+    KeyInfo,
+    RoleInfo,
+    find_key,
+    parse_expiry,
+    role_info,
+)
 from vultrino.policy.profile import AgentInfo, AgentProfile, hash_token, new_token, stamped
 from vultrino.services import (
     ENV_PASSWORD,
@@ -66,7 +81,7 @@ if TYPE_CHECKING:
     from vultrino.agents import AgentScope
     from vultrino.plugins.base import CredentialTypeSpec, Plugin
     from vultrino.plugins.install.installer import InstallResult
-    from vultrino.policy.approval import Approver
+    from vultrino.policy.approval import ApprovalRequest, Approver
     from vultrino.runtime import WasmRuntime
     from vultrino.store import Credential, KdfParams
     from vultrino.unlock import Session
@@ -111,6 +126,7 @@ class Vultrino:
         self._pipeline = Pipeline(self._s)
         self._build_cache = home.build_cache
         self._scratch: Path | None = None  # the temporary home of a scratch facade
+        self._key_use = key_use.KeyUse()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -205,6 +221,11 @@ class Vultrino:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def set_approver(self, approver: Approver | None) -> None:
+        """Who approves the user's own calls that a ``prompt`` policy gates (the CLI asks on
+        its terminal; `vultrino serve` puts them in its approvals inbox). None: refused."""
+        self._pipeline.user_approver = approver
 
     def unlock(self) -> None:
         """Derive the store key now (the MCP server does this once at start; the CLI before
@@ -695,8 +716,8 @@ class Vultrino:
     # --- agents ------------------------------------------------------------------------------
 
     def agents(self) -> list[AgentInfo]:
-        """Every agent profile, sorted by name (never the token)."""
-        return [p.info() for p in self._s.profiles()]
+        """Every agent profile, sorted by name (never the token); roles are not agents."""
+        return [p.info() for p in self._s.profiles() if p.kind == "agent"]
 
     def agent_info(self, name: str) -> AgentInfo:
         return self._s.profile(name).info()
@@ -735,20 +756,37 @@ class Vultrino:
             description=description,
             token_hash=hash_token(token),
         )
-        created: str | None = None
-        if replace:
-            try:
-                created = self._s.profile(name).created_at
-            except AgentNotFoundError:
-                created = None
-        profile = stamped(profile, created)
+        profile = stamped(profile, self._replacing(name, "agent", replace))
         with self._s.lock:
             self._s.store.put_agent(profile.to_record(), replace=replace)
         self._changed("agent.replace" if replace else "agent.add", subject=name)
         return profile.info(), token
 
+    def _replacing(self, name: str, kind: str, replace: bool) -> str | None:
+        """The creation time a replaced profile keeps (None for a new one); refuses the name
+        of a built-in role, and a profile of the other kind (an agent is not replaced by a
+        role, nor a role by an agent)."""
+        if name in BUILTIN_ROLES:
+            raise AgentValidationError(
+                f"{name!r} is a built-in role ({', '.join(BUILTIN_ROLES)}); pick another name"
+            )
+        try:
+            old = self._s.profile(name)
+        except AgentNotFoundError:
+            return None
+        if old.kind != kind:
+            raise AgentExistsError(
+                f"{name!r} is already the name of {'an agent' if old.kind == 'agent' else 'a role'}"
+                f"; pick another name (`vultrino {old.kind} list` shows them)"
+            )
+        return old.created_at if replace else None
+
     def remove_agent(self, name: str) -> AgentInfo:
         """Delete an agent profile; its token stops working on the next request."""
+        if self._s.profile(name).kind != "agent":
+            raise AgentNotFoundError(
+                f"no agent named {name!r} ({name!r} is a role: `vultrino role delete`)"
+            )
         with self._s.lock:
             removed = AgentProfile.from_record(self._s.store.remove_agent(name)).info()
         self._changed("agent.remove", subject=name)
@@ -763,17 +801,167 @@ class Vultrino:
                 found = p.name
         return found
 
-    def as_agent(self, name: str, *, approver: Approver | None = None) -> AgentScope:
-        """Vultrino as agent ``name`` may use it (see :mod:`vultrino.agents`): every call goes
-        through the same pipeline, decided by the agent's profile.
+    def as_agent(
+        self,
+        name: str,
+        *,
+        approver: Approver | None = None,
+        key: str | None = None,
+        client: str | None = None,
+    ) -> AgentScope:
+        """Vultrino as agent (or role) ``name`` may use it (see :mod:`vultrino.agents`): every
+        call goes through the same pipeline, decided by the profile.
 
         ``approver`` asks a person about calls the profile marks ``approve``; without one they
-        are refused."""
+        are refused. ``key`` and ``client`` (the API key and the address of a REST call) go
+        into each call's audit record."""
         from vultrino.agents import AgentScope
 
-        return AgentScope(self._pipeline, name, approver=approver)
+        return AgentScope(self._pipeline, name, approver=approver, key=key, client=client)
+
+    # --- roles and API keys -----------------------------------------------------------------
+
+    def roles(self) -> list[RoleInfo]:
+        """The built-in roles, then the stored ones, by name (agents are listed by
+        :meth:`agents`, though keys can be issued for them too)."""
+        stored = [role_info(p) for p in self._s.profiles() if p.kind == "role"]
+        return [role_info(p) for p in BUILTIN_ROLES.values()] + stored
+
+    def role_info(self, name: str) -> RoleInfo:
+        """A role, built in or stored, or an agent profile seen as one."""
+        return role_info(self._s.profile(name))
+
+    def add_role(
+        self,
+        name: str,
+        *,
+        permissions: Sequence[str],
+        credentials: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        actions: Sequence[str] | None = None,
+        allow: Sequence[str] = (),
+        approve: Sequence[str] = (),
+        rate: str | None = None,
+        description: str = "",
+        replace: bool = False,
+    ) -> RoleInfo:
+        """Create (or with ``replace`` overwrite) a role, sealed in the store. A role has no
+        token of its own: callers use it through API keys (:meth:`create_key`)."""
+        profile = AgentProfile.build(
+            name,
+            credentials=credentials,
+            tools=tools,
+            actions=actions,
+            allow=allow,
+            approve=approve,
+            rate=rate,
+            description=description,
+            kind="role",
+            permissions=permissions,
+        )
+        profile = stamped(profile, self._replacing(name, "role", replace))
+        with self._s.lock:
+            self._s.store.put_agent(profile.to_record(), replace=replace)
+        self._changed("role.replace" if replace else "role.add", subject=name)
+        return role_info(profile)
+
+    def remove_role(self, name: str) -> RoleInfo:
+        """Delete a stored role. Built-in roles cannot be deleted, nor a role that keys still
+        use (revoke them first: nothing is left pointing at nothing)."""
+        if name in BUILTIN_ROLES:
+            raise AgentValidationError(f"{name!r} is a built-in role; it cannot be deleted")
+        profile = self._s.profile(name)
+        if profile.kind != "role":
+            raise AgentNotFoundError(
+                f"no role named {name!r} ({name!r} is an agent: `vultrino agent remove`)"
+            )
+        users = sorted(k.name for k in self._s.api_keys() if k.role == name)
+        if users:
+            raise AgentValidationError(
+                f"role {name!r} is used by {len(users)} API key(s) ({', '.join(users[:5])}); "
+                "revoke them first (`vultrino key revoke NAME`)"
+            )
+        with self._s.lock:
+            self._s.store.remove_agent(name)
+        self._changed("role.remove", subject=name)
+        return role_info(profile)
+
+    def create_key(self, name: str, *, role: str, expires: str = "never") -> tuple[KeyInfo, str]:
+        """Issue an API key acting as ``role`` (a role or an agent profile). ``expires`` is
+        ``never``, a span (``30d``, ``12h``) or an ISO-8601 time. Returns the key's listing
+        and the key itself, which is not stored (only its SHA-256): this is the only time it
+        can be read."""
+        self._s.profile(role)  # an unknown role fails before anything is stored
+        now = datetime.now(timezone.utc)
+        record, secret = ApiKey.make(name, role, parse_expiry(expires, now), now)
+        with self._s.lock:
+            self._s.store.put_key(record.to_record(), unique=("name", "prefix"))
+        self._changed("key.create", subject=f"{name} ({record.prefix}..., role {role})")
+        return record.info(), secret
+
+    def keys(self) -> list[KeyInfo]:
+        """Every API key (never the key or its digest), by creation time, with when each was
+        last used (as the server last recorded it)."""
+        used = key_use.read(self.home.root)
+        keys = sorted(self._s.api_keys(), key=lambda k: (k.created_at, k.id))
+        return [k.info(used.get(k.id)) for k in keys]
+
+    def revoke_key(self, ref: str) -> KeyInfo:
+        """Delete the API key whose id, prefix (``vk_`` and 8 characters) or name is ``ref``;
+        it stops working on the server's next request."""
+        ref = ref.strip().removesuffix("...")
+        found = [k for k in self._s.api_keys() if ref in (k.id, k.prefix, k.name)]
+        if not found:
+            raise KeyNotFoundError(
+                f"no API key with id, prefix or name {ref[:40]!r}; `vultrino key list` shows them"
+            )
+        key = found[0]
+        with self._s.lock:
+            self._s.store.remove_key(key.id)
+        self._changed("key.revoke", subject=f"{key.name} ({key.prefix}...)")
+        return key.info()
+
+    def key_identity(self, presented: str) -> ApiKey:
+        """The key a bearer secret is (InvalidApiKeyError, ExpiredApiKeyError); its role must
+        still exist. Nothing is written: :meth:`note_key_use` records the use."""
+        key = find_key(self._s.api_keys(), presented, datetime.now(timezone.utc))
+        try:
+            self._s.profile(key.role)
+        except AgentNotFoundError:
+            raise InvalidApiKeyError(
+                f"API key {key.prefix}... acts as {key.role!r}, which no longer exists; "
+                "create a key for another role"
+            ) from None
+        return key
+
+    def note_key_use(self, key_id: str) -> None:
+        """Remember that a key was used now (in memory; :meth:`flush_key_use` writes it)."""
+        self._key_use.note(key_id)
+
+    def flush_key_use(self) -> None:
+        """Write the remembered last uses to the home's side file (never the store: a call
+        is not a store write)."""
+        self._key_use.flush(self.home.root)
 
     # --- audit and refresh -------------------------------------------------------------------
+
+    def record_approval(
+        self, request: ApprovalRequest, approval_id: str, outcome: str, decided_by: str
+    ) -> None:
+        """The audit record of a person's decision on a waiting call (``approval.granted`` or
+        ``approval.declined``), naming who decided; the call's own record follows it."""
+        record: dict[str, Any] = {
+            "alias": request.alias,
+            "plugin": request.plugin,
+            "action": f"approval.{outcome}",
+            "agent": request.agent or None,
+            "subject": approval_id,
+            "decided_by": decided_by,
+            "outcome": "ok",
+            "duration_ms": 0.0,
+            "source": "admin",
+        }
+        self._s.audit.write(record)
 
     def _changed(
         self,

@@ -20,6 +20,7 @@ with ``raise ... from exc``; they never escape to a caller.
     │   └── KeyringError                no usable OS keyring, or it failed (`unlock --remember`)
     ├── CredentialError
     │   ├── CredentialNotFoundError     no credential with that alias
+    │   │   └── CredentialDeniedError   outside the caller's profile (same words as missing)
     │   ├── CredentialExistsError       the alias is taken (use --replace / replace=True)
     │   ├── CredentialValidationError   fields do not match the credential type
     │   └── UnknownCredentialTypeError  the type is neither built in nor defined by a plugin
@@ -34,15 +35,26 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── ActionFailedError           the plugin answered with an error; ``.code``
     │   ├── AccessDeniedError           e.g. a URL outside a credential's allowlist
     │   │   └── AgentPolicyError        an agent profile refused the call; ``.agent``
-    │   │       ├── RateLimitedError    the agent's rate limit is used up; ``.retry_after``
-    │   │       └── ApprovalError       approval was declined or could not be asked for
+    │   │       ├── RateLimitedError    a rate limit is used up; ``.retry_after``
+    │   │       ├── ApprovalError       approval was declined or could not be asked for
+    │   │       └── PermissionDeniedError  the role lacks the verb (read, execute, admin)
     │   └── InstallError                the installer refused or failed
     │       ├── UnsafeSourceError       hostile archive, path, URL or ref
     │       └── BuildRequiredError      the source must be built: pass --build (build=True)
-    ├── AgentError                      agent profiles (`vultrino agent ...`)
-    │   ├── AgentNotFoundError          no profile with that name
+    ├── AgentError                      agent profiles and roles, API keys
+    │   ├── AgentNotFoundError          no profile (agent or role) with that name
     │   ├── AgentExistsError            the name is taken (use --force / replace=True)
-    │   └── AgentValidationError        a profile option is malformed
+    │   ├── AgentValidationError        a profile, role or key option is malformed
+    │   └── KeyNotFoundError            no API key with that id, prefix or name
+    ├── AuthenticationError             an HTTP request's bearer credential (401)
+    │   ├── MissingApiKeyError          no `Authorization: Bearer …` header
+    │   └── InvalidApiKeyError          not a key, agent token or server token we know
+    │       └── ExpiredApiKeyError      a key past its expiry
+    ├── ServerError                     `vultrino serve` and the clients of a running server
+    │   ├── ServerConfigError           a bind, TLS or proxy setting is refused
+    │   ├── ServerNotRunningError       no server runs on this home (approvals CLI)
+    │   ├── RequestError                a malformed REST request (body, query)
+    │   └── ApprovalNotFoundError       no waiting approval with that id
     └── EngineError                     the WebAssembly runtime; carries ``.plugin``
         ├── EngineUnavailableError      the requested engine is not installed
         ├── ModuleError                 the module cannot be loaded (bad wasm, bad imports/exports)
@@ -73,8 +85,11 @@ __all__ = [
     "AgentPolicyError",
     "AgentValidationError",
     "ApprovalError",
+    "ApprovalNotFoundError",
+    "AuthenticationError",
     "BuildRequiredError",
     "ConfigError",
+    "CredentialDeniedError",
     "CredentialError",
     "CredentialExistsError",
     "CredentialMismatchError",
@@ -82,28 +97,37 @@ __all__ = [
     "CredentialValidationError",
     "EngineError",
     "EngineUnavailableError",
+    "ExpiredApiKeyError",
     "InstallError",
+    "InvalidApiKeyError",
+    "KeyNotFoundError",
     "KeyringError",
     "ManifestError",
+    "MissingApiKeyError",
     "ModuleError",
     "ParameterError",
     "PasswordRequiredError",
+    "PermissionDeniedError",
     "PluginABIError",
     "PluginBusyError",
     "PluginConflictError",
     "PluginError",
     "PluginMemoryError",
     "PluginNotFoundError",
-    "ToolNotFoundError",
     "PluginTimeoutError",
     "PluginTrapError",
     "RateLimitedError",
+    "RequestError",
+    "ServerConfigError",
+    "ServerError",
+    "ServerNotRunningError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",
     "StoreFormatError",
     "StoreLockedError",
     "StoreNotInitializedError",
+    "ToolNotFoundError",
     "UnknownCredentialTypeError",
     "UnlockSessionError",
     "UnsafeSourceError",
@@ -199,6 +223,19 @@ class CredentialNotFoundError(CredentialError):
         too long to be stored is shown cut, not echoed whole."""
         shown = alias if not isinstance(alias, str) or len(alias) <= 64 else alias[:64] + "…"
         return cls(f"no credential named {shown!r}; `vultrino list` shows them")
+
+
+class CredentialDeniedError(CredentialNotFoundError):
+    """The alias lies outside the caller's profile (a role's or agent's credential globs).
+
+    Its message is word for word the one of an alias that does not exist, so an MCP agent
+    cannot tell the two apart; the REST API answers it as ``403 credential_denied`` (as the
+    original Vultrino does), which says nothing about the store either: the globs decide it
+    before the store is read."""
+
+    def __init__(self, message: str, *, alias: str = "") -> None:
+        super().__init__(message)
+        self.alias = alias
 
 
 class CredentialExistsError(CredentialError):
@@ -342,6 +379,18 @@ class ApprovalError(AgentPolicyError):
         self.approval = approval
 
 
+class PermissionDeniedError(AgentPolicyError):
+    """The caller's role lacks the permission verb an operation needs (``read`` to list,
+    ``execute`` to use a credential, ``admin`` to read the audit log or decide approvals).
+    ``verb`` names it."""
+
+    hint = "Your key's role does not allow this; ask the user for a key with that permission."
+
+    def __init__(self, message: str, *, agent: str, verb: str, plugin: str | None = None) -> None:
+        super().__init__(message, agent=agent, plugin=plugin)
+        self.verb = verb
+
+
 class InstallError(PluginError):
     """The installer could not install the plugin."""
 
@@ -371,6 +420,60 @@ class AgentValidationError(AgentError):
     """A profile option (name, glob, rate, URL pattern) is malformed."""
 
     exit_code = 2
+
+
+class KeyNotFoundError(AgentError):
+    """No API key has that id, prefix or name."""
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+class AuthenticationError(VultrinoError):
+    """An HTTP request's bearer credential is missing or not accepted (HTTP 401)."""
+
+    exit_code = 8
+
+
+class MissingApiKeyError(AuthenticationError):
+    """The request has no ``Authorization: Bearer <key>`` header."""
+
+
+class InvalidApiKeyError(AuthenticationError):
+    """The bearer credential is not an API key, agent token or server token this home knows
+    (or the key was revoked)."""
+
+
+class ExpiredApiKeyError(InvalidApiKeyError):
+    """The API key is past its expiry time."""
+
+
+class ServerError(VultrinoError):
+    """`vultrino serve`, or a command that talks to the running server."""
+
+    exit_code = 11
+
+
+class ServerConfigError(ServerError):
+    """A bind address, TLS or proxy setting is refused (a public bind without TLS, a TLS
+    certificate without its key, a malformed address)."""
+
+    exit_code = 2
+
+
+class ServerNotRunningError(ServerError):
+    """No `vultrino serve` is running on this home (or it does not answer)."""
+
+
+class RequestError(ServerError):
+    """A REST request is malformed: its body is not the JSON it must be, or a query parameter
+    is wrong. The message names the field."""
+
+    exit_code = 2
+
+
+class ApprovalNotFoundError(ServerError):
+    """No call waits for approval under that id (decided already, expired, or never there)."""
 
 
 class BuildRequiredError(InstallError):

@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from vultrino.errors import (
     ApprovalError,
     CredentialMismatchError,
     ParameterError,
+    PermissionDeniedError,
     PluginNotFoundError,
     ToolNotFoundError,
     VultrinoError,
@@ -69,13 +71,16 @@ from vultrino.policy.decide import (
     approval_refused,
     decide,
     hidden_credential,
+    over_policy_rate,
     over_rate,
+    require,
     sees_credential,
     sees_tool,
     url_narrowing,
     visible_tool,
 )
 from vultrino.policy.rate import RateLimiter
+from vultrino.policy.rules import Policy, parse_policies
 
 if TYPE_CHECKING:
     from vultrino._scrub import Scrubber
@@ -93,12 +98,16 @@ _NO_SECRETS = scrubber(())
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who a call runs for: an agent profile's name, and the person it asks about calls its
-    profile marks ``approve`` (None: such calls are refused). The user's own calls (CLI,
-    Python) have no Caller."""
+    """Who a call runs for: a profile's name (an agent, or the role an API key acts as), and
+    the person it asks about calls its profile marks ``approve`` (None: such calls are
+    refused). ``key`` names the API key a REST call came with and ``client`` the address it
+    came from; both go into the call's audit record. The user's own calls (CLI, Python) have
+    no Caller."""
 
     agent: str
     approver: Approver | None = None
+    key: str | None = None
+    client: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +131,9 @@ class _Plan:
     # tool -> the gate's answer for this plan's agent (the profile cannot change while the
     # plan's stamp holds); approvals are decided afresh, their summary is per call
     decisions: dict[str | None, Decision]
+    # the [[policies]] covering the credential: the gate runs for every caller then, and its
+    # answer depends on the parameters, the time and the buckets, so it is never kept
+    policies: tuple[Policy, ...] = ()
 
 
 def _millis(nanos: int) -> float:
@@ -137,6 +149,10 @@ class Pipeline:
         # the store and the plugins are unchanged; they hold secrets, so forget() drops them
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._limiter = RateLimiter()  # the agents' buckets: limits hold per process
+        config = services.config
+        self._policies = parse_policies(config.policies, str(config.source or "config.toml"))
+        #: who approves the user's own gated calls (a `prompt` policy); None: refused
+        self.user_approver: Approver | None = None
         self._tools_signature = ""  # what refresh() last saw of the tool list
 
     def forget(self) -> None:
@@ -153,8 +169,11 @@ class Pipeline:
         return self._s.profile(name)
 
     def credentials(self, caller: Caller | None = None) -> list[CredentialInfo]:
-        """Metadata of every credential the caller may see, sorted by alias."""
+        """Metadata of every credential the caller may see, sorted by alias (a role without
+        ``read`` sees none: PermissionDeniedError)."""
         profile = self.profile(caller)
+        if profile is not None:
+            require(profile, "read")
         registry = self._s.registry
         return [
             credential_info(c, registry)
@@ -165,8 +184,10 @@ class Pipeline:
     def credential_info(self, alias: str, caller: Caller | None = None) -> CredentialInfo:
         alias = _exact(alias)
         profile = self.profile(caller)
-        if profile is not None and not sees_credential(profile, alias):
-            raise hidden_credential(alias)
+        if profile is not None:
+            require(profile, "read")
+            if not sees_credential(profile, alias):
+                raise hidden_credential(alias)
         return credential_info(self._s.store.get(alias), self._s.registry)
 
     def tools(self, caller: Caller | None = None) -> list[ToolInfo]:
@@ -338,6 +359,11 @@ class Pipeline:
         }
         if tool is not None:
             record["tool"] = tool
+        if caller is not None:
+            if caller.key is not None:
+                record["key"] = caller.key
+            if caller.client is not None:
+                record["client"] = caller.client
         try:
             narrow = url_narrowing(profile) if profile is not None else ()
             plan = self._resolve(alias, action, plugin, narrow, record, profile)
@@ -345,7 +371,7 @@ class Pipeline:
                 clean = validate_params(plan.act, params or {}, from_cli=from_cli)
                 if plan.act.audited:
                     _note_params(record, plan.act.audited, clean, plan.scrub)
-                if caller is not None and profile is not None:
+                if profile is not None or plan.policies:
                     self._gate(caller, profile, plan, record, alias=alias, tool=tool, params=clean)
                 result = plan.run(clean)
                 scrub = plan.scrub
@@ -471,6 +497,7 @@ class Pipeline:
             describe=functools.partial(owner.describe, action),
             audit_ok=_audit_ok(record),
             decisions={},
+            policies=tuple(p for p in self._policies if p.covers(alias)),
         )
 
     def _plain_plan(
@@ -506,8 +533,8 @@ class Pipeline:
 
     def _gate(
         self,
-        caller: Caller,
-        profile: AgentProfile,
+        caller: Caller | None,
+        profile: AgentProfile | None,
         plan: _Plan,
         record: dict[str, Any],
         *,
@@ -516,25 +543,39 @@ class Pipeline:
         params: Mapping[str, Any],
     ) -> None:
         """decide, then rate-limit, then approve; raise AgentPolicyError (or the error of a
-        name that does not exist) to refuse. The rate limit is taken before asking a person,
-        so a refused agent cannot flood them with prompts."""
-        agent = caller.agent
+        name that does not exist, or AccessDeniedError for a policy) to refuse. The rate
+        limits are taken before asking a person, so a refused caller cannot flood them with
+        prompts. The user's own calls (no caller) meet the policies only."""
+        agent = caller.agent if caller is not None else ""
         decision = plan.decisions.get(tool)
         if decision is None:
-            call = Call(agent, plan.plugin, plan.act.name, alias, tool, plan.bound_tools, params)
-            decision = decide(profile, call)
-            if not isinstance(decision, NeedsApproval):
+            now = datetime.now().time() if plan.policies else None
+            call = Call(
+                agent, plan.plugin, plan.act.name, alias, tool, plan.bound_tools, params, now
+            )
+            decision = decide(profile, call, plan.policies)
+            if not isinstance(decision, NeedsApproval) and not plan.policies:
                 plan.decisions[tool] = decision
         if isinstance(decision, Deny):
             if decision.rule == "credential" and alias is not None:
                 raise hidden_credential(alias)
             if decision.rule == "tool":
                 raise ToolNotFoundError(decision.reason)
+            if decision.rule == "permission":
+                raise PermissionDeniedError(
+                    decision.reason, agent=agent, verb="execute", plugin=plan.plugin
+                )
+            if decision.rule == "policy":
+                raise AccessDeniedError(decision.reason, plugin=plan.plugin)
             raise AgentPolicyError(decision.reason, agent=agent, plugin=plan.plugin)
         if decision.rate is not None:
             wait = self._limiter.take(agent, decision.rate)
             if wait > 0:
                 raise over_rate(agent, decision.rate, wait, plan.plugin)
+        for bucket, rate in decision.limits:
+            wait = self._limiter.take(bucket, rate)
+            if wait > 0:
+                raise over_policy_rate(bucket, rate, wait, plan.plugin, agent)
         if isinstance(decision, NeedsApproval):
             described = plan.describe(params)  # the plugin's view of exactly what is sent
             summary = shown(decision.summary if described is None else described)
@@ -556,7 +597,8 @@ class Pipeline:
                 tool=tool,
                 summary=summary,
             )
-            outcome = caller.approver(request) if caller.approver else "unavailable"
+            approver = caller.approver if caller is not None else self.user_approver
+            outcome = approver(request) if approver else "unavailable"
             record["approval"] = outcome
             refused = approval_refused(agent, outcome, tool or plan.act.name, plan.plugin)
             if refused is not None:

@@ -26,6 +26,7 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.paths import Home
+from vultrino.policy.access import BUILTIN_ROLES, ApiKey
 from vultrino.policy.profile import AgentProfile
 
 if TYPE_CHECKING:
@@ -156,6 +157,7 @@ class Services:
         self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
+        self._keys_cache: tuple[int, tuple[ApiKey, ...]] | None = None
 
     # --- the parts ---------------------------------------------------------------------------
 
@@ -342,11 +344,29 @@ class Services:
         return profiles
 
     def profile(self, name: str) -> AgentProfile:
-        """The stored profile of agent ``name`` (AgentNotFoundError if there is none)."""
+        """The stored profile (agent or role) ``name``, else the built-in role of that name
+        (AgentNotFoundError if there is neither)."""
         for p in self.profiles():
             if p.name == name:
                 return p
-        raise AgentNotFoundError(f"no agent named {name!r}; `vultrino agent list` shows them")
+        builtin = BUILTIN_ROLES.get(name)
+        if builtin is not None:
+            return builtin
+        raise AgentNotFoundError(
+            f"no agent or role named {name!r}; `vultrino agent list` and `vultrino role list` "
+            "show them"
+        )
+
+    def api_keys(self) -> tuple[ApiKey, ...]:
+        """The stored API keys, parsed once per store revision."""
+        store = self.store
+        revision = store.revision
+        cached = self._keys_cache
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        keys = tuple(ApiKey.from_record(r) for r in store.key_records())
+        self._keys_cache = (revision, keys)
+        return keys
 
     # --- the plugins directory ---------------------------------------------------------------
 
@@ -391,6 +411,7 @@ class Services:
                 self.loaded_store = None
             self._profiles_cache = None
             self._opened_password = None
+            self._keys_cache = None
             # the scrubbers hold every form of the secrets they were built for (other open
             # facades of this process just build theirs again)
             clear_scrubbers()

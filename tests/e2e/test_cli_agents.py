@@ -130,7 +130,7 @@ def test_duplicates_bad_options_and_missing_agents(home: Path, run: Run) -> None
     code, out, err = run("agent", "info", "nobody", "--json")
     assert code == 4 and json.loads(out)["error"]["type"] == "AgentNotFoundError"
     code, _, err = run("agent", "remove", "nobody", "--yes")
-    assert code == 4 and "no agent named 'nobody'" in err
+    assert code == 4 and "no agent or role named 'nobody'" in err
     code, out, _ = run("agent", "remove", "a", "--yes", "--json")
     assert code == 0 and json.loads(out) == {"removed": "a"}
     code, _, err = run("agent", "list")

@@ -643,3 +643,14 @@ def test_unlock_asks_on_the_terminal(cli: Cli) -> None:
     cli.pids.append(int(data["pid"]))
     assert data["unlocked"] is True
     assert code_of(cli).returncode == 0
+
+
+def test_the_first_api_key_does_not_end_the_session(cli: Cli) -> None:
+    # The first API key or role writes the store as format 2: the same password, salt and KDF,
+    # so the same key. The session must go on (the format byte is not part of the binding).
+    data = cli.unlock("--for", "10m")
+    made = cli("key", "create", "ci", "--role", "read-only")
+    assert made.returncode == 0, made.stderr
+    assert cli.status()["unlocked"] is True and cli.status()["pid"] == data["pid"]
+    r = code_of(cli)
+    assert r.returncode == 0, r.stderr

@@ -394,7 +394,7 @@ def test_rate_limit_over_mcp(home: McpHome, errlog: IO[str], leakcheck: LeakChec
 def test_an_unknown_agent_fails_before_serving(home: McpHome) -> None:
     r = home.cli("mcp", "--agent", "nobody")
     assert r.returncode == 4
-    assert "no agent named 'nobody'" in r.stderr
+    assert "no agent or role named 'nobody'" in r.stderr
     assert r.stdout == ""
 
 

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "vultrino.audit",
         "vultrino._scrub",
         "vultrino._keyring",
+        "vultrino._keyuse",
     ),
     ("vultrino._net",),
     ("vultrino.runtime",),
@@ -38,6 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("vultrino.agents",),
     ("vultrino.core",),
     ("vultrino.mcp",),
+    ("vultrino.server",),
     ("vultrino.cli",),
     ("vultrino", "vultrino.__main__"),  # the public surface: re-exports the facade
 )
@@ -65,8 +67,8 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "httpx": ("vultrino._net",),
     "httpcore": ("vultrino._net",),
     "mcp": ("vultrino.mcp.server", "vultrino.mcp._relay", "vultrino.mcp.http"),
-    "starlette": ("vultrino.mcp.http",),
-    "uvicorn": ("vultrino.mcp.http",),
+    "starlette": ("vultrino.mcp.http", "vultrino.server"),
+    "uvicorn": ("vultrino.mcp.http", "vultrino.server"),
     "keyring": ("vultrino._keyring",),
     "keyrings": ("vultrino._keyring",),
     "typer": ("vultrino.cli",),

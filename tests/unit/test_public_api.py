@@ -49,6 +49,8 @@ def test_public_non_error_names_are_the_facade() -> None:
         "CredentialInfo",
         "CredentialVersion",
         "ReplaceDrops",
+        "KeyInfo",
+        "RoleInfo",
         "ToolInfo",
         "TypeInfo",
         "Vultrino",

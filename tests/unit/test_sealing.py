@@ -99,7 +99,7 @@ def test_wrong_magic_is_corrupt() -> None:
         _sealing.parse_header(b"NOTASTORE" + bytes(100), "f")
 
 
-@pytest.mark.parametrize(("fmt", "kdf"), [(0, 1), (2, 1), (255, 1), (1, 0), (1, 2), (1, 255)])
+@pytest.mark.parametrize(("fmt", "kdf"), [(0, 1), (3, 1), (255, 1), (1, 0), (1, 2), (1, 255)])
 def test_unknown_format_or_kdf_is_a_format_error(fmt: int, kdf: int) -> None:
     with pytest.raises(StoreFormatError, match="upgrade Vultrino"):
         _sealing.parse_header(_header(fmt=fmt, kdf=kdf) + bytes(MAC_SIZE), "f")

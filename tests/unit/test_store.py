@@ -355,9 +355,20 @@ def test_truncation_is_refused(store: CredentialStore, store_path: Path) -> None
 
 def test_unknown_format_byte(store: CredentialStore, store_path: Path) -> None:
     data = bytearray(store_path.read_bytes())
+    data[8] = 3
+    store_path.write_bytes(bytes(data))
+    with pytest.raises(StoreFormatError, match="format 3"):
+        CredentialStore.open(store_path, PASSWORD)
+
+
+def test_a_format_1_store_relabelled_format_2_is_refused(
+    store: CredentialStore, store_path: Path
+) -> None:
+    # The sealed copy of the header binds the format byte: it cannot be changed from outside.
+    data = bytearray(store_path.read_bytes())
     data[8] = 2
     store_path.write_bytes(bytes(data))
-    with pytest.raises(StoreFormatError, match="format 2"):
+    with pytest.raises(StoreCorruptError, match="header does not match"):
         CredentialStore.open(store_path, PASSWORD)
 
 

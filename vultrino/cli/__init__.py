@@ -66,12 +66,12 @@ def _audit_command() -> typer.Typer:
     return app
 
 
-def _group(module: str, name: str) -> Callable[[], typer.Typer]:
+def _group(module: str, name: str, attr: str = "app") -> Callable[[], typer.Typer]:
     def build() -> typer.Typer:
         import importlib
 
         app = _typer()
-        app.add_typer(importlib.import_module(f"vultrino.cli.{module}").app, name=name)
+        app.add_typer(getattr(importlib.import_module(f"vultrino.cli.{module}"), attr), name=name)
         return app
 
     return build
@@ -104,6 +104,10 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "plugin": _group("plugin", "plugin"),
     "mcp": _group("mcp", "mcp"),
     "agent": _group("agent", "agent"),
+    "role": _group("access", "role", "role_app"),
+    "key": _group("access", "key", "key_app"),
+    "serve": _group("serve", "serve"),
+    "approvals": _group("serve", "approvals", "approvals_app"),
 }
 
 

@@ -20,6 +20,7 @@ from vultrino.errors import VultrinoError
 
 if TYPE_CHECKING:
     from vultrino.core import Vultrino
+    from vultrino.policy.approval import Approval, ApprovalRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,6 +138,8 @@ def open_vultrino(
     v = Vultrino.open(
         home_arg(home), prompt=terminal_prompt(), engine=engine, use_session=use_session
     )
+    if is_tty():
+        v.set_approver(terminal_approver)  # a `prompt` policy asks the person at the terminal
     if unlock:
         try:
             v.unlock()
@@ -144,6 +147,13 @@ def open_vultrino(
             v.close()
             raise
     return v
+
+
+def terminal_approver(request: ApprovalRequest) -> Approval:
+    """Ask on the terminal whether a call a ``prompt`` policy gates may run (default: no;
+    Ctrl-C stops the command, exit 130)."""
+    granted = typer.confirm(request.message(), default=False, err=True)
+    return "granted" if granted else "declined"
 
 
 def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:

@@ -21,9 +21,9 @@ import logging
 import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -45,6 +45,7 @@ __all__ = [
     "TOKEN_FILE",
     "build_http_app",
     "ensure_http_token",
+    "mountable_http_app",
     "serve_http",
 ]
 
@@ -236,29 +237,53 @@ def build_http_app(app: VultrinoMCP, token: str) -> ASGIApp:
 
     Agents' tokens are accepted too (each request then runs under its agent's profile); when
     ``app`` serves one agent, only that agent's token is."""
+    endpoint, lifespan = mountable_http_app(app, token)
+    starlette = Starlette(routes=[Route(HTTP_PATH, endpoint=endpoint)], lifespan=lifespan)
+    return starlette
+
+
+def mountable_http_app(
+    app: VultrinoMCP,
+    token: str,
+    *,
+    identify: Callable[[str], str | None] | None = None,
+    allowed_hosts: Sequence[str] = ("127.0.0.1", "localhost", "[::1]"),
+) -> tuple[ASGIApp, Callable[[Any], contextlib.AbstractAsyncContextManager[None]]]:
+    """The MCP endpoint for ``HTTP_PATH`` (bearer auth around the SDK's session manager) and
+    the lifespan that runs the manager, for an application that mounts it (``vultrino
+    serve``) as well as for ``serve_http``. ``identify`` turns a bearer credential that is not
+    the server's token into the profile it runs under (default: agents' tokens); the SDK's
+    DNS-rebinding check accepts ``allowed_hosts`` (host names, any port)."""
     if not token:
         raise ConfigError("the MCP HTTP server needs a non-empty bearer token")
     app.http = True
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        allowed_hosts=[f"{h}:*" for h in allowed_hosts] + list(allowed_hosts),
+        allowed_origins=[
+            f"{scheme}://{h}{port}"
+            for h in allowed_hosts
+            for scheme in ("http", "https")
+            for port in (":*", "")
+        ],
     )
     manager = StreamableHTTPSessionManager(app=app.server, security_settings=security)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: Any) -> AsyncIterator[None]:
         async with manager.run(), anyio.create_task_group() as tg:
             tg.start_soon(app.watch)
             yield
             tg.cancel_scope.cancel()
 
     # An ASGI-app instance (not a function) as the endpoint, so every HTTP method reaches it.
-    endpoint = StreamableHTTPASGIApp(manager)
-    starlette = Starlette(routes=[Route(HTTP_PATH, endpoint=endpoint)], lifespan=lifespan)
-    return _BearerAuth(
-        starlette, token, agent_for_token=app.v.agent_for_token, only_agent=app.agent
+    endpoint = _BearerAuth(
+        StreamableHTTPASGIApp(manager),
+        token,
+        agent_for_token=identify or app.v.agent_for_token,
+        only_agent=app.agent,
     )
+    return endpoint, lifespan
 
 
 def _bind(host: str, port: int) -> socket.socket:

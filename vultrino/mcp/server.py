@@ -150,6 +150,9 @@ class VultrinoMCP:
         self.v = v
         self.agent = agent  # every request runs under this profile (None: chosen per request)
         self.http = False  # set by build_http_app: each request then names its agent
+        # Over HTTP, who approves gated calls: `vultrino serve` sets its approvals inbox (a
+        # person decides there, not the client); None: such calls are refused.
+        self.http_approver: Callable[[ApprovalRequest], Approval] | None = None
         self.poll_interval = poll_interval
         self.desk = ToolDesk(v)
         self._bus = InMemorySubscriptionBus()
@@ -274,6 +277,9 @@ class VultrinoMCP:
                 )
             )
         )
+
+        if self.http and self.http_approver is not None:
+            return self.http_approver
 
         def ask(request: ApprovalRequest) -> Approval:
             if not supported:

@@ -7,11 +7,16 @@
 - :mod:`~vultrino.policy.rate` — the token buckets that enforce a profile's rate.
 - :mod:`~vultrino.policy.approval` — what a person is asked (:class:`ApprovalRequest`) and the
   callback that asks (:data:`Approver`).
+- :mod:`~vultrino.policy.access` — roles (profiles with permission verbs, three built in) and
+  API keys (digests, prefixes, expiry).
+- :mod:`~vultrino.policy.rules` — the ``[[policies]]`` of config.toml: deny, prompt and
+  per-credential rate rules that hold for every caller.
 
 Nothing here reads the store, runs a plugin or knows an entry point: the call pipeline
 (:mod:`vultrino.pipeline`) feeds it and acts on its answers, for every way in (CLI, Python, MCP).
 """
 
+from vultrino.policy.access import BUILTIN_ROLES, ApiKey, KeyInfo, RoleInfo
 from vultrino.policy.approval import Approval, ApprovalRequest, Approver, summarize
 from vultrino.policy.decide import Allow, Call, Decision, Deny, NeedsApproval, decide
 from vultrino.policy.profile import (
@@ -26,18 +31,22 @@ from vultrino.policy.profile import (
 from vultrino.policy.rate import RateLimiter
 
 __all__ = [
+    "BUILTIN_ROLES",
     "AgentInfo",
     "AgentProfile",
     "Allow",
+    "ApiKey",
     "Approval",
     "ApprovalRequest",
     "Approver",
     "Call",
     "Decision",
     "Deny",
+    "KeyInfo",
     "NeedsApproval",
     "Rate",
     "RateLimiter",
+    "RoleInfo",
     "decide",
     "hash_token",
     "new_token",

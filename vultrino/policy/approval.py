@@ -18,7 +18,7 @@ __all__ = [
     "summarize",
 ]
 
-Approval = Literal["granted", "declined", "unavailable"]
+Approval = Literal["granted", "declined", "unavailable", "expired"]
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,19 @@ class ApprovalRequest:
     summary: str
 
     def message(self) -> str:
+        who = f"Agent {self.agent!r}" if self.agent else "The user"
         via = (
             f"tool {self.tool!r} ({self.plugin}:{self.action})"
             if self.tool
             else (f"action {self.plugin}:{self.action}")
         )
         cred = f" with credential {self.alias!r}" if self.alias else ""
-        return f"Agent {self.agent!r} asks to run {via}{cred}:\n{self.summary}\nApprove this call?"
+        return f"{who} asks to run {via}{cred}:\n{self.summary}\nApprove this call?"
 
 
 Approver = Callable[[ApprovalRequest], Approval]
-"""Asks a person; returns ``granted``, ``declined`` or ``unavailable`` (no way to ask)."""
+"""Asks a person; returns ``granted``, ``declined``, ``unavailable`` (no way to ask) or
+``expired`` (nobody answered in time)."""
 
 
 #: The most a prompt shows; a gated call whose description is longer is refused, never cut.

@@ -15,6 +15,12 @@ A profile names (docs/agents.md):
   per process (each server process keeps its own buckets).
 - ``approve``: globs over tool names, ``ACTION`` or ``PLUGIN:ACTION``; a matching call runs only
   after a person approves it (through MCP elicitation, or the ``approver`` callback).
+- ``permissions`` (roles): the verbs ``read`` (list credentials and plugins), ``execute`` (use
+  credentials), ``write`` (administer credentials) and ``admin`` (keys, roles, the audit log,
+  approvals; implies the other three). An agent profile has ``read`` and ``execute``.
+- ``kind``: ``agent`` (made by ``vultrino agent add``, with its own bearer token) or ``role``
+  (``vultrino role create``: no token of its own, used through API keys). Both are profiles:
+  API keys can be issued for either.
 
 The HTTP bearer token is generated at ``add``, returned once, and only its SHA-256 is stored;
 tokens are compared in constant time. What a profile means for one call is decided in
@@ -38,6 +44,7 @@ from vultrino.errors import AgentValidationError, CredentialValidationError
 __all__ = [
     "AGENT_NAME_RE",
     "ALWAYS_VISIBLE_TOOLS",
+    "PERMISSIONS",
     "AgentInfo",
     "AgentProfile",
     "Rate",
@@ -52,6 +59,9 @@ AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOKEN_PREFIX = "vagent_"  # noqa: S105 - a prefix that makes the token recognisable, not a secret
 GLOB_MAX_LENGTH = 200
 ALWAYS_VISIBLE_TOOLS = frozenset({"list_credentials"})
+#: The permission verbs of a role, weakest first; ``admin`` implies the others.
+PERMISSIONS: tuple[str, ...] = ("read", "execute", "write", "admin")
+AGENT_PERMISSIONS: tuple[str, ...] = ("read", "execute")
 
 _UNITS: dict[str, float] = {
     "s": 1.0,
@@ -121,11 +131,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def validate_name(name: object) -> str:
+def validate_name(name: object, *, what: str = "agent name") -> str:
     if not isinstance(name, str) or not AGENT_NAME_RE.fullmatch(name):
         shown = name[:40] if isinstance(name, str) else type(name).__name__
         raise AgentValidationError(
-            f"agent name {shown!r} is not valid: use 1 to 64 lowercase letters, digits, '-' or "
+            f"{what} {shown!r} is not valid: use 1 to 64 lowercase letters, digits, '-' or "
             "'_', starting with a letter or digit"
         )
     return name
@@ -147,6 +157,26 @@ def _globs(values: Iterable[str] | None, option: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def permissions_of(values: Iterable[str] | None, option: str = "--permission") -> tuple[str, ...]:
+    """The permission verbs named (comma-separated items allowed), in :data:`PERMISSIONS`
+    order; AgentValidationError names an unknown one."""
+    found: set[str] = set()
+    for raw in values or ():
+        if not isinstance(raw, str):
+            raise AgentValidationError(f"{option} expects strings, got {type(raw).__name__}")
+        for part in raw.split(","):
+            verb = part.strip().lower()
+            if not verb:
+                continue
+            if verb not in PERMISSIONS:
+                raise AgentValidationError(
+                    f"{option} {part.strip()[:40]!r} is not a permission: use "
+                    f"{', '.join(PERMISSIONS)} (admin implies the others)"
+                )
+            found.add(verb)
+    return tuple(p for p in PERMISSIONS if p in found)
+
+
 def _matches(globs: Sequence[str], *names: str) -> bool:
     return any(fnmatch.fnmatchcase(n, g) for g in globs for n in names)
 
@@ -166,6 +196,8 @@ class AgentProfile:
     token_hash: str = field(default="", repr=False)
     created_at: str = ""
     updated_at: str = ""
+    kind: str = "agent"
+    permissions: tuple[str, ...] = AGENT_PERMISSIONS
 
     @classmethod
     def build(
@@ -180,9 +212,11 @@ class AgentProfile:
         rate: str | None = None,
         description: str = "",
         token_hash: str = "",
+        kind: str = "agent",
+        permissions: Sequence[str] | None = None,
     ) -> AgentProfile:
         """Validate every option and return the profile (AgentValidationError names the bad
-        option)."""
+        option). A ``role`` needs at least one permission; an agent has read and execute."""
         from vultrino._allowlist import validate_patterns
 
         try:
@@ -192,8 +226,15 @@ class AgentProfile:
         if not isinstance(description, str):
             raise AgentValidationError("the description must be a string")
         acts = _globs(actions, "--action") if actions is not None else ("*",)
+        if kind not in ("agent", "role"):
+            raise AgentValidationError(f"a profile is an agent or a role, not {kind!r}")
+        perms = AGENT_PERMISSIONS if permissions is None else permissions_of(permissions)
+        if not perms:
+            raise AgentValidationError(
+                f"a role needs at least one --permission ({', '.join(PERMISSIONS)})"
+            )
         return cls(
-            name=validate_name(name),
+            name=validate_name(name, what=f"{kind} name"),
             description=description,
             credentials=_globs(credentials, "--credential"),
             tools=_globs(tools, "--tool"),
@@ -202,6 +243,8 @@ class AgentProfile:
             approve=_globs(approve, "--approve"),
             rate=parse_rate(rate) if rate else None,
             token_hash=token_hash,
+            kind=kind,
+            permissions=perms,
         )
 
     # -- decisions ---------------------------------------------------------------------------
@@ -221,6 +264,10 @@ class AgentProfile:
         same action, or ``execute`` from Python)."""
         return _matches(self.approve, action, f"{plugin}:{action}", *tools)
 
+    def allows(self, verb: str) -> bool:
+        """Whether the profile holds permission ``verb`` (``admin`` implies every verb)."""
+        return verb in self.permissions or "admin" in self.permissions
+
     def verify_token(self, token: str) -> bool:
         """Whether ``token`` is this agent's (constant-time comparison of the digests)."""
         if not self.token_hash:
@@ -230,7 +277,12 @@ class AgentProfile:
     # -- the sealed record -------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.kind != "agent" or self.permissions != AGENT_PERMISSIONS:
+            # an agent's record stays what it always was (format 1 stores keep format 1)
+            extra = {"kind": self.kind, "permissions": list(self.permissions)}
         return {
+            **extra,
             "name": self.name,
             "description": self.description,
             "credentials": list(self.credentials),
@@ -258,6 +310,17 @@ class AgentProfile:
             return tuple(value)
 
         rate = rec.get("rate")
+        kind = rec.get("kind", "agent")
+        if kind not in ("agent", "role"):
+            raise AgentValidationError(
+                f"the stored profile {rec.get('name')!r} is of an unknown kind; remove it"
+            )
+        perms = strs("permissions", AGENT_PERMISSIONS)
+        if any(p not in PERMISSIONS for p in perms):
+            raise AgentValidationError(
+                f"the stored profile {rec.get('name')!r} names an unknown permission; remove it "
+                "and create it again"
+            )
         return cls(
             name=str(rec.get("name", "")),
             description=str(rec.get("description", "")),
@@ -270,6 +333,8 @@ class AgentProfile:
             token_hash=str(rec.get("token_hash", "")),
             created_at=str(rec.get("created_at", "")),
             updated_at=str(rec.get("updated_at", "")),
+            kind=kind,
+            permissions=perms,
         )
 
     def info(self) -> AgentInfo:

@@ -48,6 +48,8 @@ __all__ = [
     "NONCE_SIZE",
     "SALT_SIZE",
     "BINDING_SIZE",
+    "FORMAT_OFFSET",
+    "binding_of",
     "Header",
     "KdfParams",
     "StoreKey",
@@ -65,7 +67,11 @@ __all__ = [
 ]
 
 MAGIC = b"VULTRINO"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this build writes
+#: Every format this build reads. Format 2 is format 1 plus API keys and roles in the sealed
+#: document; a store is written as format 2 only once it holds them, so an older Vultrino
+#: (which would drop them on its next write) refuses it instead of losing them silently.
+FORMATS_READ = (1, 2)
 KDF_ARGON2ID = 1
 
 SALT_SIZE: int = _argon2id.SALTBYTES  # 16
@@ -79,6 +85,7 @@ HEADER_SIZE: int = _HEADER.size  # 58
 # nonce, which every write renews. A key derived for one binding opens every later version of
 # the store until a rekey (a fresh salt) changes it.
 BINDING_SIZE: int = HEADER_SIZE - NONCE_SIZE  # 34
+FORMAT_OFFSET = 8  # the format byte, after the 8-byte magic
 
 # Bounds checked before any key derivation, so a hostile header cannot make us allocate
 # gigabytes or spin for minutes. The floor is libsodium's own minimum; the ceilings are far
@@ -142,8 +149,10 @@ class Header:
 
     @property
     def binding(self) -> bytes:
-        """What the key depends on (see ``BINDING_SIZE``): equal bindings, equal keys."""
-        return self.raw[:BINDING_SIZE]
+        """What the key depends on (see ``BINDING_SIZE``): equal bindings, equal keys. The
+        format byte is zeroed: it changes when a document first holds an API key or a role,
+        which is no rekey (the same password, salt and KDF give the same key)."""
+        return binding_of(self.raw)
 
 
 @dataclass(frozen=True)
@@ -172,14 +181,22 @@ class StoreKey:
         return "StoreKey(<hidden>)"
 
 
-def new_header(kdf: KdfParams, salt: bytes) -> Header:
+def binding_of(raw: bytes) -> bytes:
+    """The binding of a header's first ``BINDING_SIZE`` bytes (see :attr:`Header.binding`)."""
+    return raw[:FORMAT_OFFSET] + b"\0" + raw[FORMAT_OFFSET + 1 : BINDING_SIZE]
+
+
+def new_header(kdf: KdfParams, salt: bytes, fmt: int = 1) -> Header:
     """A header for a fresh write: the given salt and KDF parameters, and a fresh random nonce.
 
     A random 24-byte nonce per write is safe for XSalsa20 (collisions are negligible), so the
-    same key can seal every later version of the store.
+    same key can seal every later version of the store. ``fmt`` is the format byte (1, or 2
+    for a document holding API keys or roles).
     """
+    if fmt not in FORMATS_READ:
+        raise ValueError(f"unknown store format {fmt}")
     nonce = nacl.utils.random(NONCE_SIZE)
-    raw = _HEADER.pack(MAGIC, FORMAT_VERSION, KDF_ARGON2ID, kdf.opslimit, kdf.memlimit, salt, nonce)
+    raw = _HEADER.pack(MAGIC, fmt, KDF_ARGON2ID, kdf.opslimit, kdf.memlimit, salt, nonce)
     return Header(kdf=kdf, salt=salt, nonce=nonce, raw=raw)
 
 
@@ -207,10 +224,11 @@ def parse_header(data: bytes, where: str) -> Header:
         )
     magic, fmt, kdf, opslimit, memlimit, salt, nonce = _HEADER.unpack_from(data)
     del magic
-    if fmt != FORMAT_VERSION:
+    if fmt not in FORMATS_READ:
         raise StoreFormatError(
-            f"{where} uses store format {fmt}, this Vultrino reads format {FORMAT_VERSION}; "
-            "upgrade Vultrino (or the file header is damaged)"
+            f"{where} uses store format {fmt}, this Vultrino reads formats "
+            f"{', '.join(map(str, FORMATS_READ))}; upgrade Vultrino (or the file header is "
+            "damaged)"
         )
     if kdf != KDF_ARGON2ID:
         raise StoreFormatError(

@@ -55,7 +55,9 @@ __all__ = [
     "CredentialStore",
     "SecretVersion",
     "VersionRetention",
+    "decode_all",
     "decode_document",
+    "document_format",
     "decode_sections",
     "decode_store",
     "encode_document",
@@ -392,10 +394,12 @@ def encode_document(
     records: dict[str, Credential],
     agents: dict[str, dict[str, Any]] | None = None,
     audit_key: bytes | None = None,
+    api_keys: dict[str, dict[str, Any]] | None = None,
 ) -> bytes:
     """The msgpack plaintext: a copy of the header (binding it), the records by alias, the
-    agent profiles by name (a key written only when there is at least one profile) and the
-    audit log's signing key (written only once there is one)."""
+    agent profiles and roles by name (a key written only when there is at least one), the
+    audit log's signing key (written only once there is one) and the API keys by id (written
+    only when there is at least one)."""
     doc: dict[str, Any] = {
         "header": header.raw,
         "credentials": [_encode_record(c) for c in sorted(records.values(), key=lambda c: c.alias)],
@@ -404,6 +408,8 @@ def encode_document(
         doc["agents"] = [agents[name] for name in sorted(agents)]
     if audit_key is not None:
         doc["audit_key"] = audit_key
+    if api_keys:
+        doc["api_keys"] = [api_keys[k] for k in sorted(api_keys)]
     return packb(doc)
 
 
@@ -470,6 +476,15 @@ def _decode_kept(raw: Any) -> list[SecretVersion] | None:
     return out
 
 
+def document_format(agents: dict[str, dict[str, Any]], api_keys: dict[str, dict[str, Any]]) -> int:
+    """The format byte a document needs: 2 once it holds an API key or a role (an older
+    Vultrino would drop them on its next write, so it must refuse the store instead), else 1
+    (byte for byte what stores were before)."""
+    if api_keys or any(rec.get("kind") == "role" for rec in agents.values()):
+        return 2
+    return 1
+
+
 def decode_document(plaintext: bytes, header: Header, where: str) -> dict[str, Credential]:
     """Parse the decrypted document's credentials; see :func:`decode_sections`."""
     return decode_sections(plaintext, header, where)[0]
@@ -487,14 +502,24 @@ def decode_store(
 ) -> tuple[dict[str, Credential], dict[str, dict[str, Any]], bytes | None]:
     """:func:`decode_sections` and the audit log's Ed25519 signing key (its 32-byte seed;
     None in a store that never signed an audit head)."""
-    """Parse the decrypted document: the credentials by alias and the agent profiles by name
-    (:func:`decode_store` also returns the audit signing key).
+    records, agents, audit_key, _ = decode_all(plaintext, header, where)
+    return records, agents, audit_key
+
+
+def decode_all(
+    plaintext: bytes, header: Header, where: str
+) -> tuple[
+    dict[str, Credential], dict[str, dict[str, Any]], bytes | None, dict[str, dict[str, Any]]
+]:
+    """Parse the decrypted document: the credentials by alias, the agent profiles and roles
+    by name, the audit signing key and the API key records by id.
 
     Anything malformed is a StoreCorruptError. The document must repeat the file header byte
     for byte, which binds every header byte to the authenticated content. A document without
     ``agents`` (every store written before profiles existed) has none. Other unknown keys are
     ignored (and dropped on the next write). The store checks only the shape of a profile (a
-    map with a string ``name``); what its keys mean is :mod:`vultrino.agents`' business.
+    map with a string ``name``) and of an API key (a map with a string ``id``); what their keys
+    mean is :mod:`vultrino.policy`'s business.
     """
 
     def corrupt(what: str) -> StoreCorruptError:
@@ -589,7 +614,20 @@ def decode_store(
     audit_key = doc.get("audit_key")
     if audit_key is not None and not (isinstance(audit_key, bytes) and len(audit_key) == 32):
         raise corrupt("the audit signing key is not 32 bytes")
-    return out, agents, audit_key
+    keys: dict[str, dict[str, Any]] = {}
+    raw_keys = doc.get("api_keys", [])
+    if not isinstance(raw_keys, list):
+        raise corrupt("the API key list is not a list")
+    for index, rec in enumerate(raw_keys):
+        if not isinstance(rec, dict) or not _all_str(rec):
+            raise corrupt(f"API key {index} is not a map with string keys")
+        key_id = rec.get("id")
+        if not isinstance(key_id, str) or not key_id:
+            raise corrupt(f"API key {index} has no id")
+        if key_id in keys:
+            raise corrupt(f"API key {index} repeats an id")
+        keys[key_id] = rec
+    return out, agents, audit_key, keys
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -735,9 +773,12 @@ class CredentialStore:
         agents: dict[str, dict[str, Any]] | None = None,
         audit_key: bytes | None = None,
         retention: VersionRetention | None = None,
+        api_keys: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
         self._retention = retention or VersionRetention()
+        self._api_keys: dict[str, dict[str, Any]] = api_keys or {}
+        self._pending_keys: dict[str, dict[str, Any]] | None = None
         self._audit_key = audit_key
         self._pending_audit_key: bytes | None = None
         self._agents: dict[str, dict[str, Any]] = agents or {}
@@ -868,7 +909,7 @@ class CredentialStore:
                 "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
                 "from a backup"
             ) from None
-        records, agents, audit_key = decode_store(plaintext, header, str(path))
+        records, agents, audit_key, api_keys = decode_all(plaintext, header, str(path))
         return cls(
             path,
             password=pw,
@@ -877,6 +918,7 @@ class CredentialStore:
             records=records,
             agents=agents,
             audit_key=audit_key,
+            api_keys=api_keys,
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
@@ -905,6 +947,7 @@ class CredentialStore:
             self._password = None
             self._records = {}
             self._agents = {}
+            self._api_keys = {}
             self._audit_key = None
             self._sorted = None
             self._generation.detach()
@@ -973,6 +1016,12 @@ class CredentialStore:
         with self._mutex:
             self._refresh(force=False)
             return [_copy_value(self._agents[n]) for n in sorted(self._agents)]
+
+    def key_records(self) -> list[dict[str, Any]]:
+        """Every API key record (never a key: only its digest), sorted by id (copies)."""
+        with self._mutex:
+            self._refresh(force=False)
+            return [_copy_value(self._api_keys[k]) for k in sorted(self._api_keys)]
 
     # -- writing --------------------------------------------------------------------------
 
@@ -1177,6 +1226,42 @@ class CredentialStore:
 
         return self._mutate(apply)
 
+    def put_key(self, record: dict[str, Any], *, unique: tuple[str, ...] = ()) -> None:
+        """Store a new API key record (a map with a string ``id``), atomically. ``unique``
+        names fields no other key may share (its name, its prefix): AgentExistsError if one
+        does, checked under the store's lock so two processes cannot both win."""
+        key_id = record.get("id") if isinstance(record, dict) else None
+        if not isinstance(key_id, str) or not key_id:
+            raise AgentValidationError("an API key record needs a non-empty string id")
+        _check_str_dict(record, f"API key {key_id!r}")
+        _check_packable(record, f"key of API key {key_id!r}")
+        copied = _copy_value(record)
+
+        def apply(records: dict[str, Credential]) -> None:
+            for other in self._api_keys.values():
+                for name in ("id", *unique):
+                    if other.get(name) == copied.get(name):
+                        raise AgentExistsError(
+                            f"an API key with {name} {copied.get(name)!r} already exists; "
+                            "pick another name (`vultrino key list` shows them)"
+                        )
+            self._pending_keys = {**self._api_keys, key_id: copied}
+
+        self._mutate(apply)
+
+    def remove_key(self, key_id: str) -> dict[str, Any]:
+        """Delete the API key ``key_id`` and return its record; KeyNotFoundError if absent."""
+        from vultrino.errors import KeyNotFoundError
+
+        def apply(records: dict[str, Credential]) -> dict[str, Any]:
+            old = self._api_keys.get(key_id)
+            if old is None:
+                raise KeyNotFoundError(f"no API key {key_id!r}; `vultrino key list` shows them")
+            self._pending_keys = {k: v for k, v in self._api_keys.items() if k != key_id}
+            return old
+
+        return self._mutate(apply)
+
     def update_state(self, alias: str, state: dict[str, Any]) -> None:
         """Replace the plugin state of ``alias`` atomically. ``updated_at`` is left alone:
         it records when the user last changed the credential, not when a token refreshed."""
@@ -1268,18 +1353,25 @@ class CredentialStore:
                 self._refresh(force=True)
                 key = self._live_key()
                 records = dict(self._records)
-                self._pending_agents = self._pending_audit_key = None
+                self._pending_agents = self._pending_audit_key = self._pending_keys = None
                 try:
                     result = apply(records)
                     agents, audit_key = self._pending_agents, self._pending_audit_key
+                    api_keys = self._pending_keys
                 finally:
-                    self._pending_agents = self._pending_audit_key = None
+                    self._pending_agents = self._pending_audit_key = self._pending_keys = None
                 kept = self._audit_key
                 if audit_key is not None:
                     self._audit_key = audit_key  # sealed by this write
                 try:
                     self._write(
-                        records, self._header.kdf, self._header.salt, key, None, agents=agents
+                        records,
+                        self._header.kdf,
+                        self._header.salt,
+                        key,
+                        None,
+                        agents=agents,
+                        api_keys=api_keys,
                     )
                 except BaseException:
                     self._audit_key = kept
@@ -1295,21 +1387,24 @@ class CredentialStore:
         new_password: bytearray | None,
         *,
         agents: dict[str, dict[str, Any]] | None = None,
+        api_keys: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Seal and atomically replace the file. Caller holds the mutex and the file lock.
 
-        ``agents`` None keeps the profiles as they are."""
+        ``agents`` (``api_keys``) None keeps the profiles (the keys) as they are."""
         _remove_stale_temps(self._path)
         self._prune(records)
-        header = _sealing.new_header(params, salt)
         profiles = self._agents if agents is None else agents
-        document = encode_document(header, records, profiles, self._audit_key)
+        keys = self._api_keys if api_keys is None else api_keys
+        header = _sealing.new_header(params, salt, document_format(profiles, keys))
+        document = encode_document(header, records, profiles, self._audit_key, keys)
         data = _sealing.seal_box(key, header, document)
         _write_file(self._path, data)
         # The new file is in place: from here on, our view must match it.
         self._header = header
         self._records = records
         self._agents = profiles
+        self._api_keys = keys
         self._revision += 1
         self._sorted = None
         self._fingerprint = _fingerprint(data)
@@ -1390,7 +1485,7 @@ class CredentialStore:
             key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
         try:
             plaintext = _sealing.open_box(key, header, data)
-            records, agents, audit_key = decode_store(plaintext, header, where)
+            records, agents, audit_key, api_keys = decode_all(plaintext, header, where)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -1412,6 +1507,7 @@ class CredentialStore:
         self._header = header
         self._records = records
         self._agents = agents
+        self._api_keys = api_keys
         self._audit_key = audit_key
         self._revision += 1
         self._sorted = None

@@ -119,11 +119,14 @@ def _read_setup() -> tuple[dict[str, Any], bytearray]:
 
 
 def _store_binding(store: Path, size: int) -> bytes | None:
+    """The binding of the store file's header as the store computes it: its first ``size``
+    bytes with the format byte (offset 8) zeroed, which changes without a rekey."""
     try:
         with open(store, "rb") as f:
-            return f.read(size)
+            raw = f.read(size)
     except OSError:
         return None
+    return raw[:8] + b"\0" + raw[9:]
 
 
 def _bind(path: Path) -> socket.socket:
