@@ -477,6 +477,11 @@ class PluginRegistry:
     def _unknown_type(self, type_str: str, why: str) -> UnknownCredentialTypeError:
         labels = [label for label, _, _ in self.types()]
         known = ", ".join(labels) or "none"
+        bundled = self._bundled_hint(type_str) if isinstance(type_str, str) else ""
+        if bundled:
+            # The one thing to do: a plugin that ships with Vultrino defines the type
+            why = f"{why}; {bundled}" if why else bundled
+            return UnknownCredentialTypeError(f"unknown credential type {type_str!r}; {why}")
         if not why and isinstance(type_str, str):
             import difflib
 
@@ -487,6 +492,18 @@ class PluginRegistry:
             f"unknown credential type {type_str!r}{reason}. Known types: {known} "
             "(see `vultrino types`)"
         )
+
+    def _bundled_hint(self, type_str: str) -> str:
+        """How to get credential type ``type_str`` when a plugin shipped with Vultrino defines
+        it and no plugin of that name is installed, else ``""``."""
+        from vultrino.plugins.install._shipped import bundled_provider
+
+        found = bundled_provider(type_str)
+        if found is None or self._find(found[0]) is not None:
+            return ""
+        name, full = found
+        then = "" if full == type_str else f" (then use --type {full})"
+        return f"the bundled plugin {name!r} provides it: vultrino plugin install {name}{then}"
 
     def tools(self) -> list[ToolBinding]:
         """One binding per ``[[mcp_tools]]`` entry of every loaded plugin."""
