@@ -25,6 +25,7 @@ from vultrino.errors import (
     StoreNotInitializedError,
 )
 from vultrino.paths import Home
+from vultrino.plugins.logs import PluginLogs
 from vultrino.policy.profile import AgentProfile
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class Services:
         # opened on the first record; its head is signed with the store's key once the store
         # is open (a call never unlocks the store just to sign)
         self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
+        # what plugins log, one file each under the home (``vultrino plugin logs``)
+        self.plugin_logs = PluginLogs(home.logs)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
 
@@ -185,6 +188,7 @@ class Services:
                     self.home.plugins,
                     lambda: self.runtime,
                     builtins=[http],
+                    log_for=self.plugin_logs.sink,
                     manifest_cache=self.home.manifest_cache,
                 )
                 registry.load_all()
@@ -255,6 +259,7 @@ class Services:
                 self._runtime.close()
                 self._runtime = None
             self.audit.close()  # signs the head while the store is still open
+            self.plugin_logs.close()
             if self.loaded_store is not None:
                 self.loaded_store.close()
                 self.loaded_store = None

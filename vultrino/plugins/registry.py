@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,7 @@ class PluginRegistry:
         *,
         reserved_tools: Iterable[str] = RESERVED_TOOL_NAMES,
         log: Any = None,
+        log_for: Callable[[str], Any] | None = None,
         manifest_cache: Path | None = None,
     ) -> None:
         self.plugins_dir = Path(plugins_dir)
@@ -172,6 +173,7 @@ class PluginRegistry:
         self._runtime_source = runtime
         self._runtime: RuntimeLike | None = runtime if isinstance(runtime, RuntimeLike) else None
         self._log = log
+        self._log_for = log_for  # plugin name -> its log(level, text); wins over ``log``
         self._builtins: dict[str, Plugin] = {}
         for plugin in builtins:
             if plugin.name in self._builtins:
@@ -289,9 +291,8 @@ class PluginRegistry:
                 "Rename the plugin or its tools, or remove the other plugin.",
                 plugin=manifest.name,
             )
-        return WasmPlugin(
-            directory, manifest, self._get_runtime, log=self._log, expected_sha256=sha
-        )
+        log = self._log_for(manifest.name) if self._log_for is not None else self._log
+        return WasmPlugin(directory, manifest, self._get_runtime, log=log, expected_sha256=sha)
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
         """(Re)load ``plugins_dir/name``, replacing a loaded plugin of that name.
