@@ -710,6 +710,8 @@ def main() -> None:
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)
         bench_mcp(res, args.smoke)
+        print("python plugin builds", file=sys.stderr)
+        __import__("benchmarks.bench_python_imports").bench_python_imports.run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
