@@ -74,14 +74,17 @@ def _text_forms(value: str) -> set[str]:
 
 
 def scrub_error(exc: E, forms: Scrubber | Sequence[str]) -> E:
-    """``exc`` with its message scrubbed, in place (its type and attributes stay), and the
-    chain it was raised from cut: a cause may quote what the message no longer does. Raise the
-    result ``from None``."""
+    """``exc`` with its message (and its ``problems`` and ``detail``) scrubbed, in place (its
+    type and other attributes stay), and the chain it was raised from cut: a cause may quote
+    what the message no longer does. Raise the result ``from None``."""
     if forms:
         exc.args = tuple(scrub(a, forms) if isinstance(a, str) else a for a in exc.args)
         problems = getattr(exc, "problems", None)
         if isinstance(problems, list):
             problems[:] = [scrub(p, forms) if isinstance(p, str) else p for p in problems]
+        detail = getattr(exc, "detail", None)
+        if isinstance(detail, dict):  # a plugin's log lines and traceback (errors.py)
+            exc.detail = scrub(detail, forms)  # type: ignore[attr-defined]
     exc.__cause__ = None
     exc.__suppress_context__ = True
     return exc

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from vultrino.agents import AgentScope
     from vultrino.plugins.base import CredentialTypeSpec, Plugin
     from vultrino.plugins.install.installer import InstallResult
+    from vultrino.plugins.logs import LogLine
     from vultrino.policy.approval import ApprovalRequest, Approver
     from vultrino.runtime import WasmRuntime
     from vultrino.store import Credential, KdfParams
@@ -708,6 +709,31 @@ class Vultrino:
             if ensure is not None:
                 ensure()
             return plugin
+
+    def plugin_logs(self, name: str, *, limit: int = 50) -> list[LogLine]:
+        """The last ``limit`` lines plugin ``name`` logged (scrubbed before they were written),
+        oldest first. :class:`PluginNotFoundError` for a name that is neither installed nor
+        has logs left from an earlier install."""
+        self._log_owner(name)
+        return self._s.plugin_logs.tail(name, limit)
+
+    def follow_plugin_logs(
+        self, name: str, *, last: int = 0, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[LogLine]:
+        """The last ``last`` lines plugin ``name`` logged, then each line it logs from then on
+        (from any process), until ``stop()`` is true."""
+        self._log_owner(name)
+        return self._s.plugin_logs.follow(name, last=last, stop=stop)
+
+    def _log_owner(self, name: str) -> None:
+        from vultrino.errors import PluginNotFoundError
+        from vultrino.plugins.manifest import PLUGIN_NAME_RE
+
+        if not isinstance(name, str) or not PLUGIN_NAME_RE.fullmatch(name):
+            raise PluginNotFoundError(f"{str(name)[:64]!r} is not a plugin name", plugin=None)
+        if name in self._plugin_names() or self._s.plugin_logs.exists(name):
+            return
+        self._s.registry.get(name)  # raises the registry's own not-found error
 
     def _plugin_names(self) -> set[str]:
         registry = self._s.registry

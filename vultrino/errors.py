@@ -71,9 +71,18 @@ CLI exits with, and ``hint``, what a model calling a tool over MCP can do about 
 MCP server appends it to the message of an ``isError`` result; docs/mcp.md). The hints name MCP
 tools (``list_credentials``, ``tools/list``), so the CLI does not print them: its messages
 already name the command to run.
+
+A plugin's failure (:class:`ActionFailedError`, an :class:`EngineError` from a call) also carries
+``detail``: what there is to debug it with — the log lines the guest wrote during the call
+(``log``: ``[{"level", "message"}]``) and, when the guest reported one, its exception
+(``exception``, ``message``) and ``traceback`` (``[{"module", "file", "line", "function"}]``).
+The pipeline scrubs it like the message; the CLI shows it only with ``--debug`` or
+``VULTRINO_LOG=debug``. ``None`` when there is nothing.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "AccessDeniedError",
@@ -146,6 +155,7 @@ class VultrinoError(Exception):
 
     exit_code: int = 1
     hint: str = ""
+    detail: dict[str, Any] | None = None
 
 
 class ConfigError(VultrinoError):

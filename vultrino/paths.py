@@ -51,6 +51,11 @@ class Home:
     def plugins(self) -> Path:
         return self.root / "plugins"
 
+    @property
+    def logs(self) -> Path:
+        """What plugins logged, one file per plugin (``vultrino plugin logs``)."""
+        return self.root / "logs"
+
     def ensure(self) -> Home:
         """Create the home (mode 0700) and its plugins folder if missing."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

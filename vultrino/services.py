@@ -26,6 +26,7 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.paths import Home
+from vultrino.plugins.logs import PluginLogs
 from vultrino.policy.access import BUILTIN_ROLES, ApiKey
 from vultrino.policy.profile import AgentProfile
 
@@ -155,6 +156,8 @@ class Services:
         # opened on the first record; its head is signed with the store's key once the store
         # is open (a call never unlocks the store just to sign)
         self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
+        # what plugins log, one file each under the home (``vultrino plugin logs``)
+        self.plugin_logs = PluginLogs(home.logs)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
         self._keys_cache: tuple[int, tuple[ApiKey, ...]] | None = None
@@ -318,6 +321,7 @@ class Services:
                     self.home.plugins,
                     lambda: self.runtime,
                     builtins=[http],
+                    log_for=self.plugin_logs.sink,
                     manifest_cache=self.home.manifest_cache,
                 )
                 registry.load_all()
@@ -406,6 +410,7 @@ class Services:
                 self._runtime.close()
                 self._runtime = None
             self.audit.close()  # signs the head while the store is still open
+            self.plugin_logs.close()
             if self.loaded_store is not None:
                 self.loaded_store.close()
                 self.loaded_store = None

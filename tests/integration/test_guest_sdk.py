@@ -189,8 +189,13 @@ def test_the_componentize_build_adds_the_python_sdk(
     _componentize.build(project, out=tmp_path / "out" / "acme_py.wasm")
     (cmd,) = seen
     paths = [cmd[i + 1] for i, word in enumerate(cmd) if word == "-p"]
-    assert paths == [str(project), str(PYTHON_PDK.parent)]  # the project's own modules first
+    assert paths[:2] == [str(project), str(PYTHON_PDK.parent)]  # the project's own modules first
     assert (Path(paths[1]) / _componentize.SDK_PACKAGE / "__init__.py").is_file()
+    # then the generated entry module that imports everything the sources import, gone after
+    entry = Path(paths[2])
+    assert entry.parent == tmp_path / "out" and not entry.exists()
+    assert cmd[cmd.index("componentize") + 1] == "vultrino_build_entry"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["acme_py.wasm"]
 
 
 # --- scaffold -> install --build, outside the repository ---------------------------------------

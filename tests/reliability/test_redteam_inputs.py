@@ -42,20 +42,24 @@ def _fragments(secret: str) -> list[str]:
 
 def test_multiline_secret_is_scrubbed_from_the_plugin_log_in_every_form(tmp_path: Path) -> None:
     """The guest logs its raw request through ``log`` and writes it to stderr. A real CLI
-    process prints plugin warnings on stderr: no line of the three-line secret may be there,
-    raw or escaped."""
+    process writes plugin log lines to the plugin's log file (``vultrino plugin logs``): no
+    line of the three-line secret may be there, or in the CLI's output, raw or escaped."""
     guest = corpus.by_stem("log_raw_request")
     home = corpus.make_home(tmp_path, [guest])
     r = _cli(home.env(), "request", guest.alias, "--action", "misbehave", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == "logged"
-    assert "[REDACTED]" in r.stderr  # the log lines did reach stderr, scrubbed
+    logged = (home.root / "logs" / f"{guest.plugin}.log").read_text(encoding="utf-8")
+    assert "[REDACTED]" in logged  # the log lines did reach the file, scrubbed
+    shown = _cli(home.env(), "plugin", "logs", guest.plugin)
+    assert shown.returncode == 0 and "[REDACTED]" in shown.stdout
     secret = guest.secret
     assert "\n" in secret
     from vultrino.runtime._logtext import escape_control
 
     for form in [secret, escape_control(secret), *_fragments(secret)]:
-        assert form not in r.stderr and form not in r.stdout, f"{form!r} leaked"
+        for seen in (r.stderr, r.stdout, logged, shown.stdout):
+            assert form not in seen, f"{form!r} leaked"
     check = LeakCheck()
     check.add(*home.secrets, *_fragments(secret))
     check.scan_all([("stdout", r.stdout), ("stderr", r.stderr)], home.root)

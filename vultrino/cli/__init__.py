@@ -8,6 +8,7 @@ time the command is looked up. ``vultrino plugin list`` builds the ``plugin`` gr
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from vultrino._version import __version__
-from vultrino.cli._common import set_root_home
+from vultrino.cli._common import LOG_ENV, err, log_level, set_root_home
+from vultrino.errors import VultrinoError
 
 # The settings of the root app; every lazily built command is built with the same ones.
 _APP_SETTINGS: dict[str, Any] = {
@@ -190,6 +192,12 @@ def root(
 ) -> None:
     """Vultrino keeps secrets sealed and performs the actions that need them."""
     set_root_home(home)
+    if os.environ.get(LOG_ENV):  # checked once, before any command runs
+        try:
+            log_level()
+        except VultrinoError as exc:
+            err(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
 
 
 def main() -> None:

@@ -33,6 +33,19 @@ HomeOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+DebugOpt = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        help="When a plugin fails, also print its log lines and traceback (scrubbed) on "
+        "stderr; the same as VULTRINO_LOG=debug.",
+    ),
+]
+
+#: ``VULTRINO_LOG``: how much the CLI says about a plugin's failure. ``debug`` adds the
+#: plugin's log lines and traceback; the others keep the one-line error.
+LOG_ENV = "VULTRINO_LOG"
+LOG_LEVELS = ("debug", "info", "warn", "error")
 
 _state: dict[str, Any] = {"home": None}
 
@@ -156,8 +169,58 @@ def terminal_approver(request: ApprovalRequest) -> Approval:
     return "granted" if granted else "declined"
 
 
-def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
-    """Turn VultrinoError into a one-line message on stderr and its exit code."""
+def log_level() -> str:
+    """``VULTRINO_LOG`` (lower-cased; ``info`` when unset); ConfigError for another value."""
+    import os
+
+    from vultrino.errors import ConfigError
+
+    raw = os.environ.get(LOG_ENV, "").strip().lower()
+    if not raw:
+        return "info"
+    if raw not in LOG_LEVELS:
+        raise ConfigError(
+            f"{LOG_ENV}={os.environ[LOG_ENV][:40]!r} is not a log level; use one of "
+            f"{', '.join(LOG_LEVELS)} (debug shows a failing plugin's log and traceback)"
+        )
+    return raw
+
+
+def debug_wanted(flag: bool) -> bool:
+    """``--debug``, or ``VULTRINO_LOG=debug``."""
+    return flag or log_level() == "debug"
+
+
+def print_detail(detail: dict[str, Any]) -> None:
+    """A plugin failure's ``detail`` (already scrubbed by the pipeline) on stderr: its
+    exception and traceback, innermost call last, then its log lines."""
+    from vultrino.policy.approval import shown
+
+    frames = detail.get("traceback") or []
+    if frames or detail.get("exception"):
+        err("plugin traceback (most recent call last):")
+        for f in frames:
+            line = f.get("line")
+            where = f"{f.get('file', '?')}:{line}" if line is not None else f.get("file", "?")
+            err(shown(f"  {where} in {f.get('function', '?')} ({f.get('module', '?')})"))
+        kind, text = detail.get("exception") or "", detail.get("message") or ""
+        if kind:
+            err(shown(f"{kind}: {text}" if text else kind))
+    lines = detail.get("log") or []
+    if lines:
+        err(f"plugin log ({len(lines)} line{'s' if len(lines) != 1 else ''} from this call):")
+        for entry in lines:
+            err(shown(f"  [{entry.get('level', '?')}] {entry.get('message', '')}"))
+    if not frames and not lines and not detail.get("exception"):
+        err("the plugin wrote no log lines and reported no traceback")
+
+
+def handle_errors(
+    json_flag: str | None = "json_out", debug_flag: str = "debug"
+) -> Callable[[F], F]:
+    """Turn VultrinoError into a one-line message on stderr and its exit code. With the
+    command's ``--debug`` (``debug_flag``) or ``VULTRINO_LOG=debug``, a plugin failure's
+    ``detail`` follows (and joins the ``--json`` error object)."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -165,13 +228,27 @@ def handle_errors(json_flag: str | None = "json_out") -> Callable[[F], F]:
             try:
                 return fn(*args, **kwargs)
             except VultrinoError as exc:
+                try:
+                    debug = debug_wanted(bool(kwargs.get(debug_flag)))
+                except VultrinoError:
+                    debug = False  # a bad VULTRINO_LOG must not hide the error at hand
+                detail = exc.detail if debug else None
                 if json_flag and kwargs.get(json_flag):
-                    emit_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
-                err(f"error: {exc}")
-                problems = getattr(exc, "problems", None)
-                if problems:
-                    for p in problems:
+                    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+                    if debug:
+                        error["detail"] = detail
+                    emit_json({"error": error})
+                message = str(exc)
+                err(f"error: {message}")
+                # A manifest error's message usually lists its problems already: print only
+                # those it does not, so each is said once
+                for p in getattr(exc, "problems", None) or ():
+                    if f"- {p}" not in message:
                         err(f"  - {p}")
+                if detail is not None:
+                    print_detail(detail)
+                elif debug and getattr(exc, "plugin", None):
+                    err("(the plugin reported nothing more about this failure)")
                 raise typer.Exit(exc.exit_code) from None
             except (KeyboardInterrupt, typer.Abort):
                 # Typer's prompts turn Ctrl-C into Abort ("Aborted!", exit 1): every

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vultrino.cli._common import (
+    DebugOpt,
     FieldOpt,
     HomeOpt,
     JsonOpt,
@@ -740,6 +741,7 @@ def request(
     field: FieldOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Run a plugin action, or an HTTP request, with a credential.
 
@@ -757,6 +759,8 @@ def request(
       vultrino request github https://api.github.com/user
 
       vultrino request deploy-2fa --action code --field code   (one value, for scripts)
+
+      vultrino request --plugin NAME --action ACTION --debug   (a failure's log and traceback)
     """
     if len([o for o in (raw, json_out, field) if o]) > 1:
         raise ParameterError("--raw, --json and --field are different outputs: pick one")

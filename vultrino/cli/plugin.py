@@ -1,4 +1,4 @@
-"""`vultrino plugin ...`: list, info, install, remove, reload, new, check, call, dev."""
+"""`vultrino plugin ...`: list, info, install, remove, reload, new, check, call, dev, logs."""
 
 from __future__ import annotations
 
@@ -591,3 +591,47 @@ def plugin_dev(
             err(f"vultrino: watching {directory.resolve()} (Ctrl-C stops)")
 
         watch(directory, step, interval=interval)
+
+
+@app.command("logs")
+@handle_errors()
+def plugin_logs(
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", min=0, help="How many of the last lines to print.")
+    ] = 50,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing lines as the plugin logs them."),
+    ] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the recent lines a plugin logged (scrubbed of secrets before they were written).
+
+    With --json: a JSON array of {time, level, message}; with --follow too, one JSON object
+    per line as each comes (stop with Ctrl-C).
+
+    Example: vultrino plugin logs totp -n 20 --follow
+    """
+    from vultrino.policy.approval import shown
+
+    def show(line: Any) -> None:
+        if json_out:
+            typer.echo(json.dumps(line.as_dict(), ensure_ascii=False))
+        else:
+            typer.echo(shown(f"{line.time} {line.level.upper():<5} {line.message}", lines=False))
+
+    with open_vultrino(home) as v:
+        if follow:
+            for line in v.follow_plugin_logs(name, last=lines):
+                show(line)
+            return
+        recent = v.plugin_logs(name, limit=lines)
+        if json_out:
+            emit_json([line.as_dict() for line in recent])
+            return
+        if not recent:
+            err(f"plugin {name} has logged nothing yet")
+        for line in recent:
+            show(line)

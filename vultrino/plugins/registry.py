@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,7 @@ class PluginRegistry:
         *,
         reserved_tools: Iterable[str] = RESERVED_TOOL_NAMES,
         log: Any = None,
+        log_for: Callable[[str], Any] | None = None,
         manifest_cache: Path | None = None,
     ) -> None:
         self.plugins_dir = Path(plugins_dir)
@@ -172,6 +173,7 @@ class PluginRegistry:
         self._runtime_source = runtime
         self._runtime: RuntimeLike | None = runtime if isinstance(runtime, RuntimeLike) else None
         self._log = log
+        self._log_for = log_for  # plugin name -> its log(level, text); wins over ``log``
         self._builtins: dict[str, Plugin] = {}
         for plugin in builtins:
             if plugin.name in self._builtins:
@@ -289,9 +291,8 @@ class PluginRegistry:
                 "Rename the plugin or its tools, or remove the other plugin.",
                 plugin=manifest.name,
             )
-        return WasmPlugin(
-            directory, manifest, self._get_runtime, log=self._log, expected_sha256=sha
-        )
+        log = self._log_for(manifest.name) if self._log_for is not None else self._log
+        return WasmPlugin(directory, manifest, self._get_runtime, log=log, expected_sha256=sha)
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
         """(Re)load ``plugins_dir/name``, replacing a loaded plugin of that name.
@@ -477,6 +478,11 @@ class PluginRegistry:
     def _unknown_type(self, type_str: str, why: str) -> UnknownCredentialTypeError:
         labels = [label for label, _, _ in self.types()]
         known = ", ".join(labels) or "none"
+        bundled = self._bundled_hint(type_str) if isinstance(type_str, str) else ""
+        if bundled:
+            # The one thing to do: a plugin that ships with Vultrino defines the type
+            why = f"{why}; {bundled}" if why else bundled
+            return UnknownCredentialTypeError(f"unknown credential type {type_str!r}; {why}")
         if not why and isinstance(type_str, str):
             import difflib
 
@@ -487,6 +493,18 @@ class PluginRegistry:
             f"unknown credential type {type_str!r}{reason}. Known types: {known} "
             "(see `vultrino types`)"
         )
+
+    def _bundled_hint(self, type_str: str) -> str:
+        """How to get credential type ``type_str`` when a plugin shipped with Vultrino defines
+        it and no plugin of that name is installed, else ``""``."""
+        from vultrino.plugins.install._shipped import bundled_provider
+
+        found = bundled_provider(type_str)
+        if found is None or self._find(found[0]) is not None:
+            return ""
+        name, full = found
+        then = "" if full == type_str else f" (then use --type {full})"
+        return f"the bundled plugin {name!r} provides it: vultrino plugin install {name}{then}"
 
     def tools(self) -> list[ToolBinding]:
         """One binding per ``[[mcp_tools]]`` entry of every loaded plugin."""

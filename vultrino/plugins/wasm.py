@@ -25,7 +25,8 @@ logged).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, MutableSequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
@@ -56,7 +57,9 @@ __all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
 class ModuleLike(Protocol):
     """What this module needs of ``vultrino.runtime.PluginModule``."""
 
-    def execute(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def execute(
+        self, request: dict[str, Any], *, capture: MutableSequence[tuple[str, str]] | None = None
+    ) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -84,6 +87,11 @@ def resolve_runtime(source: RuntimeSource) -> RuntimeLike:
 # a guest first logs, so listing plugins does not pay for it.
 _LOG_LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 _NO_FORMS = Scrubber(())
+#: A failed call's ``detail`` keeps at most this many of the call's last log lines ...
+DETAIL_LOG_LINES = 100
+#: ... and of the innermost frames of the traceback the guest reported.
+DETAIL_FRAMES = 64
+_DETAIL_TEXT = 4096  # one text of a guest's detail is cut to this many characters
 
 
 class WasmPlugin:
@@ -248,10 +256,12 @@ class WasmPlugin:
             module = self._module
             if module is None:
                 module = self.ensure_loaded()
+            capture: deque[tuple[str, str]] = deque(maxlen=DETAIL_LOG_LINES)
             try:
                 request = {"action": action, "params": params, "credential": payload}
-                response = module.execute(request)
+                response = module.execute(request, capture=capture)
             except EngineError as exc:  # its message may quote what the guest wrote
+                exc.detail = self._detail(capture, None)
                 if not self._forms:
                     raise
                 raise scrub_error(exc, self._forms) from None
@@ -259,7 +269,7 @@ class WasmPlugin:
             # as for every plugin; the other credentials' secrets this module has seen, here.
             if type(response) is dict and len(response) == 1 and "ok" in response:
                 return ActionResult(forms.in_place(response["ok"]))  # freshly decoded
-            self._fail(action, response, self._forms)
+            self._fail(action, response, self._forms, capture)
 
         return run
 
@@ -305,9 +315,11 @@ class WasmPlugin:
         """None: an approval prompt shows the parameters as they are."""
         return None
 
-    def _fail(self, action: str, response: Any, forms: Scrubber) -> NoReturn:
+    def _fail(
+        self, action: str, response: Any, forms: Scrubber, capture: deque[tuple[str, str]]
+    ) -> NoReturn:
         """Raise the plugin's error. The runtime hands over only ``{"ok": ...}`` or a
-        well-formed ``{"error": {"code", "message"}}`` (it checks the shape once, in
+        well-formed ``{"error": {"code", "message"[, "detail"]}}`` (it checks the shape once, in
         :func:`vultrino.runtime.abi.check_response`), so this only reads it."""
         error = response["error"]
         code: str = error["code"]
@@ -317,11 +329,27 @@ class WasmPlugin:
                 f"plugin {self.name} does not handle action {action}: {message}",
                 plugin=self.name,
             )
-        raise ActionFailedError(
+        exc = ActionFailedError(
             f"plugin {self.name}, action {action} failed ({code}): {message}",
             plugin=self.name,
             code=code,
         )
+        exc.detail = self._detail(capture, error.get("detail"))
+        raise exc
+
+    def _detail(
+        self, capture: deque[tuple[str, str]], reported: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """A failed call's ``detail`` (errors.py): its log lines, and the parts of what the
+        guest ``reported`` that Vultrino knows (its exception and traceback), every text cut,
+        made safe to print and scrubbed of every secret this module has been handed."""
+        forms = self._log_forms
+        out: dict[str, Any] = {}
+        if capture:
+            out["log"] = [{"level": lv, "message": forms.text(t)} for lv, t in capture]
+        if reported:
+            out.update(_reported(reported, forms))
+        return out or None
 
     def close(self) -> None:
         """Release the module (idempotent); the next call loads it again."""
@@ -347,3 +375,40 @@ def _log_values(secrets: list[str]) -> list[str]:
                     out.append(line)
                     out.append(escape_control(line))
     return list(dict.fromkeys(out))
+
+
+def _text(value: Any, forms: Scrubber) -> str | None:
+    """A guest's text, cut, its control characters escaped and its secrets scrubbed."""
+    if type(value) is not str:
+        return None
+    if len(value) > _DETAIL_TEXT:
+        value = value[:_DETAIL_TEXT] + " [...]"
+    return forms.text(escape_control(value))
+
+
+def _reported(reported: dict[str, Any], forms: Scrubber) -> dict[str, Any]:
+    """What Vultrino keeps of a guest's ``detail``: ``exception`` and ``message`` (text) and
+    ``traceback``, the innermost :data:`DETAIL_FRAMES` frames, each ``module``, ``file``,
+    ``function`` (text) and ``line`` (an integer). Anything else is dropped."""
+    out: dict[str, Any] = {}
+    for key in ("exception", "message"):
+        text = _text(reported.get(key), forms)
+        if text is not None:
+            out[key] = text
+    frames = reported.get("traceback")
+    if type(frames) is list:
+        kept: list[dict[str, Any]] = []
+        for frame in frames[-DETAIL_FRAMES:]:
+            if type(frame) is not dict:
+                continue
+            line = frame.get("line")
+            kept.append(
+                {
+                    "module": _text(frame.get("module"), forms) or "?",
+                    "file": _text(frame.get("file"), forms) or "?",
+                    "line": line if type(line) is int else None,
+                    "function": _text(frame.get("function"), forms) or "?",
+                }
+            )
+        out["traceback"] = kept
+    return out

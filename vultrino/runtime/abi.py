@@ -325,14 +325,16 @@ def _log_function(log: Callable[[str, str], None], cap: int, module: str = HOST_
 
 
 def check_response(value: Any) -> dict[str, Any]:
-    """``value`` when it is ``{"ok": any}`` or ``{"error": {"code", "message"}}``, else raise."""
+    """``value`` when it is ``{"ok": any}`` or ``{"error": {"code", "message"}}`` (the error
+    may carry a third key, ``detail``: a map of what the guest knows of the failure, such as a
+    traceback; the plugin layer keeps only the parts it knows), else raise."""
     if type(value) is dict and len(value) == 1:
         if "ok" in value:
             return value
         err = value.get("error")
         if (
             type(err) is dict
-            and len(err) == 2
+            and (len(err) == 2 or (len(err) == 3 and type(err.get("detail")) is dict))
             and type(err.get("code")) is str
             and type(err.get("message")) is str
         ):

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,9 @@ MAX_LOG_MESSAGE: Final = 4096
 MAX_LOG_LINES_PER_CALL: Final = 1000
 
 LogFunc = Callable[[str, str], None]
+#: Where one call's log lines are kept for its caller (``execute(..., capture=...)``): a list
+#: or a bounded deque of ``(level, text)``, appended to as the guest logs.
+Capture = MutableSequence[tuple[str, str]]
 
 _LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -103,6 +106,8 @@ class _PluginLog:
         self._logger = logging.getLogger(f"vultrino.plugin.{plugin}")
         self.remaining = MAX_LOG_LINES_PER_CALL
         self.dropped = 0
+        #: The running call's capture (set before each call, cleared when it ends).
+        self.capture: Capture | None = None
 
     def __call__(self, level: str, text: str) -> None:
         if self.remaining <= 0:
@@ -112,6 +117,8 @@ class _PluginLog:
         if len(text) > MAX_LOG_MESSAGE:
             text = text[:MAX_LOG_MESSAGE] + " [...]"
         text = escape_control(text)
+        if self.capture is not None:
+            self.capture.append((level, text))
         if self._log is not None:
             self._log(level, text)
         else:
@@ -123,6 +130,7 @@ class _PluginLog:
             self.remaining = 1
             self("warn", f"{dropped} more log lines from this call were dropped")
         self.remaining = MAX_LOG_LINES_PER_CALL
+        self.capture = None
 
 
 class _Owned:
@@ -227,14 +235,18 @@ class PluginModule:
 
     # -- calls --
 
-    def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves."""
+    def execute(self, request: dict[str, Any], *, capture: Capture | None = None) -> dict[str, Any]:
+        """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves.
+
+        ``capture``, when given, receives this call's log lines as ``(level, text)`` (after the
+        runtime's sanitising, also when the call fails), whatever thread runs the call."""
         if self._affine:
-            return self._execute_affine(request)
+            return self._execute_affine(request, capture)
         try:
             session = self._idle.pop()
         except IndexError:
             session = self._start(self._acquire)
+        session.log.capture = capture
         try:
             response = session.call(request)
         except ParameterError as exc:
@@ -261,7 +273,7 @@ class PluginModule:
                     self._cond.notify()
         return response
 
-    def _execute_affine(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _execute_affine(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
         """``execute`` for thread-affine engines, at most MAX_INSTANCES instances in all.
 
         A thread that owns an instance runs the call inline, on that instance (no thread hop).
@@ -277,11 +289,11 @@ class PluginModule:
             owned = self._claim()
         if owned is not None:
             if not owned.busy:
-                return self._run_owned(owned, request)
+                return self._run_owned(owned, request, capture)
             if getattr(local, "worker", False):
                 # re-entered from a host function on the worker: nobody else can serve it
-                return self._run_once(request)
-        return self._on_worker(request)
+                return self._run_once(request, capture)
+        return self._on_worker(request, capture)
 
     def _claim(self) -> _Owned | None:
         """Make this thread an owner when fewer than MAX_INSTANCES - 1 threads are."""
@@ -310,7 +322,9 @@ class PluginModule:
 
         return gone
 
-    def _run_owned(self, owned: _Owned, request: dict[str, Any]) -> dict[str, Any]:
+    def _run_owned(
+        self, owned: _Owned, request: dict[str, Any], capture: Capture | None
+    ) -> dict[str, Any]:
         """The call on this thread's own instance (made here when it has none yet)."""
         session = owned.session
         if self._closed:
@@ -321,6 +335,7 @@ class PluginModule:
         if session is None:
             session = owned.session = self._start(self._new_session)
         owned.busy = True
+        session.log.capture = capture
         try:
             response = session.call(request)
         except ParameterError as exc:
@@ -345,10 +360,11 @@ class PluginModule:
             session.close()
         return response
 
-    def _run_once(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _run_once(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
         """A call on a session of its own, closed afterwards: a host function on the worker
         thread calling back into this module while the worker's instance is busy."""
         session = self._start(self._new_session)
+        session.log.capture = capture
         try:
             response = session.call(request)
         except ParameterError as exc:
@@ -367,7 +383,7 @@ class PluginModule:
         session.close()
         return response
 
-    def _on_worker(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _on_worker(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
         """The call on the worker thread (started on first use), waiting for its turn."""
         with self._cond:
             if self._closed:
@@ -380,14 +396,14 @@ class PluginModule:
                 )
             worker = self._worker
         try:
-            future = worker.submit(self._work, request)
+            future = worker.submit(self._work, request, capture)
         except RuntimeError:  # shut down by close() meanwhile
             raise EngineError(
                 f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
             ) from None
         return future.result()
 
-    def _work(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _work(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
         """On the worker thread: the call on the worker's instance (not counted as an owner)."""
         local = self._local
         owned: _Owned | None = getattr(local, "owned", None)
@@ -396,8 +412,8 @@ class PluginModule:
             owned = local.owned = _Owned(None)
         try:
             if owned.busy:  # cannot happen with one worker; kept for safety
-                return self._run_once(request)
-            return self._run_owned(owned, request)
+                return self._run_once(request, capture)
+            return self._run_owned(owned, request, capture)
         except BaseException as exc:
             # The tracebacks' frames may hold views of guest memory, which must be dropped on
             # this thread: the exception itself travels to the caller's.

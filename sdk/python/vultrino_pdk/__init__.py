@@ -8,7 +8,10 @@ project holds only its own code.
 its name with `(params, fields)` (`fields` is the credential's fields, or None), and encodes the
 answer: the action's return value becomes `{"ok": value}`; raising `PluginError` (or a subclass
 below) becomes `{"error": {"code", "message"}}`. Any other exception becomes a `failed` error
-whose message names only the exception type, so a secret in an exception text cannot leak.
+whose message names the exception and its text ("the action failed (KeyError: 'x')"), with a
+`detail` the host shows under `--debug`: the exception, its text and the traceback (module,
+file, line and function of each frame). The host scrubs the credential's secrets out of both
+before anyone sees them.
 
 World 1.1.0 adds `execute-text` to the handler: `execute` with each byte carried as the
 character of the same value (Latin-1), which the component model copies in bulk. Importing this
@@ -71,8 +74,8 @@ def run(request, actions):
         answer = {"ok": action(req.get("params") or {}, fields)}
     except PluginError as exc:
         answer = _error(exc.code, str(exc))
-    except Exception as exc:  # noqa: BLE001 - the message could hold a secret
-        answer = _error("failed", f"the action failed ({type(exc).__name__})")
+    except Exception as exc:  # noqa: BLE001 - reported with its traceback; the host scrubs it
+        answer = _failed(exc)
     return msgpack.packb(answer)
 
 
@@ -93,3 +96,46 @@ def _provide_execute_text(handler):
 
 
 _provide_execute_text(exports.Handler)
+
+
+def _failed(exc):
+    """The `failed` answer for an unexpected exception, with its traceback as `detail`."""
+    kind = _name(type(exc))
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails still gets reported
+        text = ""
+    summary = f"{kind}: {text}" if text else kind
+    answer = _error("failed", f"the action failed ({summary})")
+    frames = []
+    tb = exc.__traceback__
+    if tb is not None:
+        tb = tb.tb_next  # run() itself is not the author's code
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append({
+            "module": str(tb.tb_frame.f_globals.get("__name__", "?")),
+            "file": _short(code.co_filename),
+            "line": tb.tb_lineno,
+            "function": code.co_qualname if hasattr(code, "co_qualname") else code.co_name,
+        })
+        tb = tb.tb_next
+    answer["error"]["detail"] = {"exception": kind, "message": text, "traceback": frames}
+    return answer
+
+
+def _name(cls):
+    module = getattr(cls, "__module__", "")
+    return cls.__qualname__ if module in ("builtins", "", None) else f"{module}.{cls.__qualname__}"
+
+
+def _short(path):
+    """A frame's file as its author knows it: componentize-py mounts each source directory as
+    `/<n>/` and the standard library under `/python/`; those prefixes say nothing."""
+    parts = str(path).split("/")
+    if len(parts) > 2 and parts[0] == "" and parts[1].isdigit():
+        return "/".join(parts[2:])
+    if "/lib/python3" in path:
+        rest = path.split("/lib/python3", 1)[1].split("/", 1)
+        return "<stdlib>/" + rest[1] if len(rest) == 2 else path
+    return str(path)

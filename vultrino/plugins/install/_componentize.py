@@ -16,6 +16,12 @@ directory, never next to the sources. componentize-py comes from PyPI
 (``pip install componentize-py``); it is looked for next to the running Python, then on
 ``PATH``.
 
+componentize-py keeps only the modules imported while it builds (the component has no file
+system at run time), so the build starts from a generated entry module that imports ``app`` and
+then every module the plugin's sources import anywhere, found statically, with what the
+standard library imports lazily (:mod:`._imports`). A module it cannot import is named in the
+build's output.
+
 Building runs the project's code: componentize-py imports ``app`` to pre-initialise the
 component (inside its own WebAssembly runtime, with the project directory readable). So the
 installer builds only when asked to (``--build``), on a copy of the sources, without any
@@ -30,11 +36,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from vultrino.errors import InstallError
-from vultrino.plugins.install import _sandbox
+from vultrino.plugins.install import _imports, _sandbox
 from vultrino.plugins.install._build import build_environment, run_streamed
 from vultrino.plugins.install._shipped import PYTHON_PDK, WIT, shipped
 from vultrino.runtime.wit import WORLD
@@ -115,38 +122,58 @@ def build(
     out.parent.mkdir(parents=True, exist_ok=True)
     tool = executable()
     wit, sdk = find_wit(), find_sdk()
-    cmd = [
-        tool,
-        "-d",
-        str(wit),
-        "-w",
-        WORLD,
-        "componentize",
-        ENTRY,
-        "-p",
-        str(project),
-        "-p",
-        str(sdk),
-        "-o",
-        str(out),
-    ]
-    run = _sandbox.prepare(
-        cmd,
-        cwd=project,
-        env=build_environment(),
-        mode=sandbox,
-        read_only=[*_python_paths(tool), wit, sdk],
-        writable=(project, out.parent, *writable),
-        hidden=hidden,
-        output=output,
-        label=label,
-    )
+    # The generated entry module lives beside the output, never among the sources, and goes
+    # when the build ends.
+    entry_dir = Path(tempfile.mkdtemp(prefix=".vultrino-entry-", dir=out.parent))
     try:
-        code, tail = run_streamed(
-            run.cmd, cwd=project, env=run.env, output=output, tail_lines=_TAIL_LINES
+        found = _imports.with_lazy_dependencies([*_imports.scan(project), *_imports.scan(sdk)])
+        _imports.write_entry(entry_dir, ENTRY, found)
+        cmd = [
+            tool,
+            "-d",
+            str(wit),
+            "-w",
+            WORLD,
+            "componentize",
+            _imports.ENTRY_MODULE,
+            "-p",
+            str(project),
+            "-p",
+            str(sdk),
+            "-p",
+            str(entry_dir),
+            "-o",
+            str(out),
+        ]
+        run = _sandbox.prepare(
+            cmd,
+            cwd=project,
+            env=build_environment(),
+            mode=sandbox,
+            read_only=[*_python_paths(tool), wit, sdk],
+            writable=(project, out.parent, entry_dir, *writable),
+            hidden=hidden,
+            output=output,
+            label=label,
         )
-    except OSError as exc:
-        raise InstallError(f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}") from exc
+        try:
+            code, tail = run_streamed(
+                run.cmd, cwd=project, env=run.env, output=output, tail_lines=_TAIL_LINES
+            )
+        except OSError as exc:
+            raise InstallError(
+                f"{label}: cannot run componentize-py ({exc}); {INSTALL_HINT}"
+            ) from exc
+        missing = _imports.read_report(entry_dir)
+    finally:
+        shutil.rmtree(entry_dir, ignore_errors=True)
+    if output is not None and code == 0:
+        where = {f.name: f.where for f in found}
+        for name, why in missing.items():
+            output(
+                f"vultrino: note: `import {name}` ({where.get(name, '?')}) cannot be imported "
+                f"in the component ({why}); that import will fail when the plugin runs"
+            )
     if code != 0 or not out.is_file():
         last = "\n  ".join(tail[-8:])
         raise InstallError(

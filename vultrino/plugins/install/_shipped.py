@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["FIRST_PARTY", "PYTHON_PDK", "RUST_PDK", "WIT", "first_party", "shipped"]
+__all__ = [
+    "FIRST_PARTY",
+    "PYTHON_PDK",
+    "RUST_PDK",
+    "WIT",
+    "bundled_provider",
+    "first_party",
+    "shipped",
+]
 
 _PACKAGE = Path(__file__).resolve().parents[2]  # .../vultrino
 
@@ -50,4 +58,31 @@ def first_party(name: str) -> Path | None:
     for candidate in (_PACKAGE.parent / "plugins" / name, _PACKAGE / "_plugins" / name):
         if (candidate / "plugin.toml").is_file():
             return candidate
+    return None
+
+
+def bundled_provider(type_str: str) -> tuple[str, str] | None:
+    """The first-party plugin that defines credential type ``type_str`` (a bare type name such
+    as ``totp``, or ``plugin:<plugin>:<type>``) and that type written in full, or None. Reads
+    the shipped manifests, so it costs a few file reads: for error messages only."""
+    from vultrino.errors import VultrinoError
+    from vultrino.plugins.base import PLUGIN_TYPE_PREFIX, qualified_type
+    from vultrino.plugins.manifest import load_manifest
+
+    wanted_plugin: str | None = None
+    short = type_str
+    if type_str.startswith(PLUGIN_TYPE_PREFIX):
+        wanted_plugin, _, short = type_str[len(PLUGIN_TYPE_PREFIX) :].partition(":")
+    for name in FIRST_PARTY:
+        if wanted_plugin is not None and name != wanted_plugin:
+            continue
+        directory = first_party(name)
+        if directory is None:
+            continue
+        try:
+            manifest = load_manifest(directory / "plugin.toml")
+        except VultrinoError:
+            continue
+        if manifest.credential_type(short) is not None:
+            return name, qualified_type(name, short)
     return None

@@ -48,6 +48,7 @@ from vultrino.errors import (
     BuildRequiredError,
     EngineError,
     InstallError,
+    ManifestError,
     PluginConflictError,
     PluginNotFoundError,
     UnsafeSourceError,
@@ -250,12 +251,15 @@ def _install(
     stage = staging / "plugin"
     stage.mkdir(mode=0o755)
     os.chmod(stage, 0o755)  # noqa: S103 - not group/world-writable, whatever the umask
-    # Parsed from the author's own file, so an error names it (a local directory's), and
-    # staged from the very bytes that were parsed.
+    # Parsed from the very bytes that are staged; an error names the author's file (a local
+    # directory's own, or its path inside an archive or repository), never the staging copy.
     manifest_bytes, _ = read_manifest(manifest_src)
-    shown = manifest_src if acquired.in_place else stage / MANIFEST_FILE
-    manifest = parse_manifest_bytes(manifest_bytes, shown)
     _write_file(stage / MANIFEST_FILE, manifest_bytes)
+    try:
+        manifest = parse_manifest_bytes(manifest_bytes, stage / MANIFEST_FILE)
+    except ManifestError as exc:
+        shown = _authors_manifest(manifest_src, acquired, staging / "src", label)
+        raise _renamed(exc, str(stage / MANIFEST_FILE), shown) from None
     warnings.extend(manifest.warnings)
     name = manifest.name
     _check_name(name, what="the manifest's plugin name")
@@ -787,6 +791,28 @@ def _module_name(wasm_module: str | None, plugin: str) -> str:
             plugin=plugin,
         )
     return wasm_module
+
+
+def _authors_manifest(
+    manifest_src: Path, acquired: _sources.Acquired, unpacked: Path, label: str
+) -> str:
+    """How to name the manifest the author wrote: its own path for a directory source, its
+    path inside the archive or repository otherwise (never the staging copy, which is gone
+    by the time anyone reads the message)."""
+    if acquired.in_place:
+        return str(manifest_src)
+    try:
+        inside = manifest_src.relative_to(unpacked).as_posix()
+    except ValueError:
+        inside = MANIFEST_FILE
+    return f"{inside} in {label}"
+
+
+def _renamed(exc: ManifestError, staged: str, shown: str) -> ManifestError:
+    """``exc`` with every mention of the staged copy ``staged`` replaced by ``shown``."""
+    exc.args = tuple(a.replace(staged, shown) if isinstance(a, str) else a for a in exc.args)
+    exc.problems = [p.replace(staged, shown) for p in exc.problems]
+    return exc
 
 
 def _no_manifest_message(label: str, root: Path, sub: tuple[str, ...]) -> str:
