@@ -1,0 +1,215 @@
+"""Where users feel speed: large HTTP bodies, a plugin that logs, wasmer's trivial call, and
+many threads calling one plugin. Each row is measured against its reference in the same run.
+
+    .venv/bin/python benchmarks/run.py               # every row, these included
+    .venv/bin/python benchmarks/bench_hot.py [--smoke] [--only http,log,wasmer,threads]
+
+Ratios are medians over alternating rounds (ours, then the reference, then ours again ...),
+so a machine that is busy for a while weighs on both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GUESTS = ROOT / "benchmarks" / "guests"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PASSWORD = "bench-password"
+SECRET = "hot-bench-secret-0123456789"
+
+
+def wat(name: str) -> bytes:
+    import wasmtime  # the WAT compiler, as in the tests
+
+    return bytes(wasmtime.wat2wasm((GUESTS / name).read_text()))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def paired(
+    ours: Callable[[], object],
+    theirs: Callable[[], object],
+    n: int,
+    rounds: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, float]:
+    """Alternating rounds of ``n`` calls each: (our median per-call seconds, theirs, median of
+    the per-round ratios)."""
+    for fn in (ours, theirs):
+        for _ in range(max(3, n // 10)):
+            fn()
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(rounds):
+        for fn, out in ((ours, a), (theirs, b)):
+            t = clock()
+            for _ in range(n):
+                fn()
+            out.append((clock() - t) / n)
+    return median(a), median(b), median([x / y for x, y in zip(a, b, strict=True)])
+
+
+@contextlib.contextmanager
+def home_with(manifests: dict[str, tuple[str, bytes]], engine: str | None = None) -> Iterator[Path]:
+    """A fresh home (minimal KDF) with plugins ``name -> (plugin.toml, module)``."""
+    from vultrino.core import Vultrino
+    from vultrino.store import KdfParams
+
+    root = Path(tempfile.mkdtemp(prefix="vultrino-bench-"))
+    try:
+        home = root / "home"
+        Vultrino.init(home, PASSWORD, kdf=KdfParams.minimal()).close()
+        if engine:
+            (home / "config.toml").write_text(f'engine = "{engine}"\n')
+        for name, (manifest, module) in manifests.items():
+            d = home / "plugins" / name
+            d.mkdir(parents=True)
+            (d / "plugin.toml").write_text(manifest)
+            (d / f"{name}.wasm").write_bytes(module)
+        yield home
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+SERVER = r"""
+import sys, random
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+rng = random.Random(7)
+alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,:{}[]"
+def body(n):
+    return "".join(rng.choice(alphabet) for _ in range(n)).encode()
+BODIES = {"/small": body(100), "/64k": body(64 * 1024), "/1m": body(1 << 20)}
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        data = BODIES.get(self.path.split("?")[0], b"")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+class S(ThreadingHTTPServer):
+    daemon_threads = True
+
+s = S(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[str]:
+    """A keep-alive HTTP/1.1 server in its own process on 127.0.0.1 (so its work does not
+    share this process's interpreter lock with either client)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def bench_http(res: Any, smoke: bool) -> None:
+    """``execute`` of an HTTP GET (bearer credential, allowlisted 127.0.0.1) against httpx
+    alone reading the same URL as text, in alternating rounds, wall time."""
+    import httpx
+
+    from vultrino.core import Vultrino
+
+    rounds = 3 if smoke else 15
+    with http_server() as base, home_with({}) as home, Vultrino.open(home, PASSWORD) as v:
+        v.add_credential("local", "bearer", {"token": SECRET}, allow=[f"GET {base}/*"])
+        client = httpx.Client(trust_env=False)
+        try:
+            for label, path, n in (
+                ("~100 B", "/small", 20 if smoke else 200),
+                ("64 KiB", "/64k", 5 if smoke else 100),
+                ("1 MiB", "/1m", 2 if smoke else 20),
+            ):
+                url = base + path
+                params = {"url": url}
+                result = v.execute("local", "request", params)
+                direct = client.get(url, headers={"Authorization": f"Bearer {SECRET}"})
+                assert result["status"] == 200 and result["body"] == direct.text, label
+
+                def ours(params: dict[str, Any] = params) -> object:
+                    return v.execute("local", "request", params)
+
+                def theirs(url: str = url) -> object:
+                    return client.get(url, headers={"Authorization": f"Bearer {SECRET}"}).text
+
+                a, b, ratio = paired(ours, theirs, n, rounds)
+                res.add(
+                    f"http: execute GET, {label} body",
+                    a * 1e3,
+                    "ms",
+                    note=f"httpx alone against the same local server: {b * 1e3:.3g} ms",
+                )
+                res.add(
+                    f"http: execute GET, {label} body vs httpx alone",
+                    ratio,
+                    "x",
+                    1.3,
+                    note="median of alternating rounds, wall time",
+                )
+        finally:
+            client.close()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+PARTS: dict[str, Callable[[Any, bool], None]] = {"http": bench_http}
+
+
+def run(res: Any, smoke: bool, only: set[str] | None = None) -> None:
+    for name, part in PARTS.items():
+        if only is None or name in only:
+            print(f"hot paths: {name}", file=sys.stderr, flush=True)
+            part(res, smoke)
+
+
+def main() -> None:
+    from benchmarks.run import Results
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", help=f"comma-separated parts: {', '.join(PARTS)}")
+    args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    res = Results()
+    run(res, args.smoke, only)
+    print(json.dumps([f.__dict__ for f in res.figures], indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
