@@ -185,9 +185,88 @@ def bench_http(res: Any, smoke: bool) -> None:
             client.close()
 
 
+# --- the facade with a plugin that logs ------------------------------------------------------------
+
+ECHO_MANIFEST = """
+[plugin]
+name = "{name}"
+version = "1.0.0"
+wasm_module = "{name}.wasm"
+
+[[credential_types]]
+name = "key"
+[[credential_types.fields]]
+name = "key"
+type = "password"
+required = true
+
+[[actions]]
+name = "echo"
+credential_type = "key"
+[[actions.parameters]]
+name = "data"
+type = "string"
+required = true
+"""
+
+
+def echo_plugins(*names_and_guests: tuple[str, str]) -> dict[str, tuple[str, bytes]]:
+    return {name: (ECHO_MANIFEST.format(name=name), wat(guest)) for name, guest in names_and_guests}
+
+
+def extism_echo() -> Callable[[], object] | None:
+    """Extism's bare echo call of ~100 B (the reference of the facade rows), or None."""
+    try:
+        import extism
+    except ImportError:
+        print("  extism not installed: its rows are skipped", file=sys.stderr)
+        return None
+    plugin = extism.Plugin(wat("extism_echo.wat"), wasi=False)
+    data = b"x" * 100
+    assert plugin.call("echo", data) == data
+    return lambda: plugin.call("echo", data)
+
+
+def bench_log(res: Any, smoke: bool) -> None:
+    """``Vultrino.execute`` of an echo action whose guest calls the host ``log`` once and
+    answers with the request (so the credential's secret comes back and is scrubbed), against
+    Extism's bare echo call, in alternating rounds of CPU time of the calling thread."""
+    from vultrino.core import Vultrino
+
+    theirs = extism_echo()
+    if theirs is None:
+        return
+    plugins = echo_plugins(("echolog", "abi2_echo_log.wat"), ("echo", "abi2_echo.wat"))
+    with home_with(plugins) as home, Vultrino.open(home, PASSWORD) as v:
+        for alias in ("echolog", "echo"):
+            v.add_credential(alias, f"plugin:{alias}:key", {"key": SECRET})
+        params = {"data": "x" * 60}
+        for alias in ("echolog", "echo"):
+            result = v.execute(alias, "echo", params)
+            assert result["credential"]["fields"]["key"] == "[REDACTED]", result
+        n = 200 if smoke else 5000
+        rounds = 3 if smoke else 15
+        cpu = time.thread_time
+        a, b, ratio = paired(lambda: v.execute("echolog", "echo", params), theirs, n, rounds, cpu)
+        plain, _, _ = paired(lambda: v.execute("echo", "echo", params), theirs, n, 3, cpu)
+    res.add(
+        "execute, echo action that logs once (secret echoed, scrubbed)",
+        a * 1e6,
+        "µs",
+        note=f"CPU time; the same echo without the log call: {plain * 1e6:.1f} µs",
+    )
+    res.add(
+        "execute with one log call vs Extism bare call",
+        ratio,
+        "x",
+        1.0,
+        note=f"Extism's bare echo in the same rounds: {b * 1e6:.1f} µs; median of rounds",
+    )
+
+
 # --- the run -------------------------------------------------------------------------------------
 
-PARTS: dict[str, Callable[[Any, bool], None]] = {"http": bench_http}
+PARTS: dict[str, Callable[[Any, bool], None]] = {"http": bench_http, "log": bench_log}
 
 
 def run(res: Any, smoke: bool, only: set[str] | None = None) -> None:

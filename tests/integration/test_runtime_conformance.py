@@ -314,6 +314,30 @@ def test_log_with_bad_pointer_is_an_abi_error(load: Callable[..., Any]) -> None:
         module.execute(req("echo"))
 
 
+def test_lines_nobody_would_see_are_skipped_but_counted_and_checked(
+    runtime: WasmRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The logger drops info lines (WARNING here): they are neither read nor passed on, yet
+    # they count against the per-call cap, and a bad pointer still fails the call.
+    caplog.set_level(logging.WARNING, logger="vultrino.plugin.quiet")
+    module = runtime.load(guests.log_flood(MAX_LOG_LINES_PER_CALL + 7), plugin="quiet")
+    module.execute(req("echo"))
+    records = [r.getMessage() for r in caplog.records if r.name == "vultrino.plugin.quiet"]
+    assert records == ["7 more log lines from this call were dropped"]
+    bad = runtime.load(guests.log_bad_pointer(), plugin="quiet-bad")
+    with pytest.raises(PluginABIError, match="log message"):
+        bad.execute(req("echo"))
+    seen: list[tuple[str, str]] = []
+    picky = runtime.load(
+        guests.logger(),
+        plugin="picky",
+        log=lambda level, text: seen.append((level, text)),
+        log_enabled=lambda level: level in ("warn", "error"),
+    )
+    picky.execute(req("echo"))
+    assert [level for level, _ in seen] == ["warn", "error"]
+
+
 def test_wasi_has_no_capabilities(
     load: Callable[..., Any], capfd: pytest.CaptureFixture[str]
 ) -> None:

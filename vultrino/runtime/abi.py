@@ -261,31 +261,46 @@ def host_functions(
     log: Callable[[str, str], None],
     *,
     max_message_bytes: int = 4096,
+    wants: Callable[[str], bool] | None = None,
 ) -> tuple[list[HostFunc], _wasi.GuestOutput]:
     """The host functions the module imports: ``log`` and WASI, both ending in ``log``.
 
     Returns them with the :class:`~vultrino.runtime._wasi.GuestOutput` that buffers stdout and
-    stderr lines; flush it after each call.
+    stderr lines; flush it after each call. ``wants(level)``, when given, is asked before a
+    ``log`` message is read out of memory and decoded: False means nobody would see it (it is
+    still checked against memory, so a bad pointer fails the call either way).
     """
     output = _wasi.GuestOutput(log, max_line=max_message_bytes)
     funcs: list[HostFunc] = []
     wasi: dict[str, FuncType] = {}
     for imp in shape.imports:
         if imp.module == HOST_MODULE and imp.name == LOG:
-            funcs.append(_log_function(log, max_message_bytes))
+            funcs.append(_log_function(log, max_message_bytes, wants))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
     return funcs, output
 
 
-def _log_function(log: Callable[[str, str], None], cap: int) -> HostFunc:
+def _log_function(
+    log: Callable[[str, str], None], cap: int, wants: Callable[[str], bool] | None = None
+) -> HostFunc:
+    levels = LOG_LEVELS
+    count = len(levels)
+
     def host_log(memory: Memory, level: int, ptr: int, length: int) -> None:
         level &= _M32
-        if level >= len(LOG_LEVELS):
+        if level >= count:
             raise PluginABIError(f"log level {level} is not one of 0 (debug) to 3 (error)")
         ptr &= _M32
         length &= _M32
+        name = levels[level]
+        if wants is not None and not wants(name):  # written nowhere: only the bounds matter
+            if ptr + length > memory.size():
+                raise PluginABIError(
+                    f"the log message at {ptr:#x} ({length} bytes) is outside memory"
+                )
+            return
         if length > cap and ptr + length > memory.size():
             raise PluginABIError(f"the log message at {ptr:#x} ({length} bytes) is outside memory")
         try:
@@ -297,7 +312,7 @@ def _log_function(log: Callable[[str, str], None], cap: int) -> HostFunc:
         text = data.decode("utf-8", "replace")
         if length > cap:
             text += f" [... {length - cap} more bytes dropped]"
-        log(LOG_LEVELS[level], text)
+        log(name, text)
 
     return HostFunc(HOST_MODULE, LOG, LOG_TYPE, host_log)
 
