@@ -22,6 +22,7 @@ different instances run in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -509,18 +510,28 @@ class PluginModule:
 
     def _new_session(self) -> abi.Session:
         plog = _PluginLog(self.plugin, self._log_func, self._log_enabled)
+        runtime = self._runtime
+        buffer = (
+            abi.LogBuffer(plog, plog.wants, cap=MAX_LOG_MESSAGE)
+            if runtime.capabilities.fused_call and self.abi == 2
+            else None
+        )
         host, output = abi.host_functions(
-            self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE, wants=plog.wants
+            self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE, wants=plog.wants, buffer=buffer
         )
         if self._affine:
             native = self._runtime._native_here(self.sha256, self._artifact)
         else:
             native = self._native
-        runtime = self._runtime
         instance = runtime.engine.instantiate(native, host, self._limits)
         try:
             session = abi.new_session(
-                self.abi, instance, self._limits, output, fused=runtime.capabilities.fused_call
+                self.abi,
+                instance,
+                self._limits,
+                output,
+                fused=runtime.capabilities.fused_call,
+                log_buffer=buffer,
             )
         except BaseException:
             instance.close()
@@ -540,6 +551,7 @@ class PluginModule:
 
     def _discard(self, session: abi.Session, *, count: bool = True) -> None:
         try:
+            session.flush_log()
             session.output.flush()
         except Exception:  # a failing log sink must not hide the call's error
             logging.getLogger("vultrino.runtime").exception("plugin log failed")
@@ -782,7 +794,7 @@ class WasmRuntime:
             if self.cache.directory is not None or self.thread_affine:
                 payload = engine.serialize(native)
                 self.cache.store(*key, payload)
-        shape = engine.shape(native)
+        shape = dataclasses.replace(engine.shape(native), start=_signatures.has_start(wasm))
         with self._lock:
             self._natives[sha] = (native, shape)
             if self.thread_affine and payload is not None:
