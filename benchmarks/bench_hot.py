@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,9 +265,211 @@ def bench_log(res: Any, smoke: bool) -> None:
     )
 
 
+# --- many threads, one plugin ----------------------------------------------------------------------
+
+
+def throughput(call: Callable[[], object], threads: int, n: int) -> float:
+    """Calls per second when ``threads`` threads each make ``n`` calls of ``call`` at once."""
+    if threads == 1:
+        t = time.perf_counter()
+        for _ in range(n):
+            call()
+        return n / (time.perf_counter() - t)
+    start = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        start.wait()
+        try:
+            for _ in range(n):
+                call()
+        except BaseException as exc:  # reported below: a failed call must not look fast
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for th in pool:
+        th.start()
+    start.wait()
+    t = time.perf_counter()
+    for th in pool:
+        th.join()
+    elapsed = time.perf_counter() - t
+    if errors:
+        raise errors[0]
+    return threads * n / elapsed
+
+
+def scaling(call: Callable[[], object], n: int, rounds: int, threads: int = 8) -> float:
+    """Median over alternating rounds of (throughput of ``threads`` threads) / (of one)."""
+    for _ in range(max(3, n // 10)):
+        call()
+    ratios = []
+    for _ in range(rounds):
+        one = throughput(call, 1, n)
+        many = throughput(call, threads, n)
+        ratios.append(many / one)
+    return median(ratios)
+
+
+def thread_rows(engine: str, smoke: bool) -> list[tuple[str, float, str, float | None, str]]:
+    """(name, value, unit, goal, note) of the threads rows for ``engine``, measured here."""
+    from vultrino.core import Vultrino
+
+    plugins = echo_plugins(("echo", "abi2_echo.wat"), ("spin", "abi2_spin.wat"))
+    rows: list[tuple[str, float, str, float | None, str]] = []
+    with home_with(plugins, engine=engine) as home, Vultrino.open(home, PASSWORD) as v:
+        for alias in ("echo", "spin"):
+            v.add_credential(alias, f"plugin:{alias}:key", {"key": SECRET})
+        params = {"data": "x" * 60}
+        rounds = 2 if smoke else 5
+        for alias, n, goal, what in (
+            ("echo", 50 if smoke else 2000, 1.0, "trivial echo"),
+            ("spin", 3 if smoke else 60, 1.7, "echo after ~1-2 ms of guest work"),
+        ):
+
+            def call(alias: str = alias) -> object:
+                return v.execute(alias, "echo", params)
+
+            call()
+            t = time.perf_counter()
+            for _ in range(n):
+                call()
+            per = (time.perf_counter() - t) / n
+            ratio = scaling(call, n, rounds)
+            rows.append(
+                (
+                    f"{engine}: 8 threads calling one plugin, {what}, vs one thread",
+                    ratio,
+                    "x",
+                    goal,
+                    f"throughput ratio, median of {rounds} alternating rounds; one call "
+                    f"{per * 1e6:.0f} µs",
+                )
+            )
+    return rows
+
+
+def bench_threads(res: Any, smoke: bool) -> None:
+    """8 threads calling one plugin through ``Vultrino.execute``: throughput against one
+    thread's, for a trivial call and one that spends a millisecond or two in the guest, on
+    both engines (wasmer's under ``.venv310``); Extism's own figure as the reference."""
+    theirs = extism_echo()
+    if theirs is not None:
+        ratio = scaling(theirs, 50 if smoke else 2000, 2 if smoke else 5)
+        res.add(
+            "extism: 8 threads calling one plugin, trivial echo, vs one thread",
+            ratio,
+            "x",
+            note="the reference: Extism's Python host, one shared Plugin",
+        )
+    for row in [*thread_rows("wasmtime", smoke), *child_rows("threads", smoke)]:
+        res.add(*row[:3], goal=row[3], note=row[4], at_least=True)
+
+
+# --- wasmer, from the Python 3.10 venv ---------------------------------------------------------------
+
+PY310 = ROOT / ".venv310" / "bin" / "python"
+
+
+def child_rows(part: str, smoke: bool) -> list[list[Any]]:
+    """Rows a part measures under ``.venv310`` (wasmer), as a child process of this run."""
+    if not PY310.exists():
+        print("  .venv310 missing: wasmer rows skipped (bash scripts/setup.sh)", file=sys.stderr)
+        return []
+    cmd = [str(PY310), str(Path(__file__)), "--child", part, *(["--smoke"] if smoke else [])]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    rows: list[list[Any]] = json.loads(out)
+    return rows
+
+
+def child(part: str, smoke: bool) -> None:
+    """The child side of :func:`child_rows` (and of the paired wasmer rounds)."""
+    if part == "threads":
+        print(json.dumps(thread_rows("wasmer", smoke)))
+    elif part == "rounds":
+        serve_rounds()
+
+
+def serve_rounds() -> None:
+    """Wasmer's side of paired rounds: a line with N on stdin runs N calls of ``execute`` of
+    the echo action and answers with the CPU seconds per call; an empty line ends."""
+    from vultrino.core import Vultrino
+
+    plugins = echo_plugins(("echo", "abi2_echo.wat"))
+    with home_with(plugins, engine="wasmer") as home, Vultrino.open(home, PASSWORD) as v:
+        v.add_credential("echo", "plugin:echo:key", {"key": SECRET})
+        params = {"data": "x" * 60}
+        result = v.execute("echo", "echo", params)
+        assert result["credential"]["fields"]["key"] == "[REDACTED]", result
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            n = int(line)
+            t = time.thread_time()
+            for _ in range(n):
+                v.execute("echo", "echo", params)
+            print((time.thread_time() - t) / n, flush=True)
+
+
+def bench_wasmer(res: Any, smoke: bool) -> None:
+    """``Vultrino.execute`` of the echo action on the wasmer engine (in a ``.venv310`` child
+    process) against Extism's bare echo (here), in alternating rounds of CPU time."""
+    theirs = extism_echo()
+    if theirs is None or not PY310.exists():
+        print("  extism or .venv310 missing: wasmer's facade row skipped", file=sys.stderr)
+        return
+    proc = subprocess.Popen(
+        [str(PY310), str(Path(__file__)), "--child", "rounds"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        n = 200 if smoke else 5000
+        rounds = 3 if smoke else 15
+        ours: list[float] = []
+        refs: list[float] = []
+        for k in range(rounds + 1):
+            proc.stdin.write(f"{n}\n")
+            proc.stdin.flush()
+            mine = float(proc.stdout.readline())
+            t = time.thread_time()
+            for _ in range(n):
+                theirs()
+            ref = (time.thread_time() - t) / n
+            if k:  # the first round warms both up
+                ours.append(mine)
+                refs.append(ref)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    finally:
+        proc.wait(timeout=60)
+    res.add(
+        "wasmer: execute (full facade), ~100 B echo",
+        median(ours) * 1e6,
+        "µs",
+        note="CPU time; Python 3.10 (wasmer-python has no newer wheels)",
+    )
+    res.add(
+        "wasmer: execute (full facade) vs Extism bare call",
+        median([a / b for a, b in zip(ours, refs, strict=True)]),
+        "x",
+        1.0,
+        note=f"Extism's bare echo (Python 3.11) in alternating rounds: {median(refs) * 1e6:.1f} µs",
+    )
+
+
 # --- the run -------------------------------------------------------------------------------------
 
-PARTS: dict[str, Callable[[Any, bool], None]] = {"http": bench_http, "log": bench_log}
+PARTS: dict[str, Callable[[Any, bool], None]] = {
+    "http": bench_http,
+    "log": bench_log,
+    "wasmer": bench_wasmer,
+    "threads": bench_threads,
+}
 
 
 def run(res: Any, smoke: bool, only: set[str] | None = None) -> None:
@@ -282,7 +485,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--only", help=f"comma-separated parts: {', '.join(PARTS)}")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # run under .venv310 by this script
     args = ap.parse_args()
+    if args.child:
+        child(args.child, args.smoke)
+        return
     only = set(args.only.split(",")) if args.only else None
     res = Results()
     run(res, args.smoke, only)
