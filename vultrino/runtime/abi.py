@@ -362,24 +362,25 @@ class LogBuffer:
         #: Whether the guest's ``log`` import may be rerouted to the buffer (set by
         #: :func:`host_functions`: not for a module with a start function).
         self.rerouted = False
-        self._view: Callable[[int, int], bytes | memoryview] | None = None
-        self._write: Callable[[int, bytes], None] | None = None
+        self._view: Callable[[int, int], Any] | None = None
 
     def bind(self, memory: Memory) -> None:
         """Read lines from ``memory`` (the fused-call module's) from now on."""
         self._view = memory.view
-        self._write = memory.write
 
     def flush(self) -> None:
         view = self._view
         if view is None:
             return
-        used = _U32.unpack(view(LOG_AREA, 4))[0]
-        if not used:
-            return
-        assert self._write is not None
-        data = bytes(view(LOG_DATA, min(used, LOG_ROOM)))
-        self._write(LOG_AREA, _ZERO32)  # emptied before anything is passed on
+        area = view(LOG_AREA, 4 + LOG_ROOM)  # a view: one bounds check, no copy
+        try:
+            used = _U32.unpack_from(area)[0]
+            if not used:
+                return
+            data = area[4 : 4 + min(used, LOG_ROOM)].tobytes()
+            area[:4] = _ZERO32  # emptied before anything is passed on
+        finally:
+            del area  # no view of the module's memory outlives this call
         levels, count, log, wants = LOG_LEVELS, len(LOG_LEVELS), self._log, self._wants
         at, end = 0, len(data)
         while at + 8 <= end:
