@@ -448,8 +448,18 @@ class HttpClient:
             )
             response = self._client.send(request, stream=True)
             try:
-                _check_declared_length(response, max_bytes)
-                layers = _decoders(response.headers.get_list("content-encoding", split_commas=True))
+                # The headers read once (each lookup in httpx's Headers re-derives their
+                # encoding): the length and codings come from this list.
+                items = response.headers.multi_items()
+                _check_declared_length(items, max_bytes)
+                layers = _decoders(
+                    [
+                        coding.strip()
+                        for name, value in items
+                        if name.lower() == "content-encoding"
+                        for coding in value.split(",")
+                    ]
+                )
                 # The chunks as they arrive (no re-chunking copy), joined once at the end.
                 chunks: list[bytes] = []
                 size = 0
@@ -470,7 +480,7 @@ class HttpClient:
             return Response(
                 status=response.status_code,
                 reason=response.reason_phrase,
-                headers=[(k, v) for k, v in response.headers.multi_items()],
+                headers=items,
                 body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
                 url=str(response.url),
             )
@@ -495,8 +505,8 @@ def make_client(
     return HttpClient(verify=verify, user_agent=user_agent, resolver=resolver)
 
 
-def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
-    declared = response.headers.get("content-length")
+def _check_declared_length(items: list[tuple[str, str]], max_bytes: int) -> None:
+    declared = next((v for n, v in items if n.lower() == "content-length"), None)
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise NetError(
             "too_large",

@@ -96,15 +96,18 @@ def scrub_error(exc: E, forms: Scrubber | Sequence[str]) -> E:
     return exc
 
 
-def _spans(pattern: re.Pattern[Any], value: Any) -> list[tuple[int, int]]:
-    """The merged spans of every occurrence of any form, overlapping ones included.
+def _spans(
+    pattern: re.Pattern[Any], value: Any, first: re.Match[Any] | None = None
+) -> list[tuple[int, int]]:
+    """The merged spans of every occurrence of any form, overlapping ones included
+    (``first``: the first match, when the caller has searched already).
 
     The alternatives are ordered longest first, so the match found at a position is the
     longest form starting there; searching again one position later finds forms that begin
     inside it.
     """
     spans: list[tuple[int, int]] = []
-    m = pattern.search(value)
+    m = first if first is not None else pattern.search(value)
     while m is not None:
         start, end = m.span()
         if spans and start < spans[-1][1]:
@@ -116,9 +119,14 @@ def _spans(pattern: re.Pattern[Any], value: Any) -> list[tuple[int, int]]:
     return spans
 
 
-def _redacted(pattern: re.Pattern[AnyStr], value: AnyStr, mark: AnyStr) -> AnyStr:
+def _redacted(
+    pattern: re.Pattern[AnyStr],
+    value: AnyStr,
+    mark: AnyStr,
+    first: re.Match[AnyStr] | None = None,
+) -> AnyStr:
     """``value`` with every span :func:`_spans` finds replaced by ``mark`` (str or bytes)."""
-    spans = _spans(pattern, value)
+    spans = _spans(pattern, value, first)
     if not spans:
         return value
     parts: list[AnyStr] = []
@@ -202,12 +210,14 @@ class Scrubber:
         pattern = self._text
         if pattern is None:
             return value
-        if len(value) >= LONG_VALUE:
-            if self._probe(value) is None:
-                return value
-        elif pattern.fullmatch(value) is not None:  # the commonest case: a field that is a secret
+        first = self._probe(value)
+        if first is None:
+            return value
+        # The commonest hit: a field that is a secret. The leftmost match is the longest form
+        # at its position (longest first), so a value that is a form matches whole.
+        if first.end() == len(value) and first.start() == 0:
             return REDACTED
-        return _redacted(pattern, value, REDACTED)
+        return _redacted(pattern, value, REDACTED, first)
 
     def data(self, value: bytes) -> bytes:
         if self._bytes is None:

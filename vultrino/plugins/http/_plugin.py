@@ -1249,10 +1249,14 @@ def _result(
         out_body, encoding = text, "text"
     else:
         out_body, encoding = scrub.text(base64.b64encode(body).decode("ascii")), "base64"
+    pairs = [(name.lower(), value) for name, value in response.headers]
+    # One search over all of them first: a form in any name or value is in the joined text
+    # too (the separator can only add a match, which then sends every one through the
+    # scrubber).
+    if scrub.holds("\n".join(f"{n}\n{v}" for n, v in pairs)):
+        pairs = [(scrub.text(n), scrub.text(v)) for n, v in pairs]
     headers: dict[str, str] = {}
-    for name, value in response.headers:
-        key = scrub.text(name.lower())
-        clean = scrub.text(value)
+    for key, clean in pairs:
         headers[key] = f"{headers[key]}, {clean}" if key in headers else clean
     return {
         "status": response.status,
