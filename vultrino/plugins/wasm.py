@@ -182,7 +182,7 @@ class WasmPlugin:
                         )
                 runtime = resolve_runtime(self._runtime)
                 module: ModuleLike = runtime.load(
-                    wasm, plugin=self.name, log=self._plugin_log, log_enabled=self._log_enabled
+                    wasm, plugin=self.name, log=self._plugin_log, log_enabled=self._log_enabled()
                 )
                 self._module = module
             return self._module
@@ -305,18 +305,24 @@ class WasmPlugin:
                 self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
             self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
 
-    def _log_enabled(self, level: str) -> bool:
-        """Whether :meth:`_plugin_log` would write a line of ``level`` anywhere: always to a
-        ``log`` callable; to the plugin's logger when it is enabled for the level (a line it
-        would drop is then neither decoded nor scrubbed)."""
+    def _log_enabled(self) -> Callable[[str], bool] | None:
+        """Whether :meth:`_plugin_log` would write a line of a level anywhere (None: always,
+        to a ``log`` callable); to the plugin's logger, when it is enabled for the level (a line
+        it would drop is then neither decoded nor scrubbed). Asked per line: the logger's level
+        may change at any time."""
         if self._log is not None:
-            return True
+            return None
         logger = self._logger
         if logger is None:
             import logging
 
             logger = self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
-        enabled: bool = logger.isEnabledFor(_LOG_LEVELS.get(level, 20))
+        enabled_for = logger.isEnabledFor
+        numbers = _LOG_LEVELS
+
+        def enabled(level: str) -> bool:
+            return bool(enabled_for(numbers.get(level, 20)))
+
         return enabled
 
     def describe(self, action: str, params: Mapping[str, Any]) -> str | None:

@@ -372,25 +372,27 @@ class LogBuffer:
         view = self._view
         if view is None:
             return
+        levels, count, wants = LOG_LEVELS, len(LOG_LEVELS), self._wants
+        lines: list[tuple[str, bytes]] = []
         area = view(LOG_AREA, 4 + LOG_ROOM)  # a view: one bounds check, no copy
         try:
             used = _U32.unpack_from(area)[0]
             if not used:
                 return
-            data = area[4 : 4 + min(used, LOG_ROOM)].tobytes()
+            at, end = 4, 4 + min(used, LOG_ROOM)
+            while at + 8 <= end:
+                level, length = _LOG_ENTRY.unpack_from(area, at)
+                start = at + 8
+                at = start + length
+                name = levels[level] if level < count else "error"  # the module checked it
+                if wants is None or wants(name):  # else counted, and never read
+                    lines.append((name, area[start:at].tobytes()))
             area[:4] = _ZERO32  # emptied before anything is passed on
         finally:
             del area  # no view of the module's memory outlives this call
-        levels, count, log, wants = LOG_LEVELS, len(LOG_LEVELS), self._log, self._wants
-        at, end = 0, len(data)
-        while at + 8 <= end:
-            level, length = _LOG_ENTRY.unpack_from(data, at)
-            line = data[at + 8 : at + 8 + length]
-            at += 8 + length
-            name = levels[level] if level < count else "error"  # the module checked it
-            if wants is not None and not wants(name):
-                continue
-            log(name, line.decode("utf-8", "replace"))
+        log = self._log
+        for name, raw in lines:
+            log(name, raw.decode("utf-8", "replace"))
 
 
 # --- responses ---------------------------------------------------------------------------------

@@ -121,12 +121,12 @@ class _PluginLog:
         """Whether to build a line of ``level`` and pass it to this log (which counts it). A
         line that would be written nowhere, or past the call's cap, is counted here instead
         and False returned."""
-        if self.remaining > 0 and self.enabled(level):
-            return True
         if self.remaining <= 0:
             self.dropped += 1
-        else:
-            self.remaining -= 1
+            return False
+        if self.enabled(level):
+            return True
+        self.remaining -= 1
         return False
 
     def __call__(self, level: str, text: str) -> None:
