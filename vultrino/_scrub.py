@@ -256,13 +256,13 @@ class Scrubber:
         for key, item in value.items():  # replacing the value of a key is allowed meanwhile
             kind = type(key)
             if kind is str:
-                if len(key) >= shortest and (search(key) if len(key) < _LONG else probe(key)):
+                if (n := len(key)) >= shortest and (search(key) if n < _LONG else probe(key)):
                     rekey = True
             elif kind not in _PLAIN:
                 rekey = True
             kind = type(item)
             if kind is str:
-                if len(item) >= shortest and (search(item) if len(item) < _LONG else probe(item)):
+                if (n := len(item)) >= shortest and (search(item) if n < _LONG else probe(item)):
                     value[key] = self.text(item)
             elif kind is dict:
                 self._dict_in_place(item)
@@ -283,7 +283,7 @@ class Scrubber:
         for i, item in enumerate(value):
             kind = type(item)
             if kind is str:
-                if len(item) >= shortest and (search(item) if len(item) < _LONG else probe(item)):
+                if (n := len(item)) >= shortest and (search(item) if n < _LONG else probe(item)):
                     value[i] = self.text(item)
             elif kind is dict:
                 self._dict_in_place(item)
@@ -323,13 +323,13 @@ class Scrubber:
         for key, item in value.items():
             k, v = key, item
             if type(k) is str:
-                if len(k) >= shortest and (search(k) if len(k) < _LONG else probe(k)):
+                if (n := len(k)) >= shortest and (search(k) if n < _LONG else probe(k)):
                     k = self.text(k)
             elif type(k) not in _PLAIN:
                 k = self._any(k)
             kind = type(v)
             if kind is str:
-                if len(v) >= shortest and (search(v) if len(v) < _LONG else probe(v)):
+                if (n := len(v)) >= shortest and (search(v) if n < _LONG else probe(v)):
                     v = self.text(v)
             elif kind is dict:
                 v = self._dict(v)
@@ -347,7 +347,7 @@ class Scrubber:
             v = item
             kind = type(v)
             if kind is str:
-                if len(v) >= shortest and (search(v) if len(v) < _LONG else probe(v)):
+                if (n := len(v)) >= shortest and (search(v) if n < _LONG else probe(v)):
                     v = self.text(v)
             elif kind is dict:
                 v = self._dict(v)
