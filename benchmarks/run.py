@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GUESTS = ROOT / "benchmarks" / "guests"
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import bench_hot  # noqa: E402 - needs ROOT on the path first
+
 
 @dataclass
 class Figure:
@@ -53,9 +55,12 @@ class Results:
         goal: float | None = None,
         note: str = "",
         goal_text: str | None = None,
+        at_least: bool = False,
     ) -> None:
-        ok = None if goal is None else value <= goal
-        text = goal_text or ("" if goal is None else f"<= {goal:g} {unit}")
+        """``goal`` is a ceiling, or with ``at_least`` a floor (a throughput ratio)."""
+        ok = None if goal is None else (value >= goal if at_least else value <= goal)
+        sign = ">=" if at_least else "<="
+        text = goal_text or ("" if goal is None else f"{sign} {goal:g} {unit}")
         self.figures.append(Figure(name, value, unit, text, ok, note))
         mark = "" if ok is None else ("  ok" if ok else "  MISSED")
         print(f"  {name}: {value:.4g} {unit}{mark}", file=sys.stderr, flush=True)
@@ -562,6 +567,8 @@ def main() -> None:
         import_bench("bench_serve").run(res, args.smoke)
         print("python plugin builds", file=sys.stderr)
         import_bench("bench_python_imports").run(res, args.smoke)
+        print("hot paths", file=sys.stderr)
+        bench_hot.run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -95,6 +95,45 @@ def logger() -> bytes:
     return abi2(body, imports=imports, extra=extra)
 
 
+def log_interleaved(*, trap: bool = False, start: bool = False) -> bytes:
+    """Logs "one", prints "two" to stdout, logs "three", overwrites the bytes of the message it
+    logged first, logs a message over the 4096-byte cap, logs "four" and prints "five" without a
+    newline (left for the end of the call); then echoes, or traps (``trap``). With ``start``,
+    its start function logs "start" first (while it is instantiated)."""
+    imports = """
+    (import "vultrino:plugin/host@1.0.0" "log" (func $log (param i32 i32 i32)))
+    (import "wasi_snapshot_preview1" "fd_write"
+      (func $fd_write (param i32 i32 i32 i32) (result i32)))"""
+    extra = """
+    (data (i32.const 65536) "one")
+    (data (i32.const 65600) "two\\0a")
+    (data (i32.const 65700) "three")
+    (data (i32.const 65800) "four")
+    (data (i32.const 65900) "five")
+    (data (i32.const 66000) "start")
+    (func $print (param $ptr i32) (param $len i32)
+      (i32.store (i32.const 64) (local.get $ptr))
+      (i32.store (i32.const 68) (local.get $len))
+      (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 72))))""" + (
+        """
+    (func $on_start (call $log (i32.const 1) (i32.const 66000) (i32.const 5)))
+    (start $on_start)"""
+        if start
+        else ""
+    )
+    body = (
+        "(memory.copy (i32.const 66100) (i32.const 65536) (i32.const 3))"  # "one", fresh
+        "(call $log (i32.const 1) (i32.const 66100) (i32.const 3))"
+        "(call $print (i32.const 65600) (i32.const 4))"
+        "(call $log (i32.const 2) (i32.const 65700) (i32.const 5))"
+        "(i32.store (i32.const 66100) (i32.const 0x585858))"  # "XXX": over the first line
+        "(call $log (i32.const 1) (i32.const 70000) (i32.const 5000))"
+        "(call $log (i32.const 3) (i32.const 65800) (i32.const 4))"
+        "(call $print (i32.const 65900) (i32.const 4))" + ("unreachable" if trap else ECHO)
+    )
+    return abi2(body, imports=imports, extra=extra)
+
+
 def log_flood(count: int) -> bytes:
     """Calls ``log`` ``count`` times in one call."""
     imports = '(import "vultrino:plugin/host@1.0.0" "log" (func $log (param i32 i32 i32)))'

@@ -113,7 +113,9 @@ class Response:
 
 @dataclass(frozen=True)
 class UrlParts:
-    """How httpx itself reads a URL: used to prove it agrees with Vultrino's normaliser."""
+    """How httpx itself reads a URL: used to prove it agrees with Vultrino's normaliser, then
+    handed to :meth:`HttpClient.send` so the request goes out with that very reading (and the
+    URL is parsed once)."""
 
     scheme: str
     host: str
@@ -121,6 +123,8 @@ class UrlParts:
     path: str
     query: str
     userinfo: str
+    url: str = ""
+    parsed: Any = None  # the httpx.URL these parts were read from
 
 
 class _NoCookies(CookiePolicy):
@@ -157,7 +161,7 @@ def url_parts(url: str) -> UrlParts:
     path, _, query = raw_path.partition("?")
     if port is None:
         port = {"http": 80, "https": 443}.get(scheme, 0)
-    return UrlParts(scheme, host, port, path, query, userinfo)
+    return UrlParts(scheme, host, port, path, query, userinfo, url, parsed)
 
 
 # --- addresses a request may not reach through a broad pattern -------------------------------
@@ -405,7 +409,7 @@ class HttpClient:
     def send(
         self,
         method: str,
-        url: str,
+        url: str | UrlParts,
         *,
         headers: Sequence[tuple[str, str]],
         content: bytes | None,
@@ -429,10 +433,15 @@ class HttpClient:
         """
         deadline = time.monotonic() + timeout
         sent = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
+        if isinstance(url, UrlParts):  # read by url_parts already: not parsed again
+            target: Any = url.parsed if url.parsed is not None else url.url
+            url = url.url
+        else:
+            target = url
         with _mapped_errors(url):
             request = self._client.build_request(
                 method,
-                url,
+                target,
                 headers=sent,
                 content=content,
                 timeout=httpx.Timeout(timeout),
@@ -440,13 +449,25 @@ class HttpClient:
             )
             response = self._client.send(request, stream=True)
             try:
-                _check_declared_length(response, max_bytes)
-                layers = _decoders(response.headers.get_list("content-encoding", split_commas=True))
-                body = bytearray()
-                for raw in response.iter_raw(_CHUNK):
-                    for chunk in _decode(layers, 0, raw):
-                        body += chunk
-                        if len(body) > max_bytes:
+                # The headers read once (each lookup in httpx's Headers re-derives their
+                # encoding): the length and codings come from this list.
+                items = response.headers.multi_items()
+                _check_declared_length(items, max_bytes)
+                layers = _decoders(
+                    [
+                        coding.strip()
+                        for name, value in items
+                        if name.lower() == "content-encoding"
+                        for coding in value.split(",")
+                    ]
+                )
+                # The chunks as they arrive (no re-chunking copy), joined once at the end.
+                chunks: list[bytes] = []
+                size = 0
+                for raw in response.iter_raw():
+                    for chunk in _decode(layers, 0, raw) if layers else (raw,):
+                        size += len(chunk)
+                        if size > max_bytes:
                             raise NetError(
                                 "too_large", f"the response body is larger than {max_bytes} bytes"
                             )
@@ -454,13 +475,14 @@ class HttpClient:
                             raise NetError(
                                 "timeout", f"the response took longer than {timeout:g} s to arrive"
                             )
+                        chunks.append(chunk)
             finally:
                 response.close()
             return Response(
                 status=response.status_code,
                 reason=response.reason_phrase,
-                headers=[(k, v) for k, v in response.headers.multi_items()],
-                body=bytes(body),
+                headers=items,
+                body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
                 url=str(response.url),
             )
 
@@ -484,8 +506,8 @@ def make_client(
     return HttpClient(verify=verify, user_agent=user_agent, resolver=resolver)
 
 
-def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
-    declared = response.headers.get("content-length")
+def _check_declared_length(items: list[tuple[str, str]], max_bytes: int) -> None:
+    declared = next((v for n, v in items if n.lower() == "content-length"), None)
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise NetError(
             "too_large",
@@ -582,24 +604,30 @@ def _decode(layers: Sequence[_Inflater], index: int, data: bytes) -> Iterator[by
 
 @contextlib.contextmanager
 def _mapped_errors(url: str) -> Iterator[None]:
-    """Translate httpx (and socket/TLS) failures into NetError, naming the host, not headers."""
-    where = _origin(url)
+    """Translate httpx (and socket/TLS) failures into NetError, naming the host, not headers
+    (the URL is read for that only when something failed)."""
     try:
         yield
     except httpx.TimeoutException:
-        raise NetError("timeout", f"timed out talking to {where}") from None
+        raise NetError("timeout", f"timed out talking to {_origin(url)}") from None
     except httpx.ConnectError as exc:
-        raise NetError("connect", f"could not connect to {where}: {_reason(exc)}") from None
+        raise NetError("connect", f"could not connect to {_origin(url)}: {_reason(exc)}") from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise NetError("invalid", f"httpx refused the URL for {where}: {exc}") from None
+        raise NetError("invalid", f"httpx refused the URL for {_origin(url)}: {exc}") from None
     except httpx.HTTPError as exc:
-        raise NetError("protocol", f"HTTP error talking to {where}: {_reason(exc)}") from None
+        raise NetError(
+            "protocol", f"HTTP error talking to {_origin(url)}: {_reason(exc)}"
+        ) from None
     except (httpx.StreamError, httpx.CookieConflict) as exc:
-        raise NetError("protocol", f"HTTP error talking to {where}: {_reason(exc)}") from None
+        raise NetError(
+            "protocol", f"HTTP error talking to {_origin(url)}: {_reason(exc)}"
+        ) from None
     except UnicodeError:
-        raise NetError("invalid", f"a header for {where} is not ASCII/Latin-1") from None
+        raise NetError("invalid", f"a header for {_origin(url)} is not ASCII/Latin-1") from None
     except OSError as exc:
-        raise NetError("connect", f"network error talking to {where}: {exc.strerror}") from None
+        raise NetError(
+            "connect", f"network error talking to {_origin(url)}: {exc.strerror}"
+        ) from None
 
 
 def _reason(exc: Exception) -> str:

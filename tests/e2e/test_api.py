@@ -251,11 +251,13 @@ def test_a_plugin_gets_one_read_only_view_of_an_unchanged_credential(
 
     seen: list[CredentialView] = []
 
-    def spy(self: HttpPlugin, action: str, params: object, credential: CredentialView) -> object:
+    def spy(
+        self: HttpPlugin, action: str, params: object, credential: CredentialView, bound: object
+    ) -> object:
         seen.append(credential)
         return ActionResult({"status": 200})
 
-    monkeypatch.setattr(HttpPlugin, "execute", spy)
+    monkeypatch.setattr(HttpPlugin, "_execute", spy)  # what a prepared action runs
     v.add_credential("k", "api_key", {"key": SECRET}, allow=["https://example.test/*"])
     for _ in range(2):
         v.execute("k", "request", {"url": "https://example.test/x"})

@@ -10,6 +10,7 @@ fallback a session takes when the helper cannot be attached.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,10 +57,10 @@ def both(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[.
     plain_limits: list[Limits] = []
     attach = wasmtime_adapter._FastInstance.attach
 
-    def refusing(self: Any, wat: str, imports: Any) -> Any:
+    def refusing(self: Any, wat: str, imports: Any, reroute: Any = ()) -> Any:
         if any(self._limits is limits for limits in plain_limits):
             raise ModuleError("no helper for the plain module of this test")
-        return attach(self, wat, imports)
+        return attach(self, wat, imports, reroute)
 
     monkeypatch.setattr(wasmtime_adapter._FastInstance, "attach", refusing)
 
@@ -118,6 +119,26 @@ def test_a_helper_that_cannot_attach_leaves_the_plain_path(both: Callable[..., A
     assert [s.fused for s in _sessions(plain)] == [False]
     assert fused.execute(_req("echo", "x")) == {"ok": _req("echo", "x")}
     assert [s.fused for s in _sessions(fused)] == [True]
+
+
+@pytest.mark.parametrize("trap", [False, True], ids=["answers", "traps"])
+def test_buffered_log_lines_are_those_of_the_host_calls(
+    both: Callable[..., Any], caplog: pytest.LogCaptureFixture, trap: bool
+) -> None:
+    # The fused path keeps log lines in the helper's memory (no call into Python per line);
+    # the plain path calls the host for each. The log sees the same lines in the same order.
+    caplog.set_level(logging.DEBUG, logger="vultrino.plugin.guest")
+    fused, plain = both(guests.log_interleaved(trap=trap))
+    seen = []
+    for module in (plain, fused):
+        caplog.clear()
+        outcome = _outcome(module, _req("echo", "x"))
+        seen.append((outcome, [(r.levelname, r.getMessage()) for r in caplog.records]))
+    assert seen[0] == seen[1]
+    assert len(seen[0][1]) == 6
+    if not trap:
+        assert [s.buffered_log for s in _sessions(fused)] == [True]
+        assert [s.buffered_log for s in _sessions(plain)] == [False]
 
 
 def _sized(total: int) -> dict[str, Any]:

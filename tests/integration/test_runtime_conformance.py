@@ -315,6 +315,67 @@ def test_log_with_bad_pointer_is_an_abi_error(load: Callable[..., Any]) -> None:
         module.execute(req("echo"))
 
 
+INTERLEAVED = [
+    ("info", "one"),
+    ("info", "two"),
+    ("warn", "three"),
+    ("info", "\\x00" * 4096 + " [...]"),  # cut at the cap (its NULs escaped)
+    ("error", "four"),
+    ("info", "five"),
+]
+
+
+@pytest.mark.parametrize("start", [False, True], ids=["plain", "start-function"])
+def test_log_lines_and_output_reach_the_log_in_the_guests_order(
+    load: Callable[..., Any], runtime: WasmRuntime, start: bool
+) -> None:
+    # On wasmtime a guest's log lines are kept in the fused-call module's memory and read
+    # after the call: still copied when logged (the guest then overwrites the first one),
+    # still before any line of its stdout, and a message over the cap is still cut. A module
+    # with a start function logs straight to the host (nothing is attached yet).
+    if start and runtime.engine_name == "wasmer":
+        pytest.skip("wasmer's host functions see no guest memory while it is instantiated")
+    module, log = load(guests.log_interleaved(start=start))
+    if start:
+        assert log.lines == [("info", "start")]  # logged while it was instantiated
+        log.lines.clear()
+    for _ in range(2):
+        module.execute(req("echo"))
+        assert log.lines == INTERLEAVED
+        log.lines.clear()
+
+
+def test_log_lines_before_a_trap_reach_the_log(load: Callable[..., Any]) -> None:
+    module, log = load(guests.log_interleaved(trap=True))
+    with pytest.raises(PluginTrapError):
+        module.execute(req("echo"))
+    assert log.lines == INTERLEAVED
+
+
+def test_lines_nobody_would_see_are_skipped_but_counted_and_checked(
+    runtime: WasmRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The logger drops info lines (WARNING here): they are neither read nor passed on, yet
+    # they count against the per-call cap, and a bad pointer still fails the call.
+    caplog.set_level(logging.WARNING, logger="vultrino.plugin.quiet")
+    module = runtime.load(guests.log_flood(MAX_LOG_LINES_PER_CALL + 7), plugin="quiet")
+    module.execute(req("echo"))
+    records = [r.getMessage() for r in caplog.records if r.name == "vultrino.plugin.quiet"]
+    assert records == ["7 more log lines from this call were dropped"]
+    bad = runtime.load(guests.log_bad_pointer(), plugin="quiet-bad")
+    with pytest.raises(PluginABIError, match="log message"):
+        bad.execute(req("echo"))
+    seen: list[tuple[str, str]] = []
+    picky = runtime.load(
+        guests.logger(),
+        plugin="picky",
+        log=lambda level, text: seen.append((level, text)),
+        log_enabled=lambda level: level in ("warn", "error"),
+    )
+    picky.execute(req("echo"))
+    assert [level for level, _ in seen] == ["warn", "error"]
+
+
 def test_wasi_has_no_capabilities(
     load: Callable[..., Any], capfd: pytest.CaptureFixture[str]
 ) -> None:

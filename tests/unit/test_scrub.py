@@ -84,3 +84,21 @@ def test_subclasses_of_str_dict_and_list_are_scrubbed() -> None:
 
     out = scrubber([SECRET])(D(k=[S(SECRET)]))
     assert out == {"k": [REDACTED]}
+
+
+def test_covers_is_inclusion_of_forms() -> None:
+    one, both = scrubber([SECRET]), scrubber([SECRET, "another-secret-value"])
+    assert both.covers(one) and one.covers(one)
+    assert not one.covers(both)
+    assert one.covers(scrubber([]))
+
+
+def test_holds_answers_for_short_and_long_text_and_bytes() -> None:
+    s = scrubber([SECRET])
+    hexed = SECRET.encode().hex()
+    for pad in (0, 600):
+        assert s.holds("x" * pad + hexed + "y")
+        assert s.holds(("x" * pad + SECRET).encode())
+        assert not s.holds("x" * pad + SECRET[:-1])
+        assert not s.holds(("x" * pad).encode())
+    assert not scrubber([]).holds(SECRET)

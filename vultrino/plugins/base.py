@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from vultrino.errors import ActionNotFoundError
+
+if TYPE_CHECKING:
+    from vultrino._scrub import Scrubber
 
 FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
 ParamKind = Literal["string", "integer", "number", "boolean", "object", "array"]
@@ -239,11 +242,15 @@ class ActionResult:
     """A plugin's answer. ``new_state`` (when not None) is persisted for the credential.
 
     ``value`` is the caller's own (built for this call, shared with nothing): the facade
-    scrubs it in place.
+    scrubs it in place. ``scrubbed`` is a built-in plugin's word that it already scrubbed
+    ``value`` with that scrubber: the pipeline then skips its own pass when that scrubber
+    covers every form its own would replace (a large HTTP body is scanned once, not twice).
+    Only host code makes an ActionResult, so a guest cannot claim it.
     """
 
     value: Any
     new_state: dict[str, Any] | None = None
+    scrubbed: Scrubber | None = None
 
 
 #: An action bound to a credential (:meth:`Plugin.prepare`): called with validated parameters.

@@ -68,7 +68,9 @@ class ModuleLike(Protocol):
 class RuntimeLike(Protocol):
     """What this module needs of ``vultrino.runtime.WasmRuntime``."""
 
-    def load(self, wasm: bytes, *, plugin: str, log: Any = None) -> Any: ...
+    def load(
+        self, wasm: bytes, *, plugin: str, log: Any = None, log_enabled: Any = None
+    ) -> Any: ...
 
 
 #: A runtime, or a zero-argument callable returning one (called at each module load; pass a
@@ -187,7 +189,9 @@ class WasmPlugin:
                             plugin=self.name,
                         )
                 runtime = resolve_runtime(self._runtime)
-                module: ModuleLike = runtime.load(wasm, plugin=self.name, log=self._plugin_log)
+                module: ModuleLike = runtime.load(
+                    wasm, plugin=self.name, log=self._plugin_log, log_enabled=self._log_enabled()
+                )
                 self._module = module
             return self._module
 
@@ -310,6 +314,26 @@ class WasmPlugin:
 
                 self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
             self._logger.log(_LOG_LEVELS.get(level, 20), "%s", text)
+
+    def _log_enabled(self) -> Callable[[str], bool] | None:
+        """Whether :meth:`_plugin_log` would write a line of a level anywhere (None: always,
+        to a ``log`` callable); to the plugin's logger, when it is enabled for the level (a line
+        it would drop is then neither decoded nor scrubbed). Asked per line: the logger's level
+        may change at any time."""
+        if self._log is not None:
+            return None
+        logger = self._logger
+        if logger is None:
+            import logging
+
+            logger = self._logger = logging.getLogger(f"vultrino.plugin.{self.manifest.name}")
+        enabled_for = logger.isEnabledFor
+        numbers = _LOG_LEVELS
+
+        def enabled(level: str) -> bool:
+            return bool(enabled_for(numbers.get(level, 20)))
+
+        return enabled
 
     def describe(self, action: str, params: Mapping[str, Any]) -> str | None:
         """None: an approval prompt shows the parameters as they are."""

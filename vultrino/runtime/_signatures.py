@@ -197,6 +197,25 @@ def _first_problem(b: bytes) -> str | None:
     return None
 
 
+def has_start(wasm: bytes) -> bool:
+    """Whether a core module has a start section (a function run while it is instantiated).
+    False for bytes that are not a well-formed module (the engine says what is wrong)."""
+    b = bytes(wasm)
+    if b[:8] != b"\x00asm\x01\x00\x00\x00":
+        return False
+    i = 8
+    try:
+        while i < len(b):
+            sid = b[i]
+            if sid == 8:
+                return True
+            size, start = _u32(b, i + 1)
+            i = start + size
+    except (_Malformed, IndexError):
+        return False
+    return False
+
+
 def _string(b: bytes, i: int) -> tuple[str, int]:
     n, i = _u32(b, i)
     if i + n > len(b):

@@ -142,6 +142,9 @@ class GuestOutput:
     def __init__(self, sink: Callable[[str, str], None], *, max_line: int = 4096) -> None:
         self._sink = sink
         self._max_line = max_line
+        #: Called before a line is passed on: lines the guest logged earlier and the host
+        #: still holds (a buffered ``log``) go first, so the plugin log keeps the guest's order.
+        self.before: Callable[[], None] | None = None
         self._partial: dict[int, bytearray] = {}
         #: True when a partial line waits for its newline (a plain attribute: it is read on
         #: every call's hot path).
@@ -177,6 +180,8 @@ class GuestOutput:
     def _emit(self, fd: int, line: bytes) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
+        if self.before is not None:
+            self.before()
         self._sink("warn" if fd == _STDERR else "info", line.decode("utf-8", "replace"))
 
 

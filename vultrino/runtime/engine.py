@@ -81,10 +81,13 @@ class ExportDesc:
 
 @dataclass(frozen=True)
 class ModuleShape:
-    """Imports and exports of a module, as the engine sees them."""
+    """Imports and exports of a module, as the engine sees them; ``start``: it has a start
+    function, which runs while it is instantiated (filled in by the runtime, which reads the
+    module's bytes)."""
 
     imports: tuple[ImportDesc, ...]
     exports: tuple[ExportDesc, ...]
+    start: bool = False
 
     def export(self, name: str) -> ExportDesc | None:
         for e in self.exports:
@@ -124,12 +127,20 @@ class GuestExit(Exception):  # noqa: N818 - a control-flow signal, not an error
 
 @dataclass(frozen=True)
 class HostFunc:
-    """A function the host offers to guests: ``fn(memory, *args) -> result | None``."""
+    """A function the host offers to guests: ``fn(memory, *args) -> result | None``.
+
+    ``reroutable``: an engine whose instances attach helpers may route the guest's calls of it
+    through a slot that :meth:`Instance.attach` later points at an export of the helper (the
+    ``log`` import, buffered in the helper's memory instead of a call into Python each time).
+    Until then, and whenever the helper calls it back as ``host.<name>``, ``fn`` runs. A guest
+    with a start function never gets a rerouted import (see :attr:`ModuleShape.start`).
+    """
 
     module: str
     name: str
     type: FuncType
     fn: Callable[..., int | float | None]
+    reroutable: bool = False
 
 
 class Helper(Protocol):
@@ -159,13 +170,16 @@ class Instance(Protocol):
         """Give calls made from now on a total wall-clock budget of ``seconds``."""
         ...
 
-    def attach(self, wat: str, imports: Sequence[str]) -> Helper:
+    def attach(self, wat: str, imports: Sequence[str], reroute: Sequence[str] = ()) -> Helper:
         """Instantiate a module of the host's own (text format) in this instance's store.
 
         Its imports from module ``guest`` are bound to this instance's exports of those names
-        (and ``memory``). The helper's calls share the guest's deadline, traps and memory cap;
-        the guest cannot reach the helper's memory. ``ModuleError`` when it cannot be done —
-        always, on an engine whose capabilities do not include ``fused_call``.
+        (and ``memory``); its imports from module ``host`` to the instance's host functions of
+        those names. Each name in ``reroute`` is a reroutable host function the guest imports:
+        from now on the guest's calls of it run the helper's export of that name (same type).
+        The helper's calls share the guest's deadline, traps and memory cap; the guest cannot
+        reach the helper's memory. ``ModuleError`` when it cannot be done — always, on an
+        engine whose capabilities do not include ``fused_call``.
         """
         ...
 

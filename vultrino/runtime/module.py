@@ -22,6 +22,7 @@ different instances run in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -74,6 +75,8 @@ LogFunc = Callable[[str, str], None]
 #: Where one call's log lines are kept for its caller (``execute(..., capture=...)``): a list
 #: or a bounded deque of ``(level, text)``, appended to as the guest logs.
 Capture = MutableSequence[tuple[str, str]]
+#: Whether a log line of a level would be written anywhere (``level -> bool``).
+LogEnabled = Callable[[str], bool]
 
 _LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -97,17 +100,39 @@ class _PluginLog:
 
     Control characters are escaped so a plugin cannot forge log lines or drive a terminal.
     Without a ``log`` callable, lines go to the ``vultrino.plugin.<name>`` logger — never to
-    stdout, which is the MCP channel in stdio mode.
+    stdout, which is the MCP channel in stdio mode. ``enabled(level)`` says whether a line of
+    that level would be written anywhere (for a ``log`` callable, its owner's answer; without
+    one, the logger's): a line nobody would see is counted against the cap and not decoded,
+    escaped or scrubbed (:meth:`wants`).
     """
 
-    def __init__(self, plugin: str, log: LogFunc | None) -> None:
+    def __init__(self, plugin: str, log: LogFunc | None, enabled: LogEnabled | None = None) -> None:
         self.plugin = plugin
         self._log = log
         self._logger = logging.getLogger(f"vultrino.plugin.{plugin}")
+        if enabled is None:
+            if log is None:
+                logger = self._logger
+                enabled = lambda level: logger.isEnabledFor(_LEVELS.get(level, logging.INFO))  # noqa: E731
+            else:
+                enabled = _always
+        self.enabled = enabled
         self.remaining = MAX_LOG_LINES_PER_CALL
         self.dropped = 0
         #: The running call's capture (set before each call, cleared when it ends).
         self.capture: Capture | None = None
+
+    def wants(self, level: str) -> bool:
+        """Whether to build a line of ``level`` and pass it to this log (which counts it). A
+        line that would be written nowhere, or past the call's cap, is counted here instead
+        and False returned."""
+        if self.remaining <= 0:
+            self.dropped += 1
+            return False
+        if self.capture is not None or self.enabled(level):  # a captured call keeps every line
+            return True
+        self.remaining -= 1
+        return False
 
     def __call__(self, level: str, text: str) -> None:
         if self.remaining <= 0:
@@ -131,6 +156,10 @@ class _PluginLog:
             self("warn", f"{dropped} more log lines from this call were dropped")
         self.remaining = MAX_LOG_LINES_PER_CALL
         self.capture = None
+
+
+def _always(level: str) -> bool:
+    return True
 
 
 class _Owned:
@@ -171,6 +200,7 @@ class PluginModule:
         sha256: str,
         plugin: str,
         log: LogFunc | None,
+        log_enabled: LogEnabled | None = None,
     ) -> None:
         self.abi = abi_version
         self.sha256 = sha256
@@ -180,6 +210,7 @@ class PluginModule:
         self._shape = shape
         self._limits = runtime.limits
         self._log_func = log
+        self._log_enabled = log_enabled
         self._idle: list[abi.Session] = []
         self._count = 0
         self._waiting = 0
@@ -494,17 +525,29 @@ class PluginModule:
         )
 
     def _new_session(self) -> abi.Session:
-        plog = _PluginLog(self.plugin, self._log_func)
-        host, output = abi.host_functions(self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE)
+        plog = _PluginLog(self.plugin, self._log_func, self._log_enabled)
+        runtime = self._runtime
+        buffer = (
+            abi.LogBuffer(plog, plog.wants, cap=MAX_LOG_MESSAGE)
+            if runtime.capabilities.fused_call and self.abi == 2
+            else None
+        )
+        host, output = abi.host_functions(
+            self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE, wants=plog.wants, buffer=buffer
+        )
         if self._affine:
             native = self._runtime._native_here(self.sha256, self._artifact)
         else:
             native = self._native
-        runtime = self._runtime
         instance = runtime.engine.instantiate(native, host, self._limits)
         try:
             session = abi.new_session(
-                self.abi, instance, self._limits, output, fused=runtime.capabilities.fused_call
+                self.abi,
+                instance,
+                self._limits,
+                output,
+                fused=runtime.capabilities.fused_call,
+                log_buffer=buffer,
             )
         except BaseException:
             instance.close()
@@ -524,6 +567,7 @@ class PluginModule:
 
     def _discard(self, session: abi.Session, *, count: bool = True) -> None:
         try:
+            session.flush_log()
             session.output.flush()
         except Exception:  # a failing log sink must not hide the call's error
             logging.getLogger("vultrino.runtime").exception("plugin log failed")
@@ -665,8 +709,17 @@ class WasmRuntime:
         abi_version = abi.check_module(shape)
         return abi.ModuleInfo(abi_version, sha, len(wasm), shape.imports, shape.exports)
 
-    def load(self, wasm: bytes, *, plugin: str, log: LogFunc | None = None) -> PluginModule:
-        """Compile (or load from the cache), validate and instantiate once."""
+    def load(
+        self,
+        wasm: bytes,
+        *,
+        plugin: str,
+        log: LogFunc | None = None,
+        log_enabled: LogEnabled | None = None,
+    ) -> PluginModule:
+        """Compile (or load from the cache), validate and instantiate once. Log lines go to
+        ``log(level, text)`` (default: the ``vultrino.plugin.<name>`` logger); ``log_enabled``
+        says which levels ``log`` would write anywhere (default: all of them)."""
         sha = hashlib.sha256(wasm).hexdigest()
         if abi.is_component(wasm):
             try:
@@ -688,7 +741,14 @@ class WasmRuntime:
         except ModuleError as exc:
             raise ModuleError(f"plugin {plugin!r}: {exc}", plugin=plugin) from exc
         return PluginModule(
-            self, native, shape, abi_version=abi_version, sha256=sha, plugin=plugin, log=log
+            self,
+            native,
+            shape,
+            abi_version=abi_version,
+            sha256=sha,
+            plugin=plugin,
+            log=log,
+            log_enabled=log_enabled,
         )
 
     def drop_cache(self, sha256: str) -> int:
@@ -750,7 +810,7 @@ class WasmRuntime:
             if self.cache.directory is not None or self.thread_affine:
                 payload = engine.serialize(native)
                 self.cache.store(*key, payload)
-        shape = engine.shape(native)
+        shape = dataclasses.replace(engine.shape(native), start=_signatures.has_start(wasm))
         with self._lock:
             self._natives[sha] = (native, shape)
             if self.thread_affine and payload is not None:

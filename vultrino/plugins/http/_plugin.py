@@ -20,7 +20,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin
@@ -32,7 +32,7 @@ from vultrino._allowlist import (
     normalize_url,
     validate_patterns,
 )
-from vultrino._scrub import REDACTED, secret_forms
+from vultrino._scrub import Scrubber, scrubber
 from vultrino._version import __version__
 from vultrino.errors import (
     AccessDeniedError,
@@ -57,7 +57,7 @@ from vultrino.plugins.base import (
 )
 
 if TYPE_CHECKING:  # vultrino._net (and httpx, ~0.5 s to import) loads on the first request
-    from vultrino._net import HttpClient, NetError, Response
+    from vultrino._net import HttpClient, NetError, Response, UrlParts
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MANIFEST", "HttpPlugin"]
 
@@ -327,6 +327,42 @@ class _Auth:
     new_state: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """What a request depends on that only its credential decides, worked out once per
+    pipeline plan (:meth:`HttpPlugin.prepare`): the parsed allowlist (None when parsing it
+    failed: then it is parsed again, and fails, on each call), whether the fields pass
+    :func:`_check_credential_fields`, and the secret values the pipeline scrubs (the view's
+    secret fields and its state)."""
+
+    view: CredentialView
+    allow: Allowlist | None
+    fields_ok: bool
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def of(cls, view: CredentialView) -> _Bound:
+        try:
+            allow: Allowlist | None = _allowlist(view)
+        except VultrinoError:
+            allow = None
+        try:
+            _check_credential_fields(view.type, view.fields)
+            fields_ok = True
+        except VultrinoError:
+            fields_ok = False
+        values = [view.fields.get(f) for f in view.secret_fields]
+        values += view.state.values()
+        return cls(view, allow, fields_ok, tuple(v for v in values if isinstance(v, str)))
+
+    def allowlist(self) -> Allowlist:
+        return self.allow if self.allow is not None else _allowlist(self.view)
+
+
+def _allowlist(view: CredentialView) -> Allowlist:
+    return Allowlist(view.allow, alias=view.alias, narrow=view.narrow, narrowed_by=view.narrowed_by)
+
+
 class HttpPlugin:
     """The ``http`` plugin. One instance holds one connection pool for its whole life.
 
@@ -391,11 +427,14 @@ class HttpPlugin:
     # --- the action ----------------------------------------------------------------------------
 
     def prepare(self, action: str, credential: CredentialView | None) -> PreparedAction:
-        """``execute`` of ``action`` with ``credential``; every check runs per call (a
-        request's cost dwarfs them)."""
+        """``execute`` of ``action`` with ``credential``. What depends on the credential alone
+        is worked out once here, for every call of the plan: its parsed allowlist, whether its
+        fields pass the checks, and the secret values the pipeline scrubs. The checks still
+        fail each call in the same order as :meth:`execute`'s."""
+        bound = _Bound.of(credential) if action == "request" and credential else None
 
         def run(params: dict[str, Any]) -> ActionResult:
-            return self.execute(action, params, credential)
+            return self._execute(action, params, credential, bound)
 
         return run
 
@@ -421,6 +460,15 @@ class HttpPlugin:
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
     ) -> ActionResult:
+        return self._execute(action, params, credential, None)
+
+    def _execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        credential: CredentialView | None,
+        bound: _Bound | None,
+    ) -> ActionResult:
         if action != "request":
             raise ActionNotFoundError(
                 f"plugin 'http' has no action {action!r} (actions: request)", plugin=PLUGIN_NAME
@@ -438,14 +486,12 @@ class HttpPlugin:
             )
         started = time.monotonic()
         req = _parse_params(params)
-        allow = Allowlist(
-            credential.allow,
-            alias=credential.alias,
-            narrow=credential.narrow,
-            narrowed_by=credential.narrowed_by,
-        )
+        if bound is None or bound.view is not credential:
+            bound = _Bound.of(credential)
+        allow = bound.allowlist()
         allow.check(req.method, req.url)  # before any network I/O, token requests included
-        _check_credential_fields(credential.type, credential.fields)
+        if not bound.fields_ok:
+            _check_credential_fields(credential.type, credential.fields)  # raises
         deadline = started + req.timeout
         key = self._pending_key(credential)
         state, new_state = self._current_state(credential, key)
@@ -465,9 +511,13 @@ class HttpPlugin:
                 self._remember(key, new_state)
             raise
         self._forget(key)
-        forms = _scrub_forms([*auth.secrets, *_state_secrets(new_state)])
-        value = _result(response, final, forms, started)
-        return ActionResult(value, new_state=new_state)
+        # One scrubber for the whole result: what this request sent (a derived secret such as
+        # basic auth's user:password pair, a fresh token) and every secret the pipeline would
+        # scrub (the credential's secret fields and state), so its own pass can be skipped.
+        extra = [] if new_state is None else list(new_state.values())
+        scrub = scrubber([*bound.secrets, *auth.secrets, *extra])
+        value = _result(response, final, scrub, started)
+        return ActionResult(value, new_state=new_state, scrubbed=scrub)
 
     def close(self) -> None:
         with self._lock:
@@ -500,7 +550,7 @@ class HttpPlugin:
         credential, and a hop whose URL itself carries a secret is refused.
         """
         origin = req.url.origin
-        forms = _scrub_forms(auth.secrets)
+        forms = scrubber(auth.secrets)
         method, url, body, headers = req.method, req.url, req.body, list(req.headers)
         with_credential = True
         for hop in range(self.max_redirects + 1):
@@ -516,16 +566,16 @@ class HttpPlugin:
             else:
                 send_headers = [(n, v) for n, v in headers if n.lower() not in _CROSS_ORIGIN_DROP]
                 send_url = url
-                if any(form in send_url.url for form in forms):
+                if forms.holds(send_url.url):
                     raise AccessDeniedError(
                         f"refused to follow a redirect to {send_url.display}: its URL carries "
                         "the credential's secret to another origin",
                         plugin=PLUGIN_NAME,
                     )
-            _check_client_agrees(send_url)
+            parsed = _check_client_agrees(send_url)
             private_ok = allow.names_host(method, url)
             response = self._send(
-                method, send_url, send_headers, body, deadline, private_ok=private_ok
+                method, send_url, send_headers, body, deadline, private_ok=private_ok, parsed=parsed
             )
             location = response.header("location")
             if response.status not in REDIRECT_STATUSES or not location:
@@ -551,6 +601,7 @@ class HttpPlugin:
         max_bytes: int | None = None,
         what: str = "HTTP request",
         private_ok: bool = False,
+        parsed: UrlParts | None = None,
     ) -> Response:
         from vultrino._net import NetError
 
@@ -566,7 +617,7 @@ class HttpPlugin:
         try:
             return self._http().send(
                 method,
-                url.url,
+                url.url if parsed is None else parsed,
                 headers=headers,
                 content=body,
                 timeout=remaining,
@@ -698,7 +749,7 @@ class HttpPlugin:
             what=_OAUTH_FETCH,
             private_ok=_token_host_named(token_url, allow),
         )
-        forms = _scrub_forms([*_oauth_field_secrets(fields), refresh])
+        forms = scrubber([*_oauth_field_secrets(fields), refresh])
         data = _token_response(cred.alias, token_url, response, forms)
         now = self._clock()
         expires_in = data.get("expires_in")
@@ -886,7 +937,7 @@ def _query_name(piece: str) -> str:
     return unquote_plus(piece.split("=", 1)[0])
 
 
-def _redirect_target(current: NormalizedURL, location: str, forms: list[str]) -> NormalizedURL:
+def _redirect_target(current: NormalizedURL, location: str, forms: Scrubber) -> NormalizedURL:
     """The next hop's URL. The error quotes the Location, scrubbed: a server may have put the
     credential's secret in it."""
     try:
@@ -894,7 +945,7 @@ def _redirect_target(current: NormalizedURL, location: str, forms: list[str]) ->
     except (ParameterError, AccessDeniedError, ValueError) as exc:
         raise AccessDeniedError(
             f"refused to follow a redirect from {current.display} to an unusable URL: "
-            f"{_scrub_text(_first_line(str(exc)), forms)}",
+            f"{forms.text(_first_line(str(exc)))}",
             plugin=PLUGIN_NAME,
         ) from None
 
@@ -907,9 +958,10 @@ def _becomes_get(status: int, method: str) -> bool:
     return status in (301, 302) and method == "POST"
 
 
-def _check_client_agrees(url: NormalizedURL) -> None:
+def _check_client_agrees(url: NormalizedURL) -> UrlParts:
     """Refuse a URL the HTTP client would read differently from the allowlist (a parser
-    differential is exactly how allowlists get bypassed)."""
+    differential is exactly how allowlists get bypassed). Returns the client's reading, which
+    the request is then sent with (so the URL is parsed once)."""
     from vultrino._net import NetError, url_parts
 
     try:
@@ -928,6 +980,7 @@ def _check_client_agrees(url: NormalizedURL) -> None:
             "allowlist check",
             plugin=PLUGIN_NAME,
         )
+    return parts
 
 
 def _net_failure(
@@ -1119,7 +1172,7 @@ def _state_secrets(state: Mapping[str, Any] | None) -> list[str]:
 
 
 def _token_response(
-    alias: str, url: NormalizedURL, response: Response, forms: list[str]
+    alias: str, url: NormalizedURL, response: Response, forms: Scrubber
 ) -> dict[str, Any]:
     where = f"oauth2 token request for credential {alias!r} to {url.display}"
     try:
@@ -1137,7 +1190,7 @@ def _token_response(
         detail = ""
         if isinstance(data, dict):
             bits = [str(data.get(k)) for k in ("error", "error_description") if data.get(k)]
-            detail = _scrub_text(": ".join(bits), forms)[:300]
+            detail = forms.text(": ".join(bits))[:300]
         raise ActionFailedError(
             f"{where} failed: HTTP {response.status}{' (' + detail + ')' if detail else ''}; "
             "check the credential's client_id, client_secret, refresh_token and scope",
@@ -1163,30 +1216,9 @@ def _token_response(
 # --- results and scrubbing -------------------------------------------------------------------
 
 
-def _scrub_forms(values: Iterable[str]) -> list[str]:
-    """Every form of every secret to replace (the host scrubber's: plain, base64, hex,
-    percent-encoded and JSON-escaped, which is how servers echo a secret back), longest first
-    so no form is half-replaced."""
-    return secret_forms(v for v in values if isinstance(v, str))
-
-
-def _scrub_text(text: str, forms: list[str]) -> str:
-    for form in forms:
-        if form in text:
-            text = text.replace(form, REDACTED)
-    return text
-
-
-def _scrub_bytes(data: bytes, forms: list[str]) -> bytes:
-    for form in forms:
-        raw = form.encode("utf-8", "surrogatepass")
-        if raw in data:
-            data = data.replace(raw, REDACTED.encode())
-    return data
-
-
-def _decode_text(body: bytes, content_type: str | None) -> str | None:
-    """The body as text in its declared charset (or UTF-8), or None when it does not decode."""
+def _decode_text(body: bytes, content_type: str | None) -> tuple[str | None, str]:
+    """The body as text in its declared charset (or UTF-8), and the charset that decoded it;
+    (None, "") when it does not decode."""
     candidates = ["utf-8"]
     m = _CHARSET_RE.search(content_type or "")
     if m:
@@ -1198,25 +1230,40 @@ def _decode_text(body: bytes, content_type: str | None) -> str | None:
             candidates.insert(0, declared)
     for charset in candidates:
         try:
-            return body.decode(charset)
+            return body.decode(charset), charset
         except (UnicodeDecodeError, LookupError):
             continue
-    return None
+    return None, ""
 
 
 def _result(
-    response: Response, url: NormalizedURL, forms: list[str], started: float
+    response: Response, url: NormalizedURL, scrub: Scrubber, started: float
 ) -> dict[str, Any]:
-    body = _scrub_bytes(response.body, forms)
-    text = _decode_text(body, response.header("content-type"))
+    """The action's answer, scrubbed with ``scrub`` in one pass over the body.
+
+    The body's bytes are scrubbed, then decoded. A UTF-8 text needs no second look: a form is
+    in valid UTF-8 bytes exactly where it is in their text, so the bytes' pass found every
+    form the text holds (unless a replacement made a new one next to ``[REDACTED]``, which is
+    why a body that had something replaced is looked at again). Text in another charset and
+    the base64 of a binary body are scanned as text too, as are headers and the URL.
+    """
+    raw = response.body
+    body = scrub.data(raw)
+    text, charset = _decode_text(body, response.header("content-type"))
     if text is not None:
-        out_body, encoding = _scrub_text(text, forms), "text"
+        if charset != "utf-8" or body is not raw:
+            text = scrub.text(text)
+        out_body, encoding = text, "text"
     else:
-        out_body, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        out_body, encoding = scrub.text(base64.b64encode(body).decode("ascii")), "base64"
+    pairs = [(name.lower(), value) for name, value in response.headers]
+    # One search over all of them first: a form in any name or value is in the joined text
+    # too (the separator can only add a match, which then sends every one through the
+    # scrubber).
+    if scrub.holds("\n".join(f"{n}\n{v}" for n, v in pairs)):
+        pairs = [(scrub.text(n), scrub.text(v)) for n, v in pairs]
     headers: dict[str, str] = {}
-    for name, value in response.headers:
-        key = _scrub_text(name.lower(), forms)
-        clean = _scrub_text(value, forms)
+    for key, clean in pairs:
         headers[key] = f"{headers[key]}, {clean}" if key in headers else clean
     return {
         "status": response.status,
@@ -1224,7 +1271,7 @@ def _result(
         "body": out_body,
         "body_encoding": encoding,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
-        "url": _scrub_text(url.url, forms),
+        "url": scrub.text(url.url),
     }
 
 

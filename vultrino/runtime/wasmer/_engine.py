@@ -310,7 +310,7 @@ class _WasmerInstance:
         meter.budget = seconds
         meter.deadline = time.monotonic() + seconds
 
-    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:
+    def attach(self, wat: str, imports: Sequence[str], reroute: Sequence[str] = ()) -> NoReturn:
         raise ModuleError("the wasmer engine attaches no host helpers (no fused_call)")
 
     def close(self) -> None:

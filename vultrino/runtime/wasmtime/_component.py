@@ -522,7 +522,7 @@ class ComponentSession(abi.Session):
     def export(self, name: str) -> None:  # the Instance protocol; components have none
         return None
 
-    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:  # the Instance protocol
+    def attach(self, wat: str, imports: Sequence[str], reroute: Sequence[str] = ()) -> NoReturn:
         raise ModuleError("a component takes no host helpers")
 
     def close(self) -> None:

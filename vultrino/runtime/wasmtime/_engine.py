@@ -360,7 +360,7 @@ class _BaseInstance:
         self._engine = engine
         self._limits = limits
         self._store = wasmtime.Store(engine.wasmtime_engine)
-        self._set_limits(1)
+        self._set_limits(1, 1, 0)
         self._pending: BaseException | None = None
         self._timed_out = False
         self._deadline_s = limits.deadline_s
@@ -370,17 +370,18 @@ class _BaseInstance:
         # released by close(), or when a forgotten instance is collected
         self._ticket = weakref.finalize(self, engine.ticker.release, limits.deadline_s)
 
-    def _set_limits(self, instances: int) -> None:
-        """The store's limits, for ``instances`` instances with one memory each: the guest is
-        instantiated alone, so a module cannot bring a second memory past the cap. Tables are
-        outside the memory cap: at most ``MAX_TABLES`` of ``MAX_TABLE_ELEMENTS`` entries (the
-        host's helper has none)."""
+    def _set_limits(self, instances: int, memories: int, host_tables: int) -> None:
+        """The store's limits: ``instances`` instances and ``memories`` memories in all, the
+        guest's own being one of each (so a module cannot bring a second memory past the cap),
+        the rest the host's. Tables are outside the memory cap: the guest may have at most
+        ``MAX_TABLES`` of ``MAX_TABLE_ELEMENTS`` entries, besides ``host_tables`` of the
+        host's (one slot each)."""
         self._store.set_limits(
             memory_size=self._limits.memory_bytes,
             table_elements=MAX_TABLE_ELEMENTS,
             instances=instances,
-            tables=MAX_TABLES,
-            memories=instances,
+            tables=MAX_TABLES + host_tables,
+            memories=memories,
         )
 
     def _instantiate(self, linker: wasmtime.Linker, module: wasmtime.Module) -> wasmtime.Instance:
@@ -533,7 +534,7 @@ class _PublicInstance(_BaseInstance):
         self._deadline_s = seconds
         self._store.set_epoch_deadline(self._engine.ticker.ticks(seconds))
 
-    def attach(self, wat: str, imports: Sequence[str]) -> NoReturn:
+    def attach(self, wat: str, imports: Sequence[str], reroute: Sequence[str] = ()) -> NoReturn:
         raise ModuleError("host helpers need the wasmtime fast path (fused_call)")
 
     def close(self) -> None:
@@ -683,9 +684,17 @@ class _FastInstance(_BaseInstance):
         self._argbuf = memoryview(self._args).cast("B")
         self._host_memory: Any = None
         self._callbacks: list[Any] = []
+        self._host = {hf.name: hf for hf in host}
         linker = wasmtime.Linker(engine.wasmtime_engine)
+        routed = [hf for hf in host if hf.reroutable]
+        self._slots: dict[str, int] = {}
+        self._stub: wasmtime.Instance | None = None
+        if routed:
+            self._set_limits(2, 1, 1)  # the stub: one instance, one table, no memory
+            self._route(linker, routed)
         for hf in host:
-            self._define(linker, hf)
+            if not hf.reroutable:
+                self._define(linker, hf)
         self._instance = self._instantiate(linker, module)
         mem = self._lookup("memory")
         self._mem_raw = mem._memory if isinstance(mem, wasmtime.Memory) else None
@@ -758,6 +767,42 @@ class _FastInstance(_BaseInstance):
                 f"{_short(str(wasmtime.WasmtimeError._from_ptr(error)))}"
             )
 
+    def _route(self, linker: wasmtime.Linker, routed: Sequence[HostFunc]) -> None:
+        """Link the guest's imports of ``routed`` to a stub in its store that calls through a
+        table: slot ``i`` starts as the host function itself and :meth:`attach` may point it
+        at a helper's export (a call that stays inside the store)."""
+        types = "".join(
+            f"(type $t{i} (func (param {' '.join(hf.type.params)})"
+            f"{' (result ' + ' '.join(hf.type.results) + ')' if hf.type.results else ''}))"
+            for i, hf in enumerate(routed)
+        )
+        imports = "".join(
+            f'(import "host" "{hf.name}" (func $h{i} (type $t{i})))' for i, hf in enumerate(routed)
+        )
+        funcs = "".join(
+            f'(func (export "{hf.name}") (type $t{i}) '
+            + "".join(f"(local.get {k}) " for k in range(len(hf.type.params)))
+            + f"(call_indirect $slots (type $t{i}) (i32.const {i})))"
+            for i, hf in enumerate(routed)
+        )
+        elems = " ".join(f"$h{i}" for i in range(len(routed)))
+        n = len(routed)
+        wat = (
+            f'(module {types} {imports} (table $slots (export "slots") {n} {n} funcref) '
+            f"(elem (table $slots) (i32.const 0) func {elems}) {funcs})"
+        )
+        stub_linker = wasmtime.Linker(self._engine.wasmtime_engine)
+        for i, hf in enumerate(routed):
+            self._define(stub_linker, HostFunc("host", hf.name, hf.type, hf.fn))
+            self._slots[hf.name] = i
+        stub = self._instantiate(stub_linker, self._engine._helper(wat))
+        self._stub = stub
+        for hf in routed:
+            func = self._lookup(hf.name, stub)
+            if not isinstance(func, wasmtime.Func):  # pragma: no cover - the stub exports it
+                raise ModuleError(f"the host stub does not export `{hf.name}`")
+            linker.define(self._store, hf.module, hf.name, func)
+
     def _on_epoch(self, ctx: Any, data: Any, delta: Any, kind: Any) -> int:
         if time.monotonic() >= self._deadline_at:
             self._timed_out = True
@@ -773,13 +818,18 @@ class _FastInstance(_BaseInstance):
         self._deadline_s = seconds
         self._deadline_at = time.monotonic() + seconds
 
-    def attach(self, wat: str, imports: Sequence[str]) -> _FastHelper:
+    def attach(self, wat: str, imports: Sequence[str], reroute: Sequence[str] = ()) -> _FastHelper:
         """A host helper module in this store, importing ``memory`` and ``imports`` from the
-        guest as module ``guest`` (see :class:`vultrino.runtime.engine.Instance`)."""
+        guest as module ``guest`` and the host functions named in ``reroute`` as module
+        ``host``; the guest's calls of those then run the helper's exports of the same names
+        (see :class:`vultrino.runtime.engine.Instance`)."""
         if self.closed:
             raise ModuleError("the instance is closed")
         if self._helper is not None:
             raise ModuleError("the instance already has a helper")
+        for name in reroute:
+            if name not in self._slots:
+                raise ModuleError(f"the guest does not import a reroutable `{name}`")
         module = self._engine._helper(wat)
         linker = wasmtime.Linker(self._engine.wasmtime_engine)
         for name in ("memory", *imports):
@@ -787,12 +837,26 @@ class _FastInstance(_BaseInstance):
             if item is None:
                 raise ModuleError(f"the instance does not export `{name}`")
             linker.define(self._store, "guest", name, item)
-        self._set_limits(2)  # the guest is in place: now the helper and its memory may join
+        for name in reroute:
+            hf = self._host[name]
+            self._define(linker, HostFunc("host", name, hf.type, hf.fn))
+        # the guest is in place: now the helper and its memory may join
+        stub = 1 if self._stub is not None else 0
+        self._set_limits(2 + stub, 2, stub)
         try:
             instance = linker.instantiate(self._store, module)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             text = _short(str(exc))
             raise ModuleError(f"the host helper cannot be instantiated: {text}") from None
+        if reroute:
+            assert self._stub is not None
+            slots = self._stub.exports(self._store)["slots"]
+            assert isinstance(slots, wasmtime.Table)
+            for name in reroute:
+                func = self._lookup(name, instance)
+                if not isinstance(func, wasmtime.Func):
+                    raise ModuleError(f"the host helper does not export `{name}`")
+                slots.set(self._store, self._slots[name], func)
         self._helper = _FastHelper(self, instance)
         return self._helper
 
