@@ -39,7 +39,11 @@ RECENT = 10
 PER_AGENT_WINDOW = 1000  # the calls per agent on the dashboard: over this many newest records
 _MAX_FORM = 1 << 20
 _STATIC = Path(__file__).parent / "static"
-_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _PERMISSIONS = ("read", "execute", "write", "admin")
 
 Form = dict[str, list[str]]
@@ -416,7 +420,12 @@ class WebUI:
         def data() -> dict[str, Any]:
             return {"agents": self.v.agents(), "roles": self.v.roles(), "keys": self.v.keys()}
 
-        context: dict[str, Any] = {"new_secret": None, "error": "", **extra}
+        shown = session.data.pop("new_secret", None)
+        new_secret = None
+        if shown is not None:
+            what, _, value = shown.partition("\n")
+            new_secret = {"what": what, "value": value}
+        context: dict[str, Any] = {"new_secret": new_secret, "error": "", **extra}
         return self._page(
             request,
             session,
@@ -439,12 +448,13 @@ class WebUI:
             )
         except VultrinoError as exc:
             return await self._access_page(request, session, 400, error=str(exc))
-        # Shown in this response only: the store keeps its hash, and nothing keeps the page.
-        return await self._access_page(
-            request,
-            session,
-            new_secret={"what": f"API key {info.name} (role {info.role})", "value": secret},
-        )
+        return self._shown_once(session, f"API key {info.name} (role {info.role})", secret)
+
+    def _shown_once(self, session: Session, what: str, value: str) -> Response:
+        """Redirect to the access page, which shows ``value`` once: it waits in the session
+        only until that page is drawn (a reload then neither shows it nor makes another)."""
+        session.data["new_secret"] = f"{what}\n{value}"
+        return RedirectResponse("/access", 303)
 
     async def key_revoke(self, request: Request, session: Session, form: Form) -> Response:
         ref = _one(form, "id")
@@ -495,9 +505,7 @@ class WebUI:
             )
         except VultrinoError as exc:
             return await self._access_page(request, session, 400, error=str(exc))
-        return await self._access_page(
-            request, session, new_secret={"what": f"agent {info.name}'s token", "value": token}
-        )
+        return self._shown_once(session, f"agent {info.name}'s token", token)
 
     async def agent_remove(self, request: Request, session: Session, form: Form) -> Response:
         name = _one(form, "name")
@@ -619,7 +627,7 @@ def dashboard_data(v: Vultrino) -> dict[str, Any]:
             "plugins": len(v.plugins()),
             "broken": len(v.broken_plugins()),
             "agents": len(v.agents()),
-            "keys": len(v.keys()),
+            "api_keys": len(v.keys()),
         },
         "recent": [_row(r) for r in recent],
         "per_agent": per_agent.most_common(20),
