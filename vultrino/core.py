@@ -334,6 +334,10 @@ class Vultrino:
         """Metadata of every credential, sorted by alias. Never a secret value."""
         return self._pipeline.credentials()
 
+    def credential_count(self) -> int:
+        """How many credentials :meth:`credentials` would list, without building them."""
+        return self._s.store.count()
+
     def credential_info(self, alias: str) -> CredentialInfo:
         return self._pipeline.credential_info(alias)
 

@@ -1012,6 +1012,12 @@ class CredentialStore:
                 self._sorted = sorted(self._records.values(), key=lambda c: c.alias)
             return [_copy_credential(c) for c in self._sorted]
 
+    def count(self) -> int:
+        """How many credentials there are (no copies made: what a dashboard shows)."""
+        with self._mutex:
+            self._refresh(force=False)
+            return len(self._records)
+
     @property
     def revision(self) -> int:
         """A number that changes whenever the credentials this handle sees change (after

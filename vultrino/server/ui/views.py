@@ -623,7 +623,7 @@ def dashboard_data(v: Vultrino) -> dict[str, Any]:
     )
     return {
         "counts": {
-            "credentials": len(v.credentials()),
+            "credentials": v.credential_count(),
             "plugins": len(v.plugins()),
             "broken": len(v.broken_plugins()),
             "agents": len(v.agents()),
