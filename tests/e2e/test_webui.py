@@ -225,3 +225,32 @@ def test_a_wrong_form_is_refused_with_its_reason_and_keeps_what_was_typed(
         assert unknown.status_code == 400 and "Unknown credential type" in unknown.text
         bad = c.get("/audit?outcome=maybe")
         assert bad.status_code == 400 and "unknown outcome" in bad.text
+
+
+def test_under_tls_the_session_cookie_is_secure(home: McpHome, tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key_file), "-out", str(cert)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with serve(home, "--tls-cert", str(cert), "--tls-key", str(key_file)) as s:
+        assert s.url.startswith("https://")
+        verify = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=s.url, timeout=HANG_GUARD_S, verify=verify) as c:
+            page = c.get("/login")
+            assert "secure" in page.headers["set-cookie"].lower()
+            r = c.post(
+                "/login", data={"csrf": _csrf(page.text), "password": ADMIN_PASSWORD, "next": "/"}
+            )
+            assert r.status_code == 303
+            cookie = r.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+            assert "strict-transport-security" in r.headers
+            assert c.get("/").status_code == 200

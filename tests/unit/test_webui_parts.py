@@ -10,6 +10,7 @@ from vultrino.server.ui.sessions import (
     IDLE_S,
     LOCKOUT_S,
     MAX_AGE_S,
+    MAX_SESSIONS,
     LoginLimiter,
     Sessions,
 )
@@ -125,3 +126,13 @@ def test_submitted_fields() -> None:
     assert submitted_fields(SPEC, {FIELD_PREFIX + "armored": "true"})["armored"] == "true"
     # a required field left empty is passed on, for the plugin's check to name it
     assert submitted_fields(SPEC, {})["private_key"] == ""
+
+
+def test_a_flood_of_anonymous_sessions_never_pushes_out_a_logged_in_one() -> None:
+    sessions = Sessions(Clock())
+    admin = sessions.login(None)
+    first = sessions.anonymous()
+    for _ in range(MAX_SESSIONS + 10):
+        sessions.anonymous()
+    assert sessions.get(admin.id) is admin
+    assert sessions.get(first.id) is None

@@ -28,6 +28,7 @@ __all__ = [
     "LOCKOUT_S",
     "MAX_AGE_S",
     "MAX_FAILURES",
+    "MAX_SESSIONS",
     "LoginLimiter",
     "Session",
     "Sessions",
@@ -38,7 +39,8 @@ MAX_AGE_S = 12 * 3600.0
 MAX_FAILURES = 5
 FAILURE_WINDOW_S = 5 * 60.0
 LOCKOUT_S = 15 * 60.0
-_MAX_SESSIONS = 10_000  # anonymous ones included: the oldest is dropped past this
+MAX_SESSIONS = 10_000
+"""Live sessions kept at most: past it the oldest anonymous one is dropped."""
 
 
 @dataclass
@@ -69,9 +71,18 @@ class Sessions:
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), authenticated, now, now)
         with self._lock:
             self._by_id[s.id] = s
-            while len(self._by_id) > _MAX_SESSIONS:
-                self._by_id.popitem(last=False)
+            if len(self._by_id) > MAX_SESSIONS:
+                self._evict()
         return s
+
+    def _evict(self) -> None:
+        """Drop the oldest anonymous session (anyone can make those by asking for the login
+        page, so a flood of them must not push out a logged-in one), else the oldest."""
+        for sid, old in self._by_id.items():
+            if not old.authenticated:
+                del self._by_id[sid]
+                return
+        self._by_id.popitem(last=False)
 
     def anonymous(self) -> Session:
         """A new session that is not logged in (it carries the login form's CSRF token)."""
