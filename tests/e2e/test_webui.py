@@ -254,3 +254,56 @@ def test_under_tls_the_session_cookie_is_secure(home: McpHome, tmp_path: Path) -
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
             assert "strict-transport-security" in r.headers
             assert c.get("/").status_code == 200
+
+
+def test_plugins_roles_agents_and_keys_through_the_forms(home: McpHome) -> None:
+    broken = home.root / "plugins" / "halfway"
+    broken.mkdir()
+    (broken / "plugin.toml").write_text('[plugin]\nname = "halfway"\n')  # no version, no module
+    with serve(home) as s, _client(s) as c:
+        assert login(c).status_code == 303
+        plugins = c.get("/plugins").text
+        assert "halfway" in plugins and "broken" in plugins and "version" in plugins
+        token = _csrf(plugins)
+
+        def post(path: str, **data: str | list[str]) -> httpx.Response:
+            r = c.post(path, data={"csrf": token, **data})
+            assert r.status_code in (303, 400), r.text
+            return c.get(r.headers["location"]) if r.status_code == 303 else r
+
+        assert "Installed plugin hmac." in post("/plugins/install", source="hmac").text
+        again = post("/plugins/install", source="hmac").text
+        assert "already installed" in again  # the installer's own words, shown as they are
+        assert "Removed plugin hmac." in post("/plugins/remove", name="hmac").text
+        assert "hmac" not in c.get("/credentials/new").text
+
+        r = post("/access/role", name="ops", permission=["read", "execute"], credentials="echo-*")
+        assert "Created role ops." in r.text
+        bad = post("/access/role", name="nope", permission=["fly"])
+        assert "fly" in bad.text  # the unknown verb is named
+        r = post("/access/agent", name="bot", credentials="github")
+        secret = re.search(r'id="new-secret"[^>]*value="([^"]+)"', r.text)
+        assert secret and secret.group(1).startswith("vagent_")
+        assert secret.group(1) not in c.get("/access").text  # shown once
+        r = post("/access/key", name="k1", role="ops", expires="30d")
+        key = re.search(r'id="new-secret"[^>]*value="([^"]+)"', r.text)
+        assert key and key.group(1).startswith("vk_")
+        listed = httpx.get(
+            s.api + "/credentials", headers={"Authorization": f"Bearer {key.group(1)}"}
+        )
+        assert [x["alias"] for x in listed.json()["credentials"]] == ["echo-one"]
+        in_use = post("/access/role/delete", name="ops")
+        assert "revoke them first" in in_use.text
+        key_id = re.search(r'name="id" value="([^"]+)"', c.get("/access").text)
+        assert key_id
+        assert "Revoked key k1" in post("/access/key/revoke", id=key_id.group(1)).text
+        revoked = httpx.get(
+            s.api + "/credentials", headers={"Authorization": f"Bearer {key.group(1)}"}
+        )
+        assert revoked.status_code == 401
+        assert "Deleted role ops." in post("/access/role/delete", name="ops").text
+        assert "Removed agent bot." in post("/access/agent/remove", name="bot").text
+    actions = [r["action"] for r in audit_records(home) if r.get("source") == "admin"]
+    for done in ("plugin.install", "plugin.remove", "role.add", "agent.add", "key.create",
+                 "key.revoke", "role.remove", "agent.remove"):  # fmt: skip
+        assert done in actions, done
