@@ -569,6 +569,8 @@ def main() -> None:
         import_bench("bench_python_imports").run(res, args.smoke)
         print("hot paths", file=sys.stderr)
         bench_hot.run(res, args.smoke)
+        print("web ui", file=sys.stderr)
+        import_bench("bench_webui").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -15,6 +15,7 @@ APT_PACKAGES=(
   librust-serde-dev librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev
   librust-hmac-dev librust-sha1-dev librust-sha2-dev librust-base64-dev
   librust-data-encoding-dev librust-serde-bytes-dev
+  chromium  # the web UI's browser tests (driven by Playwright, from the dev extra)
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

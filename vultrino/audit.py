@@ -75,6 +75,7 @@ __all__ = [
     "query",
     "query_from",
     "read_records",
+    "tail",
     "verify",
 ]
 
@@ -514,6 +515,57 @@ def query_from(
     if limit is not None:
         out = out[len(out) - limit :] if limit else []
     return out, offset
+
+
+_TAIL_BLOCK = 1 << 16
+
+
+def tail(
+    path: Path, match: Filter, limit: int, *, skip: int = 0
+) -> tuple[list[dict[str, Any]], bool]:
+    """The newest ``limit`` records matching ``match``, newest first, after skipping the
+    ``skip`` newest matches (a page), and whether older matches remain. Reads the log
+    backwards in blocks and stops as soon as the page is full, so the cost follows how far
+    back the page lies, not the size of the log. A line still being written is left out."""
+    if limit < 0 or skip < 0:
+        raise ConfigError("the limit and the offset must not be negative")
+    out: list[dict[str, Any]] = []
+    want = skip + limit + 1  # one more than the page: is there an older one?
+    seen = 0
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return [], False
+    except OSError as exc:
+        raise ConfigError(f"cannot read the audit log {path} ({exc.strerror})") from exc
+    with f:
+        end = os.fstat(f.fileno()).st_size
+        pos = end
+        carry = b""
+        first = True
+        while pos > 0 and seen < want:
+            start = max(0, pos - _TAIL_BLOCK)
+            f.seek(start)
+            block = f.read(pos - start) + carry
+            pos = start
+            lines = block.split(b"\n")
+            if first:
+                lines.pop()  # after the last newline: empty, or a line still being written
+                first = False
+            carry = lines.pop(0) if pos > 0 else b""
+            for raw in reversed(lines):
+                if not raw:
+                    continue
+                rec = match.record(raw.decode("utf-8", errors="replace"))
+                if rec is None:
+                    continue
+                seen += 1
+                if seen > skip:
+                    out.append(rec)
+                if seen >= want:
+                    break
+    more = len(out) > limit
+    return out[:limit], more
 
 
 def follow(

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from vultrino.unlock import Session
 
 __all__ = [
+    "ADMIN_PASSWORD_MIN",
     "ENV_PASSWORD",
     "ENV_PASSWORD_FILE",
     "CredentialInfo",
@@ -99,6 +100,9 @@ __all__ = [
     "kdf_params",
     "resolve_password",
 ]
+
+ADMIN_PASSWORD_MIN = 8
+"""The shortest web UI admin password accepted."""
 
 
 class Vultrino:
@@ -330,6 +334,10 @@ class Vultrino:
     def credentials(self) -> list[CredentialInfo]:
         """Metadata of every credential, sorted by alias. Never a secret value."""
         return self._pipeline.credentials()
+
+    def credential_count(self) -> int:
+        """How many credentials :meth:`credentials` would list, without building them."""
+        return self._s.store.count()
 
     def credential_info(self, alias: str) -> CredentialInfo:
         return self._pipeline.credential_info(alias)
@@ -960,6 +968,28 @@ class Vultrino:
             ) from None
         return key
 
+    # --- the web UI's admin password ----------------------------------------------------------
+
+    def set_admin_password(self, password: str) -> None:
+        """Set the password of the web admin UI (`vultrino serve`): kept as an Argon2id hash in
+        the sealed store, never in clear. PasswordRequiredError when it is shorter than
+        :data:`ADMIN_PASSWORD_MIN` characters."""
+        if len(password) < ADMIN_PASSWORD_MIN:
+            raise PasswordRequiredError(
+                f"the admin password must be at least {ADMIN_PASSWORD_MIN} characters; "
+                "nothing was changed"
+            )
+        with self._s.lock:
+            self._s.store.set_admin_password(password)
+        self._changed("admin.password")
+
+    def check_admin_password(self, password: str) -> bool:
+        """Whether ``password`` is the web UI's admin password (False while none is set)."""
+        return self._s.store.check_admin_password(password)
+
+    def admin_password_set(self) -> bool:
+        return self._s.store.has_admin_password()
+
     def note_key_use(self, key_id: str) -> None:
         """Remember that a key was used now (in memory; :meth:`flush_key_use` writes it)."""
         self._key_use.note(key_id)
@@ -1029,6 +1059,22 @@ class Vultrino:
             since=since,
             limit=limit,
         )
+
+    def audit_page(
+        self,
+        *,
+        agent: str | None = None,
+        alias: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of audit records, newest first: the ``limit`` matches after the
+        ``offset`` newest, and whether older ones remain (see :func:`vultrino.audit.tail`:
+        the log is read from its end, only as far back as the page)."""
+        match = audit.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+        return audit.tail(self.home.audit_log, match, limit, skip=offset)
 
     def audit_verify(self, *, strict: bool = False, check_key: bool = False) -> Verdict:
         """Check the audit log's hash chain and its signed head (see :func:`vultrino.audit.verify`).

@@ -470,7 +470,8 @@ def test_mcp_is_mounted_and_takes_api_keys(home: McpHome) -> None:
         assert ok.headers.get("mcp-session-id")
         refused = httpx.post(f"{s.url}/mcp", json=init, headers=accept)
         assert refused.status_code == 401
-        assert httpx.get(f"{s.url}/").status_code == 404  # the web UI's place, empty for now
+        ui = httpx.get(f"{s.url}/")  # the web UI, behind its login
+        assert ui.status_code == 303 and ui.headers["location"].startswith("/login")
     assert json.loads(json.dumps(ok.headers.get("content-type"))).startswith(
         ("application/json", "text/event-stream")
     )

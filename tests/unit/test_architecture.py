@@ -72,6 +72,7 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "keyring": ("vultrino._keyring",),
     "keyrings": ("vultrino._keyring",),
     "typer": ("vultrino.cli",),
+    "jinja2": ("vultrino.server.ui._templates",),
     "click": ("vultrino.cli",),
 }
 

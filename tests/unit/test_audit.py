@@ -231,3 +231,25 @@ def test_a_line_without_chain_fields_after_the_chain_started_is_edited(tmp_path:
         fh.write('{"ts":"2026-01-01T00:00:00.000+00:00","n":2}\n')
     verdict = audit.verify(path, _Signer.check)
     assert (verdict.line, verdict.problem) == (2, "edited")
+
+
+def test_tail_pages_newest_first_across_blocks(tmp_path: Path) -> None:
+    from vultrino import audit as audit_mod
+
+    path = tmp_path / "audit.log"
+    lines = [
+        json.dumps({"seq": i, "agent": "a" if i % 3 else "b", "outcome": "ok", "pad": "x" * 200})
+        for i in range(1, 2001)
+    ]
+    path.write_text("\n".join(lines) + "\n" + '{"seq": 2001, "agent": "a"')  # last: half-written
+    everything = audit_mod.Filter()
+    page, more = audit_mod.tail(path, everything, 5)
+    assert [r["seq"] for r in page] == [2000, 1999, 1998, 1997, 1996] and more
+    page, more = audit_mod.tail(path, everything, 10, skip=1995)
+    assert [r["seq"] for r in page] == [5, 4, 3, 2, 1] and not more
+    only_b = audit_mod.Filter(agent="b")
+    page, more = audit_mod.tail(path, only_b, 3, skip=1)
+    assert [r["seq"] for r in page] == [1995, 1992, 1989] and more
+    full = [r["seq"] for r in audit_mod.tail(path, only_b, 10_000)[0]]
+    assert full == [i for i in range(2000, 0, -1) if i % 3 == 0]
+    assert audit_mod.tail(tmp_path / "none.log", everything, 5) == ([], False)

@@ -110,6 +110,7 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "key": _group("access", "key", "key_app"),
     "serve": _group("serve", "serve"),
     "approvals": _group("serve", "approvals", "approvals_app"),
+    "admin": _group("admin", "admin"),
 }
 
 

@@ -78,7 +78,8 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
     """Create an empty, sealed credential store.
 
     The password is asked twice on a terminal, or taken from VULTRINO_PASSWORD or
-    VULTRINO_PASSWORD_FILE.
+    VULTRINO_PASSWORD_FILE. On a terminal, a password for the web admin UI of
+    `vultrino serve` is offered too (Enter skips it).
 
     Example: vultrino init
     """
@@ -87,6 +88,13 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
     password = _new_password()
     with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
         err(f"created {v.home.store}")
+        if is_tty():  # offered, never required: `vultrino admin set-password` sets it later
+            from vultrino.cli.admin import ask_admin_password
+
+            admin = ask_admin_password(optional=True)
+            if admin is not None:
+                v.set_admin_password(admin)
+                err("the web admin password is set")
 
 
 def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:

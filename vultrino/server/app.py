@@ -4,11 +4,13 @@
 
     /api/v1/...   the REST API (vultrino.server.api)
     /mcp          MCP streamable HTTP (vultrino.mcp.http, mounted as is)
-    /             nothing yet: 404 until the web UI is mounted there
+    /             the web admin UI (vultrino.server.ui): pages, forms, /static assets
 
 Around every request, :class:`Guard` refuses a Host header that is not this server's (DNS
 rebinding: a page on another site whose name resolves to this address) and an ``Origin`` of
-another site, and adds security headers to every response. ``X-Forwarded-For`` and
+another site, and adds security headers to every response (a Content-Security-Policy that
+allows scripts, styles and images from this server only and no inline script, no framing,
+nosniff). ``X-Forwarded-For`` and
 ``X-Forwarded-Proto`` are honoured only from ``--trusted-proxy`` peers (by uvicorn's proxy
 middleware, configured in :mod:`vultrino.server.run`).
 """
@@ -33,10 +35,17 @@ from vultrino.server.api import Api
 from vultrino.server.auth import Authenticator
 from vultrino.server.inbox import Inbox, Waiting
 from vultrino.server.settings import ServerSettings
+from vultrino.server.ui import WebUI
 
-__all__ = ["FLUSH_INTERVAL_S", "Guard", "audit_decision", "build_app"]
+__all__ = ["CSP", "FLUSH_INTERVAL_S", "Guard", "audit_decision", "build_app"]
 
 logger = logging.getLogger("vultrino.server")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The Content-Security-Policy of every response: nothing inline, nothing from elsewhere."""
 
 FLUSH_INTERVAL_S = 5.0
 """How often the keys' last-use times are written to their side file (and at shutdown)."""
@@ -53,6 +62,7 @@ class Guard:
             (b"x-frame-options", b"DENY"),
             (b"referrer-policy", b"no-referrer"),
             (b"cache-control", b"no-store"),
+            (b"content-security-policy", CSP.encode()),
         ]
         if tls:
             self.headers.append((b"strict-transport-security", b"max-age=31536000"))
@@ -133,9 +143,11 @@ def build_app(v: Vultrino, settings: ServerSettings, *, server_token: str, inbox
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(v.flush_key_use)
 
-    routes = [*api.routes(), Route(HTTP_PATH, endpoint=mcp_endpoint)]
+    tls = settings.tls_cert is not None
+    ui = WebUI(v, inbox, tls=tls)
+    routes = [*api.routes(), Route(HTTP_PATH, endpoint=mcp_endpoint), *ui.routes()]
     starlette = Starlette(routes=routes, lifespan=lifespan)
-    return Guard(starlette, settings.allowed_hosts, tls=settings.tls_cert is not None)
+    return Guard(starlette, settings.allowed_hosts, tls=tls)
 
 
 async def _flush_key_use(v: Vultrino) -> None:

@@ -313,3 +313,27 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     ):
         return False
     return True
+
+
+def hash_password(password: bytes) -> str:
+    """An Argon2id password hash in libsodium's self-describing string form (``$argon2id$…``),
+    with the interactive cost: what the web UI's admin password is kept as."""
+    return _argon2id.str(
+        bytes(password),
+        opslimit=_argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit=_argon2id.MEMLIMIT_INTERACTIVE,
+    ).decode("ascii")
+
+
+def check_password(hashed: str, password: bytes) -> bool:
+    """Whether ``password`` matches ``hashed`` (:func:`hash_password`); constant time in the
+    password (libsodium's verify). A malformed hash never matches."""
+    try:
+        return bool(_argon2id.verify(hashed.encode("ascii"), bytes(password)))
+    except (
+        nacl.exceptions.CryptoError,
+        nacl.exceptions.ValueError,
+        nacl.exceptions.TypeError,
+        UnicodeEncodeError,
+    ):
+        return False

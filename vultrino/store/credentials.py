@@ -395,11 +395,14 @@ def encode_document(
     agents: dict[str, dict[str, Any]] | None = None,
     audit_key: bytes | None = None,
     api_keys: dict[str, dict[str, Any]] | None = None,
+    *,
+    admin_hash: str | None = None,
 ) -> bytes:
     """The msgpack plaintext: a copy of the header (binding it), the records by alias, the
     agent profiles and roles by name (a key written only when there is at least one), the
-    audit log's signing key (written only once there is one) and the API keys by id (written
-    only when there is at least one)."""
+    audit log's signing key (written only once there is one), the API keys by id (written
+    only when there is at least one) and the web UI's admin password hash (written only once
+    one is set)."""
     doc: dict[str, Any] = {
         "header": header.raw,
         "credentials": [_encode_record(c) for c in sorted(records.values(), key=lambda c: c.alias)],
@@ -410,6 +413,8 @@ def encode_document(
         doc["audit_key"] = audit_key
     if api_keys:
         doc["api_keys"] = [api_keys[k] for k in sorted(api_keys)]
+    if admin_hash is not None:
+        doc["admin_password"] = admin_hash
     return packb(doc)
 
 
@@ -476,11 +481,19 @@ def _decode_kept(raw: Any) -> list[SecretVersion] | None:
     return out
 
 
-def document_format(agents: dict[str, dict[str, Any]], api_keys: dict[str, dict[str, Any]]) -> int:
-    """The format byte a document needs: 2 once it holds an API key or a role (an older
-    Vultrino would drop them on its next write, so it must refuse the store instead), else 1
-    (byte for byte what stores were before)."""
-    if api_keys or any(rec.get("kind") == "role" for rec in agents.values()):
+def document_format(
+    agents: dict[str, dict[str, Any]],
+    api_keys: dict[str, dict[str, Any]],
+    admin_hash: str | None = None,
+) -> int:
+    """The format byte a document needs: 2 once it holds an API key, a role or an admin
+    password (an older Vultrino would drop them on its next write, so it must refuse the store
+    instead), else 1 (byte for byte what stores were before)."""
+    if (
+        api_keys
+        or admin_hash is not None
+        or any(rec.get("kind") == "role" for rec in agents.values())
+    ):
         return 2
     return 1
 
@@ -502,17 +515,21 @@ def decode_store(
 ) -> tuple[dict[str, Credential], dict[str, dict[str, Any]], bytes | None]:
     """:func:`decode_sections` and the audit log's Ed25519 signing key (its 32-byte seed;
     None in a store that never signed an audit head)."""
-    records, agents, audit_key, _ = decode_all(plaintext, header, where)
+    records, agents, audit_key, _, _ = decode_all(plaintext, header, where)
     return records, agents, audit_key
 
 
 def decode_all(
     plaintext: bytes, header: Header, where: str
 ) -> tuple[
-    dict[str, Credential], dict[str, dict[str, Any]], bytes | None, dict[str, dict[str, Any]]
+    dict[str, Credential],
+    dict[str, dict[str, Any]],
+    bytes | None,
+    dict[str, dict[str, Any]],
+    str | None,
 ]:
     """Parse the decrypted document: the credentials by alias, the agent profiles and roles
-    by name, the audit signing key and the API key records by id.
+    by name, the audit signing key, the API key records by id and the admin password hash.
 
     Anything malformed is a StoreCorruptError. The document must repeat the file header byte
     for byte, which binds every header byte to the authenticated content. A document without
@@ -627,7 +644,10 @@ def decode_all(
         if key_id in keys:
             raise corrupt(f"API key {index} repeats an id")
         keys[key_id] = rec
-    return out, agents, audit_key, keys
+    admin_hash = doc.get("admin_password")
+    if admin_hash is not None and not (isinstance(admin_hash, str) and admin_hash):
+        raise corrupt("the admin password hash is not a string")
+    return out, agents, audit_key, keys, admin_hash
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -774,8 +794,11 @@ class CredentialStore:
         audit_key: bytes | None = None,
         retention: VersionRetention | None = None,
         api_keys: dict[str, dict[str, Any]] | None = None,
+        admin_hash: str | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._admin_hash = admin_hash
+        self._pending_admin: tuple[str | None] | None = None
         self._retention = retention or VersionRetention()
         self._api_keys: dict[str, dict[str, Any]] = api_keys or {}
         self._pending_keys: dict[str, dict[str, Any]] | None = None
@@ -909,7 +932,7 @@ class CredentialStore:
                 "password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE) or restore the store "
                 "from a backup"
             ) from None
-        records, agents, audit_key, api_keys = decode_all(plaintext, header, str(path))
+        records, agents, audit_key, api_keys, admin_hash = decode_all(plaintext, header, str(path))
         return cls(
             path,
             password=pw,
@@ -919,6 +942,7 @@ class CredentialStore:
             agents=agents,
             audit_key=audit_key,
             api_keys=api_keys,
+            admin_hash=admin_hash,
             signature=signature,
             fingerprint=_fingerprint(data),
             lock_timeout=lock_timeout,
@@ -948,6 +972,7 @@ class CredentialStore:
             self._records = {}
             self._agents = {}
             self._api_keys = {}
+            self._admin_hash = None
             self._audit_key = None
             self._sorted = None
             self._generation.detach()
@@ -986,6 +1011,12 @@ class CredentialStore:
             if self._sorted is None:
                 self._sorted = sorted(self._records.values(), key=lambda c: c.alias)
             return [_copy_credential(c) for c in self._sorted]
+
+    def count(self) -> int:
+        """How many credentials there are (no copies made: what a dashboard shows)."""
+        with self._mutex:
+            self._refresh(force=False)
+            return len(self._records)
 
     @property
     def revision(self) -> int:
@@ -1262,6 +1293,30 @@ class CredentialStore:
 
         return self._mutate(apply)
 
+    # -- the web UI's admin password ------------------------------------------------------
+
+    def set_admin_password(self, password: str | None) -> None:
+        """Set the web UI's admin password (kept as its Argon2id hash, sealed with everything
+        else), or remove it (None), atomically."""
+        hashed = None if password is None else _sealing.hash_password(password.encode())
+
+        def apply(records: dict[str, Credential]) -> None:
+            self._pending_admin = (hashed,)
+
+        self._mutate(apply)
+
+    def check_admin_password(self, password: str) -> bool:
+        """Whether ``password`` is the admin password (False while none is set)."""
+        with self._mutex:
+            self._refresh(force=False)
+            hashed = self._admin_hash
+        return hashed is not None and _sealing.check_password(hashed, password.encode())
+
+    def has_admin_password(self) -> bool:
+        with self._mutex:
+            self._refresh(force=False)
+            return self._admin_hash is not None
+
     def update_state(self, alias: str, state: dict[str, Any]) -> None:
         """Replace the plugin state of ``alias`` atomically. ``updated_at`` is left alone:
         it records when the user last changed the credential, not when a token refreshed."""
@@ -1354,12 +1409,14 @@ class CredentialStore:
                 key = self._live_key()
                 records = dict(self._records)
                 self._pending_agents = self._pending_audit_key = self._pending_keys = None
+                self._pending_admin = None
                 try:
                     result = apply(records)
                     agents, audit_key = self._pending_agents, self._pending_audit_key
-                    api_keys = self._pending_keys
+                    api_keys, admin = self._pending_keys, self._pending_admin
                 finally:
                     self._pending_agents = self._pending_audit_key = self._pending_keys = None
+                    self._pending_admin = None
                 kept = self._audit_key
                 if audit_key is not None:
                     self._audit_key = audit_key  # sealed by this write
@@ -1372,6 +1429,7 @@ class CredentialStore:
                         None,
                         agents=agents,
                         api_keys=api_keys,
+                        admin=admin,
                     )
                 except BaseException:
                     self._audit_key = kept
@@ -1388,16 +1446,21 @@ class CredentialStore:
         *,
         agents: dict[str, dict[str, Any]] | None = None,
         api_keys: dict[str, dict[str, Any]] | None = None,
+        admin: tuple[str | None] | None = None,
     ) -> None:
         """Seal and atomically replace the file. Caller holds the mutex and the file lock.
 
-        ``agents`` (``api_keys``) None keeps the profiles (the keys) as they are."""
+        ``agents`` (``api_keys``) None keeps the profiles (the keys) as they are; ``admin``
+        None keeps the admin password hash, ``(hash,)`` replaces it."""
         _remove_stale_temps(self._path)
         self._prune(records)
         profiles = self._agents if agents is None else agents
         keys = self._api_keys if api_keys is None else api_keys
-        header = _sealing.new_header(params, salt, document_format(profiles, keys))
-        document = encode_document(header, records, profiles, self._audit_key, keys)
+        admin_hash = self._admin_hash if admin is None else admin[0]
+        header = _sealing.new_header(params, salt, document_format(profiles, keys, admin_hash))
+        document = encode_document(
+            header, records, profiles, self._audit_key, keys, admin_hash=admin_hash
+        )
         data = _sealing.seal_box(key, header, document)
         _write_file(self._path, data)
         # The new file is in place: from here on, our view must match it.
@@ -1405,6 +1468,7 @@ class CredentialStore:
         self._records = records
         self._agents = profiles
         self._api_keys = keys
+        self._admin_hash = admin_hash
         self._revision += 1
         self._sorted = None
         self._fingerprint = _fingerprint(data)
@@ -1485,7 +1549,7 @@ class CredentialStore:
             key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
         try:
             plaintext = _sealing.open_box(key, header, data)
-            records, agents, audit_key, api_keys = decode_all(plaintext, header, where)
+            records, agents, audit_key, api_keys, admin_hash = decode_all(plaintext, header, where)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -1508,6 +1572,7 @@ class CredentialStore:
         self._records = records
         self._agents = agents
         self._api_keys = api_keys
+        self._admin_hash = admin_hash
         self._audit_key = audit_key
         self._revision += 1
         self._sorted = None
