@@ -156,7 +156,8 @@ def install() -> None:
 
 
 def _want(levelno: int) -> None:
-    """Let records of ``levelno`` be created (a client asked for them)."""
-    root = logging.getLogger("vultrino")
-    if root.getEffectiveLevel() > levelno:
-        root.setLevel(levelno)
+    """Let plugin log records of ``levelno`` be created (a client asked for them). Vultrino's
+    own loggers keep their level: what they send a client is their warnings and errors."""
+    plugins = logging.getLogger("vultrino.plugin")
+    if plugins.getEffectiveLevel() > levelno:
+        plugins.setLevel(levelno)
