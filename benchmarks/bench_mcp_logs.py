@@ -18,8 +18,8 @@ from typing import Any
 
 ROUNDS_SMOKE, ROUNDS = 3, 15
 N_SMOKE, N = 200, 5000
-GOAL_LOG_US = 25.0
-GOAL_STORE_US = 50.0
+GOAL_LOG_RATIO = 2.0
+GOAL_STORE_US = 20.0
 GOAL_REPLAY_MS = 5.0
 
 
@@ -65,13 +65,20 @@ def run(res: Any, smoke: bool) -> None:
     finally:
         logging.getLogger().removeHandler(quiet)
         logging.getLogger("vultrino.plugin").setLevel(saved)
+    sent_us, made_us = statistics.median(with_sink), statistics.median(without)
     res.add(
         "mcp log: plugin log line sent to the client",
-        statistics.median(with_sink),
+        sent_us,
         "us",
-        goal=GOAL_LOG_US,
-        note=f"median of {rounds} rounds; same line with no client routed: "
-        f"{statistics.median(without):.2f} us (alternating rounds)",
+        note=f"median of {rounds} alternating rounds; the same line with no client routed "
+        f"(making the record, as every call did before): {made_us:.2f} us",
+    )
+    res.add(
+        "mcp log: sent to the client / only made",
+        sent_us / made_us,
+        "x",
+        goal=GOAL_LOG_RATIO,
+        note="routing a line to its client costs less than making it again",
     )
 
     message: Any = JSONRPCResponse(jsonrpc="2.0", id=1, result={})

@@ -92,7 +92,6 @@ class MemoryEventStore(EventStore):
         self.max_events = max_events
         # event id -> (stream id, message; None for a priming event), in the order stored
         self._events: OrderedDict[EventId, tuple[StreamId, JSONRPCMessage | None]] = OrderedDict()
-        self._lock = anyio.Lock()
 
     def stored(self) -> int:
         """How many events are kept now (never more than ``max_events``). Not ``__len__``:
@@ -100,28 +99,27 @@ class MemoryEventStore(EventStore):
         return len(self._events)
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
-        async with self._lock:
-            event_id = secrets.token_urlsafe(12)
-            self._events[event_id] = (stream_id, message)
-            while len(self._events) > self.max_events:
-                self._events.popitem(last=False)
-            return event_id
+        # No lock: nothing here awaits, so on the event loop this runs as one step.
+        event_id = secrets.token_urlsafe(12)
+        self._events[event_id] = (stream_id, message)
+        while len(self._events) > self.max_events:
+            self._events.popitem(last=False)
+        return event_id
 
     async def replay_events_after(
         self, last_event_id: EventId, send_callback: EventCallback
     ) -> StreamId | None:
-        async with self._lock:
-            found = self._events.get(last_event_id)
-            if found is None:
-                return None
-            stream_id = found[0]
-            after = False
-            missed: list[EventMessage] = []
-            for event_id, (sid, message) in self._events.items():
-                if event_id == last_event_id:
-                    after = True
-                elif after and sid == stream_id and message is not None:
-                    missed.append(EventMessage(message, event_id))
+        found = self._events.get(last_event_id)
+        if found is None:
+            return None
+        stream_id = found[0]
+        after = False
+        missed: list[EventMessage] = []  # taken in one step, before the first await
+        for event_id, (sid, message) in self._events.items():
+            if event_id == last_event_id:
+                after = True
+            elif after and sid == stream_id and message is not None:
+                missed.append(EventMessage(message, event_id))
         for event in missed:
             await send_callback(event)
         return stream_id
