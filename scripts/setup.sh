@@ -94,7 +94,9 @@ fi
 CONFORMANCE=.cache/conformance
 if [ ! -x "$CONFORMANCE/node_modules/.bin/node" ] && command -v npm >/dev/null 2>&1; then
   mkdir -p "$CONFORMANCE"
-  if (cd "$CONFORMANCE" && npm install --silent --no-audit --no-fund --no-save \
+  # its own package.json, so npm installs here rather than in a project found further up
+  [ -f "$CONFORMANCE/package.json" ] || echo '{"private": true}' > "$CONFORMANCE/package.json"
+  if (cd "$CONFORMANCE" && npm install --silent --no-audit --no-fund \
         node@22 @modelcontextprotocol/conformance@0.1.16 >/dev/null 2>&1); then
     log "MCP conformance suite: $CONFORMANCE ($("$CONFORMANCE/node_modules/.bin/node" --version))"
   else

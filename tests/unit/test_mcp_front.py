@@ -578,3 +578,9 @@ def test_importing_the_stdio_server_does_not_import_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_method_served_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "mcp.md").read_text()
+    for method in METHODS:
+        assert f"`{method}`" in docs, f"docs/mcp.md does not mention `{method}`"
