@@ -24,7 +24,7 @@ test *ARGS:
 # the engine-dependent tests and the cargo builds on Python 3.10 with wasmer (the conformance
 # suite and the template test run both engines there)
 test-wasmer *ARGS:
-    . scripts/rust-env.sh 2>/dev/null; {{adapter}} VULTRINO_TEST_ENGINE=wasmer {{py310}} -m pytest -q -n 2 {{engine_tests}} {{ARGS}}
+    . scripts/rust-env.sh 2>/dev/null; {{adapter}} VULTRINO_TEST_ENGINE=wasmer {{py310}} -m pytest -q -n 2 -m "not conformance" {{engine_tests}} {{ARGS}}
 
 # ruff (lint + format check) and mypy --strict
 lint:
@@ -33,10 +33,11 @@ lint:
     {{py}} -m mypy
 
 # everything CI runs: lint, the benchmarks with tiny iteration counts, the suite on
-# 3.11/wasmtime (the cargo builds run once, in the next leg), then the engine-dependent suite
-# and the cargo builds on 3.10/wasmer, where the WIT-world check must run (not skip)
+# 3.11/wasmtime (the cargo builds run once, in the next leg; the MCP conformance suite must run
+# there, not skip), then the engine-dependent suite and the cargo builds on 3.10/wasmer, where
+# the WIT-world check must run (not skip)
 ci: lint bench-smoke
-    . scripts/rust-env.sh 2>/dev/null; {{adapter}} {{py}} -m pytest -q -n 2 -m "not cargo"
+    . scripts/rust-env.sh 2>/dev/null; {{adapter}} VULTRINO_REQUIRE_CONFORMANCE=1 {{py}} -m pytest -q -n 2 -m "not cargo"
     VULTRINO_REQUIRE_WIT_CHECK=1 {{just_executable()}} test-wasmer
 
 # benchmarks: one table on stdout, the same figures in bench-results/latest.json

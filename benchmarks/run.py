@@ -571,6 +571,8 @@ def main() -> None:
         bench_hot.run(res, args.smoke)
         print("web ui", file=sys.stderr)
         import_bench("bench_webui").run(res, args.smoke)
+        print("mcp logs and events", file=sys.stderr)
+        import_bench("bench_mcp_logs").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

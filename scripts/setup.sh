@@ -90,6 +90,21 @@ if [ ! -f "$ADAPTER" ] && command -v npm >/dev/null 2>&1; then
   fi
 fi
 
+# The official MCP conformance suite (tests/e2e/test_mcp_conformance.py) and the Node 22 it
+# needs, both from the npm registry (Debian's nodejs may be older): node_modules/.bin/node.
+CONFORMANCE=.cache/conformance
+if [ ! -x "$CONFORMANCE/node_modules/.bin/node" ] && command -v npm >/dev/null 2>&1; then
+  mkdir -p "$CONFORMANCE"
+  # its own package.json, so npm installs here rather than in a project found further up
+  [ -f "$CONFORMANCE/package.json" ] || echo '{"private": true}' > "$CONFORMANCE/package.json"
+  if (cd "$CONFORMANCE" && npm install --silent --no-audit --no-fund \
+        node@22 @modelcontextprotocol/conformance@0.1.16 >/dev/null 2>&1); then
+    log "MCP conformance suite: $CONFORMANCE ($("$CONFORMANCE/node_modules/.bin/node" --version))"
+  else
+    log "npm could not fetch the MCP conformance suite: its test will be skipped"
+  fi
+fi
+
 # The offline Rust toolchain for wasm plugins (Debian's rustc + crates).
 if [ -x /usr/bin/cargo ]; then
   # shellcheck source=scripts/rust-env.sh

@@ -161,6 +161,8 @@ class ToolInfo:
     annotations: dict[str, bool] = field(default_factory=dict)
     # JSON Schema of the result, when its shape is known
     output_schema: dict[str, Any] | None = None
+    # the credential types its ``credential`` argument takes (none: it takes no credential)
+    credential_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,7 @@ def tool_infos(
         plugin = binding.plugin
         act = binding.action
         schema = params_json_schema(act)
+        types: set[str] = set()
         if act.needs_credential:
             types = {canonical_type(plugin, CredentialTypeSpec(t)) for t in act.accepted_types}
             aliases = sorted(c.alias for c in aliases_of if c.type in types)
@@ -316,6 +319,7 @@ def tool_infos(
                 plugin=plugin.name,
                 action=act.name,
                 annotations=dict(binding.annotations),
+                credential_types=tuple(sorted(types)),
             )
         )
     return tools

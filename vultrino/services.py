@@ -327,7 +327,8 @@ class Services:
                 registry.load_all()
                 self.plugins_signature = self.scan_plugins_dir()
                 self.loaded_registry = registry
-            return registry
+            # (another thread may have loaded it while this one waited for the lock)
+            return self.loaded_registry
 
     def _sign_audit_head(self, message: bytes) -> tuple[bytes, bytes] | None:
         store = self.loaded_store

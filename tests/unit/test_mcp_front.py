@@ -202,6 +202,63 @@ SESSIONS: dict[str, list[dict[str, Any]]] = {
         call(12, "list_credentials", {}, _meta={"progressToken": "t"}),
         req(13, "ping", {"_meta": {"a": 1}}),
     ],
+    "prompts": [
+        initialize("2025-11-25"),
+        INITIALIZED,
+        req(2, "logging/setLevel", {"level": "info"}),
+        req(3, "logging/setLevel", {}),
+        req(4, "prompts/list"),
+        req(5, "prompts/get", {"name": "echo_message"}),
+        req(6, "prompts/get", {"name": "echo_message", "arguments": {"credential": "echo-one"}}),
+        req(7, "prompts/get", {"name": "echo_message", "arguments": {"credential": "github"}}),
+        req(8, "prompts/get", {"name": "use_credential", "arguments": {"credential": "github"}}),
+        req(9, "prompts/get", {"name": "no_such_prompt"}),
+        req(10, "prompts/get", {"name": "echo_message", "arguments": {"credential": "nope"}}),
+        req(11, "prompts/get", {"name": "list_credentials"}),
+        req(12, "prompts/get", {}),
+        req(
+            13,
+            "completion/complete",
+            {
+                "ref": {"type": "ref/prompt", "name": "use_credential"},
+                "argument": {"name": "credential", "value": "e"},
+            },
+        ),
+        req(
+            14,
+            "completion/complete",
+            {
+                "ref": {"type": "ref/prompt", "name": "use_credential"},
+                "argument": {"name": "action", "value": ""},
+                "context": {"arguments": {"credential": "echo-one"}},
+            },
+        ),
+        req(
+            15,
+            "completion/complete",
+            {
+                "ref": {"type": "ref/prompt", "name": "echo_message"},
+                "argument": {"name": "credential", "value": ""},
+            },
+        ),
+        req(
+            16,
+            "completion/complete",
+            {
+                "ref": {"type": "ref/prompt", "name": "test_prompt_with_arguments"},
+                "argument": {"name": "arg1", "value": "x"},
+            },
+        ),
+        req(
+            17,
+            "completion/complete",
+            {
+                "ref": {"type": "ref/resource", "uri": "vultrino://x"},
+                "argument": {"name": "a", "value": ""},
+            },
+        ),
+        req(18, "completion/complete", {"ref": {"type": "ref/prompt"}}),
+    ],
     "old-version": [
         initialize("2024-11-05"),
         INITIALIZED,
@@ -220,7 +277,7 @@ SESSIONS: dict[str, list[dict[str, Any]]] = {
         req(7, "tools/list", {"cursor": 5}),
         req(8, "nope/method"),
         req(9, "resources/list"),
-        req(10, "logging/setLevel", {"level": "info"}),
+        req(10, "logging/setLevel", {"level": "loud"}),
         req(11, "server/discover"),
         req(12, "ping", {"_meta": 5}),
         call(
@@ -253,7 +310,16 @@ def test_the_versions_are_the_sdks() -> None:
 
 
 def test_the_method_table_is_what_vultrino_serves() -> None:
-    assert set(METHODS) == {"initialize", "ping", "tools/list", "tools/call"}
+    assert set(METHODS) == {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "logging/setLevel",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+    }
 
 
 # --- what only the session does -----------------------------------------------------------------
@@ -512,3 +578,9 @@ def test_importing_the_stdio_server_does_not_import_the_sdk() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_method_served_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "mcp.md").read_text()
+    for method in METHODS:
+        assert f"`{method}`" in docs, f"docs/mcp.md does not mention `{method}`"

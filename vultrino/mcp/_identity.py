@@ -7,6 +7,7 @@ The server core builds the SDK server from these names, and the stdio server
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Final
 
 from vultrino._version import __version__
@@ -43,17 +44,31 @@ MODERN_VERSIONS: Final[frozenset[str]] = frozenset({"2026-07-28"})
 envelope (the SDK's list; a test keeps them equal)."""
 
 
-def server_capabilities() -> dict[str, Any]:
-    """What the server declares: tools, with ``listChanged`` (the SDK's answer; tested)."""
-    return {"tools": {"listChanged": True}}
+def server_capabilities(methods: Collection[str]) -> dict[str, Any]:
+    """What a server answering ``methods`` declares, derived from them as the SDK derives it
+    from its handlers (tested): a feature is declared when its methods are served, and every
+    list Vultrino serves announces changes (``listChanged``)."""
+    caps: dict[str, Any] = {}
+    if "prompts/list" in methods:
+        caps["prompts"] = {"listChanged": True}
+    if "resources/list" in methods:
+        caps["resources"] = {"subscribe": "resources/subscribe" in methods, "listChanged": True}
+    if "tools/list" in methods:
+        caps["tools"] = {"listChanged": True}
+    if "logging/setLevel" in methods:
+        caps["logging"] = {}
+    if "completion/complete" in methods:
+        caps["completions"] = {}
+    return caps
 
 
-def initialize_result(requested: str) -> dict[str, Any]:
-    """The ``initialize`` result for a client asking for protocol version ``requested``."""
+def initialize_result(requested: str, methods: Collection[str]) -> dict[str, Any]:
+    """The ``initialize`` result for a client asking for protocol version ``requested``, from
+    a server answering ``methods``."""
     negotiated = requested if requested in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
     return {
         "protocolVersion": negotiated,
-        "capabilities": server_capabilities(),
+        "capabilities": server_capabilities(methods),
         "serverInfo": {"name": SERVER_NAME, "title": SERVER_TITLE, "version": __version__},
         "instructions": INSTRUCTIONS,
     }

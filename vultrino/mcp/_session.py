@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
 from vultrino.core import Vultrino
+from vultrino.mcp import _logs, _prompts
 from vultrino.mcp._identity import initialize_result
 from vultrino.mcp._tools import (
     ACTION_THREADS,
@@ -146,6 +147,8 @@ class StdioSession:
     ) -> None:
         self.desk = ToolDesk(v)
         self.agent = agent
+        self.logs = _logs.LogSink(self._log_message)  # logging/setLevel, notifications/message
+        _logs.install()
         self.poll_interval = poll_interval
         self.drain_s = drain_s
         self.protocol_version: str | None = None  # negotiated by initialize
@@ -169,16 +172,21 @@ class StdioSession:
     def serve(self) -> None:
         """Watch for tool-list changes until stdin closes; then answer what is in flight (for
         up to ``drain_s``) and stop. Returns at once when the SDK took the stream over."""
-        # Load the tool list now, while the client reads the initialize answer: the first
-        # tools/list then finds the registry warm.
-        if self.desk.refresh():
-            self.tools_changed()
-        while not self._closed.wait(self.poll_interval):
+        # This server's one client also hears the records no request claims (the watcher's).
+        _logs.set_fallback(self.logs)
+        try:
+            # Load the tool list now, while the client reads the initialize answer: the first
+            # tools/list then finds the registry warm.
             if self.desk.refresh():
                 self.tools_changed()
-        if not self._handed_over:
-            with self._lock:
-                self._lock.wait_for(lambda: not self._inflight, timeout=self.drain_s)
+            while not self._closed.wait(self.poll_interval):
+                if self.desk.refresh():
+                    self.tools_changed()
+            if not self._handed_over:
+                with self._lock:
+                    self._lock.wait_for(lambda: not self._inflight, timeout=self.drain_s)
+        finally:
+            _logs.set_fallback(None)
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -294,7 +302,8 @@ class StdioSession:
             return
         try:
             _check_common(req)
-            result = method.handler(self, req)
+            with _logs.routed(self.logs):
+                result = method.handler(self, req)
         except RpcError as exc:
             self._answer(req, error=exc)
         except Exception as exc:
@@ -373,10 +382,16 @@ class StdioSession:
             pass  # the client is gone; the reader sees the end of stdin
 
     def tools_changed(self) -> None:
-        """Tell the client its tool list changed (once it is initialized)."""
+        """Tell the client its tool list changed (once it is initialized), and with it the
+        prompts, one per tool."""
         if self.protocol_version is not None:
             logger.info("tool list changed; notifying the client")
             self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            self._send({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"})
+
+    def _log_message(self, params: dict[str, Any]) -> None:
+        if self.protocol_version is not None:
+            self._send({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
 
     # -- approvals ------------------------------------------------------------------------------
 
@@ -469,7 +484,7 @@ def _initialize(s: StdioSession, req: Request) -> dict[str, Any]:
         raise _invalid_params(
             "initialize needs params.clientInfo, an object with a name and a version (strings)"
         )
-    result = initialize_result(version)
+    result = initialize_result(version, METHODS)
     s.protocol_version = result["protocolVersion"]
     s.client_capabilities = capabilities
     return result
@@ -527,13 +542,82 @@ def _call_pool(req: Request) -> str:
     return "actions" if ToolDesk.runs_an_action(name) else "lists"
 
 
+def _set_level(s: StdioSession, req: Request) -> dict[str, Any]:
+    level = req.param("level")
+    if level not in _logs.LEVELS:
+        raise _invalid_params(
+            f"logging/setLevel needs params.level, one of {', '.join(_logs.LEVELS)}"
+        )
+    s.logs.set_level(level)
+    return {}
+
+
+def _prompts_list(s: StdioSession, req: Request) -> dict[str, Any]:
+    cursor = req.param("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise _invalid_params("params.cursor must be a string")
+    return {"prompts": _prompts.list_prompts(s.desk, s.agent)}
+
+
+def _prompts_get(s: StdioSession, req: Request) -> dict[str, Any]:
+    name = req.param("name")
+    arguments = req.param("arguments")
+    if not isinstance(name, str):
+        raise _invalid_params("prompts/get needs params.name, the prompt's name (a string)")
+    if arguments is None:
+        arguments = {}
+    elif not isinstance(arguments, dict) or not all(isinstance(v, str) for v in arguments.values()):
+        raise _invalid_params("prompts/get params.arguments must be an object of strings")
+    return _prompts.get_prompt(s.desk, name, arguments, s.agent)
+
+
+def _complete(s: StdioSession, req: Request) -> dict[str, Any]:
+    ref = req.param("ref")
+    argument = req.param("argument")
+    context = req.param("context")
+    if not isinstance(ref, dict) or ref.get("type") not in ("ref/prompt", "ref/resource"):
+        raise _invalid_params(
+            "completion/complete needs params.ref, a ref/prompt (with a name) or a "
+            "ref/resource (with a uri)"
+        )
+    if not isinstance(ref.get("name" if ref["type"] == "ref/prompt" else "uri"), str):
+        raise _invalid_params("completion/complete params.ref needs its name (or uri), a string")
+    if not (
+        isinstance(argument, dict)
+        and isinstance(argument.get("name"), str)
+        and isinstance(argument.get("value"), str)
+    ):
+        raise _invalid_params(
+            "completion/complete needs params.argument, an object with a name and a value (strings)"
+        )
+    args: Any = {}
+    if context is not None:
+        args = context.get("arguments") if isinstance(context, dict) else None
+        if args is None:
+            args = {}
+        if not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values()):
+            raise _invalid_params(
+                "completion/complete params.context.arguments must be an object of strings"
+            )
+    return _prompts.complete(s.desk, ref, argument, args, s.agent)
+
+
+def _lists(req: Request) -> str:
+    return "lists"
+
+
 METHODS: Final[dict[str, Method]] = {
     "initialize": Method(_initialize),
     "ping": Method(_ping),
-    "tools/list": Method(_tools_list, pool=lambda req: "lists"),
+    "tools/list": Method(_tools_list, pool=_lists),
     "tools/call": Method(_tools_call, pool=_call_pool),
+    "logging/setLevel": Method(_set_level),
+    "prompts/list": Method(_prompts_list, pool=_lists),
+    "prompts/get": Method(_prompts_get, pool=_lists),
+    "completion/complete": Method(_complete, pool=_lists),
 }
-"""The requests the stdio server answers; any other method is -32601."""
+"""The requests the stdio server answers; any other method is -32601. The capabilities
+``initialize`` declares follow from it (``vultrino.mcp._identity.server_capabilities``)."""
 
 
 def _initialized(s: StdioSession, params: dict[str, Any]) -> None:

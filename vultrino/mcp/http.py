@@ -21,14 +21,23 @@ import logging
 import secrets
 import socket
 import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.to_thread
+from mcp.server.streamable_http import (
+    EventCallback,
+    EventId,
+    EventMessage,
+    EventStore,
+    StreamId,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import JSONRPCMessage
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,8 +51,11 @@ from vultrino.paths import Home
 __all__ = [
     "HTTP_PATH",
     "LOOPBACK_HOSTS",
+    "MAX_EVENTS",
+    "RETRY_MS",
     "TOKEN_FILE",
     "build_http_app",
+    "MemoryEventStore",
     "ensure_http_token",
     "mountable_http_app",
     "serve_http",
@@ -54,6 +66,63 @@ logger = logging.getLogger("vultrino.mcp")
 HTTP_PATH = "/mcp"
 TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+# --- resumable streams ---------------------------------------------------------------------
+# With an event store the SDK's transport opens every POST SSE stream (protocol 2025-11-25 and
+# later) with a priming event (an id, empty data and a `retry` field) and gives every message it
+# sends on a stream an id. A client whose stream drops reconnects with a GET carrying
+# `Last-Event-ID` and receives every message of that stream after the one it names. Memory stays
+# bounded: the oldest events go first past MAX_EVENTS, and an id already dropped (or never
+# stored) replays nothing. Ids are random, so one client cannot name another's stream.
+
+MAX_EVENTS: Final = 4096
+"""The most events kept for replay, across every session and stream."""
+
+RETRY_MS: Final = 1000
+"""How long a client waits before reconnecting a dropped stream (the SSE ``retry`` field)."""
+
+
+class MemoryEventStore(EventStore):
+    """The events of recent streams, oldest dropped first past ``max_events``."""
+
+    def __init__(self, max_events: int = MAX_EVENTS) -> None:
+        if max_events <= 0:
+            raise ValueError("max_events must be positive")
+        self.max_events = max_events
+        # event id -> (stream id, message; None for a priming event), in the order stored
+        self._events: OrderedDict[EventId, tuple[StreamId, JSONRPCMessage | None]] = OrderedDict()
+
+    def stored(self) -> int:
+        """How many events are kept now (never more than ``max_events``). Not ``__len__``:
+        the SDK tests the store for truth, and an empty store must still count as one."""
+        return len(self._events)
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        # No lock: nothing here awaits, so on the event loop this runs as one step.
+        event_id = secrets.token_urlsafe(12)
+        self._events[event_id] = (stream_id, message)
+        while len(self._events) > self.max_events:
+            self._events.popitem(last=False)
+        return event_id
+
+    async def replay_events_after(
+        self, last_event_id: EventId, send_callback: EventCallback
+    ) -> StreamId | None:
+        found = self._events.get(last_event_id)
+        if found is None:
+            return None
+        stream_id = found[0]
+        after = False
+        missed: list[EventMessage] = []  # taken in one step, before the first await
+        for event_id, (sid, message) in self._events.items():
+            if event_id == last_event_id:
+                after = True
+            elif after and sid == stream_id and message is not None:
+                missed.append(EventMessage(message, event_id))
+        for event in missed:
+            await send_callback(event)
+        return stream_id
 
 
 def ensure_http_token(home: Path) -> tuple[str, bool]:
@@ -267,7 +336,12 @@ def mountable_http_app(
             for port in (":*", "")
         ],
     )
-    manager = StreamableHTTPSessionManager(app=app.server, security_settings=security)
+    manager = StreamableHTTPSessionManager(
+        app=app.server,
+        security_settings=security,
+        event_store=MemoryEventStore(),
+        retry_interval=RETRY_MS,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:

@@ -34,23 +34,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from mcp import types
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPError
 
 from vultrino._version import __version__
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import VultrinoError
-from vultrino.mcp import _shapes
+from vultrino.mcp import _logs, _prompts, _shapes
 from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
 from vultrino.mcp._tools import (
     ACTION_THREADS,
@@ -120,9 +128,11 @@ def _mcp_error(exc: RpcError) -> MCPError:
 class _Notifier(Protocol):
     async def send_tool_list_changed(self) -> None: ...
 
+    async def send_prompt_list_changed(self) -> None: ...
+
 
 class _VultrinoServer(Server[Any]):
-    """The low-level server, declaring ``tools.listChanged`` on every transport.
+    """The low-level server, declaring ``listChanged`` for every list on every transport.
 
     The streamable-HTTP session manager builds its ``initialize`` answer from
     ``create_initialization_options()`` with no arguments, so the default lives here.
@@ -135,7 +145,10 @@ class _VultrinoServer(Server[Any]):
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True),
+            notification_options
+            or NotificationOptions(
+                tools_changed=True, prompts_changed=True, resources_changed=True
+            ),
             experimental_capabilities,
             extensions,
         )
@@ -165,8 +178,18 @@ class VultrinoMCP:
             instructions=INSTRUCTIONS,
             on_list_tools=self._on_list_tools,
             on_call_tool=self._on_call_tool,
+            on_list_prompts=self._on_list_prompts,
+            on_get_prompt=self._on_get_prompt,
+            on_completion=self._on_completion,
             on_subscriptions_listen=ListenHandler(self._bus),
         )
+        # Registered directly: the constructor's on_set_logging_level warns that 2026-07-28
+        # dropped logging/setLevel; handshake-era clients still use it.
+        self.server.add_request_handler(
+            "logging/setLevel", types.SetLevelRequestParams, self._on_set_level
+        )
+        self._log_sinks: dict[int, _logs.LogSink] = {}  # per connection (see _track)
+        _logs.install()
         self.server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self._on_initialized
         )
@@ -237,20 +260,116 @@ class VultrinoMCP:
                 self._action_threads = anyio.CapacityLimiter(ACTION_THREADS)
             limiter = self._action_threads
 
+        sink = self._sink_for(ctx)
+
         def call() -> dict[str, Any]:
-            return self.desk.call(
-                name,
-                dict(params.arguments or {}),
-                agent=agent,
-                approver=approver,
-                protocol_version=ctx.protocol_version,
-            )
+            with _logs.routed(sink):
+                return self.desk.call(
+                    name,
+                    dict(params.arguments or {}),
+                    agent=agent,
+                    approver=approver,
+                    protocol_version=ctx.protocol_version,
+                )
 
         try:
             result = await anyio.to_thread.run_sync(call, limiter=limiter)
         except RpcError as exc:
             raise _mcp_error(exc) from None
         return types.CallToolResult.model_validate(result, by_name=False)
+
+    # -- prompts and completion -----------------------------------------------------------------
+
+    async def _on_list_prompts(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        prompts = await self._off_loop(_prompts.list_prompts, self.desk, agent)
+        return types.ListPromptsResult.model_validate({"prompts": prompts}, by_name=False)
+
+    async def _on_get_prompt(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        result = await self._off_loop(
+            _prompts.get_prompt, self.desk, params.name, dict(params.arguments or {}), agent
+        )
+        return types.GetPromptResult.model_validate(result, by_name=False)
+
+    async def _on_completion(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        ref = params.ref.model_dump(by_alias=True, exclude_none=True)
+        argument = params.argument.model_dump(by_alias=True)
+        context = dict(params.context.arguments or {}) if params.context is not None else {}
+        result = await self._off_loop(_prompts.complete, self.desk, ref, argument, context, agent)
+        return types.CompleteResult.model_validate(result, by_name=False)
+
+    async def _off_loop(
+        self, fn: Callable[..., dict[str, Any]] | Callable[..., Any], *args: Any
+    ) -> Any:
+        """``fn(*args)`` in a worker thread; an :class:`RpcError` becomes the JSON-RPC error."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+
+    # -- logging --------------------------------------------------------------------------------
+
+    async def _on_set_level(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        self._track(ctx)
+        sink = self._sink_for(ctx)
+        if sink is None:
+            raise MCPError(
+                code=types.INVALID_REQUEST,
+                message="logging/setLevel is a handshake-era method; 2026-07-28 requests ask "
+                "for log messages in their _meta instead",
+            )
+        sink.set_level(params.level)
+        return types.EmptyResult()
+
+    def _sink_for(self, ctx: ServerRequestContext[Any, Any]) -> _logs.LogSink | None:
+        """This request's log channel (handshake era only): the connection's level, entries
+        sent on this request's own stream. The connection's level lives as long as it."""
+        if ctx.protocol_version in MODERN_VERSIONS:
+            return None
+        connection = getattr(ctx.session, "_connection", None)
+        target: Any = connection if isinstance(connection, Connection) else ctx.session
+        key = id(target)
+        shared = self._log_sinks.get(key)
+        if shared is None:
+            shared = self._log_sinks[key] = _logs.LogSink(lambda params: None)
+            if isinstance(target, Connection):
+                target.exit_stack.callback(self._log_sinks.pop, key, None)
+        token = anyio.lowlevel.current_token()
+        session = ctx.session
+        request_id = ctx.request_id
+
+        async def deliver(params: dict[str, Any]) -> None:
+            with warnings.catch_warnings():
+                # deprecated for 2026-07-28 only, and this is a handshake-era connection
+                warnings.simplefilter("ignore")
+                sent = session.send_log_message(
+                    params["level"],
+                    params["data"],
+                    logger=params["logger"],
+                    related_request_id=request_id,
+                )
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await sent
+
+        def send(params: dict[str, Any]) -> None:
+            # RuntimeError: logged on the event loop itself, no thread to hop from
+            with contextlib.suppress(RuntimeError):
+                anyio.from_thread.run(deliver, params, token=token)
+
+        return shared.via(send)
 
     # -- approvals ------------------------------------------------------------------------------
 
@@ -333,10 +452,13 @@ class VultrinoMCP:
             target.exit_stack.callback(self._sessions.pop, key, None)
 
     async def broadcast_tools_changed(self) -> None:
+        """Tools changed, and with them the prompts (one per tool)."""
         for target in list(self._sessions.values()):
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await target.send_tool_list_changed()
+                await target.send_prompt_list_changed()
         await self._bus.publish(ToolsListChanged())
+        await self._bus.publish(PromptsListChanged())
 
     async def watch(self) -> None:
         """Poll the facade for changes made by other processes and announce them."""
