@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,13 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["MAX_LOG_BYTES", "LogLine", "PluginLogs"]
+
+_LOGGING_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 #: A plugin's current log file is rotated when it grows past this many bytes.
 MAX_LOG_BYTES = 1024 * 1024
@@ -91,10 +99,17 @@ class PluginLogs:
         return self.directory / f"{plugin}.log"
 
     def sink(self, plugin: str) -> Callable[[str, str], None]:
-        """The ``log(level, text)`` function that appends ``plugin``'s lines to its file."""
+        """The ``log(level, text)`` function that appends ``plugin``'s lines to its file, and
+        passes them on to the ``vultrino.plugin.<plugin>`` logger when something listens there
+        (an MCP client that set a log level, a script that configured logging) — never to
+        Python's last-resort handler, which would print them on the CLI's stderr."""
+        logger = logging.getLogger(f"vultrino.plugin.{plugin}")
 
         def log(level: str, text: str) -> None:
             self.write(plugin, level, text)
+            number = _LOGGING_LEVELS.get(level, logging.INFO)
+            if logger.isEnabledFor(number) and logger.hasHandlers():
+                logger.log(number, "%s", text)
 
         return log
 
