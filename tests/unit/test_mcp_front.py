@@ -253,7 +253,14 @@ def test_the_versions_are_the_sdks() -> None:
 
 
 def test_the_method_table_is_what_vultrino_serves() -> None:
-    assert set(METHODS) == {"initialize", "ping", "tools/list", "tools/call"}
+    assert set(METHODS) == {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+    }
 
 
 # --- what only the session does -----------------------------------------------------------------

@@ -44,8 +44,12 @@ envelope (the SDK's list; a test keeps them equal)."""
 
 
 def server_capabilities() -> dict[str, Any]:
-    """What the server declares: tools, with ``listChanged`` (the SDK's answer; tested)."""
-    return {"tools": {"listChanged": True}}
+    """What the server declares: tools, with ``listChanged``, and resources (the credentials;
+    no subscriptions) — the SDK's answer (tested)."""
+    return {
+        "resources": {"subscribe": False, "listChanged": False},
+        "tools": {"listChanged": True},
+    }
 
 
 def initialize_result(requested: str) -> dict[str, Any]:

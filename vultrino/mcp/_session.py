@@ -44,6 +44,7 @@ from typing import IO, Any, Final
 
 from vultrino.core import Vultrino
 from vultrino.mcp._identity import initialize_result
+from vultrino.mcp._resources import list_resources, read_resource
 from vultrino.mcp._tools import (
     ACTION_THREADS,
     APPROVAL_SCHEMA,
@@ -527,11 +528,24 @@ def _call_pool(req: Request) -> str:
     return "actions" if ToolDesk.runs_an_action(name) else "lists"
 
 
+def _resources_list(s: StdioSession, req: Request) -> dict[str, Any]:
+    cursor = req.param("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise _invalid_params("params.cursor must be a string")
+    return {"resources": list_resources(s.desk.v, s.agent)}
+
+
+def _resources_read(s: StdioSession, req: Request) -> dict[str, Any]:
+    return read_resource(s.desk.v, s.agent, req.param("uri"))
+
+
 METHODS: Final[dict[str, Method]] = {
     "initialize": Method(_initialize),
     "ping": Method(_ping),
     "tools/list": Method(_tools_list, pool=lambda req: "lists"),
     "tools/call": Method(_tools_call, pool=_call_pool),
+    "resources/list": Method(_resources_list, pool=lambda req: "lists"),
+    "resources/read": Method(_resources_read, pool=lambda req: "lists"),
 }
 """The requests the stdio server answers; any other method is -32601."""
 

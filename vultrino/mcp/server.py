@@ -50,7 +50,7 @@ from mcp.shared.exceptions import MCPError
 from vultrino._version import __version__
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import VultrinoError
-from vultrino.mcp import _shapes
+from vultrino.mcp import _resources, _shapes
 from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
 from vultrino.mcp._tools import (
     ACTION_THREADS,
@@ -165,6 +165,8 @@ class VultrinoMCP:
             instructions=INSTRUCTIONS,
             on_list_tools=self._on_list_tools,
             on_call_tool=self._on_call_tool,
+            on_list_resources=self._on_list_resources,
+            on_read_resource=self._on_read_resource,
             on_subscriptions_listen=ListenHandler(self._bus),
         )
         self.server.add_notification_handler(
@@ -251,6 +253,32 @@ class VultrinoMCP:
         except RpcError as exc:
             raise _mcp_error(exc) from None
         return types.CallToolResult.model_validate(result, by_name=False)
+
+    # -- resources (the credentials; vultrino.mcp._resources) ----------------------------------
+
+    async def _on_list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        try:
+            rows = await anyio.to_thread.run_sync(_resources.list_resources, self.v, agent)
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+        return types.ListResourcesResult.model_validate({"resources": rows}, by_name=False)
+
+    async def _on_read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        try:
+            result = await anyio.to_thread.run_sync(
+                _resources.read_resource, self.v, agent, str(params.uri)
+            )
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+        return types.ReadResourceResult.model_validate(result, by_name=False)
 
     # -- approvals ------------------------------------------------------------------------------
 
