@@ -560,6 +560,7 @@ def main() -> None:
         import_bench("bench_unlock").run(res, args.smoke)
         print("serve", file=sys.stderr)
         import_bench("bench_serve").run(res, args.smoke)
+        import_bench("bench_remote").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
