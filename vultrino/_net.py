@@ -41,6 +41,7 @@ from vultrino._version import __version__
 from vultrino.errors import InstallError
 
 __all__ = [
+    "ApiClient",
     "BlockedAddressError",
     "HttpClient",
     "NetError",
@@ -791,3 +792,55 @@ def local_api(
     except ValueError:
         data = None
     return r.status_code, data
+
+
+class ApiClient:
+    """A keep-alive JSON client of a `vultrino serve` REST API (the remote CLI): one
+    connection for every call of a command. The key is sent as ``Authorization: Bearer``
+    and kept nowhere else: it is in no message, no repr and no log line of this class.
+    Proxy settings and ``.netrc`` in the environment are ignored, as everywhere here."""
+
+    def __init__(self, base_url: str, key: str, *, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._client = httpx.Client(
+            timeout=timeout,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT},
+        )
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self.base_url!r})"
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """(status, the decoded JSON body or None, the response headers, lower-cased) of one
+        request. Failing to connect is NetError ``connect``; no answer in time, ``timeout``;
+        a URL that is not one, ``invalid``."""
+        url = self.base_url + path
+        try:
+            r = self._client.request(method, url, json=body, params=query)
+        except httpx.TimeoutException as exc:
+            raise NetError(
+                "timeout", f"{_origin(url)} did not answer in {self._timeout:g} s"
+            ) from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise NetError("invalid", f"{self.base_url!r} is not an http(s) URL") from exc
+        except httpx.HTTPError as exc:
+            raise NetError("connect", f"cannot reach {_origin(url)}: {_reason(exc)}") from exc
+        except UnicodeError:  # the key (never shown) or a header is not ASCII
+            raise NetError("encoding", "the API key is not plain ASCII text") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        return r.status_code, data, {k.lower(): v for k, v in r.headers.items()}
+
+    def close(self) -> None:
+        self._client.close()

@@ -90,9 +90,18 @@ class AgentScope:
         *,
         plugin: str | None = None,
         source: str = "api",
+        from_cli: bool = False,
     ) -> Any:
+        """``from_cli``: the values are a command line's strings, converted to each
+        parameter's declared type (the remote CLI's calls)."""
         return self._pipeline.execute(
-            alias, action, params, caller=self._caller, plugin=plugin, source=source
+            alias,
+            action,
+            params,
+            caller=self._caller,
+            plugin=plugin,
+            source=source,
+            from_cli=from_cli,
         )
 
     def run_action(
@@ -102,8 +111,11 @@ class AgentScope:
         params: Mapping[str, Any] | None = None,
         *,
         source: str = "api",
+        from_cli: bool = False,
     ) -> Any:
-        return self._pipeline.run_action(plugin, action, params, caller=self._caller, source=source)
+        return self._pipeline.run_action(
+            plugin, action, params, caller=self._caller, source=source, from_cli=from_cli
+        )
 
     def refresh(self) -> bool:
         return self._pipeline.refresh()

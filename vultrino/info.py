@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from vultrino.store import Credential, SecretVersion, VersionRetention
 
 __all__ = [
+    "CREDENTIAL_INFO_SCHEMA",
+    "CREDENTIAL_TOOLS",
+    "GET_CREDENTIAL_INFO_TOOL",
     "LIST_CREDENTIALS_SCHEMA",
     "LIST_CREDENTIALS_TOOL",
     "CredentialInfo",
@@ -35,6 +38,10 @@ __all__ = [
 ]
 
 LIST_CREDENTIALS_TOOL = "list_credentials"
+GET_CREDENTIAL_INFO_TOOL = "get_credential_info"
+#: The server's own tools (the original Vultrino's names): they read credential metadata,
+#: never run an action.
+CREDENTIAL_TOOLS = frozenset({LIST_CREDENTIALS_TOOL, GET_CREDENTIAL_INFO_TOOL})
 #: What list_credentials returns: one entry per credential, never a secret value.
 LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
     "type": "array",
@@ -48,6 +55,24 @@ LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
         "required": ["alias", "type", "description"],
         "additionalProperties": False,
     },
+}
+
+
+#: What get_credential_info returns: a credential's metadata, secret fields masked.
+CREDENTIAL_INFO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "alias": {"type": "string"},
+        "type": {"type": "string"},
+        "description": {"type": "string"},
+        "plugin": {"type": ["string", "null"]},
+        "allow": {"type": "array", "items": {"type": "string"}},
+        "fields": {"type": "object"},
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "version": {"type": "integer"},
+    },
+    "required": ["alias", "type", "description", "fields"],
 }
 
 
@@ -258,21 +283,56 @@ def replace_drops(
     )
 
 
+_READ_ONLY_HINTS = {
+    "readOnlyHint": True,
+    "destructiveHint": False,
+    "idempotentHint": True,
+    "openWorldHint": False,
+}
+
+
 def _list_credentials_tool() -> ToolInfo:
     return ToolInfo(
         name=LIST_CREDENTIALS_TOOL,
         description="List the credentials you can use, by alias, with their type and "
         "description. Secret values are never shown.",
-        input_schema={"type": "object", "properties": {}, "additionalProperties": False},
+        input_schema={
+            "type": "object",
+            "properties": {
+                "pattern": {
+                    "type": "string",
+                    "description": "Optional glob to filter the aliases by (e.g. 'github-*')",
+                }
+            },
+            "additionalProperties": False,
+        },
         plugin="vultrino",
         action=LIST_CREDENTIALS_TOOL,
-        annotations={
-            "readOnlyHint": True,
-            "destructiveHint": False,
-            "idempotentHint": True,
-            "openWorldHint": False,
-        },
+        annotations=dict(_READ_ONLY_HINTS),
         output_schema=LIST_CREDENTIALS_SCHEMA,
+    )
+
+
+def _get_credential_info_tool() -> ToolInfo:
+    return ToolInfo(
+        name=GET_CREDENTIAL_INFO_TOOL,
+        description="Show one credential's metadata: its type, description, plugin, URL "
+        "allowlist and non-secret fields (secret fields are shown as ********).",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "credential": {
+                    "type": "string",
+                    "description": "The credential's alias (see list_credentials)",
+                }
+            },
+            "required": ["credential"],
+            "additionalProperties": False,
+        },
+        plugin="vultrino",
+        action=GET_CREDENTIAL_INFO_TOOL,
+        annotations=dict(_READ_ONLY_HINTS),
+        output_schema=CREDENTIAL_INFO_SCHEMA,
     )
 
 
@@ -289,11 +349,12 @@ def tool_infos(
     registry: PluginRegistry,
     visible: Callable[[str], bool] | None = None,
 ) -> list[ToolInfo]:
-    """Every MCP tool: ``list_credentials`` then one per plugin ``[[mcp_tools]]`` entry.
+    """Every MCP tool: ``list_credentials``, ``get_credential_info``, then one per plugin
+    ``[[mcp_tools]]`` entry.
 
     ``visible`` filters the aliases named in the ``credential`` descriptions."""
     aliases_of = [c for c in creds if visible is None or visible(c.alias)]
-    tools = [_list_credentials_tool()]
+    tools = [_list_credentials_tool(), _get_credential_info_tool()]
     for binding in registry.tools():
         plugin = binding.plugin
         act = binding.action

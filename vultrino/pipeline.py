@@ -22,6 +22,7 @@ too, so the same rules decide what an agent is shown and what it may run.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import re
@@ -47,6 +48,7 @@ from vultrino.errors import (
     VultrinoError,
 )
 from vultrino.info import (
+    CREDENTIAL_TOOLS,
     LIST_CREDENTIALS_TOOL,
     CredentialInfo,
     ToolInfo,
@@ -264,11 +266,8 @@ class Pipeline:
             if caller is not None:
                 self._refused_tool(name, caller, source, exc)
             raise
-        if target is None:  # list_credentials
-            return [
-                {"alias": c.alias, "type": c.type, "description": c.description}
-                for c in self.credentials(caller)
-            ]
+        if target is None:  # a credential tool: metadata, through the caller's visibility
+            return self._credential_tool(name, args, caller)
         alias, owner, action = target
         return self.call(alias, owner, action, args, caller, profile, name, source, False)
 
@@ -277,9 +276,13 @@ class Pipeline:
     ) -> tuple[str | None, str, str] | None:
         """(alias, plugin, action) that tool ``name`` runs with ``args`` (its ``credential``
         argument taken out of them); None for ``list_credentials``."""
-        if name == LIST_CREDENTIALS_TOOL:
-            if args:
-                raise ParameterError(f"{name} takes no arguments; got {sorted(args)}")
+        if name in CREDENTIAL_TOOLS:
+            allowed = {"pattern"} if name == LIST_CREDENTIALS_TOOL else {"credential"}
+            extra = sorted(set(args) - allowed)
+            if extra:
+                raise ParameterError(
+                    f"{name} takes only {' and '.join(sorted(allowed))}; got {extra}"
+                )
             return None
         binding = next((b for b in self._s.registry.tools() if b.name == name), None)
         if binding is None or (profile is not None and not sees_tool(profile, name)):
@@ -308,6 +311,31 @@ class Pipeline:
                 plugin=owner,
             )
         return alias, owner, act.name
+
+    def _credential_tool(
+        self, name: str, args: dict[str, Any], caller: Caller | None
+    ) -> list[dict[str, Any]] | dict[str, Any]:
+        """``list_credentials`` (``pattern``: a glob over the aliases, as the original's) or
+        ``get_credential_info`` (``credential``: an alias), for what the caller may see."""
+        if name == LIST_CREDENTIALS_TOOL:
+            pattern = args.get("pattern")
+            if pattern is not None and not isinstance(pattern, str):
+                raise ParameterError(
+                    f"{name}: pattern must be a string glob such as 'github-*', got "
+                    f"{type_name(pattern)}"
+                )
+            return [
+                {"alias": c.alias, "type": c.type, "description": c.description}
+                for c in self.credentials(caller)
+                if pattern is None or fnmatch.fnmatchcase(c.alias, pattern)
+            ]
+        alias = args.get("credential")
+        if not isinstance(alias, str) or not alias:
+            raise ParameterError(
+                f"{name} needs 'credential': the alias of a credential, a non-empty string "
+                "(call list_credentials to see them)"
+            )
+        return self.credential_info(alias, caller).to_dict()
 
     def _refused_tool(self, name: str, caller: Caller, source: str, exc: VultrinoError) -> None:
         """The record of an agent's tool call refused before it reached the stages (an

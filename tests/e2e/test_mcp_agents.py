@@ -133,7 +133,7 @@ def text(result: types.CallToolResult) -> str:
 async def _check_web_profile(s: ClientSession, web: Recorder) -> None:
     """What the `web` profile may and may not do, whichever transport carries it."""
     tools = {t.name: t for t in (await s.list_tools()).tools}
-    assert set(tools) == {"list_credentials", "http_request"}
+    assert set(tools) == {"list_credentials", "get_credential_info", "http_request"}
     assert "github" not in str(tools["http_request"].input_schema)
     listed = await s.call_tool("list_credentials", {})
     assert "local" in text(listed)

@@ -326,7 +326,7 @@ def test_unknown_methods_and_bad_parameters_get_the_protocol_errors(
         errlog,
         initialize("2025-06-18"),
         INITIALIZED,
-        request(2, "resources/list"),
+        request(2, "resources/subscribe", {"uri": "vultrino://credential/x"}),
         request(3, "tools/call", {"arguments": {}}),
         request(4, "tools/list", {"cursor": 7}),
         '{"jsonrpc": "2.0", "id": null, "method": "ping"}\n',
@@ -336,7 +336,7 @@ def test_unknown_methods_and_bad_parameters_get_the_protocol_errors(
     assert got[2]["error"] == {
         "code": -32601,
         "message": "Method not found",
-        "data": "resources/list",
+        "data": "resources/subscribe",
     }
     assert got[3]["error"]["code"] == -32602 and "params.name" in got[3]["error"]["data"]
     assert got[4]["error"]["code"] == -32602 and "cursor" in got[4]["error"]["data"]

@@ -152,7 +152,9 @@ def test_roles_scope_keys_and_a_read_only_key_cannot_execute(home: McpHome) -> N
         assert ghost.json() == {
             "error": "Access denied to credential: no-such-thing",
             "code": "credential_denied",
+            "type": "CredentialDeniedError",  # the same class for a name that does exist
         }
+        assert used.json()["type"] == "CredentialDeniedError"
 
         reader = Client(s.url, ro)
         assert reader.list_credentials().status_code == 200

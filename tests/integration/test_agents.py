@@ -46,7 +46,7 @@ def test_a_scope_sees_only_its_credentials_and_tools(v: Vultrino) -> None:
     s = v.as_agent("web")
     assert [c.alias for c in s.credentials()] == ["local"]
     tools = {t.name: t for t in s.tools()}
-    assert set(tools) == {"list_credentials", "http_request"}
+    assert set(tools) == {"list_credentials", "get_credential_info", "http_request"}
     described = tools["http_request"].input_schema["properties"]["credential"]["description"]
     assert "local" in described and "github" not in described and "echo-one" not in described
     assert [c["alias"] for c in s.call_tool("list_credentials", {})] == ["local"]
@@ -132,7 +132,11 @@ def test_a_replaced_profile_holds_from_the_next_call_of_a_live_scope(
 def test_action_allowlist(v: Vultrino) -> None:
     v.add_agent("e", credentials=["*"], tools=["*"], actions=["http:*"])
     s = v.as_agent("e")
-    assert {t.name for t in s.tools()} == {"list_credentials", "http_request"}
+    assert {t.name for t in s.tools()} == {
+        "list_credentials",
+        "get_credential_info",
+        "http_request",
+    }
     with pytest.raises(AgentPolicyError, match="may not run action echo:echo"):
         s.execute("echo-one", "echo", {"message": "hi"})
 

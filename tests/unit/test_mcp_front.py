@@ -319,6 +319,8 @@ def test_the_method_table_is_what_vultrino_serves() -> None:
         "prompts/list",
         "prompts/get",
         "completion/complete",
+        "resources/list",
+        "resources/read",
     }
 
 

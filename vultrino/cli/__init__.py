@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from vultrino._version import __version__
-from vultrino.cli._common import LOG_ENV, err, log_level, set_root_home
+from vultrino.cli._common import LOG_ENV, err, log_level, set_remote, set_root_home
 from vultrino.errors import VultrinoError
 
 # The settings of the root app; every lazily built command is built with the same ones.
@@ -183,15 +183,38 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option("--home", help="Vultrino home (default: $VULTRINO_HOME or ~/.vultrino)."),
+    ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            metavar="URL",
+            help="Run list, info, request and audit on a `vultrino serve` at URL over its "
+            "REST API (default: $VULTRINO_API_URL).",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="The API key for --remote; prefer $VULTRINO_API_KEY (a key on the command "
+            "line is visible to other local users).",
+            show_default=False,
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """Vultrino keeps secrets sealed and performs the actions that need them."""
+    from vultrino.cli import _remote
+
     set_root_home(home)
     if os.environ.get(LOG_ENV):  # checked once, before any command runs
         try:
@@ -199,6 +222,25 @@ def root(
         except VultrinoError as exc:
             err(f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
+    if key is not None:
+        err(
+            "warning: the API key was given on the command line, where other local users can "
+            "read it (ps) and your shell history keeps it; set VULTRINO_API_KEY instead"
+        )
+        if remote is None and _remote.url_from_env() is None:
+            err("error: --key is the API key of a server: give --remote URL too")
+            raise typer.Exit(2)
+    where = _remote.target(remote, key)
+    command = ctx.invoked_subcommand
+    if where is not None and command not in _remote.REMOTE_COMMANDS:
+        if where.explicit and command is not None:
+            err(
+                f"error: `vultrino {command}` works on this machine's home, not on a server: "
+                f"with --remote only {', '.join(_remote.REMOTE_COMMANDS)} talk to the server"
+            )
+            raise typer.Exit(2)
+        where = None  # VULTRINO_API_URL routes only the remote commands
+    set_remote(where)
 
 
 def main() -> None:

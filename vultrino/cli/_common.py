@@ -19,6 +19,9 @@ import typer
 from vultrino.errors import VultrinoError
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from vultrino.cli._remote import Calls, RemoteTarget
     from vultrino.core import Vultrino
     from vultrino.policy.approval import Approval, ApprovalRequest
 
@@ -47,11 +50,33 @@ DebugOpt = Annotated[
 LOG_ENV = "VULTRINO_LOG"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
-_state: dict[str, Any] = {"home": None}
+_state: dict[str, Any] = {"home": None, "remote": None}
 
 
 def set_root_home(home: Path | None) -> None:
     _state["home"] = home
+
+
+def set_remote(where: RemoteTarget | None) -> None:
+    _state["remote"] = where
+
+
+def remote() -> RemoteTarget | None:
+    """The server the remote-capable commands talk to (``--remote`` or VULTRINO_API_URL)."""
+    where: RemoteTarget | None = _state["remote"]
+    return where
+
+
+def open_calls(home: Path | None) -> AbstractContextManager[Calls]:
+    """What ``list``, ``info`` and ``request`` call: the server's REST API when a remote is
+    set (``--remote`` or VULTRINO_API_URL; ``--home`` is then not used), else the home's
+    facade."""
+    where = remote()
+    if where is not None:
+        from vultrino.cli._remote import Remote
+
+        return Remote(where)
+    return open_vultrino(home)
 
 
 def home_arg(home: Path | None) -> Path | None:

@@ -20,7 +20,7 @@ from vultrino.cli._common import (
     open_vultrino,
     table,
 )
-from vultrino.errors import AgentValidationError
+from vultrino.errors import AgentValidationError, ParameterError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -266,8 +266,24 @@ def audit_show(
     if ctx.invoked_subcommand is not None:
         return
     from vultrino import audit as audit_log
-    from vultrino.cli._common import home_arg
+    from vultrino.cli._common import home_arg, remote
     from vultrino.paths import resolve_home
+
+    where = remote()
+    if where is not None:
+        if follow:
+            raise ParameterError(
+                "--follow reads this machine's audit log as it grows; with --remote, run "
+                "`vultrino audit` again (or --follow on the server's host)"
+            )
+        from vultrino.cli._remote import Remote
+
+        with Remote(where) as server:
+            found = server.audit(
+                agent=agent, alias=alias, outcome=outcome, since=since, limit=limit
+            )
+        _print_audit(found, json_out)
+        return
 
     h = resolve_home(home_arg(home))
     match = audit_log.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
@@ -275,6 +291,10 @@ def audit_show(
     if follow:
         _follow(audit_log.follow(h.audit_log, match, offset), records, json_lines=json_out)
         return
+    _print_audit(records, json_out)
+
+
+def _print_audit(records: list[dict[str, Any]], json_out: bool) -> None:
     if json_out:
         emit_json(records)
         return
@@ -351,6 +371,14 @@ def audit_verify(
 
     Example: vultrino audit verify --strict
     """
+    from vultrino.cli._common import remote
+
+    server = remote()
+    if server is not None and server.explicit:
+        raise ParameterError(
+            "`audit verify` checks this machine's audit log; run it on the server's host "
+            "(without --remote)"
+        )
     with open_vultrino(home) as v:
         verdict = v.audit_verify(strict=strict, check_key=check_key)
     if json_out:

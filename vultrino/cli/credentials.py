@@ -24,6 +24,7 @@ from vultrino.cli._common import (
     handle_errors,
     home_arg,
     is_tty,
+    open_calls,
     open_vultrino,
     prompt_secret,
     read_value,
@@ -35,12 +36,14 @@ from vultrino.errors import (
     CredentialValidationError,
     ParameterError,
     PasswordRequiredError,
+    VultrinoError,
 )
 from vultrino.plugins.validation import check_field_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from vultrino.cli._remote import Calls
     from vultrino.core import Vultrino
     from vultrino.info import CredentialInfo
     from vultrino.plugins.base import CredentialTypeSpec
@@ -478,7 +481,7 @@ def list_(home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = Non
 
     Examples: vultrino list --json; vultrino list --field 0.alias
     """
-    with open_vultrino(home) as v:
+    with open_calls(home) as v:
         infos = v.credentials()
     if field is not None:
         emit_field([i.to_dict() for i in infos], field)
@@ -503,7 +506,7 @@ def info(
 
     Examples: vultrino info github; vultrino info github --field allow.0
     """
-    with open_vultrino(home) as v, suggesting(v, alias):
+    with open_calls(home) as v, suggesting(v, alias):
         i = v.credential_info(alias)
     if field is not None:
         emit_field(i.to_dict(), field)
@@ -655,7 +658,7 @@ def _http_params(
 
 
 @contextlib.contextmanager
-def suggesting(v: Vultrino, alias: str) -> Iterator[None]:
+def suggesting(v: Vultrino | Calls, alias: str) -> Iterator[None]:
     """Add "did you mean" to an unknown alias, from the aliases the user has (the user's own
     CLI: an agent's errors never name other aliases)."""
     try:
@@ -663,7 +666,11 @@ def suggesting(v: Vultrino, alias: str) -> Iterator[None]:
     except CredentialNotFoundError as exc:
         import difflib
 
-        close = difflib.get_close_matches(alias, [c.alias for c in v.credentials()], n=2)
+        try:
+            known = [c.alias for c in v.credentials()]
+        except VultrinoError:  # a remote key that may not list: the first error stands
+            known = []
+        close = difflib.get_close_matches(alias, known, n=2)
         if close:
             exc.args = (f"{exc}; did you mean {' or '.join(repr(c) for c in close)}?",)
         raise
@@ -780,7 +787,7 @@ def request(
                 "nothing to do: give a credential alias (with --action NAME or a URL), or "
                 "--plugin NAME --action NAME for an action that needs no credential"
             )
-        with open_vultrino(home) as v:
+        with open_calls(home) as v:
             result = v.run_action(
                 plugin, action, _params(param or [], params_json), from_cli=True, source="cli"
             )
@@ -792,7 +799,7 @@ def request(
         params = _http_params(url, method, header or [], data)
         if timeout is not None:
             params["timeout"] = timeout
-        with open_vultrino(home) as v, suggesting(v, alias):
+        with open_calls(home) as v, suggesting(v, alias):
             result = v.execute(alias, "request", params, plugin=plugin, source="cli")
         code = _print_http(result, json_out, raw, field)
         if code:
@@ -806,7 +813,7 @@ def request(
         raise ParameterError(
             "URL, -X, -H and -d belong to HTTP requests; use --param with --action"
         )
-    with open_vultrino(home) as v, suggesting(v, alias):
+    with open_calls(home) as v, suggesting(v, alias):
         result = v.execute(
             alias,
             action,

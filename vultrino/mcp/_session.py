@@ -45,6 +45,7 @@ from typing import IO, Any, Final
 from vultrino.core import Vultrino
 from vultrino.mcp import _logs, _prompts
 from vultrino.mcp._identity import initialize_result
+from vultrino.mcp._resources import list_resources, read_resource
 from vultrino.mcp._tools import (
     ACTION_THREADS,
     APPROVAL_SCHEMA,
@@ -383,11 +384,12 @@ class StdioSession:
 
     def tools_changed(self) -> None:
         """Tell the client its tool list changed (once it is initialized), and with it the
-        prompts, one per tool."""
+        prompts, one per tool, and the resources (the credentials: the home changed)."""
         if self.protocol_version is not None:
             logger.info("tool list changed; notifying the client")
             self._send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
             self._send({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"})
+            self._send({"jsonrpc": "2.0", "method": "notifications/resources/list_changed"})
 
     def _log_message(self, params: dict[str, Any]) -> None:
         if self.protocol_version is not None:
@@ -606,6 +608,17 @@ def _lists(req: Request) -> str:
     return "lists"
 
 
+def _resources_list(s: StdioSession, req: Request) -> dict[str, Any]:
+    cursor = req.param("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise _invalid_params("params.cursor must be a string")
+    return {"resources": list_resources(s.desk.v, s.agent)}
+
+
+def _resources_read(s: StdioSession, req: Request) -> dict[str, Any]:
+    return read_resource(s.desk.v, s.agent, req.param("uri"))
+
+
 METHODS: Final[dict[str, Method]] = {
     "initialize": Method(_initialize),
     "ping": Method(_ping),
@@ -615,6 +628,8 @@ METHODS: Final[dict[str, Method]] = {
     "prompts/list": Method(_prompts_list, pool=_lists),
     "prompts/get": Method(_prompts_get, pool=_lists),
     "completion/complete": Method(_complete, pool=_lists),
+    "resources/list": Method(_resources_list, pool=_lists),
+    "resources/read": Method(_resources_read, pool=_lists),
 }
 """The requests the stdio server answers; any other method is -32601. The capabilities
 ``initialize`` declares follow from it (``vultrino.mcp._identity.server_capabilities``)."""

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from vultrino.core import Vultrino
 from vultrino.errors import ToolNotFoundError, VultrinoError
-from vultrino.info import LIST_CREDENTIALS_TOOL, ToolInfo
+from vultrino.info import CREDENTIAL_TOOLS, ToolInfo
 from vultrino.mcp._shapes import error_result, internal_error_result, tool_entry, tool_result
 from vultrino.policy.approval import Approver
 
@@ -42,6 +42,7 @@ __all__ = [
     "POLL_INTERVAL_S",
     "RpcError",
     "ToolDesk",
+    "original_tool_name",
     "unknown_tool",
 ]
 
@@ -102,23 +103,40 @@ def unknown_tool(name: str) -> RpcError:
     )
 
 
+def original_tool_name(tool: ToolInfo) -> str | None:
+    """The name the original Vultrino gives a plugin's tool: ``<plugin>_<tool>``, the plugin's
+    dashes as underscores (``pgp-signing``'s ``pgp_sign`` is ``pgp_signing_pgp_sign``); None
+    for the server's own tools."""
+    if tool.name in CREDENTIAL_TOOLS:
+        return None
+    return f"{tool.plugin.replace('-', '_')}_{tool.name}"
+
+
 class ToolDesk:
     """The tools of one :class:`Vultrino` as MCP data; safe to call from any thread."""
 
     def __init__(self, v: Vultrino) -> None:
         self.v = v
         self._tools: dict[str, ToolInfo] = {}
+        self._aliases: dict[str, str] = {}
         self._last_refresh_error = ""
         self._refreshing = threading.Lock()
 
     def known(self, name: str) -> bool:
-        return name in self._tools
+        return name in self._tools or name in self._aliases
+
+    def resolve(self, name: str) -> str:
+        """The tool ``name`` calls: itself, or the tool whose original-Vultrino name it is
+        (:func:`original_tool_name`; a real tool's name always wins)."""
+        if name in self._tools:
+            return name
+        return self._aliases.get(name, name)
 
     @staticmethod
     def runs_an_action(name: str) -> bool:
         """Whether a call to ``name`` runs a plugin action (may be slow: its own thread pool)
-        rather than only reading the store (``list_credentials``)."""
-        return name != LIST_CREDENTIALS_TOOL
+        rather than only reading the store (``list_credentials``, ``get_credential_info``)."""
+        return name not in CREDENTIAL_TOOLS
 
     def refresh(self) -> bool:
         """Re-read plugins and credentials; True when the tool list changed.
@@ -137,7 +155,13 @@ class ToolDesk:
                 self._refresh_failed(f"internal error ({type(exc).__name__})")
                 logger.debug("refresh failed", exc_info=True)
                 return False
+            aliases: dict[str, str] = {}
+            for tool in tools.values():
+                original = original_tool_name(tool)
+                if original is not None and original not in tools:
+                    aliases[original] = tool.name
             self._tools = tools
+            self._aliases = aliases
             self._last_refresh_error = ""
             return changed
 
@@ -173,8 +197,10 @@ class ToolDesk:
 
         The caller has made sure the tool is :meth:`known` (or that ``agent`` is set: then the
         pipeline refuses an unknown tool and records the refusal); :class:`RpcError` -32602 for
-        a tool that does not exist for this caller.
+        a tool that does not exist for this caller. The original Vultrino's name of a tool
+        calls that tool (:meth:`resolve`).
         """
+        called, name = name, self.resolve(name)
         try:
             if agent is not None:
                 value = self.v.as_agent(agent, approver=approver).call_tool(
@@ -185,7 +211,7 @@ class ToolDesk:
         except ToolNotFoundError:
             # outside the agent's profile (the pipeline audited it): exactly as for a tool
             # that does not exist
-            raise unknown_tool(name) from None
+            raise unknown_tool(called) from None
         except VultrinoError as exc:
             return error_result(exc)
         except Exception as exc:

@@ -51,6 +51,7 @@ from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
     PromptsListChanged,
+    ResourcesListChanged,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
@@ -58,7 +59,7 @@ from mcp.shared.exceptions import MCPError
 from vultrino._version import __version__
 from vultrino.core import ToolInfo, Vultrino
 from vultrino.errors import VultrinoError
-from vultrino.mcp import _logs, _prompts, _shapes
+from vultrino.mcp import _logs, _prompts, _resources, _shapes
 from vultrino.mcp._identity import INSTRUCTIONS, SERVER_NAME, SERVER_TITLE
 from vultrino.mcp._tools import (
     ACTION_THREADS,
@@ -130,6 +131,8 @@ class _Notifier(Protocol):
 
     async def send_prompt_list_changed(self) -> None: ...
 
+    async def send_resource_list_changed(self) -> None: ...
+
 
 class _VultrinoServer(Server[Any]):
     """The low-level server, declaring ``listChanged`` for every list on every transport.
@@ -181,6 +184,8 @@ class VultrinoMCP:
             on_list_prompts=self._on_list_prompts,
             on_get_prompt=self._on_get_prompt,
             on_completion=self._on_completion,
+            on_list_resources=self._on_list_resources,
+            on_read_resource=self._on_read_resource,
             on_subscriptions_listen=ListenHandler(self._bus),
         )
         # Registered directly: the constructor's on_set_logging_level warns that 2026-07-28
@@ -371,6 +376,32 @@ class VultrinoMCP:
 
         return shared.via(send)
 
+    # -- resources (the credentials; vultrino.mcp._resources) ----------------------------------
+
+    async def _on_list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        try:
+            rows = await anyio.to_thread.run_sync(_resources.list_resources, self.v, agent)
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+        return types.ListResourcesResult.model_validate({"resources": rows}, by_name=False)
+
+    async def _on_read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        self._track(ctx)
+        agent = self._agent_for(ctx)
+        try:
+            result = await anyio.to_thread.run_sync(
+                _resources.read_resource, self.v, agent, str(params.uri)
+            )
+        except RpcError as exc:
+            raise _mcp_error(exc) from None
+        return types.ReadResourceResult.model_validate(result, by_name=False)
+
     # -- approvals ------------------------------------------------------------------------------
 
     def _approver(
@@ -452,13 +483,16 @@ class VultrinoMCP:
             target.exit_stack.callback(self._sessions.pop, key, None)
 
     async def broadcast_tools_changed(self) -> None:
-        """Tools changed, and with them the prompts (one per tool)."""
+        """Tools changed, and with them the prompts (one per tool) and the resources (the
+        credentials: the home changed)."""
         for target in list(self._sessions.values()):
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await target.send_tool_list_changed()
                 await target.send_prompt_list_changed()
+                await target.send_resource_list_changed()
         await self._bus.publish(ToolsListChanged())
         await self._bus.publish(PromptsListChanged())
+        await self._bus.publish(ResourcesListChanged())
 
     async def watch(self) -> None:
         """Poll the facade for changes made by other processes and announce them."""

@@ -58,7 +58,9 @@ __all__ = ["RESERVED_TOOL_NAMES", "PluginRegistry", "ToolBinding", "module_probl
 METADATA_FILE = ".installed.json"
 
 #: MCP tools the server itself provides; no plugin may declare a tool with one of these names.
-RESERVED_TOOL_NAMES: frozenset[str] = frozenset({"list_credentials", "http_request"})
+RESERVED_TOOL_NAMES: frozenset[str] = frozenset(
+    {"list_credentials", "get_credential_info", "http_request"}
+)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ __all__ = [
 AGENT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOKEN_PREFIX = "vagent_"  # noqa: S105 - a prefix that makes the token recognisable, not a secret
 GLOB_MAX_LENGTH = 200
-ALWAYS_VISIBLE_TOOLS = frozenset({"list_credentials"})
+ALWAYS_VISIBLE_TOOLS = frozenset({"list_credentials", "get_credential_info"})
 #: The permission verbs of a role, weakest first; ``admin`` implies the others.
 PERMISSIONS: tuple[str, ...] = ("read", "execute", "write", "admin")
 AGENT_PERMISSIONS: tuple[str, ...] = ("read", "execute")

@@ -110,7 +110,11 @@ def error_body(exc: VultrinoError) -> Response:
         headers["Retry-After"] = "1"
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="vultrino"'
-    return JSONResponse({"error": message, "code": code}, status, headers)
+    # `type` (the error's class in vultrino.errors) is this server's addition to the original's
+    # {error, code}: the remote CLI exits with the same code as it would locally
+    return JSONResponse(
+        {"error": message, "code": code, "type": type(exc).__name__}, status, headers
+    )
 
 
 class _Calls(Protocol):
@@ -126,9 +130,16 @@ class _Calls(Protocol):
         *,
         plugin: str | None = None,
         source: str = "api",
+        from_cli: bool = False,
     ) -> Any: ...
     def run_action(
-        self, plugin: str, action: str, params: Mapping[str, Any] | None = None, *, source: str
+        self,
+        plugin: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        source: str,
+        from_cli: bool = False,
     ) -> Any: ...
 
 
@@ -138,14 +149,17 @@ def _credential(c: CredentialInfo) -> dict[str, Any]:
 
 
 _HTTP_KEYS = frozenset({"credential", "method", "url", "headers", "body", "query", "timeout"})
-_ACTION_KEYS = frozenset({"credential", "plugin", "action", "params"})
+_ACTION_KEYS = frozenset({"credential", "plugin", "action", "params", "string_params"})
 
 
-def execute_call(body: Any) -> tuple[str | None, str | None, str, dict[str, Any], bool]:
-    """(alias, plugin, action, params, is_http) of an ``/execute`` body: ``{credential?,
-    plugin?, action, params}`` for a plugin action, else the original's HTTP shape
-    ``{credential, method, url, headers?, body?, query?}`` (RequestError names what is
-    wrong)."""
+def execute_call(
+    body: Any,
+) -> tuple[str | None, str | None, str, dict[str, Any], bool, bool]:
+    """(alias, plugin, action, params, is_http, string_params) of an ``/execute`` body:
+    ``{credential?, plugin?, action, params, string_params?}`` for a plugin action, else the
+    original's HTTP shape ``{credential, method, url, headers?, body?, query?}``
+    (RequestError names what is wrong). ``string_params``: the values are a command line's
+    strings, converted to each parameter's declared type as the CLI converts them."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object (see /api/v1/openapi.json)")
     if "action" in body:
@@ -163,7 +177,10 @@ def execute_call(body: Any) -> tuple[str | None, str | None, str, dict[str, Any]
             raise RequestError("params must be a JSON object")
         if alias is None and plugin is None:
             raise RequestError("name a credential, or the plugin of an action that needs none")
-        return alias, plugin, action, given, False
+        strings = body.get("string_params", False)
+        if not isinstance(strings, bool):
+            raise RequestError("string_params must be true or false")
+        return alias, plugin, action, given, False, strings
     extra = sorted(set(body) - _HTTP_KEYS)
     if extra:
         raise RequestError(
@@ -198,7 +215,7 @@ def execute_call(body: Any) -> tuple[str | None, str | None, str, dict[str, Any]
         if not any(str(k).lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
         params["headers"] = headers
-    return alias, None, "request", params, True
+    return alias, None, "request", params, True, False
 
 
 class Api:
@@ -288,7 +305,7 @@ class Api:
                 body = json.loads(raw)
             except ValueError:
                 raise RequestError("the body is not JSON: send a JSON object") from None
-            alias, plugin, action, params, is_http = execute_call(body)
+            alias, plugin, action, params, is_http, strings = execute_call(body)
         except VultrinoError as exc:
             return error_body(exc)
 
@@ -296,8 +313,14 @@ class Api:
             calls = self._calls(who, request)
             if alias is None:
                 assert plugin is not None
-                return {"result": calls.run_action(plugin, action, params, source="api")}
-            value = calls.execute(alias, action, params, plugin=plugin, source="api")
+                return {
+                    "result": calls.run_action(
+                        plugin, action, params, source="api", from_cli=strings
+                    )
+                }
+            value = calls.execute(
+                alias, action, params, plugin=plugin, source="api", from_cli=strings
+            )
             return value if is_http else {"result": value}
 
         return await self._run(request, work)

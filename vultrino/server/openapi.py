@@ -29,6 +29,11 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["error", "code"],
         "properties": {
             "error": {"type": "string", "description": "What went wrong and what to do"},
+            "type": {
+                "type": "string",
+                "description": "The error's class in Vultrino's exception tree (this server's "
+                "addition to the original's {error, code}; the remote CLI exits by it)",
+            },
             "code": {
                 "type": "string",
                 "enum": [
@@ -102,6 +107,11 @@ _SCHEMAS: dict[str, Any] = {
             "plugin": {"type": "string"},
             "action": {"type": "string"},
             "params": {"type": "object"},
+            "string_params": {
+                "type": "boolean",
+                "description": "The params are a command line's strings: each is converted to "
+                "its declared type, as `vultrino request --param` converts it",
+            },
         },
     },
     "HttpResult": {
