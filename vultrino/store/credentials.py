@@ -776,6 +776,38 @@ class CredentialStore:
         api_keys: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._init_state(
+            password=password,
+            key=key,
+            header=header,
+            records=records,
+            agents=agents,
+            audit_key=audit_key,
+            retention=retention,
+            api_keys=api_keys,
+        )
+        self._path = path
+        self._signature = signature
+        self._fingerprint = fingerprint
+        self._lock_timeout = lock_timeout
+        self._generation = Generation(path)
+        self._generation.attach()
+        self._seen_generation: int | None = None  # None: the next read stats the file
+        self._stat_at = 0.0
+
+    def _init_state(
+        self,
+        *,
+        password: bytearray | None,
+        key: bytearray,
+        header: Header,
+        records: dict[str, Credential],
+        agents: dict[str, dict[str, Any]] | None,
+        audit_key: bytes | None,
+        retention: VersionRetention | None,
+        api_keys: dict[str, dict[str, Any]] | None,
+    ) -> None:
+        """What every backend keeps in memory: the key, the header, the decoded records."""
         self._retention = retention or VersionRetention()
         self._api_keys: dict[str, dict[str, Any]] = api_keys or {}
         self._pending_keys: dict[str, dict[str, Any]] | None = None
@@ -783,21 +815,13 @@ class CredentialStore:
         self._pending_audit_key: bytes | None = None
         self._agents: dict[str, dict[str, Any]] = agents or {}
         self._pending_agents: dict[str, dict[str, Any]] | None = None
-        self._path = path
         self._password: bytearray | None = password
         self._key: bytearray | None = key
         self._header = header
         self._records = records
         self._revision = 0  # see the revision property
         self._sorted: list[Credential] | None = None
-        self._signature = signature
-        self._fingerprint = fingerprint
-        self._lock_timeout = lock_timeout
         self._mutex = threading.RLock()
-        self._generation = Generation(path)
-        self._generation.attach()
-        self._seen_generation: int | None = None  # None: the next read stats the file
-        self._stat_at = 0.0
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -950,7 +974,11 @@ class CredentialStore:
             self._api_keys = {}
             self._audit_key = None
             self._sorted = None
-            self._generation.detach()
+            self._release()
+
+    def _release(self) -> None:
+        """What closing frees besides the key: here, the change counter's mapping."""
+        self._generation.detach()
 
     def __repr__(self) -> str:
         state = "closed" if self._key is None else "open"
@@ -958,9 +986,26 @@ class CredentialStore:
 
     # -- reading --------------------------------------------------------------------------
 
+    #: which backend holds the store ("file" or "postgresql"), what `vultrino store info` says
+    backend = "file"
+    #: whether :meth:`take_token` shares rate-limit buckets with other processes
+    shares_rate_limits = False
+
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, fit to print: the file's path (a database URL without its
+        password, for the PostgreSQL backend)."""
+        return str(self._path)
+
+    def take_token(self, bucket: str, count: int, period: float) -> float:
+        """A rate-limit token from a bucket shared by every process on this store: 0.0 when
+        the call may go ahead, else seconds until one is free. Only backends that declare
+        ``shares_rate_limits`` keep such buckets; a file store keeps none."""
+        raise StoreError(f"the {self.backend} store keeps no shared rate-limit buckets")
 
     @property
     def retention(self) -> VersionRetention:
@@ -1289,10 +1334,13 @@ class CredentialStore:
             params = kdf if kdf is not None else self._header.kdf
             salt = _sealing.new_salt()
             new_key = _sealing.derive_key(bytes(new_pw), salt, params)
+
+            def attempt() -> None:
+                self._refresh(force=True)
+                self._write(dict(self._records), params, salt, new_key, new_pw)
+
             try:
-                with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
-                    self._refresh(force=True)
-                    self._write(dict(self._records), params, salt, new_key, new_pw)
+                self._exclusive(attempt)
             except BaseException:
                 if self._key is not new_key:
                     _sealing.wipe(new_key)
@@ -1349,34 +1397,43 @@ class CredentialStore:
         """Lock, re-read the current file, apply, write atomically, unlock."""
         with self._mutex:
             self._live_key()
-            with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
-                self._refresh(force=True)
-                key = self._live_key()
-                records = dict(self._records)
-                self._pending_agents = self._pending_audit_key = self._pending_keys = None
-                try:
-                    result = apply(records)
-                    agents, audit_key = self._pending_agents, self._pending_audit_key
-                    api_keys = self._pending_keys
-                finally:
-                    self._pending_agents = self._pending_audit_key = self._pending_keys = None
-                kept = self._audit_key
-                if audit_key is not None:
-                    self._audit_key = audit_key  # sealed by this write
-                try:
-                    self._write(
-                        records,
-                        self._header.kdf,
-                        self._header.salt,
-                        key,
-                        None,
-                        agents=agents,
-                        api_keys=api_keys,
-                    )
-                except BaseException:
-                    self._audit_key = kept
-                    raise
-            return result
+            return self._exclusive(lambda: self._attempt(apply))
+
+    def _exclusive(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (re-read, apply, write) with no other writer in between: here,
+        under the file lock. A backend with optimistic writes retries it instead."""
+        with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
+            return attempt()
+
+    def _attempt(self, apply: Callable[[dict[str, Credential]], _T]) -> _T:
+        """One write cycle of :meth:`_mutate`: re-read the current store, apply, write."""
+        self._refresh(force=True)
+        key = self._live_key()
+        records = dict(self._records)
+        self._pending_agents = self._pending_audit_key = self._pending_keys = None
+        try:
+            result = apply(records)
+            agents, audit_key = self._pending_agents, self._pending_audit_key
+            api_keys = self._pending_keys
+        finally:
+            self._pending_agents = self._pending_audit_key = self._pending_keys = None
+        kept = self._audit_key
+        if audit_key is not None:
+            self._audit_key = audit_key  # sealed by this write
+        try:
+            self._write(
+                records,
+                self._header.kdf,
+                self._header.salt,
+                key,
+                None,
+                agents=agents,
+                api_keys=api_keys,
+            )
+        except BaseException:
+            self._audit_key = kept
+            raise
+        return result
 
     def _write(
         self,
