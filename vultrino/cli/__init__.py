@@ -108,6 +108,7 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "key": _group("access", "key", "key_app"),
     "serve": _group("serve", "serve"),
     "approvals": _group("serve", "approvals", "approvals_app"),
+    "store": _group("store", "store"),
 }
 
 

@@ -1322,6 +1322,31 @@ class CredentialStore:
 
         self._mutate(apply)
 
+    def copy_from(self, source: CredentialStore) -> int:
+        """Make this store, which must be empty, hold exactly what ``source`` holds (its
+        credentials with their kept versions, agent profiles and roles, API key records and
+        audit signing key), in one write; `vultrino store migrate`. Returns the records copied.
+        StoreExistsError if this store holds anything."""
+        with source._mutex:
+            source._refresh(force=False)
+            records = {a: _copy_credential(c) for a, c in source._records.items()}
+            agents = _copy_value(source._agents)
+            keys = _copy_value(source._api_keys)
+            audit_key = source._audit_key
+
+        def apply(mine: dict[str, Credential]) -> None:
+            if mine or self._agents or self._api_keys or self._audit_key is not None:
+                raise StoreExistsError(
+                    f"the store at {self.location} is not empty; migrate into a new file or an "
+                    "empty database"
+                )
+            mine.update(records)
+            self._pending_agents, self._pending_keys = agents, keys
+            self._pending_audit_key = audit_key
+
+        self._mutate(apply)
+        return len(records) + len(agents) + len(keys) + (audit_key is not None)
+
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
         """Re-seal the store under ``new_password`` with a fresh salt, atomically.
 
