@@ -198,3 +198,27 @@ def test_migrate_to_postgres_and_back_through_the_cli(
     assert "cannot reach the PostgreSQL store at postgresql://nobody@127.0.0.1:1/x" in down.stderr
     bad = cli("store", "info", extra={"VULTRINO_STORE_URL": "mysql://db/x"})
     assert bad.returncode == 2 and "VULTRINO_STORE_URL" in bad.stderr
+
+
+def test_a_lost_database_fails_calls_at_once_and_the_store_reconnects() -> None:
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()  # a cluster of its own: this test stops it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            store.add(_cred("before"))
+            cluster.stop()
+            with pytest.raises(StoreUnavailableError, match="PostgreSQL store") as info:
+                store.add(_cred("during"))
+            assert PASSWORD not in str(info.value)
+            with pytest.raises(StoreUnavailableError):
+                store.take_token("agent:bot", 5, 60.0)
+            cluster.restart_stopped()
+            store.add(_cred("after"))  # the first call after the outage goes through
+            assert [c.alias for c in store.credentials()] == ["after", "before"]
+            assert store.take_token("agent:bot", 5, 60.0) == 0.0
+        with open_store(url, PASSWORD) as again:
+            assert [c.alias for c in again.credentials()] == ["after", "before"]
+    finally:
+        cluster.remove()

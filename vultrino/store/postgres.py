@@ -61,7 +61,7 @@ __all__ = ["CHANNEL", "PostgresStore", "redact_url"]
 
 CHANNEL = "vultrino_store"
 CONNECT_TIMEOUT_S = 5  # how long opening a connection may take before the database is "down"
-POOL_WAIT_S = 5.0  # how long a call waits for a pooled connection
+POOL_WAIT_S = 2.0  # how long a call waits for a pooled connection (a database down: fail)
 WRITE_RETRIES = 64  # optimistic writes lost to other writers before giving up
 LISTEN_POLL_S = 1.0  # the listener re-reads the revision this often (a missed NOTIFY)
 
@@ -352,6 +352,22 @@ class PostgresStore(CredentialStore):
             )
         return bytes(row[0]), int(row[1])
 
+    def _read(self, doing: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """``fn`` on a pooled connection. A connection the database dropped while it sat in
+        the pool (a restart) is replaced once, so the first call after an outage that has
+        ended does not fail; a database that is still down fails at once, with
+        StoreUnavailableError. Writes never come here: one whose connection broke may have
+        committed, so it fails instead of running twice."""
+        with self._mapped(self._where, doing):
+            for attempt in (1, 2):
+                with self._pool.connection() as conn:
+                    try:
+                        return fn(conn)
+                    except psycopg.OperationalError:
+                        if attempt == 2 or not conn.broken:
+                            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- reading --------------------------------------------------------------------------
 
     @property
@@ -372,19 +388,24 @@ class PostgresStore(CredentialStore):
         key = self._live_key()
         if not force and self._listening and self._notified <= self._db_revision:
             return
-        with self._mapped(self._where, "reading the store"), self._pool.connection() as conn:
+
+        def read(conn: psycopg.Connection[Any]) -> list[Any] | None:
             row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
             if row is None:
                 raise StoreNotInitializedError(
                     f"the store in {self._where} was removed; run `vultrino init`"
                 )
             if int(row[0]) == self._db_revision:
-                return
+                return None
             # one statement: the header and the rows of one snapshot
-            rows = conn.execute(
+            return conn.execute(
                 "SELECT s.seal, s.revision, r.id, r.sealed FROM vultrino_store s "
                 "LEFT JOIN vultrino_records r ON true"
             ).fetchall()
+
+        rows = self._read("reading the store", read)
+        if rows is None:
+            return
         if not rows:
             raise StoreNotInitializedError(f"the store in {self._where} was removed")
         seal, revision = bytes(rows[0][0]), int(rows[0][1])
@@ -603,8 +624,8 @@ class PostgresStore(CredentialStore):
         """One token from the bucket ``bucket`` that every process on this database shares,
         taken atomically in one statement (refilled on the database's clock)."""
         self._live_key()
-        with self._mapped(self._where, "checking a rate limit"), self._pool.connection() as conn:
-            row = conn.execute(_TAKE, (_bucket_id(bucket), count, count, period)).fetchone()
+        params = (_bucket_id(bucket), count, count, period)
+        row = self._read("checking a rate limit", lambda c: c.execute(_TAKE, params).fetchone())
         assert row is not None
         granted, tokens = bool(row[0]), float(row[1])
         return 0.0 if granted else max(0.0, (1.0 - tokens) * period / count)
