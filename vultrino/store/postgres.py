@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS vultrino_records (
     sealed bytea NOT NULL,
     revision bigint NOT NULL
 );
-CREATE TABLE IF NOT EXISTS vultrino_rate (
+CREATE UNLOGGED TABLE IF NOT EXISTS vultrino_rate (
     bucket bytea PRIMARY KEY,
     tokens double precision NOT NULL,
     at double precision NOT NULL,
