@@ -247,6 +247,14 @@ class Vultrino:
                 "an unlock session starts only with the store password, not with another "
                 "session's key; open the home with use_session=False"
             )
+        if s.store.backend != "file":
+            from vultrino.errors import UnlockSessionError
+
+            raise UnlockSessionError(
+                f"unlock sessions keep the key of a store file; this home's store is in "
+                f"{s.store.location}, so give the password with VULTRINO_PASSWORD_FILE instead "
+                "(docs/scaling.md)"
+            )
         key = s.store.session_key()
         try:
             session = unlock.start(self.home.root, self.home.store, key.key, key.binding, seconds)

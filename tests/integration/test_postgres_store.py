@@ -159,7 +159,8 @@ def test_migrate_to_postgres_and_back_through_the_cli(
         )
 
     (isolated_home / "config.toml").write_text("[store]\nkdf_opslimit = 1\nkdf_memlimit_mb = 8\n")
-    assert cli("init").returncode == 0
+    created = cli("init")
+    assert created.returncode == 0 and f"created {isolated_home}" in created.stderr
     added = cli(
         "add",
         "--alias",
@@ -193,6 +194,9 @@ def test_migrate_to_postgres_and_back_through_the_cli(
     with open_store(back, PASSWORD) as copy:
         assert [(c.alias, c.fields["key"]) for c in copy.credentials()] == [("gh", SECRET)]
 
+    unlocked = cli("unlock", extra=pg_env)
+    assert unlocked.returncode == 3 and "VULTRINO_PASSWORD_FILE" in unlocked.stderr
+
     down = cli("store", "info", extra={"VULTRINO_STORE_URL": "postgresql://nobody@127.0.0.1:1/x"})
     assert down.returncode == 3
     assert "cannot reach the PostgreSQL store at postgresql://nobody@127.0.0.1:1/x" in down.stderr
@@ -222,3 +226,31 @@ def test_a_lost_database_fails_calls_at_once_and_the_store_reconnects() -> None:
             assert [c.alias for c in again.credentials()] == ["after", "before"]
     finally:
         cluster.remove()
+
+
+def test_init_with_a_store_url_creates_the_store_in_the_database(
+    pg_url: str, isolated_home: Path
+) -> None:
+    (isolated_home / "config.toml").write_text(
+        f'store = "{pg_url}"\n'  # the top-level shorthand
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VULTRINO_HOME": str(isolated_home),
+        "VULTRINO_PASSWORD": PASSWORD,
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "vultrino", "init"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "created postgresql://vultrino_test@127.0.0.1:" in r.stderr
+    assert not (isolated_home / "credentials.enc").exists()
+    with open_store(pg_url, PASSWORD) as store:
+        assert store.credentials() == []
+    again = subprocess.run(
+        [sys.executable, "-m", "vultrino", "init"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 3 and "already holds a Vultrino store" in again.stderr

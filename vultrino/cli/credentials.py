@@ -85,7 +85,7 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
 
     password = _new_password()
     with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
-        err(f"created {v.home.store}")
+        err(f"created {v.store_info()['location']}")
 
 
 def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:
