@@ -254,3 +254,29 @@ def test_init_with_a_store_url_creates_the_store_in_the_database(
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert again.returncode == 3 and "already holds a Vultrino store" in again.stderr
+
+
+def test_kill_9_of_a_writer_mid_write_loses_nothing_committed(pg_url: str) -> None:
+    create_store(pg_url, PASSWORD, MIN).close()
+    writer = _python(
+        """
+        import os
+        from vultrino.store import Credential, open_store
+        s = open_store(os.environ["URL"], os.environ["PW"])
+        for i in range(100000):
+            s.add(Credential(f"c{i}", "api_key", {"key": f"secret-{i}", "header": "X"}))
+            print(i, flush=True)
+        """,
+        {"URL": pg_url, "PW": PASSWORD},
+    )
+    assert writer.stdout is not None
+    for _ in range(40):  # some writes committed (each printed after its commit)
+        last = int(writer.stdout.readline())
+    writer.kill()  # SIGKILL, in the middle of some later write
+    writer.communicate(timeout=30)  # reaps it and closes its pipes
+    with open_store(pg_url, PASSWORD) as store:  # opens: nothing half-written
+        aliases = {c.alias for c in store.credentials()}
+        assert {f"c{i}" for i in range(last + 1)} <= aliases  # nothing committed is lost
+        n = len(aliases)
+        assert aliases == {f"c{i}" for i in range(n)}  # and no gap, no stray record
+        store.add(_cred("after-the-kill"))  # the store takes writes again
