@@ -575,6 +575,8 @@ def main() -> None:
         import_bench("bench_mcp_logs").run(res, args.smoke)
         print("remote", file=sys.stderr)
         import_bench("bench_remote").run(res, args.smoke)
+        print("postgresql store", file=sys.stderr)
+        import_bench("bench_postgres").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -11,6 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(
   git gpg ca-certificates bubblewrap
+  postgresql  # the PostgreSQL store backend's tests start throwaway clusters (initdb, pg_ctl)
   rustc cargo libstd-rust-dev-wasm32 wabt lld clang
   librust-serde-dev librust-serde-derive-dev librust-rmp-serde-dev librust-serde-json-dev
   librust-hmac-dev librust-sha1-dev librust-sha2-dev librust-base64-dev

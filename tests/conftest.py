@@ -46,3 +46,23 @@ def leakcheck(isolated_home: Path, capfd: pytest.CaptureFixture[str]) -> Iterato
     out, errout = capfd.readouterr()
     check.scan_all([("stdout", out), ("stderr", errout)], isolated_home)
     check.assert_clean()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster for the session (tests/pgcluster.py); skipped only when
+    PostgreSQL's binaries are absent."""
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """The URL of a fresh, empty database in the session's cluster."""
+    from tests.pgcluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    return pg_cluster.new_database()

@@ -14,6 +14,7 @@ errors too: a mistyped limit must not quietly leave the default in force.
     output_mb = 8                # largest plugin result
 
     [store]
+    url = "postgresql://vultrino@db.internal/vultrino"   # the store in PostgreSQL (scaling.md)
     kdf_opslimit = 3             # Argon2id parameters for `init` and `rekey`
     kdf_memlimit_mb = 128
     keep_versions = 1            # earlier secret versions kept after `vultrino rotate`
@@ -56,12 +57,15 @@ from vultrino.errors import ConfigError
 from vultrino.runtime.engine import MIB, Limits
 
 ENV_ENGINE = "VULTRINO_ENGINE"
+ENV_STORE_URL = "VULTRINO_STORE_URL"
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 ENGINE_NAMES = ("wasmtime", "wasmer")
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"engine": str, "policies": list},
     "limits": {"deadline_s": (int, float), "memory_mb": int, "output_mb": int},
     "store": {
+        "url": str,
         "kdf_opslimit": int,
         "kdf_memlimit_mb": int,
         "keep_versions": int,
@@ -105,6 +109,8 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     approval_wait_s: float = 120.0
     shutdown_grace_s: float = 30.0
+    #: where the store lives when not in the home's credentials.enc: a postgresql:// URL
+    store_url: str | None = None
     # the [[policies]] tables as written; vultrino.policy.rules parses and checks them
     policies: tuple[dict[str, Any], ...] = ()
 
@@ -123,6 +129,8 @@ def load_config(path: Path) -> Config:
             raise ConfigError(f"{path}: {exc}. Fix the file or delete it to use defaults.") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    if isinstance(data.get("store"), str):  # `store = "postgresql://…"`: short for [store] url
+        data = {**data, "store": {"url": data["store"]}}
     _check_schema(path, data)
 
     limits = data.get("limits", {})
@@ -148,6 +156,13 @@ def load_config(path: Path) -> Config:
             f"got {build_sandbox!r}"
         )
     memlimit_mb = store.get("kdf_memlimit_mb")
+    store_url = os.environ.get(ENV_STORE_URL) or store.get("url")
+    if store_url is not None and not store_url.startswith(STORE_URL_SCHEMES):
+        where = ENV_STORE_URL if os.environ.get(ENV_STORE_URL) else f"{path}: store.url"
+        raise ConfigError(
+            f"{where}: expected a postgresql://user@host:port/database URL; leave it unset "
+            "to keep the store in the home's credentials.enc"
+        )
     server = data.get("server", {})
     for name in ("trusted_proxies", "allowed_hosts"):
         if not all(isinstance(x, str) and x.strip() for x in server.get(name, [])):
@@ -174,6 +189,7 @@ def load_config(path: Path) -> Config:
         approval_wait_s=float(server.get("approval_wait_s", 120.0)),
         shutdown_grace_s=float(server.get("shutdown_grace_s", 30.0)),
         policies=tuple(policies),
+        store_url=store_url,
     )
 
 

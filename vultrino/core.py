@@ -252,6 +252,14 @@ class Vultrino:
                 "an unlock session starts only with the store password, not with another "
                 "session's key; open the home with use_session=False"
             )
+        if s.store.backend != "file":
+            from vultrino.errors import UnlockSessionError
+
+            raise UnlockSessionError(
+                f"unlock sessions keep the key of a store file; this home's store is in "
+                f"{s.store.location}, so give the password with VULTRINO_PASSWORD_FILE instead "
+                "(docs/scaling.md)"
+            )
         key = s.store.session_key()
         try:
             session = unlock.start(self.home.root, self.home.store, key.key, key.binding, seconds)
@@ -550,6 +558,82 @@ class Vultrino:
             removed = credential_info(s.store.remove(alias), s.registry)
         self._changed("credential.remove", alias=alias)
         return removed
+
+    def store_info(self) -> dict[str, Any]:
+        """Which backend holds the store and where (never a password), its revision and how
+        many records of each kind it holds (`vultrino store info`)."""
+        store = self._s.store
+        return {
+            "backend": store.backend,
+            "location": store.location,
+            "revision": store.revision,
+            "credentials": len(store.credentials()),
+            "profiles": len(store.agent_records()),
+            "api_keys": len(store.key_records()),
+            "shared_rate_limits": store.shares_rate_limits,
+        }
+
+    def migrate_store(self, to: str | Path) -> dict[str, Any]:
+        """Copy the whole store into a new one at ``to`` (a new file, or a
+        ``postgresql://`` URL of an empty database), sealed with the same password and KDF
+        parameters, then open the copy afresh and check it record by record. The source is
+        left as it was. A mismatch is a StoreCorruptError naming the record."""
+        from vultrino.errors import StoreCorruptError
+        from vultrino.store import create_store, open_store
+
+        s = self._s
+        source = s.store
+        password = s.opened_password()
+        with s.lock:
+            target = create_store(to, password, source.kdf, retention=s.retention())
+            try:
+                copied = target.copy_from(source)
+            finally:
+                target.close()
+            check = open_store(to, password, retention=s.retention())
+            try:
+                pairs: list[tuple[str, object, object]] = [
+                    (f"credential {c.alias!r}", c, d)
+                    for c, d in zip(source.credentials(), check.credentials(), strict=False)
+                ]
+                pairs += [
+                    (f"kept versions of {c.alias!r}", source.kept(c.alias), check.kept(c.alias))
+                    for c in source.credentials()
+                ]
+                pairs += [
+                    (f"profile {a.get('name')!r}", a, b)
+                    for a, b in zip(source.agent_records(), check.agent_records(), strict=False)
+                ]
+                pairs += [
+                    (f"API key {a.get('id')!r}", a, b)
+                    for a, b in zip(source.key_records(), check.key_records(), strict=False)
+                ]
+                pairs.append(
+                    ("the audit signing key", source.audit_public_key(), check.audit_public_key())
+                )
+                counts = [
+                    ("credentials", len(source.credentials()), len(check.credentials())),
+                    ("profiles", len(source.agent_records()), len(check.agent_records())),
+                    ("API keys", len(source.key_records()), len(check.key_records())),
+                ]
+                for what, count, copy in counts:
+                    if count != copy:
+                        raise StoreCorruptError(
+                            f"the copy at {check.location} holds {copy} {what}, the source "
+                            f"{count}; it is not complete - remove it and migrate again"
+                        )
+                for what, want, got in pairs:
+                    if want != got:
+                        raise StoreCorruptError(
+                            f"{what} differs in the copy at {check.location}; it is not "
+                            "complete - remove it and migrate again"
+                        )
+                location = check.location
+                backend = check.backend
+            finally:
+                check.close()
+        self._changed("store.migrate")
+        return {"from": source.location, "to": location, "backend": backend, "records": copied}
 
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
         """Re-seal the store under a new password (and KDF parameters), atomically.

@@ -16,6 +16,7 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── StoreCorruptError           tampered, truncated or not a store at all
     │   ├── StoreFormatError            a format or KDF version this build does not know
     │   ├── StoreLockedError            another process held the lock for too long
+    │   ├── StoreUnavailableError       the store's database cannot be reached
     │   ├── UnlockSessionError          the unlock agent cannot start, or its socket is unsafe
     │   └── KeyringError                no usable OS keyring, or it failed (`unlock --remember`)
     ├── CredentialError
@@ -136,6 +137,7 @@ __all__ = [
     "StoreFormatError",
     "StoreLockedError",
     "StoreNotInitializedError",
+    "StoreUnavailableError",
     "ToolNotFoundError",
     "UnknownCredentialTypeError",
     "UnlockSessionError",
@@ -200,6 +202,11 @@ class StoreFormatError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process held the store lock for too long."""
+
+
+class StoreUnavailableError(StoreError):
+    """The PostgreSQL database holding the store cannot be reached (down, wrong URL, refused
+    login); nothing was read or changed."""
 
 
 class UnlockSessionError(StoreError):

@@ -150,7 +150,8 @@ class Pipeline:
         # (alias, action, plugin, agent, narrowing) -> what a call resolved them to, kept while
         # the store and the plugins are unchanged; they hold secrets, so forget() drops them
         self._plans: dict[tuple[Any, ...], _Plan] = {}
-        self._limiter = RateLimiter()  # the agents' buckets: limits hold per process
+        # the agents' and policies' buckets: per process, or shared through the store
+        self._limiter = RateLimiter(shared=services.shared_rate)
         config = services.config
         self._policies = parse_policies(config.policies, str(config.source or "config.toml"))
         #: who approves the user's own gated calls (a `prompt` policy); None: refused

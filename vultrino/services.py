@@ -174,7 +174,7 @@ class Services:
             if self.loaded_store is None:
                 from vultrino.store import CredentialStore
 
-                if not CredentialStore.exists(self.home.store):
+                if self.config.store_url is None and not CredentialStore.exists(self.home.store):
                     raise StoreNotInitializedError(
                         f"no credential store at {self.home.store}: run `vultrino init` first"
                     )
@@ -185,13 +185,13 @@ class Services:
         """The password sources in order (docs/cli.md#passwords): the given password,
         VULTRINO_PASSWORD, VULTRINO_PASSWORD_FILE, the home's unlock agent, the OS keyring
         (when opted in), the prompt with PASSWORD_TRIES tries."""
-        from vultrino.store import CredentialStore
+        from vultrino.store import open_store
 
-        path = self.home.store
+        path = self.store_location
         password = env_password(self._password)
         if password is not None:
             return self._opened(
-                CredentialStore.open(path, password, retention=self.retention()),
+                open_store(path, password, retention=self.retention()),
                 "password",
                 password,
             )
@@ -205,7 +205,7 @@ class Services:
             password = _keyring.get_password(self.keyring_account)
             if password is not None:
                 try:
-                    store = CredentialStore.open(path, password, retention=self.retention())
+                    store = open_store(path, password, retention=self.retention())
                 except WrongPasswordError:
                     raise WrongPasswordError(
                         f"the password kept in the OS keyring for {self.home.root} does not "
@@ -219,7 +219,7 @@ class Services:
         for left in range(PASSWORD_TRIES - 1, -1, -1):
             password = self._prompt(label)
             try:
-                store = CredentialStore.open(path, password, retention=self.retention())
+                store = open_store(path, password, retention=self.retention())
             except WrongPasswordError:
                 if not left:
                     raise
@@ -238,14 +238,14 @@ class Services:
         A key that does not open the store (re-keyed meanwhile, or a modified file) ends the
         session, and the next source is asked."""
         from vultrino import unlock
-        from vultrino.store import CredentialStore, StoreKey
+        from vultrino.store import StoreKey, open_store
 
         fetched = unlock.fetch_key(self.home.root)
         if fetched is None:
             return None
         key = StoreKey(*fetched)
         try:
-            store = CredentialStore.open(self.home.store, key=key, retention=self.retention())
+            store = open_store(self.store_location, key=key, retention=self.retention())
         except WrongPasswordError:
             unlock.lock(self.home.root)
             return None
@@ -277,13 +277,23 @@ class Services:
 
     def create_store(self, kdf: KdfParams | None) -> None:
         """Create a new, empty store in the home (``vultrino init``) and keep it open."""
-        from vultrino.store import CredentialStore
+        from vultrino.store import create_store
 
         pw = resolve_password(self._password, self._prompt)
         self.home.ensure()
-        self.loaded_store = CredentialStore.create(
-            self.home.store, pw, kdf, retention=self.retention()
-        )
+        self.loaded_store = create_store(self.store_location, pw, kdf, retention=self.retention())
+
+    @property
+    def store_location(self) -> Path | str:
+        """Where the store lives: the home's credentials.enc, or the configured database
+        URL (``[store] url`` / VULTRINO_STORE_URL)."""
+        return self.config.store_url or self.home.store
+
+    def shared_rate(self) -> Callable[[str, int, float], float] | None:
+        """The store's shared rate-limit buckets, when its backend keeps them (PostgreSQL:
+        every replica on the database draws from the same bucket); None: per process."""
+        store = self.store
+        return store.take_token if store.shares_rate_limits else None
 
     def retention(self) -> VersionRetention:
         """How long earlier secret versions are kept ([store] in config.toml)."""

@@ -71,6 +71,8 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "uvicorn": ("vultrino.mcp.http", "vultrino.server"),
     "keyring": ("vultrino._keyring",),
     "keyrings": ("vultrino._keyring",),
+    "psycopg": ("vultrino.store.postgres",),
+    "psycopg_pool": ("vultrino.store.postgres",),
     "typer": ("vultrino.cli",),
     "jinja2": ("vultrino.server.ui._templates",),
     "click": ("vultrino.cli",),

@@ -79,3 +79,29 @@ def test_env_engine_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VULTRINO_ENGINE", "nope")
     with pytest.raises(ConfigError, match="VULTRINO_ENGINE"):
         load_config(p)
+
+
+def test_the_store_url_from_the_file_its_shorthand_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "config.toml"
+    assert load_config(p).store_url is None  # the default: the home's credentials.enc
+    p.write_text('[store]\nurl = "postgresql://v@db/one"\nkdf_opslimit = 2\n')
+    assert (load_config(p).store_url, load_config(p).kdf_opslimit) == ("postgresql://v@db/one", 2)
+    p.write_text('store = "postgres://v@db/two"\n')
+    assert load_config(p).store_url == "postgres://v@db/two"
+    monkeypatch.setenv("VULTRINO_STORE_URL", "postgresql://v@other/three")
+    assert load_config(p).store_url == "postgresql://v@other/three"
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text('[store]\nurl = "mysql://db/x"\n')
+    with pytest.raises(ConfigError, match=r"store\.url: expected a postgresql://"):
+        load_config(p)
+    p.write_text("")
+    monkeypatch.setenv("VULTRINO_STORE_URL", "/var/lib/credentials.enc")
+    with pytest.raises(ConfigError, match="VULTRINO_STORE_URL: expected a postgresql://"):
+        load_config(p)

@@ -42,9 +42,19 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / "credentials.enc"
 
 
-@pytest.fixture
-def store(store_path: Path) -> Iterator[CredentialStore]:
-    with CredentialStore.create(store_path, PASSWORD, MIN) as s:
+@pytest.fixture(params=["file", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Iterator[CredentialStore]:
+    """A new store on each backend: the tests that use only the store's interface (not its
+    file) hold for the PostgreSQL store too (docs/scaling.md)."""
+    if request.param == "file":
+        with CredentialStore.create(request.getfixturevalue("store_path"), PASSWORD, MIN) as s:
+            yield s
+        return
+    if "store_path" in request.fixturenames or "tmp_path" in request.fixturenames:
+        pytest.skip("about the store file itself")
+    from vultrino.store import create_store
+
+    with create_store(request.getfixturevalue("pg_url"), PASSWORD, MIN) as s:
         yield s
 
 

@@ -56,9 +56,18 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / "credentials.enc"
 
 
-@pytest.fixture
-def store(store_path: Path, clock: Clock) -> Iterator[CredentialStore]:
-    with CredentialStore.create(store_path, PASSWORD, KdfParams.minimal()) as s:
+@pytest.fixture(params=["file", "postgresql"])
+def store(request: pytest.FixtureRequest, clock: Clock) -> Iterator[CredentialStore]:
+    """On each backend (the PostgreSQL store is skipped for tests about the file)."""
+    if request.param == "file":
+        location: Path | str = request.getfixturevalue("store_path")
+    elif "store_path" in request.fixturenames or "tmp_path" in request.fixturenames:
+        pytest.skip("about the store file itself")
+    else:
+        location = request.getfixturevalue("pg_url")
+    from vultrino.store import create_store
+
+    with create_store(location, PASSWORD, KdfParams.minimal()) as s:
         s.add(
             Credential(
                 "svc",

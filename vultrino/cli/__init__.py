@@ -111,6 +111,7 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "serve": _group("serve", "serve"),
     "approvals": _group("serve", "approvals", "approvals_app"),
     "admin": _group("admin", "admin"),
+    "store": _group("store", "store"),
 }
 
 

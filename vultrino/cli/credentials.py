@@ -90,7 +90,7 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
 
     password = _new_password()
     with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
-        err(f"created {v.home.store}")
+        err(f"created {v.store_info()['location']}")
         if is_tty():  # offered, never required: `vultrino admin set-password` sets it later
             from vultrino.cli.admin import ask_admin_password
 

@@ -797,6 +797,40 @@ class CredentialStore:
         admin_hash: str | None = None,
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
+        self._init_state(
+            password=password,
+            key=key,
+            header=header,
+            records=records,
+            agents=agents,
+            audit_key=audit_key,
+            retention=retention,
+            api_keys=api_keys,
+            admin_hash=admin_hash,
+        )
+        self._path = path
+        self._signature = signature
+        self._fingerprint = fingerprint
+        self._lock_timeout = lock_timeout
+        self._generation = Generation(path)
+        self._generation.attach()
+        self._seen_generation: int | None = None  # None: the next read stats the file
+        self._stat_at = 0.0
+
+    def _init_state(
+        self,
+        *,
+        password: bytearray | None,
+        key: bytearray,
+        header: Header,
+        records: dict[str, Credential],
+        agents: dict[str, dict[str, Any]] | None,
+        audit_key: bytes | None,
+        retention: VersionRetention | None,
+        api_keys: dict[str, dict[str, Any]] | None,
+        admin_hash: str | None = None,
+    ) -> None:
+        """What every backend keeps in memory: the key, the header, the decoded records."""
         self._admin_hash = admin_hash
         self._pending_admin: tuple[str | None] | None = None
         self._retention = retention or VersionRetention()
@@ -806,21 +840,13 @@ class CredentialStore:
         self._pending_audit_key: bytes | None = None
         self._agents: dict[str, dict[str, Any]] = agents or {}
         self._pending_agents: dict[str, dict[str, Any]] | None = None
-        self._path = path
         self._password: bytearray | None = password
         self._key: bytearray | None = key
         self._header = header
         self._records = records
         self._revision = 0  # see the revision property
         self._sorted: list[Credential] | None = None
-        self._signature = signature
-        self._fingerprint = fingerprint
-        self._lock_timeout = lock_timeout
         self._mutex = threading.RLock()
-        self._generation = Generation(path)
-        self._generation.attach()
-        self._seen_generation: int | None = None  # None: the next read stats the file
-        self._stat_at = 0.0
 
     # -- constructors ---------------------------------------------------------------------
 
@@ -975,7 +1001,11 @@ class CredentialStore:
             self._admin_hash = None
             self._audit_key = None
             self._sorted = None
-            self._generation.detach()
+            self._release()
+
+    def _release(self) -> None:
+        """What closing frees besides the key: here, the change counter's mapping."""
+        self._generation.detach()
 
     def __repr__(self) -> str:
         state = "closed" if self._key is None else "open"
@@ -983,9 +1013,26 @@ class CredentialStore:
 
     # -- reading --------------------------------------------------------------------------
 
+    #: which backend holds the store ("file" or "postgresql"), what `vultrino store info` says
+    backend = "file"
+    #: whether :meth:`take_token` shares rate-limit buckets with other processes
+    shares_rate_limits = False
+
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, fit to print: the file's path (a database URL without its
+        password, for the PostgreSQL backend)."""
+        return str(self._path)
+
+    def take_token(self, bucket: str, count: int, period: float) -> float:
+        """A rate-limit token from a bucket shared by every process on this store: 0.0 when
+        the call may go ahead, else seconds until one is free. Only backends that declare
+        ``shares_rate_limits`` keep such buckets; a file store keeps none."""
+        raise StoreError(f"the {self.backend} store keeps no shared rate-limit buckets")
 
     @property
     def retention(self) -> VersionRetention:
@@ -1332,6 +1379,31 @@ class CredentialStore:
 
         self._mutate(apply)
 
+    def copy_from(self, source: CredentialStore) -> int:
+        """Make this store, which must be empty, hold exactly what ``source`` holds (its
+        credentials with their kept versions, agent profiles and roles, API key records and
+        audit signing key), in one write; `vultrino store migrate`. Returns the records copied.
+        StoreExistsError if this store holds anything."""
+        with source._mutex:
+            source._refresh(force=False)
+            records = {a: _copy_credential(c) for a, c in source._records.items()}
+            agents = _copy_value(source._agents)
+            keys = _copy_value(source._api_keys)
+            audit_key = source._audit_key
+
+        def apply(mine: dict[str, Credential]) -> None:
+            if mine or self._agents or self._api_keys or self._audit_key is not None:
+                raise StoreExistsError(
+                    f"the store at {self.location} is not empty; migrate into a new file or an "
+                    "empty database"
+                )
+            mine.update(records)
+            self._pending_agents, self._pending_keys = agents, keys
+            self._pending_audit_key = audit_key
+
+        self._mutate(apply)
+        return len(records) + len(agents) + len(keys) + (audit_key is not None)
+
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
         """Re-seal the store under ``new_password`` with a fresh salt, atomically.
 
@@ -1344,10 +1416,13 @@ class CredentialStore:
             params = kdf if kdf is not None else self._header.kdf
             salt = _sealing.new_salt()
             new_key = _sealing.derive_key(bytes(new_pw), salt, params)
+
+            def attempt() -> None:
+                self._refresh(force=True)
+                self._write(dict(self._records), params, salt, new_key, new_pw)
+
             try:
-                with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
-                    self._refresh(force=True)
-                    self._write(dict(self._records), params, salt, new_key, new_pw)
+                self._exclusive(attempt)
             except BaseException:
                 if self._key is not new_key:
                     _sealing.wipe(new_key)
@@ -1404,37 +1479,46 @@ class CredentialStore:
         """Lock, re-read the current file, apply, write atomically, unlock."""
         with self._mutex:
             self._live_key()
-            with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
-                self._refresh(force=True)
-                key = self._live_key()
-                records = dict(self._records)
-                self._pending_agents = self._pending_audit_key = self._pending_keys = None
-                self._pending_admin = None
-                try:
-                    result = apply(records)
-                    agents, audit_key = self._pending_agents, self._pending_audit_key
-                    api_keys, admin = self._pending_keys, self._pending_admin
-                finally:
-                    self._pending_agents = self._pending_audit_key = self._pending_keys = None
-                    self._pending_admin = None
-                kept = self._audit_key
-                if audit_key is not None:
-                    self._audit_key = audit_key  # sealed by this write
-                try:
-                    self._write(
-                        records,
-                        self._header.kdf,
-                        self._header.salt,
-                        key,
-                        None,
-                        agents=agents,
-                        api_keys=api_keys,
-                        admin=admin,
-                    )
-                except BaseException:
-                    self._audit_key = kept
-                    raise
-            return result
+            return self._exclusive(lambda: self._attempt(apply))
+
+    def _exclusive(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (re-read, apply, write) with no other writer in between: here,
+        under the file lock. A backend with optimistic writes retries it instead."""
+        with FileLock(lock_path_for(self._path), timeout=self._lock_timeout):
+            return attempt()
+
+    def _attempt(self, apply: Callable[[dict[str, Credential]], _T]) -> _T:
+        """One write cycle of :meth:`_mutate`: re-read the current store, apply, write."""
+        self._refresh(force=True)
+        key = self._live_key()
+        records = dict(self._records)
+        self._pending_agents = self._pending_audit_key = self._pending_keys = None
+        self._pending_admin = None
+        try:
+            result = apply(records)
+            agents, audit_key = self._pending_agents, self._pending_audit_key
+            api_keys, admin = self._pending_keys, self._pending_admin
+        finally:
+            self._pending_agents = self._pending_audit_key = self._pending_keys = None
+            self._pending_admin = None
+        kept = self._audit_key
+        if audit_key is not None:
+            self._audit_key = audit_key  # sealed by this write
+        try:
+            self._write(
+                records,
+                self._header.kdf,
+                self._header.salt,
+                key,
+                None,
+                agents=agents,
+                api_keys=api_keys,
+                admin=admin,
+            )
+        except BaseException:
+            self._audit_key = kept
+            raise
+        return result
 
     def _write(
         self,

@@ -1,0 +1,293 @@
+"""The PostgreSQL store against a real PostgreSQL (tests/pgcluster.py): several processes on
+one database, shared rate limits, nothing readable in a dump, faults named clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from vultrino.errors import StoreCorruptError, StoreUnavailableError, WrongPasswordError
+from vultrino.store import Credential, KdfParams, create_store, open_store
+
+PASSWORD = "pg-store-password-Zq81"
+SECRET = "sk-live-PG-SECRET-VALUE-7f3a9c"
+AGENT_TOKEN_HASH = "agent-hash-PG-SECRET-2b7d"
+MIN = KdfParams.minimal()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cred(alias: str, secret: str = SECRET) -> Credential:
+    return Credential(alias, "api_key", {"key": secret, "header": "X-Key"}, secret_fields=["key"])
+
+
+def _python(script: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_write_in_one_process_reaches_another_within_a_second(pg_url: str) -> None:
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("first"))
+        watcher = _python(
+            """
+            import sys, time
+            from vultrino.store import open_store
+            s = open_store(sys.argv[1] if len(sys.argv) > 1 else __import__("os").environ["URL"],
+                           __import__("os").environ["PW"])
+            seen = s.revision
+            print("ready", flush=True)
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                if s.revision != seen and "second" in [c.alias for c in s.credentials()]:
+                    print("saw", flush=True)
+                    break
+                time.sleep(0.005)
+            """,
+            {"URL": pg_url, "PW": PASSWORD},
+        )
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().strip() == "ready"
+        store.add(_cred("second"))
+        # bounded wait, not a timing assert: the watcher polls for 10 s at most
+        out, errout = watcher.communicate(timeout=30)
+        assert out.strip() == "saw", errout
+
+
+def test_concurrent_writers_on_two_handles_lose_no_update(pg_url: str) -> None:
+    with create_store(pg_url, PASSWORD, MIN) as a, open_store(pg_url, PASSWORD) as b:
+
+        def add(store: object, prefix: str) -> None:
+            for i in range(15):
+                store.add(_cred(f"{prefix}-{i}"))  # type: ignore[attr-defined]
+
+        threads = [threading.Thread(target=add, args=(s, p)) for s, p in ((a, "a"), (b, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    with open_store(pg_url, PASSWORD) as fresh:
+        aliases = {c.alias for c in fresh.credentials()}
+    assert aliases == {f"{p}-{i}" for p in "ab" for i in range(15)}
+
+
+def test_the_rate_limit_is_shared_by_processes(pg_url: str) -> None:
+    create_store(pg_url, PASSWORD, MIN).close()
+    script = """
+        import os
+        from vultrino.store import open_store
+        s = open_store(os.environ["URL"], os.environ["PW"])
+        print(sum(s.take_token("agent:bot", 10, 3600.0) == 0.0 for _ in range(20)))
+    """
+    procs = [_python(script, {"URL": pg_url, "PW": PASSWORD}) for _ in range(3)]
+    allowed = []
+    for p in procs:
+        out, errout = p.communicate(timeout=60)
+        assert p.returncode == 0, errout
+        allowed.append(int(out))
+    assert sum(allowed) == 10  # three processes together allow exactly the limit
+    with open_store(pg_url, PASSWORD) as store:
+        wait = store.take_token("agent:bot", 10, 3600.0)
+    assert 0 < wait <= 360.0  # one token back takes a tenth of the period
+
+
+def test_a_dump_of_the_database_holds_no_secret(pg_url: str, pg_cluster: object) -> None:
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("github-prod"))
+        store.put_agent({"name": "deploy-bot", "token_hash": AGENT_TOKEN_HASH})
+        store.put_key({"id": "key-one", "hash": AGENT_TOKEN_HASH + "-key"})
+        store.sign_audit_head(b"head")
+    dump = pg_cluster.dump(pg_url)  # type: ignore[attr-defined]
+    assert b"vultrino_records" in dump  # it is the store's dump
+    for needle in (SECRET, AGENT_TOKEN_HASH, PASSWORD, "github-prod", "deploy-bot", "key-one"):
+        for form in (needle.encode(), needle.encode().hex().encode(), needle.encode("utf-16-le")):
+            assert form not in dump, needle
+
+
+def test_a_modified_row_is_refused_and_a_wrong_password_too(pg_url: str) -> None:
+    import psycopg
+
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("one"))
+        store.add(_cred("two"))
+    with pytest.raises(WrongPasswordError):
+        open_store(pg_url, "not the password")
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # swap the two rows' ciphertexts
+        rows = conn.execute("SELECT id, sealed FROM vultrino_records").fetchall()
+        conn.execute(
+            "UPDATE vultrino_records SET sealed = %s WHERE id = %s", (rows[1][1], rows[0][0])
+        )
+    with pytest.raises(StoreCorruptError, match="not the record its id names"):
+        open_store(pg_url, PASSWORD)
+
+
+def test_an_unreachable_database_is_a_clear_error(pg_cluster: object) -> None:
+    url = pg_cluster.url("postgres").replace(  # type: ignore[attr-defined]
+        f":{pg_cluster.port}/",
+        ":1/",  # type: ignore[attr-defined]
+    )
+    with pytest.raises(StoreUnavailableError, match="cannot reach the PostgreSQL store") as info:
+        open_store(url, PASSWORD)
+    assert "VULTRINO_STORE_URL" in str(info.value)
+
+
+def test_migrate_to_postgres_and_back_through_the_cli(
+    pg_url: str, isolated_home: Path, tmp_path: Path
+) -> None:
+    env = {"VULTRINO_HOME": str(isolated_home), "VULTRINO_PASSWORD": PASSWORD}
+
+    def cli(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vultrino", *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env, **(extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    (isolated_home / "config.toml").write_text("[store]\nkdf_opslimit = 1\nkdf_memlimit_mb = 8\n")
+    created = cli("init")
+    assert created.returncode == 0 and f"created {isolated_home}" in created.stderr
+    added = cli(
+        "add",
+        "--alias",
+        "gh",
+        "--type",
+        "api_key",
+        "--field",
+        f"key={SECRET}",
+        "--field",
+        "header=X",
+    )
+    assert added.returncode == 0, added.stderr
+    info = cli("store", "info", "--json")
+    assert json.loads(info.stdout)["backend"] == "file"
+
+    moved = cli("store", "migrate", "--to", pg_url)
+    assert moved.returncode == 0, moved.stderr
+    assert "checked each one" in moved.stderr and SECRET not in moved.stdout + moved.stderr
+    pg_env = {"VULTRINO_STORE_URL": pg_url}
+    info = cli("store", "info", "--json", extra=pg_env)
+    assert info.returncode == 0, info.stderr
+    shown = json.loads(info.stdout)
+    assert shown["backend"] == "postgresql" and shown["credentials"] == 1
+    assert shown["shared_rate_limits"] is True
+    again = cli("store", "migrate", "--to", pg_url)  # the database is not empty now
+    assert again.returncode == 3 and "already holds a Vultrino store" in again.stderr
+
+    back = tmp_path / "back" / "credentials.enc"
+    returned = cli("store", "migrate", "--to", str(back), extra=pg_env)
+    assert returned.returncode == 0, returned.stderr
+    with open_store(back, PASSWORD) as copy:
+        assert [(c.alias, c.fields["key"]) for c in copy.credentials()] == [("gh", SECRET)]
+
+    unlocked = cli("unlock", extra=pg_env)
+    assert unlocked.returncode == 3 and "VULTRINO_PASSWORD_FILE" in unlocked.stderr
+
+    down = cli("store", "info", extra={"VULTRINO_STORE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    assert down.returncode == 3
+    assert "cannot reach the PostgreSQL store at postgresql://nobody@127.0.0.1:1/x" in down.stderr
+    bad = cli("store", "info", extra={"VULTRINO_STORE_URL": "mysql://db/x"})
+    assert bad.returncode == 2 and "VULTRINO_STORE_URL" in bad.stderr
+
+
+def test_a_lost_database_fails_calls_at_once_and_the_store_reconnects() -> None:
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()  # a cluster of its own: this test stops it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            store.add(_cred("before"))
+            cluster.stop()
+            with pytest.raises(StoreUnavailableError, match="PostgreSQL store") as info:
+                store.add(_cred("during"))
+            assert PASSWORD not in str(info.value)
+            with pytest.raises(StoreUnavailableError):
+                store.take_token("agent:bot", 5, 60.0)
+            cluster.restart_stopped()
+            store.add(_cred("after"))  # the first call after the outage goes through
+            assert [c.alias for c in store.credentials()] == ["after", "before"]
+            assert store.take_token("agent:bot", 5, 60.0) == 0.0
+        with open_store(url, PASSWORD) as again:
+            assert [c.alias for c in again.credentials()] == ["after", "before"]
+    finally:
+        cluster.remove()
+
+
+def test_init_with_a_store_url_creates_the_store_in_the_database(
+    pg_url: str, isolated_home: Path
+) -> None:
+    (isolated_home / "config.toml").write_text(
+        f'store = "{pg_url}"\n'  # the top-level shorthand
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VULTRINO_HOME": str(isolated_home),
+        "VULTRINO_PASSWORD": PASSWORD,
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "vultrino", "init"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "created postgresql://vultrino_test@127.0.0.1:" in r.stderr
+    assert not (isolated_home / "credentials.enc").exists()
+    with open_store(pg_url, PASSWORD) as store:
+        assert store.credentials() == []
+    again = subprocess.run(
+        [sys.executable, "-m", "vultrino", "init"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 3 and "already holds a Vultrino store" in again.stderr
+
+
+def test_kill_9_of_a_writer_mid_write_loses_nothing_committed(pg_url: str) -> None:
+    create_store(pg_url, PASSWORD, MIN).close()
+    writer = _python(
+        """
+        import os
+        from vultrino.store import Credential, open_store
+        s = open_store(os.environ["URL"], os.environ["PW"])
+        for i in range(100000):
+            s.add(Credential(f"c{i}", "api_key", {"key": f"secret-{i}", "header": "X"}))
+            print(i, flush=True)
+        """,
+        {"URL": pg_url, "PW": PASSWORD},
+    )
+    assert writer.stdout is not None
+    for _ in range(40):  # some writes committed (each printed after its commit)
+        last = int(writer.stdout.readline())
+    writer.kill()  # SIGKILL, in the middle of some later write
+    writer.communicate(timeout=30)  # reaps it and closes its pipes
+    with open_store(pg_url, PASSWORD) as store:  # opens: nothing half-written
+        aliases = {c.alias for c in store.credentials()}
+        assert {f"c{i}" for i in range(last + 1)} <= aliases  # nothing committed is lost
+        n = len(aliases)
+        assert aliases == {f"c{i}" for i in range(n)}  # and no gap, no stray record
+        store.add(_cred("after-the-kill"))  # the store takes writes again
+
+
+def test_the_web_admin_password_is_refused_clearly_and_changes_nothing(pg_url: str) -> None:
+    from vultrino.errors import StoreError
+
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        before = store.revision
+        with pytest.raises(StoreError, match="web admin password"):
+            store.set_admin_password("a long admin password")
+        assert not store.has_admin_password()
+        assert store.revision == before

@@ -1,0 +1,679 @@
+"""The sealed store in PostgreSQL: several processes (``vultrino serve`` replicas) on one store.
+
+The same records, rules and secretbox scheme as ``credentials.enc`` (it subclasses
+:class:`~vultrino.store.credentials.CredentialStore` and replaces only where the bytes live),
+one sealed row per credential, agent profile or role, API key record and audit signing key:
+
+``vultrino_store``
+    one row: ``seal``, a 58-byte store header (magic, format, Argon2id parameters, salt, a
+    nonce) and the secretbox of a copy of that header under the password-derived key (a wrong
+    password fails to open it), and ``revision``, bumped by every write.
+``vultrino_records``
+    ``id``, a keyed BLAKE2b of the record's kind and name (so names stay sealed too);
+    ``sealed``, a header and the secretbox of the record, its kind and its name; ``revision``,
+    the store revision that wrote it.
+``vultrino_rate``
+    the shared rate-limit buckets, by an unkeyed BLAKE2b of the bucket's name.
+
+The database therefore holds ciphertext and non-secret numbers only. A write is one
+transaction that bumps the revision only if it is still the one the write read (optimistic
+concurrency: a writer that lost the race re-reads and applies its change again, so no update
+is lost) and then sends ``NOTIFY vultrino_store``; every open store LISTENs on its own
+connection, so a change reaches every process in milliseconds, and reads stay free of round
+trips while no notification came. Only this module imports psycopg (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo as _conninfo
+
+from vultrino._msgpack import DecodeError, packb, unpackb
+from vultrino.errors import (
+    StoreCorruptError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotInitializedError,
+    StoreUnavailableError,
+    WrongPasswordError,
+)
+from vultrino.store import _sealing
+from vultrino.store._sealing import FORMAT_OFFSET, Header, KdfParams, StoreKey, Unauthentic
+from vultrino.store.credentials import (
+    Credential,
+    CredentialStore,
+    VersionRetention,
+    _encode_record,
+    _password_bytes,
+    decode_all,
+    document_format,
+)
+
+__all__ = ["CHANNEL", "PostgresStore", "redact_url"]
+
+CHANNEL = "vultrino_store"
+CONNECT_TIMEOUT_S = 5  # how long opening a connection may take before the database is "down"
+POOL_WAIT_S = 2.0  # how long a call waits for a pooled connection (a database down: fail)
+WRITE_RETRIES = 64  # optimistic writes lost to other writers before giving up
+LISTEN_POLL_S = 1.0  # the listener re-reads the revision this often (a missed NOTIFY)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vultrino_store (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    seal bytea NOT NULL,
+    revision bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vultrino_records (
+    id bytea PRIMARY KEY,
+    sealed bytea NOT NULL,
+    revision bigint NOT NULL
+);
+CREATE UNLOGGED TABLE IF NOT EXISTS vultrino_rate (
+    bucket bytea PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at double precision NOT NULL,
+    count integer NOT NULL,
+    period double precision NOT NULL,
+    granted boolean NOT NULL
+);
+"""
+
+# One statement, so one row lock: refill the bucket by the time since its last use (the
+# database's clock, which every replica shares), take a token when there is one.
+_REFILLED = (
+    "CASE WHEN r.count <> excluded.count OR r.period <> excluded.period "
+    "THEN excluded.count::float8 ELSE least(excluded.count::float8, r.tokens + "
+    "greatest(0, excluded.at - r.at) * excluded.count / excluded.period) END"
+)
+_TAKE = f"""
+INSERT INTO vultrino_rate AS r (bucket, tokens, at, count, period, granted)
+VALUES (%s, %s - 1, extract(epoch FROM clock_timestamp()), %s, %s, true)
+ON CONFLICT (bucket) DO UPDATE SET
+    tokens = CASE WHEN {_REFILLED} >= 1 THEN {_REFILLED} - 1 ELSE {_REFILLED} END,
+    at = excluded.at, count = excluded.count, period = excluded.period,
+    granted = {_REFILLED} >= 1
+RETURNING granted, tokens
+"""  # noqa: S608 - only the constant above is interpolated
+
+_KINDS = ("credential", "agent", "key", "audit_key")
+_T = TypeVar("_T")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print: user, host, port and database, never a password."""
+    try:
+        parts = _conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://<unparseable URL>"
+    user = parts.get("user")
+    host = parts.get("host") or "localhost"
+    port = parts.get("port")
+    db = parts.get("dbname") or ""
+    return f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{db}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _Conflict(Exception):  # noqa: N818 - control flow inside a write, never raised out
+    """Another process wrote first: re-read and apply the change again."""
+
+
+class _Rows:
+    """The plaintext of each row as last read or written, by row id: what a write diffs."""
+
+    def __init__(self) -> None:
+        self.plain: dict[bytes, bytes] = {}
+
+
+def _row_key(key: bytearray) -> bytes:
+    return hashlib.blake2b(b"row ids", key=bytes(key), person=b"vultrino-rowid").digest()
+
+
+def _row_id(row_key: bytes, kind: str, name: str) -> bytes:
+    data = kind.encode() + b"\0" + name.encode()
+    return hashlib.blake2b(data, key=row_key, digest_size=20, person=b"vultrino-row").digest()
+
+
+def _bucket_id(bucket: str) -> bytes:
+    return hashlib.blake2b(bucket.encode(), digest_size=20, person=b"vultrino-rate").digest()
+
+
+def _check_plaintext(header: Header) -> bytes:
+    return packb({"header": header.raw, "backend": "postgresql"})
+
+
+class PostgresStore(CredentialStore):
+    """An open store in a PostgreSQL database. Create with :meth:`create`, open with
+    :meth:`open`; everything else is :class:`CredentialStore`'s."""
+
+    backend = "postgresql"
+    shares_rate_limits = True
+
+    def __init__(
+        self,
+        url: str,
+        pool: psycopg_pool.ConnectionPool[Any],
+        *,
+        password: bytearray | None,
+        key: bytearray,
+        header: Header,
+        retention: VersionRetention | None,
+    ) -> None:
+        """Internal: use :meth:`create` or :meth:`open`."""
+        self._init_state(
+            password=password,
+            key=key,
+            header=header,
+            records={},
+            agents=None,
+            audit_key=None,
+            retention=retention,
+            api_keys=None,
+        )
+        self._url = url
+        self._where = redact_url(url)
+        self._pool = pool
+        self._rows = _Rows()
+        self._db_revision = -1  # the store revision our records are (none read yet)
+        self._notified = 0  # the newest revision the listener heard of
+        self._listening = False  # while False, every read asks the database
+        self._closed = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="vultrino-listen", daemon=True)
+
+    # -- constructors ---------------------------------------------------------------------
+
+    @classmethod
+    def create(  # type: ignore[override]
+        cls,
+        url: str,
+        password: str,
+        kdf: KdfParams | None = None,
+        *,
+        retention: VersionRetention | None = None,
+    ) -> PostgresStore:
+        """Create an empty store in the database at ``url`` (its tables are made when
+        missing); StoreExistsError if it already holds one."""
+        pw = _password_bytes(password, new=True)
+        params = kdf if kdf is not None else KdfParams.default()
+        salt = _sealing.new_salt()
+        key = _sealing.derive_key(bytes(pw), salt, params)
+        header = _sealing.new_header(params, salt)
+        seal = _sealing.seal_box(key, header, _check_plaintext(header))
+        where = redact_url(url)
+        pool = cls._pool_for(url)
+        try:
+            with (
+                cls._mapped(where, "creating the store"),
+                pool.connection() as conn,
+                conn.transaction(),
+            ):
+                conn.execute(_SCHEMA)
+                conn.execute("LOCK TABLE vultrino_store IN EXCLUSIVE MODE")
+                taken = conn.execute("SELECT 1 FROM vultrino_store").fetchone()
+                rows = conn.execute("SELECT 1 FROM vultrino_records LIMIT 1").fetchone()
+                if taken is not None or rows is not None:
+                    raise StoreExistsError(
+                        f"the database {where} already holds a Vultrino store; use it "
+                        "(`vultrino rekey` changes its password) or point "
+                        "VULTRINO_STORE_URL at an empty database"
+                    )
+                conn.execute(
+                    "INSERT INTO vultrino_store (id, seal, revision) VALUES (1, %s, 1)",
+                    (seal,),
+                )
+        except BaseException:
+            pool.close()
+            _sealing.wipe(key)
+            raise
+        store = cls(url, pool, password=pw, key=key, header=header, retention=retention)
+        store._db_revision = 1
+        store._start()
+        return store
+
+    @classmethod
+    def open(  # type: ignore[override]
+        cls,
+        url: str,
+        password: str | None = None,
+        *,
+        key: StoreKey | None = None,
+        retention: VersionRetention | None = None,
+    ) -> PostgresStore:
+        """Open the store in the database at ``url`` with its password or a derived ``key``
+        (an unlock session's), like :meth:`CredentialStore.open`."""
+        if key is not None and password is not None:
+            raise ValueError("open a store with its password or with a key, not both")
+        pw = None if key is not None else _password_bytes(password, new=False)
+        where = redact_url(url)
+        pool = cls._pool_for(url)
+        try:
+            seal, _ = cls._read_seal(pool, where)
+            header = _sealing.parse_header(seal, where)
+            if key is None:
+                assert pw is not None
+                opened = _sealing.derive_key(bytes(pw), header.salt, header.kdf)
+            elif key.binding != header.binding:
+                raise WrongPasswordError(
+                    f"cannot open the store in {where} with the unlock session's key: it was "
+                    "re-keyed since the session began; run `vultrino unlock` again"
+                )
+            else:
+                opened = bytearray(key.key)
+            try:
+                _sealing.open_box(opened, header, seal)
+            except Unauthentic:
+                _sealing.wipe(opened)
+                raise WrongPasswordError(
+                    f"cannot open the store in {where}: wrong password, or its header row was "
+                    "modified; check the password (VULTRINO_PASSWORD / VULTRINO_PASSWORD_FILE)"
+                ) from None
+        except BaseException:
+            pool.close()
+            _sealing.wipe(pw)
+            raise
+        store = cls(url, pool, password=pw, key=opened, header=header, retention=retention)
+        try:
+            store._refresh(force=True)
+        except BaseException:
+            store.close()
+            raise
+        store._start()
+        return store
+
+    @staticmethod
+    def _pool_for(url: str) -> psycopg_pool.ConnectionPool[Any]:
+        """A small pool, opened at once: an unreachable database is an error here, at start,
+        with the driver's reason."""
+        where = redact_url(url)
+        try:  # the driver's own words when the database cannot be reached
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(
+                f"cannot reach the PostgreSQL store at {where} ({_short(exc)}); check that the "
+                "database runs and that VULTRINO_STORE_URL (or [store] url in config.toml) "
+                "names it"
+            ) from None
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            timeout=POOL_WAIT_S,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            open=False,
+            name="vultrino-store",
+        )
+        pool.open(wait=False)
+        return pool
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _mapped(where: str, doing: str) -> Iterator[None]:
+        """psycopg's errors as the store's: the database is unreachable, or refused."""
+        try:
+            yield
+        except psycopg_pool.PoolTimeout:
+            raise StoreUnavailableError(
+                f"the PostgreSQL store at {where} did not answer in {POOL_WAIT_S:g} s while "
+                f"{doing}; check that the database runs (nothing was changed)"
+            ) from None
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"lost the PostgreSQL store at {where} while {doing} ({_short(exc)}); "
+                "check that the database runs and try again (the change was not made)"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"the PostgreSQL store at {where} refused {doing} ({_short(exc)}); check the "
+                "database user's rights on the vultrino_* tables"
+            ) from None
+
+    @classmethod
+    def _read_seal(cls, pool: psycopg_pool.ConnectionPool[Any], where: str) -> tuple[bytes, int]:
+        with cls._mapped(where, "opening the store"), pool.connection() as conn:
+            try:
+                row = conn.execute("SELECT seal, revision FROM vultrino_store").fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+        if row is None:
+            raise StoreNotInitializedError(
+                f"the database {where} holds no Vultrino store; run `vultrino init` with "
+                f"VULTRINO_STORE_URL set, or copy one in with `vultrino store migrate --to URL`"
+            )
+        return bytes(row[0]), int(row[1])
+
+    def _read(self, doing: str, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        """``fn`` on a pooled connection. A connection the database dropped while it sat in
+        the pool (a restart) is replaced once, so the first call after an outage that has
+        ended does not fail; a database that is still down fails at once, with
+        StoreUnavailableError. Writes never come here: one whose connection broke may have
+        committed, so it fails instead of running twice."""
+        with self._mapped(self._where, doing):
+            for attempt in (1, 2):
+                with self._pool.connection() as conn:
+                    try:
+                        return fn(conn)
+                    except psycopg.OperationalError:
+                        if attempt == 2 or not conn.broken:
+                            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self._where
+
+    @property
+    def revision(self) -> int:
+        if self._key is not None and self._listening and self._notified <= self._db_revision:
+            return self._revision
+        with self._mutex:
+            self._refresh(force=False)
+            return self._revision
+
+    def _refresh(self, *, force: bool) -> None:
+        """Pick up other processes' writes: nothing to do while the listener heard of no newer
+        revision (unless ``force``); else read the revision, and every row when it moved."""
+        key = self._live_key()
+        if not force and self._listening and self._notified <= self._db_revision:
+            return
+
+        def read(conn: psycopg.Connection[Any]) -> list[Any] | None:
+            row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
+            if row is None:
+                raise StoreNotInitializedError(
+                    f"the store in {self._where} was removed; run `vultrino init`"
+                )
+            if int(row[0]) == self._db_revision:
+                return None
+            # one statement: the header and the rows of one snapshot
+            return conn.execute(
+                "SELECT s.seal, s.revision, r.id, r.sealed FROM vultrino_store s "
+                "LEFT JOIN vultrino_records r ON true"
+            ).fetchall()
+
+        rows = self._read("reading the store", read)
+        if rows is None:
+            return
+        if not rows:
+            raise StoreNotInitializedError(f"the store in {self._where} was removed")
+        seal, revision = bytes(rows[0][0]), int(rows[0][1])
+        header = _sealing.parse_header(seal, self._where)
+        current = self._header
+        same_key = header.salt == current.salt and header.kdf == current.kdf
+        if not same_key:
+            if self._password is None:
+                raise WrongPasswordError(
+                    f"the store in {self._where} was re-keyed by another process, and the "
+                    "unlock session's key this command opened it with no longer fits; run the "
+                    "command again"
+                )
+            key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
+        try:
+            _sealing.open_box(key, header, seal)
+            decoded = self._decode(key, header, [(bytes(r[2]), bytes(r[3])) for r in rows if r[2]])
+        except Unauthentic:
+            if not same_key:
+                _sealing.wipe(key)
+                raise WrongPasswordError(
+                    f"the store in {self._where} was re-keyed by another process and this "
+                    "password no longer opens it; run the command again with the new password"
+                ) from None
+            raise StoreCorruptError(
+                f"the store in {self._where} fails its integrity check although the key is "
+                "right: a row was modified or damaged; restore the database from a backup"
+            ) from None
+        except StoreError:
+            if not same_key:
+                _sealing.wipe(key)
+            raise
+        records, agents, audit_key, api_keys, plain = decoded
+        if not same_key:
+            old, self._key = self._key, key
+            _sealing.wipe(old)
+        self._header = header
+        self._records = records
+        self._agents = agents
+        self._api_keys = api_keys
+        self._audit_key = audit_key
+        self._rows.plain = plain
+        self._db_revision = revision
+        self._revision += 1
+        self._sorted = None
+
+    def _decode(
+        self, key: bytearray, header: Header, rows: list[tuple[bytes, bytes]]
+    ) -> tuple[
+        dict[str, Credential],
+        dict[str, dict[str, Any]],
+        bytes | None,
+        dict[str, dict[str, Any]],
+        dict[bytes, bytes],
+    ]:
+        """Open every row, check it belongs where it is, and parse them as one document (so
+        the file store's checks apply record by record)."""
+        row_key = _row_key(key)
+        doc: dict[str, Any] = {"header": header.raw, "credentials": [], "agents": []}
+        doc["api_keys"] = []
+        plain: dict[bytes, bytes] = {}
+        for row_id, sealed in rows:
+            row_header = _sealing.parse_header(sealed, self._where)
+            if row_header.salt != header.salt or row_header.kdf != header.kdf:
+                raise StoreCorruptError(
+                    f"a row of the store in {self._where} is sealed under another key (left "
+                    "over from before a re-key, or copied in); restore the database from a backup"
+                )
+            opened = _sealing.open_box(key, row_header, sealed)
+            try:
+                item = unpackb(opened)
+            except DecodeError:
+                item = None
+            kind = item.get("kind") if isinstance(item, dict) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            if (
+                not isinstance(item, dict)
+                or kind not in _KINDS
+                or not isinstance(name, str)
+                or _row_id(row_key, kind, name) != row_id
+            ):
+                raise StoreCorruptError(
+                    f"a row of the store in {self._where} decrypted but is not the record its "
+                    "id names (moved or malformed); restore the database from a backup"
+                )
+            plain[row_id] = packb(item["body"])
+            if kind == "credential":
+                doc["credentials"].append(item["body"])
+            elif kind == "agent":
+                doc["agents"].append(item["body"])
+            elif kind == "key":
+                doc["api_keys"].append(item["body"])
+            else:
+                doc["audit_key"] = item["body"]
+        for section, field in (("credentials", "alias"), ("agents", "name"), ("api_keys", "id")):
+            doc[section].sort(key=lambda rec, f=field: str(rec.get(f, "")))
+        records, agents, audit_key, api_keys, _admin = decode_all(packb(doc), header, self._where)
+        return records, agents, audit_key, api_keys, plain
+
+    # -- the web UI's admin password --------------------------------------------------------
+
+    def set_admin_password(self, password: str | None) -> None:
+        """Refused: the web UI's admin password is kept in a file store only so far."""
+        raise StoreError(
+            f"the web admin password cannot be kept in the store in {self._where} yet (only a "
+            "file store keeps it); sign in to replicas with API keys (`vultrino key create`) "
+            "and run the web UI on a file-store home"
+        )
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _exclusive(self, attempt: Callable[[], _T]) -> _T:
+        """Optimistic writes: an attempt that lost the race to another writer runs again on
+        what that writer wrote."""
+        for _ in range(WRITE_RETRIES):
+            try:
+                return attempt()
+            except _Conflict:
+                continue
+        raise StoreLockedError(
+            f"{WRITE_RETRIES} writes in a row to the store in {self._where} lost the race to "
+            "other processes; try again"
+        )
+
+    def _write(
+        self,
+        records: dict[str, Credential],
+        params: KdfParams,
+        salt: bytes,
+        key: bytearray,
+        new_password: bytearray | None,
+        *,
+        agents: dict[str, dict[str, Any]] | None = None,
+        api_keys: dict[str, dict[str, Any]] | None = None,
+        admin: tuple[str | None] | None = None,
+    ) -> None:
+        """Seal the rows that changed and write them in one transaction, if the revision is
+        still the one read; :class:`_Conflict` if it is not (nothing was written). ``admin``
+        is never given: :meth:`set_admin_password` refuses first."""
+        self._prune(records)
+        profiles = self._agents if agents is None else agents
+        keys = self._api_keys if api_keys is None else api_keys
+        fmt = document_format(profiles, keys)
+        rekey = salt != self._header.salt or params != self._header.kdf
+        header = self._header
+        if rekey or fmt != header.raw[FORMAT_OFFSET]:
+            header = _sealing.new_header(params, salt, fmt)
+        row_key = _row_key(key)
+        wanted: dict[bytes, tuple[str, str, Any]] = {}
+        for alias, cred in records.items():
+            wanted[_row_id(row_key, "credential", alias)] = ("credential", alias, cred)
+        for name, rec in profiles.items():
+            wanted[_row_id(row_key, "agent", name)] = ("agent", name, rec)
+        for key_id, rec in keys.items():
+            wanted[_row_id(row_key, "key", key_id)] = ("key", key_id, rec)
+        if self._audit_key is not None:
+            wanted[_row_id(row_key, "audit_key", "")] = ("audit_key", "", self._audit_key)
+        plain: dict[bytes, bytes] = {}
+        changed: list[tuple[bytes, str, str, Any]] = []
+        for row_id, (kind, name, value) in wanted.items():
+            body = _encode_record(value) if kind == "credential" else value
+            plain[row_id] = packb(body)
+            if rekey or self._rows.plain.get(row_id) != plain[row_id]:
+                changed.append((row_id, kind, name, body))
+        removed = [r for r in self._rows.plain if r not in plain]
+        sealed_rows = [
+            (row_id, self._seal_row(key, header, kind, name, body))
+            for row_id, kind, name, body in changed
+        ]
+        with (
+            self._mapped(self._where, "writing the store"),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
+            if header is self._header:
+                cur = conn.execute(
+                    "UPDATE vultrino_store SET revision = revision + 1 "
+                    "WHERE id = 1 AND revision = %s RETURNING revision",
+                    (self._db_revision,),
+                )
+            else:
+                seal = _sealing.seal_box(key, header, _check_plaintext(header))
+                cur = conn.execute(
+                    "UPDATE vultrino_store SET revision = revision + 1, seal = %s "
+                    "WHERE id = 1 AND revision = %s RETURNING revision",
+                    (seal, self._db_revision),
+                )
+            got = cur.fetchone()
+            if got is None:
+                raise _Conflict
+            revision = int(got[0])
+            if rekey:
+                conn.execute("DELETE FROM vultrino_records")
+            elif removed:
+                conn.execute("DELETE FROM vultrino_records WHERE id = ANY(%s)", (removed,))
+            if sealed_rows:
+                with conn.cursor() as rows_cur:
+                    rows_cur.executemany(
+                        "INSERT INTO vultrino_records (id, sealed, revision) "
+                        "VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                        "sealed = excluded.sealed, revision = excluded.revision",
+                        [(row_id, sealed, revision) for row_id, sealed in sealed_rows],
+                    )
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(revision)))
+        # committed: from here on, our view must match the database
+        self._header = header
+        self._records = records
+        self._agents = profiles
+        self._api_keys = keys
+        self._rows.plain = plain
+        self._db_revision = revision
+        self._revision += 1
+        self._sorted = None
+        if new_password is not None:
+            old_key, old_pw = self._key, self._password
+            self._key, self._password = key, new_password
+            _sealing.wipe(old_key)
+            _sealing.wipe(old_pw)
+
+    @staticmethod
+    def _seal_row(key: bytearray, header: Header, kind: str, name: str, body: Any) -> bytes:
+        row_header = _sealing.new_header(header.kdf, header.salt)  # a fresh nonce per row
+        return _sealing.seal_box(key, row_header, packb({"kind": kind, "name": name, "body": body}))
+
+    # -- shared rate limits ---------------------------------------------------------------
+
+    def take_token(self, bucket: str, count: int, period: float) -> float:
+        """One token from the bucket ``bucket`` that every process on this database shares,
+        taken atomically in one statement (refilled on the database's clock)."""
+        self._live_key()
+        params = (_bucket_id(bucket), count, count, period)
+        row = self._read("checking a rate limit", lambda c: c.execute(_TAKE, params).fetchone())
+        assert row is not None
+        granted, tokens = bool(row[0]), float(row[1])
+        return 0.0 if granted else max(0.0, (1.0 - tokens) * period / count)
+
+    # -- the listener -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._listener.start()
+
+    def _listen(self) -> None:
+        """LISTEN on a connection of its own; note every revision announced, and re-read the
+        revision every LISTEN_POLL_S (a NOTIFY sent while this was reconnecting)."""
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._closed.is_set():
+                        row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
+                        if row is not None:
+                            self._notified = max(self._notified, int(row[0]))
+                        self._listening = True
+                        for note in conn.notifies(timeout=LISTEN_POLL_S):
+                            with contextlib.suppress(ValueError):
+                                self._notified = max(self._notified, int(note.payload))
+            except psycopg.Error:
+                self._listening = False  # until reconnected, every read asks the database
+                self._closed.wait(0.5)
+        self._listening = False
+
+    def _release(self) -> None:
+        self._closed.set()
+        self._listening = False
+        self._pool.close(timeout=1.0)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._key is None else "open"
+        return f"<PostgresStore {self._where!r} {state}>"
