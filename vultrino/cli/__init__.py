@@ -66,6 +66,14 @@ def _audit_command() -> typer.Typer:
     return app
 
 
+def _import_command() -> typer.Typer:
+    from vultrino.cli import migrate
+
+    app = _typer()
+    app.command("import")(migrate.import_)
+    return app
+
+
 def _group(module: str, name: str, attr: str = "app") -> Callable[[], typer.Typer]:
     def build() -> typer.Typer:
         import importlib
@@ -97,6 +105,7 @@ _CREDENTIAL_COMMANDS = (
 #: that this table and what the builders register agree.
 COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     **{name: _credentials_commands for name in _CREDENTIAL_COMMANDS},
+    "import": _import_command,
     "unlock": _session_commands,
     "lock": _session_commands,
     "demo": _demo_command,
