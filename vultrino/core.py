@@ -76,6 +76,7 @@ from vultrino.services import (
     kdf_params,
     resolve_password,
 )
+from vultrino.store.credentials import refuse_id_shaped_alias
 
 if TYPE_CHECKING:
     from vultrino._rust_import import ImportReport
@@ -353,6 +354,7 @@ class Vultrino:
         from vultrino.store import Credential
 
         s = self._s
+        refuse_id_shaped_alias(alias)
         plugin, spec = s.registry.resolve_type(type)
         clean = plugin.validate_credential(spec.name, fields)
         patterns = plugin.validate_allow(list(allow)) if allow else []
@@ -431,7 +433,7 @@ class Vultrino:
         with s.lock:
             _, after = s.store.modify(alias, change)
         if changed:
-            self._changed("credential.edit", alias=alias, fields=changed)
+            self._changed("credential.edit", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def rotate(self, alias: str, fields: Mapping[str, Any]) -> CredentialInfo:
@@ -467,7 +469,7 @@ class Vultrino:
         with s.lock:
             _, after = s.store.modify(alias, change, rotate=True)
         changed = list(after.version_changed)
-        self._changed("credential.rotate", alias=alias, fields=changed)
+        self._changed("credential.rotate", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def rollback(self, alias: str) -> CredentialInfo:
@@ -486,7 +488,7 @@ class Vultrino:
             before, after = s.store.rollback(alias, check)
         names = set(before.secret_fields) | set(after.secret_fields)
         changed = sorted(k for k in names if before.fields.get(k) != after.fields.get(k))
-        self._changed("credential.rollback", alias=alias, fields=changed)
+        self._changed("credential.rollback", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def versions(self, alias: str) -> list[CredentialVersion]:
@@ -540,7 +542,7 @@ class Vultrino:
         s = self._s
         with s.lock:
             removed = credential_info(s.store.remove(alias), s.registry)
-        self._changed("credential.remove", alias=alias)
+        self._changed("credential.remove", alias=removed.alias)
         return removed
 
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
@@ -960,7 +962,7 @@ class Vultrino:
         from vultrino import _rust_import as rmap
         from vultrino.errors import UnknownCredentialTypeError, VultrinoError
         from vultrino.store import Credential
-        from vultrino.store.credentials import validate_alias
+        from vultrino.store.credentials import is_credential_id, validate_alias
         from vultrino.store.rust_vault import read_rust_vault
 
         vault = read_rust_vault(Path(path), password)
@@ -980,6 +982,7 @@ class Vultrino:
             target = mapped.type
             try:
                 validate_alias(mapped.alias)
+                refuse_id_shaped_alias(mapped.alias)
                 if mapped.alias in taken:
                     raise CredentialValidationError(
                         f"a credential named {mapped.alias!r} already exists here; remove or "
@@ -1006,6 +1009,7 @@ class Vultrino:
                     description=mapped.description,
                     secret_fields=list(spec.secret_fields),
                     created_at=mapped.created_at,
+                    id=mapped.id.lower() if is_credential_id(mapped.id.lower()) else "",
                 )
             )
             creds_items.append(

@@ -503,6 +503,7 @@ def info(
         emit_json(i.to_dict())
         return
     typer.echo(f"alias:       {i.alias}")
+    typer.echo(f"id:          {i.id}")
     typer.echo(f"type:        {i.type}")
     typer.echo(f"plugin:      {i.plugin or '(not installed)'}")
     typer.echo(f"description: {i.description}")
