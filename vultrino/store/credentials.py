@@ -841,6 +841,7 @@ class CredentialStore:
         self._records = records
         self._revision = 0  # see the revision property
         self._sorted: list[Credential] | None = None
+        self._id_index: tuple[int, dict[str, str]] | None = None  # (revision, id -> alias)
         self._signature = signature
         self._fingerprint = fingerprint
         self._lock_timeout = lock_timeout
@@ -1416,10 +1417,12 @@ class CredentialStore:
             return ref
         with self._mutex:
             self._refresh(force=False)
-            try:
-                return self._lookup(self._records, ref).alias
-            except CredentialNotFoundError:
-                return ref
+            index = self._id_index
+            if index is None or index[0] != self._revision:
+                # rebuilt once per change of the records (the revision counts every one)
+                index = (self._revision, {c.id: a for a, c in self._records.items()})
+                self._id_index = index
+            return index[1].get(ref, ref)
 
     def _live_key(self) -> bytearray:
         if self._key is None:
