@@ -76,7 +76,6 @@ from vultrino.services import (
     kdf_params,
     resolve_password,
 )
-from vultrino.store.credentials import refuse_id_shaped_alias
 
 if TYPE_CHECKING:
     from vultrino._rust_import import ImportReport
@@ -352,6 +351,7 @@ class Vultrino:
         URL, and must be asked for explicitly).
         """
         from vultrino.store import Credential
+        from vultrino.store.credentials import refuse_id_shaped_alias
 
         s = self._s
         refuse_id_shaped_alias(alias)
@@ -962,7 +962,11 @@ class Vultrino:
         from vultrino import _rust_import as rmap
         from vultrino.errors import UnknownCredentialTypeError, VultrinoError
         from vultrino.store import Credential
-        from vultrino.store.credentials import is_credential_id, validate_alias
+        from vultrino.store.credentials import (
+            is_credential_id,
+            refuse_id_shaped_alias,
+            validate_alias,
+        )
         from vultrino.store.rust_vault import read_rust_vault
 
         vault = read_rust_vault(Path(path), password)

@@ -66,6 +66,14 @@ def _audit_command() -> typer.Typer:
     return app
 
 
+def _compat_commands() -> typer.Typer:
+    from vultrino.cli import compat
+
+    app = _typer()
+    compat.register(app)
+    return app
+
+
 def _import_command() -> typer.Typer:
     from vultrino.cli import migrate
 
@@ -98,6 +106,7 @@ _CREDENTIAL_COMMANDS = (
     "types",
     "rekey",
     "request",
+    "req",
 )
 
 #: Every top-level command, in the order ``--help`` lists them, with what builds it (a Typer
@@ -106,6 +115,8 @@ _CREDENTIAL_COMMANDS = (
 COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     **{name: _credentials_commands for name in _CREDENTIAL_COMMANDS},
     "import": _import_command,
+    "action": _compat_commands,
+    "exec": _compat_commands,
     "unlock": _session_commands,
     "lock": _session_commands,
     "demo": _demo_command,

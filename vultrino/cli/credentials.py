@@ -14,6 +14,7 @@ import typer
 
 from vultrino.cli._common import (
     FieldOpt,
+    FormatOpt,
     HomeOpt,
     JsonOpt,
     confirm_or_yes,
@@ -28,6 +29,7 @@ from vultrino.cli._common import (
     read_value,
     split_pair,
     table,
+    wants_json,
 )
 from vultrino.errors import (
     CredentialNotFoundError,
@@ -464,11 +466,14 @@ def versions(
 
 
 @handle_errors()
-def list_(home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = None) -> None:
+def list_(
+    home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = None, fmt: FormatOpt = None
+) -> None:
     """List credentials (never their values).
 
-    Examples: vultrino list --json; vultrino list --field 0.alias
+    Examples: vultrino list --json; vultrino list -f json; vultrino list --field 0.alias
     """
+    json_out = wants_json(json_out, fmt)
     with open_vultrino(home) as v:
         infos = v.credentials()
     if field is not None:
@@ -820,3 +825,4 @@ def register(app: typer.Typer) -> None:
     app.command("types")(types)
     app.command("rekey")(rekey)
     app.command("request")(request)
+    app.command("req", hidden=True, help="The original Vultrino's name of `request`.")(request)

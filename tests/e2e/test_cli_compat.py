@@ -1,0 +1,92 @@
+"""The original Vultrino's command names and flags, through the real CLI (subprocesses):
+`action`/`exec`, `req`, `-f/--format` on listings, and a confirmation piped on stdin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.mcp_helpers import McpHome, make_home
+
+
+@pytest.fixture
+def home(isolated_home: Path) -> McpHome:
+    return make_home(isolated_home)
+
+
+def test_action_runs_plugin_dot_action_with_json_params(home: McpHome) -> None:
+    r = home.cli("action", "echo-one", "echo.echo", "-p", '{"message": "hi"}')
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["params"] == {"message": "hi"}
+    assert result["credential"]["alias"] == "echo-one"
+    assert "echo.echo with echo-one: ok" in r.stderr
+
+    quiet = home.cli("exec", "echo-one", "echo.echo", "--params", '{"message": "q"}', "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["params"] == {"message": "q"}
+    assert "ok" not in quiet.stderr
+
+    js = home.cli("action", "echo-one", "echo.echo", "-p", '{"message": "j"}', "--json")
+    assert js.returncode == 0 and json.loads(js.stdout)["params"] == {"message": "j"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["echo-one", "echo", "-p", "{}"], 6, "is not PLUGIN.ACTION"),
+        (["echo-one", "echo.echo", "-p", "{not json"], 6, "-p/--params is not valid JSON"),
+        (["echo-one", "echo.echo", "-p", "[1]"], 6, "must be a JSON object"),
+        (["echo-one", "echo.echo"], 6, "message"),  # a required parameter missing
+        (["github", "echo.echo", "-p", '{"message": "x"}'], 6, "does not handle"),
+        (["nope", "echo.echo", "-p", '{"message": "x"}'], 4, "nope"),
+    ],
+)
+def test_action_says_what_was_wrong(home: McpHome, args: list[str], code: int, said: str) -> None:
+    r = home.cli("action", *args)
+    assert r.returncode == code, r.stderr
+    assert said in r.stderr
+
+
+def test_req_is_request(home: McpHome) -> None:
+    r = home.cli("req", "echo-one", "--action", "echo", "--param", "message=via req", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"] == {"message": "via req"}
+    assert "req" not in home.cli("--help").stdout.split()  # an alias, not a second command
+
+
+@pytest.mark.parametrize(
+    "listing", [["list"], ["plugin", "list"], ["role", "list"], ["key", "list"]]
+)
+def test_format_json_is_json_and_format_table_is_the_table(
+    home: McpHome, listing: list[str]
+) -> None:
+    as_json = home.cli(*listing, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    short = home.cli(*listing, "-f", "json")
+    assert short.returncode == 0, short.stderr
+    assert json.loads(short.stdout) == json.loads(as_json.stdout)
+    table = home.cli(*listing, "--format", "table")
+    assert table.returncode == 0 and table.stdout == home.cli(*listing).stdout
+    bad = home.cli(*listing, "-f", "yaml")
+    assert bad.returncode == 2 and "table or json" in bad.stderr
+    both = home.cli(*listing, "-f", "table", "--json")
+    assert both.returncode == 2 and "pick one" in both.stderr
+
+
+def test_a_y_piped_on_stdin_confirms_a_removal(home: McpHome) -> None:
+    nothing = home.cli("plugin", "remove", "echo", input="")
+    assert nothing.returncode == 2 and "--yes" in nothing.stderr
+    declined = home.cli("plugin", "remove", "echo", input="n\n")
+    assert declined.returncode == 1 and "aborted" in declined.stderr
+    assert (home.root / "plugins" / "echo").is_dir()
+    removed = home.cli("plugin", "remove", "echo", input="y\n")
+    assert removed.returncode == 0, removed.stderr
+    assert "removed echo" in removed.stderr
+    assert not (home.root / "plugins" / "echo").exists()
+    # the same answer works for the other confirmations
+    gone = home.cli("remove", "github", input="yes\n")
+    assert gone.returncode == 0, gone.stderr
+    assert "github" not in home.cli("list").stdout
