@@ -90,3 +90,47 @@ def test_a_y_piped_on_stdin_confirms_a_removal(home: McpHome) -> None:
     gone = home.cli("remove", "github", input="yes\n")
     assert gone.returncode == 0, gone.stderr
     assert "github" not in home.cli("list").stdout
+
+
+def _fields(home: McpHome, alias: str) -> dict[str, object]:
+    from vultrino import Vultrino
+
+    with Vultrino.open(home.root, home.password_file.read_text().strip()) as v:
+        v.unlock()
+        return dict(v._s.store.get(alias).fields)
+
+
+def test_add_takes_the_original_short_and_type_specific_flags(home: McpHome) -> None:
+    secret = "sk-from-argv-8d2e"
+    r = home.cli(
+        "add", "-a", "svc", "-t", "api_key", "--key", secret,
+        "--header-name", "X-Api-Key", "--header-prefix", "Token ", "-d", "from flags",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # the warning the original never gave is kept: a secret on the command line is seen by ps
+    assert "the secret field 'key' was given on the command line" in r.stderr
+    assert secret not in r.stdout + r.stderr
+    assert _fields(home, "svc") == {"key": secret, "header": "X-Api-Key", "prefix": "Token "}
+
+    r = home.cli(
+        "add", "-a", "idp", "-t", "oauth2", "--client-id", "cid", "--client-secret", "cs-1",
+        "--token-url", "https://auth.example.com/token", "--scopes", "read, write",
+        "--refresh-token", "rt-1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "'client_secret' was given" in r.stderr and "'refresh_token' was given" in r.stderr
+    fields = _fields(home, "idp")
+    assert fields["scope"] == "read write" and fields["grant_type"] == "refresh_token"
+    assert fields["client_id"] == "cid" and fields["refresh_token"] == "rt-1"
+
+    r = home.cli("add", "-a", "bb", "-t", "basic_auth", "--username", "u", "--password", "pw-1")
+    assert r.returncode == 0, r.stderr
+    assert _fields(home, "bb") == {"username": "u", "password": "pw-1"}
+
+
+def test_add_flags_that_clash_or_do_not_fit_the_type_are_errors(home: McpHome) -> None:
+    both = home.cli("add", "-a", "x", "-t", "api_key", "--key", "a", "--field", "key=b")
+    assert both.returncode == 6 and "--key and --field key=... both set" in both.stderr
+    wrong = home.cli("add", "-a", "y", "-t", "basic_auth", "--username", "u", "--key", "k")
+    assert wrong.returncode == 4 and "key" in wrong.stderr
+    assert "x" not in home.cli("list").stdout.split() and "y" not in home.cli("list").stdout.split()

@@ -197,13 +197,61 @@ AllFieldsOpt = Annotated[
 ]
 
 
+#: The original Vultrino's type-specific `add` flags and the field each one sets (its
+#: --scopes is comma-separated, this oauth2's scope space-separated).
+ORIGINAL_ADD_FLAGS: dict[str, str] = {
+    "key": "key",
+    "header_name": "header",
+    "header_prefix": "prefix",
+    "username": "username",
+    "password": "password",
+    "client_id": "client_id",
+    "client_secret": "client_secret",
+    "token_url": "token_url",
+    "scopes": "scope",
+    "refresh_token": "refresh_token",
+    "private_key": "private_key",
+}
+
+
+def _flag(name: str, what: str) -> Any:
+    return typer.Option(
+        f"--{name.replace('_', '-')}",
+        help=f"{what} (the original Vultrino's flag: --field {ORIGINAL_ADD_FLAGS[name]}=...).",
+        show_default=False,
+        rich_help_panel="The original Vultrino's flags",
+    )
+
+
+def _original_values(
+    given: dict[str, str | None], values: dict[str, str], on_argv: set[str]
+) -> None:
+    """Fold the original's flags into the --field values, as values typed on the command
+    line (so a secret among them gets the same warning)."""
+    for flag, value in given.items():
+        if value is None:
+            continue
+        name = ORIGINAL_ADD_FLAGS[flag]
+        if name in values:
+            raise ParameterError(
+                f"--{flag.replace('_', '-')} and --field {name}=... both set {name!r}: give one"
+            )
+        if flag == "scopes":
+            values[name] = " ".join(s.strip() for s in value.split(",") if s.strip())
+        else:
+            values[name] = value
+        on_argv.add(name)
+    if given.get("refresh_token") is not None and "grant_type" not in values:
+        values["grant_type"] = "refresh_token"
+
+
 @handle_errors()
 def add(
-    alias: Annotated[str, typer.Option("--alias", help="The name agents use for it.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The name agents use for it.")],
     type_: Annotated[
         str,
         typer.Option(
-            "--type", help="api_key, bearer, basic_auth, oauth2 or plugin:<plugin>:<type>"
+            "--type", "-t", help="api_key, bearer, basic_auth, oauth2 or plugin:<plugin>:<type>"
         ),
     ],
     field: Annotated[
@@ -228,6 +276,25 @@ def add(
     all_fields: AllFieldsOpt = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    key: Annotated[str | None, _flag("key", "api_key: the key")] = None,
+    header_name: Annotated[str | None, _flag("header_name", "api_key: its header")] = None,
+    header_prefix: Annotated[
+        str | None, _flag("header_prefix", "api_key: text before the key")
+    ] = None,
+    username: Annotated[str | None, _flag("username", "basic_auth: the user")] = None,
+    password: Annotated[str | None, _flag("password", "basic_auth: the password")] = None,
+    client_id: Annotated[str | None, _flag("client_id", "oauth2: the client id")] = None,
+    client_secret: Annotated[
+        str | None, _flag("client_secret", "oauth2: the client secret")
+    ] = None,
+    token_url: Annotated[str | None, _flag("token_url", "oauth2: the token endpoint")] = None,
+    scopes: Annotated[str | None, _flag("scopes", "oauth2: comma-separated scopes")] = None,
+    refresh_token: Annotated[
+        str | None, _flag("refresh_token", "oauth2: a refresh token (sets the refresh grant)")
+    ] = None,
+    private_key: Annotated[
+        str | None, _flag("private_key", "a plugin type's private_key field")
+    ] = None,
 ) -> None:
     """Add a credential. Missing required fields are prompted for (secret ones hidden);
     --all-fields asks for the optional ones too.
@@ -243,6 +310,23 @@ def add(
     with open_vultrino(home, unlock=True) as v:
         values: dict[str, Any]
         values, on_argv = _field_values(field or [])
+        _original_values(
+            {
+                "key": key,
+                "header_name": header_name,
+                "header_prefix": header_prefix,
+                "username": username,
+                "password": password,
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "token_url": token_url,
+                "scopes": scopes,
+                "refresh_token": refresh_token,
+                "private_key": private_key,
+            },
+            values,
+            on_argv,
+        )
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
         _warn_secret_on_argv(spec, on_argv)
