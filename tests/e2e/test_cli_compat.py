@@ -134,3 +134,29 @@ def test_add_flags_that_clash_or_do_not_fit_the_type_are_errors(home: McpHome) -
     wrong = home.cli("add", "-a", "y", "-t", "basic_auth", "--username", "u", "--key", "k")
     assert wrong.returncode == 4 and "key" in wrong.stderr
     assert "x" not in home.cli("list").stdout.split() and "y" not in home.cli("list").stdout.split()
+
+
+def test_serve_mcp_is_mcp_over_stdio(home: McpHome, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import tempfile
+
+    from tests.e2e import mcp_helpers
+
+    monkeypatch.setattr(
+        mcp_helpers, "SERVER_COMMAND", [sys.executable, "-m", "vultrino", "serve", "--mcp"]
+    )
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as errlog,
+        mcp_helpers.RawClient(home, errlog) as c,
+    ):
+        c.handshake("2025-06-18")
+        reply = c.request(
+            "tools/call",
+            {"name": "echo_message", "arguments": {"credential": "echo-one", "message": "m"}},
+        )
+        assert c.close() == 0
+    assert reply["result"]["isError"] is False
+    assert reply["result"]["structuredContent"]["params"] == {"message": "m"}
+
+    mixed = home.cli("serve", "--mcp", "--bind", "127.0.0.1:0")
+    assert mixed.returncode == 2 and "--bind mean nothing" in mixed.stderr
