@@ -160,3 +160,27 @@ def test_serve_mcp_is_mcp_over_stdio(home: McpHome, monkeypatch: pytest.MonkeyPa
 
     mixed = home.cli("serve", "--mcp", "--bind", "127.0.0.1:0")
     assert mixed.returncode == 2 and "--bind mean nothing" in mixed.stderr
+
+
+def test_req_quiet_prints_the_body_alone(home: McpHome) -> None:
+    import http.server
+
+    from tests.localhttp import LocalServer, serving
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+    with serving(LocalServer(Hello)) as srv:
+        assert home.cli("edit", "github", "--add-allow", f"{srv.base}/*").returncode == 0
+        loud = home.cli("req", "github", f"{srv.base}/x")
+        quiet = home.cli("req", "github", f"{srv.base}/x", "-q")
+    assert loud.returncode == 0 and quiet.returncode == 0, quiet.stderr
+    assert loud.stdout == quiet.stdout == "hello\n"
+    assert "HTTP 200" in loud.stderr and "HTTP 200" not in quiet.stderr

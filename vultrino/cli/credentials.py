@@ -767,14 +767,17 @@ def _print_result(result: Any, json_out: bool, raw: bool, field: str | None) -> 
         emit_json(result)
 
 
-def _print_http(result: dict[str, Any], json_out: bool, raw: bool, field: str | None) -> int:
+def _print_http(
+    result: dict[str, Any], json_out: bool, raw: bool, field: str | None, quiet: bool = False
+) -> int:
     status = int(result.get("status", 0))
     if field is not None:
         emit_field(result, field)
     elif json_out:
         emit_json(result)
     else:
-        err(f"HTTP {status}")
+        if not quiet:
+            err(f"HTTP {status}")
         body = result.get("body", "")
         if result.get("body_encoding") == "base64":
             sys.stdout.buffer.write(base64.b64decode(body))
@@ -830,6 +833,10 @@ def request(
     field: FieldOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No status line on stderr (HTTP 200): the body alone."),
+    ] = False,
 ) -> None:
     """Run a plugin action, or an HTTP request, with a credential.
 
@@ -872,7 +879,7 @@ def request(
             params["timeout"] = timeout
         with open_vultrino(home) as v, suggesting(v, alias):
             result = v.execute(alias, "request", params, plugin=plugin, source="cli")
-        code = _print_http(result, json_out, raw, field)
+        code = _print_http(result, json_out, raw, field, quiet)
         if code:
             raise typer.Exit(code)
         return
