@@ -555,6 +555,7 @@ def main() -> None:
         print("store", file=sys.stderr)
         bench_kdf(res, args.smoke)
         import_bench("bench_versions").run(res, args.smoke)
+        import_bench("bench_ids").run(res, args.smoke)
         print("cli", file=sys.stderr)
         bench_cli(res, args.smoke)
         print("mcp", file=sys.stderr)

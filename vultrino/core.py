@@ -78,6 +78,7 @@ from vultrino.services import (
 )
 
 if TYPE_CHECKING:
+    from vultrino._rust_import import ImportReport
     from vultrino.agents import AgentScope
     from vultrino.plugins.base import CredentialTypeSpec, Plugin
     from vultrino.plugins.install.installer import InstallResult
@@ -367,8 +368,10 @@ class Vultrino:
         URL, and must be asked for explicitly).
         """
         from vultrino.store import Credential
+        from vultrino.store.credentials import refuse_id_shaped_alias
 
         s = self._s
+        refuse_id_shaped_alias(alias)
         plugin, spec = s.registry.resolve_type(type)
         clean = plugin.validate_credential(spec.name, fields)
         patterns = plugin.validate_allow(list(allow)) if allow else []
@@ -447,7 +450,7 @@ class Vultrino:
         with s.lock:
             _, after = s.store.modify(alias, change)
         if changed:
-            self._changed("credential.edit", alias=alias, fields=changed)
+            self._changed("credential.edit", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def rotate(self, alias: str, fields: Mapping[str, Any]) -> CredentialInfo:
@@ -483,7 +486,7 @@ class Vultrino:
         with s.lock:
             _, after = s.store.modify(alias, change, rotate=True)
         changed = list(after.version_changed)
-        self._changed("credential.rotate", alias=alias, fields=changed)
+        self._changed("credential.rotate", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def rollback(self, alias: str) -> CredentialInfo:
@@ -502,7 +505,7 @@ class Vultrino:
             before, after = s.store.rollback(alias, check)
         names = set(before.secret_fields) | set(after.secret_fields)
         changed = sorted(k for k in names if before.fields.get(k) != after.fields.get(k))
-        self._changed("credential.rollback", alias=alias, fields=changed)
+        self._changed("credential.rollback", alias=after.alias, fields=changed)
         return dataclasses.replace(credential_info(after, s.registry), changed=tuple(changed))
 
     def versions(self, alias: str) -> list[CredentialVersion]:
@@ -556,7 +559,7 @@ class Vultrino:
         s = self._s
         with s.lock:
             removed = credential_info(s.store.remove(alias), s.registry)
-        self._changed("credential.remove", alias=alias)
+        self._changed("credential.remove", alias=removed.alias)
         return removed
 
     def store_info(self) -> dict[str, Any]:
@@ -1082,6 +1085,197 @@ class Vultrino:
         """Write the remembered last uses to the home's side file (never the store: a call
         is not a store write)."""
         self._key_use.flush(self.home.root)
+
+    # --- importing the original Vultrino's store ---------------------------------------------
+
+    def import_rust(self, path: Path, password: str, *, dry_run: bool = False) -> ImportReport:
+        """Read the original (Rust) Vultrino's ``credentials.enc`` at ``path`` with its
+        ``password`` and bring what maps into this home: credentials (built-in types to the
+        HTTP plugin's, plugin credentials to ``plugin:<plugin>:<type>``), roles and API keys
+        (their SHA-256 digests carry over, so keys already handed out keep working).
+
+        Each credential is checked as :meth:`add_credential` checks it; one that fails, whose
+        alias exists here, or whose plugin is not installed is skipped with the reason, and
+        the rest are written in one atomic store write. Roles and keys are written after
+        them. With ``dry_run`` nothing is written. WrongPasswordError, StoreCorruptError or
+        StoreFormatError when the file does not open: then nothing is written either."""
+        from vultrino import _rust_import as rmap
+        from vultrino.errors import UnknownCredentialTypeError, VultrinoError
+        from vultrino.store import Credential
+        from vultrino.store.credentials import (
+            is_credential_id,
+            refuse_id_shaped_alias,
+            validate_alias,
+        )
+        from vultrino.store.rust_vault import read_rust_vault
+
+        vault = read_rust_vault(Path(path), password)
+        s = self._s
+        items: list[rmap.ImportItem] = []
+        done = "would import" if dry_run else "imported"
+        creds: list[Credential] = []
+        creds_items: list[rmap.ImportItem] = []
+        taken = {c.alias for c in s.store.credentials()}
+        for record in sorted(vault.credentials.values(), key=lambda r: str(r.get("alias"))):
+            source = rmap.original_type(record)
+            name = str(record.get("alias", ""))[:128]
+            mapped = rmap.map_credential(record)
+            if isinstance(mapped, str):
+                items.append(rmap.ImportItem("credential", name, source, "", "skipped", mapped))
+                continue
+            target = mapped.type
+            try:
+                validate_alias(mapped.alias)
+                refuse_id_shaped_alias(mapped.alias)
+                if mapped.alias in taken:
+                    raise CredentialValidationError(
+                        f"a credential named {mapped.alias!r} already exists here; remove or "
+                        "rename it and import again"
+                    )
+                plugin, spec = s.registry.resolve_type(mapped.type)
+                target = canonical_type(plugin, spec)
+                clean = plugin.validate_credential(spec.name, mapped.fields)
+            except VultrinoError as exc:
+                reason = str(exc)
+                if isinstance(exc, UnknownCredentialTypeError) and target.startswith("plugin:"):
+                    reason += (
+                        f"; install the plugin (`vultrino plugin install {target.split(':')[1]}`"
+                        " or its source) and import again"
+                    )
+                items.append(rmap.ImportItem("credential", name, source, target, "skipped", reason))
+                continue
+            taken.add(mapped.alias)
+            creds.append(
+                Credential(
+                    alias=mapped.alias,
+                    type=target,
+                    fields=clean,
+                    description=mapped.description,
+                    secret_fields=list(spec.secret_fields),
+                    created_at=mapped.created_at,
+                    id=mapped.id.lower() if is_credential_id(mapped.id.lower()) else "",
+                )
+            )
+            creds_items.append(
+                rmap.ImportItem("credential", name, source, target, done, note=mapped.note)
+            )
+        if creds and not dry_run:
+            with s.lock:
+                s.store.add_many(creds)
+            for cred in creds:
+                self._changed("credential.import", alias=cred.alias)
+        items.extend(creds_items)
+
+        role_names: dict[str, str] = {}  # the original's role id -> the name here
+        for rid, record in sorted(vault.roles.items(), key=lambda kv: str(kv[1].get("name"))):
+            raw = str(record.get("name", ""))
+            if rmap.builtin_role(raw):
+                role_names[rid] = raw
+                items.append(rmap.ImportItem("role", raw, "role", raw, "built-in"))
+                continue
+            role = rmap.map_role(record)
+            if isinstance(role, str):
+                items.append(rmap.ImportItem("role", raw[:64], "role", "", "skipped", role))
+                continue
+            name = rmap.slug_name(role.name)
+            notes = [role.note] if role.note else []
+            if name != role.name:
+                notes.append(f"renamed from {role.name[:64]!r}")
+            try:
+                if self._profile_exists(name):
+                    raise AgentExistsError(
+                        f"a role or agent named {name!r} already exists here; keys of this "
+                        "role were not imported"
+                    )
+                if dry_run:
+                    AgentProfile.build(
+                        name,
+                        credentials=role.credentials,
+                        tools=("*",),
+                        kind="role",
+                        permissions=role.permissions,
+                    )
+                else:
+                    self.add_role(
+                        name,
+                        permissions=role.permissions,
+                        credentials=role.credentials,
+                        tools=("*",),
+                        description=role.description,
+                    )
+            except VultrinoError as exc:
+                items.append(rmap.ImportItem("role", raw[:64], "role", name, "skipped", str(exc)))
+                continue
+            role_names[rid] = name
+            items.append(
+                rmap.ImportItem("role", raw[:64], "role", name, done, note="; ".join(notes))
+            )
+        for rid in ("admin", "executor", "read-only"):  # predefined: their ids are their names
+            role_names.setdefault(rid, rid)
+
+        known = {(k.name, k.prefix) for k in s.api_keys()}
+        now = datetime.now(timezone.utc)
+        for record in sorted(vault.api_keys.values(), key=lambda r: str(r.get("name"))):
+            raw = str(record.get("name", ""))[:64]
+            key = rmap.map_key(record)
+            if isinstance(key, str):
+                items.append(rmap.ImportItem("key", raw, "api_key", "", "skipped", key))
+                continue
+            key_role = role_names.get(key.role_id)
+            if key_role is None:
+                items.append(
+                    rmap.ImportItem(
+                        "key",
+                        raw,
+                        key.prefix,
+                        "",
+                        "skipped",
+                        "its role was not imported (see the roles above)",
+                    )
+                )
+                continue
+            name = rmap.slug_name(key.name)
+            record_here = ApiKey(
+                id=os.urandom(6).hex(),
+                name=name,
+                prefix=key.prefix,
+                digest=key.digest,
+                role=key_role,
+                expires_at=key.expires_at,
+                created_at=key.created_at or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            note = f"renamed from {key.name[:64]!r}" if name != key.name else ""
+            if record_here.expired(now):
+                items.append(
+                    rmap.ImportItem("key", raw, key.prefix, key_role, "skipped", "it has expired")
+                )
+                continue
+            if any(name == n or key.prefix == p for n, p in known):
+                items.append(
+                    rmap.ImportItem(
+                        "key",
+                        raw,
+                        key.prefix,
+                        key_role,
+                        "skipped",
+                        f"an API key named {name!r} or with prefix {key.prefix} exists here",
+                    )
+                )
+                continue
+            if not dry_run:
+                with s.lock:
+                    s.store.put_key(record_here.to_record(), unique=("name", "prefix"))
+                self._changed("key.import", subject=f"{name} ({key.prefix}..., role {key_role})")
+            known.add((name, key.prefix))
+            items.append(rmap.ImportItem("key", raw, key.prefix, key_role, done, note=note))
+        return rmap.ImportReport(str(path), dry_run, tuple(items))
+
+    def _profile_exists(self, name: str) -> bool:
+        try:
+            self._s.profile(name)
+        except AgentNotFoundError:
+            return False
+        return True
 
     # --- audit and refresh -------------------------------------------------------------------
 

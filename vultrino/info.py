@@ -49,10 +49,14 @@ LIST_CREDENTIALS_SCHEMA: dict[str, Any] = {
         "type": "object",
         "properties": {
             "alias": {"type": "string"},
+            "id": {
+                "type": "string",
+                "description": "the credential's id: names it as its alias does",
+            },
             "type": {"type": "string"},
             "description": {"type": "string"},
         },
-        "required": ["alias", "type", "description"],
+        "required": ["alias", "id", "type", "description"],
         "additionalProperties": False,
     },
 }
@@ -95,9 +99,12 @@ class CredentialInfo:
     changed: tuple[str, ...] = ()
     #: what ``add_credential(..., replace=True)`` dropped from the credential it replaced
     dropped: ReplaceDrops | None = None
+    #: the credential's stable id (a UUID), accepted wherever its alias is
+    id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "alias": self.alias,
             "type": self.type,
             "description": self.description,
@@ -225,6 +232,7 @@ def credential_info(cred: Credential, registry: PluginRegistry) -> CredentialInf
         created_at=cred.created_at,
         updated_at=cred.updated_at,
         version=cred.version,
+        id=cred.id,
     )
 
 

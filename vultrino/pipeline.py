@@ -185,12 +185,14 @@ class Pipeline:
         ]
 
     def credential_info(self, alias: str, caller: Caller | None = None) -> CredentialInfo:
-        alias = _exact(alias)
+        """A credential's metadata by its alias or its id."""
+        ref = _exact(alias)
         profile = self.profile(caller)
         if profile is not None:
             require(profile, "read")
-            if not sees_credential(profile, alias):
-                raise hidden_credential(alias)
+        alias = self._canonical(ref, profile, {})
+        if profile is not None and not sees_credential(profile, alias):
+            raise hidden_credential(ref)
         return credential_info(self._s.store.get(alias), self._s.registry)
 
     def tools(self, caller: Caller | None = None) -> list[ToolInfo]:
@@ -326,7 +328,7 @@ class Pipeline:
                     f"{type_name(pattern)}"
                 )
             return [
-                {"alias": c.alias, "type": c.type, "description": c.description}
+                {"alias": c.alias, "id": c.id, "type": c.type, "description": c.description}
                 for c in self.credentials(caller)
                 if pattern is None or fnmatch.fnmatchcase(c.alias, pattern)
             ]
@@ -394,6 +396,8 @@ class Pipeline:
             if caller.client is not None:
                 record["client"] = caller.client
         try:
+            if alias is not None:
+                alias = self._canonical(alias, profile, record)
             narrow = url_narrowing(profile) if profile is not None else ()
             plan = self._resolve(alias, action, plugin, narrow, record, profile)
             try:
@@ -430,6 +434,19 @@ class Pipeline:
             record.update(outcome="ok", duration_ms=_millis(elapsed), source=source)
             self._s.audit.write(record)
         return value
+
+    def _canonical(self, ref: str, profile: AgentProfile | None, record: dict[str, Any]) -> str:
+        """The alias ``ref`` names: itself, or the alias of the credential whose id it is, as
+        the store's one lookup resolves it. From here on the call (its gate, its plan, its
+        audit record) knows the credential by its alias. A credential outside the caller's
+        profile fails under the name it was given, word for word as a missing one."""
+        alias = self._s.store.alias_of(ref)
+        if alias != ref:
+            if profile is not None and not sees_credential(profile, alias):
+                record.update(outcome="denied", error="CredentialOutsideProfile")
+                raise hidden_credential(ref)
+            record["alias"] = alias
+        return alias
 
     def _resolve(  # noqa: PLR0917 - positional: on every call's path
         self,

@@ -136,9 +136,13 @@ def test_tools_carry_the_credential_argument_and_the_aliases(v: Vultrino) -> Non
 
 
 def test_list_credentials_tool(v: Vultrino) -> None:
-    assert v.call_tool("list_credentials", {}) == [
-        {"alias": "a", "type": "plugin:echo-a:token", "description": "for A"}
-    ]
+    [listed] = v.call_tool("list_credentials", {})
+    assert listed == {
+        "alias": "a",
+        "id": v.credential_info("a").id,  # what a model can name it by, too
+        "type": "plugin:echo-a:token",
+        "description": "for A",
+    }
 
 
 def test_refresh_sees_plugins_installed_by_another_process(v: Vultrino) -> None:

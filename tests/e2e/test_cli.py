@@ -282,6 +282,8 @@ COMMANDS = [
     ["types"],
     ["rekey"],
     ["request"],
+    ["action"],
+    ["import"],
     ["demo"],
     ["plugin", "list"],
     ["plugin", "info"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -136,7 +137,7 @@ def test_tools_list_has_builtins_and_plugin_tools_in_both_eras(
     assert out is not None
     items = out["items"] if era == "modern" else out["properties"]["result"]["items"]
     assert out["type"] == ("array" if era == "modern" else "object")
-    assert items["required"] == ["alias", "type", "description"]
+    assert items["required"] == ["alias", "id", "type", "description"]
     assert tools["echo_message"].output_schema is None
     scan_log(
         leakcheck, home, errlog, ("tools", [t.model_dump(mode="json") for t in tools.values()])
@@ -167,9 +168,11 @@ def test_list_credentials_shows_alias_type_description_never_a_value(
     assert set(by_alias) == {"echo-one", "github"}
     assert by_alias["echo-one"] == {
         "alias": "echo-one",
+        "id": by_alias["echo-one"]["id"],
         "type": "plugin:echo:key",
         "description": "echo key",
     }
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", by_alias["echo-one"]["id"])
     assert by_alias["github"]["type"] == "api_key"
     blob = dump(result)
     assert ECHO_SECRET not in blob and GITHUB_SECRET not in blob

@@ -777,7 +777,7 @@ def test_oauth2_token_near_expiry_is_refreshed(plugin: HttpPlugin, server: Recor
     c = cred("oauth2", oauth(server), [f"{server.base}/api/*"])
     state = run(plugin, c, f"{server.base}/api/1").new_state
     assert state is not None
-    soon = {**state, "expires_at": time.time() + 30}  # inside the 60 s margin
+    soon = {**state, "expires_at": time.time() + 30}  # inside the 300 s margin
     result = run(plugin, cred("oauth2", c.fields, c.allow, soon), f"{server.base}/api/2")
     assert server.token_count == 2
     assert result.new_state is not None
@@ -825,6 +825,68 @@ def test_oauth2_refresh_token_grant_rotates(plugin: HttpPlugin, server: Recorder
     assert server.token_forms[1]["refresh_token"] == "rt-rotated-1"  # not the revoked one
     assert second.value["status"] == 200
     nothing_leaked(second, "rt-rotated-1", "rt-rotated-2", "rt-initial-0")
+
+
+def test_oauth2_a_refused_refresh_token_falls_back_to_client_credentials(
+    plugin: HttpPlugin, server: Recorder
+) -> None:
+    fields = oauth(server, grant_type="refresh_token", refresh_token="rt-revoked-9")
+    c = cred("oauth2", fields, [f"{server.base}/api/*"])
+    result = run(plugin, c, f"{server.base}/api/1")
+    assert result.value["status"] == 200
+    assert [f["grant_type"] for f in server.token_forms] == ["refresh_token", "client_credentials"]
+    assert result.new_state is not None
+    assert "refresh_token" not in result.new_state  # the refused one is not kept
+    nothing_leaked(result, "rt-revoked-9", CLIENT_SECRET)
+
+
+def test_oauth2_without_a_client_secret_a_refused_refresh_token_is_the_error(
+    plugin: HttpPlugin, server: Recorder
+) -> None:
+    fields = oauth(server, grant_type="refresh_token", refresh_token="rt-revoked-9")
+    fields["client_secret"] = ""
+    c = cred("oauth2", fields, [f"{server.base}/api/*"])
+    with pytest.raises(ActionFailedError) as failed:
+        run(plugin, c, f"{server.base}/api/1")
+    assert len(server.token_forms) == 1  # nothing to fall back to
+    assert "client_credentials grant tried after it" not in str(failed.value)
+
+
+def test_oauth2_when_both_grants_fail_both_are_named(plugin: HttpPlugin, server: Recorder) -> None:
+    fields = oauth(server, grant_type="refresh_token", refresh_token="rt-initial-0")
+    fields["client_secret"] = "wrong-secret-77"
+    c = cred("oauth2", fields, [f"{server.base}/api/*"])
+    with pytest.raises(ActionFailedError) as failed:
+        run(plugin, c, f"{server.base}/api/1")
+    text = str(failed.value)
+    assert "the client_credentials grant tried after it failed too" in text
+    assert failed.value.code == "invalid_credential"
+    assert [f["grant_type"] for f in server.token_forms] == ["refresh_token", "client_credentials"]
+
+
+@pytest.mark.parametrize(("margin", "renewed"), [(None, True), (30, False), (250, True)])
+def test_oauth2_the_refresh_margin_is_300_s_or_the_credentials_own(
+    plugin: HttpPlugin, server: Recorder, margin: int | None, renewed: bool
+) -> None:
+    fields = oauth(server) if margin is None else oauth(server, refresh_margin=margin)
+    c = cred("oauth2", fields, [f"{server.base}/api/*"])
+    state = run(plugin, c, f"{server.base}/api/1").new_state
+    assert state is not None
+    later = {**state, "expires_at": time.time() + 200}  # expires in 200 s
+    run(plugin, cred("oauth2", fields, c.allow, later), f"{server.base}/api/2")
+    assert server.token_count == (2 if renewed else 1)
+
+
+def test_oauth2_a_refresh_margin_out_of_range_is_refused() -> None:
+    p = HttpPlugin()
+    try:
+        base = {"token_url": "https://a.example/t", "client_id": "c", "client_secret": "s"}
+        for bad in (-1, 86401, "soon", True):
+            with pytest.raises(CredentialValidationError, match="refresh_margin"):
+                p.validate_credential("oauth2", {**base, "refresh_margin": bad})
+        assert p.validate_credential("oauth2", {**base, "refresh_margin": 120})["refresh_margin"]
+    finally:
+        p.close()
 
 
 def test_oauth2_token_endpoint_error_is_clear_and_scrubbed(

@@ -68,6 +68,22 @@ def _audit_command() -> typer.Typer:
     return app
 
 
+def _compat_commands() -> typer.Typer:
+    from vultrino.cli import compat
+
+    app = _typer()
+    compat.register(app)
+    return app
+
+
+def _import_command() -> typer.Typer:
+    from vultrino.cli import migrate
+
+    app = _typer()
+    app.command("import")(migrate.import_)
+    return app
+
+
 def _group(module: str, name: str, attr: str = "app") -> Callable[[], typer.Typer]:
     def build() -> typer.Typer:
         import importlib
@@ -92,6 +108,7 @@ _CREDENTIAL_COMMANDS = (
     "types",
     "rekey",
     "request",
+    "req",
 )
 
 #: Every top-level command, in the order ``--help`` lists them, with what builds it (a Typer
@@ -99,6 +116,9 @@ _CREDENTIAL_COMMANDS = (
 #: that this table and what the builders register agree.
 COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     **{name: _credentials_commands for name in _CREDENTIAL_COMMANDS},
+    "import": _import_command,
+    "action": _compat_commands,
+    "exec": _compat_commands,
     "unlock": _session_commands,
     "lock": _session_commands,
     "demo": _demo_command,

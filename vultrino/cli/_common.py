@@ -45,6 +45,31 @@ DebugOpt = Annotated[
     ),
 ]
 
+
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table or json (the original Vultrino's flag; -f json is --json).",
+        show_default=False,
+    ),
+]
+
+
+def wants_json(json_out: bool, fmt: str | None) -> bool:
+    """Whether a listing prints JSON: ``--json``, or ``-f/--format json``."""
+    if fmt is None:
+        return json_out
+    if fmt not in ("table", "json"):
+        err(f"error: -f/--format takes table or json, not {fmt[:20]!r}")
+        raise typer.Exit(2)
+    if fmt == "table" and json_out:
+        err("error: --json and -f table ask for different outputs: pick one")
+        raise typer.Exit(2)
+    return fmt == "json"
+
+
 #: ``VULTRINO_LOG``: how much the CLI says about a plugin's failure. ``debug`` adds the
 #: plugin's log lines and traceback; the others keep the one-line error.
 LOG_ENV = "VULTRINO_LOG"
@@ -303,11 +328,21 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> None:
 
 
 def confirm_or_yes(question: str, yes: bool) -> None:
-    """Ask on a terminal; without one, demand --yes."""
+    """Ask on a terminal. Without one, a first line ``y`` or ``yes`` piped on stdin confirms
+    (``echo y | vultrino plugin remove NAME``, as the original Vultrino read it) and any other
+    line declines; with nothing on stdin, --yes is demanded."""
     if yes:
         return
     if not is_tty():
-        err("error: refusing to proceed without confirmation: pass --yes")
+        line = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.readline()
+        if line:
+            answer = line.strip().lower()
+            err(f"{question} [y/N]: {answer[:10]}")
+            if answer in ("y", "yes"):
+                return
+            err("aborted")
+            raise typer.Exit(1)
+        err("error: refusing to proceed without confirmation: pass --yes (or pipe 'y')")
         raise typer.Exit(2)
     if not typer.confirm(question, err=True):
         err("aborted")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from vultrino.cli._common import (
+    FormatOpt,
     HomeOpt,
     JsonOpt,
     confirm_or_yes,
@@ -15,6 +16,7 @@ from vultrino.cli._common import (
     handle_errors,
     open_vultrino,
     table,
+    wants_json,
 )
 
 if TYPE_CHECKING:
@@ -107,11 +109,12 @@ def role_create(
 
 @role_app.command("list")
 @handle_errors()
-def role_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def role_list(home: HomeOpt = None, json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List the roles: the built-in ones, then yours.
 
     Example: vultrino role list --json
     """
+    json_out = wants_json(json_out, fmt)
     with open_vultrino(home) as v:
         infos = v.roles()
     if json_out:
@@ -206,11 +209,12 @@ def key_create(
 
 @key_app.command("list")
 @handle_errors()
-def key_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def key_list(home: HomeOpt = None, json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List API keys: prefix, role, expiry, creation, last use (never the key).
 
     Example: vultrino key list --json
     """
+    json_out = wants_json(json_out, fmt)
     with open_vultrino(home) as v:
         infos = v.keys()
     if json_out:

@@ -15,6 +15,7 @@ import typer
 from vultrino.cli._common import (
     DebugOpt,
     FieldOpt,
+    FormatOpt,
     HomeOpt,
     JsonOpt,
     confirm_or_yes,
@@ -30,6 +31,7 @@ from vultrino.cli._common import (
     read_value,
     split_pair,
     table,
+    wants_json,
 )
 from vultrino.errors import (
     CredentialNotFoundError,
@@ -207,13 +209,61 @@ AllFieldsOpt = Annotated[
 ]
 
 
+#: The original Vultrino's type-specific `add` flags and the field each one sets (its
+#: --scopes is comma-separated, this oauth2's scope space-separated).
+ORIGINAL_ADD_FLAGS: dict[str, str] = {
+    "key": "key",
+    "header_name": "header",
+    "header_prefix": "prefix",
+    "username": "username",
+    "password": "password",
+    "client_id": "client_id",
+    "client_secret": "client_secret",
+    "token_url": "token_url",
+    "scopes": "scope",
+    "refresh_token": "refresh_token",
+    "private_key": "private_key",
+}
+
+
+def _flag(name: str, what: str) -> Any:
+    return typer.Option(
+        f"--{name.replace('_', '-')}",
+        help=f"{what} (the original Vultrino's flag: --field {ORIGINAL_ADD_FLAGS[name]}=...).",
+        show_default=False,
+        rich_help_panel="The original Vultrino's flags",
+    )
+
+
+def _original_values(
+    given: dict[str, str | None], values: dict[str, str], on_argv: set[str]
+) -> None:
+    """Fold the original's flags into the --field values, as values typed on the command
+    line (so a secret among them gets the same warning)."""
+    for flag, value in given.items():
+        if value is None:
+            continue
+        name = ORIGINAL_ADD_FLAGS[flag]
+        if name in values:
+            raise ParameterError(
+                f"--{flag.replace('_', '-')} and --field {name}=... both set {name!r}: give one"
+            )
+        if flag == "scopes":
+            values[name] = " ".join(s.strip() for s in value.split(",") if s.strip())
+        else:
+            values[name] = value
+        on_argv.add(name)
+    if given.get("refresh_token") is not None and "grant_type" not in values:
+        values["grant_type"] = "refresh_token"
+
+
 @handle_errors()
 def add(
-    alias: Annotated[str, typer.Option("--alias", help="The name agents use for it.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The name agents use for it.")],
     type_: Annotated[
         str,
         typer.Option(
-            "--type", help="api_key, bearer, basic_auth, oauth2 or plugin:<plugin>:<type>"
+            "--type", "-t", help="api_key, bearer, basic_auth, oauth2 or plugin:<plugin>:<type>"
         ),
     ],
     field: Annotated[
@@ -238,6 +288,25 @@ def add(
     all_fields: AllFieldsOpt = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    key: Annotated[str | None, _flag("key", "api_key: the key")] = None,
+    header_name: Annotated[str | None, _flag("header_name", "api_key: its header")] = None,
+    header_prefix: Annotated[
+        str | None, _flag("header_prefix", "api_key: text before the key")
+    ] = None,
+    username: Annotated[str | None, _flag("username", "basic_auth: the user")] = None,
+    password: Annotated[str | None, _flag("password", "basic_auth: the password")] = None,
+    client_id: Annotated[str | None, _flag("client_id", "oauth2: the client id")] = None,
+    client_secret: Annotated[
+        str | None, _flag("client_secret", "oauth2: the client secret")
+    ] = None,
+    token_url: Annotated[str | None, _flag("token_url", "oauth2: the token endpoint")] = None,
+    scopes: Annotated[str | None, _flag("scopes", "oauth2: comma-separated scopes")] = None,
+    refresh_token: Annotated[
+        str | None, _flag("refresh_token", "oauth2: a refresh token (sets the refresh grant)")
+    ] = None,
+    private_key: Annotated[
+        str | None, _flag("private_key", "a plugin type's private_key field")
+    ] = None,
 ) -> None:
     """Add a credential. Missing required fields are prompted for (secret ones hidden);
     --all-fields asks for the optional ones too.
@@ -253,6 +322,23 @@ def add(
     with open_vultrino(home, unlock=True) as v:
         values: dict[str, Any]
         values, on_argv = _field_values(field or [])
+        _original_values(
+            {
+                "key": key,
+                "header_name": header_name,
+                "header_prefix": header_prefix,
+                "username": username,
+                "password": password,
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "token_url": token_url,
+                "scopes": scopes,
+                "refresh_token": refresh_token,
+                "private_key": private_key,
+            },
+            values,
+            on_argv,
+        )
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
         _warn_secret_on_argv(spec, on_argv)
@@ -476,11 +562,14 @@ def versions(
 
 
 @handle_errors()
-def list_(home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = None) -> None:
+def list_(
+    home: HomeOpt = None, json_out: JsonOpt = False, field: FieldOpt = None, fmt: FormatOpt = None
+) -> None:
     """List credentials (never their values).
 
-    Examples: vultrino list --json; vultrino list --field 0.alias
+    Examples: vultrino list --json; vultrino list -f json; vultrino list --field 0.alias
     """
+    json_out = wants_json(json_out, fmt)
     with open_calls(home) as v:
         infos = v.credentials()
     if field is not None:
@@ -515,6 +604,7 @@ def info(
         emit_json(i.to_dict())
         return
     typer.echo(f"alias:       {i.alias}")
+    typer.echo(f"id:          {i.id}")
     typer.echo(f"type:        {i.type}")
     typer.echo(f"plugin:      {i.plugin or '(not installed)'}")
     typer.echo(f"description: {i.description}")
@@ -693,14 +783,17 @@ def _print_result(result: Any, json_out: bool, raw: bool, field: str | None) -> 
         emit_json(result)
 
 
-def _print_http(result: dict[str, Any], json_out: bool, raw: bool, field: str | None) -> int:
+def _print_http(
+    result: dict[str, Any], json_out: bool, raw: bool, field: str | None, quiet: bool = False
+) -> int:
     status = int(result.get("status", 0))
     if field is not None:
         emit_field(result, field)
     elif json_out:
         emit_json(result)
     else:
-        err(f"HTTP {status}")
+        if not quiet:
+            err(f"HTTP {status}")
         body = result.get("body", "")
         if result.get("body_encoding") == "base64":
             sys.stdout.buffer.write(base64.b64decode(body))
@@ -757,6 +850,10 @@ def request(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No status line on stderr (HTTP 200): the body alone."),
+    ] = False,
 ) -> None:
     """Run a plugin action, or an HTTP request, with a credential.
 
@@ -801,7 +898,7 @@ def request(
             params["timeout"] = timeout
         with open_calls(home) as v, suggesting(v, alias):
             result = v.execute(alias, "request", params, plugin=plugin, source="cli")
-        code = _print_http(result, json_out, raw, field)
+        code = _print_http(result, json_out, raw, field, quiet)
         if code:
             raise typer.Exit(code)
         return
@@ -838,3 +935,4 @@ def register(app: typer.Typer) -> None:
     app.command("types")(types)
     app.command("rekey")(rekey)
     app.command("request")(request)
+    app.command("req", hidden=True, help="The original Vultrino's name of `request`.")(request)

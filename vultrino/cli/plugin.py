@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vultrino.cli._common import (
+    FormatOpt,
     HomeOpt,
     JsonOpt,
     confirm_or_yes,
@@ -20,6 +21,7 @@ from vultrino.cli._common import (
     is_tty,
     open_vultrino,
     table,
+    wants_json,
 )
 from vultrino.errors import InstallError, ManifestError, ParameterError, VultrinoError
 
@@ -60,11 +62,12 @@ def _summary(plugin: Plugin) -> dict[str, Any]:
 
 @app.command("list")
 @handle_errors()
-def plugin_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def plugin_list(home: HomeOpt = None, json_out: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List installed plugins, built-in first; broken ones are shown with their reason.
 
     Example: vultrino plugin list --json
     """
+    json_out = wants_json(json_out, fmt)
     with open_vultrino(home) as v:
         rows = [_summary(p) for p in v.plugins()]
         rows += [

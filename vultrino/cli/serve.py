@@ -52,6 +52,12 @@ def serve(
             "believed (repeat).",
         ),
     ] = None,
+    mcp: Annotated[
+        bool,
+        typer.Option(
+            "--mcp", help="Serve MCP over stdio instead (the original's form of `vultrino mcp`)."
+        ),
+    ] = False,
     home: HomeOpt = None,
 ) -> None:
     """Serve the REST API (/api/v1), MCP over streamable HTTP (/mcp) and API keys.
@@ -69,6 +75,28 @@ def serve(
       vultrino serve --bind 127.0.0.1:7879 --trusted-proxy 127.0.0.1   (behind Caddy/nginx)
     """
     if ctx.invoked_subcommand is not None:
+        return
+    if mcp:
+        given = [
+            name
+            for name, value in (
+                ("--bind", bind),
+                ("--tls-cert", tls_cert),
+                ("--tls-key", tls_key),
+                ("--insecure-http", insecure_http),
+                ("--trusted-proxy", trusted_proxy),
+            )
+            if value
+        ]
+        if given:
+            err(
+                f"error: --mcp serves MCP over stdio, where {', '.join(given)} mean nothing; "
+                "leave them out, or use `vultrino mcp --http` for MCP over HTTP"
+            )
+            raise typer.Exit(2)
+        from vultrino.cli.mcp import mcp_serve
+
+        mcp_serve(ctx, home=home)
         return
     from vultrino.cli._common import open_vultrino
     from vultrino.server.run import serve as run_server

@@ -63,8 +63,9 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Credential": {
         "type": "object",
-        "required": ["alias", "type", "credential_type", "description"],
+        "required": ["id", "alias", "type", "credential_type", "description"],
         "properties": {
+            "id": {"type": "string", "description": "a UUID; accepted wherever the alias is"},
             "alias": {"type": "string"},
             "type": {"type": "string", "description": "api_key, bearer, plugin:P:T, ..."},
             "credential_type": {"type": "string", "description": "the same as type"},

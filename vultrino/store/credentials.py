@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -163,13 +165,17 @@ class Credential:
     version_since: str = ""
     version_changed: list[str] = field(default_factory=list)
     kept: list[SecretVersion] = field(default_factory=list)
+    #: a stable id (a UUID): assigned when the credential is added (or derived, once and for
+    #: good, for a record written before ids existed) and kept by every change; it names the
+    #: credential wherever an alias does
+    id: str = ""
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(str(k) for k in self.fields)) if _is_dict(self.fields) else "?"
         state = f"<{len(self.state)} keys hidden>" if _is_dict(self.state) else "<hidden>"
         kept = len(self.kept) if isinstance(self.kept, list) else "?"
         return (
-            f"Credential(alias={self.alias!r}, type={self.type!r}, "
+            f"Credential(alias={self.alias!r}, id={self.id!r}, type={self.type!r}, "
             f"description={self.description!r}, fields=<values hidden: {names}>, "
             f"allow={self.allow!r}, secret_fields={self.secret_fields!r}, state={state}, "
             f"created_at={self.created_at!r}, updated_at={self.updated_at!r}, "
@@ -222,7 +228,29 @@ def _copy_credential(cred: Credential) -> Credential:
         version=cred.version,
         version_since=cred.version_since,
         version_changed=list(cred.version_changed),
+        id=cred.id,
     )
+
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: the namespace of the ids derived for records written before ids existed
+_ID_NAMESPACE = uuid.UUID("6f1c2a9e-3b4d-5e6f-8a7b-0c1d2e3f4a5b")
+
+
+def new_credential_id() -> str:
+    """A fresh credential id: a random (version 4) UUID."""
+    return str(uuid.uuid4())
+
+
+def derived_id(alias: str, created_at: str) -> str:
+    """The id of a record that has none (written before ids existed): a UUID derived from
+    its alias and creation time, so every reader sees the same one until a write keeps it."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{created_at}\0{alias}"))
+
+
+def is_credential_id(value: object) -> bool:
+    """Whether ``value`` is written as a credential id is (a lowercase UUID)."""
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
 
 
 def _utcnow() -> datetime:
@@ -275,6 +303,16 @@ def validate_alias(alias: object) -> str:
     separators other than the ASCII space), and no leading or trailing whitespace.
     """
     return _check_name(alias, "the credential alias", ALIAS_MAX_LENGTH)
+
+
+def refuse_id_shaped_alias(alias: str) -> None:
+    """A new alias may not be written as a credential id is: a reference to it would be
+    ambiguous (an alias wins over an id, so it would hide the credential with that id)."""
+    if is_credential_id(alias):
+        raise CredentialValidationError(
+            f"the alias {alias!r} is written as a credential id (a UUID) is; pick a name "
+            "(ids are given to credentials, never chosen)"
+        )
 
 
 def _check_str_list(value: object, what: str) -> list[str]:
@@ -334,6 +372,10 @@ def _validated(cred: object) -> Credential:
     _check_packable(fields, f"field of {alias!r}")
     _check_packable(state, f"state key of {alias!r}")
     version = _check_version(cred.version, f"the version of {alias!r}")
+    if cred.id != "" and not is_credential_id(cred.id):
+        raise CredentialValidationError(
+            f"the id of {alias!r} must be a lowercase UUID (or empty, to have one assigned)"
+        )
     since = _check_timestamp(cred.version_since, f"version_since of {alias!r}")
     changed = _check_str_list(cred.version_changed, f"version_changed of {alias!r}")
     if not isinstance(cred.kept, list) or not all(isinstance(v, SecretVersion) for v in cred.kept):
@@ -369,6 +411,7 @@ def _validated(cred: object) -> Credential:
         version_since=since,
         version_changed=changed,
         kept=kept,
+        id=cred.id,
     )
 
 
@@ -420,6 +463,7 @@ def encode_document(
 
 def _encode_record(c: Credential) -> dict[str, Any]:
     rec: dict[str, Any] = {
+        "id": c.id,
         "alias": c.alias,
         "type": c.type,
         "description": c.description,
@@ -598,6 +642,13 @@ def decode_all(
             created_at=created,
             updated_at=updated,
         )
+        stored_id = rec.get("id")
+        if stored_id is None or stored_id == "":
+            cred.id = derived_id(alias, created)
+        elif is_credential_id(stored_id):
+            cred.id = stored_id
+        else:
+            raise corrupt(f"record {index} has a malformed id")
         if "version" in rec:  # a rotated credential (older stores have none)
             number = rec.get("version")
             since = rec.get("version_since", "")
@@ -846,6 +897,7 @@ class CredentialStore:
         self._records = records
         self._revision = 0  # see the revision property
         self._sorted: list[Credential] | None = None
+        self._id_index: tuple[int, dict[str, str]] | None = None  # (revision, id -> alias)
         self._mutex = threading.RLock()
 
     # -- constructors ---------------------------------------------------------------------
@@ -1139,6 +1191,12 @@ class CredentialStore:
                 old = records.get(new.alias)
                 olds.append(None if old is None else _copy_credential(old))
                 if old is not None:
+                    new.id = old.id  # a replaced credential keeps its id, as its created_at
+                elif not new.id or any(
+                    c.id == new.id for c in records.values() if c.alias != new.alias
+                ):
+                    new.id = new_credential_id()
+                if old is not None:
                     if not replace:
                         raise CredentialExistsError(
                             f"a credential named {new.alias!r} already exists; remove it first "
@@ -1181,6 +1239,7 @@ class CredentialStore:
                 raise _Unchanged(_copy_credential(old))
             new = _validated(wanted)
             new.alias, new.type, new.created_at = old.alias, old.type, old.created_at
+            new.id = old.id
             now = _now()
             new.updated_at = now
             if rotate:
@@ -1245,6 +1304,7 @@ class CredentialStore:
                 old.created_at,
                 now,
             )
+            new.id = old.id
             new.version, new.version_since = target.version, now
             new.version_changed = list(target.changed)
             new.kept = self._retention.live(
@@ -1465,10 +1525,34 @@ class CredentialStore:
     # -- internals ------------------------------------------------------------------------
 
     def _lookup(self, records: dict[str, Credential], alias: str) -> Credential:
+        """The credential ``alias`` names: the one with that alias, else the one whose id it
+        is (an alias wins over an id). The one lookup every read and write goes through."""
         try:
             return records[alias]
         except (KeyError, TypeError):
-            raise CredentialNotFoundError.named(alias) from None
+            pass
+        if is_credential_id(alias):
+            for cred in records.values():
+                if cred.id == alias:
+                    return cred
+        raise CredentialNotFoundError.named(alias) from None
+
+    def alias_of(self, ref: str) -> str:
+        """The alias ``ref`` names (itself, or the alias of the credential whose id it is),
+        or ``ref`` unchanged when it names none (a lookup of it then fails as for a missing
+        alias). Cheap for an alias: one look at the records held in memory."""
+        if ref in self._records:
+            return ref
+        if not is_credential_id(ref):
+            return ref
+        with self._mutex:
+            self._refresh(force=False)
+            index = self._id_index
+            if index is None or index[0] != self._revision:
+                # rebuilt once per change of the records (the revision counts every one)
+                index = (self._revision, {c.id: a for a, c in self._records.items()})
+                self._id_index = index
+            return index[1].get(ref, ref)
 
     def _live_key(self) -> bytearray:
         if self._key is None:

@@ -66,7 +66,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 600.0
 DEFAULT_MAX_REDIRECTS = 5
-TOKEN_REFRESH_MARGIN = 60.0
+TOKEN_REFRESH_MARGIN = 300.0  # the original Vultrino's; per credential: refresh_margin
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _OAUTH_FETCH = "oauth2 token request"
@@ -220,6 +220,13 @@ def _manifest() -> PluginManifest:
                     "select",
                     default="client_credentials",
                     options=("client_credentials", "refresh_token"),
+                ),
+                FieldSpec(
+                    "refresh_margin",
+                    "Refresh margin (s)",
+                    "number",
+                    help_text="Seconds before its expiry an access token is renewed "
+                    f"(default {TOKEN_REFRESH_MARGIN:g}, as the original Vultrino)",
                 ),
                 FieldSpec(
                     "client_auth",
@@ -699,7 +706,7 @@ class HttpPlugin:
                 expires_at is None
                 or (
                     isinstance(expires_at, (int, float))
-                    and expires_at - TOKEN_REFRESH_MARGIN > self._clock()
+                    and expires_at - _refresh_margin(cred.fields) > self._clock()
                 )
             )
         )
@@ -712,9 +719,39 @@ class HttpPlugin:
     def _fetch_token(
         self, cred: CredentialView, state: Mapping[str, Any], deadline: float, allow: Allowlist
     ) -> dict[str, Any]:
+        """A new access token. A refused refresh_token grant (HTTP 4xx: the refresh token
+        expired or was revoked) falls back to the client_credentials grant when the credential
+        also has a client secret, as the original Vultrino did; the stale refresh token is
+        then forgotten."""
+        grant = _text(cred.fields, "grant_type") or "client_credentials"
+        try:
+            return self._fetch_token_with(cred, state, deadline, allow, grant)
+        except ActionFailedError as exc:
+            if not (
+                grant == "refresh_token"
+                and exc.code == "invalid_credential"
+                and _text(cred.fields, "client_secret")
+            ):
+                raise
+            try:
+                return self._fetch_token_with(cred, {}, deadline, allow, "client_credentials")
+            except ActionFailedError as second:
+                raise ActionFailedError(
+                    f"{exc}; the client_credentials grant tried after it failed too: {second}",
+                    plugin=PLUGIN_NAME,
+                    code=second.code,
+                ) from None
+
+    def _fetch_token_with(
+        self,
+        cred: CredentialView,
+        state: Mapping[str, Any],
+        deadline: float,
+        allow: Allowlist,
+        grant: str,
+    ) -> dict[str, Any]:
         fields = cred.fields
         token_url = _token_url(fields)
-        grant = _text(fields, "grant_type") or "client_credentials"
         client_id = _text(fields, "client_id")
         secret = _text(fields, "client_secret")
         form: list[tuple[str, str]] = [("grant_type", grant)]
@@ -1110,6 +1147,16 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
                 "oauth2 credential: the refresh_token grant needs refresh_token",
                 needs=("refresh_token",),
             )
+        margin = fields.get("refresh_margin")
+        if margin is not None and not (
+            isinstance(margin, (int, float))
+            and not isinstance(margin, bool)
+            and 0 <= margin <= 86400
+        ):
+            raise _invalid(
+                "oauth2 credential: refresh_margin is the seconds before expiry a token is "
+                "renewed: a number from 0 to 86400"
+            )
 
 
 def _token_url(fields: Mapping[str, Any]) -> NormalizedURL:
@@ -1169,6 +1216,15 @@ def _state_secrets(state: Mapping[str, Any] | None) -> list[str]:
     return [
         v for k, v in state.items() if k in ("access_token", "refresh_token") and isinstance(v, str)
     ]
+
+
+def _refresh_margin(fields: Mapping[str, Any]) -> float:
+    """Seconds before expiry a cached access token is renewed: the credential's
+    ``refresh_margin``, else :data:`TOKEN_REFRESH_MARGIN`."""
+    value = fields.get("refresh_margin")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return TOKEN_REFRESH_MARGIN
 
 
 def _token_response(
