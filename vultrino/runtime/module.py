@@ -43,6 +43,7 @@ from vultrino.errors import (
 )
 from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
+from vultrino.runtime._keys import KeyRing
 from vultrino.runtime._logtext import escape_control
 from vultrino.runtime.cache import ModuleCache
 from vultrino.runtime.engine import (
@@ -55,7 +56,7 @@ from vultrino.runtime.engine import (
     ModuleShape,
 )
 from vultrino.runtime.engine import Engine as EngineAdapter
-from vultrino.runtime.wit import WIT_FILE
+from vultrino.runtime.wit import KEYS, REALLOC, WIT_FILE
 
 __all__ = ["MAX_INSTANCES", "MAX_WAITING", "PluginModule", "WasmRuntime"]
 
@@ -150,6 +151,19 @@ class _Owned:
                 self.gone()
 
 
+def _call(session: abi.Session, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
+    """``session.call(request)`` with its ``keys`` functions bound to ``keys`` for the call
+    only (a session whose guest imports none has no slot: nothing to bind)."""
+    slot = session.keys
+    if slot is None:
+        return session.call(request)
+    slot.ring = keys
+    try:
+        return session.call(request)
+    finally:
+        slot.ring = None
+
+
 class PluginModule:
     """A loaded plugin module: ``execute(request) -> {"ok": ...} | {"error": {...}}``."""
 
@@ -227,16 +241,20 @@ class PluginModule:
 
     # -- calls --
 
-    def execute(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves."""
+    def execute(self, request: dict[str, Any], keys: KeyRing | None = None) -> dict[str, Any]:
+        """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves.
+
+        ``keys`` is what the guest's ``keys`` imports may use during this call (the declared
+        fields of the call's credential); None when the call has no credential.
+        """
         if self._affine:
-            return self._execute_affine(request)
+            return self._execute_affine(request, keys)
         try:
             session = self._idle.pop()
         except IndexError:
             session = self._start(self._acquire)
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             self._release(session)
             raise self._parameter_error(exc) from exc
@@ -261,7 +279,7 @@ class PluginModule:
                     self._cond.notify()
         return response
 
-    def _execute_affine(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _execute_affine(self, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
         """``execute`` for thread-affine engines, at most MAX_INSTANCES instances in all.
 
         A thread that owns an instance runs the call inline, on that instance (no thread hop).
@@ -277,11 +295,11 @@ class PluginModule:
             owned = self._claim()
         if owned is not None:
             if not owned.busy:
-                return self._run_owned(owned, request)
+                return self._run_owned(owned, request, keys)
             if getattr(local, "worker", False):
                 # re-entered from a host function on the worker: nobody else can serve it
-                return self._run_once(request)
-        return self._on_worker(request)
+                return self._run_once(request, keys)
+        return self._on_worker(request, keys)
 
     def _claim(self) -> _Owned | None:
         """Make this thread an owner when fewer than MAX_INSTANCES - 1 threads are."""
@@ -310,7 +328,9 @@ class PluginModule:
 
         return gone
 
-    def _run_owned(self, owned: _Owned, request: dict[str, Any]) -> dict[str, Any]:
+    def _run_owned(
+        self, owned: _Owned, request: dict[str, Any], keys: KeyRing | None
+    ) -> dict[str, Any]:
         """The call on this thread's own instance (made here when it has none yet)."""
         session = owned.session
         if self._closed:
@@ -322,7 +342,7 @@ class PluginModule:
             session = owned.session = self._start(self._new_session)
         owned.busy = True
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             raise self._parameter_error(exc) from exc
         except BaseException as exc:
@@ -345,12 +365,12 @@ class PluginModule:
             session.close()
         return response
 
-    def _run_once(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _run_once(self, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
         """A call on a session of its own, closed afterwards: a host function on the worker
         thread calling back into this module while the worker's instance is busy."""
         session = self._start(self._new_session)
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             session.close()
             raise self._parameter_error(exc) from exc
@@ -367,7 +387,7 @@ class PluginModule:
         session.close()
         return response
 
-    def _on_worker(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _on_worker(self, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
         """The call on the worker thread (started on first use), waiting for its turn."""
         with self._cond:
             if self._closed:
@@ -380,14 +400,14 @@ class PluginModule:
                 )
             worker = self._worker
         try:
-            future = worker.submit(self._work, request)
+            future = worker.submit(self._work, request, keys)
         except RuntimeError:  # shut down by close() meanwhile
             raise EngineError(
                 f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
             ) from None
         return future.result()
 
-    def _work(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _work(self, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
         """On the worker thread: the call on the worker's instance (not counted as an owner)."""
         local = self._local
         owned: _Owned | None = getattr(local, "owned", None)
@@ -396,8 +416,8 @@ class PluginModule:
             owned = local.owned = _Owned(None)
         try:
             if owned.busy:  # cannot happen with one worker; kept for safety
-                return self._run_once(request)
-            return self._run_owned(owned, request)
+                return self._run_once(request, keys)
+            return self._run_owned(owned, request, keys)
         except BaseException as exc:
             # The tracebacks' frames may hold views of guest memory, which must be dropped on
             # this thread: the exception itself travels to the caller's.
@@ -479,7 +499,10 @@ class PluginModule:
 
     def _new_session(self) -> abi.Session:
         plog = _PluginLog(self.plugin, self._log_func)
-        host, output = abi.host_functions(self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE)
+        slot = abi.KeySlot() if any(i.module == KEYS for i in self._shape.imports) else None
+        host, output = abi.host_functions(
+            self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE, keys=slot
+        )
         if self._affine:
             native = self._runtime._native_here(self.sha256, self._artifact)
         else:
@@ -494,6 +517,9 @@ class PluginModule:
             instance.close()
             raise
         session.log = plog
+        if slot is not None:
+            slot.realloc = instance.export(REALLOC)
+            session.keys = slot
         return session
 
     def _release(self, session: abi.Session) -> None:
