@@ -311,3 +311,40 @@ def test_a_call_without_keys_cannot_use_the_last_calls(runtime: WasmRuntime) -> 
     assert first[0] == 0 and first[12:] == hmac.new(b"secret-one", b"m", "sha256").digest()
     assert second[0] == 1 and KEY_ERRORS[second[4]] == "no-credential"
     assert struct.unpack("<I", second[8:12]) == (0,)
+
+
+# --- components (wasmtime) ---------------------------------------------------------------------
+
+
+def test_a_component_signs_with_a_host_key() -> None:
+    from tests import component_guests
+    from vultrino.runtime import load_engine
+
+    if "wasmtime" not in available_engines():
+        pytest.skip("components run on wasmtime only")
+    with WasmRuntime(load_engine("wasmtime")) as rt:
+        module = rt.load(component_guests.keys_hmac(), plugin="keys-component")
+        try:
+            signed = module.execute(REQUEST, KeyRing({"secret": "k3y"}))
+            without = module.execute(REQUEST, None)
+            unknown = module.execute(REQUEST, KeyRing({"other": "k3y"}))
+        finally:
+            module.close()
+    assert signed == {"ok": hmac.new(b"k3y", b"msg", "sha256").digest()}
+    assert without == {"ok": KEY_ERRORS.index("no-credential")}
+    assert unknown == {"ok": KEY_ERRORS.index("unknown-field")}
+
+
+def test_a_component_importing_an_unknown_keys_function_is_refused() -> None:
+    from tests import component_guests
+    from vultrino.runtime import load_engine
+
+    if "wasmtime" not in available_engines():
+        pytest.skip("components run on wasmtime only")
+    wat = component_guests.component_wat(
+        "echo",
+        extra_imports='(import "vultrino:plugin/keys@1.2.0" (instance '
+        '(export "hmac-md5" (func (param "data" (list u8)) (result (list u8))))))',
+    )
+    with WasmRuntime(load_engine("wasmtime")) as rt, pytest.raises(ModuleError, match="hmac-md5"):
+        rt.load(guests.wat2wasm(wat), plugin="bad-keys-component")

@@ -23,6 +23,7 @@ from vultrino.cli._common import (
     handle_errors,
     home_arg,
     is_tty,
+    never_sees,
     open_vultrino,
     prompt_secret,
     read_value,
@@ -244,6 +245,9 @@ def add(
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
         _warn_secret_on_argv(spec, on_argv)
+        never = never_sees(spec)
+        if never:
+            err(never)
         skipped = _prompt_missing(spec, values, all_fields=all_fields)
         try:
             try:
@@ -558,11 +562,13 @@ def types(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
                             "type": f.type,
                             "required": f.required,
                             "secret": f.secret,
+                            "access": f.access,
                             "default": f.default,
                             "options": list(f.options),
                         }
                         for f in t.spec.fields
                     ],
+                    "never_sees": list(t.spec.host_fields),
                 }
                 for t in found
             ]
@@ -572,9 +578,15 @@ def types(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         typer.echo(f"{t.name}  ({t.plugin}) {t.spec.description}".rstrip())
         for f in t.spec.fields:
             flags = (
-                [f.type] + (["required"] if f.required else []) + (["secret"] if f.secret else [])
+                [f.type]
+                + (["required"] if f.required else [])
+                + (["secret"] if f.secret else [])
+                + (["host-only"] if f.access == "host" else [])
             )
             typer.echo(f"    {f.name}: {', '.join(flags)}")
+        never = never_sees(t.spec)
+        if never:
+            typer.echo(f"    {never}")
 
 
 @handle_errors()
