@@ -560,6 +560,8 @@ def main() -> None:
         import_bench("bench_unlock").run(res, args.smoke)
         print("serve", file=sys.stderr)
         import_bench("bench_serve").run(res, args.smoke)
+        print("host keys", file=sys.stderr)
+        import_bench("bench_hostkeys").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

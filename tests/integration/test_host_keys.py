@@ -14,6 +14,7 @@ import hmac
 import struct
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -348,3 +349,109 @@ def test_a_component_importing_an_unknown_keys_function_is_refused() -> None:
     )
     with WasmRuntime(load_engine("wasmtime")) as rt, pytest.raises(ModuleError, match="hmac-md5"):
         rt.load(guests.wat2wasm(wat), plugin="bad-keys-component")
+
+
+# --- the shipped hmac plugin, through the plugin layer ----------------------------------------
+
+
+def test_the_shipped_hmac_plugin_never_holds_its_key(runtime: WasmRuntime) -> None:
+    """``plugins/hmac`` declares its key ``access = "host"``: the same outputs as before (RFC
+    4231 and Python's hmac), and after the calls the key is nowhere in the guest's memory."""
+    from pathlib import Path
+
+    from vultrino.plugins.base import CredentialView
+    from vultrino.plugins.manifest import load_manifest
+    from vultrino.plugins.wasm import WasmPlugin
+
+    directory = Path(__file__).resolve().parents[2] / "plugins" / "hmac"
+    manifest = load_manifest(directory / "plugin.toml")
+    assert manifest.credential_type("hmac_key").host_fields == ("key",)  # type: ignore[union-attr]
+    plugin = WasmPlugin(directory, manifest, runtime)
+    key = "Jefe-webhook-key-0123456789abcdef"
+    try:
+        # RFC 4231 test case 2: key "Jefe"
+        jefe = CredentialView("j", "hmac_key", {"key": "4a656665", "encoding": "hex"})
+        out = plugin.execute("sign", {"message": "what do ya want for nothing?"}, jefe).value
+        assert out["signature"] == (
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        )
+        view = CredentialView("w", "hmac_key", {"key": key, "encoding": "utf8"})
+        for alg in ("sha256", "sha512"):
+            signed = plugin.execute("sign", {"message": "body", "algorithm": alg}, view).value
+            assert signed["signature"] == hmac.new(key.encode(), b"body", alg).hexdigest()
+            checked = plugin.execute(
+                "verify",
+                {"message": "body", "signature": signed["signature"], "algorithm": alg},
+                view,
+            ).value
+            assert checked == {"valid": True}
+        module = plugin.module
+        assert isinstance(module, PluginModule)
+        memory = _memory(module)
+    finally:
+        plugin.close()
+    for form in (key.encode(), base64.b64encode(key.encode()), key.encode().hex().encode()):
+        assert form not in memory
+
+
+# --- the Python guest SDK ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_python_sdk_keys_module(tmp_path: Path) -> None:
+    """``from vultrino_pdk import keys`` in a componentize-py component: bytes back from the
+    host, and a refusal as ``keys.KeyError`` with the WIT case. Built with componentize-py
+    directly (not through the installer's build sandbox)."""
+    import shutil
+    import subprocess
+
+    from vultrino.runtime import load_engine
+
+    tool = Path(sys.executable).with_name("componentize-py")
+    if not tool.exists() and shutil.which("componentize-py") is None:
+        pytest.skip("componentize-py is not installed")
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "keys.wasm"
+    subprocess.run(
+        [
+            str(tool if tool.exists() else shutil.which("componentize-py")),
+            "-d",
+            str(root / "wit" / "vultrino-plugin.wit"),
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-p",
+            str(root / "tests" / "fixtures" / "python_keys"),
+            "-p",
+            str(root / "sdk" / "python"),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    credential = {"alias": "a", "type": "t", "fields": {"secret": None}}
+    with WasmRuntime(load_engine("wasmtime")) as rt:
+        module = rt.load(out.read_bytes(), plugin="python-keys")
+        try:
+
+            def sign(ring: KeyRing | None, **params: str) -> Any:
+                request = {"action": "sign", "params": params, "credential": credential}
+                return module.execute(request, ring)["ok"]
+
+            signed = sign(KeyRing({"secret": "k"}), message="msg")
+            refused = sign(KeyRing({"secret": "zz!"}), message="m", fmt="hex")
+            none = sign(None, message="m")
+        finally:
+            module.close()
+    assert signed["mac"] == hmac.new(b"k", b"msg", "sha256").hexdigest()
+    assert signed["keccak"] == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    assert signed["field_seen"] == {"secret": None}
+    assert refused == {
+        "error_case": "bad-format",
+        "code": "invalid_credential",
+        "field_seen": {"secret": None},
+    }
+    assert none["error_case"] == "no-credential"

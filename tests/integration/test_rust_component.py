@@ -85,12 +85,12 @@ def _component_of(module: Path, out: Path) -> bytes:
 @pytest.mark.parametrize(
     ("module", "text"),
     [(TOTP / "vultrino_totp.wasm", True), (TOTP_1_0, False)],
-    ids=["1.1.0", "1.0.0"],
+    ids=["1.2.0", "1.0.0"],
 )
 def test_old_and_new_rust_components_answer_as_their_modules(
     tmp_path: Path, module: Path, text: bool
 ) -> None:
-    """A module built with the current SDK becomes a 1.1.0 component called through
+    """A module built with the current SDK becomes a 1.2.0 component called through
     execute-text; one built for 1.0.0 still becomes a component (embedded with wit/v1.0.0/),
     called through execute. Both answer exactly as the core module does, on every input."""
     component = _component_of(module, tmp_path / "c.wasm")

@@ -35,7 +35,7 @@ PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
 PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
 WASM_TARGET = "wasm32-wasi"
 TEMPLATE_LIMIT = 200 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.1.0", "log")
+HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
 # Read at import: the autouse isolation fixture clears VULTRINO_* variables for each test.
 WASI_ADAPTER = os.environ.get("VULTRINO_WASI_ADAPTER")
 # `just` names the wasm-tools of the 3.11 venv, so the 3.10 (wasmer) leg that runs the cargo
@@ -249,10 +249,10 @@ def test_template_release_build_is_small_and_imports_only_the_host(
     assert {e.name for e in info.exports} >= {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.1.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
-        "vultrino:plugin/handler@1.1.0#execute-text",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute-text",
+        "vultrino:plugin/handler@1.2.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
+        "vultrino:plugin/handler@1.2.0#execute-text",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute-text",
     }
 
 

@@ -154,8 +154,9 @@ def _prompt_missing(
         optional = not f.required or f.default is not None
         suffix = " [optional]" if optional and f.default is None else ""
         value: Any
-        if f.type in ("text", "password", "textarea") or f.secret:
-            default = "" if f.default is None or f.secret else str(f.default)
+        secret = f.secret or f.access == "host"
+        if f.type in ("text", "password", "textarea") or secret:
+            default = "" if f.default is None or secret else str(f.default)
             shown = f" [{default}]" if default else ""
             if f.type == "textarea":
                 # Part of the prompt, so it shows only once echo is off (a paste that follows
@@ -167,7 +168,7 @@ def _prompt_missing(
                 )
             else:
                 prompt = f"{label}{hint}{suffix}{shown}: "
-            hidden = f.secret or f.type == "password"
+            hidden = secret or f.type == "password"
             got = read_field(prompt, hidden=hidden, textarea=f.type == "textarea")
             if got.lines > 1:
                 err(f"{label}: {got.summary()}")
