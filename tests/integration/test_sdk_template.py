@@ -27,7 +27,7 @@ import jwt as pyjwt
 import pytest
 
 from vultrino.plugins.manifest import load_manifest
-from vultrino.runtime import PluginModule, WasmRuntime, available_engines
+from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engines
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
@@ -135,8 +135,15 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[WasmRuntime]:
 def execute(
     module: PluginModule, action: str, params: dict[str, Any], ctype: str, fields: Any
 ) -> Any:
-    credential = None if fields is None else {"alias": "t", "type": ctype, "fields": fields}
-    return module.execute({"action": action, "params": params, "credential": credential})
+    """As ``WasmPlugin`` calls: host-only fields (the hmac key) go as nil, and the declared
+    fields are what the host's keys interface uses."""
+    if fields is None:
+        return module.execute({"action": action, "params": params, "credential": None})
+    hidden = {"hmac_key": ("key",)}.get(ctype, ())
+    guest = {k: (None if k in hidden else v) for k, v in fields.items()}
+    credential = {"alias": "t", "type": ctype, "fields": guest}
+    ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)})
+    return module.execute({"action": action, "params": params, "credential": credential}, ring)
 
 
 # --- sources (no cargo needed) ----------------------------------------------------------------
