@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from vultrino.runtime.wit import KEY_ERRORS, KEY_FORMATS, KEYS_FUNCTIONS
@@ -37,18 +36,40 @@ class KeyFailure(Exception):  # noqa: N818 - a refusal carried to the ABI, not a
         self.case = case
 
 
-@dataclass(frozen=True)
 class KeyRing:
     """What one call's key operations may use: the declared fields of its credential that are
-    set, by name (their text values). ``None`` for a call without a credential."""
+    set, by name (their text values). ``None`` for a call without a credential.
 
-    fields: Mapping[str, str]
+    A ring lives as long as the prepared action that made it (the plugin layer makes one per
+    credential view), so it also keeps each key it has decoded, by operation, field and format:
+    a signing plugin's second call does not parse the same PEM again.
+    """
+
+    __slots__ = ("_decoded", "fields")
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = fields
+        self._decoded: dict[tuple[str, str, str], object] = {}
+
+    def __repr__(self) -> str:
+        return f"KeyRing(fields={sorted(self.fields)!r})"  # names only, never values
 
     def value(self, name: str) -> str:
         v = self.fields.get(name)
         if not isinstance(v, str) or not v:
             raise KeyFailure("unknown-field")
         return v
+
+    def key(
+        self, kind: str, field: str, fmt: str, decode: Callable[[bytes, str], object]
+    ) -> object:
+        """The field's key for ``kind`` of operation, decoded once (``decode(bytes, fmt)``)."""
+        slot = (kind, field, fmt)
+        found = self._decoded.get(slot)
+        if found is None:
+            found = decode(key_bytes(self.value(field), fmt), fmt)
+            self._decoded[slot] = found
+        return found
 
 
 def key_bytes(text: str, fmt: str) -> bytes:
@@ -145,88 +166,107 @@ def _rsa(data: bytes, fmt: str) -> object:
 
 
 # --- the operations -------------------------------------------------------------------------------
+# Each operation is a decoder (the field's bytes and format -> a key object, kept by the ring)
+# and a function of that key object.
 
 
-def _hmac(algorithm: str) -> Callable[[bytes, str, bytes], bytes]:
-    def op(key: bytes, fmt: str, data: bytes) -> bytes:
-        return hmac.new(key, data, algorithm).digest()
+def _raw(data: bytes, fmt: str) -> object:
+    return data
+
+
+def _hmac(algorithm: str) -> Callable[[object, bytes], bytes]:
+    def op(key: object, data: bytes) -> bytes:
+        assert isinstance(key, bytes)
+        return hmac.digest(key, data, algorithm)  # OpenSSL's one-shot HMAC
 
     return op
 
 
-def _ed25519_sign(key: bytes, fmt: str, data: bytes) -> bytes:
+def _ed25519_key(data: bytes, fmt: str) -> object:
     from nacl.signing import SigningKey
 
-    return bytes(SigningKey(_ed25519_seed(key, fmt)).sign(data).signature)
+    return SigningKey(_ed25519_seed(data, fmt))
 
 
-def _ed25519_public(key: bytes, fmt: str) -> bytes:
+def _ed25519_sign(key: object, data: bytes) -> bytes:
     from nacl.signing import SigningKey
 
-    return bytes(SigningKey(_ed25519_seed(key, fmt)).verify_key)
+    assert isinstance(key, SigningKey)
+    return bytes(key.sign(data).signature)
 
 
-def _p256_sign(key: bytes, fmt: str, data: bytes) -> bytes:
+def _ed25519_public(key: object) -> bytes:
+    from nacl.signing import SigningKey
+
+    assert isinstance(key, SigningKey)
+    return bytes(key.verify_key)
+
+
+def _p256_sign(key: object, data: bytes) -> bytes:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-    private = _p256(key, fmt)
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    der = private.sign(data, ec.ECDSA(hashes.SHA256()))
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    der = key.sign(data, ec.ECDSA(hashes.SHA256()))
     r, s = utils.decode_dss_signature(der)
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
-def _p256_public(key: bytes, fmt: str) -> bytes:
+def _p256_public(key: object) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    private = _p256(key, fmt)
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    return private.public_key().public_bytes(
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
 
 
-def _secp256k1_sign(key: bytes, fmt: str, digest: bytes) -> bytes:
+def _secp256k1_key(data: bytes, fmt: str) -> object:
     from coincurve import PrivateKey
 
+    return PrivateKey(_secp256k1_secret(data, fmt))
+
+
+def _secp256k1_sign(key: object, digest: bytes) -> bytes:
+    from coincurve import PrivateKey
+
+    assert isinstance(key, PrivateKey)
     if len(digest) != 32:
         raise KeyFailure("bad-input")
     # r || s || recovery id; RFC 6979 nonce and low s, as libsecp256k1 does by default
-    return bytes(PrivateKey(_secp256k1_secret(key, fmt)).sign_recoverable(digest, hasher=None))
+    return bytes(key.sign_recoverable(digest, hasher=None))
 
 
-def _secp256k1_public(key: bytes, fmt: str) -> bytes:
+def _secp256k1_public(key: object) -> bytes:
     from coincurve import PrivateKey
 
-    return bytes(PrivateKey(_secp256k1_secret(key, fmt)).public_key.format(compressed=False))
+    assert isinstance(key, PrivateKey)
+    return bytes(key.public_key.format(compressed=False))
 
 
-def _rsa_sign(pss: bool) -> Callable[[bytes, str, bytes], bytes]:
-    def op(key: bytes, fmt: str, data: bytes) -> bytes:
+def _rsa_sign(pss: bool) -> Callable[[object, bytes], bytes]:
+    def op(key: object, data: bytes) -> bytes:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-        private = _rsa(key, fmt)
-        assert isinstance(private, rsa.RSAPrivateKey)
+        assert isinstance(key, rsa.RSAPrivateKey)
         pad: padding.AsymmetricPadding = (
             padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
             if pss
             else padding.PKCS1v15()
         )
-        return private.sign(data, pad, hashes.SHA256())
+        return key.sign(data, pad, hashes.SHA256())
 
     return op
 
 
-def _rsa_public(key: bytes, fmt: str) -> bytes:
+def _rsa_public(key: object) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    private = _rsa(key, fmt)
-    assert isinstance(private, rsa.RSAPrivateKey)
-    return private.public_key().public_bytes(
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -237,21 +277,29 @@ def _keccak256(data: bytes) -> bytes:
     return keccak.new(data=data, digest_bits=256).digest()
 
 
-_SIGN: Final[dict[str, Callable[[bytes, str, bytes], bytes]]] = {
-    "hmac-sha1": _hmac("sha1"),
-    "hmac-sha256": _hmac("sha256"),
-    "hmac-sha512": _hmac("sha512"),
-    "ed25519-sign": _ed25519_sign,
-    "p256-sign": _p256_sign,
-    "secp256k1-sign": _secp256k1_sign,
-    "rsa-sign-pkcs1-sha256": _rsa_sign(pss=False),
-    "rsa-sign-pss-sha256": _rsa_sign(pss=True),
+#: The kinds of key, each with its decoder: the ring keeps decoded keys by kind.
+_DECODERS: Final[dict[str, Callable[[bytes, str], object]]] = {
+    "hmac": _raw,
+    "ed25519": _ed25519_key,
+    "p256": _p256,
+    "secp256k1": _secp256k1_key,
+    "rsa": _rsa,
 }
-_PUBLIC: Final[dict[str, Callable[[bytes, str], bytes]]] = {
-    "ed25519-public-key": _ed25519_public,
-    "p256-public-key": _p256_public,
-    "secp256k1-public-key": _secp256k1_public,
-    "rsa-public-key": _rsa_public,
+_SIGN: Final[dict[str, tuple[str, Callable[[object, bytes], bytes]]]] = {
+    "hmac-sha1": ("hmac", _hmac("sha1")),
+    "hmac-sha256": ("hmac", _hmac("sha256")),
+    "hmac-sha512": ("hmac", _hmac("sha512")),
+    "ed25519-sign": ("ed25519", _ed25519_sign),
+    "p256-sign": ("p256", _p256_sign),
+    "secp256k1-sign": ("secp256k1", _secp256k1_sign),
+    "rsa-sign-pkcs1-sha256": ("rsa", _rsa_sign(pss=False)),
+    "rsa-sign-pss-sha256": ("rsa", _rsa_sign(pss=True)),
+}
+_PUBLIC: Final[dict[str, tuple[str, Callable[[object], bytes]]]] = {
+    "ed25519-public-key": ("ed25519", _ed25519_public),
+    "p256-public-key": ("p256", _p256_public),
+    "secp256k1-public-key": ("secp256k1", _secp256k1_public),
+    "rsa-public-key": ("rsa", _rsa_public),
 }
 _HASH: Final[dict[str, Callable[[bytes], bytes]]] = {
     "sha256": lambda d: hashlib.sha256(d).digest(),
@@ -271,28 +319,29 @@ def _format(index: int) -> str:
 
 def sign_op(name: str) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
     """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal."""
-    fn = _SIGN[name]
+    kind, fn = _SIGN[name]
+    decode = _DECODERS[kind]
+    nformats = len(KEY_FORMATS)
 
     def run(ring: KeyRing | None, field: str, fmt: int, data: bytes) -> bytes:
         if ring is None:
             raise KeyFailure("no-credential")
-        text = ring.value(field)
-        f = _format(fmt)
-        return fn(key_bytes(text, f), f, data)
+        if not 0 <= fmt < nformats:
+            raise KeyFailure("bad-format")
+        return fn(ring.key(kind, field, KEY_FORMATS[fmt], decode), data)
 
     return run
 
 
 def public_op(name: str) -> Callable[[KeyRing | None, str, int], bytes]:
     """``(ring, field, format index) -> public key``; :class:`KeyFailure` on refusal."""
-    fn = _PUBLIC[name]
+    kind, fn = _PUBLIC[name]
+    decode = _DECODERS[kind]
 
     def run(ring: KeyRing | None, field: str, fmt: int) -> bytes:
         if ring is None:
             raise KeyFailure("no-credential")
-        text = ring.value(field)
-        f = _format(fmt)
-        return fn(key_bytes(text, f), f)
+        return fn(ring.key(kind, field, _format(fmt), decode))
 
     return run
 
