@@ -77,7 +77,7 @@ def run(res: Any, smoke: bool) -> None:
         "hostkeys: hmac sign, key in the host (per call)",
         statistics.median(host_t) * 1e6,
         "µs",
-        note='shipped plugins/hmac (access = "host"), through WasmPlugin',
+        note='CPU time; shipped plugins/hmac (access = "host"), through WasmPlugin',
     )
     res.add(
         "hostkeys: hmac sign, key in the guest (per call)",
