@@ -578,6 +578,8 @@ def main() -> None:
         import_bench("bench_remote").run(res, args.smoke)
         print("postgresql store", file=sys.stderr)
         import_bench("bench_postgres").run(res, args.smoke)
+        print("host keys", file=sys.stderr)
+        import_bench("bench_hostkeys").run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

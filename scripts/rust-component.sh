@@ -3,9 +3,10 @@
 # targets wit/vultrino-plugin.wit, for hosts that run components:
 #
 #   1. `wasm-tools component embed wit MODULE --world plugin` adds the world's type information
-#      (of the world version the module was built for: wit/ for 1.1.0, whose modules export
-#      `execute-text`, wit/v1.0.0/ for a module built before it — such a component runs, but
-#      moves its bytes the slow way; rebuild it with the current SDK for the bulk path);
+#      (of the world version the module was built for: wit/ for 1.2.0, wit/v1.1.0/ for a
+#      module built for 1.1.0 (both export `execute-text`), wit/v1.0.0/ for a module built
+#      before it — such a component runs, but moves its bytes the slow way; rebuild it with the
+#      current SDK for the bulk path);
 #   2. `wasm-tools component new ... --adapt wasi_snapshot_preview1=ADAPTER` wraps the module,
 #      translating its WASI preview-1 imports to WASI 0.2 with the preview-1 reactor adapter.
 #
@@ -31,7 +32,11 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 wit="$root/wit"
 "$tool" print "$module" >"$tmp/module.wat"
-if ! grep -q '(export "vultrino:plugin/handler@1.1.0#execute"' "$tmp/module.wat"; then
+if grep -q '(export "vultrino:plugin/handler@1.2.0#execute"' "$tmp/module.wat"; then
+    wit="$root/wit"
+elif grep -q '(export "vultrino:plugin/handler@1.1.0#execute"' "$tmp/module.wat"; then
+    wit="$root/wit/v1.1.0"
+else
     wit="$root/wit/v1.0.0"
     echo "rust-component.sh: $module targets world 1.0.0 (no execute-text): embedding that" >&2
 fi

@@ -36,6 +36,16 @@ def check_token(params, fields):
     return {"matches": hmac.compare_digest(given, stored)}
 
 
+# A key the plugin never holds: declare the field `access = "host"` in plugin.toml (the request
+# then carries it as None) and let Vultrino use it for you (docs/plugins/host-keys.md):
+#
+#     from vultrino_pdk import keys
+#
+#     def sign(params, fields):
+#         """`sign`: HMAC-SHA256 of `message` with the `token` field, computed by the host."""
+#         return {"signature": keys.hmac_sha256("token", params["message"].encode()).hex()}
+
+
 ACTIONS = {
     "greet": greet,
     "check_token": check_token,

@@ -353,3 +353,67 @@ def text_component_wat(text_body: str, body: str = "echo", **extra: str) -> str:
   (instance $handler (export "execute" (func $execute))
     (export "execute-text" (func $execute_text)))""",
     )
+
+
+# A guest that calls keys.hmac-sha256 on the field "secret" over "msg" and answers {"ok": bin}
+# with the output, or {"ok": <key-error case index>}. The lowered call's realloc lives in the
+# memory module (it must exist before $M is instantiated).
+_KEYS_IMPORTS = """
+  (import "vultrino:plugin/keys@1.2.0" (instance $keys
+    (type $fmt (enum "raw" "hex" "base64" "pem"))
+    (export "key-format" (type $kf (eq $fmt)))
+    (type $err (enum "no-credential" "unknown-field" "bad-format" "bad-key" "bad-input"))
+    (export "key-error" (type $ke (eq $err)))
+    (export "hmac-sha256" (func (param "field" string) (param "format" $kf)
+      (param "data" (list u8)) (result (result (list u8) (error $ke)))))
+    (export "sha256" (func (param "data" (list u8)) (result (list u8))))))
+"""
+_KEYS_MEM = """
+    (global $b (mut i32) (i32.const 32768))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (global.get $b))
+      (global.set $b (i32.add (global.get $b) (local.get 3)))
+      (local.get $p))
+"""
+_KEYS_LOWERS = """
+  (core func $hmac (canon lower (func $keys "hmac-sha256") (memory (core memory $mem "memory"))
+    (realloc (core func $mem "realloc"))))
+  (core func $sha (canon lower (func $keys "sha256") (memory (core memory $mem "memory"))
+    (realloc (core func $mem "realloc"))))
+"""
+_KEYS_CORE = """
+    (import "host" "hmac" (func $hmac (param i32 i32 i32 i32 i32 i32)))
+    (import "host" "sha" (func $sha (param i32 i32 i32)))
+    (data (i32.const 200) "secret")
+    (data (i32.const 220) "msg")
+    (data (i32.const 2048) "\\81\\a2ok\\c4")
+"""
+_KEYS_BODY = """
+      (call $hmac (i32.const 200) (i32.const 6) (i32.const 0) (i32.const 220) (i32.const 3)
+                  (i32.const 1024))
+      (call $sha (i32.const 220) (i32.const 3) (i32.const 1040))
+      (if (i32.load8_u (i32.const 1024))
+        (then
+          (i32.store8 (i32.const 2052) (i32.load8_u (i32.const 1028)))
+          (i32.store (i32.const 0) (i32.const 2048))
+          (i32.store (i32.const 4) (i32.const 5)))
+        (else
+          (i32.store8 (i32.const 2052) (i32.const 0xc4))
+          (i32.store8 (i32.const 2053) (i32.load (i32.const 1032)))
+          (memory.copy (i32.const 2054) (i32.load (i32.const 1028)) (i32.load (i32.const 1032)))
+          (i32.store (i32.const 0) (i32.const 2048))
+          (i32.store (i32.const 4) (i32.add (i32.load (i32.const 1032)) (i32.const 6)))))
+      (i32.const 0)"""
+
+
+def keys_hmac() -> bytes:
+    """A component that signs "msg" with keys.hmac-sha256 over its field ``secret``."""
+    return component(
+        _KEYS_BODY,
+        extra_imports=_KEYS_IMPORTS,
+        mem_extra=_KEYS_MEM,
+        extra_lowers=_KEYS_LOWERS,
+        extra_core_imports=_KEYS_CORE,
+        extra_with='(export "hmac" (func $hmac)) (export "sha" (func $sha))',
+    )

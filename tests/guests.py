@@ -358,3 +358,108 @@ def many_exports(count: int) -> bytes:
         f'(func (export "extra{i}") (result i32) (i32.const {i}))' for i in range(count)
     )
     return abi2(ECHO, extra=extra)
+
+
+# --- the keys interface (world 1.2.0) -----------------------------------------------------------
+
+KEYS_MODULE = "vultrino:plugin/keys@1.2.0"
+_KEYS_PARAMS = {"sign": 6, "public": 4, "hash": 3}
+
+
+def _keys_import(fn: str, kind: str) -> str:
+    params = " ".join(["i32"] * _KEYS_PARAMS[kind])
+    return f'(import "{KEYS_MODULE}" "{fn}" (func ${fn} (param {params})))'
+
+
+def _keys_call(  # noqa: PLR0917 - the call's arguments, in the ABI's order
+    fn: str, kind: str, field_ptr: int, field_len: int, fmt: int, data: str
+) -> str:
+    """One call of ``fn`` with its record at 1024 (``data``: WAT pointer and length)."""
+    if kind == "sign":
+        args = f"(i32.const {field_ptr}) (i32.const {field_len}) (i32.const {fmt}) {data}"
+    elif kind == "public":
+        args = f"(i32.const {field_ptr}) (i32.const {field_len}) (i32.const {fmt})"
+    else:
+        args = data
+    return f"(call ${fn} {args} (i32.const 1024))"
+
+
+def keys_call(fn: str, kind: str, field: str = "", fmt: int = 0, data: bytes = b"") -> bytes:
+    """A guest that calls ``keys.<fn>`` once and answers ``{"ok": bin}``: the 12-byte
+    ``result<list<u8>, key-error>`` record (8 bytes for a hash: ptr, len), then the output."""
+    record = 8 if kind == "hash" else 12
+    ptr, length = (1024, 1028) if kind == "hash" else (1028, 1032)
+    ok = "(i32.const 1)" if kind == "hash" else "(i32.eqz (i32.load8_u (i32.const 1024)))"
+    field_bytes = field.encode()
+    call = _keys_call(
+        fn, kind, 65536, len(field_bytes), fmt, f"(i32.const 65792) (i32.const {len(data)})"
+    )
+    body = f"""
+    (local $n i32) (local $out i32) (local $total i32)
+    (i32.store (i32.const 1024) (i32.const 0)) (i32.store (i32.const 1028) (i32.const 0))
+    (i32.store (i32.const 1032) (i32.const 0))
+    {call}
+    (local.set $n (if (result i32) {ok}
+                    (then (i32.load (i32.const {length}))) (else (i32.const 0))))
+    (local.set $total (i32.add (i32.const {record}) (local.get $n)))
+    (local.set $out (call $realloc (i32.const 0) (i32.const 0) (i32.const 1)
+                                   (i32.add (local.get $total) (i32.const 7))))
+    (i32.store8 (local.get $out) (i32.const 0x81))
+    (i32.store8 offset=1 (local.get $out) (i32.const 0xa2))
+    (i32.store8 offset=2 (local.get $out) (i32.const 0x6f))
+    (i32.store8 offset=3 (local.get $out) (i32.const 0x6b))
+    (i32.store8 offset=4 (local.get $out) (i32.const 0xc5))
+    (i32.store8 offset=5 (local.get $out) (i32.shr_u (local.get $total) (i32.const 8)))
+    (i32.store8 offset=6 (local.get $out) (local.get $total))
+    (memory.copy (i32.add (local.get $out) (i32.const 7)) (i32.const 1024) (i32.const {record}))
+    (memory.copy (i32.add (local.get $out) (i32.const {7 + record}))
+                 (i32.load (i32.const {ptr})) (local.get $n))
+    (call $respond (local.get $out) (i32.add (local.get $total) (i32.const 7)))"""
+    extra = (
+        f"(data (i32.const 65536) {data_string(field_bytes)})\n"
+        f"  (data (i32.const 65792) {data_string(data)})"
+    )
+    return abi2(body, imports=_keys_import(fn, kind), extra=extra)
+
+
+#: What the hostile guest asks the keys interface for: names that are not the field, or are
+#: the field in another spelling, and every operation on the real field.
+HOSTILE_KEY_NAMES = (
+    "PRIVATE_KEY",
+    "private_key ",
+    "private_key\x00",
+    "../private_key",
+    "fields.private_key",
+    "credential",
+    "passphrase",
+    "",
+)
+
+
+def keys_hostile() -> bytes:
+    """A guest that calls every ``keys`` function on its host-only field ``private_key`` and on
+    :data:`HOSTILE_KEY_NAMES`, keeps every output in its memory, and answers with its whole
+    request echoed back (so the test sees what the request carried)."""
+    from vultrino.runtime.wit import KEYS_FUNCTIONS
+
+    names = ["private_key", *HOSTILE_KEY_NAMES]
+    segments: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    at = 65536
+    for name in names:
+        raw = name.encode()
+        segments.append(f"(data (i32.const {at}) {data_string(raw)})")
+        offsets.append((at, len(raw)))
+        at += len(raw) + 1
+    digest = at  # 32 bytes of data to sign: a digest for secp256k1, a message for the rest
+    segments.append(f"(data (i32.const {digest}) {data_string(bytes(range(32)))})")
+    imports = "\n  ".join(_keys_import(fn, kind) for fn, kind in KEYS_FUNCTIONS.items())
+    calls: list[str] = []
+    for fn, kind in KEYS_FUNCTIONS.items():
+        for ptr, length in offsets if kind != "hash" else offsets[:1]:
+            for fmt in (0, 1, 2, 3, 7):
+                calls.append(
+                    _keys_call(fn, kind, ptr, length, fmt, f"(i32.const {digest}) (i32.const 32)")
+                )
+    body = "\n    ".join(calls) + "\n    (call $ok_echo (local.get $ptr) (local.get $len))"
+    return abi2(body, imports=imports, extra="\n  ".join(segments), post=False)

@@ -76,6 +76,18 @@ pub fn check_token(params: CheckParams, credential: ExampleToken) -> Result<Chec
     })
 }
 
+// A key the plugin never holds: declare the field `access = "host"` in plugin.toml (the request
+// then carries it as nil) and let Vultrino use it for you (docs/plugins/host-keys.md):
+//
+//     #[derive(Serialize)]
+//     pub struct Signed { pub signature: String }
+//
+//     /// `sign`: HMAC-SHA256 of `message` with the `token` field, computed by the host.
+//     pub fn sign(params: SignParams, _credential: vultrino_pdk::NoParams) -> Result<Signed> {
+//         let mac = vultrino_pdk::keys::hmac_sha256("token", params.message.as_bytes())?;
+//         Ok(Signed { signature: mac.iter().map(|b| format!("{:02x}", b)).collect() })
+//     }
+
 /// Compare without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());

@@ -34,12 +34,15 @@ else:  # pragma: no cover - Python 3.10
 from tests.integration.test_guest_sdk import _repository_files, _wheel_layout
 from vultrino.plugins.install import _shipped
 from vultrino.plugins.manifest import load_manifest
-from vultrino.runtime import PluginModule, WasmRuntime, available_engines
+from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engines
+from vultrino.runtime.wit import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The first-party plugins that keep their key in the host (``access = "host"``).
+KEY_USERS = ("hmac",)
 PLUGINS = ("totp", "jwt", "hmac")
 PLUGIN_LIMIT = 1024 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.1.0", "log")
+HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
 
 # RFC 6238 Appendix B: seeds per algorithm and (time, SHA1, SHA256, SHA512) 8-digit codes.
 RFC6238_SEEDS = {
@@ -98,8 +101,24 @@ def call(
     ctype: str,
     fields: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    credential = None if fields is None else {"alias": "test", "type": ctype, "fields": fields}
-    return module.execute({"action": action, "params": params, "credential": credential})
+    """One call as ``WasmPlugin`` makes it: the manifest's host-only fields go as nil, and the
+    declared fields are what the host's keys interface may use."""
+    if fields is None:
+        return module.execute({"action": action, "params": params, "credential": None})
+    hidden = _host_fields()[ctype]
+    guest = {k: (None if k in hidden else v) for k, v in fields.items()}
+    credential = {"alias": "test", "type": ctype, "fields": guest}
+    ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)})
+    return module.execute({"action": action, "params": params, "credential": credential}, ring)
+
+
+def _host_fields() -> dict[str, tuple[str, ...]]:
+    """Each shipped credential type's fields declared ``access = "host"``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in PLUGINS:
+        for ctype in load_manifest(ROOT / "plugins" / name / "plugin.toml").credential_types:
+            out[ctype.name] = ctype.host_fields
+    return out
 
 
 def ok(response: dict[str, Any]) -> Any:
@@ -179,15 +198,19 @@ def test_shipped_module_imports_only_the_host_log_and_wasi(name: str, runtime: W
     info = runtime.inspect(shipped_module_path(name).read_bytes())
     assert info.abi == 2
     for imp in info.imports:
-        assert (imp.module, imp.name) == HOST_LOG or imp.module == "wasi_snapshot_preview1", imp
+        assert (
+            (imp.module, imp.name) == HOST_LOG
+            or imp.module == "wasi_snapshot_preview1"
+            or (imp.module == KEYS and name in KEY_USERS)
+        ), imp
     exports = {e.name for e in info.exports}
     assert {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.1.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
-        "vultrino:plugin/handler@1.1.0#execute-text",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute-text",
+        "vultrino:plugin/handler@1.2.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
+        "vultrino:plugin/handler@1.2.0#execute-text",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute-text",
     } <= exports
 
 
@@ -254,9 +277,12 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     world = subprocess.run(
         [tool, "component", "wit", str(component)], check=True, capture_output=True, text=True
     ).stdout
-    assert "export vultrino:plugin/handler@1.1.0;" in world
+    assert "export vultrino:plugin/handler@1.2.0;" in world
     imports = [line.split()[1] for line in world.splitlines() if line.strip().startswith("import ")]
-    assert all(i.startswith(("wasi:", "vultrino:plugin/host@1.1.0")) for i in imports), imports
+    assert all(
+        i.startswith(("wasi:", "vultrino:plugin/host@1.2.0", "vultrino:plugin/keys@1.2.0"))
+        for i in imports
+    ), imports
 
 
 # --- totp -------------------------------------------------------------------------------------

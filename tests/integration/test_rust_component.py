@@ -4,6 +4,8 @@ preview-1 adapter; the component installs and answers exactly as the core module
 
 from __future__ import annotations
 
+import base64
+import hmac
 import os
 import shutil
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from vultrino.plugins.install import installer
-from vultrino.runtime import WasmRuntime
+from vultrino.runtime import KeyRing, WasmRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 HMAC = ROOT / "plugins" / "hmac"
@@ -32,8 +34,11 @@ pytestmark = pytest.mark.skipif(
 REQUEST = {
     "action": "sign",
     "params": {"message": "webhook body", "algorithm": "sha512", "output": "base64"},
-    "credential": {"alias": "k", "type": "hmac_key", "fields": {"key": "s3cret"}},
+    "credential": {"alias": "k", "type": "hmac_key", "fields": {"key": None}},
 }
+#: The hmac plugin's key is host-only: the host computes the MAC with this (``key`` reaches the
+#: guest as nil).
+KEYS = KeyRing({"key": "s3cret"})
 
 
 def test_rust_module_to_component_installs_and_runs(tmp_path: Path) -> None:
@@ -53,10 +58,11 @@ def test_rust_module_to_component_installs_and_runs(tmp_path: Path) -> None:
     with WasmRuntime("wasmtime", cache_dir=tmp_path / "cache") as rt:
         result = installer.install(str(src), plugins_dir=tmp_path / "plugins", runtime=rt)
         assert (result.name, result.abi, result.built) == ("hmac", 2, False)
-        as_component = rt.load(component, plugin="hmac").execute(REQUEST)
+        as_component = rt.load(component, plugin="hmac").execute(REQUEST, KEYS)
         as_module = rt.load((HMAC / "vultrino_hmac.wasm").read_bytes(), plugin="m")
-        assert as_component == as_module.execute(REQUEST)
-        assert "signature" in as_component["ok"]
+        assert as_component == as_module.execute(REQUEST, KEYS)
+        expected = hmac.new(b"s3cret", b"webhook body", "sha512").digest()
+        assert as_component["ok"]["signature"] == base64.b64encode(expected).decode()
 
 
 TOTP = ROOT / "plugins" / "totp"
@@ -85,12 +91,12 @@ def _component_of(module: Path, out: Path) -> bytes:
 @pytest.mark.parametrize(
     ("module", "text"),
     [(TOTP / "vultrino_totp.wasm", True), (TOTP_1_0, False)],
-    ids=["1.1.0", "1.0.0"],
+    ids=["1.2.0", "1.0.0"],
 )
 def test_old_and_new_rust_components_answer_as_their_modules(
     tmp_path: Path, module: Path, text: bool
 ) -> None:
-    """A module built with the current SDK becomes a 1.1.0 component called through
+    """A module built with the current SDK becomes a 1.2.0 component called through
     execute-text; one built for 1.0.0 still becomes a component (embedded with wit/v1.0.0/),
     called through execute. Both answer exactly as the core module does, on every input."""
     component = _component_of(module, tmp_path / "c.wasm")

@@ -27,7 +27,7 @@ import jwt as pyjwt
 import pytest
 
 from vultrino.plugins.manifest import load_manifest
-from vultrino.runtime import PluginModule, WasmRuntime, available_engines
+from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engines
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
@@ -35,7 +35,7 @@ PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
 PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
 WASM_TARGET = "wasm32-wasi"
 TEMPLATE_LIMIT = 200 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.1.0", "log")
+HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
 # Read at import: the autouse isolation fixture clears VULTRINO_* variables for each test.
 WASI_ADAPTER = os.environ.get("VULTRINO_WASI_ADAPTER")
 # `just` names the wasm-tools of the 3.11 venv, so the 3.10 (wasmer) leg that runs the cargo
@@ -135,8 +135,15 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[WasmRuntime]:
 def execute(
     module: PluginModule, action: str, params: dict[str, Any], ctype: str, fields: Any
 ) -> Any:
-    credential = None if fields is None else {"alias": "t", "type": ctype, "fields": fields}
-    return module.execute({"action": action, "params": params, "credential": credential})
+    """As ``WasmPlugin`` calls: host-only fields (the hmac key) go as nil, and the declared
+    fields are what the host's keys interface uses."""
+    if fields is None:
+        return module.execute({"action": action, "params": params, "credential": None})
+    hidden = {"hmac_key": ("key",)}.get(ctype, ())
+    guest = {k: (None if k in hidden else v) for k, v in fields.items()}
+    credential = {"alias": "t", "type": ctype, "fields": guest}
+    ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)})
+    return module.execute({"action": action, "params": params, "credential": credential}, ring)
 
 
 # --- sources (no cargo needed) ----------------------------------------------------------------
@@ -249,10 +256,10 @@ def test_template_release_build_is_small_and_imports_only_the_host(
     assert {e.name for e in info.exports} >= {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.1.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
-        "vultrino:plugin/handler@1.1.0#execute-text",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute-text",
+        "vultrino:plugin/handler@1.2.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
+        "vultrino:plugin/handler@1.2.0#execute-text",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute-text",
     }
 
 

@@ -25,7 +25,7 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "credential_types": ("name", "display_name", "description", "fields"),
     "credential_types.fields": (
         "name", "label", "type", "required", "secret", "help_text", "placeholder", "default",
-        "options", "min_length", "max_length", "validation_pattern",
+        "options", "min_length", "max_length", "validation_pattern", "access",
     ),
     "actions": ("name", "description", "credential_type", "parameters"),
     "actions.parameters": ("name", "type", "required", "description", "default", "enum_values"),
@@ -66,6 +66,7 @@ secret = true
 min_length = 4
 max_length = 64
 validation_pattern = "[a-z0-9]+"
+access = "guest"
 
 [[actions]]
 name = "act"
@@ -130,6 +131,7 @@ ABI_NAMES = (
     "cabi_post_vultrino:plugin/handler@1.0.0#execute", "vultrino:plugin/host@1.0.0", "log",
     "vultrino:plugin/handler@1.1.0#execute", "vultrino:plugin/handler@1.1.0#execute-text",
     "cabi_post_vultrino:plugin/handler@1.1.0#execute-text", "vultrino:plugin/host@1.1.0",
+    "vultrino:plugin/keys@1.2.0", "key-error", "key-format",
     "wasi_snapshot_preview1", "vultrino_plugin_version", "vultrino_alloc", "vultrino_free",
     "vultrino_execute", "vultrino_validate_params", "invalid_params", "unknown_action",
     "invalid_credential", "failed",

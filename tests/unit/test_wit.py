@@ -47,8 +47,8 @@ def test_handler_interface() -> None:
     assert re.search(rf"^\s*{wit.EXECUTE}: func\(request: list<u8>\) -> list<u8>;", handler, re.M)
     # the canonical-ABI lowering's export names, as wit-bindgen writes them
     assert (wit.EXECUTE_EXPORT, wit.POST_EXECUTE_EXPORT) == (
-        "vultrino:plugin/handler@1.1.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.1.0#execute",
+        "vultrino:plugin/handler@1.2.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
     )
     # 1.1.0 adds execute-text, marked as such so a 1.0.0 reader knows it is new
     assert re.search(
@@ -58,18 +58,62 @@ def test_handler_interface() -> None:
 
 
 def test_every_version_is_still_accepted() -> None:
-    assert wit.VERSIONS == ("1.1.0", "1.0.0")
-    assert wit.HOSTS == ("vultrino:plugin/host@1.1.0", "vultrino:plugin/host@1.0.0")
-    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.0.0#execute"
-    assert wit.POST_EXECUTE_EXPORTS[1] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+    assert wit.VERSIONS == ("1.2.0", "1.1.0", "1.0.0")
+    assert wit.HOSTS == (
+        "vultrino:plugin/host@1.2.0",
+        "vultrino:plugin/host@1.1.0",
+        "vultrino:plugin/host@1.0.0",
+    )
+    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.1.0#execute"
+    assert wit.EXECUTE_EXPORTS[2] == "vultrino:plugin/handler@1.0.0#execute"
+    assert wit.POST_EXECUTE_EXPORTS[2] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+
+
+def test_the_1_1_world_is_kept_as_it_was() -> None:
+    """1.2.0 only adds: the 1.1.0 file is the new one less the @since(1.2.0) items (the keys
+    interface and its import)."""
+    old = (ROOT / wit.WIT_FILE_1_1).read_text(encoding="utf-8")
+    assert "package vultrino:plugin@1.1.0;" in old
+    assert "interface keys" not in old
+    body = SOURCE.split("package vultrino:plugin@1.2.0;", 1)[1]
+    body = re.sub(
+        r"\n(?:///[^\n]*\n)*@since\(version = 1\.2\.0\)\ninterface keys \{.*?^\}\n",
+        "",
+        body,
+        flags=re.S | re.M,
+    )
+    body = re.sub(r"\s*@since\(version = 1\.2\.0\)\n\s*import keys;", "", body)
+    assert body == old.split("package vultrino:plugin@1.1.0;", 1)[1]
+
+
+def test_keys_interface() -> None:
+    keys = _block("interface", "keys")
+    for enum, cases in (("key-error", wit.KEY_ERRORS), ("key-format", wit.KEY_FORMATS)):
+        found = re.search(rf"enum {enum} \{{(.*?)\}}", keys, re.S)
+        assert found, f"no `enum {enum}` in the keys interface"
+        text = re.sub(r"///[^\n]*", "", found.group(1))
+        assert tuple(x.strip() for x in text.split(",") if x.strip()) == cases
+    shapes = {
+        "sign": r"\(field: string, format: key-format, \w+: list<u8>\) -> "
+        r"result<list<u8>, key-error>",
+        "public": r"\(field: string, format: key-format\) -> result<list<u8>, key-error>",
+        "hash": r"\(data: list<u8>\) -> list<u8>",
+    }
+    declared = re.findall(r"^\s*([a-z0-9-]+): func", keys, re.M)
+    assert tuple(declared) == tuple(wit.KEYS_FUNCTIONS)
+    for name, kind in wit.KEYS_FUNCTIONS.items():
+        assert re.search(rf"^\s*{name}: func{shapes[kind]};", keys, re.M), name
+    assert wit.KEYS == "vultrino:plugin/keys@1.2.0"
+    assert re.search(r"@since\(version = 1\.2\.0\)\s*import keys;", _block("world", wit.WORLD))
 
 
 def test_the_1_0_world_is_kept_as_it_was() -> None:
-    """1.1.0 only adds: the 1.0.0 file is the new one less the @since(1.1.0) items."""
+    """1.1.0 only adds: the 1.0.0 file is the 1.1.0 one less the @since(1.1.0) items."""
     old = (ROOT / wit.WIT_FILE_1_0).read_text(encoding="utf-8")
     assert "package vultrino:plugin@1.0.0;" in old
     assert wit.EXECUTE_TEXT not in old
-    body = SOURCE.split("package vultrino:plugin@1.1.0;", 1)[1]
+    source = (ROOT / wit.WIT_FILE_1_1).read_text(encoding="utf-8")
+    body = source.split("package vultrino:plugin@1.1.0;", 1)[1]
     added = re.compile(r"\n\n(?:\s*///[^\n]*\n)*\s*@since\(version = 1\.1\.0\)\n[^\n]*\n")
     assert added.sub("\n", body) == old.split("package vultrino:plugin@1.0.0;", 1)[1]
 

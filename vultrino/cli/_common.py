@@ -164,6 +164,15 @@ def emit_field(value: Any, path: str) -> None:
         emit_json(part)
 
 
+def never_sees(spec: Any) -> str | None:
+    """The line saying which fields of a credential type its plugin never sees (declared
+    ``access = "host"``: only Vultrino's keys interface uses them), or None."""
+    names = getattr(spec, "host_fields", ())
+    if not names:
+        return None
+    return f"this plugin never sees: {', '.join(names)} (Vultrino uses it for the plugin)"
+
+
 def emit_json(data: Any) -> None:
     from vultrino._json import jsonable
 

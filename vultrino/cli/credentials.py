@@ -25,6 +25,7 @@ from vultrino.cli._common import (
     handle_errors,
     home_arg,
     is_tty,
+    never_sees,
     open_calls,
     open_vultrino,
     prompt_secret,
@@ -167,8 +168,9 @@ def _prompt_missing(
         optional = not f.required or f.default is not None
         suffix = " [optional]" if optional and f.default is None else ""
         value: Any
-        if f.type in ("text", "password", "textarea") or f.secret:
-            default = "" if f.default is None or f.secret else str(f.default)
+        secret = f.secret or f.access == "host"
+        if f.type in ("text", "password", "textarea") or secret:
+            default = "" if f.default is None or secret else str(f.default)
             shown = f" [{default}]" if default else ""
             if f.type == "textarea":
                 # Part of the prompt, so it shows only once echo is off (a paste that follows
@@ -180,7 +182,7 @@ def _prompt_missing(
                 )
             else:
                 prompt = f"{label}{hint}{suffix}{shown}: "
-            hidden = f.secret or f.type == "password"
+            hidden = secret or f.type == "password"
             got = read_field(prompt, hidden=hidden, textarea=f.type == "textarea")
             if got.lines > 1:
                 err(f"{label}: {got.summary()}")
@@ -342,6 +344,9 @@ def add(
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
         _warn_secret_on_argv(spec, on_argv)
+        never = never_sees(spec)
+        if never:
+            err(never)
         skipped = _prompt_missing(spec, values, all_fields=all_fields)
         try:
             try:
@@ -660,11 +665,13 @@ def types(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
                             "type": f.type,
                             "required": f.required,
                             "secret": f.secret,
+                            "access": f.access,
                             "default": f.default,
                             "options": list(f.options),
                         }
                         for f in t.spec.fields
                     ],
+                    "never_sees": list(t.spec.host_fields),
                 }
                 for t in found
             ]
@@ -674,9 +681,15 @@ def types(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         typer.echo(f"{t.name}  ({t.plugin}) {t.spec.description}".rstrip())
         for f in t.spec.fields:
             flags = (
-                [f.type] + (["required"] if f.required else []) + (["secret"] if f.secret else [])
+                [f.type]
+                + (["required"] if f.required else [])
+                + (["secret"] if f.secret else [])
+                + (["host-only"] if f.access == "host" else [])
             )
             typer.echo(f"    {f.name}: {', '.join(flags)}")
+        never = never_sees(t.spec)
+        if never:
+            typer.echo(f"    {never}")
 
 
 @handle_errors()

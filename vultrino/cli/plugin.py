@@ -19,6 +19,7 @@ from vultrino.cli._common import (
     handle_errors,
     home_arg,
     is_tty,
+    never_sees,
     open_vultrino,
     table,
     wants_json,
@@ -126,6 +127,7 @@ def plugin_info(
                     "display_name": t.display_name,
                     "description": t.description,
                     "fields": [f.__dict__ | {"options": list(f.options)} for f in t.fields],
+                    "never_sees": list(t.host_fields),
                 }
                 for t in m.credential_types
             ],
@@ -154,7 +156,11 @@ def plugin_info(
         typer.echo(f"credential type {t['name']}: {t['description']}".rstrip(": "))
         for f in t["fields"]:
             flags = [f["type"]] + [k for k in ("required", "secret") if f[k]]
+            if f["access"] == "host":
+                flags.append("host-only")
             typer.echo(f"    {f['name']}: {', '.join(flags)}")
+        if t["never_sees"]:
+            typer.echo(f"    {never_sees(m.credential_type(t['name']))}")
     for a in data["actions"]:
         typer.echo(f"action {a['name']}: {a['description']}".rstrip(": "))
         for q in a["parameters"]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vultrino._scrub import Scrubber
 
 FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
+FieldAccess = Literal["guest", "host"]
 ParamKind = Literal["string", "integer", "number", "boolean", "object", "array"]
 
 FIELD_KINDS: tuple[str, ...] = ("text", "password", "textarea", "select", "checkbox", "number")
@@ -42,6 +43,9 @@ class FieldSpec:
     min_length: int | None = None
     max_length: int | None = None
     validation_pattern: str | None = None
+    #: ``"host"``: the value never enters the guest (its request carries the field as nil);
+    #: only the host's ``keys`` interface uses it. ``"guest"``: sent as usual.
+    access: FieldAccess = "guest"
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,14 @@ class CredentialTypeSpec:
 
     @cached_property  # specs are frozen: computed once (execute reads it on every call)
     def secret_fields(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields if f.secret or f.type == "password")
+        return tuple(
+            f.name for f in self.fields if f.secret or f.type == "password" or f.access == "host"
+        )
+
+    @cached_property
+    def host_fields(self) -> tuple[str, ...]:
+        """The fields declared ``access = "host"``: the plugin never sees their values."""
+        return tuple(f.name for f in self.fields if f.access == "host")
 
 
 @dataclass(frozen=True)

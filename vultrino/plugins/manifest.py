@@ -27,6 +27,7 @@ from vultrino.plugins.base import (
     PARAM_KINDS,
     ActionSpec,
     CredentialTypeSpec,
+    FieldAccess,
     FieldKind,
     FieldSpec,
     ParameterSpec,
@@ -436,6 +437,7 @@ def _parse_field(
             "min_length",
             "max_length",
             "validation_pattern",
+            "access",
         ),
         legacy=("validation_message",),
     )
@@ -456,6 +458,16 @@ def _parse_field(
         out.error(t.at("min_length"), f"{min_length} is greater than max_length ({max_length})")
         min_length = max_length = None
     pattern = _check_pattern(t)
+    access = t.string("access") or "guest"
+    if access not in ("guest", "host"):
+        out.error(t.at("access"), f'expected "guest" or "host", got {show_value(access)}')
+        access = "guest"
+    elif access == "host" and kind not in STRING_FIELD_KINDS:
+        out.error(
+            t.at("access"),
+            f'"host" is for text fields (a key the host decodes); this field is {kind}',
+        )
+        access = "guest"
     if kind not in STRING_FIELD_KINDS:
         for key in ("min_length", "max_length", "validation_pattern"):
             if t.has(key):
@@ -472,6 +484,7 @@ def _parse_field(
         min_length=min_length,
         max_length=max_length,
         validation_pattern=pattern,
+        access=cast(FieldAccess, access),
     )
     default = t.raw("default")
     if default is not None:

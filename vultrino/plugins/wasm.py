@@ -48,6 +48,7 @@ from vultrino.errors import (
     PluginError,
 )
 from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest, PreparedAction
+from vultrino.runtime import KeyRing
 from vultrino.runtime._logtext import escape_control
 
 __all__ = ["ModuleLike", "RuntimeLike", "RuntimeSource", "WasmPlugin", "scrub"]
@@ -58,7 +59,11 @@ class ModuleLike(Protocol):
     """What this module needs of ``vultrino.runtime.PluginModule``."""
 
     def execute(
-        self, request: dict[str, Any], *, capture: MutableSequence[tuple[str, str]] | None = None
+        self,
+        request: dict[str, Any],
+        keys: KeyRing | None = None,
+        *,
+        capture: MutableSequence[tuple[str, str]] | None = None,
     ) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -228,6 +233,7 @@ class WasmPlugin:
         """
         spec = self.manifest.require_action(action)
         payload: dict[str, Any] | None = None
+        ring: KeyRing | None = None
         secrets: list[str] = []
         if spec.credential_type is not None:
             if credential is None:
@@ -242,7 +248,7 @@ class WasmPlugin:
                     f"{action} of plugin {self.name} acts on {spec.credential_type!r}",
                     plugin=self.name,
                 )
-            payload, secrets = self._payload(credential)
+            payload, ring, secrets = self._payload(credential)
             self._remember(secrets)
         # The scrubber of the other secrets this module has seen, with the size of that set
         # when it was made: redone when the set has grown.
@@ -263,7 +269,7 @@ class WasmPlugin:
             capture: deque[tuple[str, str]] = deque(maxlen=DETAIL_LOG_LINES)
             try:
                 request = {"action": action, "params": params, "credential": payload}
-                response = module.execute(request, capture=capture)
+                response = module.execute(request, ring, capture=capture)
             except EngineError as exc:  # its message may quote what the guest wrote
                 exc.detail = self._detail(capture, None)
                 if not self._forms:
@@ -277,18 +283,33 @@ class WasmPlugin:
 
         return run
 
-    def _payload(self, credential: CredentialView) -> tuple[dict[str, Any], list[str]]:
-        """The credential as the guest gets it, and its secret values."""
+    def _payload(self, credential: CredentialView) -> tuple[dict[str, Any], KeyRing, list[str]]:
+        """The credential as the guest gets it, what its ``keys`` calls may use, and its
+        secret values.
+
+        A field declared ``access = "host"`` is in the request as nil: the guest learns that
+        it exists, never its value. The key ring holds the declared fields (only those), which
+        the host's ``keys`` interface resolves names against for this call.
+        """
+        ctype = self.manifest.credential_type(credential.type)
         secret_names = self._secret_names.get(credential.type)
         if secret_names is None:
-            ctype = self.manifest.credential_type(credential.type)
             secret_names = frozenset(ctype.secret_fields if ctype is not None else ())
             self._secret_names[credential.type] = secret_names
         fields = credential.fields
         names = secret_names.union(credential.secret_fields)
         secrets = [v for k in sorted(names) if isinstance(v := fields.get(k), str)]
-        payload = {"alias": credential.alias, "type": credential.type, "fields": dict(fields)}
-        return payload, secrets
+        guest = dict(fields)
+        declared: dict[str, str] = {}
+        if ctype is not None:
+            for f in ctype.fields:
+                value = fields.get(f.name)
+                if isinstance(value, str):
+                    declared[f.name] = value
+                if f.access == "host" and f.name in guest:
+                    guest[f.name] = None
+        payload = {"alias": credential.alias, "type": credential.type, "fields": guest}
+        return payload, KeyRing(declared), secrets
 
     def _remember(self, secrets: list[str]) -> None:
         """Add this call's secrets to those the module has seen (see the module docstring)."""

@@ -49,6 +49,7 @@ from vultrino.runtime.engine import (
 
 if TYPE_CHECKING:
     from vultrino.runtime._engines import DEFAULT_ENGINE, ENGINES, available_engines, load_engine
+    from vultrino.runtime._keys import KeyRing
     from vultrino.runtime.abi import ModuleInfo
     from vultrino.runtime.module import PluginModule, WasmRuntime
 
@@ -59,6 +60,7 @@ _LAZY = {
     "ENGINES": "vultrino.runtime._engines",
     "available_engines": "vultrino.runtime._engines",
     "load_engine": "vultrino.runtime._engines",
+    "KeyRing": "vultrino.runtime._keys",
     "ModuleInfo": "vultrino.runtime.abi",
     "PluginModule": "vultrino.runtime.module",
     "WasmRuntime": "vultrino.runtime.module",
@@ -84,6 +86,7 @@ __all__ = [
     "ExportDesc",
     "FuncType",
     "ImportDesc",
+    "KeyRing",
     "Limits",
     "ModuleInfo",
     "PluginModule",

@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn
 
 from vultrino import _msgpack
 from vultrino.errors import ModuleError, ParameterError, PluginABIError
-from vultrino.runtime import _wasi
+from vultrino.runtime import _keys, _wasi
 from vultrino.runtime.engine import (
     WASM_PAGE,
     ExportDesc,
@@ -34,7 +34,16 @@ from vultrino.runtime.engine import (
     ModuleShape,
 )
 from vultrino.runtime.wit import EXECUTE_EXPORT as EXECUTE
-from vultrino.runtime.wit import EXECUTE_EXPORTS, LOG, LOG_LEVELS, REALLOC, WIT_FILE
+from vultrino.runtime.wit import (
+    EXECUTE_EXPORTS,
+    KEY_ERRORS,
+    KEYS,
+    KEYS_FUNCTIONS,
+    LOG,
+    LOG_LEVELS,
+    REALLOC,
+    WIT_FILE,
+)
 from vultrino.runtime.wit import HOST as HOST_MODULE
 from vultrino.runtime.wit import HOSTS as HOST_MODULES
 from vultrino.runtime.wit import POST_EXECUTE_EXPORT as POST_EXECUTE
@@ -56,6 +65,8 @@ __all__ = [
     "LOG_LEVELS",
     "Abi1Session",
     "Abi2Session",
+    "KEYS_TYPES",
+    "KeySlot",
     "ModuleInfo",
     "Session",
     "check_counts",
@@ -118,6 +129,13 @@ ABI1_REQUIRED: Final[dict[str, FuncType]] = {
 }
 ABI1_OPTIONAL: Final[dict[str, FuncType]] = {V1_VALIDATE: _I32x4_I32}
 LOG_TYPE: Final = FuncType(("i32", "i32", "i32"), ())
+#: The canonical-ABI lowering of the ``keys`` functions by kind (wit.KEYS_FUNCTIONS): the
+#: arguments flattened, then a return pointer (the result does not fit one flat value).
+KEYS_TYPES: Final[dict[str, FuncType]] = {
+    "sign": FuncType(("i32",) * 6, ()),  # field ptr, len, format, data ptr, len, retptr
+    "public": FuncType(("i32",) * 4, ()),  # field ptr, len, format, retptr
+    "hash": FuncType(("i32",) * 3, ()),  # data ptr, len, retptr
+}
 
 _M32 = 0xFFFF_FFFF
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -187,7 +205,7 @@ def check_module(shape: ModuleShape) -> int:
     for name, ftype in optional.items():
         problems.extend(_check_export(shape.export(name), name, ftype, required=False))
     for imp in shape.imports:
-        problem = _check_import(imp)
+        problem = _check_import(imp, abi)
         if problem:
             problems.append(problem)
     if problems:
@@ -209,8 +227,17 @@ def _check_export(
     return []
 
 
-def _check_import(imp: ImportDesc) -> str | None:
+def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
     where = f"import `{imp.module}`.`{imp.name}`"
+    if imp.module == KEYS:
+        kind = KEYS_FUNCTIONS.get(imp.name)
+        if kind is None:
+            return f"{where} is not a function of the keys interface (see {WIT_FILE})"
+        if abi != 2:
+            return f"{where}: the keys interface is for ABI 2 modules (it needs `{REALLOC}`)"
+        if imp.kind != "func" or imp.type != KEYS_TYPES[kind]:
+            return f"{where} has signature {imp.type or imp.kind}, expected {KEYS_TYPES[kind]}"
+        return None
     if imp.module in HOST_MODULES and imp.name == LOG:
         if imp.kind != "func" or imp.type != LOG_TYPE:
             return f"{where} has signature {imp.type or imp.kind}, expected {LOG_TYPE}"
@@ -223,8 +250,8 @@ def _check_import(imp: ImportDesc) -> str | None:
             return f"{where} has signature {imp.type}, expected {expected} (WASI preview 1)"
         return None
     return (
-        f"{where} is not provided by Vultrino (a plugin may import only `{HOST_MODULE}`.`{LOG}` "
-        f"and `{_wasi.MODULE}` functions)"
+        f"{where} is not provided by Vultrino (a plugin may import only `{HOST_MODULE}`.`{LOG}`, "
+        f"`{KEYS}` functions and `{_wasi.MODULE}` functions)"
     )
 
 
@@ -285,8 +312,10 @@ def host_functions(
     max_message_bytes: int = 4096,
     wants: Callable[[str], bool] | None = None,
     buffer: LogBuffer | None = None,
+    keys: KeySlot | None = None,
 ) -> tuple[list[HostFunc], _wasi.GuestOutput]:
-    """The host functions the module imports: ``log`` and WASI, both ending in ``log``.
+    """The host functions the module imports: ``log`` and WASI, both ending in ``log``, and the
+    ``keys`` functions, which act on what ``keys`` is bound to during a call.
 
     Returns them with the :class:`~vultrino.runtime._wasi.GuestOutput` that buffers stdout and
     stderr lines; flush it after each call. ``wants(level)``, when given, is asked before a
@@ -307,6 +336,8 @@ def host_functions(
             if buffer is not None:
                 buffer.rerouted = reroutable
                 output.before = buffer.flush
+        elif imp.module == KEYS and imp.name in KEYS_FUNCTIONS:
+            funcs.append(_keys_function(imp.name, keys or KeySlot()))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
@@ -418,6 +449,120 @@ class LogBuffer:
             log(name, raw.decode("utf-8", "replace"))
 
 
+class KeySlot:
+    """What a session's ``keys`` functions act on: the current call's :class:`KeyRing` (None
+    between calls and for calls without a credential) and the guest's ``cabi_realloc``, with
+    which the host places each output in the guest's memory, as the canonical ABI does."""
+
+    __slots__ = ("realloc", "ring")
+
+    def __init__(self) -> None:
+        self.ring: _keys.KeyRing | None = None
+        self.realloc: Callable[..., int | None] | None = None
+
+
+_RESULT = struct.Struct("<BxxxII")  # result<list<u8>, E>: tag, pad, ptr, len (12 bytes)
+_ERROR = struct.Struct("<BxxxB")  # tag 1, pad, the enum's case
+
+
+def _guest_bytes(memory: Memory, ptr: int, length: int, what: str) -> bytes:
+    ptr &= _M32
+    length &= _M32
+    try:
+        return memory.read(ptr, length)
+    except PluginABIError:
+        raise PluginABIError(
+            f"the {what} at {ptr:#x} ({length} bytes) of a keys call is outside memory"
+        ) from None
+
+
+def _keys_function(name: str, slot: KeySlot) -> HostFunc:
+    kind = KEYS_FUNCTIONS[name]
+
+    def place(memory: Memory, out: bytes) -> int:
+        realloc = slot.realloc
+        if realloc is None:
+            raise PluginABIError(f"keys.{name}: the module exports no `{REALLOC}`")
+        ptr = (realloc(0, 0, 1, len(out)) or 0) & _M32
+        try:
+            memory.write(ptr, out)
+        except PluginABIError:
+            raise PluginABIError(
+                f"{REALLOC} returned {ptr:#x} for {len(out)} bytes of a keys.{name} result, "
+                "outside the guest's memory"
+            ) from None
+        return ptr
+
+    def answer(memory: Memory, retptr: int, run: Callable[[], bytes]) -> None:
+        retptr &= _M32
+        try:
+            out = run()
+        except _keys.KeyFailure as exc:
+            record = _ERROR.pack(1, KEY_ERRORS.index(exc.case)) + b"\0" * 7
+        else:
+            record = _RESULT.pack(0, place(memory, out), len(out))
+        try:
+            memory.write(retptr, record)
+        except PluginABIError:
+            raise PluginABIError(
+                f"keys.{name}: the return pointer {retptr:#x} is outside the guest's memory"
+            ) from None
+
+    def field_name(memory: Memory, ptr: int, length: int) -> str:
+        raw = _guest_bytes(memory, ptr, length, "field name")
+        return raw.decode("utf-8", "replace")
+
+    if kind == "sign":
+        op = _keys.sign_op(name)
+
+        def sign(  # noqa: PLR0917 - the lowered signature
+            memory: Memory, fp: int, fl: int, fmt: int, dp: int, dl: int, ret: int
+        ) -> None:
+            # the hot path of a signing plugin: one function, no closures per call
+            try:
+                field = memory.read(fp & _M32, fl & _M32).decode("utf-8", "replace")
+                data = memory.read(dp & _M32, dl & _M32)
+            except PluginABIError:
+                raise PluginABIError(
+                    f"keys.{name}: the field name or the data lies outside the guest's memory"
+                ) from None
+            try:
+                out = op(slot.ring, field, fmt & _M32, data)
+            except _keys.KeyFailure as exc:
+                record = _ERROR.pack(1, KEY_ERRORS.index(exc.case)) + b"\0" * 7
+            else:
+                record = _RESULT.pack(0, place(memory, out), len(out))
+            try:
+                memory.write(ret & _M32, record)
+            except PluginABIError:
+                raise PluginABIError(
+                    f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
+                ) from None
+
+        return HostFunc(KEYS, name, KEYS_TYPES[kind], sign)
+    if kind == "public":
+        pop = _keys.public_op(name)
+
+        def public(memory: Memory, fp: int, fl: int, fmt: int, ret: int) -> None:
+            field = field_name(memory, fp, fl)
+            answer(memory, ret, lambda: pop(slot.ring, field, fmt & _M32))
+
+        return HostFunc(KEYS, name, KEYS_TYPES[kind], public)
+    hop = _keys.hash_op(name)
+
+    def digest(memory: Memory, dp: int, dl: int, ret: int) -> None:
+        out = hop(_guest_bytes(memory, dp, dl, "data"))
+        ptr = place(memory, out)
+        try:
+            memory.write(ret & _M32, _PAIR.pack(ptr, len(out)))
+        except PluginABIError:
+            raise PluginABIError(
+                f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
+            ) from None
+
+    return HostFunc(KEYS, name, KEYS_TYPES[kind], digest)
+
+
 # --- responses ---------------------------------------------------------------------------------
 
 
@@ -463,6 +608,8 @@ class Session:
     abi: int
     #: The host's log sink for this session; set by whoever creates the session.
     log: Any = None
+    #: What the guest's ``keys`` imports act on, bound per call; None when it imports none.
+    keys: KeySlot | None = None
 
     def __init__(self, instance: Instance, limits: Limits, output: _wasi.GuestOutput) -> None:
         self.instance = instance

@@ -44,6 +44,7 @@ from vultrino.errors import (
 )
 from vultrino.runtime import _signatures, abi
 from vultrino.runtime._engines import DEFAULT_ENGINE, load_engine
+from vultrino.runtime._keys import KeyRing
 from vultrino.runtime._logtext import escape_control
 from vultrino.runtime.cache import ModuleCache
 from vultrino.runtime.engine import (
@@ -56,7 +57,7 @@ from vultrino.runtime.engine import (
     ModuleShape,
 )
 from vultrino.runtime.engine import Engine as EngineAdapter
-from vultrino.runtime.wit import WIT_FILE
+from vultrino.runtime.wit import KEYS, REALLOC, WIT_FILE
 
 __all__ = ["MAX_INSTANCES", "MAX_WAITING", "PluginModule", "WasmRuntime"]
 
@@ -187,6 +188,19 @@ class _Owned:
                 self.gone()
 
 
+def _call(session: abi.Session, request: dict[str, Any], keys: KeyRing | None) -> dict[str, Any]:
+    """``session.call(request)`` with its ``keys`` functions bound to ``keys`` for the call
+    only (a session whose guest imports none has no slot: nothing to bind)."""
+    slot = session.keys
+    if slot is None:
+        return session.call(request)
+    slot.ring = keys
+    try:
+        return session.call(request)
+    finally:
+        slot.ring = None
+
+
 class PluginModule:
     """A loaded plugin module: ``execute(request) -> {"ok": ...} | {"error": {...}}``."""
 
@@ -266,20 +280,28 @@ class PluginModule:
 
     # -- calls --
 
-    def execute(self, request: dict[str, Any], *, capture: Capture | None = None) -> dict[str, Any]:
+    def execute(
+        self,
+        request: dict[str, Any],
+        keys: KeyRing | None = None,
+        *,
+        capture: Capture | None = None,
+    ) -> dict[str, Any]:
         """Run one call; ``EngineError`` (with ``.plugin``) when the guest misbehaves.
 
-        ``capture``, when given, receives this call's log lines as ``(level, text)`` (after the
-        runtime's sanitising, also when the call fails), whatever thread runs the call."""
+        ``keys`` is what the guest's ``keys`` imports may use during this call (the declared
+        fields of the call's credential); None when the call has no credential. ``capture``,
+        when given, receives this call's log lines as ``(level, text)`` (after the runtime's
+        sanitising, also when the call fails), whatever thread runs the call."""
         if self._affine:
-            return self._execute_affine(request, capture)
+            return self._execute_affine(request, keys, capture)
         try:
             session = self._idle.pop()
         except IndexError:
             session = self._start(self._acquire)
         session.log.capture = capture
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             self._release(session)
             raise self._parameter_error(exc) from exc
@@ -304,7 +326,9 @@ class PluginModule:
                     self._cond.notify()
         return response
 
-    def _execute_affine(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
+    def _execute_affine(
+        self, request: dict[str, Any], keys: KeyRing | None, capture: Capture | None
+    ) -> dict[str, Any]:
         """``execute`` for thread-affine engines, at most MAX_INSTANCES instances in all.
 
         A thread that owns an instance runs the call inline, on that instance (no thread hop).
@@ -320,11 +344,11 @@ class PluginModule:
             owned = self._claim()
         if owned is not None:
             if not owned.busy:
-                return self._run_owned(owned, request, capture)
+                return self._run_owned(owned, request, keys, capture)
             if getattr(local, "worker", False):
                 # re-entered from a host function on the worker: nobody else can serve it
-                return self._run_once(request, capture)
-        return self._on_worker(request, capture)
+                return self._run_once(request, keys, capture)
+        return self._on_worker(request, keys, capture)
 
     def _claim(self) -> _Owned | None:
         """Make this thread an owner when fewer than MAX_INSTANCES - 1 threads are."""
@@ -354,7 +378,7 @@ class PluginModule:
         return gone
 
     def _run_owned(
-        self, owned: _Owned, request: dict[str, Any], capture: Capture | None
+        self, owned: _Owned, request: dict[str, Any], keys: KeyRing | None, capture: Capture | None
     ) -> dict[str, Any]:
         """The call on this thread's own instance (made here when it has none yet)."""
         session = owned.session
@@ -368,7 +392,7 @@ class PluginModule:
         owned.busy = True
         session.log.capture = capture
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             raise self._parameter_error(exc) from exc
         except BaseException as exc:
@@ -391,13 +415,15 @@ class PluginModule:
             session.close()
         return response
 
-    def _run_once(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
+    def _run_once(
+        self, request: dict[str, Any], keys: KeyRing | None, capture: Capture | None
+    ) -> dict[str, Any]:
         """A call on a session of its own, closed afterwards: a host function on the worker
         thread calling back into this module while the worker's instance is busy."""
         session = self._start(self._new_session)
         session.log.capture = capture
         try:
-            response = session.call(request)
+            response = _call(session, request, keys)
         except ParameterError as exc:
             session.close()
             raise self._parameter_error(exc) from exc
@@ -414,7 +440,9 @@ class PluginModule:
         session.close()
         return response
 
-    def _on_worker(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
+    def _on_worker(
+        self, request: dict[str, Any], keys: KeyRing | None, capture: Capture | None
+    ) -> dict[str, Any]:
         """The call on the worker thread (started on first use), waiting for its turn."""
         with self._cond:
             if self._closed:
@@ -427,14 +455,16 @@ class PluginModule:
                 )
             worker = self._worker
         try:
-            future = worker.submit(self._work, request, capture)
+            future = worker.submit(self._work, request, keys, capture)
         except RuntimeError:  # shut down by close() meanwhile
             raise EngineError(
                 f"plugin {self.plugin!r}: the module is closed", plugin=self.plugin
             ) from None
         return future.result()
 
-    def _work(self, request: dict[str, Any], capture: Capture | None) -> dict[str, Any]:
+    def _work(
+        self, request: dict[str, Any], keys: KeyRing | None, capture: Capture | None
+    ) -> dict[str, Any]:
         """On the worker thread: the call on the worker's instance (not counted as an owner)."""
         local = self._local
         owned: _Owned | None = getattr(local, "owned", None)
@@ -443,8 +473,8 @@ class PluginModule:
             owned = local.owned = _Owned(None)
         try:
             if owned.busy:  # cannot happen with one worker; kept for safety
-                return self._run_once(request, capture)
-            return self._run_owned(owned, request, capture)
+                return self._run_once(request, keys, capture)
+            return self._run_owned(owned, request, keys, capture)
         except BaseException as exc:
             # The tracebacks' frames may hold views of guest memory, which must be dropped on
             # this thread: the exception itself travels to the caller's.
@@ -532,8 +562,14 @@ class PluginModule:
             if runtime.capabilities.fused_call and self.abi == 2
             else None
         )
+        slot = abi.KeySlot() if any(i.module == KEYS for i in self._shape.imports) else None
         host, output = abi.host_functions(
-            self._shape, plog, max_message_bytes=MAX_LOG_MESSAGE, wants=plog.wants, buffer=buffer
+            self._shape,
+            plog,
+            max_message_bytes=MAX_LOG_MESSAGE,
+            wants=plog.wants,
+            buffer=buffer,
+            keys=slot,
         )
         if self._affine:
             native = self._runtime._native_here(self.sha256, self._artifact)
@@ -553,6 +589,9 @@ class PluginModule:
             instance.close()
             raise
         session.log = plog
+        if slot is not None:
+            slot.realloc = instance.export(REALLOC)
+            session.keys = slot
         return session
 
     def _release(self, session: abi.Session) -> None:

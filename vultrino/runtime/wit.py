@@ -10,10 +10,11 @@ Two spellings of the same items exist: a *component* names an interface
 (ABI 2) names their canonical-ABI lowering (:data:`HOST` as import module, :data:`EXECUTE_EXPORT`,
 :data:`POST_EXECUTE_EXPORT`, :data:`REALLOC`).
 
-Versions: the file is at :data:`VERSION` (1.1.0, which adds :data:`EXECUTE_TEXT`); plugins built
-for an older version in :data:`VERSIONS` keep running. Names that differ by version come as
-tuples, newest first (:data:`HOSTS`, :data:`HANDLERS`, :data:`EXECUTE_EXPORTS`,
-:data:`POST_EXECUTE_EXPORTS`); the 1.0.0 world is kept as it was in :data:`WIT_FILE_1_0`.
+Versions: the file is at :data:`VERSION` (1.2.0, which adds the :data:`KEYS` interface; 1.1.0
+added :data:`EXECUTE_TEXT`); plugins built for an older version in :data:`VERSIONS` keep
+running. Names that differ by version come as tuples, newest first (:data:`HOSTS`,
+:data:`HANDLERS`, :data:`EXECUTE_EXPORTS`, :data:`POST_EXECUTE_EXPORTS`); the 1.0.0 and 1.1.0
+worlds are kept as they were in :data:`WIT_FILE_1_0` and :data:`WIT_FILE_1_1`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ __all__ = [
     "HANDLERS",
     "HOST",
     "HOSTS",
+    "KEYS",
+    "KEYS_FUNCTIONS",
+    "KEYS_VERSION",
+    "KEY_ERRORS",
+    "KEY_FORMATS",
     "LOG",
     "LOG_LEVEL",
     "LOG_LEVELS",
@@ -40,6 +46,7 @@ __all__ = [
     "VERSIONS",
     "WIT_FILE",
     "WIT_FILE_1_0",
+    "WIT_FILE_1_1",
     "WORLD",
 ]
 
@@ -48,10 +55,11 @@ WIT_FILE: Final = "wit/vultrino-plugin.wit"
 #: The 1.0.0 world, unchanged, for tools that must match a 1.0.0 module (``wasm-tools
 #: component embed`` of a module built before 1.1.0: ``scripts/rust-component.sh``).
 WIT_FILE_1_0: Final = "wit/v1.0.0/vultrino-plugin.wit"
+WIT_FILE_1_1: Final = "wit/v1.1.0/vultrino-plugin.wit"
 PACKAGE: Final = "vultrino:plugin"
-VERSION: Final = "1.1.0"
+VERSION: Final = "1.2.0"
 #: Every version of the world this host runs, newest first.
-VERSIONS: Final = (VERSION, "1.0.0")
+VERSIONS: Final = (VERSION, "1.1.0", "1.0.0")
 #: The world a plugin targets (``--world plugin`` for wasm-tools, ``-w plugin`` for
 #: componentize-py).
 WORLD: Final = "plugin"
@@ -78,3 +86,32 @@ POST_EXECUTE_EXPORT: Final = f"cabi_post_{EXECUTE_EXPORT}"
 EXECUTE_EXPORTS: Final = tuple(f"{h}#{EXECUTE}" for h in HANDLERS)
 POST_EXECUTE_EXPORTS: Final = tuple(f"cabi_post_{e}" for e in EXECUTE_EXPORTS)
 REALLOC: Final = "cabi_realloc"
+
+#: The interface of keys that stay in the host (since 1.2.0): one name, as a component names it
+#: and as a core module's import module.
+KEYS_VERSION: Final = "1.2.0"
+KEYS: Final = f"{PACKAGE}/keys@{KEYS_VERSION}"
+#: The cases of ``enum key-error`` and ``enum key-format``, in order (a core module passes and
+#: receives their index).
+KEY_ERRORS: Final = ("no-credential", "unknown-field", "bad-format", "bad-key", "bad-input")
+KEY_FORMATS: Final = ("raw", "hex", "base64", "pem")
+#: Every function of ``keys`` and its kind: ``sign`` is ``(field, format, data) ->
+#: result<list<u8>, key-error>``, ``public`` is ``(field, format) -> result<list<u8>,
+#: key-error>``, ``hash`` is ``(data) -> list<u8>``.
+KEYS_FUNCTIONS: Final = {
+    "hmac-sha1": "sign",
+    "hmac-sha256": "sign",
+    "hmac-sha512": "sign",
+    "ed25519-sign": "sign",
+    "ed25519-public-key": "public",
+    "p256-sign": "sign",
+    "p256-public-key": "public",
+    "secp256k1-sign": "sign",
+    "secp256k1-public-key": "public",
+    "rsa-sign-pkcs1-sha256": "sign",
+    "rsa-sign-pss-sha256": "sign",
+    "rsa-public-key": "public",
+    "sha256": "hash",
+    "sha512": "hash",
+    "keccak256": "hash",
+}

@@ -1,12 +1,14 @@
 //! hmac — HMAC-SHA256/SHA512 signatures for webhooks and request signing.
 //!
-//! The agent signs or checks messages; the shared key never leaves the plugin.
+//! The agent signs or checks messages, and the plugin never holds the shared key either: the
+//! field is declared `access = "host"`, so the request carries it as nil and the MAC is
+//! computed by Vultrino through the keys interface (`vultrino_pdk::keys`).
 
 use data_encoding::{
     Encoding, BASE64, BASE64URL, BASE64URL_NOPAD, BASE64_NOPAD, HEXLOWER, HEXLOWER_PERMISSIVE,
 };
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use vultrino_pdk::keys::{self, KeyError, KeyFormat};
 use vultrino_pdk::{actions, Error, Result};
 
 actions! {
@@ -14,32 +16,27 @@ actions! {
     "verify" => verify,
 }
 
-/// The fields of the `hmac_key` credential type.
+/// The credential field the host keeps.
+const KEY_FIELD: &str = "key";
+
+/// The fields of the `hmac_key` credential type (`key` arrives as nil: the host keeps it).
 #[derive(Deserialize)]
 pub struct HmacKey {
-    pub key: String,
+    #[serde(default)]
+    pub key: Option<String>,
     #[serde(default)]
     pub encoding: Option<String>,
 }
 
 impl HmacKey {
-    /// The key bytes, decoded as its `encoding` says. Errors never quote the key.
-    pub fn bytes(&self) -> Result<Vec<u8>> {
-        let bytes = match self.encoding.as_deref().map(str::trim).unwrap_or("") {
-            "" | "utf8" | "utf-8" | "text" => Some(self.key.as_bytes().to_vec()),
-            "hex" => HEXLOWER_PERMISSIVE.decode(self.key.trim().as_bytes()).ok(),
-            "base64" => decode_base64(self.key.trim()),
-            _ => {
-                return Err(Error::invalid_credential(
-                    "encoding must be one of utf8, hex, base64",
-                ))
-            }
-        };
-        match bytes {
-            Some(b) if !b.is_empty() => Ok(b),
-            Some(_) => Err(Error::invalid_credential("key is empty")),
-            None => Err(Error::invalid_credential(
-                "key does not decode with its encoding",
+    /// How the host must decode the key, from the `encoding` field.
+    pub fn format(&self) -> Result<KeyFormat> {
+        match self.encoding.as_deref().map(str::trim).unwrap_or("") {
+            "" | "utf8" | "utf-8" | "text" => Ok(KeyFormat::Raw),
+            "hex" => Ok(KeyFormat::Hex),
+            "base64" => Ok(KeyFormat::Base64),
+            _ => Err(Error::invalid_credential(
+                "encoding must be one of utf8, hex, base64",
             )),
         }
     }
@@ -77,37 +74,32 @@ impl Algorithm {
         }
     }
 
-    fn sign(self, key: &[u8], message: &[u8]) -> Result<Vec<u8>> {
-        match self {
-            Algorithm::Sha256 => Ok(mac::<Hmac<sha2::Sha256>>(key, message)?
-                .finalize()
-                .into_bytes()
-                .to_vec()),
-            Algorithm::Sha512 => Ok(mac::<Hmac<sha2::Sha512>>(key, message)?
-                .finalize()
-                .into_bytes()
-                .to_vec()),
-        }
+    /// The MAC, computed by the host with the credential's key.
+    fn sign(self, key: &HmacKey, message: &[u8]) -> Result<Vec<u8>> {
+        let format = key.format()?;
+        let mac = match self {
+            Algorithm::Sha256 => keys::hmac_sha256_with(KEY_FIELD, format, message),
+            Algorithm::Sha512 => keys::hmac_sha512_with(KEY_FIELD, format, message),
+        };
+        mac.map_err(|e| match e {
+            KeyError::BadFormat => Error::invalid_credential("key does not decode with its encoding"),
+            KeyError::UnknownField => Error::invalid_credential("key is empty"),
+            other => Error::from(other),
+        })
     }
 
-    /// Constant-time comparison (`Mac::verify_slice`).
-    fn verify(self, key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool> {
-        match self {
-            Algorithm::Sha256 => Ok(mac::<Hmac<sha2::Sha256>>(key, message)?
-                .verify_slice(signature)
-                .is_ok()),
-            Algorithm::Sha512 => Ok(mac::<Hmac<sha2::Sha512>>(key, message)?
-                .verify_slice(signature)
-                .is_ok()),
+    /// Constant-time comparison of the host's MAC with `signature`.
+    fn verify(self, key: &HmacKey, message: &[u8], signature: &[u8]) -> Result<bool> {
+        let expected = self.sign(key, message)?;
+        if expected.len() != signature.len() {
+            return Ok(false);
         }
+        let diff = expected
+            .iter()
+            .zip(signature)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        Ok(diff == 0)
     }
-}
-
-fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Result<M> {
-    let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key)
-        .map_err(|_| Error::failed("HMAC rejected the key"))?;
-    m.update(message);
-    Ok(m)
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
@@ -150,7 +142,7 @@ pub struct Signature {
 pub fn sign(params: SignParams, key: HmacKey) -> Result<Signature> {
     let algorithm = Algorithm::parse(params.algorithm.as_deref())?;
     let message = message_bytes(&params.message, params.message_encoding.as_deref())?;
-    let raw = algorithm.sign(&key.bytes()?, &message)?;
+    let raw = algorithm.sign(&key, &message)?;
     let signature = match params.output.as_deref().map(str::trim).unwrap_or("hex") {
         "hex" | "" => HEXLOWER.encode(&raw),
         "base64" => BASE64.encode(&raw),
@@ -211,17 +203,51 @@ pub fn verify(params: VerifyParams, key: HmacKey) -> Result<Verdict> {
     let signature =
         decoded.ok_or_else(|| Error::invalid_params("signature is not valid hex or base64"))?;
     Ok(Verdict {
-        valid: algorithm.verify(&key.bytes()?, &message, &signature)?,
+        valid: algorithm.verify(&key, &message, &signature)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// The key the stand-in host signs with (Vultrino does this on wasm).
+        static KEY: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    }
+
+    /// A stand-in for the host's keys interface, natively: HMAC with the `hmac` crate over the
+    /// key of this thread, decoded as the plugin asked.
+    fn host(function: &str, field: &str, format: KeyFormat, data: &[u8]) -> std::result::Result<Vec<u8>, KeyError> {
+        assert_eq!(field, KEY_FIELD);
+        let raw = KEY.with(|k| k.borrow().clone());
+        let key = match format {
+            KeyFormat::Raw => raw,
+            KeyFormat::Hex => HEXLOWER_PERMISSIVE.decode(&raw).map_err(|_| KeyError::BadFormat)?,
+            _ => decode_base64(std::str::from_utf8(&raw).unwrap()).ok_or(KeyError::BadFormat)?,
+        };
+        Ok(match function {
+            "hmac-sha256" => {
+                let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+                m.update(data);
+                m.finalize().into_bytes().to_vec()
+            }
+            "hmac-sha512" => {
+                let mut m = <Hmac<sha2::Sha512> as Mac>::new_from_slice(&key).unwrap();
+                m.update(data);
+                m.finalize().into_bytes().to_vec()
+            }
+            other => panic!("unexpected key function {}", other),
+        })
+    }
 
     fn key(k: &str, encoding: &str) -> HmacKey {
+        KEY.with(|key| *key.borrow_mut() = k.as_bytes().to_vec());
+        keys::set_native_host(Some(host));
         HmacKey {
-            key: k.into(),
+            key: None,
             encoding: Some(encoding.into()),
         }
     }
@@ -287,7 +313,8 @@ mod tests {
 
     #[test]
     fn key_errors_do_not_quote_the_key() {
-        let err = key("zz-not-hex", "hex").bytes().unwrap_err();
+        let k = key("zz-not-hex", "hex");
+        let err = Algorithm::Sha256.sign(&k, b"m").unwrap_err();
         assert_eq!(err.code(), vultrino_pdk::ErrorCode::InvalidCredential);
         assert!(!err.message().contains("zz-not-hex"));
     }

@@ -66,7 +66,8 @@ from vultrino.errors import (
     PluginTimeoutError,
     PluginTrapError,
 )
-from vultrino.runtime import _wasi, abi
+from vultrino.runtime import _keys, _wasi, abi
+from vultrino.runtime.abi import KeySlot
 from vultrino.runtime.engine import MAX_TABLE_ELEMENTS, MAX_TABLES, MIB, Limits
 from vultrino.runtime.wit import (
     EXECUTE,
@@ -75,6 +76,9 @@ from vultrino.runtime.wit import (
     HANDLERS,
     HOST,
     HOSTS,
+    KEY_FORMATS,
+    KEYS,
+    KEYS_FUNCTIONS,
     LOG,
     LOG_LEVEL,
     LOG_LEVELS,
@@ -196,11 +200,14 @@ class WasmtimeComponentEngine:
             if name in HOSTS:
                 problems.extend(self._check_host(item, name))
                 continue
+            if name == KEYS:
+                problems.extend(self._check_keys(item))
+                continue
             match = _WASI_IMPORT.match(name)
             if match is None or match["pkg"] not in ALLOWED_WASI:
                 problems.append(
                     f"import `{name}` is not provided by Vultrino (a component may import only "
-                    f"`{HOST}` and WASI 0.2 interfaces of "
+                    f"`{HOST}`, `{KEYS}` and WASI 0.2 interfaces of "
                     + ", ".join(f"wasi:{p}" for p in ALLOWED_WASI)
                     + ")"
                 )
@@ -247,6 +254,29 @@ class WasmtimeComponentEngine:
                 problems.append(f"import `{host}`.`{name}` is not provided by Vultrino")
         return problems
 
+    def _check_keys(self, item: Any) -> list[str]:
+        """The ``keys`` functions it imports, each with its kind's shape (wit.KEYS_FUNCTIONS)."""
+        funcs, problems = self._funcs(item, KEYS)
+        arity = {"sign": 3, "public": 2, "hash": 1}
+        for name, ty in funcs.items():
+            if name in ("key-error", "key-format"):
+                continue
+            kind = KEYS_FUNCTIONS.get(name)
+            if kind is None:
+                problems.append(f"import `{KEYS}`.`{name}` is not provided by Vultrino")
+                continue
+            params = ty.params if isinstance(ty, wc.FuncType) else None
+            ok = (
+                params is not None
+                and len(params) == arity[kind]
+                and isinstance(params[0][1], wc.ListType if kind == "hash" else wc.String)
+                and (kind == "hash" or _is_enum(params[1][1], KEY_FORMATS))
+                and ty.result is not None
+            )
+            if not ok:
+                problems.append(f"import `{KEYS}`.`{name}` does not have the type of {WIT_FILE}")
+        return problems
+
     def _check_handler(self, item: Any, handler: str) -> list[str]:
         """``execute`` (every version) and ``execute-text`` (1.1.0 on) with their types."""
         funcs, problems = self._funcs(item, handler)
@@ -281,6 +311,10 @@ class WasmtimeComponentEngine:
 
 def _is_bytes(ty: Any) -> bool:
     return isinstance(ty, wc.ListType) and isinstance(ty.element, wc.U8)
+
+
+def _is_enum(ty: Any, cases: Sequence[str]) -> bool:
+    return isinstance(ty, wc.EnumType) and list(ty.names) == list(cases)
 
 
 def _is_string(ty: Any) -> bool:
@@ -354,6 +388,11 @@ class ComponentSession(abi.Session):
             for name in HOSTS:  # every version's, so 1.0.0 and 1.1.0 components both link
                 with linker.root() as root, root.add_instance(name) as host:
                     host.add_func(LOG, host_log)
+            if KEYS in component.type.imports(engine.wasmtime_engine):
+                self.keys = slot = KeySlot()
+                with linker.root() as root, root.add_instance(KEYS) as keys:
+                    for fn in KEYS_FUNCTIONS:
+                        keys.add_func(fn, self._keys_func(fn, slot))
             self._inst = linker.instantiate(store, component)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self._ticket()
@@ -432,6 +471,31 @@ class ComponentSession(abi.Session):
                 raise wasmtime.WasmtimeError("host log failed") from None
 
         return host_log
+
+    def _keys_func(self, name: str, slot: KeySlot) -> Callable[..., bytes | str]:
+        """``keys.<name>`` for a component: bytes, or the ``key-error`` case's name (the
+        untagged form wasmtime-py gives ``result<list<u8>, key-error>``); a hash, bytes."""
+        kind = KEYS_FUNCTIONS[name]
+        if kind == "hash":
+            digest = _keys.hash_op(name)
+            return lambda store, data: digest(bytes(data))
+        sign = _keys.sign_op(name) if kind == "sign" else None
+        public = _keys.public_op(name) if kind == "public" else None
+
+        def run(store: Any, field: str, fmt: Any, data: Any = b"") -> bytes | str:
+            index = KEY_FORMATS.index(fmt) if fmt in KEY_FORMATS else len(KEY_FORMATS)
+            try:
+                if sign is not None:
+                    return sign(slot.ring, field, index, bytes(data))
+                assert public is not None
+                return public(slot.ring, field, index)
+            except _keys.KeyFailure as exc:
+                return exc.case
+            except BaseException as exc:
+                self._pending = exc
+                raise wasmtime.WasmtimeError(f"host keys.{name} failed") from None
+
+        return run
 
     # -- calls --
 

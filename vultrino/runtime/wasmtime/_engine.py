@@ -683,6 +683,11 @@ class _FastInstance(_BaseInstance):
         self._args_ref = ctypes.c_void_p(ctypes.addressof(self._args))
         self._argbuf = memoryview(self._args).cast("B")
         self._host_memory: Any = None
+        #: What host functions see once the instance exists: the instance's own memory
+        #: accessor, whose cached base and size are refreshed when the size changes (a
+        #: ``cabi_realloc`` a host function calls may grow it). During instantiation (a start
+        #: function calling an import) they see the memory through the caller instead.
+        self._host_view: _FastMemory | None = None
         self._callbacks: list[Any] = []
         self._host = {hf.name: hf for hf in host}
         linker = wasmtime.Linker(engine.wasmtime_engine)
@@ -700,6 +705,7 @@ class _FastInstance(_BaseInstance):
         self._mem_raw = mem._memory if isinstance(mem, wasmtime.Memory) else None
         self._host_memory = self._mem_raw
         self.memory = _FastMemory(self._ctx_ptr, self._mem_raw)
+        self._host_view = self.memory if self._mem_raw is not None else None
         self._funcs: list[wasmtime.Func] = []
         self._exports: dict[str, Callable[..., Any]] = {}
         self._helper: _FastHelper | None = None
@@ -735,7 +741,9 @@ class _FastInstance(_BaseInstance):
         def callback(env: Any, caller: Any, vals: Any, nvals: int) -> int:
             try:
                 args = [getattr(vals[i], f) for i, f in enumerate(fields)]
-                memory = _CallerMemory(caller, self._host_memory or _caller_memory(caller))
+                memory = self._host_view or _CallerMemory(
+                    caller, self._host_memory or _caller_memory(caller)
+                )
                 result = fn(memory, *args)
                 if result_field is not None:
                     setattr(vals[0], result_field, _as_signed(result, result_field))

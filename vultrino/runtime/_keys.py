@@ -1,0 +1,351 @@
+"""The host side of the ``keys`` interface: key operations on a credential field, by name.
+
+A plugin names a field of the credential the host bound to the current call; the host decodes
+the field's value into a key (``key-format``), runs the operation here and hands back only its
+output. The field's value never enters the guest. What a call may use is a :class:`KeyRing`:
+the declared fields of the call's credential, nothing else (built by the plugin layer, bound to
+the call by the runtime).
+
+Every operation is a well-kept library's: PyNaCl (Ed25519), ``cryptography`` (ECDSA P-256,
+RSA, PEM and DER loading), ``coincurve`` (libsecp256k1: RFC 6979 nonces, low ``s``, recovery
+ids), ``pycryptodome`` (Keccak-256), ``hmac``/``hashlib`` (HMAC, SHA-2). This is the only
+module that imports them. Refusals are :class:`KeyFailure` exceptions naming a ``key-error`` case;
+they never carry any part of a key (library messages are dropped, not passed on).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from vultrino.runtime.wit import KEY_ERRORS, KEY_FORMATS, KEYS_FUNCTIONS
+
+__all__ = ["KeyFailure", "KeyRing", "hash_op", "public_op", "sign_op"]
+
+
+class KeyFailure(Exception):  # noqa: N818 - a refusal carried to the ABI, not an error
+    """An operation refused: ``case`` is one of the ``key-error`` cases (never a key's bytes)."""
+
+    def __init__(self, case: str) -> None:
+        assert case in KEY_ERRORS
+        super().__init__(case)
+        self.case = case
+
+
+class KeyRing:
+    """What one call's key operations may use: the declared fields of its credential that are
+    set, by name (their text values). ``None`` for a call without a credential.
+
+    A ring lives as long as the prepared action that made it (the plugin layer makes one per
+    credential view), so it also keeps each key it has decoded, by operation, field and format:
+    a signing plugin's second call does not parse the same PEM again.
+    """
+
+    __slots__ = ("_decoded", "fields")
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = fields
+        self._decoded: dict[tuple[str, str, str], object] = {}
+
+    def __repr__(self) -> str:
+        return f"KeyRing(fields={sorted(self.fields)!r})"  # names only, never values
+
+    def value(self, name: str) -> str:
+        v = self.fields.get(name)
+        if not isinstance(v, str) or not v:
+            raise KeyFailure("unknown-field")
+        return v
+
+    def key(
+        self, kind: str, field: str, fmt: str, decode: Callable[[bytes, str], object]
+    ) -> object:
+        """The field's key for ``kind`` of operation, decoded once (``decode(bytes, fmt)``)."""
+        slot = (kind, field, fmt)
+        found = self._decoded.get(slot)
+        if found is None:
+            found = decode(key_bytes(self.value(field), fmt), fmt)
+            self._decoded[slot] = found
+        return found
+
+
+def key_bytes(text: str, fmt: str) -> bytes:
+    """The field's text decoded as ``fmt`` (``key-format``); ``bad-format`` when it is not."""
+    if fmt in ("raw", "pem"):
+        return text.encode("utf-8")
+    s = "".join(text.split())
+    if fmt == "hex":
+        if s[:2] in ("0x", "0X"):
+            s = s[2:]
+        try:
+            return bytes.fromhex(s)
+        except ValueError:
+            raise KeyFailure("bad-format") from None
+    try:  # base64, either alphabet, padding optional
+        s = s.replace("-", "+").replace("_", "/")
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyFailure("bad-format") from None
+
+
+# --- private keys from bytes --------------------------------------------------------------------
+# `cryptography` reads PEM (PKCS#8, SEC 1, PKCS#1) and DER; a raw scalar or seed is given as
+# bytes of the key's size. Whatever the library says about a bad key is dropped: it might quote
+# the input.
+
+
+def _pem_or_der(data: bytes, fmt: str) -> object:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if fmt == "pem":
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyFailure("bad-format" if fmt == "pem" else "bad-key") from None
+    except Exception:  # cryptography's UnsupportedAlgorithm and the like
+        raise KeyFailure("bad-key") from None
+
+
+def _ed25519_seed(data: bytes, fmt: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    if fmt != "pem" and len(data) in (32, 64):  # a seed, or NaCl's seed || public key
+        return data[:32]
+    key = _pem_or_der(data, fmt)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyFailure("bad-key")
+    return key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+
+
+def _p256(data: bytes, fmt: str) -> object:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if fmt != "pem" and len(data) == 32:
+        try:
+            return ec.derive_private_key(int.from_bytes(data, "big"), ec.SECP256R1())
+        except ValueError:
+            raise KeyFailure("bad-key") from None
+    key = _pem_or_der(data, fmt)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise KeyFailure("bad-key")
+    return key
+
+
+def _secp256k1_secret(data: bytes, fmt: str) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if fmt != "pem" and len(data) == 32:
+        secret = data
+    else:
+        key = _pem_or_der(data, fmt)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256k1":
+            raise KeyFailure("bad-key")
+        secret = key.private_numbers().private_value.to_bytes(32, "big")
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    if not 0 < int.from_bytes(secret, "big") < n:
+        raise KeyFailure("bad-key")
+    return secret
+
+
+def _rsa(data: bytes, fmt: str) -> object:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = _pem_or_der(data, fmt)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyFailure("bad-key")
+    return key
+
+
+# --- the operations -------------------------------------------------------------------------------
+# Each operation is a decoder (the field's bytes and format -> a key object, kept by the ring)
+# and a function of that key object.
+
+
+def _raw(data: bytes, fmt: str) -> object:
+    return data
+
+
+def _hmac(algorithm: str) -> Callable[[object, bytes], bytes]:
+    def op(key: object, data: bytes) -> bytes:
+        assert isinstance(key, bytes)
+        return hmac.digest(key, data, algorithm)  # OpenSSL's one-shot HMAC
+
+    return op
+
+
+def _ed25519_key(data: bytes, fmt: str) -> object:
+    from nacl.signing import SigningKey
+
+    return SigningKey(_ed25519_seed(data, fmt))
+
+
+def _ed25519_sign(key: object, data: bytes) -> bytes:
+    from nacl.signing import SigningKey
+
+    assert isinstance(key, SigningKey)
+    return bytes(key.sign(data).signature)
+
+
+def _ed25519_public(key: object) -> bytes:
+    from nacl.signing import SigningKey
+
+    assert isinstance(key, SigningKey)
+    return bytes(key.verify_key)
+
+
+def _p256_sign(key: object, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    der = key.sign(data, ec.ECDSA(hashes.SHA256()))
+    r, s = utils.decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _p256_public(key: object) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def _secp256k1_key(data: bytes, fmt: str) -> object:
+    from coincurve import PrivateKey
+
+    return PrivateKey(_secp256k1_secret(data, fmt))
+
+
+def _secp256k1_sign(key: object, digest: bytes) -> bytes:
+    from coincurve import PrivateKey
+
+    assert isinstance(key, PrivateKey)
+    if len(digest) != 32:
+        raise KeyFailure("bad-input")
+    # r || s || recovery id; RFC 6979 nonce and low s, as libsecp256k1 does by default
+    return bytes(key.sign_recoverable(digest, hasher=None))
+
+
+def _secp256k1_public(key: object) -> bytes:
+    from coincurve import PrivateKey
+
+    assert isinstance(key, PrivateKey)
+    return bytes(key.public_key.format(compressed=False))
+
+
+def _rsa_sign(pss: bool) -> Callable[[object, bytes], bytes]:
+    def op(key: object, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        assert isinstance(key, rsa.RSAPrivateKey)
+        pad: padding.AsymmetricPadding = (
+            padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+            if pss
+            else padding.PKCS1v15()
+        )
+        return key.sign(data, pad, hashes.SHA256())
+
+    return op
+
+
+def _rsa_public(key: object) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _keccak256(data: bytes) -> bytes:
+    from Crypto.Hash import keccak
+
+    return keccak.new(data=data, digest_bits=256).digest()
+
+
+#: The kinds of key, each with its decoder: the ring keeps decoded keys by kind.
+_DECODERS: Final[dict[str, Callable[[bytes, str], object]]] = {
+    "hmac": _raw,
+    "ed25519": _ed25519_key,
+    "p256": _p256,
+    "secp256k1": _secp256k1_key,
+    "rsa": _rsa,
+}
+_SIGN: Final[dict[str, tuple[str, Callable[[object, bytes], bytes]]]] = {
+    "hmac-sha1": ("hmac", _hmac("sha1")),
+    "hmac-sha256": ("hmac", _hmac("sha256")),
+    "hmac-sha512": ("hmac", _hmac("sha512")),
+    "ed25519-sign": ("ed25519", _ed25519_sign),
+    "p256-sign": ("p256", _p256_sign),
+    "secp256k1-sign": ("secp256k1", _secp256k1_sign),
+    "rsa-sign-pkcs1-sha256": ("rsa", _rsa_sign(pss=False)),
+    "rsa-sign-pss-sha256": ("rsa", _rsa_sign(pss=True)),
+}
+_PUBLIC: Final[dict[str, tuple[str, Callable[[object], bytes]]]] = {
+    "ed25519-public-key": ("ed25519", _ed25519_public),
+    "p256-public-key": ("p256", _p256_public),
+    "secp256k1-public-key": ("secp256k1", _secp256k1_public),
+    "rsa-public-key": ("rsa", _rsa_public),
+}
+_HASH: Final[dict[str, Callable[[bytes], bytes]]] = {
+    "sha256": lambda d: hashlib.sha256(d).digest(),
+    "sha512": lambda d: hashlib.sha512(d).digest(),
+    "keccak256": _keccak256,
+}
+assert {**dict.fromkeys(_SIGN, "sign"), **dict.fromkeys(_PUBLIC, "public")} | dict.fromkeys(
+    _HASH, "hash"
+) == KEYS_FUNCTIONS
+
+
+def _format(index: int) -> str:
+    if not 0 <= index < len(KEY_FORMATS):
+        raise KeyFailure("bad-format")
+    return KEY_FORMATS[index]
+
+
+def sign_op(name: str) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
+    """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal."""
+    kind, fn = _SIGN[name]
+    decode = _DECODERS[kind]
+    nformats = len(KEY_FORMATS)
+
+    def run(ring: KeyRing | None, field: str, fmt: int, data: bytes) -> bytes:
+        if ring is None:
+            raise KeyFailure("no-credential")
+        if not 0 <= fmt < nformats:
+            raise KeyFailure("bad-format")
+        return fn(ring.key(kind, field, KEY_FORMATS[fmt], decode), data)
+
+    return run
+
+
+def public_op(name: str) -> Callable[[KeyRing | None, str, int], bytes]:
+    """``(ring, field, format index) -> public key``; :class:`KeyFailure` on refusal."""
+    kind, fn = _PUBLIC[name]
+    decode = _DECODERS[kind]
+
+    def run(ring: KeyRing | None, field: str, fmt: int) -> bytes:
+        if ring is None:
+            raise KeyFailure("no-credential")
+        return fn(ring.key(kind, field, _format(fmt), decode))
+
+    return run
+
+
+def hash_op(name: str) -> Callable[[bytes], bytes]:
+    """``(data) -> digest``."""
+    return _HASH[name]
