@@ -266,6 +266,7 @@ def _info(row: Any) -> CredentialInfo:
     try:
         return CredentialInfo(
             alias=str(row["alias"]),
+            id=str(row.get("id") or ""),
             type=str(row["type"]),
             description=str(row.get("description") or ""),
             plugin=row.get("plugin"),
