@@ -169,3 +169,21 @@ def test_access_must_be_guest_or_host(home: Path, tmp_path: Path) -> None:
     r = vultrino("plugin", "install", str(bad))
     assert r.returncode != 0
     assert 'access: expected "guest" or "host"' in r.stderr
+
+
+def test_an_update_that_hands_a_host_only_field_to_the_plugin_is_refused(
+    home: Path, tmp_path: Path
+) -> None:
+    # The same plugin, a new version whose manifest no longer keeps private_key in the host:
+    # credentials stored for the installed version would be handed to the guest.
+    update = tmp_path / "update" / "hmac-signer"
+    update.mkdir(parents=True)
+    manifest = MANIFEST.format(name="hmac-signer").replace('access = "host"\n', "")
+    assert 'access = "host"' not in manifest
+    (update / "plugin.toml").write_text(manifest.replace('version = "1.0.0"', 'version = "2.0.0"'))
+    (update / "guest.wasm").write_bytes(guests.keys_hostile())
+    before = (home / "plugins" / "hmac-signer" / "plugin.toml").read_bytes()
+    r = vultrino("plugin", "install", "--force", str(update))
+    assert r.returncode == 5, r.stderr
+    assert "key.private_key" in r.stderr and "keeps in the host" in r.stderr
+    assert (home / "plugins" / "hmac-signer" / "plugin.toml").read_bytes() == before

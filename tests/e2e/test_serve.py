@@ -477,3 +477,67 @@ def test_mcp_is_mounted_and_takes_api_keys(home: McpHome) -> None:
     assert json.loads(json.dumps(ok.headers.get("content-type"))).startswith(
         ("application/json", "text/event-stream")
     )
+
+
+def test_a_key_cannot_approve_its_own_call_made_over_mcp(home: McpHome) -> None:
+    # The inbox must know which key a call held over /mcp came from, as for REST: an admin key
+    # that could approve other calls cannot approve its own.
+    r = home.cli(
+        "role", "create", "gadm", "-p", "admin", "-c", "echo-*", "--tool", "*",
+        "--approve", "echo_message",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    key = make_key(home, "kg", "gadm")
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {key}",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "probe", "version": "1"},
+        },
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {
+            "name": "echo_message",
+            "arguments": {"credential": "echo-one", "message": "ship it"},
+        },
+    }
+    result: dict[str, httpx.Response] = {}
+    with serve(home) as s:
+        opened = httpx.post(f"{s.url}/mcp", json=init, headers=headers)
+        assert opened.status_code == 200, opened.text
+        session = {**headers, "mcp-session-id": opened.headers["mcp-session-id"]}
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        httpx.post(f"{s.url}/mcp", json=note, headers=session)
+
+        def tool_call() -> None:
+            result["r"] = httpx.post(f"{s.url}/mcp", json=call, headers=session, timeout=60)
+
+        t = threading.Thread(target=tool_call)
+        t.start()
+        deadline = time.monotonic() + HANG_GUARD_S
+        waiting: list[Any] = []
+        while not waiting and time.monotonic() < deadline:
+            waiting = cli_json(home, "approvals", "list")  # type: ignore[assignment]
+            time.sleep(0.1)
+        [item] = waiting
+        assert item["key"] == "kg"  # the inbox knows whose call it holds
+        own = Client(s.url, key).session.post(
+            f"{s.api}/approvals/{item['id']}", json={"decision": "approve"}
+        )
+        assert own.status_code == 403, own.text
+        assert "made with itself" in own.json()["error"]
+        r = home.cli("approvals", "approve", item["id"])
+        assert r.returncode == 0, r.stderr
+        t.join(HANG_GUARD_S)
+        assert result["r"].status_code == 200, result["r"].text
+        assert "ship it" in result["r"].text

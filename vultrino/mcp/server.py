@@ -167,8 +167,12 @@ class VultrinoMCP:
         self.agent = agent  # every request runs under this profile (None: chosen per request)
         self.http = False  # set by build_http_app: each request then names its agent
         # Over HTTP, who approves gated calls: `vultrino serve` sets its approvals inbox (a
-        # person decides there, not the client); None: such calls are refused.
-        self.http_approver: Callable[[ApprovalRequest], Approval] | None = None
+        # person decides there, not the client), as the approver of the caller that the
+        # request's Authorization header names (so the inbox knows whose call it holds, and a
+        # key cannot approve its own); None: such calls are refused.
+        self.http_approver: Callable[[str | None], Callable[[ApprovalRequest], Approval]] | None = (
+            None
+        )
         self.poll_interval = poll_interval
         self.desk = ToolDesk(v)
         self._bus = InMemorySubscriptionBus()
@@ -429,7 +433,12 @@ class VultrinoMCP:
         )
 
         if self.http and self.http_approver is not None:
-            return self.http_approver
+            scope = getattr(ctx.request, "scope", None)
+            headers = scope.get("headers", ()) if isinstance(scope, dict) else ()
+            authorization = next(
+                (bytes(v).decode("latin-1") for k, v in headers if k == b"authorization"), None
+            )
+            return self.http_approver(authorization)
 
         def ask(request: ApprovalRequest) -> Approval:
             if not supported:

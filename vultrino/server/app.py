@@ -18,9 +18,11 @@ middleware, configured in :mod:`vultrino.server.run`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
@@ -29,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vultrino.core import Vultrino
+from vultrino.errors import VultrinoError
 from vultrino.mcp.http import HTTP_PATH, mountable_http_app
 from vultrino.mcp.server import VultrinoMCP
 from vultrino.server.api import Api
@@ -36,6 +39,9 @@ from vultrino.server.auth import Authenticator
 from vultrino.server.inbox import Inbox, Waiting
 from vultrino.server.settings import ServerSettings
 from vultrino.server.ui import WebUI
+
+if TYPE_CHECKING:
+    from vultrino.policy.approval import Approver
 
 __all__ = ["CSP", "FLUSH_INTERVAL_S", "Guard", "audit_decision", "build_app"]
 
@@ -118,6 +124,19 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _inbox_approver(auth: Authenticator, inbox: Inbox, authorization: str | None) -> Approver:
+    """The inbox's approver for an MCP call made with ``authorization``: an API key's calls
+    wait under its name and id (so that key cannot approve them), anything else (an agent
+    token, the server token) as the inbox's own."""
+    try:
+        who = auth.identify(authorization)
+    except VultrinoError:
+        who = None  # the endpoint already let the request in; its checks stand
+    if who is not None and who.kind == "key":
+        return inbox.approver(who.name, who.key_id)
+    return inbox.approver()
+
+
 def build_app(v: Vultrino, settings: ServerSettings, *, server_token: str, inbox: Inbox) -> ASGIApp:
     """The application over an unlocked facade. ``server_token`` is the home's ``mcp-token``;
     ``inbox`` holds the calls that wait for approval (the facade's user calls and every
@@ -125,7 +144,7 @@ def build_app(v: Vultrino, settings: ServerSettings, *, server_token: str, inbox
     auth = Authenticator(v, server_token)
     api = Api(v, auth, inbox)
     mcp = VultrinoMCP(v)
-    mcp.http_approver = inbox.approver()
+    mcp.http_approver = functools.partial(_inbox_approver, auth, inbox)
     mcp_endpoint, mcp_lifespan = mountable_http_app(
         mcp, server_token, identify=auth.profile_for, allowed_hosts=settings.allowed_hosts
     )

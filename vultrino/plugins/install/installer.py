@@ -67,11 +67,13 @@ from vultrino.plugins.install import (
 from vultrino.plugins.manifest import (
     MAX_NAME_LENGTH,
     PLUGIN_NAME_RE,
+    load_manifest,
     parse_manifest_bytes,
     read_manifest,
 )
 
 if TYPE_CHECKING:
+    from vultrino.plugins.base import PluginManifest
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
 
@@ -272,6 +274,8 @@ def _install(
             "replace it, or remove it first",
             plugin=name,
         )
+    if replacing:
+        _check_host_fields_kept(target / MANIFEST_FILE, manifest)
     if registry is not None:
         problems = registry.check_conflicts(manifest, replacing=name if replacing else None)
         if problems:
@@ -791,6 +795,31 @@ def _module_name(wasm_module: str | None, plugin: str) -> str:
             plugin=plugin,
         )
     return wasm_module
+
+
+def _check_host_fields_kept(installed: Path, manifest: PluginManifest) -> None:
+    """Refuse a version that would hand the plugin a field the installed version keeps in the
+    host (``access = "host"``): credentials were stored trusting that the plugin never sees
+    it. An installed manifest that cannot be read has nothing to compare (it is broken)."""
+    try:
+        old = load_manifest(installed)
+    except (ManifestError, OSError):
+        return
+    exposed = []
+    for spec in old.credential_types:
+        new = manifest.credential_type(spec.name)
+        if new is None:
+            continue  # the type is gone: its credentials reach no plugin
+        exposed += [f"{spec.name}.{f}" for f in spec.host_fields if f not in new.host_fields]
+    if exposed:
+        raise InstallError(
+            f"plugin {manifest.name!r} {manifest.plugin.version} would hand the plugin "
+            f"{', '.join(exposed)}, which the installed version keeps in the host (access = "
+            '"host"): credentials were stored trusting that the plugin never sees them. '
+            "Keep the field host-only in the new manifest, or remove the plugin and its "
+            "credentials first",
+            plugin=manifest.name,
+        )
 
 
 def _authors_manifest(
