@@ -154,6 +154,7 @@ def test_rest_takes_an_id_and_a_role_sees_it_only_through_its_globs(home: McpHom
         assert hidden.json() == {
             "error": f"Access denied to credential: {gid}",
             "code": "credential_denied",
+            "type": "CredentialDeniedError",
         }
 
 
