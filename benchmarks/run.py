@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GUESTS = ROOT / "benchmarks" / "guests"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_hot  # noqa: E402 - needs ROOT on the path first
-
 
 @dataclass
 class Figure:
@@ -430,11 +428,30 @@ def bench_kdf(res: Results, smoke: bool) -> None:
         )
 
 
+#: The benchmark modules of the full run after the CLI's, in order: (what stderr says, the
+#: ``benchmarks/bench_<topic>.py`` module whose ``run(res, smoke)`` adds the rows).
+TOPICS = (
+    ("mcp", "bench_mcp_fast"),
+    ("plugin dev loop", "bench_plugin_dev"),
+    ("unlock", "bench_unlock"),
+    ("serve", "bench_serve"),
+    ("python plugin builds", "bench_python_imports"),
+    ("hot paths", "bench_hot"),
+    ("web ui", "bench_webui"),
+    ("mcp logs and events", "bench_mcp_logs"),
+    ("remote", "bench_remote"),
+    ("postgresql store", "bench_postgres"),
+    ("host keys", "bench_hostkeys"),
+)
+
+
 def import_bench(name: str) -> Any:
     """A ``benchmarks/bench_<topic>.py`` module, whose ``run(res, smoke)`` adds its rows."""
     import importlib
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    here = str(ROOT / "benchmarks")
+    if here not in sys.path:
+        sys.path.insert(0, here)
     return importlib.import_module(name)
 
 
@@ -558,28 +575,9 @@ def main() -> None:
         import_bench("bench_ids").run(res, args.smoke)
         print("cli", file=sys.stderr)
         bench_cli(res, args.smoke)
-        print("mcp", file=sys.stderr)
-        import_bench("bench_mcp_fast").run(res, args.smoke)
-        print("plugin dev loop", file=sys.stderr)
-        import_bench("bench_plugin_dev").run(res, args.smoke)
-        print("unlock", file=sys.stderr)
-        import_bench("bench_unlock").run(res, args.smoke)
-        print("serve", file=sys.stderr)
-        import_bench("bench_serve").run(res, args.smoke)
-        print("python plugin builds", file=sys.stderr)
-        import_bench("bench_python_imports").run(res, args.smoke)
-        print("hot paths", file=sys.stderr)
-        bench_hot.run(res, args.smoke)
-        print("web ui", file=sys.stderr)
-        import_bench("bench_webui").run(res, args.smoke)
-        print("mcp logs and events", file=sys.stderr)
-        import_bench("bench_mcp_logs").run(res, args.smoke)
-        print("remote", file=sys.stderr)
-        import_bench("bench_remote").run(res, args.smoke)
-        print("postgresql store", file=sys.stderr)
-        import_bench("bench_postgres").run(res, args.smoke)
-        print("host keys", file=sys.stderr)
-        import_bench("bench_hostkeys").run(res, args.smoke)
+        for label, module in TOPICS:
+            print(label, file=sys.stderr)
+            import_bench(module).run(res, args.smoke)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
