@@ -749,13 +749,16 @@ class Vultrino:
         (``plugin check``); ``module`` names the module file to use instead of the
         manifest's (``plugin call X.wasm``).
         """
-        from vultrino.plugins.install import installer
+        from vultrino.plugins.install import installer, shared
 
         s = self._s
         if not dry_run:
             s.home.ensure()
         plugins_dir = s.home.plugins
+        shelf = None if dry_run else s.plugin_shelf()  # a PostgreSQL store shares plugins
         with s.lock:
+            if shelf is not None:
+                s.reload_plugins_if_changed()  # conflicts: against what the replicas share
             result = installer.install(
                 source,
                 plugins_dir=plugins_dir,
@@ -771,6 +774,7 @@ class Vultrino:
                 fast_build=fast_build,
                 dry_run=dry_run,
                 module=Path(module) if module is not None else None,
+                publish=None if shelf is None else shared.publisher(shelf, plugins_dir),
             )
             if result.dry_run:
                 return result
@@ -783,13 +787,23 @@ class Vultrino:
         return result
 
     def remove_plugin(self, name: str) -> Path:
-        from vultrino.plugins.install import installer
+        """Remove an installed plugin; with a PostgreSQL store, from every replica (its row
+        goes first, so no replica fetches it again)."""
+        from vultrino.errors import PluginNotFoundError
+        from vultrino.plugins.install import installer, shared
 
         s = self._s
+        shelf = s.plugin_shelf()
         with s.lock:
+            withdrawn = shelf is not None and shared.withdraw(shelf, s.home.plugins, name)
             if name in self._plugin_names():
                 s.registry.unload(name)
-            path = installer.remove(name, plugins_dir=s.home.plugins, runtime=s.runtime)
+            try:
+                path = installer.remove(name, plugins_dir=s.home.plugins, runtime=s.runtime)
+            except PluginNotFoundError:
+                if not withdrawn:  # neither here nor shared
+                    raise
+                path = s.home.plugins / name  # shared, not yet fetched by this home
             s.plugins_signature = s.scan_plugins_dir()
         self._changed("plugin.remove", plugin=name)
         return path

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
     from vultrino.store import CredentialStore, KdfParams, VersionRetention
+    from vultrino.store.pg_plugins import PluginShelf
 
 __all__ = [
     "ENV_PASSWORD",
@@ -161,6 +162,11 @@ class Services:
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded
         self._profiles_cache: tuple[int, tuple[AgentProfile, ...]] | None = None
         self._keys_cache: tuple[int, tuple[ApiKey, ...]] | None = None
+        # the shared plugins of a PostgreSQL store: their tables, and the store revision at
+        # which plugins/ was last made to match them (None: not yet)
+        self._shelf: PluginShelf | None = None
+        self._shared_at: int | None = None
+        self.shared_problems: dict[str, str] = {}
 
     # --- the parts ---------------------------------------------------------------------------
 
@@ -334,6 +340,9 @@ class Services:
                     log_for=self.plugin_logs.sink,
                     manifest_cache=self.home.manifest_cache,
                 )
+                if self.config.store_url is not None:  # the database's plugins first
+                    self.sync_shared_plugins()
+                    registry.set_refused(self.shared_problems)
                 registry.load_all()
                 self.plugins_signature = self.scan_plugins_dir()
                 self.loaded_registry = registry
@@ -385,11 +394,49 @@ class Services:
 
     # --- the plugins directory ---------------------------------------------------------------
 
+    def plugin_shelf(self) -> PluginShelf | None:
+        """Where a PostgreSQL store keeps the shared plugins (None with a file store, whose
+        plugins are only the home's directory). Opens the store."""
+        if self.config.store_url is None:
+            return None
+        store = self.store
+        if store.backend != "postgresql":
+            return None
+        if self._shelf is None:
+            from vultrino.store.pg_plugins import PluginShelf
+            from vultrino.store.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            self._shelf = PluginShelf(store)
+        return self._shelf
+
+    def sync_shared_plugins(self, *, force: bool = False) -> bool:
+        """With a PostgreSQL store, make ``plugins/`` hold what the database shares, when the
+        store's revision moved since the last time (every install or removal on any replica
+        moves it); True when the directory changed. Nothing with a file store."""
+        shelf = self.plugin_shelf()
+        if shelf is None:
+            return False
+        from vultrino.plugins.install import shared
+
+        revision = self.store.revision  # before the listing: a later change is seen next time
+        if not force and revision == self._shared_at:
+            return False
+        result = shared.sync(shelf, self.home.plugins)
+        self._shared_at = revision
+        changed = result.changed or result.problems != self.shared_problems
+        self.shared_problems = result.problems
+        return changed
+
     def reload_plugins_if_changed(self) -> None:
-        """Load the plugins again when another process installed or removed one."""
+        """Load the plugins again when another process installed or removed one (with a
+        PostgreSQL store: on any replica, :meth:`sync_shared_plugins`)."""
+        problems_changed = self.sync_shared_plugins()
         signature = self.scan_plugins_dir()
-        if signature != self.plugins_signature:
-            self.registry.load_all()
+        if signature != self.plugins_signature or problems_changed:
+            registry = self.registry
+            registry.set_refused(self.shared_problems)
+            registry.load_all()
             self.plugins_signature = signature
 
     def scan_plugins_dir(self) -> str:
@@ -426,6 +473,8 @@ class Services:
                 self.loaded_store.close()
                 self.loaded_store = None
             self._profiles_cache = None
+            self._shelf = None
+            self._shared_at = None
             self._opened_password = None
             self._keys_cache = None
             # the scrubbers hold every form of the secrets they were built for (other open

@@ -190,6 +190,9 @@ class PluginRegistry:
         self._generation = 0
         #: The manifest cache of the last :meth:`load_all` (its hit and miss counts).
         self.last_cache: ManifestCache | None = None
+        # plugins refused before they reached the directory (a shared plugin whose files
+        # failed their checks): shown by broken() beside the ones that failed to load
+        self._refused: dict[str, str] = {}
 
     # --- runtime -------------------------------------------------------------------------
 
@@ -237,7 +240,16 @@ class PluginRegistry:
             if cache is not None:
                 cache.save()
             self.last_cache = cache
+            for name, reason in self._refused.items():
+                if name not in self._plugins:
+                    self._broken.setdefault(name, reason)
             self._generation += 1
+
+    def set_refused(self, refused: dict[str, str]) -> None:
+        """Plugins refused before they reached the plugins directory (name -> why), listed
+        by :meth:`broken` from the next :meth:`load_all` on, unless one of that name loads."""
+        with self._lock:
+            self._refused = dict(refused)
 
     def _entries(self) -> list[Path]:
         if not self.plugins_dir.is_dir():

@@ -368,6 +368,24 @@ class PostgresStore(CredentialStore):
                             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def query(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """``fn(connection)`` for a read by another table's code in this package (the shared
+        plugins, :mod:`vultrino.store.pg_plugins`), with the store's error mapping and its
+        one retry on a connection a restart broke."""
+        self._live_key()
+        return self._read(doing, fn)
+
+    def transact(self, doing: str, fn: Callable[[Any], _T]) -> _T:
+        """``fn(connection)`` inside one transaction (never retried: it may have committed),
+        for another table's code in this package; psycopg's errors mapped as the store's."""
+        self._live_key()
+        with (
+            self._mapped(self._where, doing),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
+            return fn(conn)
+
     # -- reading --------------------------------------------------------------------------
 
     @property

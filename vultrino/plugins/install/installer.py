@@ -16,7 +16,9 @@ One install runs in four steps, and nothing reaches ``plugins/<name>`` before th
 3. **Stage and validate** ``plugin.toml``, the module, README/LICENSE files and
    ``.installed.json`` in ``<staging>/plugin``: manifest, name, ABI, imports and exports,
    instantiation under the runtime's limits, tool and plugin-name conflicts.
-4. **Move** the staged directory to ``plugins/<name>`` with one ``rename``. ``force=True`` moves
+4. **Move** the staged directory to ``plugins/<name>`` with one ``rename`` (with a PostgreSQL
+   store, the staged files are first shared through the database, under the same lock:
+   ``publish``, :mod:`.shared`; a failure there leaves ``plugins/`` as it was). ``force=True`` moves
    the old directory aside first, puts the new one in, then deletes the old one; if anything
    fails the old one is put back.
 
@@ -100,6 +102,9 @@ _REMOVING = ".removing-"
 
 BuildOutput = Callable[[str], None]
 Progress = Callable[[int, int | None], None]
+#: Called with the staged, validated plugin directory and its name just before it is moved in
+#: (under the plugins directory's lock); an error stops the install with nothing moved.
+Publish = Callable[[Path, str], None]
 
 
 @dataclass
@@ -141,6 +146,7 @@ def install(
     fast_build: bool = False,
     dry_run: bool = False,
     module: Path | None = None,
+    publish: Publish | None = None,
 ) -> InstallResult:
     """Install the plugin at ``source`` into ``plugins_dir/<name>``; see the module docstring.
 
@@ -149,7 +155,8 @@ def install(
     (``plugin dev``). ``dry_run`` runs every check an install runs, the build included, and
     stops before anything is written to ``plugins_dir`` (``plugin check``; an installed plugin
     of the same name is not an error). ``module`` names the module file to use instead of the
-    one the manifest names (``plugin call X.wasm``).
+    one the manifest names (``plugin call X.wasm``). ``publish`` (:data:`Publish`) shares the
+    validated plugin before it is moved in (a PostgreSQL store's replicas).
 
     ``build=True`` allows building a source that has no prebuilt module (``cargo build``, which
     runs the source's build scripts); without it such a source raises
@@ -175,6 +182,7 @@ def install(
         fast_build=fast_build,
         dry_run=dry_run,
         module=Path(module) if module is not None else None,
+        publish=publish,
     )
     with _os_errors(f"installing from {spec.display}"):
         plugins_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -218,6 +226,7 @@ class _Options:
     fast_build: bool
     dry_run: bool
     module: Path | None
+    publish: Publish | None = None
 
 
 def _install(
@@ -351,6 +360,8 @@ def _install(
         _write_json(stage / METADATA_FILE, metadata)
         fsync_tree(stage)
         with _locked(plugins_dir):
+            if options.publish is not None:
+                options.publish(stage, name)
             old_sha = _move_in(stage, target, name, replacing=replacing)
             _fsync_dir(plugins_dir)
     except BaseException:

@@ -1,0 +1,184 @@
+"""Plugins shared through a PostgreSQL store (docs/scaling.md, "Plugins"): two homes on one
+real database (tests/pgcluster.py), as two replicas on two hosts; the database is all they
+share. Installing on one reaches the other, removing too, and a file whose bytes do not match
+its sha256 is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+import wasmtime
+
+from tests.e2e.mcp_helpers import ECHO_WAT, manifest, write_plugin
+from vultrino.core import Vultrino
+from vultrino.errors import (
+    ManifestError,
+    PluginConflictError,
+    PluginNotFoundError,
+    StoreUnavailableError,
+    UnknownCredentialTypeError,
+)
+from vultrino.store import KdfParams
+
+PASSWORD = "shared-plugins-password-Qx71"
+TOKEN = "late-token-SHARED-9c1e"
+
+
+def _home(root: Path, url: str) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.toml").write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def homes(tmp_path: Path, pg_url: str) -> tuple[Path, Path]:
+    a, b = _home(tmp_path / "a", pg_url), _home(tmp_path / "b", pg_url)
+    Vultrino.init(a, PASSWORD, kdf=KdfParams.minimal()).close()
+    return a, b
+
+
+def _source(tmp_path: Path, *, version: str = "1.0.0", tool: str = "late_echo") -> Path:
+    src = write_plugin(tmp_path / f"src-{version}", "late", ECHO_WAT, tool=tool)
+    (src / "plugin.toml").write_text(manifest("late", tool=tool, version=version))
+    return src
+
+
+def _rows(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+
+
+def test_installed_on_one_home_runs_on_the_other_and_removal_reaches_it(
+    homes: tuple[Path, Path], tmp_path: Path, pg_url: str
+) -> None:
+    a_root, b_root = homes
+    with Vultrino.open(a_root, PASSWORD) as a, Vultrino.open(b_root, PASSWORD) as b:
+        assert b.refresh() is False  # nothing shared yet; builds B's tool list
+        result = a.install_plugin(str(_source(tmp_path)))
+        a.add_credential("late-one", "plugin:late:key", {"token": TOKEN})
+        # the files are in the database, content-addressed, in one row
+        (name, version, files), = _rows(
+            pg_url, "SELECT name, version, files FROM vultrino_plugins"
+        )  # fmt: skip
+        assert (name, version) == ("late", "1.0.0")
+        assert isinstance(files, dict)
+        assert files["late.wasm"] == result.sha256
+        blobs = dict(_rows(pg_url, "SELECT sha256, data FROM vultrino_blobs"))
+        assert set(blobs) == set(files.values())
+        for sha, data in blobs.items():
+            assert hashlib.sha256(bytes(data)).hexdigest() == sha  # type: ignore[arg-type]
+        # B was not told in this process: the store's NOTIFY (or its revision) tells it
+        assert b.refresh() is True  # the tool list changed: MCP sessions get list_changed
+        assert "late_echo" in {t.name for t in b.tools()}
+        got = b.execute("late-one", "echo", {"message": "from b"})
+        assert got["params"] == {"message": "from b"}
+        assert (b_root / "plugins" / "late" / "late.wasm").read_bytes() == bytes(
+            blobs[result.sha256]  # type: ignore[arg-type]
+        )
+        shared = json.loads((b_root / "plugins" / ".shared.json").read_text())
+        assert set(shared) == {"late"}
+
+        # an update on A reaches B: the new version's tool replaces the old
+        a.install_plugin(str(_source(tmp_path, version="1.1.0", tool="late_echo2")), force=True)
+        assert b.refresh() is True
+        assert b.plugin("late").manifest.plugin.version == "1.1.0"
+        assert {"late_echo2"} <= {t.name for t in b.tools()}
+        assert "late_echo" not in {t.name for t in b.tools()}
+        # the old version's files are gone from the database: only the live ones stay
+        (files,), = _rows(pg_url, "SELECT files FROM vultrino_plugins")  # fmt: skip
+        assert isinstance(files, dict)
+        left = {str(r[0]) for r in _rows(pg_url, "SELECT sha256 FROM vultrino_blobs")}
+        assert left == set(files.values())
+
+        a.remove_plugin("late")
+        assert _rows(pg_url, "SELECT name FROM vultrino_plugins") == []
+        assert _rows(pg_url, "SELECT sha256 FROM vultrino_blobs") == []
+        assert b.refresh() is True
+        assert not (b_root / "plugins" / "late").exists()
+        with pytest.raises((PluginNotFoundError, UnknownCredentialTypeError)):
+            b.execute("late-one", "echo", {"message": "gone"})
+
+
+def test_a_file_whose_bytes_do_not_match_their_sha256_is_refused(
+    homes: tuple[Path, Path], tmp_path: Path, pg_url: str
+) -> None:
+    a_root, b_root = homes
+    with Vultrino.open(a_root, PASSWORD) as a:
+        result = a.install_plugin(str(_source(tmp_path)))
+        a.add_credential("late-one", "plugin:late:key", {"token": TOKEN})
+    evil = wasmtime.wat2wasm('(module (memory (export "memory") 1))')
+    _rows(
+        pg_url,
+        "UPDATE vultrino_blobs SET data = %s WHERE sha256 = %s RETURNING 1",
+        evil,
+        result.sha256,
+    )
+    with Vultrino.open(b_root, PASSWORD) as b:
+        broken = b.broken_plugins()
+        assert "late" in broken
+        assert "its file late.wasm" in broken["late"]
+        assert "does not match its sha256" in broken["late"]
+        assert "vultrino plugin install SOURCE --force" in broken["late"]
+        assert not (b_root / "plugins" / "late").exists()  # nothing of it was written
+        with pytest.raises(PluginNotFoundError, match="does not match its sha256"):
+            b.plugin("late")
+    # installing it again on any home repairs the row
+    with Vultrino.open(a_root, PASSWORD) as a:
+        a.install_plugin(str(_source(tmp_path)), force=True)
+    with Vultrino.open(b_root, PASSWORD) as b:
+        assert b.broken_plugins() == {}
+        assert b.execute("late-one", "echo", {"message": "ok"})["params"] == {"message": "ok"}
+
+
+def test_install_time_checks_run_before_anything_reaches_the_database(
+    homes: tuple[Path, Path], tmp_path: Path, pg_url: str
+) -> None:
+    a_root, b_root = homes
+    bad = _source(tmp_path)
+    (bad / "plugin.toml").write_text(manifest("late", tool="late_echo").replace("1.0.0", "one"))
+    taken = write_plugin(tmp_path / "other", "other", ECHO_WAT, tool="late_echo")
+    with Vultrino.open(a_root, PASSWORD) as a, Vultrino.open(b_root, PASSWORD) as b:
+        with pytest.raises(ManifestError):
+            a.install_plugin(str(bad))
+        assert _rows(pg_url, "SELECT name FROM vultrino_plugins") == []
+        a.install_plugin(str(_source(tmp_path)))
+        # B has not loaded anything yet: its install is checked against what A shared
+        with pytest.raises(PluginConflictError, match="late_echo"):
+            b.install_plugin(str(taken))
+        assert [r[0] for r in _rows(pg_url, "SELECT name FROM vultrino_plugins")] == ["late"]
+
+
+def test_a_plugin_installed_only_on_one_home_stays_there(
+    homes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    a_root, b_root = homes
+    write_plugin(b_root / "plugins", "local", ECHO_WAT, tool="local_echo")  # copied by hand
+    with Vultrino.open(a_root, PASSWORD) as a:
+        a.install_plugin(str(_source(tmp_path)))
+    with Vultrino.open(b_root, PASSWORD) as b:
+        assert {p.name for p in b.plugins()} >= {"late", "local"}
+        b.remove_plugin("late")  # removed from the database: from every home
+    with Vultrino.open(a_root, PASSWORD) as a:
+        names = {p.name for p in a.plugins()}
+        assert "late" not in names and "local" not in names
+    with Vultrino.open(b_root, PASSWORD) as b:
+        assert "local" in {p.name for p in b.plugins()}
+
+
+def test_an_install_whose_database_is_gone_installs_nothing(
+    homes: tuple[Path, Path], tmp_path: Path, pg_cluster: object
+) -> None:
+    a_root, _ = homes
+    with Vultrino.open(a_root, PASSWORD) as a:
+        a.credentials()  # the store is open
+        pg_cluster.stop()  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(StoreUnavailableError):
+                a.install_plugin(str(_source(tmp_path)))
+            assert not (a_root / "plugins" / "late").exists()
+        finally:
+            pg_cluster.restart_stopped()  # type: ignore[attr-defined]
