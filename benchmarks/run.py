@@ -441,6 +441,7 @@ TOPICS = (
     ("mcp logs and events", "bench_mcp_logs"),
     ("remote", "bench_remote"),
     ("postgresql store", "bench_postgres"),
+    ("replicas on postgresql", "bench_replicas"),
     ("host keys", "bench_hostkeys"),
 )
 
