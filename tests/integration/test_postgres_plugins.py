@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -126,6 +129,18 @@ def test_a_file_whose_bytes_do_not_match_their_sha256_is_refused(
         assert not (b_root / "plugins" / "late").exists()  # nothing of it was written
         with pytest.raises(PluginNotFoundError, match="does not match its sha256"):
             b.plugin("late")
+    # the CLI says the same, and says it once: nothing of the refused plugin reached B
+    listed = subprocess.run(
+        [sys.executable, "-m", "vultrino", "plugin", "list", "--json"],
+        env={**os.environ, "VULTRINO_HOME": str(b_root), "VULTRINO_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    entries = [e for e in json.loads(listed.stdout) if e["name"] == "late"]
+    assert [e["status"] for e in entries] == ["broken"]
+    assert "does not match its sha256" in entries[0]["reason"]
     # installing it again on any home repairs the row
     with Vultrino.open(a_root, PASSWORD) as a:
         a.install_plugin(str(_source(tmp_path)), force=True)
