@@ -39,6 +39,20 @@ _LOGGING_LEVELS = {
 MAX_LOG_BYTES = 1024 * 1024
 _LEVELS = frozenset({"debug", "info", "warn", "error"})
 _FOLLOW_POLL_S = 0.25
+# one encoder for every line (``json.dumps`` with an option builds a new one per call: most of
+# a line's cost), and the timestamp text made once per second
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+_stamp: list[tuple[int, str]] = [(-1, "")]
+
+
+def _now() -> str:
+    """The current UTC second as ISO 8601 text (one item swapped whole: thread-safe)."""
+    second = int(time.time())
+    cached, text = _stamp[0]
+    if cached != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        _stamp[0] = (second, text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +129,8 @@ class PluginLogs:
 
     def write(self, plugin: str, level: str, text: str) -> None:
         """Append one line (already scrubbed: see the module docstring)."""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = {"time": stamp, "level": level if level in _LEVELS else "info", "message": text}
-        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+        line = {"time": _now(), "level": level if level in _LEVELS else "info", "message": text}
+        data = (_ENCODE(line) + "\n").encode("utf-8", "replace")
         with self._lock:
             file = self._files.get(plugin)
             if file is None:
