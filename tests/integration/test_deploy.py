@@ -375,3 +375,20 @@ def test_compose_config_is_valid_for_docker_compose(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
+
+
+# --- the docs -----------------------------------------------------------------------------
+
+
+def test_deployment_doc_names_every_deploy_file_and_is_linked() -> None:
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    for path in sorted((ROOT / "deploy").rglob("*")):
+        if path.is_file() and path.name not in (".gitignore", "Dockerfile.dockerignore"):
+            assert f"`{path.relative_to(ROOT).as_posix()}`" in doc, path
+    for name in re.findall(r"`(deploy/[^`\s]+)`", doc):
+        made_by_you = "/secrets/" in name or name.endswith("/.env")  # compose.yaml's inputs
+        assert made_by_you or (ROOT / name).exists(), name
+    for target in re.findall(r"\]\(([^)#]+)", doc):
+        assert (ROOT / "docs" / target).exists(), target
+    assert "(docs/deployment.md)" in (ROOT / "README.md").read_text()
+    assert "(deployment.md)" in (ROOT / "docs" / "server.md").read_text()
