@@ -10,17 +10,24 @@ services, secrets and volume the Dockerfile expects.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.mcp_helpers import make_home
+from tests.e2e.mcp_helpers import HANG_GUARD_S, McpHome, make_home
 from tests.e2e.serve_helpers import serve
 
 if sys.version_info >= (3, 11):
@@ -187,6 +194,116 @@ def test_units_exec_start_flags_are_the_clis(unit: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
+
+
+def expand_filter(group: str) -> set[str]:
+    """The system calls a ``SystemCallFilter=`` group allows, its nested groups expanded."""
+    listing = subprocess.run(
+        ["systemd-analyze", "syscall-filter", group],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    names: set[str] = set()
+    for line in listing.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        names |= expand_filter(item) if item.startswith("@") else {item}
+    return names
+
+
+@contextlib.contextmanager
+def traced_server(home: McpHome, trace: Path) -> Iterator[str]:
+    """``strace -f -o TRACE python -m vultrino serve --bind 127.0.0.1:0`` on ``home``; yields
+    its URL, then stops the server with SIGTERM (its pid from server.json) and waits for both
+    to exit, so the trace ends with the clean stop."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+        proc = subprocess.Popen(
+            ["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-m", "vultrino",
+             "serve", "--bind", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errlog,
+            env=home.env(),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + HANG_GUARD_S
+            url = None
+            while url is None:
+                errlog.seek(0)
+                found = re.search(r"Vultrino server listening on (\S+)", errlog.read())
+                if found:
+                    url = found.group(1)
+                elif proc.poll() is not None or time.monotonic() > deadline:
+                    errlog.seek(0)
+                    raise RuntimeError(f"the traced server did not start: {errlog.read()}")
+                else:
+                    time.sleep(0.05)
+            yield url
+            pid = json.loads((home.root / "server.json").read_text())["pid"]
+            os.kill(pid, signal.SIGTERM)
+            assert proc.wait(timeout=HANG_GUARD_S) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@needs_systemd_analyze
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_server_stays_within_the_units_syscall_filter_and_address_families(
+    tmp_path: Path,
+) -> None:
+    """``vultrino serve`` traced with strace from start to a clean SIGTERM stop, through a
+    WebAssembly plugin call, an HTTP plugin call to a local server and a web UI page, makes
+    only system calls the unit's SystemCallFilter= allows and opens only sockets of its
+    RestrictAddressFamilies= (what the unit's seccomp filter would otherwise kill or refuse)."""
+    from tests.localhttp import Recorder, serving
+
+    httpx = pytest.importorskip("httpx")
+    settings = unit_settings(SYSTEM_UNIT)
+    (group,) = settings["SystemCallFilter"]
+    allowed = expand_filter(group)
+    families = set(settings["RestrictAddressFamilies"][0].split())
+    probe = subprocess.run(["strace", "-qq", "-o", os.devnull, "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {probe.stderr.decode().strip()}")
+
+    home = make_home(tmp_path / "home")  # with the echo WebAssembly plugin
+    trace = tmp_path / "trace"
+    with serving(Recorder()) as upstream:
+        add = home.cli("add", "--alias", "up", "--type", "api_key", "--field", "key=t0ken",
+                       "--allow", f"{upstream.base}/*")  # fmt: skip
+        assert add.returncode == 0, add.stderr
+        key = home.cli("key", "create", "probe", "--role", "admin").stdout.strip()
+        auth = {"Authorization": f"Bearer {key}"}
+        with traced_server(home, trace) as base:
+            with httpx.Client(timeout=60) as client:
+                calls = [
+                    client.get(base + "/api/v1/health"),
+                    client.post(base + "/api/v1/execute", headers=auth, json={
+                        "credential": "echo-one", "action": "echo", "params": {"message": "hi"}}),
+                    client.post(base + "/api/v1/execute", headers=auth, json={
+                        "credential": "up", "method": "GET", "url": upstream.base + "/x"}),
+                    client.get(base + "/login"),
+                ]  # fmt: skip
+            assert [c.status_code for c in calls] == [200, 200, 200, 200], [c.text for c in calls]
+        assert upstream.paths == ["GET /x"]
+
+    used: set[str] = set()
+    opened: set[str] = set()
+    for line in trace.read_text().splitlines():
+        call = re.match(r"^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)[( ]", line)
+        if call:
+            used.add(call.group(1))
+        sock = re.match(r"^\d+\s+socket\((AF_[A-Z0-9]+)", line)
+        if sock:
+            opened.add(sock.group(1))
+    assert {"execve", "bind", "accept4", "connect", "mprotect"} <= used  # it did trace
+    assert used - allowed == set()
+    assert opened - families == set()
 
 
 # --- Docker -------------------------------------------------------------------------------
