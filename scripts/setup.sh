@@ -17,6 +17,8 @@ APT_PACKAGES=(
   librust-hmac-dev librust-sha1-dev librust-sha2-dev librust-base64-dev
   librust-data-encoding-dev librust-serde-bytes-dev
   chromium  # the web UI's browser tests (driven by Playwright, from the dev extra)
+  systemd   # systemd-analyze verify lints deploy/systemd/ (works without systemd as PID 1)
+  strace    # the server's system calls, checked against the unit's SystemCallFilter=
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
