@@ -125,3 +125,15 @@ def test_follow_prints_new_records_as_they_are_written_and_ctrl_c_exits_130(home
         finally:
             if proc.poll() is None:  # a failed check: never wait on a follower forever
                 proc.kill()
+
+
+def test_a_call_refused_before_its_plugin_is_known_lists_its_action_alone(home: Path) -> None:
+    """An unknown credential's refusal has no plugin: the table shows the action, not
+    ``None:request``."""
+    assert cli("init").returncode == 0
+    assert cli("request", "nope", "http://127.0.0.1:1/x").returncode != 0
+    r = cli("audit")
+    assert r.returncode == 0, r.stderr
+    assert "None" not in r.stdout, r.stdout
+    row = next(line for line in r.stdout.splitlines() if "nope" in line)
+    assert " request " in f" {row} ", row

@@ -319,7 +319,7 @@ def _audit_row(r: dict[str, Any]) -> tuple[str, ...]:
         str(r.get("ts", "")),
         str(r.get("agent") or "-"),
         str(r.get("alias") or "-"),
-        f"{r.get('plugin')}:{r.get('action')}",
+        ":".join(str(x) for x in (r.get("plugin"), r.get("action")) if x) or "-",
         str(r.get("outcome", "")),
         "  ".join(d for d in detail if d),
     )
