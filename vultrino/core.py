@@ -1328,7 +1328,12 @@ class Vultrino:
         since: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Audit records, oldest first, filtered (see :func:`vultrino.audit.query`)."""
+        """Audit records, oldest first, filtered (see :func:`vultrino.audit.query`): the
+        home's log file, or the audit table when the store is in PostgreSQL."""
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            match = audit.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+            return log.query_from(match, limit)[0]
         return audit.query(
             self.home.audit_log,
             agent=agent,
@@ -1352,6 +1357,9 @@ class Vultrino:
         ``offset`` newest, and whether older ones remain (see :func:`vultrino.audit.tail`:
         the log is read from its end, only as far back as the page)."""
         match = audit.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            return log.tail(match, limit, skip=offset)
         return audit.tail(self.home.audit_log, match, limit, skip=offset)
 
     def audit_verify(self, *, strict: bool = False, check_key: bool = False) -> Verdict:
@@ -1359,9 +1367,20 @@ class Vultrino:
 
         Needs no password, unless ``check_key``: then the store is unlocked and the head must
         be signed by the store's own key (not just by the key it names). ``strict`` also
-        refuses records past the signed head."""
+        refuses records past the signed head. The PostgreSQL audit table's chain is checked
+        the same way; it has no signed head (the table refuses changes instead), so
+        ``strict`` and ``check_key`` are refused there."""
         from vultrino.store import verify_signature
 
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            if strict or check_key:
+                raise ConfigError(
+                    "the audit log is the PostgreSQL table, which has no signed head to check "
+                    "(--strict, --check-key); run `vultrino audit verify` without them to "
+                    "check its hash chain"
+                )
+            return audit.verify_data(log.lines(), None, "the audit table", verify_signature)
         key = None
         if check_key:
             key = self._s.store.audit_public_key() or b""

@@ -8,6 +8,7 @@ separate hosts; the database is the only state they share.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.mcp_helpers import HANG_GUARD_S, McpHome, make_home
-from tests.e2e.serve_helpers import Server, make_key, serve
+from tests.e2e.serve_helpers import Server, cli_json, make_key, serve
 
 RATE = 6  # the [[policies]] budget the replicas share
 NEW_SECRET = "sk-NEW-REPLICA-SECRET-5e1d"
@@ -105,3 +106,82 @@ def test_a_replica_whose_database_is_unreachable_does_not_start(replicas: list[M
     r = home.cli("serve", "--bind", "127.0.0.1:0")
     assert r.returncode == 3, r.stderr
     assert "cannot reach the PostgreSQL store at postgresql://nobody@127.0.0.1:1/x" in r.stderr
+
+
+def _waiting(home: McpHome, count: int) -> list[dict[str, object]]:
+    """`vultrino approvals list --json` on ``home``'s replica, until ``count`` calls wait."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        rows: list[dict[str, object]] = cli_json(home, "approvals", "list")  # type: ignore[assignment]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def test_a_call_held_on_one_replica_is_decided_on_another(replicas: list[McpHome]) -> None:
+    first = replicas[0]
+    r = first.cli("role", "create", "gated", "-p", "execute", "-c", "echo-*", "--approve", "echo")
+    assert r.returncode == 0, r.stderr
+    gated = make_key(first, "gated-key", "gated")
+    admin = make_key(first, "ops", "admin")
+    results: dict[str, httpx.Response] = {}
+    with ExitStack() as stack:
+        a, b, _c = (stack.enter_context(serve(home)) for home in replicas)
+
+        def call(name: str, message: str) -> threading.Thread:
+            def run() -> None:
+                results[name] = _echo(b, gated, message)
+
+            t = threading.Thread(target=run)
+            t.start()
+            return t
+
+        # held on replica B; every replica's inbox lists it, with what the inbox shows
+        t = call("approved", "ship it")
+        rows = _waiting(replicas[2], 1)
+        assert [row["key"] for row in rows] == ["gated-key"], rows
+        [item] = rows
+        assert item["credential"] == "echo-one" and "ship it" in str(item["summary"])
+        on_a = _get(a, admin, "/approvals").json()["approvals"]
+        assert [row["id"] for row in on_a] == [item["id"]]
+        # the caller's own key cannot approve it from any replica
+        own = httpx.post(
+            f"{a.api}/approvals/{item['id']}",
+            headers={"Authorization": f"Bearer {gated}"},
+            json={"decision": "approve"},
+            timeout=HANG_GUARD_S,
+        )
+        assert own.status_code == 403
+        # a person approves on replica A: the call on B runs
+        r = first.cli("approvals", "approve", str(item["id"]))
+        assert r.returncode == 0, r.stderr
+        t.join(HANG_GUARD_S)
+        assert results["approved"].status_code == 200, results["approved"].text
+        assert results["approved"].json()["result"]["params"] == {"message": "ship it"}
+        # a second decision, on replica C, is refused and says what stood
+        again = replicas[2].cli("approvals", "deny", str(item["id"]))
+        assert again.returncode == 11, again.stderr
+        assert "already approved by server-token" in again.stderr
+        assert _waiting(replicas[1], 0) == []
+
+        # denied over REST on replica A: the call on B is refused
+        t = call("denied", "not this")
+        [held] = _waiting(replicas[1], 1)
+        no = httpx.post(
+            f"{a.api}/approvals/{held['id']}",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={"decision": "deny"},
+            timeout=HANG_GUARD_S,
+        )
+        assert no.status_code == 200 and no.json()["outcome"] == "declined", no.text
+        t.join(HANG_GUARD_S)
+        assert results["denied"].status_code == 403
+        assert results["denied"].json()["code"] == "approval_denied"
+    # each decision is audited once, in the audit table every replica shares
+    records: list[dict[str, object]] = cli_json(replicas[2], "audit")  # type: ignore[assignment]
+    assert not any((home.root / "audit.log").exists() for home in replicas[1:])
+    granted = [rec for rec in records if rec.get("action") == "approval.granted"]
+    declined = [rec for rec in records if rec.get("action") == "approval.declined"]
+    assert [rec["subject"] for rec in granted] == [item["id"]]
+    assert [rec["subject"] for rec in declined] == [held["id"]]
+    assert declined[0]["decided_by"] == "key:ops"
