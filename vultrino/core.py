@@ -106,6 +106,11 @@ ADMIN_PASSWORD_MIN = 8
 """The shortest web UI admin password accepted."""
 
 
+#: What a decision's signature starts with (an audit head's starts otherwise), so a signature
+#: of one can never be taken for the other.
+_APPROVAL_PREFIX = b"vultrino approval decision v1\n"
+
+
 class Vultrino:
     """The facade over one home: its store, plugins, agent profiles and audit log."""
 
@@ -1296,6 +1301,19 @@ class Vultrino:
             "source": "admin",
         }
         self._s.audit.write(record)
+
+    def sign_approval(self, message: bytes) -> bytes:
+        """Sign a person's decision on a call held in the shared approvals table with the
+        store's Ed25519 key (the audit head's key, under its own prefix), so the replica
+        where the call waits can tell a decision a replica made from a row anyone wrote."""
+        return self._s.store.sign_audit_head(_APPROVAL_PREFIX + message)[0]
+
+    def approval_signed(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is the store key's signature of the decision ``message``."""
+        from vultrino.store import verify_signature
+
+        key = self._s.store.audit_public_key()
+        return key is not None and verify_signature(key, _APPROVAL_PREFIX + message, signature)
 
     def _changed(
         self,

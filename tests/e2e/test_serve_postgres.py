@@ -34,21 +34,27 @@ def _config(url: str) -> str:
     )
 
 
-@pytest.fixture
-def replicas(isolated_home: Path, pg_url: str, tmp_path: Path) -> Iterator[list[McpHome]]:
-    """Three homes whose config points at one database, the first home's store migrated in."""
-    first = make_home(isolated_home)
-    r = first.cli("store", "migrate", "--to", pg_url)
+def _homes(first_root: Path, url: str, tmp_path: Path, config: str) -> list[McpHome]:
+    """Three homes whose config points at the database ``url``, the first home's store
+    migrated in."""
+    first = make_home(first_root)
+    r = first.cli("store", "migrate", "--to", url)
     assert r.returncode == 0, r.stderr
     (first.root / "credentials.enc").unlink()  # from now on only the database holds it
-    (first.root / "config.toml").write_text(_config(pg_url))
+    (first.root / "config.toml").write_text(config)
     homes = [first]
     for n in (2, 3):
         root = tmp_path / f"replica{n}"
         shutil.copytree(first.root / "plugins", root / "plugins")
-        (root / "config.toml").write_text(_config(pg_url))
+        (root / "config.toml").write_text(config)
         homes.append(McpHome(root, first.password_file, first.secrets))
-    yield homes
+    return homes
+
+
+@pytest.fixture
+def replicas(isolated_home: Path, pg_url: str, tmp_path: Path) -> Iterator[list[McpHome]]:
+    """Three homes whose config points at one database, the first home's store migrated in."""
+    yield _homes(isolated_home, pg_url, tmp_path, _config(pg_url))
 
 
 def _get(server: Server, key: str, path: str) -> httpx.Response:
@@ -185,3 +191,83 @@ def test_a_call_held_on_one_replica_is_decided_on_another(replicas: list[McpHome
     assert [rec["subject"] for rec in granted] == [item["id"]]
     assert [rec["subject"] for rec in declined] == [held["id"]]
     assert declined[0]["decided_by"] == "key:ops"
+
+
+def test_a_database_restart_under_load_loses_no_audit_record_of_a_success(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()  # a cluster of its own: this test stops it
+    try:
+        url = cluster.new_database()
+        homes = _homes(isolated_home, url, tmp_path, f'[store]\nurl = "{url}"\n')
+        key = make_key(homes[0], "load", "admin")
+        ok: list[float] = []  # how long each success took
+        failed: list[tuple[float, int, str]] = []  # each failure: took, status, message
+        stop = threading.Event()
+        with ExitStack() as stack:
+            servers = [stack.enter_context(serve(home)) for home in homes]
+
+            def load(server: Server) -> None:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    started = time.monotonic()
+                    try:
+                        r = _echo(server, key, f"m{n}")
+                    except httpx.HTTPError as exc:
+                        failed.append((time.monotonic() - started, 0, str(exc)))
+                        continue
+                    took = time.monotonic() - started
+                    if r.status_code == 200:
+                        ok.append(took)
+                    else:
+                        failed.append((took, r.status_code, r.json().get("error", "")))
+
+            threads = [threading.Thread(target=load, args=(s,)) for s in servers]
+            for t in threads:
+                t.start()
+            while len(ok) < 30:
+                time.sleep(0.05)
+            cluster.stop()  # immediate: the database dies under the load
+            time.sleep(2.0)
+            during = len(failed)
+            cluster.restart_stopped()
+            # every replica reconnects by itself: its calls succeed again
+            deadline = time.monotonic() + HANG_GUARD_S
+            for s in servers:
+                while True:
+                    started = time.monotonic()
+                    r = _echo(s, key, "probe")
+                    took = time.monotonic() - started
+                    if r.status_code == 200:
+                        ok.append(took)
+                        break
+                    failed.append((took, r.status_code, r.json().get("error", "")))
+                    assert time.monotonic() < deadline, f"{s.url} did not reconnect"
+                    time.sleep(0.1)
+            mark = len(ok)
+            while len(ok) < mark + 30:
+                time.sleep(0.05)
+            stop.set()
+            for t in threads:
+                t.join(HANG_GUARD_S)
+        assert during > 0, "no call met the outage"
+        # a call while the database is down fails with a clear error, never a hang
+        for took, status, message in failed:
+            assert status == 503, (status, message)
+            assert "PostgreSQL store" in message, message
+            assert took < HANG_GUARD_S, (took, message)
+        recorded: list[dict[str, object]] = cli_json(  # type: ignore[assignment]
+            homes[0], "audit", "--alias", "echo-one", "--outcome", "ok"
+        )
+        recorded = [r for r in recorded if r.get("key") == "key:load"]
+        # every success the clients saw has its record; a record beyond them can only be a
+        # call whose record committed as the database died, before the replica heard so
+        lost_with_db = sum(1 for _, _, m in failed if "writing an audit record" in m)
+        assert len(ok) <= len(recorded) <= len(ok) + lost_with_db
+        verified = homes[1].cli("audit", "verify")
+        assert verified.returncode == 0, verified.stderr
+    finally:
+        cluster.remove()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -130,7 +131,34 @@ def test_a_postgres_home_audits_into_the_table_and_the_cli_reads_it(
     verified = cli("audit", "verify")
     assert verified.returncode == 0, verified.stderr
     strict = cli("audit", "verify", "--strict")
-    assert strict.returncode != 0 and "no signed head" in strict.stderr
+    assert strict.returncode == 2 and "no signed head" in strict.stderr
+    # --follow prints what another process writes next (here another home's CLI: a replica)
+    no_password = {k: v for k, v in env.items() if k != "VULTRINO_PASSWORD"}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "vultrino", "audit", "--follow", "--json", "--alias", "later"],
+        cwd=ROOT, env=no_password, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        other = isolated_home.parent / "other-replica"
+        other.mkdir()
+        (other / "config.toml").write_text((isolated_home / "config.toml").read_text())
+        later = subprocess.run(
+            [sys.executable, "-m", "vultrino", "add", "--alias", "later", "--type", "api_key",
+             "--field", "key=sk-LATER-SECRET-3"],
+            cwd=ROOT, env={**env, "VULTRINO_HOME": str(other)}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert later.returncode == 0, later.stderr
+        assert follow.stdout is not None
+        ready, _, _ = select.select([follow.stdout], [], [], 60)
+        assert ready, "audit --follow printed nothing"
+        seen = json.loads(follow.stdout.readline())
+        assert seen["alias"] == "later" and seen["action"] == "credential.add"
+    finally:
+        follow.kill()
+        follow.wait(10)
+        if follow.stdout is not None:
+            follow.stdout.close()
     reader = audit_table(pg_url)  # what the CLI opens: reads need no store password
     try:
         assert [r["action"] for r in reader.query_from(audit.Filter(alias="gh"))[0]] == actions

@@ -17,6 +17,7 @@ where the person decided (docs/scaling.md).
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -31,7 +32,7 @@ from vultrino.policy.approval import Approval, ApprovalRequest, Approver
 if TYPE_CHECKING:
     from vultrino.store.pg_approvals import ApprovalTable
 
-__all__ = ["Inbox", "Waiting"]
+__all__ = ["Inbox", "Seal", "Waiting"]
 
 _MAX_WAITING = 1000
 _POLL_S = 1.0  # a call waiting in a shared inbox re-reads its row this often (a lost NOTIFY)
@@ -77,20 +78,26 @@ class Waiting:
 class Inbox:
     """Waiting calls by id. ``on_decided(waiting)`` is called once per decision a person made
     (to audit it); timeouts and shutdown are recorded by the call's own audit record.
-    ``shared``: the approvals table every replica shares (None: this process's calls only)."""
+    ``shared``: the approvals table every replica shares (None: this process's calls only),
+    with ``seal``: how a person's decision is signed and checked (the store's key), so that
+    only a replica holding the key can approve a call held in the table."""
 
     def __init__(
         self,
         wait_s: float,
         on_decided: Callable[[Waiting], None] | None = None,
         shared: ApprovalTable | None = None,
+        seal: Seal | None = None,
     ) -> None:
+        if shared is not None and seal is None:
+            raise ValueError("a shared inbox needs a seal to sign and check decisions")
         self.wait_s = wait_s
         self._on_decided = on_decided
         self._lock = threading.Lock()
         self._waiting: dict[str, Waiting] = {}
         self._closed = False
         self._shared = shared
+        self._seal = seal
 
     def notice(self, approval_id: str) -> None:
         """A decision on ``approval_id`` was announced (the shared table's NOTIFY): wake the
@@ -158,10 +165,10 @@ class Inbox:
             if left <= 0 or self._closed:
                 final: Approval = "unavailable" if self._closed else "expired"
                 try:
-                    outcome, _ = table.settle(item.id, final)
+                    settled = table.settle(item.id, final)
                 except StoreError:
                     return final
-                return _OUTCOMES.get(outcome, final)
+                return self._honoured(item, *settled)
             item.done.wait(min(left, _POLL_S))
             item.done.clear()  # a notice after this wakes the next wait at once
             if self._closed:
@@ -171,7 +178,22 @@ class Inbox:
             except StoreError:
                 continue  # the database is away: the deadline still bounds the wait
             if decided is not None:
-                return _OUTCOMES.get(decided[0], "unavailable")
+                return self._honoured(item, *decided)
+
+    def _honoured(
+        self, item: Waiting, decision: str, by: str | None, sig: bytes | None
+    ) -> Approval:
+        """The outcome a decision read from the shared table gives the call: a grant only
+        when its signature (by the store's key, over this very call) checks out; a grant
+        that does not (a row written without the key) refuses the call."""
+        outcome = _OUTCOMES.get(decision, "unavailable")
+        if outcome != "granted":
+            return outcome
+        assert self._seal is not None
+        message = _decision_message(item.id, decision, by or "", item.request, item.key_id)
+        if sig is None or not self._seal.check(message, sig):
+            return "unavailable"
+        return "granted"
 
     def waiting(self) -> list[dict[str, Any]]:
         if self._shared is not None:
@@ -204,11 +226,16 @@ class Inbox:
     def _decide_shared(
         self, table: ApprovalTable, approval_id: str, approve: bool, by: str, by_key: str | None
     ) -> Waiting:
-        def check(row: dict[str, Any]) -> None:
+        decision = "granted" if approve else "declined"
+
+        def check(row: dict[str, Any]) -> bytes:
             if approve and by_key is not None and row["key_id"] == by_key:
                 raise _own_call(row["agent"] or "")
+            assert self._seal is not None
+            held = _request(row)
+            return self._seal.sign(_decision_message(row["id"], decision, by, held, row["key_id"]))
 
-        found = table.decide(approval_id, "granted" if approve else "declined", by, check)
+        found = table.decide(approval_id, decision, by, check)
         if found is None:
             raise ApprovalNotFoundError(
                 f"no call waits for approval under id {approval_id[:16]!r} (expired and "
@@ -230,14 +257,7 @@ class Inbox:
             )
         item = Waiting(
             id=row["id"],
-            request=ApprovalRequest(
-                agent=row["agent"] or "",
-                plugin=row["plugin"],
-                action=row["action"],
-                alias=row["alias"],
-                tool=row["tool"],
-                summary=row["summary"],
-            ),
+            request=_request(row),
             key=row["key_name"],
             key_id=row["key_id"],
             created_at=row["created_at"],
@@ -269,9 +289,27 @@ def _own_call(agent: str) -> PermissionDeniedError:
     )
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A shared table's row as :meth:`Waiting.to_dict` shows a waiting call."""
-    request = ApprovalRequest(
+@dataclass(frozen=True)
+class Seal:
+    """How a shared inbox signs a person's decision (``sign(message) -> signature``) and
+    checks one (``check(message, signature) -> bool``): with the store's key, which every
+    replica holds and the database does not."""
+
+    sign: Callable[[bytes], bytes]
+    check: Callable[[bytes, bytes], bool]
+
+
+def _decision_message(
+    approval_id: str, decision: str, by: str, request: ApprovalRequest, key_id: str | None
+) -> bytes:
+    """What a decision's signature covers: the decision and the whole call as it was held."""
+    r = request
+    fields = [approval_id, decision, by, r.agent, key_id, r.plugin, r.action, r.alias, r.tool]
+    return json.dumps([*fields, r.summary], ensure_ascii=False).encode()
+
+
+def _request(row: dict[str, Any]) -> ApprovalRequest:
+    return ApprovalRequest(
         agent=row["agent"] or "",
         plugin=row["plugin"],
         action=row["action"],
@@ -279,6 +317,11 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         tool=row["tool"],
         summary=row["summary"],
     )
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A shared table's row as :meth:`Waiting.to_dict` shows a waiting call."""
+    request = _request(row)
     return {
         "id": row["id"],
         "agent": row["agent"],

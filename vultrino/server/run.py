@@ -30,7 +30,7 @@ from vultrino.core import Vultrino
 from vultrino.errors import ServerConfigError, ServerNotRunningError
 from vultrino.mcp.http import ensure_http_token
 from vultrino.server.app import audit_decision, build_app
-from vultrino.server.inbox import Inbox
+from vultrino.server.inbox import Inbox, Seal
 from vultrino.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -121,7 +121,8 @@ def serve(
     v.refresh()
     token, _ = ensure_http_token(v.home.root)
     shared = _shared_approvals(v)
-    inbox = Inbox(settings.approval_wait_s, on_decided=audit_decision(v), shared=shared)
+    seal = Seal(v.sign_approval, v.approval_signed) if shared is not None else None
+    inbox = Inbox(settings.approval_wait_s, on_decided=audit_decision(v), shared=shared, seal=seal)
     if shared is not None:
         shared.on_notice = inbox.notice
     v.set_approver(inbox.approver())  # the server token's own gated calls wait there too

@@ -8,8 +8,10 @@ A call held for a person's approval on one ``vultrino serve`` replica is one row
     ``key_name``, ``key_id``, ``plugin``, ``action``, ``alias``, ``tool``, ``summary``: the
     same secret-free text the inbox shows; never the call's parameters as given, never a
     secret), ``created_at`` and ``expires_at`` (the database's clock), and once decided
-    ``decision`` (``granted``, ``declined``, ``expired`` or ``unavailable``), ``decided_by``
-    and ``decided_at``.
+    ``decision`` (``granted``, ``declined``, ``expired`` or ``unavailable``), ``decided_by``,
+    ``decided_at`` and ``sig``, the deciding replica's signature of a person's decision
+    (the inbox signs it with the store's key and the waiting replica checks it, so a row
+    written by anyone without that key approves nothing).
 
 A decision is one ``UPDATE … WHERE decision IS NULL``: of two people deciding at once, or a
 person and the call's own deadline, exactly one wins, and the others are told what stood.
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS vultrino_approvals (
     expires_at timestamptz NOT NULL,
     decision text CHECK (decision IN ('granted', 'declined', 'expired', 'unavailable')),
     decided_by text,
-    decided_at timestamptz
+    decided_at timestamptz,
+    sig bytea
 );
 CREATE INDEX IF NOT EXISTS vultrino_approvals_waiting
     ON vultrino_approvals (expires_at) WHERE decision IS NULL;
@@ -156,22 +159,23 @@ class ApprovalTable:
         if sweep:
             self._swept = time.monotonic()
 
-    def decision(self, approval_id: str) -> tuple[str, str | None] | None:
-        """The decision on ``approval_id`` and who made it; None while it waits."""
+    def decision(self, approval_id: str) -> tuple[str, str | None, bytes | None] | None:
+        """The decision on ``approval_id``, who made it and its signature; None while it
+        waits."""
         row = self._run(
             "reading an approval",
             lambda c: c.execute(
-                "SELECT decision, decided_by FROM vultrino_approvals WHERE id = %s",
+                "SELECT decision, decided_by, sig FROM vultrino_approvals WHERE id = %s",
                 (approval_id,),
             ).fetchone(),
         )
         if row is None or row[0] is None:
             return None
-        return str(row[0]), row[1]
+        return str(row[0]), row[1], None if row[2] is None else bytes(row[2])
 
-    def settle(self, approval_id: str, outcome: str) -> tuple[str, str | None]:
+    def settle(self, approval_id: str, outcome: str) -> tuple[str, str | None, bytes | None]:
         """End the wait with ``outcome`` (``expired``, ``unavailable``) unless a person
-        decided first: the decision that stands, and who made it."""
+        decided first: the decision that stands, who made it and its signature."""
 
         def end(conn: psycopg.Connection[Any]) -> Any:
             conn.execute(
@@ -180,14 +184,14 @@ class ApprovalTable:
                 (outcome, approval_id),
             )
             return conn.execute(
-                "SELECT decision, decided_by FROM vultrino_approvals WHERE id = %s",
+                "SELECT decision, decided_by, sig FROM vultrino_approvals WHERE id = %s",
                 (approval_id,),
             ).fetchone()
 
         row = self._run("ending a wait for approval", end)
         if row is None or row[0] is None:
-            return outcome, None
-        return str(row[0]), row[1]
+            return outcome, None, None
+        return str(row[0]), row[1], None if row[2] is None else bytes(row[2])
 
     # -- a person's side --------------------------------------------------------------------
 
@@ -207,12 +211,12 @@ class ApprovalTable:
         approval_id: str,
         outcome: str,
         by: str,
-        check: Callable[[dict[str, Any]], None],
+        check: Callable[[dict[str, Any]], bytes],
     ) -> tuple[dict[str, Any], bool] | None:
         """Decide ``approval_id`` (``granted`` or ``declined``) as ``by``, after ``check(row)``
-        (which raises to refuse: nothing is changed). The row and whether this decision is
-        the one that stands (False: it was decided, or it expired, before); None when no such
-        call was ever held."""
+        (which raises to refuse, and nothing is changed, or returns the decision's
+        signature). The row and whether this decision is the one that stands (False: it was
+        decided, or it expired, before); None when no such call was ever held."""
 
         def apply(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], bool] | None:
             with conn.transaction():
@@ -226,11 +230,11 @@ class ApprovalTable:
                 row = _row(got)
                 if row["decision"] is not None or not row["open"]:
                     return row, False
-                check(row)
+                sig = check(row)
                 conn.execute(
                     "UPDATE vultrino_approvals SET decision = %s, decided_by = %s, "
-                    "decided_at = now() WHERE id = %s",
-                    (outcome, by, approval_id),
+                    "decided_at = now(), sig = %s WHERE id = %s",
+                    (outcome, by, sig, approval_id),
                 )
                 conn.execute("SELECT pg_notify(%s, %s)", (APPROVALS_CHANNEL, approval_id))
                 row.update(decision=outcome, decided_by=by)
