@@ -1,7 +1,9 @@
 """What the PostgreSQL store backend costs a warm ``execute`` (docs/scaling.md): the same echo
 call on a home whose store is a file and on one whose store is in a local PostgreSQL (a
 throwaway cluster on loopback, as the tests start it), with and without a ``[[policies]]``
-rate limit (which, with PostgreSQL, is one round trip to the shared bucket per call).
+rate limit. With PostgreSQL a call makes one round trip for its audit record (committed to
+the audit table before the call returns), and with the rate limit one more, before the call,
+to the shared bucket.
 
 The two homes are measured in alternating pairs of rounds in the same run; each figure is the
 median over the pairs of (PostgreSQL p50 - file p50), so a busy machine moves both sides

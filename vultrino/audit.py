@@ -77,6 +77,7 @@ __all__ = [
     "read_records",
     "tail",
     "verify",
+    "verify_data",
 ]
 
 OUTCOMES = ("ok", "error", "denied")
@@ -647,6 +648,27 @@ def verify(
         data = b""
     except OSError as exc:
         raise ConfigError(f"cannot read the audit log {path} ({exc.strerror})") from exc
+    head_file = head_path(path)
+    try:
+        head_text = head_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        head_text = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {head_file} ({exc.strerror})") from exc
+    return verify_data(data, head_text, head_file.name, check, key=key, strict=strict)
+
+
+def verify_data(
+    data: bytes,
+    head_text: str | None,
+    head_name: str,
+    check: SignatureCheck,
+    *,
+    key: bytes | None = None,
+    strict: bool = False,
+) -> Verdict:
+    """:func:`verify` of a log's bytes and its signed head's text (None: no head), wherever
+    they were read from (the file, or the PostgreSQL audit table's lines in order)."""
     parts = data.split(b"\n")
     lines = [p + b"\n" for p in parts[:-1]]
     if parts[-1]:
@@ -733,13 +755,6 @@ def verify(
             )
         expected = hashes[number - 1]
 
-    head_file = head_path(path)
-    try:
-        head_text = head_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        head_text = None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {head_file} ({exc.strerror})") from exc
     if head_text is not None:
         try:
             head = json.loads(head_text)
@@ -748,18 +763,16 @@ def verify(
             if type(count) is not int or not isinstance(digest, str) or not isinstance(ts, str):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
-            return verdict(None, "forged", f"{head_file.name} is not a signed audit head")
+            return verdict(None, "forged", f"{head_name} is not a signed audit head")
         if key is not None and claimed != key:
             return verdict(
                 None,
                 "forged",
-                f"{head_file.name} is signed by key {claimed.hex()[:16]}, not by the store's "
+                f"{head_name} is signed by key {claimed.hex()[:16]}, not by the store's "
                 + (f"key {key.hex()[:16]}" if key else "(the store holds no audit key)"),
             )
         if not check(claimed, head_message(count, digest, ts), sig):
-            return verdict(
-                None, "forged", f"the signature of {head_file.name} does not verify: forged"
-            )
+            return verdict(None, "forged", f"the signature of {head_name} does not verify: forged")
         head_fields = {"count": count, "ts": ts, "key": claimed.hex()}
         if count > total:
             return verdict(
@@ -778,7 +791,7 @@ def verify(
                 f"up to line {count} were rewritten",
             )
     elif key is not None and total:
-        return verdict(None, "forged", f"{head_file.name} is missing: the log has no signed head")
+        return verdict(None, "forged", f"{head_name} is missing: the log has no signed head")
     if strict and total > (head_fields.get("count") or 0):
         first = (head_fields.get("count") or 0) + 1
         return verdict(

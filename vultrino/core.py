@@ -106,6 +106,11 @@ ADMIN_PASSWORD_MIN = 8
 """The shortest web UI admin password accepted."""
 
 
+#: What a decision's signature starts with (an audit head's starts otherwise), so a signature
+#: of one can never be taken for the other.
+_APPROVAL_PREFIX = b"vultrino approval decision v1\n"
+
+
 class Vultrino:
     """The facade over one home: its store, plugins, agent profiles and audit log."""
 
@@ -1311,6 +1316,19 @@ class Vultrino:
         }
         self._s.audit.write(record)
 
+    def sign_approval(self, message: bytes) -> bytes:
+        """Sign a person's decision on a call held in the shared approvals table with the
+        store's Ed25519 key (the audit head's key, under its own prefix), so the replica
+        where the call waits can tell a decision a replica made from a row anyone wrote."""
+        return self._s.store.sign_audit_head(_APPROVAL_PREFIX + message)[0]
+
+    def approval_signed(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is the store key's signature of the decision ``message``."""
+        from vultrino.store import verify_signature
+
+        key = self._s.store.audit_public_key()
+        return key is not None and verify_signature(key, _APPROVAL_PREFIX + message, signature)
+
     def _changed(
         self,
         what: str,
@@ -1342,7 +1360,12 @@ class Vultrino:
         since: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Audit records, oldest first, filtered (see :func:`vultrino.audit.query`)."""
+        """Audit records, oldest first, filtered (see :func:`vultrino.audit.query`): the
+        home's log file, or the audit table when the store is in PostgreSQL."""
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            match = audit.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+            return log.query_from(match, limit)[0]
         return audit.query(
             self.home.audit_log,
             agent=agent,
@@ -1366,6 +1389,9 @@ class Vultrino:
         ``offset`` newest, and whether older ones remain (see :func:`vultrino.audit.tail`:
         the log is read from its end, only as far back as the page)."""
         match = audit.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            return log.tail(match, limit, skip=offset)
         return audit.tail(self.home.audit_log, match, limit, skip=offset)
 
     def audit_verify(self, *, strict: bool = False, check_key: bool = False) -> Verdict:
@@ -1373,9 +1399,20 @@ class Vultrino:
 
         Needs no password, unless ``check_key``: then the store is unlocked and the head must
         be signed by the store's own key (not just by the key it names). ``strict`` also
-        refuses records past the signed head."""
+        refuses records past the signed head. The PostgreSQL audit table's chain is checked
+        the same way; it has no signed head (the table refuses changes instead), so
+        ``strict`` and ``check_key`` are refused there."""
         from vultrino.store import verify_signature
 
+        log = self._s.audit
+        if not isinstance(log, audit.AuditLog):
+            if strict or check_key:
+                raise ConfigError(
+                    "the audit log is the PostgreSQL table, which has no signed head to check "
+                    "(--strict, --check-key); run `vultrino audit verify` without them to "
+                    "check its hash chain"
+                )
+            return audit.verify_data(log.lines(), None, "the audit table", verify_signature)
         key = None
         if check_key:
             key = self._s.store.audit_public_key() or b""

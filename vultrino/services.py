@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
     from vultrino.store import CredentialStore, KdfParams, VersionRetention
+    from vultrino.store.pg_audit import AuditTable
     from vultrino.store.pg_plugins import PluginShelf
 
 __all__ = [
@@ -156,7 +157,15 @@ class Services:
         self._registry_lock = threading.Lock()
         # opened on the first record; its head is signed with the store's key once the store
         # is open (a call never unlocks the store just to sign)
-        self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
+        # With the store in PostgreSQL, the audit log is its append-only table (every
+        # replica's records in one place, docs/scaling.md); it connects on the first record.
+        self.audit: audit.AuditLog | AuditTable
+        if config.store_url is None:
+            self.audit = audit.AuditLog(home.audit_log, signer=self._sign_audit_head)
+        else:
+            from vultrino.store import audit_table
+
+            self.audit = audit_table(config.store_url)
         # what plugins log, one file each under the home (``vultrino plugin logs``)
         self.plugin_logs = PluginLogs(home.logs)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded

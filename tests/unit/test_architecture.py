@@ -74,8 +74,16 @@ SDK_HOMES: dict[str, tuple[str, ...]] = {
     "uvicorn": ("vultrino.mcp.http", "vultrino.server"),
     "keyring": ("vultrino._keyring",),
     "keyrings": ("vultrino._keyring",),
-    "psycopg": ("vultrino.store.postgres",),
-    "psycopg_pool": ("vultrino.store.postgres",),
+    "psycopg": (
+        "vultrino.store.postgres",
+        "vultrino.store.pg_approvals",
+        "vultrino.store.pg_audit",
+    ),
+    "psycopg_pool": (
+        "vultrino.store.postgres",
+        "vultrino.store.pg_approvals",
+        "vultrino.store.pg_audit",
+    ),
     "typer": ("vultrino.cli",),
     "jinja2": ("vultrino.server.ui._templates",),
     "click": ("vultrino.cli",),

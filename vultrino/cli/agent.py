@@ -267,6 +267,7 @@ def audit_show(
         return
     from vultrino import audit as audit_log
     from vultrino.cli._common import home_arg, remote
+    from vultrino.config import load_config
     from vultrino.paths import resolve_home
 
     where = remote()
@@ -287,6 +288,20 @@ def audit_show(
 
     h = resolve_home(home_arg(home))
     match = audit_log.Filter(agent=agent, alias=alias, outcome=outcome, since=since)
+    url = load_config(h.config).store_url
+    if url is not None:  # the store is in PostgreSQL: so is the audit log, every replica's
+        from vultrino.store import audit_table
+
+        table = audit_table(url)
+        try:
+            records, last = table.query_from(match, limit)
+            if follow:
+                _follow(table.follow(match, last), records, json_lines=json_out)
+                return
+        finally:
+            table.close()
+        _print_audit(records, json_out)
+        return
     records, offset = audit_log.query_from(h.audit_log, match, limit)
     if follow:
         _follow(audit_log.follow(h.audit_log, match, offset), records, json_lines=json_out)

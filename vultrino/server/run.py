@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
@@ -30,8 +30,11 @@ from vultrino.core import Vultrino
 from vultrino.errors import ServerConfigError, ServerNotRunningError
 from vultrino.mcp.http import ensure_http_token
 from vultrino.server.app import audit_decision, build_app
-from vultrino.server.inbox import Inbox
+from vultrino.server.inbox import Inbox, Seal
 from vultrino.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from vultrino.store.pg_approvals import ApprovalTable
 
 __all__ = ["SERVER_FILE", "event_loop", "http_parser", "running_server", "serve"]
 
@@ -117,7 +120,11 @@ def serve(
     # first refresh must not both build (and then reload) the registry at once.
     v.refresh()
     token, _ = ensure_http_token(v.home.root)
-    inbox = Inbox(settings.approval_wait_s, on_decided=audit_decision(v))
+    shared = _shared_approvals(v)
+    seal = Seal(v.sign_approval, v.approval_signed) if shared is not None else None
+    inbox = Inbox(settings.approval_wait_s, on_decided=audit_decision(v), shared=shared, seal=seal)
+    if shared is not None:
+        shared.on_notice = inbox.notice
     v.set_approver(inbox.approver())  # the server token's own gated calls wait there too
     app = build_app(v, settings, server_token=token, inbox=inbox)
     sock = _bind(settings.host, settings.port)
@@ -154,9 +161,22 @@ def serve(
         anyio.run(run, backend_options={"use_uvloop": event_loop() == "uvloop"})
     finally:
         sock.close()
+        if shared is not None:
+            shared.close()
         with contextlib.suppress(OSError, ValueError):
             if json.loads(marker.read_text(encoding="utf-8")).get("pid") == os.getpid():
                 marker.unlink()
+
+
+def _shared_approvals(v: Vultrino) -> ApprovalTable | None:
+    """The approvals table every replica shares, when the store is in PostgreSQL (None: a
+    file store, whose inbox is this process's alone)."""
+    url = v.config.store_url
+    if url is None:
+        return None
+    from vultrino.store.pg_approvals import ApprovalTable
+
+    return ApprovalTable(url)
 
 
 def _text(path: Path | None) -> str | None:

@@ -9,6 +9,7 @@ that picks the backend from where the store lives (a path, or a ``postgresql://`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vultrino.errors import StoreError
 from vultrino.store._sealing import KdfParams, StoreKey, verify_signature
@@ -21,6 +22,9 @@ from vultrino.store.credentials import (
     validate_alias,
 )
 
+if TYPE_CHECKING:
+    from vultrino.store.pg_audit import AuditTable
+
 __all__ = [
     "ALIAS_MAX_LENGTH",
     "Credential",
@@ -29,6 +33,7 @@ __all__ = [
     "SecretVersion",
     "VersionRetention",
     "StoreKey",
+    "audit_table",
     "create_store",
     "is_database_url",
     "open_store",
@@ -53,6 +58,18 @@ def _postgres() -> type[CredentialStore]:
             f"({exc.name or 'psycopg'}); install it with `pip install 'vultrino[postgres]'`"
         ) from None
     return PostgresStore
+
+
+def audit_table(url: str) -> AuditTable:
+    """The audit log kept in the PostgreSQL database at ``url`` (connects on first use)."""
+    try:
+        from vultrino.store.pg_audit import AuditTable
+    except ImportError as exc:
+        raise StoreError(
+            f"the store is a PostgreSQL URL, but the PostgreSQL driver is not installed "
+            f"({exc.name or 'psycopg'}); install it with `pip install 'vultrino[postgres]'`"
+        ) from None
+    return AuditTable(url)
 
 
 def open_store(

@@ -1,0 +1,314 @@
+"""The audit log in the store's PostgreSQL database: one append-only table every replica
+writes and reads (docs/scaling.md).
+
+``vultrino_audit``
+    one row per record: ``seq`` (1, 2, 3, … across every replica, in commit order), ``at``
+    (the database's clock), ``agent``, ``alias`` and ``outcome`` (indexed, for the ``audit``
+    filters), ``rid`` (a random id the writer gives the record, so a write sent again after
+    a broken connection is never recorded twice) and ``line``, the record's exact JSON text
+    as the file log would hold it, hash chain included (``seq`` and ``prev``, the SHA-256 of
+    the previous line and its newline).
+    A trigger refuses every ``UPDATE``, ``DELETE`` and ``TRUNCATE``: rows are only added.
+``vultrino_audit_head``
+    one row: the last ``seq`` and the hash of its line.
+
+A record is one statement: it locks the head row, numbers and chains the line, moves the head
+and inserts the row, and commits before the call that wrote it returns. Writers on every
+replica are therefore serialised on the head row, so ``seq`` order is commit order: a
+reader that has seen record N has seen every record before it, which is what lets ``audit
+--follow`` read ``WHERE seq > N`` on any replica. Records never hold a secret (the pipeline
+writes the same fields as to the file log). Reading needs only the database, not the store's
+password.
+"""
+
+# ruff: noqa: S608 - the SQL built here joins constant conditions; every value is a parameter
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from vultrino.audit import Filter, fields_text
+from vultrino.errors import ConfigError
+from vultrino.store.postgres import CONNECT_TIMEOUT_S, POOL_WAIT_S, PostgresStore, redact_url
+
+__all__ = ["AuditTable"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vultrino_audit_head (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    seq bigint NOT NULL,
+    last text NOT NULL
+);
+INSERT INTO vultrino_audit_head (id, seq, last) VALUES (1, 0, repeat('0', 64))
+    ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS vultrino_audit (
+    seq bigint PRIMARY KEY,
+    at timestamptz NOT NULL,
+    agent text,
+    alias text,
+    outcome text,
+    line text NOT NULL,
+    rid bytea UNIQUE
+);
+CREATE INDEX IF NOT EXISTS vultrino_audit_agent ON vultrino_audit (agent, seq);
+CREATE INDEX IF NOT EXISTS vultrino_audit_alias ON vultrino_audit (alias, seq);
+CREATE INDEX IF NOT EXISTS vultrino_audit_outcome ON vultrino_audit (outcome, seq);
+CREATE INDEX IF NOT EXISTS vultrino_audit_at ON vultrino_audit (at);
+CREATE OR REPLACE FUNCTION vultrino_audit_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'vultrino_audit is append-only: % refused', TG_OP;
+END $$;
+CREATE OR REPLACE TRIGGER vultrino_audit_append_only BEFORE UPDATE OR DELETE ON vultrino_audit
+    FOR EACH ROW EXECUTE FUNCTION vultrino_audit_append_only();
+CREATE OR REPLACE TRIGGER vultrino_audit_no_truncate BEFORE TRUNCATE ON vultrino_audit
+    FOR EACH STATEMENT EXECUTE FUNCTION vultrino_audit_append_only();
+"""
+
+# One statement, one round trip: lock the head, number and chain the line (timestamped after
+# the lock, so ``at`` follows ``seq``), move the head, insert the row.
+_APPEND = """
+WITH h AS (SELECT seq, last FROM vultrino_audit_head WHERE id = 1 FOR UPDATE),
+l AS (SELECT h.seq + 1 AS seq, clock_timestamp() AS at, h.last FROM h),
+r AS (
+    SELECT l.seq, l.at, '{"ts":"'
+        || to_char(l.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS') || '+00:00"'
+        || %(fields)s || ',"seq":' || l.seq || ',"prev":"' || l.last || '"}' AS line
+    FROM l
+),
+u AS (
+    UPDATE vultrino_audit_head SET seq = r.seq,
+        last = encode(sha256(convert_to(r.line || E'\\n', 'UTF8')), 'hex')
+    FROM r WHERE id = 1
+)
+INSERT INTO vultrino_audit (seq, at, agent, alias, outcome, line, rid)
+SELECT r.seq, r.at, j->>'agent', j->>'alias', j->>'outcome', r.line, %(rid)s
+FROM r, LATERAL (SELECT r.line::jsonb AS j) AS parsed
+RETURNING seq
+"""
+
+_WRITTEN = "SELECT 1 FROM vultrino_audit WHERE rid = %(rid)s"
+
+FOLLOW_POLL_S = 0.2
+
+
+def _where(match: Filter, args: list[Any]) -> str:
+    """The SQL condition of ``match`` (its values appended to ``args``)."""
+    parts = []
+    if match.agent is not None:
+        if match.agent == "-":
+            parts.append("agent IS NULL")
+        else:
+            parts.append("agent = %s")
+            args.append(match.agent)
+    if match.alias is not None:
+        parts.append("alias = %s")
+        args.append(match.alias)
+    if match.outcome is not None:
+        parts.append("outcome = %s")
+        args.append(match.outcome)
+    if match.cutoff is not None:
+        parts.append("at >= %s")
+        args.append(match.cutoff)
+    return " AND ".join(parts) if parts else "true"
+
+
+def _records(rows: list[Any]) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(row[0]) for row in rows]
+
+
+class AuditTable:
+    """The audit log of the database at ``url``: what :class:`vultrino.audit.AuditLog` does
+    for a file (``append``, ``write``, ``write_text``, ``checkpoint``, ``close``), and the
+    queries (``query_from``, ``tail``, ``follow``, ``lines``). Connects on first use."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.location = redact_url(url)
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._lock = threading.Lock()
+
+    def _connected(self) -> psycopg_pool.ConnectionPool[Any]:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._pool is None:
+                pool = psycopg_pool.ConnectionPool(
+                    self._url,
+                    min_size=1,
+                    max_size=8,
+                    timeout=POOL_WAIT_S,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                    open=False,
+                    name="vultrino-audit",
+                )
+                pool.open(wait=False)
+                try:
+                    self._run_on(pool, "preparing the audit table", lambda c, _: _create(c))
+                except BaseException:
+                    pool.close()
+                    raise
+                self._pool = pool
+            return self._pool
+
+    def _run_on(
+        self,
+        pool: psycopg_pool.ConnectionPool[Any],
+        doing: str,
+        fn: Callable[[psycopg.Connection[Any], bool], Any],
+    ) -> Any:
+        """``fn(conn, again)`` on a pooled connection, psycopg's errors as the store's
+        (StoreUnavailableError when the database cannot be reached). A connection the
+        database dropped while it sat in the pool (a restart) makes the pool check all its
+        idle ones, and ``fn`` runs once more on a sound one with ``again`` True."""
+        with PostgresStore._mapped(self.location, doing):
+            for again in (False, True):
+                with pool.connection() as conn:
+                    try:
+                        return fn(conn, again)
+                    except psycopg.OperationalError:
+                        if again or not conn.broken:
+                            raise
+                pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(self, doing: str, fn: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        return self._run_on(self._connected(), doing, lambda conn, _again: fn(conn))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, **record: Any) -> None:
+        """Append one record, committed before this returns."""
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.write_text(fields_text(record))
+
+    def write_text(self, fields: str) -> None:
+        """Append a record whose fields are text made by :func:`vultrino.audit.fields_text`:
+        committed in the database before this returns (StoreUnavailableError if it cannot
+        be)."""
+        params = {"fields": fields, "rid": os.urandom(16)}
+
+        def append(conn: psycopg.Connection[Any], again: bool) -> None:
+            # Sent again after a broken connection: the first try may have committed before
+            # the connection broke; its id says whether it did, so no record is written twice.
+            if again and conn.execute(_WRITTEN, params).fetchone() is not None:
+                return
+            conn.execute(_APPEND, params)
+
+        self._run_on(self._connected(), "writing an audit record", append)
+
+    def checkpoint(self) -> None:
+        """Nothing to sign: the table's chain is kept by the database (see the docstring)."""
+
+    def close(self) -> None:
+        """Close the pool (idempotent); the next record opens it again."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+                pool.close(timeout=1.0)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def query_from(
+        self, match: Filter, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The matching records, oldest first (the newest ``limit`` of them), and the last
+        ``seq`` read, where :meth:`follow` goes on."""
+        if limit is not None and limit < 0:
+            raise ConfigError("the limit must not be negative")
+        args: list[Any] = []
+        cond = _where(match, args)
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], int]:
+            with conn.transaction():  # one snapshot: the rows and the head agree
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                row = conn.execute("SELECT seq FROM vultrino_audit_head").fetchone()
+                if limit is None:
+                    sql = f"SELECT line FROM vultrino_audit WHERE {cond} ORDER BY seq"
+                    rows = conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+                else:
+                    sql = (
+                        "SELECT line FROM (SELECT seq, line FROM vultrino_audit "
+                        f"WHERE {cond} ORDER BY seq DESC LIMIT %s) AS newest ORDER BY seq"
+                    )
+                    rows = conn.execute(sql, [*args, limit]).fetchall()  # type: ignore[arg-type]
+            return rows, int(row[0]) if row else 0
+
+        rows, last = self._run("reading the audit log", read)
+        return _records(rows), last
+
+    def tail(
+        self, match: Filter, limit: int, *, skip: int = 0
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` matches after skipping the ``skip`` newest, newest first, and
+        whether older matches remain (like :func:`vultrino.audit.tail`)."""
+        if limit < 0 or skip < 0:
+            raise ConfigError("the limit and the offset must not be negative")
+        args: list[Any] = []
+        cond = _where(match, args)
+        sql = f"SELECT line FROM vultrino_audit WHERE {cond} ORDER BY seq DESC LIMIT %s OFFSET %s"
+        rows = self._run(
+            "reading the audit log",
+            lambda c: c.execute(sql, [*args, limit + 1, skip]).fetchall(),  # type: ignore[arg-type]
+        )
+        return _records(rows[:limit]), len(rows) > limit
+
+    def follow(
+        self, match: Filter, after: int, *, interval: float = FOLLOW_POLL_S
+    ) -> Iterator[dict[str, Any]]:
+        """The matching records written after record ``after`` by any replica, as they are
+        committed (polls every ``interval`` seconds; runs until the caller stops)."""
+        args: list[Any] = []
+        cond = _where(match, args)
+        sql = (
+            "SELECT line, seq FROM vultrino_audit WHERE seq > %s AND "
+            f"{cond} ORDER BY seq LIMIT 1000"
+        )
+        head = "SELECT seq FROM vultrino_audit_head"
+        while True:
+
+            def read(conn: psycopg.Connection[Any], after: int = after) -> tuple[list[Any], int]:
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    top = conn.execute(head).fetchone()
+                    rows = conn.execute(sql, [after, *args]).fetchall()  # type: ignore[arg-type]
+                return rows, int(top[0]) if top else after
+
+            rows, top = self._run("reading the audit log", read)
+            yield from _records([(r[0],) for r in rows])
+            after = int(rows[-1][1]) if len(rows) == 1000 else max(after, top)
+            if len(rows) < 1000:
+                time.sleep(interval)
+
+    def lines(self) -> bytes:
+        """Every record's line, newline-terminated, in ``seq`` order: the log as a file would
+        hold it (what ``audit verify`` checks)."""
+        rows = self._run(
+            "reading the audit log",
+            lambda c: c.execute("SELECT line FROM vultrino_audit ORDER BY seq").fetchall(),
+        )
+        return "".join(row[0] + "\n" for row in rows).encode()
+
+    def __repr__(self) -> str:
+        return f"<AuditTable {self.location!r}>"
+
+
+def _create(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        # replicas starting at once must not race to create the same objects
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('vultrino_audit'))")
+        conn.execute(_SCHEMA)
