@@ -23,11 +23,13 @@ from vultrino.errors import (
     ManifestError,
     PluginConflictError,
     PluginNotFoundError,
+    StoreLockedError,
     StoreUnavailableError,
     UnknownCredentialTypeError,
 )
 from vultrino.store import KdfParams
-from vultrino.store.pg_plugins import files_digest
+from vultrino.store.pg_plugins import PluginShelf, files_digest
+from vultrino.store.postgres import PostgresStore
 
 PASSWORD = "shared-plugins-password-Qx71"
 NEW_PASSWORD = "shared-plugins-rekeyed-Zp40"
@@ -366,3 +368,25 @@ def test_a_rekey_re_macs_the_rows_and_an_old_keys_mac_is_refused(
     assert [e["status"] for e in entries] == ["broken"]
     assert NOT_OURS in entries[0]["reason"]
     assert not (d_root / "plugins" / "late").exists()
+
+
+def test_a_plugin_shared_after_another_process_re_keyed_is_not_written(
+    homes: tuple[Path, Path], pg_url: str
+) -> None:
+    """A publish that began under the old key but commits after a rekey would write a MAC every
+    replica refuses: it is refused itself, under the header row's lock, and writes nothing."""
+    stale = PostgresStore.open(pg_url, PASSWORD)
+    try:
+        shelf = PluginShelf(stale)
+        assert shelf.listing() == {}  # the tables exist; this process holds the old key
+        other = PostgresStore.open(pg_url, PASSWORD)
+        try:
+            other.rekey(NEW_PASSWORD, KdfParams.minimal())
+        finally:
+            other.close()
+        with pytest.raises(StoreLockedError, match="re-keyed by another process"):
+            shelf.publish("late", "1.0.0", {"plugin.toml": b"[plugin]\n"}, {})
+    finally:
+        stale.close()
+    assert _rows(pg_url, "SELECT name FROM vultrino_plugins") == []
+    assert _rows(pg_url, "SELECT sha256 FROM vultrino_blobs") == []
