@@ -414,10 +414,10 @@ class PostgresStore(CredentialStore):
 
     def plugin_mac(self, row: Mapping[str, Any], *, seal: bytes) -> bytes:
         """The MAC of a plugin row about to be written (its :data:`PLUGIN_MAC_FIELDS`),
-        under this store's key. ``seal`` is
-        the header row as the writing transaction locked it: when another process re-keyed the
-        store since this one read it, StoreLockedError (a MAC under the old key would be
-        refused by every replica; the transaction is rolled back)."""
+        under this store's key. ``seal`` is the header row as the writing transaction locked
+        it: when another process re-keyed the store since this one read it, StoreLockedError
+        (a MAC under the old key would be refused by every replica; the transaction is rolled
+        back)."""
         key = self._live_key()
         header = _sealing.parse_header(seal, self._where)
         if header.salt != self._header.salt or header.kdf != self._header.kdf:
