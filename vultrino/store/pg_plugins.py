@@ -10,14 +10,19 @@ Two tables, beside the store's own:
 ``vultrino_plugins``
     ``name``, ``version``, ``files`` (file name -> sha256), ``digest`` (the sha256 of the
     name and that list: what a replica compares with what it holds), ``metadata`` (what the
-    installer recorded) and the store ``revision`` that wrote it.
+    installer recorded), the store ``revision`` that wrote it, and ``mac``: a keyed BLAKE2b of
+    the name, version, digest, files and metadata under a subkey of the store's
+    password-derived key (:meth:`PostgresStore.plugin_mac`).
 
 A publish or a withdrawal is one transaction that also bumps the store's revision and sends
 its ``NOTIFY`` (:data:`vultrino.store.postgres.CHANNEL`), so every replica hears of it as of
 any other write, and the revision (re-read every second) is the fallback for a missed
-notification. Files fetched back are checked against their sha256 before anything uses them:
-a row whose bytes do not match is refused (:class:`~vultrino.errors.StoreCorruptError`). Plugin
-files are not secret (they are what any user installs), so they are kept in the clear.
+notification. A row is checked against its MAC before anything of it is used, so a row written
+by anyone without the store's password (a file, its sha256 and the digest replaced together by
+a direct write to the database) is refused, and so is a row with no MAC (written before rows
+had one); files fetched back are checked against their sha256: a row or file that fails is
+refused (:class:`~vultrino.errors.StoreCorruptError`). Plugin files are not secret (they are
+what any user installs), so they are authenticated, not sealed; a re-key re-MACs the rows.
 Connections and error mapping are the store's (:meth:`PostgresStore.query`,
 :meth:`PostgresStore.transact`): only :mod:`vultrino.store.postgres` imports psycopg.
 """
@@ -49,10 +54,12 @@ CREATE TABLE IF NOT EXISTS vultrino_plugins (
     metadata jsonb NOT NULL,
     revision bigint NOT NULL
 );
+ALTER TABLE vultrino_plugins ADD COLUMN IF NOT EXISTS mac bytea;
 """
 _SCHEMA_LOCK = 0x76756C74  # an advisory lock: two replicas creating the tables at once
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_AGAIN = "install the plugin again on any replica (`vultrino plugin install SOURCE --force`)"
 # blobs no plugin row names any more
 _COLLECT = """
 DELETE FROM vultrino_blobs b WHERE NOT EXISTS (
@@ -124,8 +131,8 @@ class PluginShelf:
         row = self._store.query(
             f"reading shared plugin {name}",
             lambda c: c.execute(
-                "SELECT name, version, digest, files, metadata, revision FROM vultrino_plugins "
-                "WHERE name = %s",
+                "SELECT name, version, digest, files, metadata, revision, mac "
+                "FROM vultrino_plugins WHERE name = %s",
                 (name,),
             ).fetchone(),
         )
@@ -133,6 +140,21 @@ class PluginShelf:
             return None
         files, metadata = row[3], row[4]
         where = f"shared plugin {name} in {self.location}"
+        mac = None if row[6] is None else bytes(row[6])
+        if mac is None:
+            raise StoreCorruptError(
+                f"the {where} carries no MAC: it was written before plugin rows were "
+                "authenticated with the store's key (or its MAC was removed), so nothing of it "
+                f"is used; {_AGAIN}"
+            )
+        fields = {"name": name, "version": row[1], "digest": row[2], "files": files}
+        if not self._store.plugin_mac_matches(mac, {**fields, "metadata": metadata}):
+            raise StoreCorruptError(
+                f"the {where} fails its MAC: it was not written by a replica holding the store "
+                "password (someone with write access to the database changed it, or it was "
+                "MAC'd under a key from before a re-key), so nothing of it is used; check who "
+                f"can write to the database, then {_AGAIN}"
+            )
         if not isinstance(files, dict) or not all(
             isinstance(f, str) and isinstance(d, str) and _safe_name(f) and _SHA256.fullmatch(d)
             for f, d in files.items()
@@ -171,9 +193,7 @@ class PluginShelf:
         out: dict[str, bytes] = {}
         for fname, sha in sorted(plugin.files.items()):
             data = blobs.get(sha)
-            again = (
-                "install the plugin again on any replica (`vultrino plugin install SOURCE --force`)"
-            )
+            again = _AGAIN
             if data is None:
                 raise StoreCorruptError(
                     f"shared plugin {plugin.name}: its file {fname} (sha256 {sha[:12]}…) is "
@@ -204,9 +224,14 @@ class PluginShelf:
         digests = {f: hashlib.sha256(data).hexdigest() for f, data in files.items()}
         digest = files_digest(name, digests)
         by_sha = {digests[f]: bytes(data) for f, data in files.items()}
+        # what the jsonb column gives back, so the MAC is over what every replica reads
+        meta = json.loads(json.dumps(dict(metadata), sort_keys=True, default=str))
 
         def write(conn: Any) -> None:
-            revision = _bump(conn)
+            revision, seal = _bump(conn)
+            # under the header row's lock: a re-key cannot slip in before this commits
+            fields = {"name": name, "version": version, "digest": digest, "files": digests}
+            mac = self._store.plugin_mac({**fields, "metadata": meta}, seal=seal)
             with conn.cursor() as cur:
                 cur.executemany(
                     # a row whose bytes were damaged is repaired by publishing them again
@@ -216,17 +241,19 @@ class PluginShelf:
                     sorted(by_sha.items()),
                 )
             conn.execute(
-                "INSERT INTO vultrino_plugins (name, version, digest, files, metadata, revision) "
-                "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s) ON CONFLICT (name) DO UPDATE SET "
-                "version = excluded.version, digest = excluded.digest, files = excluded.files, "
-                "metadata = excluded.metadata, revision = excluded.revision",
+                "INSERT INTO vultrino_plugins "
+                "(name, version, digest, files, metadata, revision, mac) "
+                "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) ON CONFLICT (name) DO UPDATE "
+                "SET version = excluded.version, digest = excluded.digest, files = excluded.files, "
+                "metadata = excluded.metadata, revision = excluded.revision, mac = excluded.mac",
                 (
                     name,
                     version,
                     digest,
                     json.dumps(digests, sort_keys=True),
-                    json.dumps(dict(metadata), sort_keys=True, default=str),
+                    json.dumps(meta, sort_keys=True),
                     revision,
+                    mac,
                 ),
             )
             conn.execute(_COLLECT)
@@ -241,12 +268,14 @@ class PluginShelf:
         self._ensure()
 
         def write(conn: Any) -> bool:
+            # the header row first, as every plugin write and a re-key take it: no deadlock
+            conn.execute("SELECT 1 FROM vultrino_store WHERE id = 1 FOR UPDATE")
             gone = conn.execute(
                 "DELETE FROM vultrino_plugins WHERE name = %s RETURNING name", (name,)
             ).fetchone()
             if gone is None:
                 return False
-            revision = _bump(conn)
+            revision, _ = _bump(conn)
             conn.execute(_COLLECT)
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(revision)))
             return True
@@ -255,11 +284,12 @@ class PluginShelf:
         return done
 
 
-def _bump(conn: Any) -> int:
-    """Bump the store's revision (every replica re-checks its plugins when it moves)."""
+def _bump(conn: Any) -> tuple[int, bytes]:
+    """Bump the store's revision (every replica re-checks its plugins when it moves); the new
+    revision and the header row (its seal), locked until the transaction ends."""
     row = conn.execute(
-        "UPDATE vultrino_store SET revision = revision + 1 WHERE id = 1 RETURNING revision"
+        "UPDATE vultrino_store SET revision = revision + 1 WHERE id = 1 RETURNING revision, seal"
     ).fetchone()
     if row is None:
         raise StoreError("the store's header row is missing; run `vultrino init`")
-    return int(row[0])
+    return int(row[0]), bytes(row[1])

@@ -15,6 +15,11 @@ one sealed row per credential, agent profile or role, API key record and audit s
 ``vultrino_rate``
     the shared rate-limit buckets, by an unkeyed BLAKE2b of the bucket's name.
 
+The shared plugins' rows (:mod:`vultrino.store.pg_plugins`) are not secret, so they are not
+sealed, but each carries a MAC under a subkey of the same password-derived key
+(:meth:`PostgresStore.plugin_mac`): a row that someone wrote to the database without the
+password is refused, and a re-key re-MACs them in the transaction that re-seals the rows.
+
 The database therefore holds ciphertext and non-secret numbers only. A write is one
 transaction that bumps the revision only if it is still the one the write read (optimistic
 concurrency: a writer that lost the race re-reads and applies its change again, so no update
@@ -27,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
+import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -57,7 +64,7 @@ from vultrino.store.credentials import (
     document_format,
 )
 
-__all__ = ["CHANNEL", "PostgresStore", "redact_url"]
+__all__ = ["CHANNEL", "PLUGIN_MAC_FIELDS", "PostgresStore", "redact_url"]
 
 CHANNEL = "vultrino_store"
 CONNECT_TIMEOUT_S = 5  # how long opening a connection may take before the database is "down"
@@ -143,6 +150,23 @@ def _row_key(key: bytearray) -> bytes:
 def _row_id(row_key: bytes, kind: str, name: str) -> bytes:
     data = kind.encode() + b"\0" + name.encode()
     return hashlib.blake2b(data, key=row_key, digest_size=20, person=b"vultrino-row").digest()
+
+
+def _plugin_key(key: bytearray) -> bytes:
+    """The subkey that authenticates the shared plugins' rows (never the row key's)."""
+    return hashlib.blake2b(b"plugin rows", key=bytes(key), person=b"vultrino-plugkey").digest()
+
+
+#: What a plugin row's MAC covers: everything a replica acts on.
+PLUGIN_MAC_FIELDS = ("name", "version", "digest", "files", "metadata")
+
+
+def _plugin_mac(plugin_key: bytes, row: Mapping[str, Any]) -> bytes:
+    """The MAC of one plugin row (its :data:`PLUGIN_MAC_FIELDS`), in one canonical encoding
+    (JSON with sorted keys; what the ``jsonb`` columns give back is what was written)."""
+    fields = {f: row[f] for f in PLUGIN_MAC_FIELDS}
+    data = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.blake2b(data.encode(), key=plugin_key, person=b"vultrino-plugin").digest()
 
 
 def _bucket_id(bucket: str) -> bytes:
@@ -386,6 +410,61 @@ class PostgresStore(CredentialStore):
         ):
             return fn(conn)
 
+    # -- the shared plugins' MACs ------------------------------------------------------------
+
+    def plugin_mac(self, row: Mapping[str, Any], *, seal: bytes) -> bytes:
+        """The MAC of a plugin row about to be written (its :data:`PLUGIN_MAC_FIELDS`),
+        under this store's key. ``seal`` is the header row as the writing transaction locked
+        it: when another process re-keyed the store since this one read it, StoreLockedError
+        (a MAC under the old key would be refused by every replica; the transaction is rolled
+        back)."""
+        key = self._live_key()
+        header = _sealing.parse_header(seal, self._where)
+        if header.salt != self._header.salt or header.kdf != self._header.kdf:
+            raise StoreLockedError(
+                f"the store in {self._where} was re-keyed by another process while plugin "
+                f"{row['name']} was being shared; nothing was changed; run the command again (with "
+                "the new password)"
+            )
+        return _plugin_mac(_plugin_key(key), row)
+
+    def plugin_mac_matches(self, mac: bytes | None, row: Mapping[str, Any]) -> bool:
+        """Whether ``mac`` authenticates this plugin row under the store's key (compared in
+        constant time). A mismatch first makes sure the key is the current one (another
+        process may have re-keyed the store a moment ago)."""
+        if mac is None:
+            return False
+        for attempt in (1, 2):
+            want = _plugin_mac(_plugin_key(self._live_key()), row)
+            if hmac.compare_digest(bytes(mac), want):
+                return True
+            if attempt == 1:
+                with self._mutex:
+                    self._refresh(force=True)
+        return False
+
+    def _remac_plugins(self, conn: psycopg.Connection[Any], new_key: bytearray) -> None:
+        """Inside a re-key's transaction: MAC every shared plugin row that the old key
+        authenticates under the new key. A row it does not authenticate is left as it is, so
+        it stays refused (a re-key never vouches for a row no replica wrote)."""
+        found = conn.execute("SELECT to_regclass('vultrino_plugins')").fetchone()
+        if found is None or found[0] is None:
+            return  # no plugin was ever shared through this database
+        conn.execute("ALTER TABLE vultrino_plugins ADD COLUMN IF NOT EXISTS mac bytea")
+        old, new = _plugin_key(self._live_key()), _plugin_key(new_key)
+        updates: list[tuple[bytes, str]] = []
+        rows = conn.execute(
+            "SELECT name, version, digest, files, metadata, mac FROM vultrino_plugins"
+        ).fetchall()
+        for *fields, mac in rows:
+            row = dict(zip(PLUGIN_MAC_FIELDS, fields, strict=True))
+            if mac is None or not hmac.compare_digest(bytes(mac), _plugin_mac(old, row)):
+                continue
+            updates.append((_plugin_mac(new, row), row["name"]))
+        if updates:
+            with conn.cursor() as cur:
+                cur.executemany("UPDATE vultrino_plugins SET mac = %s WHERE name = %s", updates)
+
     # -- reading --------------------------------------------------------------------------
 
     @property
@@ -617,6 +696,7 @@ class PostgresStore(CredentialStore):
             revision = int(got[0])
             if rekey:
                 conn.execute("DELETE FROM vultrino_records")
+                self._remac_plugins(conn, key)
             elif removed:
                 conn.execute("DELETE FROM vultrino_records WHERE id = ANY(%s)", (removed,))
             if sealed_rows:
