@@ -276,3 +276,22 @@ def test_a_database_restart_under_load_loses_no_audit_record_of_a_success(
         assert verified.returncode == 0, verified.stderr
     finally:
         cluster.remove()
+
+
+def test_the_web_admin_password_set_on_one_replica_signs_in_on_another(
+    replicas: list[McpHome],
+) -> None:
+    """The admin password is a sealed row of the shared store: set through replica A's home,
+    a person signs in to the web UI of replica B (its session then lives in B's memory)."""
+    from tests.e2e.test_webui import login
+
+    admin = "web admin password, shared by every replica"
+    r = replicas[0].cli("admin", "set-password", "--stdin", input=f"{admin}\n")
+    assert r.returncode == 0, r.stderr
+    with serve(replicas[1]) as b:
+        with httpx.Client(base_url=b.url, timeout=HANG_GUARD_S, follow_redirects=False) as c:
+            assert login(c, "not the password").status_code == 401
+        with httpx.Client(base_url=b.url, timeout=HANG_GUARD_S, follow_redirects=False) as c:
+            signed_in = login(c, admin)
+            assert signed_in.status_code == 303, signed_in.text
+            assert c.get("/").status_code == 200

@@ -282,12 +282,27 @@ def test_kill_9_of_a_writer_mid_write_loses_nothing_committed(pg_url: str) -> No
         store.add(_cred("after-the-kill"))  # the store takes writes again
 
 
-def test_the_web_admin_password_is_refused_clearly_and_changes_nothing(pg_url: str) -> None:
-    from vultrino.errors import StoreError
-
-    with create_store(pg_url, PASSWORD, MIN) as store:
-        before = store.revision
-        with pytest.raises(StoreError, match="web admin password"):
-            store.set_admin_password("a long admin password")
-        assert not store.has_admin_password()
-        assert store.revision == before
+def test_the_web_admin_password_is_sealed_in_a_row_every_process_sees(
+    pg_url: str, pg_cluster: object
+) -> None:
+    """The web UI's admin password (its Argon2id hash) is one more sealed row: set on one
+    handle, checked on another, never in a dump in any form, and removable."""
+    admin = "a long admin password, replicas"
+    with create_store(pg_url, PASSWORD, MIN) as store, open_store(pg_url, PASSWORD) as other:
+        assert not other.has_admin_password()
+        store.set_admin_password(admin)
+        assert store.check_admin_password(admin)
+        assert other.has_admin_password()  # the revision moved: the other handle re-reads
+        assert other.check_admin_password(admin)
+        assert not other.check_admin_password("not it")
+        store.add(_cred("kept"))  # a later write keeps the admin row
+    with open_store(pg_url, PASSWORD) as again:
+        assert again.check_admin_password(admin)
+        dump = pg_cluster.dump(pg_url)  # type: ignore[attr-defined]
+        assert b"argon2" not in dump.lower()  # not even its hash is in the clear
+        for form in (admin.encode(), admin.encode().hex().encode(), admin.encode("utf-16-le")):
+            assert form not in dump
+        again.set_admin_password(None)
+        assert not again.has_admin_password()
+    with open_store(pg_url, PASSWORD) as last:
+        assert not last.has_admin_password()

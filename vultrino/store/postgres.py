@@ -110,7 +110,7 @@ ON CONFLICT (bucket) DO UPDATE SET
 RETURNING granted, tokens
 """  # noqa: S608 - only the constant above is interpolated
 
-_KINDS = ("credential", "agent", "key", "audit_key")
+_KINDS = ("credential", "agent", "key", "audit_key", "admin")
 _T = TypeVar("_T")
 
 
@@ -535,7 +535,7 @@ class PostgresStore(CredentialStore):
             if not same_key:
                 _sealing.wipe(key)
             raise
-        records, agents, audit_key, api_keys, plain = decoded
+        records, agents, audit_key, api_keys, admin_hash, plain = decoded
         if not same_key:
             old, self._key = self._key, key
             _sealing.wipe(old)
@@ -544,6 +544,7 @@ class PostgresStore(CredentialStore):
         self._agents = agents
         self._api_keys = api_keys
         self._audit_key = audit_key
+        self._admin_hash = admin_hash
         self._rows.plain = plain
         self._db_revision = revision
         self._revision += 1
@@ -556,6 +557,7 @@ class PostgresStore(CredentialStore):
         dict[str, dict[str, Any]],
         bytes | None,
         dict[str, dict[str, Any]],
+        str | None,
         dict[bytes, bytes],
     ]:
         """Open every row, check it belongs where it is, and parse them as one document (so
@@ -595,22 +597,14 @@ class PostgresStore(CredentialStore):
                 doc["agents"].append(item["body"])
             elif kind == "key":
                 doc["api_keys"].append(item["body"])
+            elif kind == "admin":
+                doc["admin_password"] = item["body"]
             else:
                 doc["audit_key"] = item["body"]
         for section, field in (("credentials", "alias"), ("agents", "name"), ("api_keys", "id")):
             doc[section].sort(key=lambda rec, f=field: str(rec.get(f, "")))
-        records, agents, audit_key, api_keys, _admin = decode_all(packb(doc), header, self._where)
-        return records, agents, audit_key, api_keys, plain
-
-    # -- the web UI's admin password --------------------------------------------------------
-
-    def set_admin_password(self, password: str | None) -> None:
-        """Refused: the web UI's admin password is kept in a file store only so far."""
-        raise StoreError(
-            f"the web admin password cannot be kept in the store in {self._where} yet (only a "
-            "file store keeps it); sign in to replicas with API keys (`vultrino key create`) "
-            "and run the web UI on a file-store home"
-        )
+        records, agents, audit_key, api_keys, admin = decode_all(packb(doc), header, self._where)
+        return records, agents, audit_key, api_keys, admin, plain
 
     # -- writing --------------------------------------------------------------------------
 
@@ -641,7 +635,8 @@ class PostgresStore(CredentialStore):
     ) -> None:
         """Seal the rows that changed and write them in one transaction, if the revision is
         still the one read; :class:`_Conflict` if it is not (nothing was written). ``admin``
-        is never given: :meth:`set_admin_password` refuses first."""
+        (a one-item tuple) replaces the web UI's admin password hash, kept in a row of its own
+        sealed like the others (None in it: no admin password)."""
         self._prune(records)
         profiles = self._agents if agents is None else agents
         keys = self._api_keys if api_keys is None else api_keys
@@ -660,6 +655,9 @@ class PostgresStore(CredentialStore):
             wanted[_row_id(row_key, "key", key_id)] = ("key", key_id, rec)
         if self._audit_key is not None:
             wanted[_row_id(row_key, "audit_key", "")] = ("audit_key", "", self._audit_key)
+        admin_hash = self._admin_hash if admin is None else admin[0]
+        if admin_hash is not None:
+            wanted[_row_id(row_key, "admin", "")] = ("admin", "", admin_hash)
         plain: dict[bytes, bytes] = {}
         changed: list[tuple[bytes, str, str, Any]] = []
         for row_id, (kind, name, value) in wanted.items():
@@ -713,6 +711,7 @@ class PostgresStore(CredentialStore):
         self._records = records
         self._agents = profiles
         self._api_keys = keys
+        self._admin_hash = admin_hash
         self._rows.plain = plain
         self._db_revision = revision
         self._revision += 1
