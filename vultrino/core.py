@@ -619,6 +619,13 @@ class Vultrino:
                 pairs.append(
                     ("the audit signing key", source.audit_public_key(), check.audit_public_key())
                 )
+                pairs.append(
+                    (
+                        "the web admin password",
+                        source.admin_password_digest(),
+                        check.admin_password_digest(),
+                    )
+                )
                 counts = [
                     ("credentials", len(source.credentials()), len(check.credentials())),
                     ("profiles", len(source.agent_records()), len(check.agent_records())),

@@ -173,6 +173,17 @@ def test_migrate_to_postgres_and_back_through_the_cli(
         "header=X",
     )
     assert added.returncode == 0, added.stderr
+    admin = "the web admin password, migrated"
+    set_admin = subprocess.run(
+        [sys.executable, "-m", "vultrino", "admin", "set-password", "--stdin"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        input=f"{admin}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert set_admin.returncode == 0, set_admin.stderr
     info = cli("store", "info", "--json")
     assert json.loads(info.stdout)["backend"] == "file"
 
@@ -193,6 +204,9 @@ def test_migrate_to_postgres_and_back_through_the_cli(
     assert returned.returncode == 0, returned.stderr
     with open_store(back, PASSWORD) as copy:
         assert [(c.alias, c.fields["key"]) for c in copy.credentials()] == [("gh", SECRET)]
+        assert copy.check_admin_password(admin)  # there and back: the admin password too
+    with open_store(pg_url, PASSWORD) as shared:
+        assert shared.check_admin_password(admin)
 
     unlocked = cli("unlock", extra=pg_env)
     assert unlocked.returncode == 3 and "VULTRINO_PASSWORD_FILE" in unlocked.stderr

@@ -1424,6 +1424,14 @@ class CredentialStore:
             self._refresh(force=False)
             return self._admin_hash is not None
 
+    def admin_password_digest(self) -> str | None:
+        """A SHA-256 of the admin password's stored hash (None: none set), to compare two
+        stores' copies without handing the hash out."""
+        with self._mutex:
+            self._refresh(force=False)
+            hashed = self._admin_hash
+        return None if hashed is None else hashlib.sha256(hashed.encode()).hexdigest()
+
     def update_state(self, alias: str, state: dict[str, Any]) -> None:
         """Replace the plugin state of ``alias`` atomically. ``updated_at`` is left alone:
         it records when the user last changed the credential, not when a token refreshed."""
@@ -1441,8 +1449,9 @@ class CredentialStore:
 
     def copy_from(self, source: CredentialStore) -> int:
         """Make this store, which must be empty, hold exactly what ``source`` holds (its
-        credentials with their kept versions, agent profiles and roles, API key records and
-        audit signing key), in one write; `vultrino store migrate`. Returns the records copied.
+        credentials with their kept versions, agent profiles and roles, API key records, audit
+        signing key and the web admin password's hash), in one write; `vultrino store
+        migrate`. Returns the records copied.
         StoreExistsError if this store holds anything."""
         with source._mutex:
             source._refresh(force=False)
@@ -1450,6 +1459,7 @@ class CredentialStore:
             agents = _copy_value(source._agents)
             keys = _copy_value(source._api_keys)
             audit_key = source._audit_key
+            admin_hash = source._admin_hash
 
         def apply(mine: dict[str, Credential]) -> None:
             if mine or self._agents or self._api_keys or self._audit_key is not None:
@@ -1460,9 +1470,12 @@ class CredentialStore:
             mine.update(records)
             self._pending_agents, self._pending_keys = agents, keys
             self._pending_audit_key = audit_key
+            if admin_hash is not None:
+                self._pending_admin = (admin_hash,)
 
         self._mutate(apply)
-        return len(records) + len(agents) + len(keys) + (audit_key is not None)
+        extra = (audit_key is not None) + (admin_hash is not None)
+        return len(records) + len(agents) + len(keys) + extra
 
     def rekey(self, new_password: str, kdf: KdfParams | None = None) -> None:
         """Re-seal the store under ``new_password`` with a fresh salt, atomically.
