@@ -120,7 +120,11 @@ class Vultrino:
         use_session: bool = True,
     ) -> None:
         self.home = home
-        self.config = config if config is not None else load_config(home.config)
+        self.config = (
+            config
+            if config is not None
+            else load_config(home.config, required=home.config_file is not None)
+        )
         self._s = Services(
             home,
             self.config,
@@ -152,7 +156,7 @@ class Vultrino:
         home's unlock session when one runs (``use_session=False`` skips it), then with the
         password kept in the OS keyring when the owner opted in, then ``prompt``."""
         h = resolve_home(home)
-        config = load_config(h.config)
+        config = load_config(h.config, required=h.config_file is not None)
         if engine is not None:
             if engine not in ENGINE_NAMES:
                 raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
@@ -192,7 +196,7 @@ class Vultrino:
         from vultrino.store import KdfParams
 
         real = resolve_home(home)
-        config = load_config(real.config)
+        config = load_config(real.config, required=real.config_file is not None)
         if engine is not None:
             if engine not in ENGINE_NAMES:
                 raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")

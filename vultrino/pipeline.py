@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -390,6 +391,13 @@ class Pipeline:
         }
         if tool is not None:
             record["tool"] = tool
+        if _log.isEnabledFor(logging.DEBUG):
+            # the names of the parameters, never their values
+            _log.debug(
+                "call %s, parameters: %s",
+                _fields_text(record),
+                ", ".join(sorted(map(str, params or {}))) or "none",
+            )
         if caller is not None:
             if caller.key is not None:
                 record["key"] = caller.key
@@ -430,9 +438,13 @@ class Pipeline:
         if len(record) == 4:  # no tool, nothing added on the way: the plan's text holds
             tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
             self._s.audit.write_text(plan.audit_ok + audit.millis_text(elapsed) + tail)
+            if _log.isEnabledFor(logging.INFO):
+                _log_call({**record, "outcome": "ok", "duration_ms": _millis(elapsed)}, source)
         else:
             record.update(outcome="ok", duration_ms=_millis(elapsed), source=source)
             self._s.audit.write(record)
+            if _log.isEnabledFor(logging.INFO):
+                _log_call(record, source)
         return value
 
     def _canonical(self, ref: str, profile: AgentProfile | None, record: dict[str, Any]) -> str:
@@ -670,6 +682,8 @@ class Pipeline:
         record["source"] = source
         record.setdefault("outcome", "error")
         self._s.audit.write(record)
+        if _log.isEnabledFor(logging.INFO):
+            _log_call(record, source)
 
     def _plugin_types(self, plugin: str) -> str:
         p = self._s.registry.get(plugin)
@@ -709,6 +723,21 @@ def _note_params(
 
 #: ``scheme://user:password@``: the password an agent wrote into a URL is not kept in the log.
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@")
+
+
+_log = logging.getLogger("vultrino.pipeline")
+
+
+def _fields_text(fields: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def _log_call(record: Mapping[str, Any], source: str) -> None:
+    """One INFO line per call: what its audit record holds (names, outcome, error class,
+    duration, a scrubbed URL), never a parameter's value or a secret. ``vultrino_fields``
+    carries the same as data for the CLI's JSON log format."""
+    fields = {**record, "source": source}
+    _log.info("call %s", _fields_text(fields), extra={"vultrino_fields": fields})
 
 
 def _audit_ok(record: dict[str, Any]) -> str:

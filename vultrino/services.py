@@ -9,6 +9,7 @@ runs calls through them. Neither hands them out: they are not public API.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -55,6 +56,8 @@ Prompt = Callable[[str], str]
 PASSWORD_PROMPT = "Store password: "  # noqa: S105 - a prompt
 #: How often a wrong password may be typed at the prompt before the command fails (as sudo).
 PASSWORD_TRIES = 3
+
+_log = logging.getLogger("vultrino.services")
 
 
 def env_password(password: str | None) -> str | None:
@@ -139,6 +142,8 @@ class Services:
     ) -> None:
         self.home = home
         self.config = config
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("home %s, config %s", home.root, config.source or "(none: defaults)")
         self._password = password
         self._prompt = prompt
         self._use_session = use_session
@@ -231,7 +236,13 @@ class Services:
     def _opened(self, store: CredentialStore, how: str, password: str) -> CredentialStore:
         self.unlocked_by = how
         self._opened_password = password
+        self._log_opened(how)
         return store
+
+    def _log_opened(self, how: str) -> None:
+        # a database URL may carry its password: the log names only the backend
+        where = "a PostgreSQL database" if self.config.store_url else str(self.home.store)
+        _log.info("store opened: %s (unlocked by %s)", where, how)
 
     def _open_with_session(self) -> CredentialStore | None:
         """The store opened with the key of the home's unlock agent; None when it is locked.
@@ -252,6 +263,7 @@ class Services:
         finally:
             key.wipe()
         self.unlocked_by = "session"
+        self._log_opened("session")
         return store
 
     def opened_password(self) -> str:
@@ -336,6 +348,8 @@ class Services:
                 )
                 registry.load_all()
                 self.plugins_signature = self.scan_plugins_dir()
+                if _log.isEnabledFor(logging.INFO):
+                    _log.info("plugins loaded: %s", ", ".join(p.name for p in registry.plugins()))
                 self.loaded_registry = registry
             # (another thread may have loaded it while this one waited for the lock)
             return self.loaded_registry
