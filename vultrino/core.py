@@ -136,6 +136,8 @@ class Vultrino:
         self._pipeline = Pipeline(self._s)
         self._build_cache = home.build_cache
         self._scratch: Path | None = None  # the temporary home of a scratch facade
+        #: where `init(force=True)` moved the old store file (None: there was none)
+        self.set_aside: Path | None = None
         self._key_use = key_use.KeyUse()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -171,10 +173,29 @@ class Vultrino:
         *,
         kdf: KdfParams | None = None,
         prompt: Prompt | None = None,
+        force: bool = False,
     ) -> Vultrino:
-        """Create a new, empty store in the home and return the opened facade."""
+        """Create a new, empty store in the home and return the opened facade.
+
+        ``force`` re-initialises a home that has a store file: the old file is moved,
+        unchanged and still sealed under its old password, into the home's ``backups/``
+        (``v.set_aside`` says where), then the new store is created; the unlock session ends
+        and a password kept in the OS keyring is no longer used (it opens the old store).
+        Everything else in the home stays: config.toml, plugins, the audit log (which gets a
+        ``store.reinit`` record), caches and plugin logs."""
         v = cls.open(home, password, prompt=prompt)
-        v._s.create_store(kdf or v._s.configured_kdf())
+        try:
+            if force:
+                from vultrino import unlock
+
+                unlock.lock(v.home.root)  # the session holds the old store's key
+            v.set_aside = v._s.create_store(kdf or v._s.configured_kdf(), set_aside=force)
+            if v.set_aside is not None:
+                v.home.keyring_marker.unlink(missing_ok=True)
+                v._changed("store.reinit", subject=str(v.set_aside))
+        except BaseException:
+            v.close()
+            raise
         return v
 
     @classmethod

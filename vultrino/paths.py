@@ -34,6 +34,11 @@ class Home:
         return self.root / "audit.log"
 
     @property
+    def backups(self) -> Path:
+        """Stores set aside by ``vultrino init --force``, still sealed, one file each."""
+        return self.root / "backups"
+
+    @property
     def cache(self) -> Path:
         return self.root / "cache"
 

@@ -23,7 +23,9 @@ from vultrino.errors import (
     AgentNotFoundError,
     ConfigError,
     PasswordRequiredError,
+    StoreError,
     StoreNotInitializedError,
+    VultrinoError,
     WrongPasswordError,
 )
 from vultrino.paths import Home
@@ -287,13 +289,33 @@ class Services:
     def keyring_opted_in(self) -> bool:
         return self.home.keyring_marker.exists()
 
-    def create_store(self, kdf: KdfParams | None) -> None:
-        """Create a new, empty store in the home (``vultrino init``) and keep it open."""
-        from vultrino.store import create_store
+    def create_store(self, kdf: KdfParams | None, *, set_aside: bool = False) -> Path | None:
+        """Create a new, empty store in the home (``vultrino init``) and keep it open. With
+        ``set_aside``, a store file already there is first moved, unchanged, into the home's
+        ``backups/``; returns where it went (None when there was none)."""
+        from vultrino.store import CredentialStore, create_store
 
-        pw = resolve_password(self._password, self._prompt)
+        pw = resolve_password(self._password, self._prompt)  # before anything is moved
         self.home.ensure()
-        self.loaded_store = create_store(self.store_location, pw, kdf, retention=self.retention())
+        backup: Path | None = None
+        location = self.store_location
+        if set_aside and self.config.store_url is not None:
+            raise StoreError(
+                "init --force replaces only a store file; this home's store is in PostgreSQL "
+                "([store] url / VULTRINO_STORE_URL), which init never empties"
+            )
+        if set_aside and CredentialStore.exists(self.home.store):
+            backup = CredentialStore.set_aside(self.home.store, self.home.backups)
+        try:
+            self.loaded_store = create_store(location, pw, kdf, retention=self.retention())
+        except VultrinoError as exc:
+            if backup is None:
+                raise
+            raise StoreError(
+                f"{exc}; the old store is kept at {backup}: move it back to {self.home.store} "
+                "to use it again"
+            ) from exc
+        return backup
 
     @property
     def store_location(self) -> Path | str:

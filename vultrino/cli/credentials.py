@@ -80,19 +80,46 @@ MemOpt = Annotated[int | None, typer.Option("--kdf-memlimit-mb", help="Argon2id 
 
 
 @handle_errors()
-def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: MemOpt = None) -> None:
+def init(
+    home: HomeOpt = None,
+    kdf_opslimit: OpsOpt = None,
+    kdf_memlimit_mb: MemOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "-f",
+            help="Re-initialise a home that has a store: the old store file is moved, still "
+            "sealed, to backups/ in the home, and a new empty one is created (asks first).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --force: do not ask (needed without a TTY).")
+    ] = False,
+) -> None:
     """Create an empty, sealed credential store.
 
     The password is asked twice on a terminal, or taken from VULTRINO_PASSWORD or
     VULTRINO_PASSWORD_FILE. On a terminal, a password for the web admin UI of
-    `vultrino serve` is offered too (Enter skips it).
+    `vultrino serve` is offered too (Enter skips it). --force replaces an existing store
+    (after a confirmation) and keeps the old one in backups/.
 
     Example: vultrino init
     """
     from vultrino.core import Vultrino
+    from vultrino.paths import resolve_home
 
+    where = resolve_home(home_arg(home))
+    if force and where.store.exists():
+        _confirm_reinit(where.root, where.store, yes)
     password = _new_password()
-    with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
+    kdf = _kdf(kdf_opslimit, kdf_memlimit_mb)
+    with Vultrino.init(home_arg(home), password, kdf=kdf, force=force) as v:
+        if v.set_aside is not None:
+            err(
+                f"the old store is kept at {v.set_aside}, sealed under its old password "
+                f"(move it back to {v.home.store} to use it again)"
+            )
         err(f"created {v.store_info()['location']}")
         if is_tty():  # offered, never required: `vultrino admin set-password` sets it later
             from vultrino.cli.admin import ask_admin_password
@@ -101,6 +128,31 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
             if admin is not None:
                 v.set_admin_password(admin)
                 err("the web admin password is set")
+
+
+def _confirm_reinit(root: Path, store: Path, yes: bool) -> None:
+    """Say what ``init --force`` replaces and keeps, then ask (default: no). Without a
+    terminal, only --yes goes ahead: nothing piped on stdin confirms it."""
+    err(
+        f"init --force re-initialises {root}:\n"
+        f"  replaced: {store.name}, with every credential, agent profile, role, API key and "
+        "the web admin password in it;\n"
+        f"    the old file is moved, unchanged and still sealed under its old password, to "
+        f"{root / 'backups'}/\n"
+        "  kept: config.toml, installed plugins, the audit log, caches and plugin logs\n"
+        "  ended: the unlock session; a password kept in the OS keyring is no longer used"
+    )
+    if yes:
+        return
+    if not is_tty():
+        err(
+            "error: init --force replaces the store and needs a confirmation, but there is no "
+            "terminal to ask on: run it again with --yes (the old store is kept in backups/)"
+        )
+        raise typer.Exit(2)
+    if not typer.confirm("Replace the store with a new, empty one?", default=False, err=True):
+        err("aborted: nothing was changed")
+        raise typer.Exit(1)
 
 
 def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:
