@@ -819,6 +819,24 @@ class Vultrino:
         self._changed("plugin.remove", plugin=name)
         return path
 
+    def set_plugin_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable an installed plugin (``vultrino plugin enable|disable``); whether
+        that changed anything. A disabled plugin stays installed and its credential types
+        stay known, but its MCP tools are not listed and every call of its actions is refused
+        by the pipeline (PluginDisabledError); the state is kept in its directory, so it
+        outlives restarts and reaches running servers."""
+        s = self._s
+        with s.lock:
+            changed = s.registry.set_enabled(name, enabled)
+            s.plugins_signature = s.scan_plugins_dir()
+        if changed:
+            self._changed("plugin.enable" if enabled else "plugin.disable", plugin=name)
+        return changed
+
+    def plugin_enabled(self, name: str) -> bool:
+        """Whether plugin ``name`` is enabled (built-in plugins always are)."""
+        return not self._s.registry.is_disabled(name)
+
     def reload_plugin(self, name: str) -> Plugin:
         """Re-read and re-validate an installed plugin (its module is instantiated now)."""
         s = self._s

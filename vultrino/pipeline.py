@@ -58,7 +58,7 @@ from vultrino.info import (
     tool_infos,
 )
 from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, CredentialView, Plugin
-from vultrino.plugins.validation import type_name, validate_params
+from vultrino.plugins.validation import renamed_arguments, type_name, validate_params
 from vultrino.policy.approval import (
     SUMMARY_MAX_CHARS,
     ApprovalRequest,
@@ -272,14 +272,22 @@ class Pipeline:
             raise
         if target is None:  # a credential tool: metadata, through the caller's visibility
             return self._credential_tool(name, args, caller)
-        alias, owner, action = target
+        alias, owner, action, mappings = target
+        if mappings:  # the tool's argument names -> the action's (parameter_mappings)
+            try:
+                args = renamed_arguments(name, args, mappings)
+            except ParameterError as exc:
+                exc.plugin = owner
+                if caller is not None:
+                    self._refused_tool(name, caller, source, exc)
+                raise
         return self.call(alias, owner, action, args, caller, profile, name, source, False)
 
     def _tool_target(
         self, name: str, args: dict[str, Any], profile: AgentProfile | None
-    ) -> tuple[str | None, str, str] | None:
-        """(alias, plugin, action) that tool ``name`` runs with ``args`` (its ``credential``
-        argument taken out of them); None for ``list_credentials``."""
+    ) -> tuple[str | None, str, str, tuple[tuple[str, str], ...]] | None:
+        """(alias, plugin, action, parameter_mappings) that tool ``name`` runs with ``args``
+        (its ``credential`` argument taken out of them); None for ``list_credentials``."""
         if name in CREDENTIAL_TOOLS:
             allowed = {"pattern"} if name == LIST_CREDENTIALS_TOOL else {"credential"}
             extra = sorted(set(args) - allowed)
@@ -294,7 +302,7 @@ class Pipeline:
         act = binding.action
         owner = binding.plugin.name
         if not act.needs_credential:
-            return None, owner, act.name
+            return None, owner, act.name, binding.mappings
         alias = args.pop("credential", None)
         if alias is None:
             raise ParameterError(
@@ -314,7 +322,7 @@ class Pipeline:
                 "(call list_credentials to see them)",
                 plugin=owner,
             )
-        return alias, owner, act.name
+        return alias, owner, act.name, binding.mappings
 
     def _credential_tool(
         self, name: str, args: dict[str, Any], caller: Caller | None
@@ -515,6 +523,7 @@ class Pipeline:
         cred = self._s.store.get(alias)
         owner, spec = registry.resolve_type(cred.type)
         record["plugin"] = owner.name
+        registry.check_enabled(owner.name)
         if plugin is not None and owner.name != plugin:
             raise CredentialMismatchError(
                 f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
@@ -568,6 +577,7 @@ class Pipeline:
         if plugin is None:
             raise PluginNotFoundError("an action without a credential needs its plugin's name")
         owner = self._s.registry.get(plugin)
+        self._s.registry.check_enabled(owner.name)
         act = owner.manifest.require_action(action)
         if act.needs_credential:
             raise CredentialMismatchError(

@@ -185,8 +185,51 @@ def _warn_secret_on_argv(spec: CredentialTypeSpec, on_argv: set[str]) -> None:
 def _askable(spec: CredentialTypeSpec, values: dict[str, Any], all_fields: bool) -> list[Any]:
     """The fields to ask for: those not given that are required without a default, or with
     ``all_fields`` every one not given."""
-    missing = [f for f in spec.fields if f.name not in values]
+    missing = [f for f in spec.fields if f.name not in values and f.type != "hidden"]
     return [f for f in missing if all_fields or (f.required and f.default is None)]
+
+
+def _check_special_fields(
+    spec: CredentialTypeSpec, values: dict[str, Any], on_argv: set[str]
+) -> None:
+    """A ``file`` field takes ``@PATH`` (or ``-``), never a literal value; a required ``hidden``
+    field is never asked for, so it must be given with --field."""
+    for f in spec.fields:
+        if f.type == "file" and f.name in on_argv:
+            raise CredentialValidationError(
+                f"{f.name} is a file field: give the file to read, --field {f.name}=@PATH "
+                f"(or --field {f.name}=- for stdin), not its contents"
+            )
+        if f.type == "hidden" and f.required and f.default is None and f.name not in values:
+            raise CredentialValidationError(
+                f"{f.name} is a hidden field, which is never asked for: give it with "
+                f"--field {f.name}=VALUE"
+            )
+
+
+def _read_file_field(label: str, raw: str) -> str:
+    """The text of the file at ``raw`` (a path typed at a ``file`` field's prompt), at most
+    MAX_FILE_FIELD_BYTES, UTF-8."""
+    from vultrino.plugins.validation import MAX_FILE_FIELD_BYTES
+
+    path = Path(raw.strip()).expanduser()
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_FIELD_BYTES:
+            raise CredentialValidationError(
+                f"{label}: {path} is {size} bytes; a file field holds at most "
+                f"{MAX_FILE_FIELD_BYTES} bytes (1 MiB)"
+            )
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CredentialValidationError(
+            f"{label}: cannot read {path} ({exc.strerror or exc}); nothing was added"
+        ) from None
+    except UnicodeDecodeError:
+        raise CredentialValidationError(
+            f"{label}: {path} is not UTF-8 text; a file field holds text (encode a binary "
+            "file first, e.g. `base64 FILE > FILE.b64`)"
+        ) from None
 
 
 def _prompt_missing(
@@ -199,7 +242,7 @@ def _prompt_missing(
     """Ask for the fields not given on the command line: the required ones, or every one
     with ``all_fields`` (hidden input for secret ones); ``ask`` overrides which. Returns
     whether an optional field went unasked (so an error can suggest --all-fields)."""
-    missing = [f for f in spec.fields if f.name not in values]
+    missing = [f for f in spec.fields if f.name not in values and f.type != "hidden"]
     wanted = _askable(spec, values, all_fields) if ask is None else ask
     skipped = len(wanted) < len(missing)
     if not wanted:
@@ -221,7 +264,17 @@ def _prompt_missing(
         suffix = " [optional]" if optional and f.default is None else ""
         value: Any
         secret = f.secret or f.access == "host"
-        if f.type in ("text", "password", "textarea") or secret:
+        if f.type == "file":
+            path = typer.prompt(
+                f"{label}{hint}{suffix} (path of the file to read)",
+                default="",
+                show_default=False,
+                err=True,
+            )
+            value = _read_file_field(label, path) if path.strip() else ""
+            if got_size := len(value.encode()):
+                err(f"{label}: read {got_size} bytes")
+        elif f.type in ("text", "password", "textarea") or secret:
             default = "" if f.default is None or secret else str(f.default)
             shown = f" [{default}]" if default else ""
             if f.type == "textarea":
@@ -395,6 +448,7 @@ def add(
         )
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
+        _check_special_fields(spec, values, on_argv)
         _warn_secret_on_argv(spec, on_argv)
         never = never_sees(spec)
         if never:
