@@ -157,3 +157,11 @@ def test_c_reaches_the_command_options_too(home: McpHome, tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert "9911" in r.stdout
     assert os.environ.get("VULTRINO_CONFIG") is None  # the test process is untouched
+    # a stdio client entry starts its server on the same config file
+    stdio = home.cli(
+        "-c", str(cfg), "mcp", "config", "--form", "claude",
+        "--password-file", str(home.password_file),
+    )  # fmt: skip
+    assert stdio.returncode == 0, stdio.stderr
+    (entry,) = json.loads(stdio.stdout)["mcpServers"].values()
+    assert entry["env"]["VULTRINO_CONFIG"] == str(cfg)
