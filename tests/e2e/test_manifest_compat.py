@@ -148,6 +148,17 @@ def test_mappings_rename_the_schema_and_the_arguments(mcp: RawClient) -> None:
     assert "takes 'text', not 'message'" in wrong["content"][0]["text"]
 
 
+def test_plugin_info_shows_the_schema_and_the_renames(home: McpHome) -> None:
+    tools = {
+        t["name"]: t
+        for t in json.loads(home.cli("plugin", "info", "legacy", "--json").stdout)["tools"]
+    }
+    assert tools["legacy_renamed"]["parameter_mappings"] == {"text": "message"}
+    assert tools["legacy_schema"]["input_schema"]["properties"]["times"]["minimum"] == 1
+    text = home.cli("plugin", "info", "legacy").stdout
+    assert "mcp tool legacy_renamed -> echo (renames: text = message)" in text
+
+
 def test_input_schema_is_the_tools_schema(mcp: RawClient) -> None:
     tool = _tools(mcp)["legacy_schema"]
     schema = tool["inputSchema"]

@@ -152,7 +152,14 @@ def plugin_info(
                 }
                 for a in m.actions
             ],
-            "tools": [t.__dict__ for t in m.mcp_tools],
+            "tools": [
+                {
+                    **t.__dict__,
+                    "input_schema": json.loads(t.input_schema) if t.input_schema else None,
+                    "parameter_mappings": dict(t.parameter_mappings),
+                }
+                for t in m.mcp_tools
+            ],
             "warnings": list(m.warnings),
         }
     if json_out:
@@ -182,7 +189,10 @@ def plugin_info(
             req = ", required" if q["required"] else ""
             typer.echo(f"    {q['name']}: {q['type']}{req}")
     for t in data["tools"]:
-        typer.echo(f"mcp tool {t['name']} -> {t['action']}")
+        renames = ", ".join(f"{a} = {p}" for a, p in t["parameter_mappings"].items())
+        extra = " (own input_schema)" if t["input_schema"] else ""
+        extra += f" (renames: {renames})" if renames else ""
+        typer.echo(f"mcp tool {t['name']} -> {t['action']}{extra}")
     for w in data["warnings"]:
         err(f"warning: {w}")
 
