@@ -443,6 +443,7 @@ TOPICS = (
     ("postgresql store", "bench_postgres"),
     ("replicas on postgresql", "bench_replicas"),
     ("host keys", "bench_hostkeys"),
+    ("cli compat: log, parameter_mappings", "bench_cli_compat"),
 )
 
 

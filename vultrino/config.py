@@ -38,6 +38,10 @@ errors too: a mistyped limit must not quietly leave the default in force.
     approval_wait_s = 120        # how long a gated call waits in the approvals inbox
     shutdown_grace_s = 30        # how long SIGTERM lets in-flight calls finish
 
+    [logging]                    # the CLI's diagnostic log on stderr (docs/configuration.md)
+    level = "info"               # error, warn, info, debug; -v / -vv override
+    format = "json"              # "text" (default) or "json": one object per line
+
     [[policies]]                 # rules for every caller (docs/agents.md#policies)
     name = "github-no-delete"
     credential_pattern = "github-*"
@@ -60,6 +64,10 @@ ENV_ENGINE = "VULTRINO_ENGINE"
 ENV_STORE_URL = "VULTRINO_STORE_URL"
 STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 ENGINE_NAMES = ("wasmtime", "wasmer")
+#: ``[logging] level`` values (``warning`` and the original's ``trace`` are accepted too)
+LOG_LEVEL_NAMES = ("error", "warn", "info", "debug")
+LOG_FORMATS = ("text", "json")
+_LOG_ALIASES = {"warning": "warn", "trace": "debug"}
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {"engine": str, "policies": list},
@@ -72,6 +80,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "keep_versions_days": (int, float),
     },
     "http": {"max_response_mb": int},
+    "logging": {"level": str, "format": str},
     "mcp": {"port": int},
     "build": {"sandbox": str},
     "server": {
@@ -113,11 +122,21 @@ class Config:
     store_url: str | None = None
     # the [[policies]] tables as written; vultrino.policy.rules parses and checks them
     policies: tuple[dict[str, Any], ...] = ()
+    #: ``[logging] level`` (one of LOG_LEVEL_NAMES), None when not set
+    log_level: str | None = None
+    #: ``[logging] format``: "text" or "json"
+    log_format: str = "text"
 
 
-def load_config(path: Path) -> Config:
-    """Read ``path`` (absent = defaults) and apply ``VULTRINO_ENGINE``."""
+def load_config(path: Path, *, required: bool = False) -> Config:
+    """Read ``path`` (absent = defaults, unless ``required``: a config file named by
+    ``-c``/``VULTRINO_CONFIG`` must exist) and apply ``VULTRINO_ENGINE``."""
     data: dict[str, Any] = {}
+    if required and not path.is_file():
+        raise ConfigError(
+            f"{path}: no such config file (named by -c/--config or VULTRINO_CONFIG); give "
+            "an existing file, or leave both out to use config.toml in the home"
+        )
     if path.exists():
         if sys.version_info >= (3, 11):  # imported only when there is a file to read
             import tomllib
@@ -167,6 +186,7 @@ def load_config(path: Path) -> Config:
     for name in ("trusted_proxies", "allowed_hosts"):
         if not all(isinstance(x, str) and x.strip() for x in server.get(name, [])):
             raise ConfigError(f"{path}: server.{name}: expected a list of non-empty strings")
+    log_level, log_format = logging_settings(path, data.get("logging", {}))
     policies = data.get("policies", [])
     if not all(isinstance(x, dict) for x in policies):
         raise ConfigError(f"{path}: policies: expected [[policies]] tables")
@@ -190,7 +210,49 @@ def load_config(path: Path) -> Config:
         shutdown_grace_s=float(server.get("shutdown_grace_s", 30.0)),
         policies=tuple(policies),
         store_url=store_url,
+        log_level=log_level,
+        log_format=log_format,
     )
+
+
+def logging_settings(path: Path, table: dict[str, Any]) -> tuple[str | None, str]:
+    """The ``[logging]`` table's level (None when unset) and format, checked."""
+    level = table.get("level")
+    if level is not None:
+        level = _LOG_ALIASES.get(level.lower(), level.lower())
+        if level not in LOG_LEVEL_NAMES:
+            raise ConfigError(
+                f"{path}: logging.level: expected one of {', '.join(LOG_LEVEL_NAMES)}, "
+                f"got {table['level']!r}"
+            )
+    fmt = table.get("format", "text")
+    if fmt not in LOG_FORMATS:
+        raise ConfigError(
+            f"{path}: logging.format: expected one of {', '.join(LOG_FORMATS)}, got {fmt!r}"
+        )
+    return level, fmt
+
+
+def read_logging(path: Path) -> tuple[str | None, str]:
+    """Only the ``[logging]`` settings of ``path`` (defaults when it is absent): what the CLI
+    needs before a command runs. ConfigError for a broken file or bad values."""
+    if not path.is_file():
+        return None, "text"
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on the Python 3.10 CI leg
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    table = data.get("logging", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: logging: expected a [logging] table")
+    for key, value in table.items():
+        if key not in _SCHEMA["logging"] or not isinstance(value, str):
+            raise ConfigError(f"{path}: logging.{key}: unknown key or not a string")
+    return logging_settings(path, table)
 
 
 def _check_schema(path: Path, data: dict[str, Any]) -> None:

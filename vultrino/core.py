@@ -125,7 +125,11 @@ class Vultrino:
         use_session: bool = True,
     ) -> None:
         self.home = home
-        self.config = config if config is not None else load_config(home.config)
+        self.config = (
+            config
+            if config is not None
+            else load_config(home.config, required=home.config_file is not None)
+        )
         self._s = Services(
             home,
             self.config,
@@ -137,6 +141,8 @@ class Vultrino:
         self._pipeline = Pipeline(self._s)
         self._build_cache = home.build_cache
         self._scratch: Path | None = None  # the temporary home of a scratch facade
+        #: where `init(force=True)` moved the old store file (None: there was none)
+        self.set_aside: Path | None = None
         self._key_use = key_use.KeyUse()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -157,7 +163,7 @@ class Vultrino:
         home's unlock session when one runs (``use_session=False`` skips it), then with the
         password kept in the OS keyring when the owner opted in, then ``prompt``."""
         h = resolve_home(home)
-        config = load_config(h.config)
+        config = load_config(h.config, required=h.config_file is not None)
         if engine is not None:
             if engine not in ENGINE_NAMES:
                 raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
@@ -172,10 +178,29 @@ class Vultrino:
         *,
         kdf: KdfParams | None = None,
         prompt: Prompt | None = None,
+        force: bool = False,
     ) -> Vultrino:
-        """Create a new, empty store in the home and return the opened facade."""
+        """Create a new, empty store in the home and return the opened facade.
+
+        ``force`` re-initialises a home that has a store file: the old file is moved,
+        unchanged and still sealed under its old password, into the home's ``backups/``
+        (``v.set_aside`` says where), then the new store is created; the unlock session ends
+        and a password kept in the OS keyring is no longer used (it opens the old store).
+        Everything else in the home stays: config.toml, plugins, the audit log (which gets a
+        ``store.reinit`` record), caches and plugin logs."""
         v = cls.open(home, password, prompt=prompt)
-        v._s.create_store(kdf or v._s.configured_kdf())
+        try:
+            if force:
+                from vultrino import unlock
+
+                unlock.lock(v.home.root)  # the session holds the old store's key
+            v.set_aside = v._s.create_store(kdf or v._s.configured_kdf(), set_aside=force)
+            if v.set_aside is not None:
+                v.home.keyring_marker.unlink(missing_ok=True)
+                v._changed("store.reinit", subject=str(v.set_aside))
+        except BaseException:
+            v.close()
+            raise
         return v
 
     @classmethod
@@ -197,7 +222,7 @@ class Vultrino:
         from vultrino.store import KdfParams
 
         real = resolve_home(home)
-        config = load_config(real.config)
+        config = load_config(real.config, required=real.config_file is not None)
         if engine is not None:
             if engine not in ENGINE_NAMES:
                 raise ConfigError(f"unknown engine {engine!r}; expected one of {ENGINE_NAMES}")
@@ -819,6 +844,24 @@ class Vultrino:
             s.plugins_signature = s.scan_plugins_dir()
         self._changed("plugin.remove", plugin=name)
         return path
+
+    def set_plugin_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable an installed plugin (``vultrino plugin enable|disable``); whether
+        that changed anything. A disabled plugin stays installed and its credential types
+        stay known, but its MCP tools are not listed and every call of its actions is refused
+        by the pipeline (PluginDisabledError); the state is kept in its directory, so it
+        outlives restarts and reaches running servers."""
+        s = self._s
+        with s.lock:
+            changed = s.registry.set_enabled(name, enabled)
+            s.plugins_signature = s.scan_plugins_dir()
+        if changed:
+            self._changed("plugin.enable" if enabled else "plugin.disable", plugin=name)
+        return changed
+
+    def plugin_enabled(self, name: str) -> bool:
+        """Whether plugin ``name`` is enabled (built-in plugins always are)."""
+        return not self._s.registry.is_disabled(name)
 
     def reload_plugin(self, name: str) -> Plugin:
         """Re-read and re-validate an installed plugin (its module is instantiated now)."""

@@ -30,6 +30,7 @@ with ``raise ... from exc``; they never escape to a caller.
     │   ├── PluginNotFoundError
     │   │   └── ToolNotFoundError   no such MCP tool, or none the caller may see
     │   ├── PluginConflictError         a name or tool collides with another plugin / built-in
+    │   ├── PluginDisabledError         the plugin is disabled (`vultrino plugin enable NAME`)
     │   ├── ActionNotFoundError
     │   ├── ParameterError              action parameters do not match the manifest
     │   ├── CredentialMismatchError     the credential belongs to another plugin / type
@@ -121,6 +122,7 @@ __all__ = [
     "PluginABIError",
     "PluginBusyError",
     "PluginConflictError",
+    "PluginDisabledError",
     "PluginError",
     "PluginMemoryError",
     "PluginNotFoundError",
@@ -308,6 +310,13 @@ class ToolNotFoundError(PluginNotFoundError):
 
 class PluginConflictError(PluginError):
     """A plugin or tool name collides with an installed or built-in one."""
+
+
+class PluginDisabledError(PluginError):
+    """The plugin is installed but disabled (``vultrino plugin disable``): its actions are
+    refused and its tools are not listed until ``vultrino plugin enable NAME``."""
+
+    hint = "The plugin is disabled on this Vultrino; tell the user, who can enable it."
 
 
 class ActionNotFoundError(PluginError):

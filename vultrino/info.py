@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from vultrino.errors import VultrinoError
 from vultrino.plugins.base import CredentialTypeSpec, Plugin, qualified_type
-from vultrino.plugins.validation import params_json_schema
 
 if TYPE_CHECKING:
     from vultrino.plugins.registry import PluginRegistry
@@ -214,14 +213,19 @@ def canonical_type(plugin: Plugin, spec: CredentialTypeSpec) -> str:
 def credential_info(cred: Credential, registry: PluginRegistry) -> CredentialInfo:
     """``cred``'s metadata, its secret fields (the stored ones and its type's) masked."""
     secret = set(cred.secret_fields)
+    hidden: set[str] = set()
     plugin_name: str | None
     try:
         plugin, spec = registry.resolve_type(cred.type)
         secret |= set(spec.secret_fields)
+        hidden = set(spec.hidden_fields)
         plugin_name = plugin.name
     except VultrinoError:
         plugin_name = None  # its plugin was removed: still listable, not usable
-    shown = {k: ("********" if k in secret else v) for k, v in cred.fields.items()}
+    shown = {
+        k: ("********" if k in secret else "(hidden)" if k in hidden else v)
+        for k, v in cred.fields.items()
+    }
     return CredentialInfo(
         alias=cred.alias,
         type=cred.type,
@@ -366,20 +370,18 @@ def tool_infos(
     for binding in registry.tools():
         plugin = binding.plugin
         act = binding.action
-        schema = params_json_schema(act)
+        schema = binding.params_schema()  # its input_schema, or renamed by parameter_mappings
         types: set[str] = set()
         if act.needs_credential:
             types = {canonical_type(plugin, CredentialTypeSpec(t)) for t in act.accepted_types}
             aliases = sorted(c.alias for c in aliases_of if c.type in types)
+            own = schema["properties"].pop("credential", None)  # a manifest's own is kept
             props = {
-                "credential": _credential_prop(sorted(types), aliases),
+                "credential": own if own is not None else _credential_prop(sorted(types), aliases),
                 **schema["properties"],
             }
-            schema = {
-                **schema,
-                "properties": props,
-                "required": ["credential", *schema.get("required", [])],
-            }
+            required = [r for r in schema.get("required", []) if r != "credential"]
+            schema = {**schema, "properties": props, "required": ["credential", *required]}
         tools.append(
             ToolInfo(
                 name=binding.name,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_HOME = "VULTRINO_HOME"
+#: The config file to use instead of the home's ``config.toml`` (``vultrino -c PATH``).
+ENV_CONFIG = "VULTRINO_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -14,6 +16,8 @@ class Home:
     """The layout of ``$VULTRINO_HOME`` (DESIGN.md section 2)."""
 
     root: Path
+    #: the config file named by ``-c/--config`` or ``VULTRINO_CONFIG``; None: the home's own
+    config_file: Path | None = None
 
     @property
     def store(self) -> Path:
@@ -21,11 +25,18 @@ class Home:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.toml"
+        """The config file: the one named by ``-c``/``VULTRINO_CONFIG``, else
+        ``config.toml`` in the home."""
+        return self.config_file if self.config_file is not None else self.root / "config.toml"
 
     @property
     def audit_log(self) -> Path:
         return self.root / "audit.log"
+
+    @property
+    def backups(self) -> Path:
+        """Stores set aside by ``vultrino init --force``, still sealed, one file each."""
+        return self.root / "backups"
 
     @property
     def cache(self) -> Path:
@@ -64,8 +75,11 @@ class Home:
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Home:
-    """``home`` if given, else ``$VULTRINO_HOME``, else ``~/.vultrino``."""
+    """``home`` if given, else ``$VULTRINO_HOME``, else ``~/.vultrino``; its config file is
+    ``$VULTRINO_CONFIG`` when that is set (the home itself does not move with it)."""
     if home is None:
         env = os.environ.get(ENV_HOME)
         home = env if env else Path.home() / ".vultrino"
-    return Home(Path(home).expanduser().absolute())
+    config = os.environ.get(ENV_CONFIG)
+    config_file = Path(config).expanduser().absolute() if config else None
+    return Home(Path(home).expanduser().absolute(), config_file)

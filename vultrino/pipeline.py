@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -57,7 +58,7 @@ from vultrino.info import (
     tool_infos,
 )
 from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, CredentialView, Plugin
-from vultrino.plugins.validation import type_name, validate_params
+from vultrino.plugins.validation import renamed_arguments, type_name, validate_params
 from vultrino.policy.approval import (
     SUMMARY_MAX_CHARS,
     ApprovalRequest,
@@ -271,14 +272,22 @@ class Pipeline:
             raise
         if target is None:  # a credential tool: metadata, through the caller's visibility
             return self._credential_tool(name, args, caller)
-        alias, owner, action = target
+        alias, owner, action, mappings = target
+        if mappings:  # the tool's argument names -> the action's (parameter_mappings)
+            try:
+                args = renamed_arguments(name, args, mappings)
+            except ParameterError as exc:
+                exc.plugin = owner
+                if caller is not None:
+                    self._refused_tool(name, caller, source, exc)
+                raise
         return self.call(alias, owner, action, args, caller, profile, name, source, False)
 
     def _tool_target(
         self, name: str, args: dict[str, Any], profile: AgentProfile | None
-    ) -> tuple[str | None, str, str] | None:
-        """(alias, plugin, action) that tool ``name`` runs with ``args`` (its ``credential``
-        argument taken out of them); None for ``list_credentials``."""
+    ) -> tuple[str | None, str, str, tuple[tuple[str, str], ...]] | None:
+        """(alias, plugin, action, parameter_mappings) that tool ``name`` runs with ``args``
+        (its ``credential`` argument taken out of them); None for ``list_credentials``."""
         if name in CREDENTIAL_TOOLS:
             allowed = {"pattern"} if name == LIST_CREDENTIALS_TOOL else {"credential"}
             extra = sorted(set(args) - allowed)
@@ -293,7 +302,7 @@ class Pipeline:
         act = binding.action
         owner = binding.plugin.name
         if not act.needs_credential:
-            return None, owner, act.name
+            return None, owner, act.name, binding.mappings
         alias = args.pop("credential", None)
         if alias is None:
             raise ParameterError(
@@ -313,7 +322,7 @@ class Pipeline:
                 "(call list_credentials to see them)",
                 plugin=owner,
             )
-        return alias, owner, act.name
+        return alias, owner, act.name, binding.mappings
 
     def _credential_tool(
         self, name: str, args: dict[str, Any], caller: Caller | None
@@ -390,6 +399,13 @@ class Pipeline:
         }
         if tool is not None:
             record["tool"] = tool
+        if _log.isEnabledFor(logging.DEBUG):
+            # the names of the parameters, never their values
+            _log.debug(
+                "call %s, parameters: %s",
+                _fields_text(record),
+                ", ".join(sorted(map(str, params or {}))) or "none",
+            )
         if caller is not None:
             if caller.key is not None:
                 record["key"] = caller.key
@@ -430,9 +446,13 @@ class Pipeline:
         if len(record) == 4:  # no tool, nothing added on the way: the plan's text holds
             tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
             self._s.audit.write_text(plan.audit_ok + audit.millis_text(elapsed) + tail)
+            if _log.isEnabledFor(logging.INFO):
+                _log_call({**record, "outcome": "ok", "duration_ms": _millis(elapsed)}, source)
         else:
             record.update(outcome="ok", duration_ms=_millis(elapsed), source=source)
             self._s.audit.write(record)
+            if _log.isEnabledFor(logging.INFO):
+                _log_call(record, source)
         return value
 
     def _canonical(self, ref: str, profile: AgentProfile | None, record: dict[str, Any]) -> str:
@@ -503,6 +523,7 @@ class Pipeline:
         cred = self._s.store.get(alias)
         owner, spec = registry.resolve_type(cred.type)
         record["plugin"] = owner.name
+        registry.check_enabled(owner.name)
         if plugin is not None and owner.name != plugin:
             raise CredentialMismatchError(
                 f"credential {alias!r} is of type {cred.type!r}, which plugin {plugin!r} "
@@ -556,6 +577,7 @@ class Pipeline:
         if plugin is None:
             raise PluginNotFoundError("an action without a credential needs its plugin's name")
         owner = self._s.registry.get(plugin)
+        self._s.registry.check_enabled(owner.name)
         act = owner.manifest.require_action(action)
         if act.needs_credential:
             raise CredentialMismatchError(
@@ -670,6 +692,8 @@ class Pipeline:
         record["source"] = source
         record.setdefault("outcome", "error")
         self._s.audit.write(record)
+        if _log.isEnabledFor(logging.INFO):
+            _log_call(record, source)
 
     def _plugin_types(self, plugin: str) -> str:
         p = self._s.registry.get(plugin)
@@ -709,6 +733,21 @@ def _note_params(
 
 #: ``scheme://user:password@``: the password an agent wrote into a URL is not kept in the log.
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#@]*@")
+
+
+_log = logging.getLogger("vultrino.pipeline")
+
+
+def _fields_text(fields: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def _log_call(record: Mapping[str, Any], source: str) -> None:
+    """One INFO line per call: what its audit record holds (names, outcome, error class,
+    duration, a scrubbed URL), never a parameter's value or a secret. ``vultrino_fields``
+    carries the same as data for the CLI's JSON log format."""
+    fields = {**record, "source": source}
+    _log.info("call %s", _fields_text(fields), extra={"vultrino_fields": fields})
 
 
 def _audit_ok(record: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ runs calls through them. Neither hands them out: they are not public API.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from vultrino.errors import (
     AgentNotFoundError,
     ConfigError,
     PasswordRequiredError,
+    StoreError,
     StoreNotInitializedError,
+    VultrinoError,
     WrongPasswordError,
 )
 from vultrino.paths import Home
@@ -57,6 +60,8 @@ Prompt = Callable[[str], str]
 PASSWORD_PROMPT = "Store password: "  # noqa: S105 - a prompt
 #: How often a wrong password may be typed at the prompt before the command fails (as sudo).
 PASSWORD_TRIES = 3
+
+_log = logging.getLogger("vultrino.services")
 
 
 def env_password(password: str | None) -> str | None:
@@ -141,6 +146,8 @@ class Services:
     ) -> None:
         self.home = home
         self.config = config
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("home %s, config %s", home.root, config.source or "(none: defaults)")
         self._password = password
         self._prompt = prompt
         self._use_session = use_session
@@ -246,7 +253,13 @@ class Services:
     def _opened(self, store: CredentialStore, how: str, password: str) -> CredentialStore:
         self.unlocked_by = how
         self._opened_password = password
+        self._log_opened(how)
         return store
+
+    def _log_opened(self, how: str) -> None:
+        # a database URL may carry its password: the log names only the backend
+        where = "a PostgreSQL database" if self.config.store_url else str(self.home.store)
+        _log.info("store opened: %s (unlocked by %s)", where, how)
 
     def _open_with_session(self) -> CredentialStore | None:
         """The store opened with the key of the home's unlock agent; None when it is locked.
@@ -267,6 +280,7 @@ class Services:
         finally:
             key.wipe()
         self.unlocked_by = "session"
+        self._log_opened("session")
         return store
 
     def opened_password(self) -> str:
@@ -290,13 +304,33 @@ class Services:
     def keyring_opted_in(self) -> bool:
         return self.home.keyring_marker.exists()
 
-    def create_store(self, kdf: KdfParams | None) -> None:
-        """Create a new, empty store in the home (``vultrino init``) and keep it open."""
-        from vultrino.store import create_store
+    def create_store(self, kdf: KdfParams | None, *, set_aside: bool = False) -> Path | None:
+        """Create a new, empty store in the home (``vultrino init``) and keep it open. With
+        ``set_aside``, a store file already there is first moved, unchanged, into the home's
+        ``backups/``; returns where it went (None when there was none)."""
+        from vultrino.store import CredentialStore, create_store
 
-        pw = resolve_password(self._password, self._prompt)
+        pw = resolve_password(self._password, self._prompt)  # before anything is moved
         self.home.ensure()
-        self.loaded_store = create_store(self.store_location, pw, kdf, retention=self.retention())
+        backup: Path | None = None
+        location = self.store_location
+        if set_aside and self.config.store_url is not None:
+            raise StoreError(
+                "init --force replaces only a store file; this home's store is in PostgreSQL "
+                "([store] url / VULTRINO_STORE_URL), which init never empties"
+            )
+        if set_aside and CredentialStore.exists(self.home.store):
+            backup = CredentialStore.set_aside(self.home.store, self.home.backups)
+        try:
+            self.loaded_store = create_store(location, pw, kdf, retention=self.retention())
+        except VultrinoError as exc:
+            if backup is None:
+                raise
+            raise StoreError(
+                f"{exc}; the old store is kept at {backup}: move it back to {self.home.store} "
+                "to use it again"
+            ) from exc
+        return backup
 
     @property
     def store_location(self) -> Path | str:
@@ -354,6 +388,8 @@ class Services:
                     registry.set_refused(self.shared_problems)
                 registry.load_all()
                 self.plugins_signature = self.scan_plugins_dir()
+                if _log.isEnabledFor(logging.INFO):
+                    _log.info("plugins loaded: %s", ", ".join(p.name for p in registry.plugins()))
                 self.loaded_registry = registry
             # (another thread may have loaded it while this one waited for the lock)
             return self.loaded_registry

@@ -172,7 +172,9 @@ def test_abi1_echo_sends_the_rust_vultrino_json_request(load: Callable[..., Any]
     params = {"data": 'he said "hi" \\ ✓', "armor": True}
     answer = module.execute(req("sign", params, CREDENTIAL))
     sent = json.loads(answer["ok"])
-    assert sent == {"action": "sign", "credential": CREDENTIAL["fields"], "parameters": params}
+    # the credential as the Rust host sent a plugin's: tagged "custom", every value a string
+    custom = {"type": "custom", **CREDENTIAL["fields"]}
+    assert sent == {"action": "sign", "credential": custom, "parameters": params}
     assert list(sent) == ["action", "credential", "parameters"]
 
 
@@ -713,7 +715,7 @@ def test_rust_abi1_guest(engine: Engine, rust_abi1: bytes) -> None:
         sent = json.loads(module.execute(req("echo", {"x": [1, "ü"]}, CREDENTIAL))["ok"])
         assert sent == {
             "action": "echo",
-            "credential": CREDENTIAL["fields"],
+            "credential": {"type": "custom", **CREDENTIAL["fields"]},
             "parameters": {"x": [1, "ü"]},
         }
         assert module.execute(req("sign", {"message": "hi"}, CREDENTIAL)) == {"ok": "signed:hi:PK"}

@@ -208,8 +208,24 @@ def test_encode_abi1_matches_the_rust_host() -> None:
             "credential": {"alias": "a", "type": "t", "fields": {"k": "v"}},
         }
     )
-    assert body == '{"action":"sign","credential":{"k":"v"},"parameters":{"data":"ü"}}'.encode()
+    assert (
+        body
+        == (
+            '{"action":"sign","credential":{"type":"custom","k":"v"},"parameters":{"data":"ü"}}'
+        ).encode()
+    )
     assert (action, params) == (b"sign", '{"data":"ü"}'.encode())
+
+
+def test_encode_abi1_sends_the_rust_hosts_custom_credential_of_strings() -> None:
+    fields = {"on": True, "off": False, "n": 3, "x": 2.5, "empty": "", "none": None, "s": "v"}
+    body, _, _ = abi.encode_abi1(
+        {"action": "a", "params": {}, "credential": {"alias": "c", "type": "t", "fields": fields}}
+    )
+    sent = json.loads(body)["credential"]
+    assert sent == {"type": "custom", "on": "true", "off": "false", "n": "3", "x": "2.5", "s": "v"}
+    no_credential, _, _ = abi.encode_abi1({"action": "a", "params": {}, "credential": None})
+    assert json.loads(no_credential)["credential"] == {}
 
 
 def test_encode_abi1_refuses_what_json_cannot_carry() -> None:

@@ -29,7 +29,7 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "actions": ("name", "description", "credential_type", "parameters"),
     "actions.parameters": ("name", "type", "required", "description", "default", "enum_values"),
-    "mcp_tools": ("name", "action", "description"),
+    "mcp_tools": ("name", "action", "description", "input_schema", "parameter_mappings"),
 }  # fmt: skip
 
 EVERY_KEY = """
@@ -84,6 +84,8 @@ enum_values = ["a", "b"]
 name = "every_key_act"
 action = "act"
 description = "d"
+parameter_mappings = { how = "mode" }
+input_schema = { type = "object", properties = { how = { type = "string" } } }
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -362,10 +363,10 @@ FIELD = "credential_types[0].fields[0]"
 
 
 def test_field_type_must_be_a_field_kind() -> None:
-    problem = only_problem(_field("", kind="file"))
+    problem = only_problem(_field("", kind="image"))
     assert problem == (
         f"{FIELD}.type: expected one of text, password, textarea, select, checkbox, number, "
-        'got "file"'
+        'file, hidden, got "image"'
     )
 
 
@@ -775,9 +776,10 @@ def test_legacy_rust_keys_are_warnings() -> None:
         "url_patterns",
         "credential_types[0].icon",
         "credential_types[0].fields[0].validation_message",
-        "mcp_tools[0].input_schema",
-        "mcp_tools[0].parameter_mappings",
     ]
+    (tool,) = m.mcp_tools
+    assert tool.parameter_mappings == (("payload", "data"),)  # the tool's payload is data
+    assert json.loads(tool.input_schema or "")["required"] == ["payload"]
     assert m.credential_types[0].fields[1].options == ("fast", "safe")
     sign = m.action("sign")
     assert sign is not None and sign.credential_type == "legacy_key"

@@ -17,7 +17,14 @@ import typer
 from typer.core import TyperGroup
 
 from vultrino._version import __version__
-from vultrino.cli._common import LOG_ENV, err, log_level, set_remote, set_root_home
+from vultrino.cli._common import (
+    LOG_ENV,
+    err,
+    log_level,
+    set_remote,
+    set_root_home,
+    setup_logging,
+)
 from vultrino.errors import VultrinoError
 
 # The settings of the root app; every lazily built command is built with the same ones.
@@ -229,6 +236,28 @@ def root(
             show_default=False,
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="The config file to use instead of config.toml in the home (the home stays "
+            "--home / $VULTRINO_HOME / ~/.vultrino); the same as $VULTRINO_CONFIG.",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log what Vultrino does on stderr: -v info, -vv debug (never a secret; "
+            "[logging] in config.toml sets a level and format = json).",
+            show_default=False,
+        ),
+    ] = 0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -236,7 +265,21 @@ def root(
     """Vultrino keeps secrets sealed and performs the actions that need them."""
     from vultrino.cli import _remote
 
+    if config is not None:
+        from vultrino.paths import ENV_CONFIG
+
+        path = config.expanduser().absolute()
+        if not path.is_file():
+            err(
+                f"error: -c/--config {path}: no such file; name an existing config file, or "
+                "leave -c out to use config.toml in the home"
+            )
+            raise typer.Exit(2)
+        # through the environment, so every part of this process (and a server or unlock
+        # agent it starts) reads the same file
+        os.environ[ENV_CONFIG] = str(path)
     set_root_home(home)
+    setup_logging(home, verbose)
     if os.environ.get(LOG_ENV):  # checked once, before any command runs
         try:
             log_level()

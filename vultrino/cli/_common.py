@@ -75,7 +75,30 @@ def wants_json(json_out: bool, fmt: str | None) -> bool:
 LOG_ENV = "VULTRINO_LOG"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
-_state: dict[str, Any] = {"home": None, "remote": None}
+_state: dict[str, Any] = {"home": None, "remote": None, "verbose": 0, "logged_home": None}
+
+
+def setup_logging(home: Path | None, verbose: int | None = None) -> None:
+    """Set up the diagnostic log (``-v``/``-vv``, else ``[logging]`` of the config file the
+    command will use). A broken config file is left for the command to report, as it would
+    without logging; until then the log runs on the flags alone."""
+    if verbose is not None:
+        _state["verbose"] = verbose
+    verbose = _state["verbose"]
+    from vultrino.paths import resolve_home
+
+    path = resolve_home(home).config
+    if not verbose and not path.is_file() and "vultrino.cli._logging" not in sys.modules:
+        return  # nothing asks for a log (and logging is not even imported)
+    from vultrino.cli import _logging
+    from vultrino.config import read_logging
+
+    try:
+        configured, fmt = read_logging(path)
+    except VultrinoError:
+        configured, fmt = None, "text"
+    _logging.configure(_logging.level_for(verbose, configured), fmt)
+    _state["logged_home"] = home
 
 
 def set_root_home(home: Path | None) -> None:
@@ -106,6 +129,8 @@ def open_calls(home: Path | None) -> AbstractContextManager[Calls]:
 
 def home_arg(home: Path | None) -> Path | None:
     """The command's --home, else the root --home, else None (VULTRINO_HOME / default)."""
+    if home is not None and home != _state["logged_home"]:
+        setup_logging(home)  # its config file's [logging], not the root home's
     return home if home is not None else _state["home"]
 
 
@@ -246,8 +271,11 @@ def log_level() -> str:
 
 
 def debug_wanted(flag: bool) -> bool:
-    """``--debug``, or ``VULTRINO_LOG=debug``."""
-    return flag or log_level() == "debug"
+    """``--debug``, ``VULTRINO_LOG=debug``, or a log at debug level (``-vv``)."""
+    if flag or log_level() == "debug":
+        return True
+    logs = sys.modules.get("vultrino.cli._logging")
+    return logs is not None and bool(logs.debugging())
 
 
 def print_detail(detail: dict[str, Any]) -> None:

@@ -80,19 +80,46 @@ MemOpt = Annotated[int | None, typer.Option("--kdf-memlimit-mb", help="Argon2id 
 
 
 @handle_errors()
-def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: MemOpt = None) -> None:
+def init(
+    home: HomeOpt = None,
+    kdf_opslimit: OpsOpt = None,
+    kdf_memlimit_mb: MemOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "-f",
+            help="Re-initialise a home that has a store: the old store file is moved, still "
+            "sealed, to backups/ in the home, and a new empty one is created (asks first).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --force: do not ask (needed without a TTY).")
+    ] = False,
+) -> None:
     """Create an empty, sealed credential store.
 
     The password is asked twice on a terminal, or taken from VULTRINO_PASSWORD or
     VULTRINO_PASSWORD_FILE. On a terminal, a password for the web admin UI of
-    `vultrino serve` is offered too (Enter skips it).
+    `vultrino serve` is offered too (Enter skips it). --force replaces an existing store
+    (after a confirmation) and keeps the old one in backups/.
 
     Example: vultrino init
     """
     from vultrino.core import Vultrino
+    from vultrino.paths import resolve_home
 
+    where = resolve_home(home_arg(home))
+    if force and where.store.exists():
+        _confirm_reinit(where.root, where.store, yes)
     password = _new_password()
-    with Vultrino.init(home_arg(home), password, kdf=_kdf(kdf_opslimit, kdf_memlimit_mb)) as v:
+    kdf = _kdf(kdf_opslimit, kdf_memlimit_mb)
+    with Vultrino.init(home_arg(home), password, kdf=kdf, force=force) as v:
+        if v.set_aside is not None:
+            err(
+                f"the old store is kept at {v.set_aside}, sealed under its old password "
+                f"(move it back to {v.home.store} to use it again)"
+            )
         err(f"created {v.store_info()['location']}")
         if is_tty():  # offered, never required: `vultrino admin set-password` sets it later
             from vultrino.cli.admin import ask_admin_password
@@ -101,6 +128,31 @@ def init(home: HomeOpt = None, kdf_opslimit: OpsOpt = None, kdf_memlimit_mb: Mem
             if admin is not None:
                 v.set_admin_password(admin)
                 err("the web admin password is set")
+
+
+def _confirm_reinit(root: Path, store: Path, yes: bool) -> None:
+    """Say what ``init --force`` replaces and keeps, then ask (default: no). Without a
+    terminal, only --yes goes ahead: nothing piped on stdin confirms it."""
+    err(
+        f"init --force re-initialises {root}:\n"
+        f"  replaced: {store.name}, with every credential, agent profile, role, API key and "
+        "the web admin password in it;\n"
+        f"    the old file is moved, unchanged and still sealed under its old password, to "
+        f"{root / 'backups'}/\n"
+        "  kept: config.toml, installed plugins, the audit log, caches and plugin logs\n"
+        "  ended: the unlock session; a password kept in the OS keyring is no longer used"
+    )
+    if yes:
+        return
+    if not is_tty():
+        err(
+            "error: init --force replaces the store and needs a confirmation, but there is no "
+            "terminal to ask on: run it again with --yes (the old store is kept in backups/)"
+        )
+        raise typer.Exit(2)
+    if not typer.confirm("Replace the store with a new, empty one?", default=False, err=True):
+        err("aborted: nothing was changed")
+        raise typer.Exit(1)
 
 
 def _field_values(raw_fields: list[str]) -> tuple[dict[str, str], set[str]]:
@@ -133,8 +185,51 @@ def _warn_secret_on_argv(spec: CredentialTypeSpec, on_argv: set[str]) -> None:
 def _askable(spec: CredentialTypeSpec, values: dict[str, Any], all_fields: bool) -> list[Any]:
     """The fields to ask for: those not given that are required without a default, or with
     ``all_fields`` every one not given."""
-    missing = [f for f in spec.fields if f.name not in values]
+    missing = [f for f in spec.fields if f.name not in values and f.type != "hidden"]
     return [f for f in missing if all_fields or (f.required and f.default is None)]
+
+
+def _check_special_fields(
+    spec: CredentialTypeSpec, values: dict[str, Any], on_argv: set[str]
+) -> None:
+    """A ``file`` field takes ``@PATH`` (or ``-``), never a literal value; a required ``hidden``
+    field is never asked for, so it must be given with --field."""
+    for f in spec.fields:
+        if f.type == "file" and f.name in on_argv:
+            raise CredentialValidationError(
+                f"{f.name} is a file field: give the file to read, --field {f.name}=@PATH "
+                f"(or --field {f.name}=- for stdin), not its contents"
+            )
+        if f.type == "hidden" and f.required and f.default is None and f.name not in values:
+            raise CredentialValidationError(
+                f"{f.name} is a hidden field, which is never asked for: give it with "
+                f"--field {f.name}=VALUE"
+            )
+
+
+def _read_file_field(label: str, raw: str) -> str:
+    """The text of the file at ``raw`` (a path typed at a ``file`` field's prompt), at most
+    MAX_FILE_FIELD_BYTES, UTF-8."""
+    from vultrino.plugins.validation import MAX_FILE_FIELD_BYTES
+
+    path = Path(raw.strip()).expanduser()
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_FIELD_BYTES:
+            raise CredentialValidationError(
+                f"{label}: {path} is {size} bytes; a file field holds at most "
+                f"{MAX_FILE_FIELD_BYTES} bytes (1 MiB)"
+            )
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CredentialValidationError(
+            f"{label}: cannot read {path} ({exc.strerror or exc}); nothing was added"
+        ) from None
+    except UnicodeDecodeError:
+        raise CredentialValidationError(
+            f"{label}: {path} is not UTF-8 text; a file field holds text (encode a binary "
+            "file first, e.g. `base64 FILE > FILE.b64`)"
+        ) from None
 
 
 def _prompt_missing(
@@ -147,7 +242,7 @@ def _prompt_missing(
     """Ask for the fields not given on the command line: the required ones, or every one
     with ``all_fields`` (hidden input for secret ones); ``ask`` overrides which. Returns
     whether an optional field went unasked (so an error can suggest --all-fields)."""
-    missing = [f for f in spec.fields if f.name not in values]
+    missing = [f for f in spec.fields if f.name not in values and f.type != "hidden"]
     wanted = _askable(spec, values, all_fields) if ask is None else ask
     skipped = len(wanted) < len(missing)
     if not wanted:
@@ -169,7 +264,17 @@ def _prompt_missing(
         suffix = " [optional]" if optional and f.default is None else ""
         value: Any
         secret = f.secret or f.access == "host"
-        if f.type in ("text", "password", "textarea") or secret:
+        if f.type == "file":
+            path = typer.prompt(
+                f"{label}{hint}{suffix} (path of the file to read)",
+                default="",
+                show_default=False,
+                err=True,
+            )
+            value = _read_file_field(label, path) if path.strip() else ""
+            if got_size := len(value.encode()):
+                err(f"{label}: read {got_size} bytes")
+        elif f.type in ("text", "password", "textarea") or secret:
             default = "" if f.default is None or secret else str(f.default)
             shown = f" [{default}]" if default else ""
             if f.type == "textarea":
@@ -343,6 +448,7 @@ def add(
         )
         _, spec = v.credential_type(type_)
         check_field_names(spec, values)
+        _check_special_fields(spec, values, on_argv)
         _warn_secret_on_argv(spec, on_argv)
         never = never_sees(spec)
         if never:

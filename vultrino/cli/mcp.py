@@ -140,7 +140,7 @@ def mcp_config(
     token: str | None = None
     http_port: int | None = None
     if http:
-        http_port = port or load_config(h.config).mcp_port
+        http_port = port or load_config(h.config, required=h.config_file is not None).mcp_port
     if http and agent is None:
         token, created = ensure_http_token(h.root)
         made = "generated" if created else "read"

@@ -1,4 +1,5 @@
-"""`vultrino plugin ...`: list, info, install, remove, reload, new, check, call, dev, logs."""
+"""`vultrino plugin ...`: list, info, install, remove, reload, disable, enable, new, check, call,
+dev, logs."""
 
 from __future__ import annotations
 
@@ -44,14 +45,15 @@ def _metadata(plugin: Plugin) -> dict[str, Any]:
     return data
 
 
-def _summary(plugin: Plugin) -> dict[str, Any]:
+def _summary(plugin: Plugin, enabled: bool = True) -> dict[str, Any]:
     m = plugin.manifest
     meta = _metadata(plugin)
     return {
         "name": plugin.name,
         "version": m.plugin.version,
         "builtin": plugin.builtin,
-        "status": "ok",
+        "status": "ok" if enabled else "disabled",
+        "enabled": enabled,
         "description": m.plugin.description,
         "abi": meta.get("abi"),
         "credential_types": [t.name for t in m.credential_types],
@@ -70,7 +72,7 @@ def plugin_list(home: HomeOpt = None, json_out: JsonOpt = False, fmt: FormatOpt 
     """
     json_out = wants_json(json_out, fmt)
     with open_vultrino(home) as v:
-        rows = [_summary(p) for p in v.plugins()]
+        rows = [_summary(p, v.plugin_enabled(p.name)) for p in v.plugins()]
         rows += [
             {"name": name, "status": "broken", "reason": reason}
             for name, reason in sorted(v.broken_plugins().items())
@@ -84,12 +86,20 @@ def plugin_list(home: HomeOpt = None, json_out: JsonOpt = False, fmt: FormatOpt 
                 r["name"],
                 r.get("version", "-"),
                 "built-in" if r.get("builtin") else r["status"],
-                ", ".join(r.get("tools", [])) if r["status"] == "ok" else r["reason"],
+                _tools_or_problem(r),
             )
             for r in rows
         ],
         ("name", "version", "status", "tools / problem"),
     )
+
+
+def _tools_or_problem(row: dict[str, Any]) -> str:
+    if row["status"] == "ok":
+        return ", ".join(row.get("tools", []))
+    if row["status"] == "disabled":
+        return f"(off until `vultrino plugin enable {row['name']}`)"
+    return str(row["reason"])
 
 
 @app.command("info")
@@ -114,7 +124,7 @@ def plugin_info(
         p = v.plugin(name)
         m = p.manifest
         data = {
-            **_summary(p),
+            **_summary(p, v.plugin_enabled(p.name)),
             "author": m.plugin.author,
             "license": m.plugin.license,
             "homepage": m.plugin.homepage,
@@ -142,13 +152,25 @@ def plugin_info(
                 }
                 for a in m.actions
             ],
-            "tools": [t.__dict__ for t in m.mcp_tools],
+            "tools": [
+                {
+                    **t.__dict__,
+                    "input_schema": json.loads(t.input_schema) if t.input_schema else None,
+                    "parameter_mappings": dict(t.parameter_mappings),
+                }
+                for t in m.mcp_tools
+            ],
             "warnings": list(m.warnings),
         }
     if json_out:
         emit_json(data)
         return
     typer.echo(f"{data['name']} {data['version']}  {data['description']}".rstrip())
+    if not data["enabled"]:
+        typer.echo(
+            f"  disabled: its actions are refused and its tools are not listed "
+            f"(`vultrino plugin enable {data['name']}`)"
+        )
     for key in ("author", "license", "homepage", "repository", "wasm_module", "abi", "source"):
         if data.get(key):
             typer.echo(f"  {key}: {data[key]}")
@@ -167,7 +189,10 @@ def plugin_info(
             req = ", required" if q["required"] else ""
             typer.echo(f"    {q['name']}: {q['type']}{req}")
     for t in data["tools"]:
-        typer.echo(f"mcp tool {t['name']} -> {t['action']}")
+        renames = ", ".join(f"{a} = {p}" for a, p in t["parameter_mappings"].items())
+        extra = " (own input_schema)" if t["input_schema"] else ""
+        extra += f" (renames: {renames})" if renames else ""
+        typer.echo(f"mcp tool {t['name']} -> {t['action']}{extra}")
     for w in data["warnings"]:
         err(f"warning: {w}")
 
@@ -304,6 +329,56 @@ def plugin_reload(
         emit_json(summary)
     else:
         err(f"reloaded {name} {summary['version']}")
+
+
+def _set_enabled(name: str, enabled: bool, home: Path | None, json_out: bool) -> None:
+    with open_vultrino(home) as v:
+        changed = v.set_plugin_enabled(name, enabled)
+    word = "enabled" if enabled else "disabled"
+    if json_out:
+        emit_json({"name": name, "enabled": enabled, "changed": changed})
+    elif changed:
+        err(
+            f"{word} {name}"
+            + (
+                ""
+                if enabled
+                else f": its tools are off and its actions refused until "
+                f"`vultrino plugin enable {name}`"
+            )
+        )
+    else:
+        err(f"{name} was already {word}")
+
+
+@app.command("disable")
+@handle_errors()
+def plugin_disable(
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn a plugin off without removing it: its MCP tools vanish and its actions are refused
+    until `vultrino plugin enable NAME`; credentials of its types stay. Kept across restarts;
+    a running server picks it up.
+
+    Example: vultrino plugin disable pgp-signing
+    """
+    _set_enabled(name, False, home, json_out)
+
+
+@app.command("enable")
+@handle_errors()
+def plugin_enable(
+    name: Annotated[str, typer.Argument(help="Plugin name.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn a disabled plugin back on (its tools and actions return).
+
+    Example: vultrino plugin enable pgp-signing
+    """
+    _set_enabled(name, True, home, json_out)
 
 
 @app.command("new")

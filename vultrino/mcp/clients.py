@@ -26,6 +26,7 @@ from typing import Any
 
 from vultrino.errors import ConfigError
 from vultrino.mcp.http import HTTP_PATH, TOKEN_FILE
+from vultrino.paths import ENV_CONFIG
 
 __all__ = [
     "CLIENT_FORMS",
@@ -133,6 +134,9 @@ def client_config(
         "VULTRINO_HOME": str(home),
         ENV_PASSWORD_FILE: str(password if password is not None else password_file()),
     }
+    config = os.environ.get(ENV_CONFIG)  # `vultrino -c PATH mcp config`: the server reads it too
+    if config:
+        env[ENV_CONFIG] = str(Path(config).expanduser().absolute())
     if http_port is not None:
         url = f"http://127.0.0.1:{http_port}{HTTP_PATH}"
         if agent is not None:

@@ -17,11 +17,15 @@ from vultrino.errors import ActionNotFoundError
 if TYPE_CHECKING:
     from vultrino._scrub import Scrubber
 
-FieldKind = Literal["text", "password", "textarea", "select", "checkbox", "number"]
+FieldKind = Literal[
+    "text", "password", "textarea", "select", "checkbox", "number", "file", "hidden"
+]
 FieldAccess = Literal["guest", "host"]
 ParamKind = Literal["string", "integer", "number", "boolean", "object", "array"]
 
-FIELD_KINDS: tuple[str, ...] = ("text", "password", "textarea", "select", "checkbox", "number")
+FIELD_KINDS: tuple[str, ...] = (
+    "text", "password", "textarea", "select", "checkbox", "number", "file", "hidden"
+)  # fmt: skip
 PARAM_KINDS: tuple[str, ...] = ("string", "integer", "number", "boolean", "object", "array")
 
 PLUGIN_TYPE_PREFIX = "plugin:"
@@ -68,6 +72,11 @@ class CredentialTypeSpec:
         return tuple(
             f.name for f in self.fields if f.secret or f.type == "password" or f.access == "host"
         )
+
+    @cached_property
+    def hidden_fields(self) -> tuple[str, ...]:
+        """Fields of kind ``hidden``: never asked for nor shown, set by ``--field`` only."""
+        return tuple(f.name for f in self.fields if f.type == "hidden")
 
     @cached_property
     def host_fields(self) -> tuple[str, ...]:
@@ -152,6 +161,11 @@ class ToolSpec:
     destructive: bool | None = None
     idempotent: bool | None = None
     open_world: bool | None = None
+    #: ``input_schema`` as compact JSON text (checked against the action's parameters at
+    #: parse time); None: the schema is generated from the parameters
+    input_schema: str | None = None
+    #: ``parameter_mappings``: (tool argument, action parameter) pairs, a rename each
+    parameter_mappings: tuple[tuple[str, str], ...] = ()
 
     def annotations(self) -> dict[str, bool]:
         """The declared hints under their MCP names."""

@@ -13,6 +13,7 @@ The reference for every key is docs/plugins/manifest.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -692,8 +693,7 @@ def _parse_tools(
             data,
             path,
             out,
-            ("name", "action", "description", *_TOOL_HINTS),
-            legacy=("input_schema", "parameter_mappings"),
+            ("name", "action", "description", "input_schema", "parameter_mappings", *_TOOL_HINTS),
         )
         name = t.string("name", required=True)
         _check_name(
@@ -717,11 +717,157 @@ def _parse_tools(
                 t.at("destructive"),
                 "a read_only tool cannot be destructive; drop one of the two",
             )
+        act = next((a for a in actions if a.name == action), None)
+        mappings = _parse_mappings(t, act)
+        schema = _parse_input_schema(t, act, mappings)
         if name is not None and action is not None:
             tools.append(
-                ToolSpec(name=name, action=action, description=t.text("description"), **hints)
+                ToolSpec(
+                    name=name,
+                    action=action,
+                    description=t.text("description"),
+                    input_schema=schema,
+                    parameter_mappings=mappings,
+                    **hints,
+                )
             )
     return tuple(tools)
+
+
+def _param_list(act: ActionSpec) -> str:
+    return ", ".join(p.name for p in act.parameters) or "none"
+
+
+def _parse_mappings(t: _Table, act: ActionSpec | None) -> tuple[tuple[str, str], ...]:
+    """``parameter_mappings = { tool_argument = "action_parameter" }``: renames."""
+    raw = t.raw("parameter_mappings")
+    if raw is None:
+        return ()
+    where = t.at("parameter_mappings")
+    if not isinstance(raw, Mapping):
+        t.out.error(
+            where,
+            'expected a table of renames, tool argument = "action parameter" '
+            f'(e.g. {{ text = "message" }}), got {type_name(raw)}',
+        )
+        return ()
+    params = [p.name for p in act.parameters] if act is not None else []
+    pairs: list[tuple[str, str]] = []
+    renamed: dict[str, str] = {}
+    for left, right in raw.items():
+        key = f"{where}.{_key(left)}"
+        arg, param = left, right
+        if isinstance(right, str) and act is not None and right not in params and left in params:
+            # `parameter = "argument"`: how the original's code read the table (its docs said
+            # the other way round); a table naming no parameter on the right is read so
+            arg, param = right, left
+        if not isinstance(param, str):
+            t.out.error(
+                key, f"expected the name of a parameter of the action, got {type_name(param)}"
+            )
+        elif not IDENTIFIER_RE.fullmatch(arg) or len(arg) > MAX_NAME_LENGTH:
+            t.out.error(key, f"not a valid tool argument name: {_IDENT_RULE}")
+        elif arg in RESERVED_PARAMETER_NAMES:
+            t.out.error(key, "credential is every tool's alias argument; pick another name")
+        elif act is not None and param not in params:
+            t.out.error(
+                key,
+                f"{show_value(param)} is not a parameter of action {act.name} "
+                f"(parameters: {_param_list(act)})",
+            )
+        elif param in renamed:
+            t.out.error(key, f"parameter {param} is already renamed to {renamed[param]}")
+        else:
+            renamed[param] = arg
+            pairs.append((arg, param))
+    for arg, param in pairs:
+        if arg in params and arg not in renamed and arg != param:
+            t.out.error(
+                f"{where}.{_key(arg)}",
+                f"the action has a parameter named {arg} already; the tool would show two",
+            )
+    return tuple(pairs)
+
+
+def _parse_input_schema(
+    t: _Table, act: ActionSpec | None, mappings: tuple[tuple[str, str], ...]
+) -> str | None:
+    """``input_schema``: a JSON Schema object for the tool, as compact JSON text. Each of its
+    properties must be a parameter of the action (under its ``parameter_mappings`` name), or
+    ``credential``; each required parameter without a default must be one of them."""
+    raw = t.raw("input_schema")
+    if raw is None:
+        return None
+    where = t.at("input_schema")
+    if not isinstance(raw, Mapping):
+        t.out.error(
+            where,
+            'expected a table: a JSON Schema object (type = "object", properties, required), '
+            f"got {type_name(raw)}",
+        )
+        return None
+    try:
+        text = json.dumps(raw, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        t.out.error(where, "holds a TOML date or time, or a NaN: JSON Schema cannot carry it")
+        return None
+    kind = raw.get("type", "object")
+    if kind != "object":
+        t.out.error(
+            f"{where}.type", f'a tool takes an object: expected "object", got {show_value(kind)}'
+        )
+    props = raw.get("properties", {})
+    if not isinstance(props, Mapping):
+        t.out.error(
+            f"{where}.properties", f"expected a table of property schemas, got {type_name(props)}"
+        )
+        return None
+    required = raw.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        t.out.error(f"{where}.required", "expected an array of property names")
+        required = []
+    if act is None:
+        return text  # the unknown action is reported already
+    to_param = dict(mappings)
+    shown = {param: arg for arg, param in mappings}
+    params = {p.name: p for p in act.parameters}
+    names = ", ".join(shown.get(p, p) for p in params) or "none"
+    for prop, sub in props.items():
+        key = f"{where}.properties.{_key(prop)}"
+        if prop == "credential" and act.needs_credential:
+            continue
+        if prop in shown and prop not in to_param:
+            t.out.error(
+                key,
+                f"parameter {prop} is renamed to {shown[prop]} by parameter_mappings: the "
+                f"schema must call it {shown[prop]}",
+            )
+            continue
+        param = params.get(to_param.get(prop) or prop)
+        if param is None:
+            t.out.error(
+                key, f"action {act.name} takes no parameter {show_value(prop)} (it takes: {names})"
+            )
+            continue
+        declared = sub.get("type") if isinstance(sub, Mapping) else None
+        fits = declared == param.type or (declared == "integer" and param.type == "number")
+        if isinstance(declared, str) and not fits:
+            t.out.error(
+                f"{key}.type",
+                f"{show_value(declared)} does not match the parameter's type {param.type}",
+            )
+    for p in act.parameters:
+        arg = shown.get(p.name, p.name)
+        if p.required and p.default is None and arg not in props:
+            t.out.error(
+                f"{where}.properties",
+                f"the action's required parameter {p.name} is missing"
+                + (f" (as {arg}, its parameter_mappings name)" if arg != p.name else ""),
+            )
+    for r in required:
+        if r not in props and r != "credential":
+            t.out.error(f"{where}.required", f"{show_value(r)} is not one of its properties")
+    return text
 
 
 _TOOL_HINTS = ("read_only", "destructive", "idempotent", "open_world")

@@ -29,6 +29,7 @@ from typing import Any
 
 from vultrino.errors import (
     PluginConflictError,
+    PluginDisabledError,
     PluginError,
     PluginNotFoundError,
     UnknownCredentialTypeError,
@@ -49,13 +50,15 @@ from vultrino.plugins.manifest import (
     parse_manifest_bytes,
     read_manifest,
 )
-from vultrino.plugins.validation import params_json_schema
+from vultrino.plugins.validation import tool_params_schema
 from vultrino.plugins.wasm import RuntimeLike, RuntimeSource, WasmPlugin
 
 __all__ = ["RESERVED_TOOL_NAMES", "PluginRegistry", "ToolBinding", "module_problem"]
 
 #: What the installer records next to an installed plugin (name, source, size, sha256, ...).
 METADATA_FILE = ".installed.json"
+#: Present in a plugin's directory while it is disabled (``vultrino plugin disable NAME``).
+DISABLED_FILE = ".disabled"
 
 #: MCP tools the server itself provides; no plugin may declare a tool with one of these names.
 RESERVED_TOOL_NAMES: frozenset[str] = frozenset(
@@ -72,21 +75,31 @@ class ToolBinding:
     action: ActionSpec
     description: str
     annotations: dict[str, bool] = field(default_factory=dict)  # MCP behaviour hints
+    #: the manifest's ``input_schema`` (JSON text) and ``parameter_mappings``
+    schema_json: str | None = None
+    mappings: tuple[tuple[str, str], ...] = ()
+
+    def params_schema(self) -> dict[str, Any]:
+        """The tool's schema of the action's parameters (its own ``input_schema``, or the
+        parameters renamed by ``parameter_mappings``), without the ``credential`` argument."""
+        return tool_params_schema(self.action, self.schema_json, self.mappings)
 
     def input_schema(self) -> dict[str, Any]:
-        """The action's parameters as JSON Schema, plus a required ``credential`` (the alias)
-        when the action acts on a credential (DESIGN.md 7)."""
-        schema = params_json_schema(self.action)
+        """:meth:`params_schema` plus a required ``credential`` (the alias) when the action
+        acts on a credential (DESIGN.md 7); a manifest's own ``credential`` property is kept."""
+        schema = self.params_schema()
         if self.action.credential_type is not None:
-            schema["properties"] = {
-                "credential": {
-                    "type": "string",
-                    "description": "Alias of the credential to use "
-                    f"(type {_type_label(self.plugin, self.action.credential_type)})",
-                },
-                **schema["properties"],
-            }
-            schema["required"] = ["credential", *schema["required"]]
+            if "credential" not in schema["properties"]:
+                schema["properties"] = {
+                    "credential": {
+                        "type": "string",
+                        "description": "Alias of the credential to use "
+                        f"(type {_type_label(self.plugin, self.action.credential_type)})",
+                    },
+                    **schema["properties"],
+                }
+            if "credential" not in schema["required"]:
+                schema["required"] = ["credential", *schema["required"]]
         return schema
 
 
@@ -186,6 +199,7 @@ class PluginRegistry:
         self.reserved_tools = frozenset(reserved_tools)
         self._plugins: dict[str, WasmPlugin] = {}
         self._broken: dict[str, str] = {}
+        self._disabled: set[str] = set()  # loaded, but off: no tools, actions refused
         self._lock = threading.RLock()
         self._generation = 0
         #: The manifest cache of the last :meth:`load_all` (its hit and miss counts).
@@ -222,6 +236,7 @@ class PluginRegistry:
             old = list(self._plugins.values())
             self._plugins = {}
             self._broken = {}
+            self._disabled = set()
             for plugin in old:
                 plugin.close()
             entries = self._entries()
@@ -306,6 +321,10 @@ class PluginRegistry:
                 plugin=manifest.name,
             )
         log = self._log_for(manifest.name) if self._log_for is not None else self._log
+        if (directory / DISABLED_FILE).exists():
+            self._disabled.add(manifest.name)
+        else:
+            self._disabled.discard(manifest.name)
         return WasmPlugin(directory, manifest, self._get_runtime, log=log, expected_sha256=sha)
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
@@ -354,6 +373,52 @@ class PluginRegistry:
                 raise self._not_found(name)
             return self.load_one(name, validate=True)
 
+    def set_enabled(self, name: str, enabled: bool) -> bool:
+        """Enable or disable the installed plugin ``name``; whether that changed anything.
+        The state is the ``.disabled`` file in its directory, so it outlives this process
+        and a running server notices it (the directory changed)."""
+        if name in self._builtins:
+            raise PluginError(
+                f"{name} is a built-in plugin and cannot be {'enabled' if enabled else 'disabled'}",
+                plugin=name,
+            )
+        with self._lock:
+            if name not in self._plugins and name not in self._broken:
+                raise self._not_found(name)
+            marker = self._dir(name) / DISABLED_FILE
+            if marker.exists() != enabled:
+                return False
+            try:
+                if enabled:
+                    marker.unlink()
+                else:
+                    marker.write_text(
+                        "disabled with `vultrino plugin disable`; "
+                        "`vultrino plugin enable` removes this file\n",
+                        encoding="utf-8",
+                    )
+            except OSError as exc:
+                raise PluginError(
+                    f"cannot change {marker} ({exc.strerror or exc}); nothing was changed",
+                    plugin=name,
+                ) from exc
+            if name in self._plugins:
+                self.load_one(name)
+            return True
+
+    def is_disabled(self, name: str) -> bool:
+        """Whether the installed plugin ``name`` is disabled."""
+        return name in self._disabled
+
+    def check_enabled(self, name: str) -> None:
+        """PluginDisabledError when plugin ``name`` is disabled."""
+        if name in self._disabled:
+            raise PluginDisabledError(
+                f"plugin {name} is disabled, so its actions and tools are off; enable it with "
+                f"`vultrino plugin enable {name}`",
+                plugin=name,
+            )
+
     def unload(self, name: str) -> None:
         """Forget a plugin (after its directory was removed); its module is closed."""
         if name in self._builtins:
@@ -361,6 +426,7 @@ class PluginRegistry:
         with self._lock:
             plugin = self._plugins.pop(name, None)
             reason = self._broken.pop(name, None)
+            self._disabled.discard(name)
             if plugin is None and reason is None:
                 raise self._not_found(name)
             self._generation += 1
@@ -521,9 +587,11 @@ class PluginRegistry:
         return f"the bundled plugin {name!r} provides it: vultrino plugin install {name}{then}"
 
     def tools(self) -> list[ToolBinding]:
-        """One binding per ``[[mcp_tools]]`` entry of every loaded plugin."""
+        """One binding per ``[[mcp_tools]]`` entry of every loaded plugin that is enabled."""
         bindings: list[ToolBinding] = []
         for plugin in self.plugins():
+            if plugin.name in self._disabled:
+                continue
             for tool in plugin.manifest.mcp_tools:
                 action = plugin.manifest.action(tool.action)
                 if action is None:  # a built-in's self-description can be wrong; skip it
@@ -535,6 +603,8 @@ class PluginRegistry:
                         action,
                         tool.description or action.description,
                         tool.annotations(),
+                        tool.input_schema,
+                        tool.parameter_mappings,
                     )
                 )
         return bindings

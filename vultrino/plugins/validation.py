@@ -21,11 +21,14 @@ from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, FieldSpec, Par
 
 __all__ = [
     "KIND_HINT",
+    "MAX_FILE_FIELD_BYTES",
     "STRING_FIELD_KINDS",
     "check_field_names",
     "field_constraint_problems",
     "param_type_fits",
     "params_json_schema",
+    "renamed_arguments",
+    "tool_params_schema",
     "parse_bool",
     "show_value",
     "unknown_field_problems",
@@ -34,7 +37,11 @@ __all__ = [
 ]
 
 #: Field kinds whose values are strings (lengths, patterns and options apply to them).
-STRING_FIELD_KINDS: frozenset[str] = frozenset({"text", "password", "textarea", "select"})
+STRING_FIELD_KINDS: frozenset[str] = frozenset(
+    {"text", "password", "textarea", "select", "file", "hidden"}
+)
+#: The largest value a ``file`` field holds (what ``--field NAME=@PATH`` may read).
+MAX_FILE_FIELD_BYTES = 1024 * 1024
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -123,6 +130,12 @@ def field_constraint_problems(spec: FieldSpec, value: Any) -> list[str]:
         return []
     secret = spec.secret or spec.type == "password"
     problems: list[str] = []
+    if spec.type == "file" and len(value.encode("utf-8", "surrogatepass")) > MAX_FILE_FIELD_BYTES:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        problems.append(
+            f"the file is {size} bytes; a file field holds at most {MAX_FILE_FIELD_BYTES} "
+            "bytes (1 MiB)"
+        )
     if spec.type == "select" and value not in spec.options:
         choices = ", ".join(spec.options)
         got = "" if secret else f", got {show_value(value)}"
@@ -423,3 +436,47 @@ def params_json_schema(action: ActionSpec) -> dict[str, Any]:
         "required": required,
         "additionalProperties": False,
     }
+
+
+def tool_params_schema(
+    action: ActionSpec,
+    input_schema: str | None = None,
+    mappings: tuple[tuple[str, str], ...] = (),
+) -> dict[str, Any]:
+    """The JSON Schema an MCP tool shows for ``action``'s parameters: the manifest's own
+    ``input_schema`` when it has one (checked against the parameters when it was parsed),
+    else :func:`params_json_schema` with each parameter renamed as ``mappings`` (tool
+    argument, action parameter) says. A fresh object each time: callers may change it."""
+    if input_schema is not None:
+        schema: dict[str, Any] = json.loads(input_schema)
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        schema.setdefault("required", [])
+        return schema
+    schema = params_json_schema(action)
+    if mappings:
+        shown = {param: arg for arg, param in mappings}
+        schema["properties"] = {shown.get(k, k): v for k, v in schema["properties"].items()}
+        schema["required"] = [shown.get(k, k) for k in schema["required"]]
+    return schema
+
+
+def renamed_arguments(
+    tool: str, arguments: Mapping[str, Any], mappings: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
+    """A tool's arguments under the action's parameter names (``parameter_mappings``). A
+    renamed parameter given under the action's own name is refused, as the schema does not
+    show that name."""
+    to_param = dict(mappings)
+    renamed = {param: arg for arg, param in mappings}
+    out: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if key in to_param:
+            out[to_param[key]] = value
+        elif key in renamed:
+            raise ParameterError(
+                f"tool {tool!r} takes {renamed[key]!r}, not {key!r}: see the tool's input schema"
+            )
+        else:
+            out[key] = value
+    return out

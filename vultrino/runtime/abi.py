@@ -979,21 +979,45 @@ def decode_abi2(raw: bytes | memoryview) -> Any:
 def encode_abi1(request: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
     """The Rust Vultrino's JSON request, the action name and the parameters JSON.
 
-    ``{"action", "credential": {<field>: <value>}, "parameters": {...}}``; a request without a
-    credential sends ``{}`` (the Rust host always sent an object).
+    ``{"action", "credential": {"type": "custom", <field>: "<value>"...}, "parameters":
+    {...}}``: the credential exactly as the Rust host serialised a plugin credential (its
+    ``CredentialData::Custom`` map of secrets, tagged ``"type": "custom"``), so every value is a
+    string and an empty or unset field is left out, as that host never stored one. A request
+    without a credential sends ``{}`` (the Rust host always sent an object).
     """
     action = request.get("action")
     if not isinstance(action, str):
         raise ParameterError("the request has no action name")
     credential = request.get("credential")
     fields = credential.get("fields", {}) if isinstance(credential, dict) else {}
+    sent: dict[str, Any] = {}
+    if isinstance(credential, dict):
+        sent["type"] = "custom"
+        for name, value in fields.items():
+            text = abi1_string(value)
+            if text:
+                sent[name] = text  # a field named "type" wins, as the last key did there
     params = request.get("params") or {}
     try:
-        body = _json({"action": action, "credential": fields, "parameters": params})
+        body = _json({"action": action, "credential": sent, "parameters": params})
         params_json = _json(params)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"the request cannot be encoded as JSON: {exc}") from exc
     return body, action.encode(), params_json
+
+
+def abi1_string(value: Any) -> str:
+    """A field value as the Rust host held it: a string (``true``/``false`` for a checkbox,
+    the number's JSON text for a number; None is empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def decode_abi1(raw: bytes) -> dict[str, Any]:

@@ -908,6 +908,38 @@ class CredentialStore:
         return os.path.lexists(path)
 
     @classmethod
+    def set_aside(
+        cls, path: Path, backups: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> Path:
+        """Move the store file at ``path``, unchanged (still sealed under its password), into
+        ``backups`` (created 0700) as ``<name>.<UTC time>``, under the store's lock so no
+        writer is cut off mid-write; the path it now has (``vultrino init --force``)."""
+        path = Path(path)
+        try:
+            backups.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create {backups} ({exc.strerror}); nothing was moved"
+            ) from exc
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        with FileLock(lock_path_for(path), timeout=lock_timeout):
+            if not cls.exists(path):
+                raise StoreNotInitializedError(f"no credential store at {path} to set aside")
+            target, n = backups / f"{path.name}.{stamp}", 1
+            while cls.exists(target):
+                target, n = backups / f"{path.name}.{stamp}-{n}", n + 1
+            try:
+                os.rename(path, target)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot move {path} to {target} ({exc.strerror}); nothing was changed"
+                ) from exc
+            fsync_dir(backups)
+            _fsync_dir(path.parent)
+            Generation(path).bump()  # a process holding the old store sees it changed
+        return target
+
+    @classmethod
     def create(
         cls,
         path: Path,
@@ -959,7 +991,8 @@ class CredentialStore:
     def _exists_error(path: Path) -> StoreExistsError:
         return StoreExistsError(
             f"a credential store already exists at {path}; use it (`vultrino rekey` changes "
-            "its password) or move it away first"
+            "its password), or replace it with `vultrino init --force`, which keeps the old "
+            "one in backups/"
         )
 
     @classmethod

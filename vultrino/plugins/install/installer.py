@@ -88,6 +88,8 @@ __all__ = [
 ]
 
 METADATA_FILE = ".installed.json"
+#: The marker of a disabled plugin (the registry's DISABLED_FILE), kept by a replacement.
+DISABLED_FILE = ".disabled"
 MANIFEST_FILE = "plugin.toml"
 MAX_MODULE_BYTES = 64 * 1024 * 1024
 """A module larger than this is refused before it is read into memory."""
@@ -644,6 +646,10 @@ def _build_python(
 def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:
     """Rename ``stage`` to ``target`` (under the lock); returns the replaced module's sha256."""
     if replacing:
+        if (target / DISABLED_FILE).exists():  # a replaced plugin stays disabled
+            (stage / DISABLED_FILE).write_text(
+                (target / DISABLED_FILE).read_text(encoding="utf-8"), encoding="utf-8"
+            )
         return _swap_in(stage, target, name)
     try:
         os.rename(stage, target)

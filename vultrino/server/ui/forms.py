@@ -63,9 +63,9 @@ def form_fields(
     out = []
     for f in spec.fields:
         secret = _is_secret(f)
-        if only_secret and not secret:
-            continue
-        if f.type == "textarea":
+        if (only_secret and not secret) or f.type == "hidden":
+            continue  # a hidden field is never shown: set by `vultrino add --field` only
+        if f.type in ("textarea", "file"):  # a file field: its contents, pasted
             kind, input_type = "textarea", ""
         elif f.type == "select":
             kind, input_type = "select", ""
@@ -105,7 +105,7 @@ def submitted_fields(
     out (so its default applies); an unchecked checkbox is ``false``."""
     values: dict[str, str] = {}
     for f in spec.fields:
-        if only_secret and not _is_secret(f):
+        if (only_secret and not _is_secret(f)) or f.type == "hidden":
             continue
         raw = form.get(FIELD_PREFIX + f.name)
         if f.type == "checkbox":
@@ -113,7 +113,8 @@ def submitted_fields(
             continue
         text = "" if raw is None else str(raw)
         # browsers send a textarea's lines with CRLF; a PEM block has LF
-        text = text.replace("\r\n", "\n") if f.type == "textarea" else text.strip()
+        multiline = f.type in ("textarea", "file")
+        text = text.replace("\r\n", "\n") if multiline else text.strip()
         if text == "" and not (f.required and f.default is None):
             continue
         values[f.name] = text
