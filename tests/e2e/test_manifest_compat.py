@@ -333,3 +333,23 @@ def test_a_running_server_drops_the_tools_of_a_plugin_disabled_meanwhile(
         assert "legacy_renamed" not in _tools(c)
         assert home.cli("plugin", "enable", "legacy").returncode == 0
         assert "legacy_renamed" in _tools(c)
+
+
+def test_rest_refuses_a_disabled_plugins_action_with_its_own_code(home: McpHome) -> None:
+    import httpx
+
+    from tests.e2e.serve_helpers import make_key, serve
+
+    assert home.cli("plugin", "disable", "legacy").returncode == 0
+    key = make_key(home, "ops", "admin")
+    with serve(home) as server:
+        r = httpx.post(
+            f"{server.api}/execute",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"credential": "acct", "action": "legacy.echo", "params": {"message": "x"}},
+            timeout=60,
+        )
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["code"] == "plugin_disabled" and body["type"] == "PluginDisabledError"
+    assert "vultrino plugin enable legacy" in body["error"]

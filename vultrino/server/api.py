@@ -41,6 +41,7 @@ from vultrino.errors import (
     MissingApiKeyError,
     PermissionDeniedError,
     PluginBusyError,
+    PluginDisabledError,
     PluginNotFoundError,
     RateLimitedError,
     RequestError,
@@ -87,6 +88,7 @@ ERRORS: dict[type[VultrinoError], tuple[int, str, Message | None]] = {
     AgentError: (400, "invalid_request", None),
     StoreError: (503, "store_unavailable", None),
     PluginBusyError: (503, "busy", None),
+    PluginDisabledError: (409, "plugin_disabled", None),
     VultrinoError: (400, "execute_error", None),  # a call that failed, as the original says
 }
 

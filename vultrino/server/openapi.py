@@ -49,6 +49,7 @@ _SCHEMAS: dict[str, Any] = {
                     "execute_error",
                     "store_unavailable",
                     "busy",
+                    "plugin_disabled",
                     "invalid_host",
                     "invalid_origin",
                     "internal_error",
