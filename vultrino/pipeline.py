@@ -671,8 +671,8 @@ class Pipeline:
                 raise ApprovalError(
                     f"this call of {tool or plan.act.name!r} needs a person's approval, and its "
                     "body is streamed, so it cannot be shown to them whole; it was not run. Send "
-                    "a body small enough to be read first (the forward proxy reads bodies up to "
-                    "64 KiB whole), or ask the user to drop --approve",
+                    "a body small enough to be shown (a few KiB), or ask the user to drop "
+                    "--approve",
                     agent=agent,
                     approval="unavailable",
                     plugin=plan.plugin,

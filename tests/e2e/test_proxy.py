@@ -14,17 +14,19 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tests.e2e.mcp_helpers import HANG_GUARD_S, PASSWORD, McpHome, make_home
-from tests.e2e.serve_helpers import Server, audit_records, make_key, serve
+from tests.e2e.serve_helpers import Server, audit_records, cli_json, make_key, serve
 from tests.leakcheck import LeakCheck
 from tests.localhttp import LocalServer, serving
 
@@ -210,7 +212,10 @@ def _curl(*args: str) -> tuple[int, dict[str, str], str]:
         timeout=HANG_GUARD_S,
         check=True,
     )
-    head, _, body = r.stdout.partition("\n\n")  # text mode: CRLF read as LF
+    out = r.stdout
+    while out.startswith("HTTP/1.1 100"):  # the interim answer to Expect: 100-continue
+        out = out.partition("\n\n")[2]
+    head, _, body = out.partition("\n\n")  # text mode: CRLF read as LF
     lines = head.split("\n")
     status = int(lines[0].split()[1])
     headers = {}
@@ -232,7 +237,7 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl
 
 @needs_curl
 def test_curl_and_httpx_use_a_credential_through_the_proxy(
-    home: McpHome, upstream: Upstream, leakcheck: LeakCheck
+    home: McpHome, upstream: Upstream, leakcheck: LeakCheck, tmp_path: Path
 ) -> None:
     key = make_key(home, "tool", "executor")
     leakcheck.add(key, *home.secrets)
@@ -280,6 +285,27 @@ def test_curl_and_httpx_use_a_credential_through_the_proxy(
         assert answer["method"] == "POST" and answer["type"] == "text/plain"
         assert answer["sha256"] == hashlib.sha256(b"hello upstream").hexdigest()
 
+        # an upload past the read-first size streams, with its Content-Length (and curl's
+        # Expect: 100-continue answered by the proxy, not forwarded)
+        upload = tmp_path / "upload.bin"
+        upload.write_bytes(b"".join(_filler(5 * MIB)))
+        status, _, body = _curl(
+            "-X",
+            "PUT",
+            f"{proxy}/{upstream.base}/x/put",
+            "-H",
+            "X-Vultrino-Credential: up",
+            "-H",
+            f"X-Vultrino-Key: {key}",
+            "--data-binary",
+            f"@{upload}",
+        )
+        assert status == 200, body
+        assert json.loads(body)["sha256"] == _digest(5 * MIB)
+        sent = upstream.seen[-1]["headers"]
+        assert isinstance(sent, dict)
+        assert sent["content-length"] == str(5 * MIB) and "expect" not in sent
+
         # httpx with the proxy URL as its base URL, and the key where an SDK puts its api_key
         with httpx.Client(
             base_url=f"{proxy}/{upstream.base}",
@@ -307,7 +333,7 @@ def test_curl_and_httpx_use_a_credential_through_the_proxy(
         leakcheck.scan(s.log(), "server log")
 
     records = [r for r in audit_records(home) if r.get("source") == "proxy"]
-    assert len(records) == 6
+    assert len(records) == 7
     assert all(r["outcome"] == "ok" and r["key"] == "key:tool" for r in records)
     assert records[0]["url"] == f"{upstream.base}/x/items?q=vultrino&page=2"
     assert records[0]["method"] == "GET" and records[0]["alias"] == "up"
@@ -432,3 +458,64 @@ def test_fifty_mib_streams_both_ways_in_bounded_memory(home: McpHome, upstream: 
     records = [r for r in audit_records(home) if r.get("source") == "proxy"]
     assert [r["outcome"] for r in records] == ["ok"] * 4
     assert records[2]["bytes"] == BIG
+
+
+def test_gated_calls_wait_in_the_approvals_inbox(home: McpHome, upstream: Upstream) -> None:
+    agent = home.cli("agent", "add", "gated", "--credential", "up", "--approve", "http_request")
+    assert agent.returncode == 0, agent.stderr
+    key = make_key(home, "gated-key", "gated")
+    with serve(home, "--proxy-listen", "127.0.0.1:0") as s:
+        proxy = _proxy_url(s)
+        headers = {"X-Vultrino-Credential": "up", "X-Vultrino-Key": key}
+        # a body too large to read first cannot be shown to a person: refused, nothing sent
+        big = httpx.post(
+            f"{proxy}/{upstream.base}/x/big",
+            headers=headers,
+            content=_filler(MIB),
+            timeout=HANG_GUARD_S,
+        )
+        assert big.status_code == 403 and big.json()["code"] == "approval_denied"
+        assert "streamed" in big.json()["error"]
+        assert upstream.seen == []
+
+        result: dict[str, httpx.Response] = {}
+
+        def call() -> None:
+            result["r"] = httpx.post(
+                f"{proxy}/{upstream.base}/x/small",
+                headers=headers,
+                content=b"ship it",
+                timeout=HANG_GUARD_S,
+            )
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + HANG_GUARD_S
+        waiting: list[Any] = []
+        while not waiting and time.monotonic() < deadline:
+            waiting = cli_json(home, "approvals", "list")  # type: ignore[assignment]
+            time.sleep(0.1)
+        [item] = waiting
+        # the person sees the exact request: method, URL and the body
+        assert f"POST {upstream.base}/x/small" in item["summary"]
+        assert "ship it" in item["summary"]
+        r = home.cli("approvals", "approve", item["id"])
+        assert r.returncode == 0, r.stderr
+        t.join(HANG_GUARD_S)
+        assert result["r"].status_code == 201, result["r"].text
+        assert result["r"].json()["sha256"] == hashlib.sha256(b"ship it").hexdigest()
+    records = [r for r in audit_records(home) if r.get("source") == "proxy"]
+    assert [(r["outcome"], r.get("approval")) for r in records] == [
+        ("denied", "unavailable"),
+        ("ok", "granted"),
+    ]
+
+
+def test_the_proxy_off_loopback_needs_tls_and_is_no_mcp_flag(home: McpHome) -> None:
+    r = home.cli("serve", "--proxy-listen", "0.0.0.0:0")
+    assert r.returncode == 2
+    assert "forward proxy" in r.stderr and "--tls-cert" in r.stderr
+    r = home.cli("serve", "--mcp", "--proxy")
+    assert r.returncode == 2 and "--proxy" in r.stderr
+    r = home.cli("serve", "--proxy-listen", "nonsense")
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr
