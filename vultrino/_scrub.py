@@ -414,10 +414,11 @@ class StreamScrubber:
     so nothing of it is sent later either. Memory: one chunk plus ``L - 1`` bytes.
     """
 
-    __slots__ = ("_bytes", "_covered", "_keep", "_tail")
+    __slots__ = ("_bytes", "_covered", "_keep", "_needles", "_tail")
 
     def __init__(self, scrub: Scrubber) -> None:
         self._bytes = scrub._bytes
+        self._needles = scrub._byte_needles
         forms = [f.encode("utf-8", "surrogatepass") for f in scrub.forms]
         self._keep = max((len(f) for f in forms), default=1) - 1
         self._tail = b""
@@ -443,7 +444,9 @@ class StreamScrubber:
         if cut <= 0:
             self._tail = buf
             return b""
-        spans = _spans(self._bytes, buf)
+        # Every whole occurrence in ``buf`` holds a needle: without one there is nothing to
+        # find (the plain substring searches cost far less than the expression).
+        spans = _spans(self._bytes, buf) if any(n in buf for n in self._needles) else []
         if self._covered:
             spans = _merged([(0, self._covered), *spans])
         out: list[bytes] = []

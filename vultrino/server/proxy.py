@@ -241,7 +241,10 @@ def _target(scope: Scope) -> str:
         if target.startswith(scheme) and not target.startswith(scheme + "/"):
             target = scheme + "/" + target[len(scheme) :]
     if not target.lower().startswith(("http://", "https://")):
-        raise RequestError(f"the path {path[:80]!r} is not a target URL: {_USAGE}")
+        raise RequestError(
+            f"the path {path[:80]!r} is not a target URL (this is not an HTTP_PROXY-style "
+            f"proxy, and CONNECT tunnels are not offered): {_USAGE}"
+        )
     query = scope.get("query_string") or b""
     return f"{target}?{query.decode('latin-1')}" if query else target
 
