@@ -81,7 +81,7 @@ HOP_BY_HOP = frozenset(
 )
 #: Request headers the proxy itself consumes or the HTTP client sets.
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "accept-encoding"}
-_VULTRINO_PREFIX = "x-vultrino-"
+_OWN_HEADERS = "x-vultrino-"
 _CREDENTIAL_HEADER = "x-vultrino-credential"
 _KEY_HEADER = "x-vultrino-key"
 _TIMEOUT_HEADER = "x-vultrino-timeout"
@@ -281,7 +281,7 @@ def _forwarded(pairs: list[tuple[str, str]], key_header: str | None) -> dict[str
         if (
             name in _NOT_FORWARDED
             or name in named
-            or name.startswith(_VULTRINO_PREFIX)
+            or name.startswith(_OWN_HEADERS)
             or name == key_header
         ):
             continue
