@@ -144,6 +144,15 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(0.02)
                 self.wfile.write(SECRET[cut:].encode())
             return
+        if parts.path == "/broken":
+            # promises 1 MiB, sends 100 KiB, hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(MIB))
+            self.end_headers()
+            self.wfile.write(b"y" * 102400)
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if parts.path == "/gzip":
             payload = gzip.compress(f'{{"token": "{SECRET}", "ok": true}}'.encode())
             self.send_response(200)
@@ -519,3 +528,36 @@ def test_the_proxy_off_loopback_needs_tls_and_is_no_mcp_flag(home: McpHome) -> N
     assert r.returncode == 2 and "--proxy" in r.stderr
     r = home.cli("serve", "--proxy-listen", "nonsense")
     assert r.returncode == 2 and "HOST:PORT" in r.stderr
+
+
+def test_an_answer_that_breaks_off_is_cut_off_and_audited_as_such(
+    home: McpHome, upstream: Upstream
+) -> None:
+    key = make_key(home, "tool", "executor")
+    with serve(home, "--proxy-listen", "127.0.0.1:0") as s:
+        proxy = _proxy_url(s)
+        headers = {"X-Vultrino-Credential": "up", "Proxy-Authorization": f"Bearer {key}"}
+        got = 0
+        with (
+            pytest.raises(httpx.RemoteProtocolError),
+            httpx.stream(
+                "GET", f"{proxy}/{upstream.base}/broken", headers=headers, timeout=HANG_GUARD_S
+            ) as r,
+        ):
+            assert r.status_code == 200  # the head was on its way before the body broke
+            for chunk in r.iter_raw():
+                got += len(chunk)
+        # the client sees an incomplete answer, never a short one that looks whole
+        assert got < MIB
+        # the proxy goes on serving
+        ok = httpx.get(f"{proxy}/{upstream.base}/x/after", headers=headers, timeout=HANG_GUARD_S)
+        assert ok.status_code == 200
+        log = s.log()
+        assert "the answer broke off" in log and "Traceback" not in log
+    assert s.proc.returncode == 0  # SIGTERM stopped both listeners cleanly
+    records = [r for r in audit_records(home) if r.get("source") == "proxy"]
+    assert [(r["outcome"], r.get("error")) for r in records] == [
+        ("error", "ActionFailedError"),
+        ("ok", None),
+    ]
+    assert 0 < records[0]["bytes"] < MIB

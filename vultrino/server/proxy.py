@@ -93,12 +93,6 @@ _USAGE = (
 )
 
 
-class ProxyError(Exception):
-    """A response body stopped midway (the upstream failed, or a limit was hit): the
-    connection is dropped so the client sees an incomplete response, never a short one
-    that looks whole. The message is scrubbed."""
-
-
 def _error(
     status: int, code: str, message: str, kind: str, extra: dict[str, str] | None = None
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -344,12 +338,15 @@ async def _relay(answer: StreamedBody, receive: Receive, send: Send, *, watch: b
             while True:
                 try:
                     chunk = await anyio.to_thread.run_sync(next, chunks, None)
-                except VultrinoError as exc:
-                    raise ProxyError(str(exc)) from None
+                except VultrinoError as exc:  # scrubbed by the plugin
+                    # The head is gone: the only honest answer left is to drop the connection,
+                    # which returning without the last body message does.
+                    logger.warning("proxy: the answer broke off: %s", exc)
+                    break
                 if chunk is None:
+                    await send({"type": "http.response.body", "body": b""})
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
