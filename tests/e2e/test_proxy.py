@@ -377,6 +377,17 @@ def test_refusals_are_clear_and_audited(home: McpHome, upstream: Upstream) -> No
         )
         assert no_cred.status_code == 400 and no_cred.json()["code"] == "missing_credential"
         assert "X-Vultrino-Credential" in no_cred.json()["error"]
+        bad_timeout = httpx.get(
+            f"{proxy}/{upstream.base}/x",
+            headers={
+                "X-Vultrino-Credential": "up",
+                "Proxy-Authorization": f"Bearer {key}",
+                "X-Vultrino-Timeout": "soon",
+            },
+        )
+        assert (
+            bad_timeout.status_code == 400 and "X-Vultrino-Timeout" in bad_timeout.json()["error"]
+        )
         not_url = get("just/a/path")
         assert not_url.status_code == 400 and "not a target URL" in not_url.json()["error"]
 
@@ -399,6 +410,7 @@ def test_refusals_are_clear_and_audited(home: McpHome, upstream: Upstream) -> No
 
         narrowed = get(f"{upstream.base}/other", k=narrow_key)
         assert narrowed.status_code == 403, narrowed.text
+        assert narrowed.json()["code"] == "permission_denied"
         assert "narrow" in narrowed.json()["error"]
         assert get(f"{upstream.base}/x/fine", k=narrow_key).status_code == 200
         hidden = get(f"{upstream.base}/x/fine", credential="ro", k=narrow_key)

@@ -55,7 +55,7 @@ from vultrino.server.api import error_status
 from vultrino.server.auth import Authenticator, Identity
 from vultrino.server.inbox import Inbox
 
-__all__ = ["HOP_BY_HOP", "SMALL_BODY", "Proxy"]
+__all__ = ["HOP_BY_HOP", "PROXY_THREADS", "SMALL_BODY", "Proxy"]
 
 logger = logging.getLogger("vultrino.server.proxy")
 
@@ -63,6 +63,10 @@ logger = logging.getLogger("vultrino.server.proxy")
 #: parameter (so an approval prompt can show it, and a redirect can send it again); a longer
 #: one is streamed upstream as it arrives.
 SMALL_BODY = 64 * 1024
+
+#: How many of the proxy's requests may run a call or read a body at once (each in a worker
+#: thread); more wait for a thread.
+PROXY_THREADS = 64
 
 #: Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
 HOP_BY_HOP = frozenset(
@@ -132,6 +136,10 @@ class Proxy:
         self.v = v
         self.auth = auth
         self.inbox = inbox
+        # A streamed upload holds a worker thread for as long as it lasts: the proxy's calls
+        # take their threads from a limiter of their own, so slow uploads can never starve
+        # the REST API's and the web UI's calls of the shared default one.
+        self.limiter = anyio.CapacityLimiter(PROXY_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -194,9 +202,15 @@ class Proxy:
             params["body_base64"] = base64.b64encode(first).decode("ascii")
         client = scope.get("client")
         answer = await anyio.to_thread.run_sync(
-            self._call, who, alias, params, stream, client[0] if client else None
+            self._call,
+            who,
+            alias,
+            params,
+            stream,
+            client[0] if client else None,
+            limiter=self.limiter,
         )
-        await _relay(answer, receive, send, watch=body_done)
+        await _relay(answer, receive, send, watch=body_done, limiter=self.limiter)
         return 0, [], b""
 
     def _call(
@@ -320,7 +334,14 @@ def _body_chunks(first: bytes, receive: Receive) -> Iterator[bytes]:
             return
 
 
-async def _relay(answer: StreamedBody, receive: Receive, send: Send, *, watch: bool) -> None:
+async def _relay(
+    answer: StreamedBody,
+    receive: Receive,
+    send: Send,
+    *,
+    watch: bool,
+    limiter: anyio.CapacityLimiter,
+) -> None:
     """Send ``answer`` to the client as it is read; close it in any case (which writes the
     call's audit record). With ``watch`` (the request body was read whole) a client that
     goes away stops the upstream read."""
@@ -337,7 +358,7 @@ async def _relay(answer: StreamedBody, receive: Receive, send: Send, *, watch: b
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             while True:
                 try:
-                    chunk = await anyio.to_thread.run_sync(next, chunks, None)
+                    chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=limiter)
                 except VultrinoError as exc:  # scrubbed by the plugin
                     # The head is gone: the only honest answer left is to drop the connection,
                     # which returning without the last body message does.
@@ -350,7 +371,7 @@ async def _relay(answer: StreamedBody, receive: Receive, send: Send, *, watch: b
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(answer.close)
+            await anyio.to_thread.run_sync(answer.close, limiter=limiter)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
