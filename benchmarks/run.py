@@ -444,6 +444,7 @@ TOPICS = (
     ("replicas on postgresql", "bench_replicas"),
     ("host keys", "bench_hostkeys"),
     ("cli compat: log, parameter_mappings", "bench_cli_compat"),
+    ("forward proxy", "bench_proxy"),
 )
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "BlockedAddressError",
     "HttpClient",
     "NetError",
+    "OpenResponse",
     "Resolver",
     "Response",
     "UrlParts",
@@ -487,6 +488,62 @@ class HttpClient:
                 url=str(response.url),
             )
 
+    def open(
+        self,
+        method: str,
+        url: str | UrlParts,
+        *,
+        headers: Sequence[tuple[str, str]],
+        content: bytes | Iterable[bytes] | None,
+        length: int | None = None,
+        timeout: float,
+        private_ok: bool = False,
+    ) -> OpenResponse:
+        """Send one request and return as soon as the response's head has arrived: its body
+        is read by :meth:`OpenResponse.chunks`, decoded as :meth:`send` decodes it, never
+        held whole. ``content`` may be an iterable of chunks (sent as they come, with
+        ``Content-Length: length`` when it is known, else chunked). ``timeout`` bounds the
+        whole exchange, both bodies included. The caller closes the response. Raises
+        NetError (the address check, the codings, the network)."""
+        deadline = time.monotonic() + timeout
+        sent = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
+        if length is not None:
+            sent.append(("Content-Length", str(length)))
+        if isinstance(url, UrlParts):
+            target: Any = url.parsed if url.parsed is not None else url.url
+            url = url.url
+        else:
+            target = url
+        body: Any = content
+        if content is not None and not isinstance(content, bytes):
+            body = _until(deadline, timeout, content)
+        with _mapped_errors(url):
+            request = self._client.build_request(
+                method,
+                target,
+                headers=sent,
+                content=body,
+                timeout=httpx.Timeout(timeout),
+                extensions={_PRIVATE_OK: True} if private_ok else None,
+            )
+            response = self._client.send(request, stream=True)
+            try:
+                items = response.headers.multi_items()
+                layers = _decoders(
+                    [
+                        coding.strip()
+                        for name, value in items
+                        if name.lower() == "content-encoding"
+                        for coding in value.split(",")
+                    ]
+                )
+            except BaseException:
+                response.close()
+                raise
+        return OpenResponse(
+            response.status_code, response.reason_phrase, items, url, response, layers, deadline
+        )
+
     def close(self) -> None:
         self._client.close()
 
@@ -495,6 +552,58 @@ class HttpClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _until(deadline: float, timeout: float, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``chunks``, refused once the exchange's deadline has passed."""
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise NetError("timeout", f"the request body took longer than {timeout:g} s to send")
+        if chunk:
+            yield bytes(chunk)
+
+
+class OpenResponse:
+    """A response whose head has arrived and whose body is read as it comes
+    (:meth:`HttpClient.open`): ``headers`` as sent by the server (its Content-Encoding and
+    Content-Length describe the body on the wire, not the decoded chunks)."""
+
+    def __init__(  # noqa: PLR0917 - made by HttpClient.open only
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        url: str,
+        response: httpx.Response,
+        layers: list[_Inflater],
+        deadline: float,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.url = url
+        self._response = response
+        self._layers = layers
+        self._deadline = deadline
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The decoded body, chunk by chunk (at most 64 KiB of inflated data a step).
+        Raises NetError (a timeout past the deadline, a broken coding, the network)."""
+        layers = self._layers
+        with _mapped_errors(self.url):
+            for raw in self._response.iter_raw():
+                for chunk in _decode(layers, 0, raw) if layers else (raw,):
+                    if time.monotonic() > self._deadline:
+                        raise NetError("timeout", "the response took too long to arrive")
+                    yield chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            self._response.close()
 
 
 def make_client(

@@ -399,3 +399,81 @@ def scrub(value: Any, forms: Scrubber | Sequence[str]) -> Any:
         return value
     matcher = forms if isinstance(forms, Scrubber) else Scrubber(forms)
     return matcher(value)
+
+
+class StreamScrubber:
+    """Scrubs a byte stream that arrives in chunks, with the forms of one :class:`Scrubber`,
+    so that a form split across chunk boundaries is replaced all the same.
+
+    It holds back the last ``L - 1`` bytes of what it was fed (``L``: the longest form's
+    length in bytes), unsent: a form that begins there may end in the next chunk. Each round
+    searches the held-back bytes and the new chunk together, so every occurrence is seen whole
+    in one round (one that does not fit before the held-back part begins lies wholly inside the
+    next round's text). A replacement that crosses the point where a round's output ends emits
+    ``[REDACTED]`` once and marks the rest of the occurrence in the held-back bytes as covered,
+    so nothing of it is sent later either. Memory: one chunk plus ``L - 1`` bytes.
+    """
+
+    __slots__ = ("_bytes", "_covered", "_keep", "_needles", "_tail")
+
+    def __init__(self, scrub: Scrubber) -> None:
+        self._bytes = scrub._bytes
+        self._needles = scrub._byte_needles
+        forms = [f.encode("utf-8", "surrogatepass") for f in scrub.forms]
+        self._keep = max((len(f) for f in forms), default=1) - 1
+        self._tail = b""
+        self._covered = 0  # how many leading bytes of the tail are already redacted
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes that are safe to send now (possibly ``b""``)."""
+        if self._bytes is None:
+            return chunk
+        return self._round(self._tail + chunk, final=False)
+
+    def finish(self) -> bytes:
+        """What is left, scrubbed: call once after the last chunk."""
+        if self._bytes is None:
+            return b""
+        out = self._round(self._tail, final=True)
+        self._tail, self._covered = b"", 0
+        return out
+
+    def _round(self, buf: bytes, *, final: bool) -> bytes:
+        assert self._bytes is not None
+        cut = len(buf) if final else len(buf) - self._keep
+        if cut <= 0:
+            self._tail = buf
+            return b""
+        # Every whole occurrence in ``buf`` holds a needle: without one there is nothing to
+        # find (the plain substring searches cost far less than the expression).
+        spans = _spans(self._bytes, buf) if any(n in buf for n in self._needles) else []
+        if self._covered:
+            spans = _merged([(0, self._covered), *spans])
+        out: list[bytes] = []
+        last = 0
+        covered = 0
+        for start, end in spans:
+            if start >= cut:
+                break
+            out.append(buf[last:start])
+            # the marker was sent already for a span that began in the covered bytes
+            if not (start == 0 and self._covered):
+                out.append(_REDACTED_BYTES)
+            last = min(end, cut)
+            if end > cut:
+                covered = end - cut
+        out.append(buf[last:cut])
+        self._tail = buf[cut:]
+        self._covered = covered
+        return b"".join(out)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start < out[-1][1]:  # overlapping: one span, as _spans merges them
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out

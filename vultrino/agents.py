@@ -23,6 +23,7 @@ from vultrino.pipeline import Caller, Pipeline
 
 if TYPE_CHECKING:
     from vultrino.info import CredentialInfo, ToolInfo
+    from vultrino.plugins.base import Streaming
     from vultrino.policy.approval import Approver
     from vultrino.policy.profile import AgentInfo
 
@@ -91,9 +92,11 @@ class AgentScope:
         plugin: str | None = None,
         source: str = "api",
         from_cli: bool = False,
+        stream: Streaming | None = None,
     ) -> Any:
         """``from_cli``: the values are a command line's strings, converted to each
-        parameter's declared type (the remote CLI's calls)."""
+        parameter's declared type (the remote CLI's calls). ``stream``: the call streams its
+        body both ways (the forward proxy; :meth:`Pipeline.call`)."""
         return self._pipeline.execute(
             alias,
             action,
@@ -102,6 +105,7 @@ class AgentScope:
             plugin=plugin,
             source=source,
             from_cli=from_cli,
+            stream=stream,
         )
 
     def run_action(

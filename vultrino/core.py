@@ -80,7 +80,7 @@ from vultrino.services import (
 if TYPE_CHECKING:
     from vultrino._rust_import import ImportReport
     from vultrino.agents import AgentScope
-    from vultrino.plugins.base import CredentialTypeSpec, Plugin
+    from vultrino.plugins.base import CredentialTypeSpec, Plugin, Streaming
     from vultrino.plugins.install.installer import InstallResult
     from vultrino.plugins.logs import LogLine
     from vultrino.policy.approval import ApprovalRequest, Approver
@@ -719,14 +719,16 @@ class Vultrino:
         from_cli: bool = False,
         plugin: str | None = None,
         source: str = "api",
+        stream: Streaming | None = None,
     ) -> Any:
         """Run ``action`` of the plugin that owns ``alias``'s type; return its (scrubbed) result.
 
         ``plugin``, when given, must own the credential's type (MCP tools pass their plugin).
-        An agent's calls go through :meth:`as_agent` instead.
+        An agent's calls go through :meth:`as_agent` instead. ``stream``: the call streams its
+        body both ways (the forward proxy; see :meth:`vultrino.pipeline.Pipeline.call`).
         """
         return self._pipeline.call(
-            alias, plugin, action, params, None, None, None, source, from_cli
+            alias, plugin, action, params, None, None, None, source, from_cli, stream=stream
         )
 
     def run_action(

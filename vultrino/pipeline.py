@@ -28,14 +28,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from vultrino import audit
-from vultrino._scrub import Scrubber, scrub_error, scrubber
+from vultrino._scrub import Scrubber, StreamScrubber, scrub_error, scrubber
 from vultrino.errors import (
     AccessDeniedError,
     ActionFailedError,
@@ -57,7 +57,15 @@ from vultrino.info import (
     credential_info,
     tool_infos,
 )
-from vultrino.plugins.base import ActionSpec, CredentialTypeSpec, CredentialView, Plugin
+from vultrino.plugins.base import (
+    STREAM_PARAM,
+    ActionSpec,
+    CredentialTypeSpec,
+    CredentialView,
+    Plugin,
+    StreamedBody,
+    Streaming,
+)
 from vultrino.plugins.validation import renamed_arguments, type_name, validate_params
 from vultrino.policy.approval import (
     SUMMARY_MAX_CHARS,
@@ -232,9 +240,13 @@ class Pipeline:
         tool: str | None = None,
         source: str = "api",
         from_cli: bool = False,
+        stream: Streaming | None = None,
     ) -> Any:
-        """Run ``action`` with credential ``alias``; ``plugin``, when given, must own its type."""
-        return self.call(alias, plugin, action, params, caller, None, tool, source, from_cli)
+        """Run ``action`` with credential ``alias``; ``plugin``, when given, must own its type.
+        ``stream``: see :meth:`call`."""
+        return self.call(
+            alias, plugin, action, params, caller, None, tool, source, from_cli, stream=stream
+        )
 
     def run_action(
         self,
@@ -380,10 +392,17 @@ class Pipeline:
         tool: str | None,
         source: str,
         from_cli: bool,
+        *,
+        stream: Streaming | None = None,
     ) -> Any:
         """The stages, for one call: ``alias`` None for an action that needs no credential,
         ``caller`` None for the user's own calls (a caller's ``profile`` is read here when not
-        given), ``tool`` the MCP tool the call came through. Every entry point ends here."""
+        given), ``tool`` the MCP tool the call came through. Every entry point ends here.
+
+        ``stream`` (the forward proxy) makes the call stream its body both ways, for an
+        action that can (``ActionSpec.streams``): the result is then a
+        :class:`~vultrino.plugins.base.StreamedBody`, scrubbed as it is read, and the call's
+        audit record is written when the reader closes it (with the bytes it passed)."""
         started = time.perf_counter_ns()
         if type(action) is not str or type(alias) not in _KEY_PART or type(plugin) not in _KEY_PART:
             # A str subclass may compare equal to another name than the one it spells: the
@@ -420,9 +439,23 @@ class Pipeline:
                 clean = validate_params(plan.act, params or {}, from_cli=from_cli)
                 if plan.act.audited:
                     _note_params(record, plan.act.audited, clean, plan.scrub)
+                if stream is not None and not plan.act.streams:
+                    raise ParameterError(
+                        f"action {plan.act.name!r} of plugin {plan.plugin!r} cannot stream",
+                        plugin=plan.plugin,
+                    )
                 if profile is not None or plan.policies:
-                    self._gate(caller, profile, plan, record, alias=alias, tool=tool, params=clean)
-                result = plan.run(clean)
+                    self._gate(
+                        caller,
+                        profile,
+                        plan,
+                        record,
+                        alias=alias,
+                        tool=tool,
+                        params=clean,
+                        streamed_body=stream is not None and stream.body is not None,
+                    )
+                result = plan.run(clean if stream is None else {**clean, STREAM_PARAM: stream})
                 scrub = plan.scrub
                 if result.new_state is not None and alias is not None:
                     with self._s.lock:
@@ -431,6 +464,8 @@ class Pipeline:
                 done = result.scrubbed
                 if done is not None and done.covers(scrub):
                     value = result.value  # scrubbed already, of these forms and more
+                elif isinstance(result.value, StreamedBody):
+                    value = _rescrubbed(result.value, scrub)
                 else:
                     value = scrub.in_place(result.value)  # a result is the caller's own
             except VultrinoError as exc:
@@ -442,6 +477,9 @@ class Pipeline:
         except BaseException as exc:
             self._audit_failure(record, source, started, exc)
             raise
+        if isinstance(value, StreamedBody):
+            value.on_close = functools.partial(self._audit_stream, record, source, started)
+            return value
         elapsed = time.perf_counter_ns() - started
         if len(record) == 4:  # no tool, nothing added on the way: the plan's text holds
             tail = _SOURCE_TAIL.get(source) or ',"source":' + audit.json_text(source)
@@ -613,6 +651,7 @@ class Pipeline:
         alias: str | None,
         tool: str | None,
         params: Mapping[str, Any],
+        streamed_body: bool = False,
     ) -> None:
         """decide, then rate-limit, then approve; raise AgentPolicyError (or the error of a
         name that does not exist, or AccessDeniedError for a policy) to refuse. The rate
@@ -649,6 +688,17 @@ class Pipeline:
             if wait > 0:
                 raise over_policy_rate(bucket, rate, wait, plan.plugin, agent)
         if isinstance(decision, NeedsApproval):
+            if streamed_body:
+                record["approval"] = "unavailable"
+                raise ApprovalError(
+                    f"this call of {tool or plan.act.name!r} needs a person's approval, and its "
+                    "body is streamed, so it cannot be shown to them whole; it was not run. Send "
+                    "a body small enough to be shown (a few KiB), or ask the user to drop "
+                    "--approve",
+                    agent=agent,
+                    approval="unavailable",
+                    plugin=plan.plugin,
+                )
             described = plan.describe(params)  # the plugin's view of exactly what is sent
             summary = shown(decision.summary if described is None else described)
             if not fits(summary):
@@ -676,6 +726,22 @@ class Pipeline:
             if refused is not None:
                 raise refused
 
+    def _audit_stream(  # noqa: PLR0917 - StreamedBody.on_close, bound by call()
+        self,
+        record: dict[str, Any],
+        source: str,
+        started: int,
+        outcome: str,
+        error: str | None,
+        size: int,
+    ) -> None:
+        """The record of a streamed call, once its body has gone through (or stopped)."""
+        record.update(outcome=outcome, duration_ms=_millis(time.perf_counter_ns() - started))
+        if error is not None:
+            record["error"] = error
+        record.update(bytes=size, source=source)
+        self._s.audit.write(record)
+
     def _audit_failure(
         self, record: dict[str, Any], source: str, started: int, exc: BaseException
     ) -> None:
@@ -698,6 +764,24 @@ class Pipeline:
     def _plugin_types(self, plugin: str) -> str:
         p = self._s.registry.get(plugin)
         return ", ".join(canonical_type(p, t) for t in p.manifest.credential_types)
+
+
+def _rescrubbed(body: StreamedBody, scrub: Scrubber) -> StreamedBody:
+    """``body`` scrubbed (again) with ``scrub``: its head now, its chunks as they pass."""
+    inner = body.chunks()
+
+    def chunks() -> Iterator[bytes]:
+        stream = StreamScrubber(scrub)
+        for chunk in inner:
+            out = stream.feed(chunk)
+            if out:
+                yield out
+        rest = stream.finish()
+        if rest:
+            yield rest
+
+    headers = [(scrub.text(n), scrub.text(v)) for n, v in body.headers]
+    return StreamedBody(body.status, headers, scrub.text(body.url), chunks(), body.close)
 
 
 def _type_list(plugin: Plugin, act: ActionSpec) -> str:

@@ -17,6 +17,9 @@ from vultrino.cli._common import (
 )
 
 app = typer.Typer(invoke_without_command=True)
+
+#: Where `vultrino serve --proxy` listens, the original Vultrino's proxy address.
+DEFAULT_PROXY_LISTEN = "127.0.0.1:7878"
 approvals_app = typer.Typer(
     no_args_is_help=True, help="Calls waiting in the running server's approvals inbox."
 )
@@ -58,6 +61,21 @@ def serve(
             "--mcp", help="Serve MCP over stdio instead (the original's form of `vultrino mcp`)."
         ),
     ] = False,
+    proxy: Annotated[
+        bool,
+        typer.Option(
+            "--proxy",
+            help="Also run the forward proxy (http://PROXY/https://api.example.com/path with "
+            "X-Vultrino-Credential), in this process on its own port.",
+        ),
+    ] = False,
+    proxy_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-listen",
+            help="HOST:PORT of the forward proxy (default 127.0.0.1:7878; implies --proxy).",
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve the REST API (/api/v1), MCP over streamable HTTP (/mcp) and API keys.
@@ -73,6 +91,8 @@ def serve(
       vultrino serve --bind 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
 
       vultrino serve --bind 127.0.0.1:7879 --trusted-proxy 127.0.0.1   (behind Caddy/nginx)
+
+      vultrino serve --proxy        (and the forward proxy on http://127.0.0.1:7878)
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -85,6 +105,8 @@ def serve(
                 ("--tls-key", tls_key),
                 ("--insecure-http", insecure_http),
                 ("--trusted-proxy", trusted_proxy),
+                ("--proxy", proxy),
+                ("--proxy-listen", proxy_listen),
             )
             if value
         ]
@@ -110,6 +132,7 @@ def serve(
             tls_key=tls_key,
             insecure_http=insecure_http,
             trusted_proxies=tuple(trusted_proxy or ()),
+            proxy_listen=proxy_listen or (DEFAULT_PROXY_LISTEN if proxy else None),
         )
         if s.public and s.tls_cert is None:
             err(

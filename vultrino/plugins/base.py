@@ -7,7 +7,7 @@ Built-in plugins (the HTTP plugin) describe themselves with the same spec classe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -111,6 +111,10 @@ class ActionSpec:
     # Parameters whose value every audit record of a call holds (the HTTP plugin's method and
     # URL): never a credential's field, and scrubbed of its secrets like anything recorded.
     audited: tuple[str, ...] = ()
+    # Whether the action can take its body as a stream and hand its answer back as one
+    # (:class:`Streaming`): the built-in HTTP plugin's `request`, for the forward proxy.
+    # Manifests cannot declare it.
+    streams: bool = False
 
     @cached_property  # specs are frozen: computed once (execute reads it on every call)
     def accepted_types(self) -> tuple[str, ...]:
@@ -323,3 +327,75 @@ class Plugin(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+#: The key under which the pipeline hands a streaming call's :class:`Streaming` to the plugin,
+#: beside the validated parameters: no parameter can have this name (validation refuses
+#: unknown names), so no caller can put it there but the pipeline.
+STREAM_PARAM = "\x00stream"
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """What makes a call stream: the request body as chunks (None: the parameters say the
+    body, or there is none) with its length when declared, and the answer handed back as a
+    :class:`StreamedBody` instead of a value holding the whole body."""
+
+    body: Iterable[bytes] | None = None
+    length: int | None = None
+
+
+class StreamedBody:
+    """An answer whose body is read as it comes: ``status``, ``headers`` (pairs, scrubbed)
+    and ``url`` are known; :meth:`chunks` yields the body, scrubbed as it passes
+    (:class:`vultrino._scrub.StreamScrubber`). The reader calls :meth:`close` when done, read
+    to the end or not. ``on_close(outcome, error, size)`` is called once then: the pipeline
+    writes the call's audit record there, so the record says whether the body went through."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        url: str,
+        chunks: Iterator[bytes],
+        close: Callable[[], None],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.url = url
+        self._chunks = chunks
+        self._close = close
+        self._size = 0
+        self._done = False
+        self._error: str | None = None
+        self._closed = False
+        self.on_close: Callable[[str, str | None, int], None] | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes of body handed out so far."""
+        return self._size
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._chunks:
+                self._size += len(chunk)
+                yield chunk
+        except Exception as exc:  # not GeneratorExit: a reader that stopped is BodyNotRead
+            self._error = type(exc).__name__
+            raise
+        self._done = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._close()
+        finally:
+            hook, self.on_close = self.on_close, None
+            if hook is not None:
+                if self._done:
+                    hook("ok", None, self._size)
+                else:
+                    hook("error", self._error or "BodyNotRead", self._size)

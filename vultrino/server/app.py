@@ -43,7 +43,7 @@ from vultrino.server.ui import WebUI
 if TYPE_CHECKING:
     from vultrino.policy.approval import Approver
 
-__all__ = ["CSP", "FLUSH_INTERVAL_S", "Guard", "audit_decision", "build_app"]
+__all__ = ["CSP", "FLUSH_INTERVAL_S", "Guard", "audit_decision", "build_app", "build_proxy"]
 
 logger = logging.getLogger("vultrino.server")
 
@@ -60,7 +60,16 @@ FLUSH_INTERVAL_S = 5.0
 class Guard:
     """Host and Origin checks, and security headers, around the whole application."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...], *, tls: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed_hosts: tuple[str, ...],
+        *,
+        tls: bool,
+        security_headers: bool = True,
+    ) -> None:
+        """``security_headers=False`` (the forward proxy, whose answers are the upstream's):
+        the Host and Origin checks only."""
         self.app = app
         self.allowed = frozenset(allowed_hosts)
         self.headers = [
@@ -70,7 +79,9 @@ class Guard:
             (b"cache-control", b"no-store"),
             (b"content-security-policy", CSP.encode()),
         ]
-        if tls:
+        if not security_headers:
+            self.headers = []
+        elif tls:
             self.headers.append((b"strict-transport-security", b"max-age=31536000"))
 
     def _host_ok(self, value: str) -> bool:
@@ -100,6 +111,9 @@ class Guard:
                 return
 
         extra = self.headers
+        if not extra:
+            await self.app(scope, receive, send)
+            return
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -135,6 +149,19 @@ def _inbox_approver(auth: Authenticator, inbox: Inbox, authorization: str | None
     if who is not None and who.kind == "key":
         return inbox.approver(who.name, who.key_id)
     return inbox.approver()
+
+
+def build_proxy(
+    v: Vultrino, settings: ServerSettings, *, server_token: str, inbox: Inbox
+) -> ASGIApp:
+    """The forward proxy's application (:mod:`vultrino.server.proxy`), behind the same Host
+    and Origin checks as the rest, without the pages' security headers."""
+    from vultrino.server.proxy import Proxy
+
+    proxy = Proxy(v, Authenticator(v, server_token), inbox)
+    return Guard(
+        proxy, settings.allowed_hosts, tls=settings.tls_cert is not None, security_headers=False
+    )
 
 
 def build_app(v: Vultrino, settings: ServerSettings, *, server_token: str, inbox: Inbox) -> ASGIApp:

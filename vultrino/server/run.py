@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import uvicorn
@@ -29,7 +29,7 @@ from vultrino._fs import atomic_write
 from vultrino.core import Vultrino
 from vultrino.errors import ServerConfigError, ServerNotRunningError
 from vultrino.mcp.http import ensure_http_token
-from vultrino.server.app import audit_decision, build_app
+from vultrino.server.app import audit_decision, build_app, build_proxy
 from vultrino.server.inbox import Inbox, Seal
 from vultrino.server.settings import ServerSettings
 
@@ -60,12 +60,23 @@ class _Server(uvicorn.Server):
     """uvicorn's server, which also releases the approvals inbox the moment a stop signal
     arrives (a waiting call must not hold the shutdown up until the grace period ends)."""
 
-    def __init__(self, config: uvicorn.Config, inbox: Inbox) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        inbox: Inbox,
+        *,
+        companions: tuple[uvicorn.Server, ...] = (),
+        signals: bool = True,
+    ) -> None:
         super().__init__(config)
         self._inbox = inbox
+        self._companions = companions  # the proxy's server: stops with this one
+        self._signals = signals
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._inbox.close()
+        for other in self._companions:
+            other.handle_exit(sig, frame)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -73,7 +84,7 @@ class _Server(uvicorn.Server):
         """uvicorn's, without raising the signal again once the server has stopped: the
         process must go on to write the keys' last uses and close the audit log (sign its
         head), then exit 0 — a stop that was asked for is not a failure."""
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or not self._signals:
             yield
             return
         handled = (signal.SIGINT, signal.SIGTERM)
@@ -129,12 +140,71 @@ def serve(
     app = build_app(v, settings, server_token=token, inbox=inbox)
     sock = _bind(settings.host, settings.port)
     url = settings.url(sock.getsockname()[1])
-    config = uvicorn.Config(
+    proxy_sock = None
+    proxy_server = None
+    proxy_url = None
+    if settings.proxy is not None:
+        # The forward proxy runs in this process, on its own socket: the same unlocked store,
+        # plugins (one connection pool), approvals inbox and audit log as the REST API.
+        try:
+            proxy_sock = _bind(*settings.proxy)
+        except BaseException:
+            sock.close()
+            raise
+        proxy_url = settings.url(proxy_sock.getsockname()[1], host=settings.proxy[0])
+        proxy_app = build_proxy(v, settings, server_token=token, inbox=inbox)
+        # no Date of its own: the upstream's is the answer's
+        proxy_config = _config(proxy_app, settings, lifespan="off", date_header=False)
+        proxy_server = _Server(proxy_config, inbox, signals=False)
+    server = _Server(
+        _config(app, settings, lifespan="on"),
+        inbox,
+        companions=(proxy_server,) if proxy_server is not None else (),
+    )
+    marker = Path(v.home.root) / SERVER_FILE
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            if proxy_server is not None and proxy_sock is not None:
+                tg.start_soon(proxy_server.serve, [proxy_sock])
+            servers = [server] if proxy_server is None else [server, proxy_server]
+            while not all(s.started for s in servers):
+                if any(s.should_exit for s in servers):
+                    server.handle_exit(signal.SIGTERM, None)
+                    return
+                await anyio.sleep(0.01)
+            info = {"url": url, "pid": os.getpid(), "tls_cert": _text(settings.tls_cert)}
+            if proxy_url is not None:
+                info["proxy_url"] = proxy_url
+            atomic_write(marker, json.dumps(info).encode(), mode=0o600)
+            (ready or _announce)(url)
+            if proxy_url is not None:
+                print(f"Vultrino proxy listening on {proxy_url}", file=sys.stderr, flush=True)
+
+    try:
+        anyio.run(run, backend_options={"use_uvloop": event_loop() == "uvloop"})
+    finally:
+        sock.close()
+        if proxy_sock is not None:
+            proxy_sock.close()
+        if shared is not None:
+            shared.close()
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(marker.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                marker.unlink()
+
+
+def _config(
+    app: Any, settings: ServerSettings, *, lifespan: Literal["on", "off"], date_header: bool = True
+) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
+        date_header=date_header,
         log_config=None,
         access_log=False,
         log_level="warning",
-        lifespan="on",
+        lifespan=lifespan,
         http=http_parser(),
         server_header=False,
         proxy_headers=bool(settings.trusted_proxies),
@@ -143,29 +213,6 @@ def serve(
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
-    server = _Server(config, inbox)
-    marker = Path(v.home.root) / SERVER_FILE
-
-    async def run() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            while not server.started:
-                if server.should_exit:
-                    return
-                await anyio.sleep(0.01)
-            info = {"url": url, "pid": os.getpid(), "tls_cert": _text(settings.tls_cert)}
-            atomic_write(marker, json.dumps(info).encode(), mode=0o600)
-            (ready or _announce)(url)
-
-    try:
-        anyio.run(run, backend_options={"use_uvloop": event_loop() == "uvloop"})
-    finally:
-        sock.close()
-        if shared is not None:
-            shared.close()
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(marker.read_text(encoding="utf-8")).get("pid") == os.getpid():
-                marker.unlink()
 
 
 def _shared_approvals(v: Vultrino) -> ApprovalTable | None:

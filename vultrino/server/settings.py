@@ -33,6 +33,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...]  # Host/Origin names accepted (lowercase, no port)
     approval_wait_s: float
     shutdown_grace_s: float
+    #: where the forward proxy listens (``--proxy``); None: no proxy
+    proxy: tuple[str, int] | None = None
 
     @property
     def scheme(self) -> str:
@@ -42,9 +44,10 @@ class ServerSettings:
     def public(self) -> bool:
         return not is_loopback(self.host)
 
-    def url(self, port: int | None = None) -> str:
-        """Where a client on this machine reaches the server."""
-        host = self.host
+    def url(self, port: int | None = None, host: str | None = None) -> str:
+        """Where a client on this machine reaches the server (or, given ``host``, the
+        proxy)."""
+        host = self.host if host is None else host
         if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming the wildcard, not binding it
             host = "127.0.0.1"
         if ":" in host and not host.startswith("["):
@@ -102,9 +105,15 @@ def settings(
     tls_key: str | None = None,
     insecure_http: bool = False,
     trusted_proxies: tuple[str, ...] = (),
+    proxy_listen: str | None = None,
 ) -> ServerSettings:
-    """The settings of one run: the flags over ``[server]``, checked (see the docstring)."""
+    """The settings of one run: the flags over ``[server]``, checked (see the docstring).
+    ``proxy_listen``: ``HOST:PORT`` of the forward proxy (``--proxy``), held to the same
+    rule as the bind address."""
     host, port = parse_bind(bind or config.server_bind)
+    proxy = None
+    if proxy_listen is not None:
+        proxy = parse_bind(proxy_listen)
     cert_text = tls_cert or config.server_tls_cert
     key_text = tls_key or config.server_tls_key
     if bool(cert_text) != bool(key_text):
@@ -121,10 +130,18 @@ def settings(
             "bind 127.0.0.1 behind a TLS reverse proxy (docs/server.md), or pass "
             "--insecure-http if the network is trusted"
         )
+    if proxy is not None and not is_loopback(proxy[0]) and cert is None and not insecure_http:
+        raise ServerConfigError(
+            f"refusing to run the forward proxy in plain HTTP on {proxy[0]}, which is not a "
+            "loopback address: keys, requests and responses would cross the network in the "
+            "clear. Keep --proxy-listen on 127.0.0.1, give --tls-cert and --tls-key, or pass "
+            "--insecure-http if the network is trusted"
+        )
     proxies = tuple(_proxy(p) for p in (trusted_proxies or config.trusted_proxies))
     hosts = {n.strip("[]").lower() for n in LOOPBACK_NAMES}
-    if host not in ("0.0.0.0", "::"):  # noqa: S104
-        hosts.add(host.lower())
+    for bound in (host, proxy[0] if proxy else "0.0.0.0"):  # noqa: S104
+        if bound not in ("0.0.0.0", "::"):  # noqa: S104
+            hosts.add(bound.lower())
     hosts.update(h.strip().strip("[]").lower() for h in config.allowed_hosts)
     return ServerSettings(
         host=host,
@@ -136,4 +153,5 @@ def settings(
         allowed_hosts=tuple(sorted(hosts)),
         approval_wait_s=config.approval_wait_s,
         shutdown_grace_s=config.shutdown_grace_s,
+        proxy=proxy,
     )

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin
 
 from vultrino._allowlist import (
@@ -32,7 +32,7 @@ from vultrino._allowlist import (
     normalize_url,
     validate_patterns,
 )
-from vultrino._scrub import Scrubber, scrubber
+from vultrino._scrub import Scrubber, StreamScrubber, scrub_error, scrubber
 from vultrino._version import __version__
 from vultrino.errors import (
     AccessDeniedError,
@@ -43,6 +43,7 @@ from vultrino.errors import (
     ParameterError,
     VultrinoError,
 )
+from vultrino.plugins.base import STREAM_PARAM as _STREAM
 from vultrino.plugins.base import (
     ActionResult,
     ActionSpec,
@@ -53,11 +54,15 @@ from vultrino.plugins.base import (
     PluginInfo,
     PluginManifest,
     PreparedAction,
+    StreamedBody,
+    Streaming,
     ToolSpec,
 )
 
 if TYPE_CHECKING:  # vultrino._net (and httpx, ~0.5 s to import) loads on the first request
-    from vultrino._net import HttpClient, NetError, Response, UrlParts
+    from collections.abc import Iterable, Iterator
+
+    from vultrino._net import HttpClient, NetError, OpenResponse, Response, UrlParts
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "MANIFEST", "HttpPlugin"]
 
@@ -249,6 +254,7 @@ def _manifest() -> PluginManifest:
         credential_type=None,
         credential_types=tuple(t.name for t in types),
         audited=("method", "url"),
+        streams=True,
         parameters=(
             ParameterSpec(
                 "method",
@@ -493,6 +499,11 @@ class HttpPlugin:
             )
         started = time.monotonic()
         req = _parse_params(params)
+        stream = params.get(_STREAM)
+        if stream is not None and not isinstance(stream, Streaming):
+            raise TypeError("the stream parameter is the pipeline's Streaming")  # never a caller's
+        if stream is not None and stream.body is not None and req.body is not None:
+            raise _param_error("a streamed body and a body parameter cannot both be given")
         if bound is None or bound.view is not credential:
             bound = _Bound.of(credential)
         allow = bound.allowlist()
@@ -505,14 +516,22 @@ class HttpPlugin:
         try:
             auth = self._authenticate(credential, state, deadline, allow, force=False)
             new_state = auth.new_state or new_state
-            response, final = self._exchange(req, auth, allow, deadline)
-            if response.status == 401 and credential.type == "oauth2" and auth.cached_token:
+            response, final = self._exchange(req, auth, allow, deadline, stream)
+            replayable = stream is None or stream.body is None
+            if (
+                response.status == 401
+                and credential.type == "oauth2"
+                and auth.cached_token
+                and replayable
+            ):
                 # The cached token was revoked or expired early: refresh once and retry.
+                if stream is not None:
+                    cast("OpenResponse", response).close()
                 auth = self._authenticate(
                     credential, new_state or state, deadline, allow, force=True
                 )
                 new_state = auth.new_state or new_state
-                response, final = self._exchange(req, auth, allow, deadline)
+                response, final = self._exchange(req, auth, allow, deadline, stream)
         except VultrinoError:
             if new_state is not None:
                 self._remember(key, new_state)
@@ -523,7 +542,10 @@ class HttpPlugin:
         # scrub (the credential's secret fields and state), so its own pass can be skipped.
         extra = [] if new_state is None else list(new_state.values())
         scrub = scrubber([*bound.secrets, *auth.secrets, *extra])
-        value = _result(response, final, scrub, started)
+        if stream is not None:
+            value: Any = self._streamed(cast("OpenResponse", response), req, final, scrub)
+        else:
+            value = _result(cast("Response", response), final, scrub, started)
         return ActionResult(value, new_state=new_state, scrubbed=scrub)
 
     def close(self) -> None:
@@ -546,8 +568,13 @@ class HttpPlugin:
     # --- redirects -----------------------------------------------------------------------------
 
     def _exchange(
-        self, req: _Request, auth: _Auth, allow: Allowlist, deadline: float
-    ) -> tuple[Response, NormalizedURL]:
+        self,
+        req: _Request,
+        auth: _Auth,
+        allow: Allowlist,
+        deadline: float,
+        stream: Streaming | None = None,
+    ) -> tuple[Response | OpenResponse, NormalizedURL]:
         """Send ``req``, following redirects by hand.
 
         Every hop must match the allowlist, and its host must resolve to public addresses
@@ -555,10 +582,19 @@ class HttpPlugin:
         actually connected to, in vultrino._net). The credential goes only to the original
         origin; once a redirect leaves it, the rest of the chain is sent without the
         credential, and a hop whose URL itself carries a secret is refused.
+
+        With ``stream`` the same hops are taken, each opened with :meth:`HttpClient.open`
+        (the body of a redirect is never read) and the last one returned open; a streamed
+        request body is sent once, so a redirect that keeps the method (307, 308) after it
+        went out is refused with the URL to ask for directly.
         """
         origin = req.url.origin
         forms = scrubber(auth.secrets)
-        method, url, body, headers = req.method, req.url, req.body, list(req.headers)
+        method, url, headers = req.method, req.url, list(req.headers)
+        body: bytes | Iterable[bytes] | None = req.body
+        length: int | None = None
+        if stream is not None and stream.body is not None:
+            body, length = stream.body, stream.length
         with_credential = True
         for hop in range(self.max_redirects + 1):
             if hop:
@@ -581,16 +617,38 @@ class HttpPlugin:
                     )
             parsed = _check_client_agrees(send_url)
             private_ok = allow.names_host(method, url)
-            response = self._send(
-                method, send_url, send_headers, body, deadline, private_ok=private_ok, parsed=parsed
-            )
+            response: Response | OpenResponse
+            if stream is None:
+                assert body is None or isinstance(body, bytes)
+                response = self._send(
+                    method,
+                    send_url,
+                    send_headers,
+                    body,
+                    deadline,
+                    private_ok=private_ok,
+                    parsed=parsed,
+                )
+            else:
+                response = self._open(
+                    method, send_url, send_headers, body, length, deadline, private_ok, parsed
+                )
             location = response.header("location")
             if response.status not in REDIRECT_STATUSES or not location:
                 return response, send_url
+            if stream is not None:
+                cast("OpenResponse", response).close()
             url = _redirect_target(send_url, location, forms)
             if _becomes_get(response.status, method):
-                method, body = "GET", None
+                method, body, length = "GET", None, None
                 headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
+            elif body is not None and not isinstance(body, bytes):
+                raise ActionFailedError(
+                    f"{req.method} {req.url.display} was redirected (HTTP {response.status}) to "
+                    f"{url.display}, which needs the body again, and a streamed body is sent "
+                    "only once; send the request to that URL directly",
+                    plugin=PLUGIN_NAME,
+                )
         raise ActionFailedError(
             f"{req.method} {req.url.display} was redirected more than {self.max_redirects} "
             "times; request the final URL directly",
@@ -633,6 +691,72 @@ class HttpPlugin:
             )
         except NetError as exc:
             raise _net_failure(exc, what, method, url, cap) from None
+
+    def _open(  # noqa: PLR0917 - one hop of _exchange
+        self,
+        method: str,
+        url: NormalizedURL,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | Iterable[bytes] | None,
+        length: int | None,
+        deadline: float,
+        private_ok: bool,
+        parsed: UrlParts,
+    ) -> OpenResponse:
+        """One hop of a streaming exchange: :meth:`_send`, returning when the head arrives."""
+        from vultrino._net import NetError
+
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ActionFailedError(
+                f"HTTP request {method} {url.display} timed out before it was sent; raise the "
+                "timeout",
+                plugin=PLUGIN_NAME,
+            )
+        try:
+            return self._http().open(
+                method,
+                parsed,
+                headers=headers,
+                content=body,
+                length=length,
+                timeout=remaining,
+                private_ok=private_ok,
+            )
+        except NetError as exc:
+            raise _net_failure(exc, "HTTP request", method, url, 0) from None
+
+    def _streamed(
+        self, response: OpenResponse, req: _Request, url: NormalizedURL, scrub: Scrubber
+    ) -> StreamedBody:
+        """The answer of a streaming request: its head scrubbed now, its body scrubbed as it
+        passes (:class:`StreamScrubber`: a secret split between two chunks is caught). The
+        body is decoded (gzip, deflate), so Content-Encoding and Content-Length are left out
+        of the headers. A body in a charset whose bytes are not ASCII's for ASCII text (UTF-16,
+        UTF-32) could hide a secret from the byte-wise scrubber, so it is refused."""
+        charset = _CHARSET_RE.search(response.header("content-type") or "")
+        if charset is not None and not _ascii_compatible(charset.group(1)):
+            response.close()
+            raise ActionFailedError(
+                f"{req.method} {url.display} answered in charset {charset.group(1)[:40]!r}, "
+                "which the streaming scrubber cannot read (it needs an ASCII-compatible one, "
+                "such as UTF-8); use the http_request tool or `vultrino request`, which decode it",
+                plugin=PLUGIN_NAME,
+            )
+        pairs = [
+            (name.lower(), value)
+            for name, value in response.headers
+            if name.lower() not in ("content-encoding", "content-length")
+        ]
+        if scrub.holds("\n".join(f"{n}\n{v}" for n, v in pairs)):
+            pairs = [(scrub.text(n), scrub.text(v)) for n, v in pairs]
+        return StreamedBody(
+            response.status,
+            pairs,
+            scrub.text(url.url),
+            _scrubbed_chunks(response, scrub, req.method, url),
+            response.close,
+        )
 
     # --- authentication ------------------------------------------------------------------------
 
@@ -1329,6 +1453,34 @@ def _result(
         "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
         "url": scrub.text(url.url),
     }
+
+
+def _scrubbed_chunks(
+    response: OpenResponse, scrub: Scrubber, method: str, url: NormalizedURL
+) -> Iterator[bytes]:
+    from vultrino._net import NetError
+
+    stream = StreamScrubber(scrub)
+    try:
+        for chunk in response.chunks():
+            out = stream.feed(chunk)
+            if out:
+                yield out
+    except NetError as exc:
+        raise scrub_error(_net_failure(exc, "HTTP request", method, url, 0), scrub) from None
+    rest = stream.finish()
+    if rest:
+        yield rest
+
+
+def _ascii_compatible(charset: str) -> bool:
+    """Whether ASCII text is the same bytes in ``charset`` (an unknown one: no)."""
+    try:
+        return "Az09:-".encode(charset) == b"Az09:-" and not codecs.lookup(charset).name.startswith(
+            ("utf-16", "utf-32", "utf-7")
+        )
+    except (LookupError, UnicodeError):
+        return False
 
 
 def _first_line(text: str) -> str:
