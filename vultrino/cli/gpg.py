@@ -243,8 +243,10 @@ def gpg(
 ) -> None:
     """Sign like gpg for git (gpg.program): -bsau KEYID, data on stdin, signature on stdout.
 
-    git config gpg.program vultrino-gpg-wrapper; git config user.signingkey ALIAS;
-    --verify is handed to the real gpg.
+    The credential is --credential, else $VULTRINO_GPG_CREDENTIAL, else the -u KEYID as an
+    alias; --verify is handed to the real gpg.
+
+    Example: git config gpg.program vultrino-gpg-wrapper; git config user.signingkey my-pgp-key
     """
     raise typer.Exit(run(list(ctx.args), credential, home))
 
