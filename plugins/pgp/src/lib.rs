@@ -764,9 +764,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc24_of_the_rfc_armor_example_is_stable() {
-        // the checksum of no data is the initial value
+    fn crc24_is_the_openpgp_checksum() {
+        // no data: the initial value; "123456789": the CRC-24/OPENPGP check value
         assert_eq!(crc24(b""), 0xb704ce);
+        assert_eq!(crc24(b"123456789"), 0x21cf02);
     }
 
     #[test]
