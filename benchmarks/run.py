@@ -445,6 +445,7 @@ TOPICS = (
     ("host keys", "bench_hostkeys"),
     ("cli compat: log, parameter_mappings", "bench_cli_compat"),
     ("forward proxy", "bench_proxy"),
+    ("pgp", "bench_pgp"),
 )
 
 

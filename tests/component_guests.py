@@ -417,3 +417,67 @@ def keys_hmac() -> bytes:
         extra_core_imports=_KEYS_CORE,
         extra_with='(export "hmac" (func $hmac)) (export "sha" (func $sha))',
     )
+
+
+# A component of world 1.3.0: keys.ed25519-verify over data it carries, and
+# keys.ed25519-public-key of its field "k" in the `openpgp` key format (new in 1.3.0).
+_KEYS13_IMPORTS = """
+  (import "vultrino:plugin/keys@1.3.0" (instance $keys
+    (type $fmt (enum "raw" "hex" "base64" "pem" "openpgp"))
+    (export "key-format" (type $kf (eq $fmt)))
+    (type $err (enum "no-credential" "unknown-field" "bad-format" "bad-key" "bad-input"))
+    (export "key-error" (type $ke (eq $err)))
+    (export "ed25519-public-key" (func (param "field" string) (param "format" $kf)
+      (result (result (list u8) (error $ke)))))
+    (export "ed25519-verify" (func (param "public-key" (list u8)) (param "message" (list u8))
+      (param "signature" (list u8)) (result bool)))))
+"""
+_KEYS13_LOWERS = """
+  (core func $pub (canon lower (func $keys "ed25519-public-key")
+    (memory (core memory $mem "memory")) (realloc (core func $mem "realloc"))))
+  (core func $verify (canon lower (func $keys "ed25519-verify")
+    (memory (core memory $mem "memory"))))
+"""
+_KEYS13_BODY = """
+      (i32.store8 (i32.const 2054)
+        (call $verify (i32.const 300) (i32.const 32) (i32.const 340) (i32.const {mlen})
+                      (i32.const 400) (i32.const 64)))
+      (call $pub (i32.const 200) (i32.const 1) (i32.const 4) (i32.const 1024))
+      (if (i32.load8_u (i32.const 1024))
+        (then
+          (i32.store8 (i32.const 2055) (i32.load8_u (i32.const 1028)))
+          (i32.store8 (i32.const 2053) (i32.const 2)))
+        (else
+          (memory.copy (i32.const 2055) (i32.load (i32.const 1028)) (i32.load (i32.const 1032)))
+          (i32.store8 (i32.const 2053) (i32.add (i32.const 1) (i32.load (i32.const 1032))))))
+      (i32.store (i32.const 0) (i32.const 2048))
+      (i32.store (i32.const 4) (i32.add (i32.load8_u (i32.const 2053)) (i32.const 6)))
+      (i32.const 0)"""
+
+
+def _wat_bytes(data: bytes) -> str:
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+def keys_openpgp(public: bytes, message: bytes, signature: bytes) -> bytes:
+    """A 1.3.0 component answering ``{"ok": bin}``: one byte, whether ``signature`` verifies
+    (keys.ed25519-verify), then the Ed25519 public key of its field ``k`` read in the
+    ``openpgp`` format (or, when refused, the key-error case's index)."""
+    core = f"""
+    (import "host" "pub" (func $pub (param i32 i32 i32 i32)))
+    (import "host" "verify" (func $verify (param i32 i32 i32 i32 i32 i32) (result i32)))
+    (data (i32.const 200) "k")
+    (data (i32.const 300) "{_wat_bytes(public)}")
+    (data (i32.const 340) "{_wat_bytes(message)}")
+    (data (i32.const 400) "{_wat_bytes(signature)}")
+    (data (i32.const 2048) "\\81\\a2ok\\c4")
+"""
+    assert len(public) == 32 and len(message) <= 60 and len(signature) == 64
+    return component(
+        _KEYS13_BODY.format(mlen=len(message)),
+        extra_imports=_KEYS13_IMPORTS,
+        mem_extra=_KEYS_MEM,
+        extra_lowers=_KEYS13_LOWERS,
+        extra_core_imports=core,
+        extra_with='(export "pub" (func $pub)) (export "verify" (func $verify))',
+    )

@@ -360,15 +360,17 @@ def many_exports(count: int) -> bytes:
     return abi2(ECHO, extra=extra)
 
 
-# --- the keys interface (world 1.2.0) -----------------------------------------------------------
+# --- the keys interface (world 1.2.0; 1.3.0 adds OpenPGP keys and signature checks) -----------
 
 KEYS_MODULE = "vultrino:plugin/keys@1.2.0"
-_KEYS_PARAMS = {"sign": 6, "public": 4, "hash": 3}
+KEYS_MODULE_1_3 = "vultrino:plugin/keys@1.3.0"
+_KEYS_PARAMS = {"sign": 6, "public": 4, "hash": 3, "verify": 6}
 
 
-def _keys_import(fn: str, kind: str) -> str:
+def _keys_import(fn: str, kind: str, module: str = KEYS_MODULE) -> str:
     params = " ".join(["i32"] * _KEYS_PARAMS[kind])
-    return f'(import "{KEYS_MODULE}" "{fn}" (func ${fn} (param {params})))'
+    result = " (result i32)" if kind == "verify" else ""
+    return f'(import "{module}" "{fn}" (func ${fn} (param {params}){result}))'
 
 
 def _keys_call(  # noqa: PLR0917 - the call's arguments, in the ABI's order
@@ -379,6 +381,8 @@ def _keys_call(  # noqa: PLR0917 - the call's arguments, in the ABI's order
         args = f"(i32.const {field_ptr}) (i32.const {field_len}) (i32.const {fmt}) {data}"
     elif kind == "public":
         args = f"(i32.const {field_ptr}) (i32.const {field_len}) (i32.const {fmt})"
+    elif kind == "verify":  # (key, message, signature) -> bool: the name as the key
+        return f"(drop (call ${fn} (i32.const {field_ptr}) (i32.const {field_len}) {data} {data}))"
     else:
         args = data
     return f"(call ${fn} {args} (i32.const 1024))"
@@ -437,9 +441,10 @@ HOSTILE_KEY_NAMES = (
 
 
 def keys_hostile() -> bytes:
-    """A guest that calls every ``keys`` function on its host-only field ``private_key`` and on
-    :data:`HOSTILE_KEY_NAMES`, keeps every output in its memory, and answers with its whole
-    request echoed back (so the test sees what the request carried)."""
+    """A guest (world 1.3.0) that calls every ``keys`` function on its host-only field
+    ``private_key`` and on :data:`HOSTILE_KEY_NAMES`, in every key format and one past them,
+    keeps every output in its memory, and answers with its whole request echoed back (so the
+    test sees what the request carried)."""
     from vultrino.runtime.wit import KEYS_FUNCTIONS
 
     names = ["private_key", *HOSTILE_KEY_NAMES]
@@ -453,11 +458,13 @@ def keys_hostile() -> bytes:
         at += len(raw) + 1
     digest = at  # 32 bytes of data to sign: a digest for secp256k1, a message for the rest
     segments.append(f"(data (i32.const {digest}) {data_string(bytes(range(32)))})")
-    imports = "\n  ".join(_keys_import(fn, kind) for fn, kind in KEYS_FUNCTIONS.items())
+    imports = "\n  ".join(
+        _keys_import(fn, kind, KEYS_MODULE_1_3) for fn, kind in KEYS_FUNCTIONS.items()
+    )
     calls: list[str] = []
     for fn, kind in KEYS_FUNCTIONS.items():
         for ptr, length in offsets if kind != "hash" else offsets[:1]:
-            for fmt in (0, 1, 2, 3, 7):
+            for fmt in (0, 1, 2, 3, 4, 7):
                 calls.append(
                     _keys_call(fn, kind, ptr, length, fmt, f"(i32.const {digest}) (i32.const 32)")
                 )

@@ -294,6 +294,7 @@ COMMANDS = [
     ["mcp"],
     ["mcp", "config"],
     ["audit", "verify"],
+    ["gpg"],
 ]
 
 

@@ -35,14 +35,23 @@ from tests.integration.test_guest_sdk import _repository_files, _wheel_layout
 from vultrino.plugins.install import _shipped
 from vultrino.plugins.manifest import load_manifest
 from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engines
-from vultrino.runtime.wit import KEYS
+from vultrino.runtime.wit import KEYS_MODULES, VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The first-party plugins that keep their key in the host (``access = "host"``).
-KEY_USERS = ("hmac",)
-PLUGINS = ("totp", "jwt", "hmac")
+KEY_USERS = ("hmac", "pgp")
+PLUGINS = ("totp", "jwt", "hmac", "pgp")
 PLUGIN_LIMIT = 1024 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
+
+
+def world_version(name: str) -> str:
+    """The world version the shipped module was built for (its handler export's version; a
+    module is rebuilt for the newest world only when its plugin changes)."""
+    wasm = shipped_module_path(name).read_bytes()
+    found = [v for v in VERSIONS if f"vultrino:plugin/handler@{v}#execute".encode() in wasm]
+    assert found, f"{name}: no handler export"
+    return found[0]
+
 
 # RFC 6238 Appendix B: seeds per algorithm and (time, SHA1, SHA256, SHA512) 8-digit codes.
 RFC6238_SEEDS = {
@@ -197,20 +206,22 @@ def test_the_resolver_finds_each_plugin_in_a_checkout_and_in_a_wheel(tmp_path: P
 def test_shipped_module_imports_only_the_host_log_and_wasi(name: str, runtime: WasmRuntime) -> None:
     info = runtime.inspect(shipped_module_path(name).read_bytes())
     assert info.abi == 2
+    v = world_version(name)
+    assert v in ("1.2.0", "1.3.0")
     for imp in info.imports:
         assert (
-            (imp.module, imp.name) == HOST_LOG
+            (imp.module, imp.name) == (f"vultrino:plugin/host@{v}", "log")
             or imp.module == "wasi_snapshot_preview1"
-            or (imp.module == KEYS and name in KEY_USERS)
+            or (imp.module in KEYS_MODULES and imp.module.endswith(v) and name in KEY_USERS)
         ), imp
     exports = {e.name for e in info.exports}
     assert {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.2.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
-        "vultrino:plugin/handler@1.2.0#execute-text",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute-text",
+        f"vultrino:plugin/handler@{v}#execute",
+        f"cabi_post_vultrino:plugin/handler@{v}#execute",
+        f"vultrino:plugin/handler@{v}#execute-text",
+        f"cabi_post_vultrino:plugin/handler@{v}#execute-text",
     } <= exports
 
 
@@ -244,7 +255,8 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     adapter = WASI_ADAPTER
     if not adapter:
         pytest.skip("set VULTRINO_WASI_ADAPTER to wasi_snapshot_preview1.reactor.wasm to run this")
-    wit = ROOT / "wit"
+    v = world_version(name)
+    wit = ROOT / "wit" if v == VERSIONS[0] else ROOT / "wit" / f"v{v}"
     embedded, component = tmp_path / "embedded.wasm", tmp_path / "component.wasm"
     module = shipped_module_path(name)
     subprocess.run(
@@ -277,10 +289,10 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     world = subprocess.run(
         [tool, "component", "wit", str(component)], check=True, capture_output=True, text=True
     ).stdout
-    assert "export vultrino:plugin/handler@1.2.0;" in world
+    assert f"export vultrino:plugin/handler@{v};" in world
     imports = [line.split()[1] for line in world.splitlines() if line.strip().startswith("import ")]
     assert all(
-        i.startswith(("wasi:", "vultrino:plugin/host@1.2.0", "vultrino:plugin/keys@1.2.0"))
+        i.startswith(("wasi:", f"vultrino:plugin/host@{v}", f"vultrino:plugin/keys@{v}"))
         for i in imports
     ), imports
 

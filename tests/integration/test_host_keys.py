@@ -245,8 +245,19 @@ def test_keys_imports_need_abi2_names_and_signatures(runtime: WasmRuntime) -> No
     with pytest.raises(ModuleError, match=r"hmac-sha256.*expected"):
         runtime.load(bad, plugin="bad-keys")
     unknown = bad.replace(b"hmac-sha256", b"hmac-sha384")
-    with pytest.raises(ModuleError, match="not a function of the keys interface"):
+    with pytest.raises(ModuleError, match="not a function of that version's keys interface"):
         runtime.load(unknown, plugin="bad-keys")
+    # a 1.2.0 module cannot import what 1.3.0 added
+    newer = guests.wat2wasm(
+        f'(module (import "{guests.KEYS_MODULE}" "ed25519-verify" (func (param i32 i32 i32 i32'
+        " i32 i32) (result i32)))"
+        '(memory (export "memory") 1)'
+        '(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 0)'
+        '(func (export "vultrino:plugin/handler@1.2.0#execute") (param i32 i32) (result i32)'
+        " i32.const 0))"
+    )
+    with pytest.raises(ModuleError, match=r"ed25519-verify.*not a function of that version"):
+        runtime.load(newer, plugin="bad-keys")
 
 
 # --- the proof: a hostile guest never holds the key --------------------------------------------
@@ -297,7 +308,7 @@ def test_hostile_guest_never_gets_the_secret(runtime: WasmRuntime) -> None:
     public = PrivateKey(bytes.fromhex(secret)).public_key.format(compressed=False)
     assert public in memory
     assert hmac.new(secret.encode(), bytes(range(32)), "sha512").digest() in memory
-    assert len(KEYS_FUNCTIONS) == 15
+    assert len(KEYS_FUNCTIONS) == 19
 
 
 def test_a_call_without_keys_cannot_use_the_last_calls(runtime: WasmRuntime) -> None:

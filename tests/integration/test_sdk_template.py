@@ -32,10 +32,12 @@ from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engin
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
 PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
-PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
+PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "pgp")}
+#: A throwaway test key (tests/fixtures/pgp/README.md) for the pgp plugin's fixed answers.
+PGP_FIXTURES = ROOT / "tests" / "fixtures" / "pgp"
 WASM_TARGET = "wasm32-wasi"
 TEMPLATE_LIMIT = 200 * 1024
-HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
+HOST_LOG = ("vultrino:plugin/host@1.3.0", "log")
 # Read at import: the autouse isolation fixture clears VULTRINO_* variables for each test.
 WASI_ADAPTER = os.environ.get("VULTRINO_WASI_ADAPTER")
 # `just` names the wasm-tools of the 3.11 venv, so the 3.10 (wasmer) leg that runs the cargo
@@ -139,10 +141,11 @@ def execute(
     fields are what the host's keys interface uses."""
     if fields is None:
         return module.execute({"action": action, "params": params, "credential": None})
-    hidden = {"hmac_key": ("key",)}.get(ctype, ())
+    hidden = {"hmac_key": ("key",), "pgp_key": ("private_key", "passphrase")}.get(ctype, ())
     guest = {k: (None if k in hidden else v) for k, v in fields.items()}
     credential = {"alias": "t", "type": ctype, "fields": guest}
-    ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)})
+    passphrases = {"private_key": "passphrase"} if ctype == "pgp_key" else None
+    ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)}, passphrases)
     return module.execute({"action": action, "params": params, "credential": credential}, ring)
 
 
@@ -256,10 +259,10 @@ def test_template_release_build_is_small_and_imports_only_the_host(
     assert {e.name for e in info.exports} >= {
         "memory",
         "cabi_realloc",
-        "vultrino:plugin/handler@1.2.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
-        "vultrino:plugin/handler@1.2.0#execute-text",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute-text",
+        "vultrino:plugin/handler@1.3.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.3.0#execute",
+        "vultrino:plugin/handler@1.3.0#execute-text",
+        "cabi_post_vultrino:plugin/handler@1.3.0#execute-text",
     }
 
 
@@ -457,12 +460,26 @@ def comparison_requests() -> list[tuple[str, str, dict[str, Any], str, dict[str,
     requests.append(
         ("hmac", "sign", {"message": "m", "algorithm": "md5"}, "hmac_key", {"key": "k"})
     )
+    # pgp: what does not depend on the clock (a signature carries its creation time)
+    pgp = {
+        "private_key": (PGP_FIXTURES / "ed25519-protected.asc").read_text(),
+        "passphrase": "fixture passphrase",
+    }
+    signature = (PGP_FIXTURES / "fixed-data.sig").read_text()
+    requests += [
+        ("pgp", "get_public_key", {}, "pgp_key", pgp),
+        ("pgp", "get_public_key", {"armor": False}, "pgp_key", pgp),
+        ("pgp", "verify", {"data": "fixed data\n", "signature": signature}, "pgp_key", pgp),
+        ("pgp", "verify", {"data": "other data\n", "signature": signature}, "pgp_key", pgp),
+        ("pgp", "verify", {"data": "x", "signature": "not base64!"}, "pgp_key", pgp),
+        ("pgp", "sign", {"data": "x"}, "pgp_key", {**pgp, "passphrase": "wrong"}),
+    ]
     return requests
 
 
 @pytest.fixture(scope="module")
 def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three plugins rebuilt from source with ``scripts/build-plugins.sh``."""
+    """The first-party plugins rebuilt from source with ``scripts/build-plugins.sh``."""
     base = tmp_path_factory.mktemp("rebuild")
     cmd = [
         "bash",
@@ -477,6 +494,8 @@ def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathF
         "jwt",
         "--only",
         "hmac",
+        "--only",
+        "pgp",
     ]
     proc = subprocess.run(cmd, env=rust_env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

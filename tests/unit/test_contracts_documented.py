@@ -26,6 +26,7 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "credential_types.fields": (
         "name", "label", "type", "required", "secret", "help_text", "placeholder", "default",
         "options", "min_length", "max_length", "validation_pattern", "access",
+        "passphrase_field",
     ),
     "actions": ("name", "description", "credential_type", "parameters"),
     "actions.parameters": ("name", "type", "required", "description", "default", "enum_values"),

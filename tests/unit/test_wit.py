@@ -47,8 +47,8 @@ def test_handler_interface() -> None:
     assert re.search(rf"^\s*{wit.EXECUTE}: func\(request: list<u8>\) -> list<u8>;", handler, re.M)
     # the canonical-ABI lowering's export names, as wit-bindgen writes them
     assert (wit.EXECUTE_EXPORT, wit.POST_EXECUTE_EXPORT) == (
-        "vultrino:plugin/handler@1.2.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
+        "vultrino:plugin/handler@1.3.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.3.0#execute",
     )
     # 1.1.0 adds execute-text, marked as such so a 1.0.0 reader knows it is new
     assert re.search(
@@ -58,15 +58,38 @@ def test_handler_interface() -> None:
 
 
 def test_every_version_is_still_accepted() -> None:
-    assert wit.VERSIONS == ("1.2.0", "1.1.0", "1.0.0")
+    assert wit.VERSIONS == ("1.3.0", "1.2.0", "1.1.0", "1.0.0")
     assert wit.HOSTS == (
+        "vultrino:plugin/host@1.3.0",
         "vultrino:plugin/host@1.2.0",
         "vultrino:plugin/host@1.1.0",
         "vultrino:plugin/host@1.0.0",
     )
-    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.1.0#execute"
-    assert wit.EXECUTE_EXPORTS[2] == "vultrino:plugin/handler@1.0.0#execute"
-    assert wit.POST_EXECUTE_EXPORTS[2] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.2.0#execute"
+    assert wit.EXECUTE_EXPORTS[2] == "vultrino:plugin/handler@1.1.0#execute"
+    assert wit.EXECUTE_EXPORTS[3] == "vultrino:plugin/handler@1.0.0#execute"
+    assert wit.POST_EXECUTE_EXPORTS[3] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+    assert wit.KEYS_MODULES == ("vultrino:plugin/keys@1.3.0", "vultrino:plugin/keys@1.2.0")
+    # a 1.2.0 plugin's keys interface has only the 1.2.0 functions
+    old = wit.keys_functions(wit.KEYS_MODULES[1])
+    assert "ed25519-verify" not in old and "hmac-sha256" in old
+    assert wit.keys_functions(wit.KEYS_MODULES[0]) == wit.KEYS_FUNCTIONS
+
+
+def test_the_1_2_world_is_kept_as_it_was() -> None:
+    """1.3.0 only adds: the 1.2.0 file is the new one less the @since(1.3.0) functions and the
+    `openpgp` case of `key-format` (with the lines that document them and the version note)."""
+    old = (ROOT / wit.WIT_FILE_1_2).read_text(encoding="utf-8")
+    assert "package vultrino:plugin@1.2.0;" in old
+    assert "openpgp" not in old
+    body = SOURCE.split("package vultrino:plugin@1.3.0;", 1)[1]
+    # each added function: its doc comment, the @since line and the declaration
+    body = re.sub(
+        r"\n(?:[ \t]*///[^\n]*\n)*[ \t]*@since\(version = 1\.3\.0\)\n[^\n]*(?=\n)", "", body
+    )
+    body = re.sub(r"(?:\s*///[^\n]*\n)*\s*openpgp,\n", "\n", body)
+    strip = re.compile(r"\s+")
+    assert strip.sub(" ", body) == strip.sub(" ", old.split("package vultrino:plugin@1.2.0;", 1)[1])
 
 
 def test_the_1_1_world_is_kept_as_it_was() -> None:
@@ -75,7 +98,8 @@ def test_the_1_1_world_is_kept_as_it_was() -> None:
     old = (ROOT / wit.WIT_FILE_1_1).read_text(encoding="utf-8")
     assert "package vultrino:plugin@1.1.0;" in old
     assert "interface keys" not in old
-    body = SOURCE.split("package vultrino:plugin@1.2.0;", 1)[1]
+    source = (ROOT / wit.WIT_FILE_1_2).read_text(encoding="utf-8")
+    body = source.split("package vultrino:plugin@1.2.0;", 1)[1]
     body = re.sub(
         r"\n(?:///[^\n]*\n)*@since\(version = 1\.2\.0\)\ninterface keys \{.*?^\}\n",
         "",
@@ -98,12 +122,13 @@ def test_keys_interface() -> None:
         r"result<list<u8>, key-error>",
         "public": r"\(field: string, format: key-format\) -> result<list<u8>, key-error>",
         "hash": r"\(data: list<u8>\) -> list<u8>",
+        "verify": r"\(public-key: list<u8>, message: list<u8>, signature: list<u8>\) -> bool",
     }
     declared = re.findall(r"^\s*([a-z0-9-]+): func", keys, re.M)
     assert tuple(declared) == tuple(wit.KEYS_FUNCTIONS)
     for name, kind in wit.KEYS_FUNCTIONS.items():
         assert re.search(rf"^\s*{name}: func{shapes[kind]};", keys, re.M), name
-    assert wit.KEYS == "vultrino:plugin/keys@1.2.0"
+    assert wit.KEYS == "vultrino:plugin/keys@1.3.0"
     assert re.search(r"@since\(version = 1\.2\.0\)\s*import keys;", _block("world", wit.WORLD))
 
 

@@ -83,6 +83,16 @@ def _compat_commands() -> typer.Typer:
     return app
 
 
+def _gpg_command() -> typer.Typer:
+    from vultrino.cli import gpg
+
+    app = _typer()
+    app.command("gpg", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        gpg.gpg
+    )
+    return app
+
+
 def _import_command() -> typer.Typer:
     from vultrino.cli import migrate
 
@@ -130,6 +140,7 @@ COMMANDS: dict[str, Callable[[], typer.Typer]] = {
     "lock": _session_commands,
     "demo": _demo_command,
     "audit": _audit_command,
+    "gpg": _gpg_command,
     "plugin": _group("plugin", "plugin"),
     "mcp": _group("mcp", "mcp"),
     "agent": _group("agent", "agent"),

@@ -50,6 +50,9 @@ class FieldSpec:
     #: ``"host"``: the value never enters the guest (its request carries the field as nil);
     #: only the host's ``keys`` interface uses it. ``"guest"``: sent as usual.
     access: FieldAccess = "guest"
+    #: The name of the host-only field holding this key's passphrase (the ``openpgp`` key
+    #: format of the ``keys`` interface unlocks the key with it); None when there is none.
+    passphrase_field: str | None = None
 
 
 @dataclass(frozen=True)

@@ -439,6 +439,7 @@ def _parse_field(
             "max_length",
             "validation_pattern",
             "access",
+            "passphrase_field",
         ),
         legacy=("validation_message",),
     )
@@ -486,6 +487,7 @@ def _parse_field(
         max_length=max_length,
         validation_pattern=pattern,
         access=cast(FieldAccess, access),
+        passphrase_field=t.string("passphrase_field"),
     )
     default = t.raw("default")
     if default is not None:
@@ -508,10 +510,13 @@ def _parse_credential_types(root: _Table, out: _Collector) -> tuple[CredentialTy
         _check_name(out, t.at("name"), name, SNAKE_CASE_RE, _SNAKE_RULE, seen=seen)
         fields: list[FieldSpec] = []
         seen_fields: dict[str, str] = {}
+        paths: dict[str, str] = {}
         for fpath, fdata in t.tables("fields"):
             spec = _parse_field(fpath, fdata, out, seen_fields)
             if spec is not None:
                 fields.append(spec)
+                paths[spec.name] = fpath
+        _check_passphrase_fields(fields, paths, out)
         if name is not None:
             types.append(
                 CredentialTypeSpec(
@@ -522,6 +527,29 @@ def _parse_credential_types(root: _Table, out: _Collector) -> tuple[CredentialTy
                 )
             )
     return tuple(types)
+
+
+def _check_passphrase_fields(
+    fields: list[FieldSpec], paths: dict[str, str], out: _Collector
+) -> None:
+    """``passphrase_field`` names another field of the same type, itself host-only (a
+    passphrase the plugin could read would unlock the key it must not hold)."""
+    by_name = {f.name: f for f in fields}
+    for f in fields:
+        if f.passphrase_field is None:
+            continue
+        where = f"{paths[f.name]}.passphrase_field"
+        other = by_name.get(f.passphrase_field)
+        if f.access != "host":
+            out.error(where, 'only for a host-only key field (access = "host")')
+        elif other is None or other is f:
+            out.error(where, f"{show_value(f.passphrase_field)} is not another field of this type")
+        elif other.access != "host":
+            out.error(
+                where,
+                f"the passphrase field {show_value(other.name)} must be host-only too "
+                '(access = "host")',
+            )
 
 
 # --- [[actions]] -----------------------------------------------------------------------------

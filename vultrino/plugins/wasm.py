@@ -301,6 +301,7 @@ class WasmPlugin:
         secrets = [v for k in sorted(names) if isinstance(v := fields.get(k), str)]
         guest = dict(fields)
         declared: dict[str, str] = {}
+        passphrases: dict[str, str] = {}
         if ctype is not None:
             for f in ctype.fields:
                 value = fields.get(f.name)
@@ -308,8 +309,10 @@ class WasmPlugin:
                     declared[f.name] = value
                 if f.access == "host" and f.name in guest:
                     guest[f.name] = None
+                if f.passphrase_field is not None:
+                    passphrases[f.name] = f.passphrase_field
         payload = {"alias": credential.alias, "type": credential.type, "fields": guest}
-        return payload, KeyRing(declared), secrets
+        return payload, KeyRing(declared, passphrases), secrets
 
     def _remember(self, secrets: list[str]) -> None:
         """Add this call's secrets to those the module has seen (see the module docstring)."""

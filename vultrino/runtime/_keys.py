@@ -7,9 +7,11 @@ the declared fields of the call's credential, nothing else (built by the plugin 
 the call by the runtime).
 
 Every operation is a well-kept library's: PyNaCl (Ed25519), ``cryptography`` (ECDSA P-256,
-RSA, PEM and DER loading), ``coincurve`` (libsecp256k1: RFC 6979 nonces, low ``s``, recovery
-ids), ``pycryptodome`` (Keccak-256), ``hmac``/``hashlib`` (HMAC, SHA-2). This is the only
-module that imports them. Refusals are :class:`KeyFailure` exceptions naming a ``key-error`` case;
+RSA, PEM and DER loading, the AES-CFB that unlocks an OpenPGP key), ``coincurve``
+(libsecp256k1: RFC 6979 nonces, low ``s``, recovery ids), ``pycryptodome`` (Keccak-256),
+``hmac``/``hashlib`` (HMAC, SHA-2). This is the only module that imports them; ``_openpgp``
+only parses an OpenPGP key's packets (the ``openpgp`` key format). Refusals are
+:class:`KeyFailure` exceptions naming a ``key-error`` case;
 they never carry any part of a key (library messages are dropped, not passed on).
 """
 
@@ -22,9 +24,10 @@ import hmac
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from vultrino.runtime import _openpgp
 from vultrino.runtime.wit import KEY_ERRORS, KEY_FORMATS, KEYS_FUNCTIONS
 
-__all__ = ["KeyFailure", "KeyRing", "hash_op", "public_op", "sign_op"]
+__all__ = ["KeyFailure", "KeyRing", "hash_op", "public_op", "sign_op", "verify_op"]
 
 
 class KeyFailure(Exception):  # noqa: N818 - a refusal carried to the ABI, not an error
@@ -43,12 +46,18 @@ class KeyRing:
     A ring lives as long as the prepared action that made it (the plugin layer makes one per
     credential view), so it also keeps each key it has decoded, by operation, field and format:
     a signing plugin's second call does not parse the same PEM again.
+
+    ``passphrases`` maps a field to the field holding its passphrase (the manifest's
+    ``passphrase_field``), which the ``openpgp`` key format unlocks the key with.
     """
 
-    __slots__ = ("_decoded", "fields")
+    __slots__ = ("_decoded", "fields", "passphrases")
 
-    def __init__(self, fields: Mapping[str, str]) -> None:
+    def __init__(
+        self, fields: Mapping[str, str], passphrases: Mapping[str, str] | None = None
+    ) -> None:
         self.fields = fields
+        self.passphrases = passphrases or {}
         self._decoded: dict[tuple[str, str, str], object] = {}
 
     def __repr__(self) -> str:
@@ -67,13 +76,20 @@ class KeyRing:
         slot = (kind, field, fmt)
         found = self._decoded.get(slot)
         if found is None:
-            found = decode(key_bytes(self.value(field), fmt), fmt)
+            if fmt == "openpgp":
+                pass_field = self.passphrases.get(field)
+                passphrase = self.fields.get(pass_field) if pass_field else None
+                found = _openpgp_key(kind, self.value(field), passphrase)
+            else:
+                found = decode(key_bytes(self.value(field), fmt), fmt)
             self._decoded[slot] = found
         return found
 
 
 def key_bytes(text: str, fmt: str) -> bytes:
     """The field's text decoded as ``fmt`` (``key-format``); ``bad-format`` when it is not."""
+    if fmt == "openpgp":  # only the kinds _openpgp_key makes read an OpenPGP key
+        raise KeyFailure("bad-format")
     if fmt in ("raw", "pem"):
         return text.encode("utf-8")
     s = "".join(text.split())
@@ -163,6 +179,104 @@ def _rsa(data: bytes, fmt: str) -> object:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise KeyFailure("bad-key")
     return key
+
+
+# --- OpenPGP keys (the ``openpgp`` key format) --------------------------------------------------
+# ``_openpgp`` parses the armored transferable secret key; the secret part is decrypted here with
+# AES-CFB and turned into the library's key object for the kind of operation asked for.
+
+
+def _aes_cfb(cipher: int, key: bytes, iv: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    try:  # where cryptography 43+ keeps CFB (OpenPGP's secret-key protection needs it)
+        from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    except ImportError:  # pragma: no cover - older cryptography
+        from cryptography.hazmat.primitives.ciphers.modes import CFB
+
+    del cipher  # AES-128/192/256: the key's size says which (the reader checked the id)
+    dec = Cipher(algorithms.AES(key), CFB(iv)).decryptor()
+    return dec.update(data) + dec.finalize()
+
+
+def _openpgp_key(kind: str, text: str, passphrase: str | None) -> object:
+    """The key for ``kind`` of operation from an armored OpenPGP secret key.
+
+    ``bad-format``: not an OpenPGP key this reader supports; ``bad-key``: a key of another kind
+    than the operation needs, or one the passphrase does not unlock.
+    """
+    try:
+        if kind == "openpgp":
+            return _openpgp.public_key(text)[0]
+        if kind not in ("ed25519", "rsa"):
+            raise KeyFailure("bad-key")
+        key = _openpgp.read_secret_key(text, passphrase, _aes_cfb)
+    except _openpgp.WrongPassphrase:
+        raise KeyFailure("bad-key") from None
+    except _openpgp.OpenPGPError:
+        raise KeyFailure("bad-format") from None
+    if kind == "ed25519":
+        if key.algorithm not in (22, 27):
+            raise KeyFailure("bad-key")
+        from nacl.signing import SigningKey
+
+        return SigningKey(key.secret["seed"].to_bytes(32, "big"))
+    if key.algorithm not in (1, 3):
+        raise KeyFailure("bad-key")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    n, e = key.public["n"], key.public["e"]
+    assert isinstance(n, int) and isinstance(e, int)
+    d, p, q = key.secret["d"], key.secret["p"], key.secret["q"]
+    try:
+        return rsa.RSAPrivateNumbers(
+            p,
+            q,
+            d,
+            rsa.rsa_crt_dmp1(d, p),
+            rsa.rsa_crt_dmq1(d, q),
+            rsa.rsa_crt_iqmp(p, q),
+            rsa.RSAPublicNumbers(e, n),
+        ).private_key()
+    except ValueError:
+        raise KeyFailure("bad-key") from None
+
+
+def _ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    if len(public) != 32 or len(signature) != 64:
+        return False
+    try:
+        VerifyKey(public).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    except Exception:  # nacl's CryptoError for a point that is not on the curve
+        return False
+    return True
+
+
+def _rsa_verify(hash_name: str) -> Callable[[bytes, bytes, bytes], bool]:
+    def verify(public: bytes, message: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        try:
+            key = serialization.load_der_public_key(public)
+        except Exception:  # not DER, not a key: a false, never an error with the input
+            return False
+        if not isinstance(key, rsa.RSAPublicKey):
+            return False
+        algo = hashes.SHA256() if hash_name == "sha256" else hashes.SHA512()
+        try:
+            key.verify(signature, message, padding.PKCS1v15(), algo)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    return verify
 
 
 # --- the operations -------------------------------------------------------------------------------
@@ -284,6 +398,7 @@ _DECODERS: Final[dict[str, Callable[[bytes, str], object]]] = {
     "p256": _p256,
     "secp256k1": _secp256k1_key,
     "rsa": _rsa,
+    "openpgp": lambda data, fmt: _fail("bad-format"),  # only the openpgp format makes one
 }
 _SIGN: Final[dict[str, tuple[str, Callable[[object, bytes], bytes]]]] = {
     "hmac-sha1": ("hmac", _hmac("sha1")),
@@ -300,15 +415,28 @@ _PUBLIC: Final[dict[str, tuple[str, Callable[[object], bytes]]]] = {
     "p256-public-key": ("p256", _p256_public),
     "secp256k1-public-key": ("secp256k1", _secp256k1_public),
     "rsa-public-key": ("rsa", _rsa_public),
+    "openpgp-public-key": ("openpgp", lambda key: key if isinstance(key, bytes) else b""),
+}
+_VERIFY: Final[dict[str, Callable[[bytes, bytes, bytes], bool]]] = {
+    "ed25519-verify": _ed25519_verify,
+    "rsa-verify-pkcs1-sha256": _rsa_verify("sha256"),
+    "rsa-verify-pkcs1-sha512": _rsa_verify("sha512"),
 }
 _HASH: Final[dict[str, Callable[[bytes], bytes]]] = {
     "sha256": lambda d: hashlib.sha256(d).digest(),
     "sha512": lambda d: hashlib.sha512(d).digest(),
     "keccak256": _keccak256,
 }
-assert {**dict.fromkeys(_SIGN, "sign"), **dict.fromkeys(_PUBLIC, "public")} | dict.fromkeys(
-    _HASH, "hash"
-) == KEYS_FUNCTIONS
+assert {
+    **dict.fromkeys(_SIGN, "sign"),
+    **dict.fromkeys(_PUBLIC, "public"),
+    **dict.fromkeys(_VERIFY, "verify"),
+    **dict.fromkeys(_HASH, "hash"),
+} == KEYS_FUNCTIONS
+
+
+def _fail(case: str) -> object:
+    raise KeyFailure(case)
 
 
 def _format(index: int) -> str:
@@ -344,6 +472,11 @@ def public_op(name: str) -> Callable[[KeyRing | None, str, int], bytes]:
         return fn(ring.key(kind, field, _format(fmt), decode))
 
     return run
+
+
+def verify_op(name: str) -> Callable[[bytes, bytes, bytes], bool]:
+    """``(public key, message, signature) -> valid``; never raises for bad input."""
+    return _VERIFY[name]
 
 
 def hash_op(name: str) -> Callable[[bytes], bytes]:

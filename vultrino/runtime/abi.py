@@ -39,10 +39,12 @@ from vultrino.runtime.wit import (
     KEY_ERRORS,
     KEYS,
     KEYS_FUNCTIONS,
+    KEYS_MODULES,
     LOG,
     LOG_LEVELS,
     REALLOC,
     WIT_FILE,
+    keys_functions,
 )
 from vultrino.runtime.wit import HOST as HOST_MODULE
 from vultrino.runtime.wit import HOSTS as HOST_MODULES
@@ -135,6 +137,7 @@ KEYS_TYPES: Final[dict[str, FuncType]] = {
     "sign": FuncType(("i32",) * 6, ()),  # field ptr, len, format, data ptr, len, retptr
     "public": FuncType(("i32",) * 4, ()),  # field ptr, len, format, retptr
     "hash": FuncType(("i32",) * 3, ()),  # data ptr, len, retptr
+    "verify": FuncType(("i32",) * 6, ("i32",)),  # key, message, signature (ptr, len each)
 }
 
 _M32 = 0xFFFF_FFFF
@@ -229,10 +232,10 @@ def _check_export(
 
 def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
     where = f"import `{imp.module}`.`{imp.name}`"
-    if imp.module == KEYS:
-        kind = KEYS_FUNCTIONS.get(imp.name)
+    if imp.module in KEYS_MODULES:
+        kind = keys_functions(imp.module).get(imp.name)
         if kind is None:
-            return f"{where} is not a function of the keys interface (see {WIT_FILE})"
+            return f"{where} is not a function of that version's keys interface (see {WIT_FILE})"
         if abi != 2:
             return f"{where}: the keys interface is for ABI 2 modules (it needs `{REALLOC}`)"
         if imp.kind != "func" or imp.type != KEYS_TYPES[kind]:
@@ -336,8 +339,8 @@ def host_functions(
             if buffer is not None:
                 buffer.rerouted = reroutable
                 output.before = buffer.flush
-        elif imp.module == KEYS and imp.name in KEYS_FUNCTIONS:
-            funcs.append(_keys_function(imp.name, keys or KeySlot()))
+        elif imp.module in KEYS_MODULES and imp.name in KEYS_FUNCTIONS:
+            funcs.append(_keys_function(imp.name, keys or KeySlot(), imp.module))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
@@ -476,7 +479,7 @@ def _guest_bytes(memory: Memory, ptr: int, length: int, what: str) -> bytes:
         ) from None
 
 
-def _keys_function(name: str, slot: KeySlot) -> HostFunc:
+def _keys_function(name: str, slot: KeySlot, module: str = KEYS) -> HostFunc:
     kind = KEYS_FUNCTIONS[name]
 
     def place(memory: Memory, out: bytes) -> int:
@@ -539,7 +542,7 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
                     f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
                 ) from None
 
-        return HostFunc(KEYS, name, KEYS_TYPES[kind], sign)
+        return HostFunc(module, name, KEYS_TYPES[kind], sign)
     if kind == "public":
         pop = _keys.public_op(name)
 
@@ -547,7 +550,19 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
             field = field_name(memory, fp, fl)
             answer(memory, ret, lambda: pop(slot.ring, field, fmt & _M32))
 
-        return HostFunc(KEYS, name, KEYS_TYPES[kind], public)
+        return HostFunc(module, name, KEYS_TYPES[kind], public)
+    if kind == "verify":
+        vop = _keys.verify_op(name)
+
+        def verify(  # noqa: PLR0917 - the lowered signature
+            memory: Memory, kp: int, kl: int, mp: int, ml: int, sp: int, sl: int
+        ) -> int:
+            key = _guest_bytes(memory, kp, kl, "public key")
+            message = _guest_bytes(memory, mp, ml, "message")
+            signature = _guest_bytes(memory, sp, sl, "signature")
+            return 1 if vop(key, message, signature) else 0
+
+        return HostFunc(module, name, KEYS_TYPES[kind], verify)
     hop = _keys.hash_op(name)
 
     def digest(memory: Memory, dp: int, dl: int, ret: int) -> None:
@@ -560,7 +575,7 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
                 f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
             ) from None
 
-    return HostFunc(KEYS, name, KEYS_TYPES[kind], digest)
+    return HostFunc(module, name, KEYS_TYPES[kind], digest)
 
 
 # --- responses ---------------------------------------------------------------------------------

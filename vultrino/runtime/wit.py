@@ -10,11 +10,12 @@ Two spellings of the same items exist: a *component* names an interface
 (ABI 2) names their canonical-ABI lowering (:data:`HOST` as import module, :data:`EXECUTE_EXPORT`,
 :data:`POST_EXECUTE_EXPORT`, :data:`REALLOC`).
 
-Versions: the file is at :data:`VERSION` (1.2.0, which adds the :data:`KEYS` interface; 1.1.0
-added :data:`EXECUTE_TEXT`); plugins built for an older version in :data:`VERSIONS` keep
-running. Names that differ by version come as tuples, newest first (:data:`HOSTS`,
-:data:`HANDLERS`, :data:`EXECUTE_EXPORTS`, :data:`POST_EXECUTE_EXPORTS`); the 1.0.0 and 1.1.0
-worlds are kept as they were in :data:`WIT_FILE_1_0` and :data:`WIT_FILE_1_1`.
+Versions: the file is at :data:`VERSION` (1.3.0, which adds OpenPGP keys and signature checks
+to :data:`KEYS`; 1.2.0 added the :data:`KEYS` interface; 1.1.0 added :data:`EXECUTE_TEXT`);
+plugins built for an older version in :data:`VERSIONS` keep running. Names that differ by
+version come as tuples, newest first (:data:`HOSTS`, :data:`HANDLERS`, :data:`EXECUTE_EXPORTS`,
+:data:`POST_EXECUTE_EXPORTS`, :data:`KEYS_MODULES`); the 1.0.0, 1.1.0 and 1.2.0 worlds are
+kept as they were in :data:`WIT_FILE_1_0`, :data:`WIT_FILE_1_1` and :data:`WIT_FILE_1_2`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ __all__ = [
     "HOSTS",
     "KEYS",
     "KEYS_FUNCTIONS",
+    "KEYS_MODULES",
+    "KEYS_SINCE",
     "KEYS_VERSION",
+    "KEYS_VERSIONS",
     "KEY_ERRORS",
     "KEY_FORMATS",
     "LOG",
@@ -47,7 +51,9 @@ __all__ = [
     "WIT_FILE",
     "WIT_FILE_1_0",
     "WIT_FILE_1_1",
+    "WIT_FILE_1_2",
     "WORLD",
+    "keys_functions",
 ]
 
 #: Where the world is written down, for messages that send the reader there.
@@ -56,10 +62,11 @@ WIT_FILE: Final = "wit/vultrino-plugin.wit"
 #: component embed`` of a module built before 1.1.0: ``scripts/rust-component.sh``).
 WIT_FILE_1_0: Final = "wit/v1.0.0/vultrino-plugin.wit"
 WIT_FILE_1_1: Final = "wit/v1.1.0/vultrino-plugin.wit"
+WIT_FILE_1_2: Final = "wit/v1.2.0/vultrino-plugin.wit"
 PACKAGE: Final = "vultrino:plugin"
-VERSION: Final = "1.2.0"
+VERSION: Final = "1.3.0"
 #: Every version of the world this host runs, newest first.
-VERSIONS: Final = (VERSION, "1.1.0", "1.0.0")
+VERSIONS: Final = (VERSION, "1.2.0", "1.1.0", "1.0.0")
 #: The world a plugin targets (``--world plugin`` for wasm-tools, ``-w plugin`` for
 #: componentize-py).
 WORLD: Final = "plugin"
@@ -87,17 +94,21 @@ EXECUTE_EXPORTS: Final = tuple(f"{h}#{EXECUTE}" for h in HANDLERS)
 POST_EXECUTE_EXPORTS: Final = tuple(f"cabi_post_{e}" for e in EXECUTE_EXPORTS)
 REALLOC: Final = "cabi_realloc"
 
-#: The interface of keys that stay in the host (since 1.2.0): one name, as a component names it
-#: and as a core module's import module.
-KEYS_VERSION: Final = "1.2.0"
+#: The interface of keys that stay in the host (since 1.2.0): its name, as a component names it
+#: and as a core module's import module, in the current version (:data:`KEYS`) and in every
+#: version that has it (:data:`KEYS_MODULES`, newest first).
+KEYS_VERSION: Final = VERSION
+KEYS_VERSIONS: Final = (VERSION, "1.2.0")
 KEYS: Final = f"{PACKAGE}/keys@{KEYS_VERSION}"
+KEYS_MODULES: Final = tuple(f"{PACKAGE}/keys@{v}" for v in KEYS_VERSIONS)
 #: The cases of ``enum key-error`` and ``enum key-format``, in order (a core module passes and
-#: receives their index).
+#: receives their index). ``openpgp`` is new in 1.3.0.
 KEY_ERRORS: Final = ("no-credential", "unknown-field", "bad-format", "bad-key", "bad-input")
-KEY_FORMATS: Final = ("raw", "hex", "base64", "pem")
+KEY_FORMATS: Final = ("raw", "hex", "base64", "pem", "openpgp")
 #: Every function of ``keys`` and its kind: ``sign`` is ``(field, format, data) ->
 #: result<list<u8>, key-error>``, ``public`` is ``(field, format) -> result<list<u8>,
-#: key-error>``, ``hash`` is ``(data) -> list<u8>``.
+#: key-error>``, ``verify`` is ``(public-key, message, signature: list<u8>) -> bool``, ``hash``
+#: is ``(data) -> list<u8>``.
 KEYS_FUNCTIONS: Final = {
     "hmac-sha1": "sign",
     "hmac-sha256": "sign",
@@ -111,7 +122,37 @@ KEYS_FUNCTIONS: Final = {
     "rsa-sign-pkcs1-sha256": "sign",
     "rsa-sign-pss-sha256": "sign",
     "rsa-public-key": "public",
+    "openpgp-public-key": "public",
+    "ed25519-verify": "verify",
+    "rsa-verify-pkcs1-sha256": "verify",
+    "rsa-verify-pkcs1-sha512": "verify",
     "sha256": "hash",
     "sha512": "hash",
     "keccak256": "hash",
 }
+#: The version of the world each ``keys`` function first appeared in; a plugin of an older
+#: version cannot import a newer one (its ``keys`` interface does not have it).
+KEYS_SINCE: Final = {
+    name: "1.3.0"
+    if name
+    in (
+        "openpgp-public-key",
+        "ed25519-verify",
+        "rsa-verify-pkcs1-sha256",
+        "rsa-verify-pkcs1-sha512",
+    )
+    else "1.2.0"
+    for name in KEYS_FUNCTIONS
+}
+
+
+def keys_functions(module: str) -> dict[str, str]:
+    """The ``keys`` functions (and their kinds) of the ``keys`` interface named ``module`` (one
+    of :data:`KEYS_MODULES`)."""
+    version = module.rsplit("@", 1)[-1]
+    order = {v: i for i, v in enumerate(reversed(VERSIONS))}
+    return {
+        name: kind
+        for name, kind in KEYS_FUNCTIONS.items()
+        if order[KEYS_SINCE[name]] <= order[version]
+    }

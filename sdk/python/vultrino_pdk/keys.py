@@ -1,8 +1,9 @@
-"""Keys that stay in the host (world 1.2.0, `interface keys` of wit/vultrino-plugin.wit).
+"""Keys that stay in the host (world 1.2.0, `interface keys` of wit/vultrino-plugin.wit; 1.3.0
+adds OpenPGP keys and signature checks).
 
 Each function names a field of the credential the host bound to the current call; Vultrino
-decodes the field's value (`fmt`: "raw", "hex", "base64" or "pem"), runs the operation and
-hands back only its output, as bytes. A field declared `access = "host"` in plugin.toml reaches
+decodes the field's value (`fmt`: "raw", "hex", "base64", "pem" or "openpgp"), runs the
+operation and hands back only its output, as bytes. A field declared `access = "host"` in plugin.toml reaches
 the plugin as None and can be used only this way. See docs/plugins/host-keys.md.
 
     from vultrino_pdk import keys
@@ -11,6 +12,9 @@ the plugin as None and can be used only this way. See docs/plugins/host-keys.md.
 A refusal raises `keys.KeyError` (an `InvalidCredential`, or `InvalidParams` for bad-input)
 whose `case` is the WIT case name ("no-credential", "unknown-field", "bad-format", "bad-key",
 "bad-input"); it never carries any part of a key.
+
+The checks (`ed25519_verify`, `rsa_verify_pkcs1_sha256`, `rsa_verify_pkcs1_sha512`) take the
+public key itself, not a field, and return True or False.
 """
 
 from wit_world.imports import keys as _host
@@ -25,12 +29,16 @@ __all__ = [
     "hmac_sha1",
     "hmac_sha256",
     "hmac_sha512",
+    "ed25519_verify",
     "keccak256",
+    "openpgp_public_key",
     "p256_public_key",
     "p256_sign",
     "rsa_public_key",
     "rsa_sign_pkcs1_sha256",
     "rsa_sign_pss_sha256",
+    "rsa_verify_pkcs1_sha256",
+    "rsa_verify_pkcs1_sha512",
     "secp256k1_public_key",
     "secp256k1_sign",
     "sha256",
@@ -42,6 +50,7 @@ _FORMATS = {
     "hex": _host.KeyFormat.HEX,
     "base64": _host.KeyFormat.BASE64,
     "pem": _host.KeyFormat.PEM,
+    "openpgp": _host.KeyFormat.OPENPGP,
 }
 
 
@@ -101,6 +110,22 @@ ed25519_public_key = _public("ed25519_public_key")
 p256_public_key = _public("p256_public_key")
 secp256k1_public_key = _public("secp256k1_public_key")
 rsa_public_key = _public("rsa_public_key")
+openpgp_public_key = _public("openpgp_public_key")
+
+
+def _verify(name):
+    function = getattr(_host, name)
+
+    def verify(public_key, message, signature):
+        return bool(function(bytes(public_key), bytes(message), bytes(signature)))
+
+    verify.__name__ = name
+    return verify
+
+
+ed25519_verify = _verify("ed25519_verify")
+rsa_verify_pkcs1_sha256 = _verify("rsa_verify_pkcs1_sha256")
+rsa_verify_pkcs1_sha512 = _verify("rsa_verify_pkcs1_sha512")
 
 
 def sha256(data):

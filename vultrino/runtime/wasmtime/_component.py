@@ -79,10 +79,12 @@ from vultrino.runtime.wit import (
     KEY_FORMATS,
     KEYS,
     KEYS_FUNCTIONS,
+    KEYS_MODULES,
     LOG,
     LOG_LEVEL,
     LOG_LEVELS,
     WIT_FILE,
+    keys_functions,
 )
 
 if TYPE_CHECKING:
@@ -200,8 +202,8 @@ class WasmtimeComponentEngine:
             if name in HOSTS:
                 problems.extend(self._check_host(item, name))
                 continue
-            if name == KEYS:
-                problems.extend(self._check_keys(item))
+            if name in KEYS_MODULES:
+                problems.extend(self._check_keys(item, name))
                 continue
             match = _WASI_IMPORT.match(name)
             if match is None or match["pkg"] not in ALLOWED_WASI:
@@ -254,27 +256,32 @@ class WasmtimeComponentEngine:
                 problems.append(f"import `{host}`.`{name}` is not provided by Vultrino")
         return problems
 
-    def _check_keys(self, item: Any) -> list[str]:
-        """The ``keys`` functions it imports, each with its kind's shape (wit.KEYS_FUNCTIONS)."""
-        funcs, problems = self._funcs(item, KEYS)
-        arity = {"sign": 3, "public": 2, "hash": 1}
+    def _check_keys(self, item: Any, module: str) -> list[str]:
+        """The ``keys`` functions it imports, each with its kind's shape (wit.KEYS_FUNCTIONS)
+        in that version of the interface (1.2.0 has four key formats, 1.3.0 five)."""
+        funcs, problems = self._funcs(item, module)
+        known = keys_functions(module)
+        formats = KEY_FORMATS if module == KEYS else KEY_FORMATS[:4]
+        arity = {"sign": 3, "public": 2, "hash": 1, "verify": 3}
         for name, ty in funcs.items():
             if name in ("key-error", "key-format"):
                 continue
-            kind = KEYS_FUNCTIONS.get(name)
+            kind = known.get(name)
             if kind is None:
-                problems.append(f"import `{KEYS}`.`{name}` is not provided by Vultrino")
+                problems.append(f"import `{module}`.`{name}` is not provided by Vultrino")
                 continue
             params = ty.params if isinstance(ty, wc.FuncType) else None
             ok = (
                 params is not None
                 and len(params) == arity[kind]
-                and isinstance(params[0][1], wc.ListType if kind == "hash" else wc.String)
-                and (kind == "hash" or _is_enum(params[1][1], KEY_FORMATS))
+                and isinstance(
+                    params[0][1], wc.ListType if kind in ("hash", "verify") else wc.String
+                )
+                and (kind in ("hash", "verify") or _is_enum(params[1][1], formats))
                 and ty.result is not None
             )
             if not ok:
-                problems.append(f"import `{KEYS}`.`{name}` does not have the type of {WIT_FILE}")
+                problems.append(f"import `{module}`.`{name}` does not have the type of {WIT_FILE}")
         return problems
 
     def _check_handler(self, item: Any, handler: str) -> list[str]:
@@ -388,10 +395,15 @@ class ComponentSession(abi.Session):
             for name in HOSTS:  # every version's, so 1.0.0 and 1.1.0 components both link
                 with linker.root() as root, root.add_instance(name) as host:
                     host.add_func(LOG, host_log)
-            if KEYS in component.type.imports(engine.wasmtime_engine):
-                self.keys = slot = KeySlot()
-                with linker.root() as root, root.add_instance(KEYS) as keys:
-                    for fn in KEYS_FUNCTIONS:
+            imported = component.type.imports(engine.wasmtime_engine)
+            for module in KEYS_MODULES:  # each version's interface, as the component names it
+                if module not in imported:
+                    continue
+                if self.keys is None:
+                    self.keys = KeySlot()
+                slot = self.keys
+                with linker.root() as root, root.add_instance(module) as keys:
+                    for fn in keys_functions(module):
                         keys.add_func(fn, self._keys_func(fn, slot))
             self._inst = linker.instantiate(store, component)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
@@ -472,13 +484,18 @@ class ComponentSession(abi.Session):
 
         return host_log
 
-    def _keys_func(self, name: str, slot: KeySlot) -> Callable[..., bytes | str]:
+    def _keys_func(self, name: str, slot: KeySlot) -> Callable[..., bytes | str | bool]:
         """``keys.<name>`` for a component: bytes, or the ``key-error`` case's name (the
         untagged form wasmtime-py gives ``result<list<u8>, key-error>``); a hash, bytes."""
         kind = KEYS_FUNCTIONS[name]
         if kind == "hash":
             digest = _keys.hash_op(name)
             return lambda store, data: digest(bytes(data))
+        if kind == "verify":
+            check = _keys.verify_op(name)
+            return lambda store, key, message, signature: check(
+                bytes(key), bytes(message), bytes(signature)
+            )
         sign = _keys.sign_op(name) if kind == "sign" else None
         public = _keys.public_op(name) if kind == "public" else None
 

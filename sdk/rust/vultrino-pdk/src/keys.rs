@@ -1,4 +1,5 @@
-//! Keys that stay in the host (world 1.2.0, `interface keys` of `wit/vultrino-plugin.wit`).
+//! Keys that stay in the host (world 1.2.0, `interface keys` of `wit/vultrino-plugin.wit`;
+//! 1.3.0 adds OpenPGP keys and signature checks).
 //!
 //! Each function names a field of the credential the host bound to the current call; the host
 //! decodes the field's value (as [`KeyFormat`] says), runs the operation and hands back only
@@ -27,6 +28,9 @@ pub enum KeyFormat {
     Base64 = 2,
     /// PEM text (PKCS#8, SEC 1 or PKCS#1).
     Pem = 3,
+    /// An ASCII-armored OpenPGP secret key (v4, RSA or Ed25519), unlocked with the field the
+    /// manifest names in `passphrase_field` (world 1.3.0).
+    OpenPgp = 4,
 }
 
 /// Why the host refused (the WIT enum `key-error`). Never carries any part of a key.
@@ -114,7 +118,7 @@ fn native(function: &str, field: &str, format: KeyFormat, data: &[u8]) -> Result
 
 #[cfg(target_arch = "wasm32")]
 mod imports {
-    #[link(wasm_import_module = "vultrino:plugin/keys@1.2.0")]
+    #[link(wasm_import_module = "vultrino:plugin/keys@1.3.0")]
     extern "C" {
         #[link_name = "hmac-sha1"]
         pub fn hmac_sha1(f: *const u8, fl: usize, fmt: i32, d: *const u8, dl: usize, r: *mut u8);
@@ -140,6 +144,14 @@ mod imports {
         pub fn secp256k1_public_key(f: *const u8, fl: usize, fmt: i32, r: *mut u8);
         #[link_name = "rsa-public-key"]
         pub fn rsa_public_key(f: *const u8, fl: usize, fmt: i32, r: *mut u8);
+        #[link_name = "openpgp-public-key"]
+        pub fn openpgp_public_key(f: *const u8, fl: usize, fmt: i32, r: *mut u8);
+        #[link_name = "ed25519-verify"]
+        pub fn ed25519_verify(k: *const u8, kl: usize, m: *const u8, ml: usize, s: *const u8, sl: usize) -> i32;
+        #[link_name = "rsa-verify-pkcs1-sha256"]
+        pub fn rsa_verify_pkcs1_sha256(k: *const u8, kl: usize, m: *const u8, ml: usize, s: *const u8, sl: usize) -> i32;
+        #[link_name = "rsa-verify-pkcs1-sha512"]
+        pub fn rsa_verify_pkcs1_sha512(k: *const u8, kl: usize, m: *const u8, ml: usize, s: *const u8, sl: usize) -> i32;
         pub fn sha256(d: *const u8, dl: usize, r: *mut u8);
         pub fn sha512(d: *const u8, dl: usize, r: *mut u8);
         pub fn keccak256(d: *const u8, dl: usize, r: *mut u8);
@@ -239,6 +251,39 @@ macro_rules! hash_fns {
     )*};
 }
 
+macro_rules! verify_fns {
+    ($($(#[$doc:meta])* $name:ident = $wit:literal;)*) => {$(
+        $(#[$doc])*
+        ///
+        /// No credential is involved: the key is the one passed. False for anything that does
+        /// not verify, a malformed key or signature included. (Natively the stand-in host gets
+        /// `data` = key length (u32 LE) ‖ key ‖ message length (u32 LE) ‖ message ‖ signature
+        /// and answers `[1]` for valid.)
+        pub fn $name(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+            #[cfg(target_arch = "wasm32")]
+            {
+                // SAFETY: the host only reads the three ranges during the call.
+                unsafe {
+                    imports::$name(
+                        public_key.as_ptr(), public_key.len(), message.as_ptr(), message.len(),
+                        signature.as_ptr(), signature.len(),
+                    ) != 0
+                }
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let mut data = Vec::new();
+                data.extend_from_slice(&(public_key.len() as u32).to_le_bytes());
+                data.extend_from_slice(public_key);
+                data.extend_from_slice(&(message.len() as u32).to_le_bytes());
+                data.extend_from_slice(message);
+                data.extend_from_slice(signature);
+                native($wit, "", KeyFormat::Raw, &data).map(|v| v == [1]).unwrap_or(false)
+            }
+        }
+    )*};
+}
+
 sign_fns! {
     /// HMAC-SHA1 of `data` keyed by the field (20 bytes).
     hmac_sha1 / hmac_sha1_with = "hmac-sha1";
@@ -267,6 +312,20 @@ public_fns! {
     secp256k1_public_key / secp256k1_public_key_with = "secp256k1-public-key";
     /// The RSA public key, DER SubjectPublicKeyInfo.
     rsa_public_key / rsa_public_key_with = "rsa-public-key";
+    /// The transferable OpenPGP public key of a [`KeyFormat::OpenPgp`] field, binary, as
+    /// `gpg --export` writes it (world 1.3.0).
+    openpgp_public_key / openpgp_public_key_with = "openpgp-public-key";
+}
+
+verify_fns! {
+    /// Whether `signature` (64 bytes) is the Ed25519 signature of `message` under the 32-byte
+    /// `public_key` (world 1.3.0).
+    ed25519_verify = "ed25519-verify";
+    /// Whether `signature` is RSASSA-PKCS1-v1_5 with SHA-256 of `message` under `public_key`
+    /// (DER SubjectPublicKeyInfo) (world 1.3.0).
+    rsa_verify_pkcs1_sha256 = "rsa-verify-pkcs1-sha256";
+    /// As [`rsa_verify_pkcs1_sha256`], with SHA-512 (world 1.3.0).
+    rsa_verify_pkcs1_sha512 = "rsa-verify-pkcs1-sha512";
 }
 
 hash_fns! {

@@ -10,11 +10,11 @@
 //! |--------|----------------------------------------------------|--------------------------------|
 //! | export | `memory`                                           | linear memory                  |
 //! | export | `cabi_realloc`                                     | `(i32, i32, i32, i32) -> i32`  |
-//! | export | `vultrino:plugin/handler@1.2.0#execute`            | `(ptr, len) -> retptr`         |
-//! | export | `cabi_post_vultrino:plugin/handler@1.2.0#execute`  | `(retptr) -> ()`               |
-//! | export | `vultrino:plugin/handler@1.2.0#execute-text`       | `(ptr, len) -> retptr`         |
-//! | export | `cabi_post_vultrino:plugin/handler@1.2.0#execute-text` | `(retptr) -> ()`           |
-//! | import | `vultrino:plugin/host@1.2.0` `log`                 | `(level, ptr, len) -> ()`      |
+//! | export | `vultrino:plugin/handler@1.3.0#execute`            | `(ptr, len) -> retptr`         |
+//! | export | `cabi_post_vultrino:plugin/handler@1.3.0#execute`  | `(retptr) -> ()`               |
+//! | export | `vultrino:plugin/handler@1.3.0#execute-text`       | `(ptr, len) -> retptr`         |
+//! | export | `cabi_post_vultrino:plugin/handler@1.3.0#execute-text` | `(retptr) -> ()`           |
+//! | import | `vultrino:plugin/host@1.3.0` `log`                 | `(level, ptr, len) -> ()`      |
 //!
 //! `execute-text` (world 1.1.0) is `execute` with every byte carried as the character of the
 //! same value (Latin-1), in UTF-8: the component model copies a string in bulk, so a plugin
@@ -182,22 +182,22 @@ macro_rules! actions {
                 $crate::__abi::cabi_realloc(old_ptr, old_size, align, new_size)
             }
 
-            #[export_name = "vultrino:plugin/handler@1.2.0#execute"]
+            #[export_name = "vultrino:plugin/handler@1.3.0#execute"]
             unsafe extern "C" fn __vultrino_execute(ptr: *mut u8, len: usize) -> *mut u8 {
                 $crate::__abi::execute(ptr, len, handle)
             }
 
-            #[export_name = "cabi_post_vultrino:plugin/handler@1.2.0#execute"]
+            #[export_name = "cabi_post_vultrino:plugin/handler@1.3.0#execute"]
             unsafe extern "C" fn __vultrino_post_execute(retptr: *mut u8) {
                 $crate::__abi::post_execute(retptr)
             }
 
-            #[export_name = "vultrino:plugin/handler@1.2.0#execute-text"]
+            #[export_name = "vultrino:plugin/handler@1.3.0#execute-text"]
             unsafe extern "C" fn __vultrino_execute_text(ptr: *mut u8, len: usize) -> *mut u8 {
                 $crate::__abi::execute_text(ptr, len, handle)
             }
 
-            #[export_name = "cabi_post_vultrino:plugin/handler@1.2.0#execute-text"]
+            #[export_name = "cabi_post_vultrino:plugin/handler@1.3.0#execute-text"]
             unsafe extern "C" fn __vultrino_post_execute_text(retptr: *mut u8) {
                 $crate::__abi::post_execute(retptr)
             }
@@ -520,7 +520,7 @@ pub mod __abi {
     use std::alloc::{alloc, dealloc, realloc, Layout};
     use std::ptr::addr_of_mut;
 
-    #[link(wasm_import_module = "vultrino:plugin/host@1.2.0")]
+    #[link(wasm_import_module = "vultrino:plugin/host@1.3.0")]
     extern "C" {
         #[link_name = "log"]
         pub fn host_log(level: i32, ptr: *const u8, len: usize);
