@@ -39,8 +39,8 @@ from vultrino.runtime.wit import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The first-party plugins that keep their key in the host (``access = "host"``).
-KEY_USERS = ("hmac",)
-PLUGINS = ("totp", "jwt", "hmac")
+KEY_USERS = ("hmac", "ecdsa")
+PLUGINS = ("totp", "jwt", "hmac", "ecdsa")
 PLUGIN_LIMIT = 1024 * 1024
 HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
 

@@ -32,7 +32,7 @@ from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engin
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
 PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
-PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
+PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "ecdsa")}
 WASM_TARGET = "wasm32-wasi"
 TEMPLATE_LIMIT = 200 * 1024
 HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
@@ -139,7 +139,7 @@ def execute(
     fields are what the host's keys interface uses."""
     if fields is None:
         return module.execute({"action": action, "params": params, "credential": None})
-    hidden = {"hmac_key": ("key",)}.get(ctype, ())
+    hidden = {"hmac_key": ("key",), "ecdsa_key": ("private_key",)}.get(ctype, ())
     guest = {k: (None if k in hidden else v) for k, v in fields.items()}
     credential = {"alias": "t", "type": ctype, "fields": guest}
     ring = KeyRing({k: v for k, v in fields.items() if isinstance(v, str)})
@@ -457,12 +457,23 @@ def comparison_requests() -> list[tuple[str, str, dict[str, Any], str, dict[str,
     requests.append(
         ("hmac", "sign", {"message": "m", "algorithm": "md5"}, "hmac_key", {"key": "k"})
     )
+    # signatures are deterministic (RFC 6979), so both builds answer byte for byte alike
+    wallet = {"private_key": "0x" + "11" * 32, "testnet": True}
+    for hash_name in ("keccak256", "sha256", "none"):
+        params = {"data": "ab" * 32, "hash": hash_name}
+        requests.append(("ecdsa", "sign", params, "ecdsa_key", wallet))
+    requests += [
+        ("ecdsa", "get_address", {}, "ecdsa_key", wallet),
+        ("ecdsa", "sign_message", {"message": "hello ✓"}, "ecdsa_key", wallet),
+        ("ecdsa", "sign", {"data": "ab", "hash": "none"}, "ecdsa_key", wallet),
+        ("ecdsa", "get_address", {}, "ecdsa_key", {"private_key": "0x12"}),
+    ]
     return requests
 
 
 @pytest.fixture(scope="module")
 def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three plugins rebuilt from source with ``scripts/build-plugins.sh``."""
+    """The first-party plugins rebuilt from source with ``scripts/build-plugins.sh``."""
     base = tmp_path_factory.mktemp("rebuild")
     cmd = [
         "bash",
@@ -477,6 +488,8 @@ def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathF
         "jwt",
         "--only",
         "hmac",
+        "--only",
+        "ecdsa",
     ]
     proc = subprocess.run(cmd, env=rust_env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
