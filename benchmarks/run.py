@@ -442,6 +442,7 @@ TOPICS = (
     ("remote", "bench_remote"),
     ("postgresql store", "bench_postgres"),
     ("host keys", "bench_hostkeys"),
+    ("ecdsa plugin", "bench_ecdsa"),
 )
 
 
