@@ -446,6 +446,7 @@ TOPICS = (
     ("cli compat: log, parameter_mappings", "bench_cli_compat"),
     ("forward proxy", "bench_proxy"),
     ("pgp", "bench_pgp"),
+    ("ecdsa plugin", "bench_ecdsa"),
 )
 
 

@@ -51,7 +51,9 @@ _UNSUPPORTED: Mapping[str, str] = {
     "hmac_api_key": "the original's Binance-style signed requests have no counterpart here; "
     "the `hmac` plugin (`vultrino plugin install hmac`) signs messages with a secret, add the "
     "secret to it with `vultrino add --type plugin:hmac:hmac_key`",
-    "ecdsa_key": "ECDSA (Ethereum-style) signing keys have no plugin here yet",
+    "ecdsa_key": "ECDSA (Ethereum-style) keys go to the first-party `ecdsa` plugin, which keeps "
+    "the key in the host: `vultrino plugin install ecdsa`, then add the key with `vultrino add "
+    "--type plugin:ecdsa:ecdsa_key --field private_key=-`",
 }
 
 

@@ -39,8 +39,8 @@ from vultrino.runtime.wit import KEYS_MODULES, VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The first-party plugins that keep their key in the host (``access = "host"``).
-KEY_USERS = ("hmac", "pgp")
-PLUGINS = ("totp", "jwt", "hmac", "pgp")
+KEY_USERS = ("hmac", "pgp", "ecdsa")
+PLUGINS = ("totp", "jwt", "hmac", "pgp", "ecdsa")
 PLUGIN_LIMIT = 1024 * 1024
 
 

@@ -32,7 +32,7 @@ from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engin
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
 PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
-PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "pgp")}
+PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "pgp", "ecdsa")}
 #: A throwaway test key (tests/fixtures/pgp/README.md) for the pgp plugin's fixed answers.
 PGP_FIXTURES = ROOT / "tests" / "fixtures" / "pgp"
 WASM_TARGET = "wasm32-wasi"
@@ -141,7 +141,11 @@ def execute(
     fields are what the host's keys interface uses."""
     if fields is None:
         return module.execute({"action": action, "params": params, "credential": None})
-    hidden = {"hmac_key": ("key",), "pgp_key": ("private_key", "passphrase")}.get(ctype, ())
+    hidden = {
+        "hmac_key": ("key",),
+        "pgp_key": ("private_key", "passphrase"),
+        "ecdsa_key": ("private_key",),
+    }.get(ctype, ())
     guest = {k: (None if k in hidden else v) for k, v in fields.items()}
     credential = {"alias": "t", "type": ctype, "fields": guest}
     passphrases = {"private_key": "passphrase"} if ctype == "pgp_key" else None
@@ -474,6 +478,17 @@ def comparison_requests() -> list[tuple[str, str, dict[str, Any], str, dict[str,
         ("pgp", "verify", {"data": "x", "signature": "not base64!"}, "pgp_key", pgp),
         ("pgp", "sign", {"data": "x"}, "pgp_key", {**pgp, "passphrase": "wrong"}),
     ]
+    # signatures are deterministic (RFC 6979), so both builds answer byte for byte alike
+    wallet = {"private_key": "0x" + "11" * 32, "testnet": True}
+    for hash_name in ("keccak256", "sha256", "none"):
+        params = {"data": "ab" * 32, "hash": hash_name}
+        requests.append(("ecdsa", "sign", params, "ecdsa_key", wallet))
+    requests += [
+        ("ecdsa", "get_address", {}, "ecdsa_key", wallet),
+        ("ecdsa", "sign_message", {"message": "hello ✓"}, "ecdsa_key", wallet),
+        ("ecdsa", "sign", {"data": "ab", "hash": "none"}, "ecdsa_key", wallet),
+        ("ecdsa", "get_address", {}, "ecdsa_key", {"private_key": "0x12"}),
+    ]
     return requests
 
 
@@ -496,6 +511,8 @@ def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathF
         "hmac",
         "--only",
         "pgp",
+        "--only",
+        "ecdsa",
     ]
     proc = subprocess.run(cmd, env=rust_env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -553,7 +553,26 @@ try:  # the C-API internals the fast path relies on; any difference disables it
     _RAW: Any = _b.wasmtime_val_raw
     _CALL: Any = type(_b._wasmtime_func_call_unchecked)(("wasmtime_func_call_unchecked", ffi.dll))
     _CALL.restype = ctypes.c_void_p
-    _HOST_CB: Any = _b.wasmtime_func_unchecked_callback_t
+    # A host callback that receives the argument array's address as a plain integer (wasmtime's
+    # binding types it as a pointer to ``wasmtime_val_raw``, so each argument read would make a
+    # ctypes object): one ``string_at`` and one ``unpack`` read every argument.
+    _HOST_CB: Any = ctypes.CFUNCTYPE(
+        _b.wasmtime_func_unchecked_callback_t._restype_,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+    )
+    _DEFINE: Any = type(_b._wasmtime_linker_define_func_unchecked)(
+        ("wasmtime_linker_define_func_unchecked", ffi.dll)
+    )
+    _DEFINE.argtypes = [
+        *_b._wasmtime_linker_define_func_unchecked.argtypes[:6],
+        _HOST_CB,
+        *_b._wasmtime_linker_define_func_unchecked.argtypes[7:],
+    ]
+    _DEFINE.restype = _b._wasmtime_linker_define_func_unchecked.restype
+    _CALLER_PTR: Any = ctypes.POINTER(_b.wasmtime_caller)
     _EPOCH_CB: Any = _b._wasmtime_store_epoch_deadline_callback.argtypes[1]
     _NO_FINALIZER: Any = _b._wasmtime_store_epoch_deadline_callback.argtypes[3]()
     _NO_HOST_FINALIZER: Any = _b._wasmtime_linker_define_func_unchecked.argtypes[8]()
@@ -733,20 +752,25 @@ class _FastInstance(_BaseInstance):
 
     def _define(self, linker: wasmtime.Linker, hf: HostFunc) -> None:
         params = hf.type.params
-        fields = [_FIELD[p] for p in params]
+        unpack = struct.Struct("<" + "".join(_FORMAT[p] for p in params)).unpack_from
+        nbytes = _SLOT * len(params)
         result_field = _FIELD[hf.type.results[0]] if hf.type.results else None
         fn = hf.fn
         trap_message = f"host function {hf.name} failed".encode()
+        read = ctypes.string_at
 
-        def callback(env: Any, caller: Any, vals: Any, nvals: int) -> int:
+        def callback(env: Any, caller: int, vals: int, nvals: int) -> int:
             try:
-                args = [getattr(vals[i], f) for i, f in enumerate(fields)]
-                memory = self._host_view or _CallerMemory(
-                    caller, self._host_memory or _caller_memory(caller)
-                )
-                result = fn(memory, *args)
+                args = unpack(read(vals, nbytes)) if nbytes else ()
+                view = self._host_view
+                if view is None:  # during instantiation: through the caller
+                    ptr = ctypes.cast(caller, _CALLER_PTR)
+                    result = fn(_CallerMemory(ptr, self._host_memory or _caller_memory(ptr)), *args)
+                else:
+                    result = fn(view, *args)
                 if result_field is not None:
-                    setattr(vals[0], result_field, _as_signed(result, result_field))
+                    slot = _RAW.from_address(vals)
+                    setattr(slot, result_field, _as_signed(result, result_field))
                 return 0
             except BaseException as exc:  # carried over the C boundary
                 self._pending = exc
@@ -758,7 +782,7 @@ class _FastInstance(_BaseInstance):
         module = hf.module.encode()
         name = hf.name.encode()
         functype = _wasm_functype(hf.type)  # must outlive the call below
-        error = _b.wasmtime_linker_define_func_unchecked(
+        error = _DEFINE(
             linker.ptr(),
             module,
             len(module),
