@@ -232,7 +232,9 @@ class CredentialView:
     ``narrow`` holds URL patterns that narrow ``allow`` for this call (a request must match
     both; empty = no narrowing), and ``narrowed_by`` says whose patterns they are, for error
     messages (the call pipeline fills both from the policy decision). ``secret_fields`` names
-    the fields whose values are secret (the stored credential's and its type's).
+    the fields whose values are secret (the stored credential's and its type's);
+    ``host_fields`` those the credential was stored with as host-only (``access = "host"``),
+    which stay out of the guest whatever the plugin's manifest says now.
 
     The facade hands the same read-only view to every call of a credential while it is
     unchanged: a plugin reads it and never changes it.
@@ -246,6 +248,7 @@ class CredentialView:
     narrow: tuple[str, ...] = ()
     narrowed_by: str = ""
     secret_fields: tuple[str, ...] = ()
+    host_fields: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -301,6 +301,11 @@ class WasmPlugin:
         secrets = [v for k in sorted(names) if isinstance(v := fields.get(k), str)]
         guest = dict(fields)
         declared: dict[str, str] = {}
+        # host-only for the guest: what the manifest says now, and what the credential was
+        # stored with (a plugin re-installed without `access = "host"` gets neither)
+        for name in credential.host_fields:
+            if name in guest:
+                guest[name] = None
         if ctype is not None:
             for f in ctype.fields:
                 value = fields.get(f.name)
