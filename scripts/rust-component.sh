@@ -3,7 +3,9 @@
 # targets wit/vultrino-plugin.wit, for hosts that run components:
 #
 #   1. `wasm-tools component embed wit MODULE --world plugin` adds the world's type information
-#      (of the world version the module was built for: wit/ for 1.2.0, wit/v1.1.0/ for a
+#      (of the world version the module was built for: wit/ for 1.3.0, wit/v1.2.0/ for 1.2.0
+#      (what the SDK builds; a module that also imports the 1.3.0 `http` interface is not
+#      one world's lowering and stays a core module), wit/v1.1.0/ for a
 #      module built for 1.1.0 (both export `execute-text`), wit/v1.0.0/ for a module built
 #      before it — such a component runs, but moves its bytes the slow way; rebuild it with the
 #      current SDK for the bulk path);
@@ -32,8 +34,10 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 wit="$root/wit"
 "$tool" print "$module" >"$tmp/module.wat"
-if grep -q '(export "vultrino:plugin/handler@1.2.0#execute"' "$tmp/module.wat"; then
+if grep -q '(export "vultrino:plugin/handler@1.3.0#execute"' "$tmp/module.wat"; then
     wit="$root/wit"
+elif grep -q '(export "vultrino:plugin/handler@1.2.0#execute"' "$tmp/module.wat"; then
+    wit="$root/wit/v1.2.0"
 elif grep -q '(export "vultrino:plugin/handler@1.1.0#execute"' "$tmp/module.wat"; then
     wit="$root/wit/v1.1.0"
 else

@@ -47,8 +47,8 @@ def test_handler_interface() -> None:
     assert re.search(rf"^\s*{wit.EXECUTE}: func\(request: list<u8>\) -> list<u8>;", handler, re.M)
     # the canonical-ABI lowering's export names, as wit-bindgen writes them
     assert (wit.EXECUTE_EXPORT, wit.POST_EXECUTE_EXPORT) == (
-        "vultrino:plugin/handler@1.2.0#execute",
-        "cabi_post_vultrino:plugin/handler@1.2.0#execute",
+        "vultrino:plugin/handler@1.3.0#execute",
+        "cabi_post_vultrino:plugin/handler@1.3.0#execute",
     )
     # 1.1.0 adds execute-text, marked as such so a 1.0.0 reader knows it is new
     assert re.search(
@@ -58,15 +58,18 @@ def test_handler_interface() -> None:
 
 
 def test_every_version_is_still_accepted() -> None:
-    assert wit.VERSIONS == ("1.2.0", "1.1.0", "1.0.0")
+    assert wit.VERSIONS == ("1.3.0", "1.2.0", "1.1.0", "1.0.0")
     assert wit.HOSTS == (
+        "vultrino:plugin/host@1.3.0",
         "vultrino:plugin/host@1.2.0",
         "vultrino:plugin/host@1.1.0",
         "vultrino:plugin/host@1.0.0",
     )
-    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.1.0#execute"
-    assert wit.EXECUTE_EXPORTS[2] == "vultrino:plugin/handler@1.0.0#execute"
-    assert wit.POST_EXECUTE_EXPORTS[2] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+    assert wit.EXECUTE_EXPORTS[1] == "vultrino:plugin/handler@1.2.0#execute"
+    assert wit.EXECUTE_EXPORTS[2] == "vultrino:plugin/handler@1.1.0#execute"
+    assert wit.EXECUTE_EXPORTS[3] == "vultrino:plugin/handler@1.0.0#execute"
+    assert wit.POST_EXECUTE_EXPORTS[3] == "cabi_post_vultrino:plugin/handler@1.0.0#execute"
+    assert wit.KEYS_ALL == ("vultrino:plugin/keys@1.3.0", "vultrino:plugin/keys@1.2.0")
 
 
 def test_the_1_1_world_is_kept_as_it_was() -> None:
@@ -75,7 +78,8 @@ def test_the_1_1_world_is_kept_as_it_was() -> None:
     old = (ROOT / wit.WIT_FILE_1_1).read_text(encoding="utf-8")
     assert "package vultrino:plugin@1.1.0;" in old
     assert "interface keys" not in old
-    body = SOURCE.split("package vultrino:plugin@1.2.0;", 1)[1]
+    source = (ROOT / wit.WIT_FILE_1_2).read_text(encoding="utf-8")
+    body = source.split("package vultrino:plugin@1.2.0;", 1)[1]
     body = re.sub(
         r"\n(?:///[^\n]*\n)*@since\(version = 1\.2\.0\)\ninterface keys \{.*?^\}\n",
         "",
@@ -126,3 +130,29 @@ def test_no_other_module_spells_the_names() -> None:
         if path != home and wit.PACKAGE in path.read_text(encoding="utf-8")
     ]
     assert not spelled, f"{spelled} spell {wit.PACKAGE!r}; import the names from {wit.__name__}"
+
+
+def test_the_1_2_world_is_kept_as_it_was() -> None:
+    """1.3.0 only adds: the 1.2.0 file is the new one less the @since(1.3.0) items (the http
+    interface and its import; the header's version history aside)."""
+    old = (ROOT / wit.WIT_FILE_1_2).read_text(encoding="utf-8")
+    assert "package vultrino:plugin@1.2.0;" in old
+    assert "interface http" not in old
+    body = SOURCE.split("package vultrino:plugin@1.3.0;", 1)[1]
+    body = re.sub(
+        r"\n(?:///[^\n]*\n)*@since\(version = 1\.3\.0\)\ninterface http \{.*?^\}\n",
+        "",
+        body,
+        flags=re.S | re.M,
+    )
+    body = re.sub(r"\s*@since\(version = 1\.3\.0\)\n\s*import http;", "", body)
+    assert body == old.split("package vultrino:plugin@1.2.0;", 1)[1]
+
+
+def test_http_interface() -> None:
+    http = _block("interface", "http")
+    assert re.search(rf"^\s*{wit.HTTP_SEND}: func\(request: list<u8>\) -> list<u8>;", http, re.M)
+    for code in wit.HTTP_ERRORS:
+        assert f"`{code}`" in http, code
+    assert wit.HTTP == "vultrino:plugin/http@1.3.0"
+    assert re.search(r"@since\(version = 1\.3\.0\)\s*import http;", _block("world", wit.WORLD))

@@ -294,7 +294,14 @@ class PluginRegistry:
                 plugin=manifest.name,
             )
         log = self._log_for(manifest.name) if self._log_for is not None else self._log
-        return WasmPlugin(directory, manifest, self._get_runtime, log=log, expected_sha256=sha)
+        return WasmPlugin(
+            directory,
+            manifest,
+            self._get_runtime,
+            log=log,
+            expected_sha256=sha,
+            http=self._builtins.get("http") if manifest.http is not None else None,
+        )
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
         """(Re)load ``plugins_dir/name``, replacing a loaded plugin of that name.

@@ -45,14 +45,26 @@ class KeyRing:
     a signing plugin's second call does not parse the same PEM again.
     """
 
-    __slots__ = ("_decoded", "fields")
+    __slots__ = ("_decoded", "fields", "http")
 
-    def __init__(self, fields: Mapping[str, str]) -> None:
+    def __init__(
+        self, fields: Mapping[str, str], http: Callable[[bytes], bytes] | None = None
+    ) -> None:
         self.fields = fields
         self._decoded: dict[tuple[str, str, str], object] = {}
+        #: What the guest's ``http.send`` calls during this call: MessagePack request bytes
+        #: in, MessagePack answer bytes out (the plugin layer's, which knows the credential and
+        #: the manifest's ``[http]``); None when the plugin may not send requests.
+        self.http = http
 
     def __repr__(self) -> str:
         return f"KeyRing(fields={sorted(self.fields)!r})"  # names only, never values
+
+    def with_http(self, http: Callable[[bytes], bytes]) -> KeyRing:
+        """The same fields and decoded keys, with ``http`` for one call's ``http.send``."""
+        ring = KeyRing(self.fields, http)
+        ring._decoded = self._decoded
+        return ring
 
     def value(self, name: str) -> str:
         v = self.fields.get(name)

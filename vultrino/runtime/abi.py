@@ -36,8 +36,11 @@ from vultrino.runtime.engine import (
 from vultrino.runtime.wit import EXECUTE_EXPORT as EXECUTE
 from vultrino.runtime.wit import (
     EXECUTE_EXPORTS,
+    HTTP,
+    HTTP_SEND,
     KEY_ERRORS,
     KEYS,
+    KEYS_ALL,
     KEYS_FUNCTIONS,
     LOG,
     LOG_LEVELS,
@@ -65,6 +68,7 @@ __all__ = [
     "LOG_LEVELS",
     "Abi1Session",
     "Abi2Session",
+    "HTTP_TYPE",
     "KEYS_TYPES",
     "KeySlot",
     "ModuleInfo",
@@ -136,6 +140,8 @@ KEYS_TYPES: Final[dict[str, FuncType]] = {
     "public": FuncType(("i32",) * 4, ()),  # field ptr, len, format, retptr
     "hash": FuncType(("i32",) * 3, ()),  # data ptr, len, retptr
 }
+#: ``http.send: func(request: list<u8>) -> list<u8>``: request ptr, len, retptr.
+HTTP_TYPE: Final = FuncType(("i32",) * 3, ())
 
 _M32 = 0xFFFF_FFFF
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -229,7 +235,15 @@ def _check_export(
 
 def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
     where = f"import `{imp.module}`.`{imp.name}`"
-    if imp.module == KEYS:
+    if imp.module == HTTP:
+        if imp.name != HTTP_SEND:
+            return f"{where} is not a function of the http interface (see {WIT_FILE})"
+        if abi != 2:
+            return f"{where}: the http interface is for ABI 2 modules (it needs `{REALLOC}`)"
+        if imp.kind != "func" or imp.type != HTTP_TYPE:
+            return f"{where} has signature {imp.type or imp.kind}, expected {HTTP_TYPE}"
+        return None
+    if imp.module in KEYS_ALL:
         kind = KEYS_FUNCTIONS.get(imp.name)
         if kind is None:
             return f"{where} is not a function of the keys interface (see {WIT_FILE})"
@@ -251,7 +265,7 @@ def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
         return None
     return (
         f"{where} is not provided by Vultrino (a plugin may import only `{HOST_MODULE}`.`{LOG}`, "
-        f"`{KEYS}` functions and `{_wasi.MODULE}` functions)"
+        f"`{KEYS}` functions, `{HTTP}`.`{HTTP_SEND}` and `{_wasi.MODULE}` functions)"
     )
 
 
@@ -336,8 +350,10 @@ def host_functions(
             if buffer is not None:
                 buffer.rerouted = reroutable
                 output.before = buffer.flush
-        elif imp.module == KEYS and imp.name in KEYS_FUNCTIONS:
-            funcs.append(_keys_function(imp.name, keys or KeySlot()))
+        elif imp.module in KEYS_ALL and imp.name in KEYS_FUNCTIONS:
+            funcs.append(_keys_function(imp.name, keys or KeySlot(), module=imp.module))
+        elif imp.module == HTTP and imp.name == HTTP_SEND:
+            funcs.append(_http_function(keys or KeySlot()))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
@@ -476,7 +492,7 @@ def _guest_bytes(memory: Memory, ptr: int, length: int, what: str) -> bytes:
         ) from None
 
 
-def _keys_function(name: str, slot: KeySlot) -> HostFunc:
+def _keys_function(name: str, slot: KeySlot, *, module: str = KEYS) -> HostFunc:
     kind = KEYS_FUNCTIONS[name]
 
     def place(memory: Memory, out: bytes) -> int:
@@ -539,7 +555,7 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
                     f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
                 ) from None
 
-        return HostFunc(KEYS, name, KEYS_TYPES[kind], sign)
+        return HostFunc(module, name, KEYS_TYPES[kind], sign)
     if kind == "public":
         pop = _keys.public_op(name)
 
@@ -547,7 +563,7 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
             field = field_name(memory, fp, fl)
             answer(memory, ret, lambda: pop(slot.ring, field, fmt & _M32))
 
-        return HostFunc(KEYS, name, KEYS_TYPES[kind], public)
+        return HostFunc(module, name, KEYS_TYPES[kind], public)
     hop = _keys.hash_op(name)
 
     def digest(memory: Memory, dp: int, dl: int, ret: int) -> None:
@@ -560,7 +576,52 @@ def _keys_function(name: str, slot: KeySlot) -> HostFunc:
                 f"keys.{name}: the return pointer {ret & _M32:#x} is outside the guest's memory"
             ) from None
 
-    return HostFunc(KEYS, name, KEYS_TYPES[kind], digest)
+    return HostFunc(module, name, KEYS_TYPES[kind], digest)
+
+
+#: ``http.send``'s answer when the call may send no request (no credential, or the plugin's
+#: manifest declares no ``[http]``).
+_NO_HTTP: Final = _msgpack.packb(
+    {
+        "error": {
+            "code": "no-credential",
+            "message": "this call cannot send HTTP requests: the action has no credential, or "
+            "plugin.toml declares no [http] hosts and auth",
+        }
+    }
+)
+
+
+def _http_function(slot: KeySlot) -> HostFunc:
+    """``http.send`` for a core module: the request's bytes to the current call's handler
+    (:attr:`KeyRing.http`), its answer placed in the guest's memory by ``cabi_realloc``."""
+
+    def send(memory: Memory, ptr: int, length: int, ret: int) -> None:
+        ptr &= _M32
+        length &= _M32
+        try:
+            data = memory.read(ptr, length)
+        except PluginABIError:
+            raise PluginABIError(
+                f"the request at {ptr:#x} ({length} bytes) of an http.send call is outside memory"
+            ) from None
+        ring = slot.ring
+        handler = ring.http if ring is not None else None
+        out = _NO_HTTP if handler is None else handler(data)
+        realloc = slot.realloc
+        if realloc is None:
+            raise PluginABIError(f"http.send: the module exports no `{REALLOC}`")
+        at = (realloc(0, 0, 1, len(out)) or 0) & _M32
+        try:
+            memory.write(at, out)
+            memory.write(ret & _M32, _PAIR.pack(at, len(out)))
+        except PluginABIError:
+            raise PluginABIError(
+                f"http.send: {REALLOC} returned {at:#x} for {len(out)} bytes, or the return "
+                f"pointer {ret & _M32:#x} is outside the guest's memory"
+            ) from None
+
+    return HostFunc(HTTP, HTTP_SEND, HTTP_TYPE, send)
 
 
 # --- responses ---------------------------------------------------------------------------------

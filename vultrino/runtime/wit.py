@@ -10,11 +10,12 @@ Two spellings of the same items exist: a *component* names an interface
 (ABI 2) names their canonical-ABI lowering (:data:`HOST` as import module, :data:`EXECUTE_EXPORT`,
 :data:`POST_EXECUTE_EXPORT`, :data:`REALLOC`).
 
-Versions: the file is at :data:`VERSION` (1.2.0, which adds the :data:`KEYS` interface; 1.1.0
-added :data:`EXECUTE_TEXT`); plugins built for an older version in :data:`VERSIONS` keep
-running. Names that differ by version come as tuples, newest first (:data:`HOSTS`,
-:data:`HANDLERS`, :data:`EXECUTE_EXPORTS`, :data:`POST_EXECUTE_EXPORTS`); the 1.0.0 and 1.1.0
-worlds are kept as they were in :data:`WIT_FILE_1_0` and :data:`WIT_FILE_1_1`.
+Versions: the file is at :data:`VERSION` (1.3.0, which adds the :data:`HTTP` interface; 1.2.0
+added :data:`KEYS`, 1.1.0 :data:`EXECUTE_TEXT`); plugins built for an older version in
+:data:`VERSIONS` keep running. Names that differ by version come as tuples, newest first
+(:data:`HOSTS`, :data:`HANDLERS`, :data:`EXECUTE_EXPORTS`, :data:`POST_EXECUTE_EXPORTS`,
+:data:`KEYS_ALL`); the older worlds are kept as they were in :data:`WIT_FILE_1_0`,
+:data:`WIT_FILE_1_1` and :data:`WIT_FILE_1_2`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ __all__ = [
     "HANDLERS",
     "HOST",
     "HOSTS",
+    "HTTP",
+    "HTTP_ERRORS",
+    "HTTP_SEND",
+    "HTTP_VERSION",
     "KEYS",
+    "KEYS_ALL",
     "KEYS_FUNCTIONS",
     "KEYS_VERSION",
     "KEY_ERRORS",
@@ -47,6 +53,7 @@ __all__ = [
     "WIT_FILE",
     "WIT_FILE_1_0",
     "WIT_FILE_1_1",
+    "WIT_FILE_1_2",
     "WORLD",
 ]
 
@@ -56,10 +63,11 @@ WIT_FILE: Final = "wit/vultrino-plugin.wit"
 #: component embed`` of a module built before 1.1.0: ``scripts/rust-component.sh``).
 WIT_FILE_1_0: Final = "wit/v1.0.0/vultrino-plugin.wit"
 WIT_FILE_1_1: Final = "wit/v1.1.0/vultrino-plugin.wit"
+WIT_FILE_1_2: Final = "wit/v1.2.0/vultrino-plugin.wit"
 PACKAGE: Final = "vultrino:plugin"
-VERSION: Final = "1.2.0"
+VERSION: Final = "1.3.0"
 #: Every version of the world this host runs, newest first.
-VERSIONS: Final = (VERSION, "1.1.0", "1.0.0")
+VERSIONS: Final = (VERSION, "1.2.0", "1.1.0", "1.0.0")
 #: The world a plugin targets (``--world plugin`` for wasm-tools, ``-w plugin`` for
 #: componentize-py).
 WORLD: Final = "plugin"
@@ -91,6 +99,9 @@ REALLOC: Final = "cabi_realloc"
 #: and as a core module's import module.
 KEYS_VERSION: Final = "1.2.0"
 KEYS: Final = f"{PACKAGE}/keys@{KEYS_VERSION}"
+#: ``keys`` as every world version that has it names it (the same functions), newest first: a
+#: plugin built for 1.3.0 imports it under 1.3.0.
+KEYS_ALL: Final = (f"{PACKAGE}/keys@{VERSION}", KEYS)
 #: The cases of ``enum key-error`` and ``enum key-format``, in order (a core module passes and
 #: receives their index).
 KEY_ERRORS: Final = ("no-credential", "unknown-field", "bad-format", "bad-key", "bad-input")
@@ -115,3 +126,19 @@ KEYS_FUNCTIONS: Final = {
     "sha512": "hash",
     "keccak256": "hash",
 }
+
+#: The interface of HTTP requests the host authenticates (since 1.3.0): ``send: func(request:
+#: list<u8>) -> list<u8>``, MessagePack both ways; a core module imports ``send`` from
+#: :data:`HTTP` with the lowering ``(ptr, len, retptr) -> ()``.
+HTTP_VERSION: Final = "1.3.0"
+HTTP: Final = f"{PACKAGE}/http@{HTTP_VERSION}"
+HTTP_SEND: Final = "send"
+#: The ``code`` of an ``{"error": ...}`` answer of ``send``.
+HTTP_ERRORS: Final = (
+    "no-credential",
+    "unknown-auth",
+    "host-not-declared",
+    "denied",
+    "invalid-request",
+    "failed",
+)

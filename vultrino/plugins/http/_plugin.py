@@ -44,6 +44,7 @@ from vultrino.errors import (
     VultrinoError,
 )
 from vultrino.plugins.base import (
+    HTTP_AUTH_SCHEMES,
     ActionResult,
     ActionSpec,
     CredentialTypeSpec,
@@ -342,6 +343,7 @@ def _manifest() -> PluginManifest:
 
 MANIFEST = _manifest()
 _TYPES = frozenset(t.name for t in MANIFEST.credential_types)
+assert set(HTTP_AUTH_SCHEMES) == _TYPES
 
 # --- request model ---------------------------------------------------------------------------
 
@@ -1146,13 +1148,7 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
     if type_name not in _TYPES:
         raise _invalid(f"the http plugin has no credential type {type_name!r}")
     _parse_extra_headers(fields.get("extra_headers"))
-    required = {
-        "api_key": ("key",),
-        "bearer": ("token",),
-        "basic_auth": ("username", "password"),
-        "oauth2": ("token_url", "client_id"),
-        "hmac_api_key": ("api_key", "api_secret"),
-    }[type_name]
+    required = HTTP_AUTH_SCHEMES[type_name]
     for name in required:
         if not _text(fields, name):
             raise _invalid(f"{type_name} credential: field {name!r} is required")

@@ -76,8 +76,11 @@ from vultrino.runtime.wit import (
     HANDLERS,
     HOST,
     HOSTS,
+    HTTP,
+    HTTP_SEND,
     KEY_FORMATS,
     KEYS,
+    KEYS_ALL,
     KEYS_FUNCTIONS,
     LOG,
     LOG_LEVEL,
@@ -200,14 +203,17 @@ class WasmtimeComponentEngine:
             if name in HOSTS:
                 problems.extend(self._check_host(item, name))
                 continue
-            if name == KEYS:
-                problems.extend(self._check_keys(item))
+            if name in KEYS_ALL:
+                problems.extend(self._check_keys(item, name))
+                continue
+            if name == HTTP:
+                problems.extend(self._check_http(item))
                 continue
             match = _WASI_IMPORT.match(name)
             if match is None or match["pkg"] not in ALLOWED_WASI:
                 problems.append(
                     f"import `{name}` is not provided by Vultrino (a component may import only "
-                    f"`{HOST}`, `{KEYS}` and WASI 0.2 interfaces of "
+                    f"`{HOST}`, `{KEYS}`, `{HTTP}` and WASI 0.2 interfaces of "
                     + ", ".join(f"wasi:{p}" for p in ALLOWED_WASI)
                     + ")"
                 )
@@ -254,8 +260,25 @@ class WasmtimeComponentEngine:
                 problems.append(f"import `{host}`.`{name}` is not provided by Vultrino")
         return problems
 
-    def _check_keys(self, item: Any) -> list[str]:
+    def _check_http(self, item: Any) -> list[str]:
+        """``http.send: func(request: list<u8>) -> list<u8>``, and nothing else."""
+        funcs, problems = self._funcs(item, HTTP)
+        for name, ty in funcs.items():
+            params = ty.params if isinstance(ty, wc.FuncType) else None
+            if name != HTTP_SEND:
+                problems.append(f"import `{HTTP}`.`{name}` is not provided by Vultrino")
+            elif not (
+                params is not None
+                and len(params) == 1
+                and _is_bytes(params[0][1])
+                and _is_bytes(ty.result)
+            ):
+                problems.append(f"import `{HTTP}`.`{name}` does not have the type of {WIT_FILE}")
+        return problems
+
+    def _check_keys(self, item: Any, interface: str = KEYS) -> list[str]:
         """The ``keys`` functions it imports, each with its kind's shape (wit.KEYS_FUNCTIONS)."""
+        KEYS = interface  # noqa: N806 - the interface's name as this component spells it
         funcs, problems = self._funcs(item, KEYS)
         arity = {"sign": 3, "public": 2, "hash": 1}
         for name, ty in funcs.items():
@@ -388,11 +411,17 @@ class ComponentSession(abi.Session):
             for name in HOSTS:  # every version's, so 1.0.0 and 1.1.0 components both link
                 with linker.root() as root, root.add_instance(name) as host:
                     host.add_func(LOG, host_log)
-            if KEYS in component.type.imports(engine.wasmtime_engine):
+            wanted = component.type.imports(engine.wasmtime_engine)
+            if HTTP in wanted or any(k in wanted for k in KEYS_ALL):
                 self.keys = slot = KeySlot()
-                with linker.root() as root, root.add_instance(KEYS) as keys:
-                    for fn in KEYS_FUNCTIONS:
-                        keys.add_func(fn, self._keys_func(fn, slot))
+                for name in KEYS_ALL:  # under the name of each world version that has it
+                    if name in wanted:
+                        with linker.root() as root, root.add_instance(name) as keys:
+                            for fn in KEYS_FUNCTIONS:
+                                keys.add_func(fn, self._keys_func(fn, slot))
+                if HTTP in wanted:
+                    with linker.root() as root, root.add_instance(HTTP) as http:
+                        http.add_func(HTTP_SEND, self._http_func(slot))
             self._inst = linker.instantiate(store, component)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self._ticket()
@@ -496,6 +525,20 @@ class ComponentSession(abi.Session):
                 raise wasmtime.WasmtimeError(f"host keys.{name} failed") from None
 
         return run
+
+    def _http_func(self, slot: KeySlot) -> Callable[..., bytes]:
+        """``http.send`` for a component: the current call's handler, bytes in and out."""
+
+        def send(store: Any, data: Any) -> bytes:
+            try:
+                ring = slot.ring
+                handler = ring.http if ring is not None else None
+                return abi._NO_HTTP if handler is None else handler(bytes(data))
+            except BaseException as exc:
+                self._pending = exc
+                raise wasmtime.WasmtimeError("host http.send failed") from None
+
+        return send
 
     # -- calls --
 
