@@ -176,3 +176,77 @@ def test_a_manifest_with_a_bad_http_table_is_refused(home: Path, tmp_path: Path)
     assert r.returncode != 0
     assert "http.hosts[0]" in r.stderr and "is not a host name" in r.stderr
     assert "http.auth[0]" in r.stderr and "field(s) key" in r.stderr
+
+
+HMAC_MANIFEST = """\
+[plugin]
+name = "exchange"
+version = "1.0.0"
+wasm_module = "guest.wasm"
+
+[http]
+hosts = ["127.0.0.1"]
+auth = ["hmac_api_key"]
+
+[[credential_types]]
+name = "keys"
+
+[[credential_types.fields]]
+name = "api_key"
+type = "password"
+required = true
+secret = true
+
+[[credential_types.fields]]
+name = "api_secret"
+type = "password"
+required = true
+secret = true
+access = "host"
+
+[[actions]]
+name = "go"
+credential_type = "keys"
+"""
+
+
+def test_an_exchange_signature_from_a_host_only_secret(home: Path, tmp_path: Path) -> None:
+    from tests.integration.test_http_hmac import API_KEY, API_SECRET, Exchange
+
+    server = Exchange()
+    with serving(server):
+        url = f"{server.base}/api/v3/order"
+        src = tmp_path / "exchange"
+        src.mkdir()
+        (src / "plugin.toml").write_text(HMAC_MANIFEST)
+        request = {
+            "auth": "hmac_api_key",
+            "method": "POST",
+            "url": url,
+            "query": {"symbol": "LTCBTC"},
+            "body": "quantity=1&price=0.1",
+        }
+        (src / "guest.wasm").write_bytes(guests.http_send(_msgpack.packb(request)))
+        assert vultrino("plugin", "install", str(src)).returncode == 0
+        (tmp_path / "key").write_text(API_KEY)
+        (tmp_path / "secret").write_text(API_SECRET)
+        r = vultrino(
+            "add", "--alias", "bn", "--type", "plugin:exchange:keys",
+            "--field", f"api_key=@{tmp_path / 'key'}",
+            "--field", f"api_secret=@{tmp_path / 'secret'}",
+            "--allow", f"{server.base}/api/*",
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "this plugin never sees: api_secret" in r.stderr
+        r = vultrino("request", "bn", "--action", "go", "--json")
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)["ok"]
+    assert answer["status"] == 200, answer
+    verified = json.loads(answer["body"])
+    assert verified["verified"] is True  # the server recomputed the signature itself
+    stamp = dict(verified["params"])["timestamp"]
+    # Binance's totalParams: the sorted query, then the body, concatenated
+    assert verified["total"] == f"recvWindow=5000&symbol=LTCBTC&timestamp={stamp}" + (
+        "quantity=1&price=0.1"
+    )
+    assert API_SECRET not in r.stdout + r.stderr

@@ -57,3 +57,27 @@ def test_a_wrong_send_signature_is_refused_at_load(
     )
     with pytest.raises(ModuleError, match="not a function of the http interface"):
         runtime.load(other, plugin="bad-http")
+
+
+def test_a_component_sends_through_the_same_handler() -> None:
+    from tests import component_guests
+    from vultrino.runtime import available_engines
+
+    if "wasmtime" not in available_engines():
+        pytest.skip("components run on wasmtime")
+    sent = _msgpack.packb({"auth": "bearer", "url": "https://api.example.test/c"})
+    seen: list[bytes] = []
+
+    def handler(data: bytes) -> bytes:
+        seen.append(data)
+        return _msgpack.packb({"ok": {"status": 200, "body": "from the host"}})
+
+    with WasmRuntime("wasmtime") as rt:
+        module = rt.load(component_guests.http_send(sent), plugin="http-component")
+        try:
+            answer = module.execute(REQUEST, KeyRing({"token": "x"}, handler))["ok"]
+            assert seen == [sent]
+            assert answer == {"ok": {"status": 200, "body": "from the host"}}
+            assert module.execute(REQUEST, None)["ok"]["error"]["code"] == "no-credential"
+        finally:
+            module.close()
