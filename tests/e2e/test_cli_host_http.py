@@ -250,3 +250,39 @@ def test_an_exchange_signature_from_a_host_only_secret(home: Path, tmp_path: Pat
         "quantity=1&price=0.1"
     )
     assert API_SECRET not in r.stdout + r.stderr
+
+
+class _Slow(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.paths.append(self.path)
+        import time
+
+        time.sleep(15)  # past the plugin call's 5 s deadline
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except OSError:
+            pass
+
+
+def test_a_request_is_cut_to_the_time_left_in_the_plugin_call(home: Path, tmp_path: Path) -> None:
+    (home / "config.toml").write_text(
+        "[store]\nkdf_opslimit = 1\nkdf_memlimit_mb = 1\n\n[limits]\ndeadline_s = 5.0\n"
+    )
+    with serving(LocalServer(_Slow)) as slow:
+        # the guest asks for 60 s; the host gives it what is left of the call's 5 s
+        request = {"auth": "bearer", "url": f"{slow.base}/repos/slow", "timeout": 60}
+        _install(tmp_path, "slow", request, '["127.0.0.1"]')
+        _add("s", "slow", f"{slow.base}/repos/*")
+        r = vultrino("request", "s", "--action", "go", "--json")
+        assert slow.paths == ["/repos/slow"]
+    assert r.returncode == 0, r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "failed" and "timed out" in error["message"]

@@ -15,6 +15,7 @@ credential's secrets never enter it. Documentation: docs/plugins/host-keys.md.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -28,6 +29,13 @@ __all__ = ["MAX_REQUEST_BYTES", "HostHttp"]
 
 #: The largest request a guest may hand to ``http.send`` (its body included).
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+#: A request's timeout when it gives none (the built-in HTTP plugin's), and the least time
+#: left in the plugin's call for which one is still sent.
+_DEFAULT_TIMEOUT: Final = 30.0
+_LEAST_TIME: Final = 0.05
+#: What a request leaves of the call for the guest to handle its answer (or its failure): a
+#: fifth of the call's deadline, at least this.
+_GUEST_MARGIN: Final = 0.25
 #: The keys a request may have; ``auth`` and ``url`` are required.
 _KEYS: Final = frozenset(
     {"auth", "method", "url", "headers", "query", "body", "json", "body_base64", "timeout"}
@@ -53,8 +61,19 @@ class HostHttp:
     """
 
     def __init__(
-        self, plugin: str, spec: HttpSpec, sender: Plugin, credential: CredentialView
+        self,
+        plugin: str,
+        spec: HttpSpec,
+        sender: Plugin,
+        credential: CredentialView,
+        *,
+        deadline: float | None = None,
+        call_s: float = 5.0,
     ) -> None:
+        #: When the plugin's call must end (``time.monotonic()``): a request's timeout is cut
+        #: to what is left, since the guest waits inside the host while it runs.
+        self.deadline = deadline
+        self._margin = max(_GUEST_MARGIN, call_s / 5)
         self.plugin = plugin
         self.spec = spec
         self.sender = sender
@@ -114,6 +133,13 @@ class HostHttp:
         params: dict[str, Any] = {k: v for k, v in req.items() if k not in ("auth", "json")}
         if "json" in req:
             params["body_json"] = req["json"]
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic() - self._margin
+            if left <= _LEAST_TIME:
+                raise _Refused("failed", "the plugin's call has no time left for a request")
+            asked = params.get("timeout")
+            if asked is None or (isinstance(asked, (int, float)) and not isinstance(asked, bool)):
+                params["timeout"] = min(_DEFAULT_TIMEOUT if asked is None else asked, left)
         view = self._view(str(auth))
         result = self.sender.execute("request", params, view)
         if result.new_state is not None:

@@ -25,6 +25,7 @@ logged).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, MutableSequence
 from pathlib import Path
@@ -138,6 +139,7 @@ class WasmPlugin:
         #: The built-in HTTP plugin, which sends this plugin's ``http.send`` requests (only
         #: for a manifest that declares ``[http]``).
         self._http = http if manifest.http is not None else None
+        self._call_s: float | None = None  # the runtime's per-call deadline, once loaded
         self._runtime = runtime
         self._log = log
         self._expected_sha256 = expected_sha256
@@ -206,6 +208,11 @@ class WasmPlugin:
                             plugin=self.name,
                         )
                 runtime = resolve_runtime(self._runtime)
+                # the call's deadline, which http.send requests are cut to (a fake runtime in a
+                # test may have no limits)
+                limits = getattr(runtime, "limits", None)
+                call_s = getattr(limits, "deadline_s", None)
+                self._call_s = float(call_s) if isinstance(call_s, (int, float)) else None
                 module: ModuleLike = runtime.load(
                     wasm, plugin=self.name, log=self._plugin_log, log_enabled=self._log_enabled()
                 )
@@ -290,7 +297,15 @@ class WasmPlugin:
                 call_ring = ring
                 if ring is not None and http_spec is not None and sender is not None:
                     assert credential is not None
-                    host_http = HostHttp(self.name, http_spec, sender, credential)
+                    call_s = self._call_s
+                    host_http = HostHttp(
+                        self.name,
+                        http_spec,
+                        sender,
+                        credential,
+                        deadline=None if call_s is None else time.monotonic() + call_s,
+                        call_s=call_s or 5.0,
+                    )
                     call_ring = ring.with_http(host_http)  # this call's own requests
                 response = module.execute(request, call_ring, capture=capture)
             except EngineError as exc:  # its message may quote what the guest wrote
