@@ -286,3 +286,106 @@ def test_a_request_is_cut_to_the_time_left_in_the_plugin_call(home: Path, tmp_pa
     assert r.returncode == 0, r.stderr
     error = json.loads(r.stdout)["error"]
     assert error["code"] == "failed" and "timed out" in error["message"]
+
+
+OAUTH_MANIFEST = """\
+[plugin]
+name = "oauthed"
+version = "1.0.0"
+wasm_module = "guest.wasm"
+
+[http]
+hosts = ["127.0.0.1"]
+auth = ["oauth2"]
+
+[[credential_types]]
+name = "client"
+
+[[credential_types.fields]]
+name = "token_url"
+type = "text"
+required = true
+
+[[credential_types.fields]]
+name = "client_id"
+type = "text"
+required = true
+
+[[credential_types.fields]]
+name = "client_secret"
+type = "password"
+required = true
+secret = true
+access = "host"
+
+[[actions]]
+name = "go"
+credential_type = "client"
+"""
+CLIENT_SECRET = "oauth-client-secret-5e8d2b"
+
+
+class _OAuth(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, data: dict[str, Any]) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # the token endpoint: client_secret_basic
+        import base64
+
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        expected = base64.b64encode(f"app:{CLIENT_SECRET}".encode()).decode()
+        with self.server.lock:
+            self.server.paths.append(f"POST {self.path}")
+        if self.headers.get("Authorization") != f"Basic {expected}":
+            self._send(401, {"error": "invalid_client"})
+            return
+        self._send(200, {"access_token": "at-1-c0ffee", "token_type": "Bearer", "expires_in": 3600})
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.paths.append(f"GET {self.path} {self.headers.get('Authorization', '')}")
+        ok = self.headers.get("Authorization") == "Bearer at-1-c0ffee"
+        self._send(200 if ok else 401, {"ok": ok})
+
+
+def test_an_oauth2_token_is_fetched_cached_and_kept_out_of_the_guest(
+    home: Path, tmp_path: Path, leakcheck: LeakCheck
+) -> None:
+    leakcheck.add(CLIENT_SECRET)
+    with serving(LocalServer(_OAuth)) as idp:
+        src = tmp_path / "oauthed"
+        src.mkdir()
+        (src / "plugin.toml").write_text(OAUTH_MANIFEST)
+        request = {"auth": "oauth2", "url": f"{idp.base}/api/me"}
+        (src / "guest.wasm").write_bytes(guests.http_send(_msgpack.packb(request)))
+        assert vultrino("plugin", "install", str(src)).returncode == 0
+        r = vultrino(
+            "add", "--alias", "o", "--type", "plugin:oauthed:client",
+            "--field", f"token_url={idp.base}/token", "--field", "client_id=app",
+            "--field", "client_secret=-", "--allow", f"{idp.base}/api/*", stdin=CLIENT_SECRET,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        outs = [vultrino("request", "o", "--action", "go", "--json") for _ in range(2)]
+        paths = list(idp.paths)
+    for r in outs:
+        assert r.returncode == 0, r.stderr
+        answer = json.loads(r.stdout)["ok"]
+        assert answer["status"] == 200 and json.loads(answer["body"]) == {"ok": True}
+        assert CLIENT_SECRET not in r.stdout + r.stderr and "at-1-c0ffee" not in r.stdout
+    # one token request: the second call used the token cached in the credential's state
+    assert paths == [
+        "POST /token",
+        "GET /api/me Bearer at-1-c0ffee",
+        "GET /api/me Bearer at-1-c0ffee",
+    ]
