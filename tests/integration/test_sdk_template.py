@@ -32,7 +32,7 @@ from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engin
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
 PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
-PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac")}
+PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "github")}
 WASM_TARGET = "wasm32-wasi"
 TEMPLATE_LIMIT = 200 * 1024
 HOST_LOG = ("vultrino:plugin/host@1.2.0", "log")
