@@ -247,7 +247,7 @@ def test_shipped_module_is_the_wit_world(name: str, tmp_path: Path) -> None:
     adapter = WASI_ADAPTER
     if not adapter:
         pytest.skip("set VULTRINO_WASI_ADAPTER to wasi_snapshot_preview1.reactor.wasm to run this")
-    wit = ROOT / "wit"
+    wit = ROOT / "wit" / "v1.2.0"  # the world the SDK's modules are built for
     embedded, component = tmp_path / "embedded.wasm", tmp_path / "component.wasm"
     module = shipped_module_path(name)
     subprocess.run(

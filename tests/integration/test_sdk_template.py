@@ -316,7 +316,7 @@ def test_template_module_is_the_wit_world(template_wasm: Path, tmp_path: Path) -
             tool,
             "component",
             "embed",
-            str(ROOT / "wit"),
+            str(ROOT / "wit" / "v1.2.0"),  # the world the SDK's modules are built for
             str(template_wasm),
             "--world",
             "plugin",
