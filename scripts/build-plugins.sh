@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Rust SDK template and the first-party plugins (totp, jwt, hmac, pgp, ecdsa) for WebAssembly with
+# Build the Rust SDK template and the first-party plugins (totp, jwt, hmac, pgp, ecdsa, github) for WebAssembly with
 # the offline Debian toolchain (see scripts/rust-env.sh), check their sizes, and put each plugin's
 # module beside its manifest in plugins/<name>/ (the wheel ships both from there, as
 # vultrino/_plugins/<name>/; see pyproject.toml).
@@ -15,7 +15,7 @@
 #   --out DIR      where built modules go, as DIR/<name>/<module> (default: plugins)
 #   --work DIR     staging + cargo target directory (default: .cache/plugin-build)
 #   --target T     wasm target (default: wasm32-wasi; wasm32-wasip1 on Rust >= 1.78)
-#   --only NAME    build only this crate directory name (template, totp, jwt, hmac, pgp, ecdsa); repeatable
+#   --only NAME    build only this crate directory name (template, totp, jwt, hmac, pgp, ecdsa, github); repeatable
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -81,7 +81,7 @@ stage_sources() {
     mkdir -p "$src/sdk/rust/vultrino-pdk"
     cp -R "$root/sdk/rust/vultrino-pdk/Cargo.toml" "$root/sdk/rust/vultrino-pdk/src" \
         "$src/sdk/rust/vultrino-pdk/"
-    for crate in "$root/sdk-rust-template" "$root"/plugins/totp "$root"/plugins/jwt "$root"/plugins/hmac "$root"/plugins/pgp "$root"/plugins/ecdsa; do
+    for crate in "$root/sdk-rust-template" "$root"/plugins/totp "$root"/plugins/jwt "$root"/plugins/hmac "$root"/plugins/pgp "$root"/plugins/ecdsa "$root"/plugins/github; do
         local dest="$src/${crate#"$root"/}"
         mkdir -p "$dest"
         cp -R "$crate/Cargo.toml" "$crate/plugin.toml" "$crate/src" "$crate/.cargo" "$dest/"
@@ -121,7 +121,7 @@ stage_sources
 if wanted template; then
     build_one template "$work/src/sdk-rust-template" "$TEMPLATE_LIMIT" no
 fi
-for name in totp jwt hmac pgp ecdsa; do
+for name in totp jwt hmac pgp ecdsa github; do
     if wanted "$name"; then
         build_one "$name" "$work/src/plugins/$name" "$PLUGIN_LIMIT" yes
     fi

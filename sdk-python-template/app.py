@@ -44,6 +44,19 @@ def check_token(params, fields):
 #     def sign(params, fields):
 #         """`sign`: HMAC-SHA256 of `message` with the `token` field, computed by the host."""
 #         return {"signature": keys.hmac_sha256("token", params["message"].encode()).hex()}
+#
+# An API the plugin calls without holding its token: declare the hosts and the auth scheme in
+# plugin.toml (`[http] hosts = ["api.example.com"]`, `auth = ["bearer"]`, and a `token` field)
+# and let Vultrino add the token to each request (docs/plugins/host-keys.md):
+#
+#     from vultrino_pdk import http
+#
+#     def whoami(params, fields):
+#         """`whoami`: the account the token belongs to, as the API reports it."""
+#         resp = http.get("https://api.example.com/user", auth="bearer")
+#         if not resp.ok:
+#             raise PluginError(f"the API answered HTTP {resp.status}")
+#         return {"login": resp.json().get("login")}
 
 
 ACTIONS = {

@@ -481,3 +481,41 @@ def keys_openpgp(public: bytes, message: bytes, signature: bytes) -> bytes:
         extra_core_imports=core,
         extra_with='(export "pub" (func $pub)) (export "verify" (func $verify))',
     )
+
+
+# A guest that calls http.send once with a fixed request and answers {"ok": <the answer>} (the
+# answer is MessagePack, appended as it is).
+_HTTP_IMPORTS = """
+  (import "vultrino:plugin/http@1.3.0" (instance $http
+    (export "send" (func (param "request" (list u8)) (result (list u8))))))
+"""
+_HTTP_LOWERS = """
+  (core func $send (canon lower (func $http "send") (memory (core memory $mem "memory"))
+    (realloc (core func $mem "realloc"))))
+"""
+_HTTP_BODY = """
+      (call $send (i32.const 20000) (i32.const LEN) (i32.const 1024))
+      (memory.copy (i32.const 2052) (i32.load (i32.const 1024)) (i32.load (i32.const 1028)))
+      (i32.store (i32.const 0) (i32.const 2048))
+      (i32.store (i32.const 4) (i32.add (i32.load (i32.const 1028)) (i32.const 4)))
+      (i32.const 0)"""
+
+
+def http_send(request: bytes) -> bytes:
+    """A component that sends ``request`` (MessagePack) through http.send and answers
+    ``{"ok": <the host's answer>}``."""
+    from tests.guests import data_string
+
+    core = f"""
+    (import "host" "send" (func $send (param i32 i32 i32)))
+    (data (i32.const 2048) "\\81\\a2ok")
+    (data (i32.const 20000) {data_string(request)})
+"""
+    return component(
+        _HTTP_BODY.replace("LEN", str(len(request))),
+        extra_imports=_HTTP_IMPORTS,
+        mem_extra=_KEYS_MEM,
+        extra_lowers=_HTTP_LOWERS,
+        extra_core_imports=core,
+        extra_with='(export "send" (func $send))',
+    )

@@ -470,3 +470,32 @@ def keys_hostile() -> bytes:
                 )
     body = "\n    ".join(calls) + "\n    (call $ok_echo (local.get $ptr) (local.get $len))"
     return abi2(body, imports=imports, extra="\n  ".join(segments), post=False)
+
+
+# --- the http interface (world 1.3.0) ---------------------------------------------------------
+
+HTTP_MODULE = "vultrino:plugin/http@1.3.0"
+
+
+def http_send(request: bytes) -> bytes:
+    """A guest that calls ``http.send`` once with ``request`` (MessagePack bytes, fixed at
+    build time) and answers ``{"ok": <the host's answer>}`` (the answer is itself a
+    MessagePack value, so it is appended as it is)."""
+    body = """
+    (local $n i32) (local $out i32)
+    (call $send (i32.const 65536) (i32.const LEN) (i32.const 1024))
+    (local.set $n (i32.load (i32.const 1028)))
+    (local.set $out (call $realloc (i32.const 0) (i32.const 0) (i32.const 1)
+                                   (i32.add (local.get $n) (i32.const 4))))
+    (i32.store8 (local.get $out) (i32.const 0x81))
+    (i32.store8 offset=1 (local.get $out) (i32.const 0xa2))
+    (i32.store8 offset=2 (local.get $out) (i32.const 0x6f))
+    (i32.store8 offset=3 (local.get $out) (i32.const 0x6b))
+    (memory.copy (i32.add (local.get $out) (i32.const 4))
+                 (i32.load (i32.const 1024)) (local.get $n))
+    (call $respond (local.get $out) (i32.add (local.get $n) (i32.const 4)))""".replace(
+        "LEN", str(len(request))
+    )
+    imports = f'(import "{HTTP_MODULE}" "send" (func $send (param i32 i32 i32)))'
+    extra = f"(data (i32.const 65536) {data_string(request)})"
+    return abi2(body, imports=imports, extra=extra)

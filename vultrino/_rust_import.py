@@ -48,9 +48,6 @@ _UNSUPPORTED: Mapping[str, str] = {
     "private_key": "the original's private_key type has no counterpart here; store the key "
     "as a plugin credential (a signing plugin's type) with `vultrino add`",
     "certificate": "mTLS client certificates are not supported by this Vultrino's HTTP plugin",
-    "hmac_api_key": "the original's Binance-style signed requests have no counterpart here; "
-    "the `hmac` plugin (`vultrino plugin install hmac`) signs messages with a secret, add the "
-    "secret to it with `vultrino add --type plugin:hmac:hmac_key`",
     "ecdsa_key": "ECDSA (Ethereum-style) keys go to the first-party `ecdsa` plugin, which keeps "
     "the key in the host: `vultrino plugin install ecdsa`, then add the key with `vultrino add "
     "--type plugin:ecdsa:ecdsa_key --field private_key=-`",
@@ -223,6 +220,16 @@ def map_credential(record: Mapping[str, Any]) -> MappedCredential | str:
         our = "oauth2"
         if data.get("access_token"):
             note = "its cached access token was left behind: a fresh one is fetched on first use"
+    elif tag == "hmac_api_key":  # Binance-style signed requests: the HTTP plugin's type
+        fields = {
+            "api_key": _str(data.get("api_key")),
+            "api_secret": _str(data.get("api_secret")),
+            "header_name": _str(data.get("header_name")) or "X-MBX-APIKEY",
+        }
+        window = data.get("recv_window")
+        if type(window) is int:
+            fields["recv_window"] = window
+        our = "hmac_api_key"
     elif tag == "custom":
         our = _plugin_type(metadata)
         if not our:
@@ -236,7 +243,7 @@ def map_credential(record: Mapping[str, Any]) -> MappedCredential | str:
         return _UNSUPPORTED[tag]
     else:
         return f"the original's type {tag[:40]!r} is not one this importer knows"
-    if our in ("api_key", "basic_auth", "oauth2"):
+    if our in ("api_key", "basic_auth", "oauth2", "hmac_api_key"):
         extra = "no URL allowlist: add one with `vultrino edit " + alias + " --add-allow URL`"
         note = f"{note}; {extra}" if note else extra
     return MappedCredential(

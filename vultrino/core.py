@@ -412,6 +412,7 @@ class Vultrino:
             description=description or "",
             allow=patterns,
             secret_fields=list(spec.secret_fields),
+            host_fields=list(spec.host_fields),
         )
         with s.lock:
             live = s.store.kept(alias) if replace and self._exists(alias) else []
@@ -473,6 +474,7 @@ class Vultrino:
                 return None
             cred.fields, cred.allow = clean, allow
             cred.secret_fields = sorted(set(cred.secret_fields) | set(spec.secret_fields))
+            cred.host_fields = sorted(set(cred.host_fields) | set(spec.host_fields))
             if description is not None:
                 cred.description = description
             return cred
@@ -511,6 +513,7 @@ class Vultrino:
                 )
             cred.fields = plugin.validate_credential(spec.name, {**cred.fields, **given})
             cred.secret_fields = sorted(set(cred.secret_fields) | set(spec.secret_fields))
+            cred.host_fields = sorted(set(cred.host_fields) | set(spec.host_fields))
             return cred
 
         with s.lock:
@@ -1223,6 +1226,7 @@ class Vultrino:
                     fields=clean,
                     description=mapped.description,
                     secret_fields=list(spec.secret_fields),
+                    host_fields=list(spec.host_fields),
                     created_at=mapped.created_at,
                     id=mapped.id.lower() if is_credential_id(mapped.id.lower()) else "",
                 )

@@ -594,6 +594,7 @@ class Pipeline:
             narrow=narrow,
             narrowed_by=f"agent {record['agent']!r}" if record["agent"] else "",
             secret_fields=secret_names,
+            host_fields=tuple(cred.host_fields),
         )
         return _Plan(
             stamp=stamp,

@@ -87,6 +87,22 @@ pub fn check_token(params: CheckParams, credential: ExampleToken) -> Result<Chec
 //         let mac = vultrino_pdk::keys::hmac_sha256("token", params.message.as_bytes())?;
 //         Ok(Signed { signature: mac.iter().map(|b| format!("{:02x}", b)).collect() })
 //     }
+//
+// An API the plugin calls without holding its token: declare the hosts and the auth scheme in
+// plugin.toml (`[http] hosts = ["api.example.com"]`, `auth = ["bearer"]`, and a `token` field)
+// and let Vultrino add the token to each request (docs/plugins/host-keys.md; the first-party
+// `plugins/github` is a whole plugin built this way):
+//
+//     /// `whoami`: the account the token belongs to, as the API reports it.
+//     pub fn whoami(_p: vultrino_pdk::NoParams, _c: vultrino_pdk::NoParams) -> Result<String> {
+//         let resp = vultrino_pdk::http::get("https://api.example.com/user")
+//             .auth("bearer")
+//             .send()?;
+//         if !resp.ok() {
+//             return Err(Error::failed(format!("the API answered HTTP {}", resp.status)));
+//         }
+//         Ok(resp.body)
+//     }
 
 /// Compare without an early exit, so timing does not reveal how much of a guess was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -187,3 +187,43 @@ def test_an_update_that_hands_a_host_only_field_to_the_plugin_is_refused(
     assert r.returncode == 5, r.stderr
     assert "key.private_key" in r.stderr and "keeps in the host" in r.stderr
     assert (home / "plugins" / "hmac-signer" / "plugin.toml").read_bytes() == before
+
+
+def test_a_reinstall_without_access_host_cannot_downgrade_a_stored_host_only_field(
+    home: Path, tmp_path: Path
+) -> None:
+    # A credential stored while its plugin kept private_key in the host; the plugin is removed
+    # and another of the same name, whose manifest no longer says `access = "host"`, installed
+    # in its place: the stored credential's field must still not reach the guest.
+    r = vultrino(
+        "add",
+        "--alias",
+        "h",
+        "--type",
+        "plugin:hostile-signer:key",
+        "--field",
+        "private_key=-",
+        "--field",
+        "label=visible",
+        stdin=SECRET,
+    )
+    assert r.returncode == 0, r.stderr
+    assert vultrino("plugin", "remove", "--yes", "hostile-signer").returncode == 0
+    again = tmp_path / "again" / "hostile-signer"
+    again.mkdir(parents=True)
+    manifest = MANIFEST.format(name="hostile-signer").replace('access = "host"\n', "")
+    (again / "plugin.toml").write_text(manifest)
+    (again / "guest.wasm").write_bytes(guests.echo())
+    r = vultrino("plugin", "install", str(again))
+    assert r.returncode == 0, r.stderr
+    r = vultrino("request", "h", "--action", "sign", "--json")
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout + r.stderr
+    echoed = json.loads(r.stdout)
+    # nil, not the value (which the host would only have scrubbed from the answer)
+    assert echoed["credential"]["fields"] == {"private_key": None, "label": "visible"}
+    # and an edit of the credential under the new manifest keeps it host-only
+    r = vultrino("edit", "h", "--field", "label=changed")
+    assert r.returncode == 0, r.stderr
+    echoed = json.loads(vultrino("request", "h", "--action", "sign", "--json").stdout)
+    assert echoed["credential"]["fields"] == {"private_key": None, "label": "changed"}

@@ -174,6 +174,18 @@ def payload(key_record: dict[str, Any]) -> dict[str, Any]:
         ),
         cred("c6", "mystery", {"custom": "custom"}, {"type": "custom", "x": "y"}),
         cred(
+            "c8",
+            "binance",
+            "hmac_api_key",
+            {
+                "type": "hmac_api_key",
+                "api_key": "exch-key-1",
+                "api_secret": "exch-secret-2",
+                "header_name": "X-MBX-APIKEY",
+                "recv_window": 7000,
+            },
+        ),
+        cred(
             "c7",
             "gpg-other",
             {"custom": "custom"},
@@ -269,7 +281,9 @@ def test_import_maps_credentials_roles_and_keys_and_says_what_it_skipped(
     assert "update became write" in by["role", "github-executor"]["note"]
     assert by["key", "CI Deploy"]["status"] == "imported"
     assert by["key", "CI Deploy"]["target"] == "github-executor"
-    assert report["counts"] == {"imported": 6, "skipped": 3, "built-in": 1}
+    assert by["credential", "binance"]["target"] == "hmac_api_key"
+    assert by["credential", "binance"]["status"] == "imported"
+    assert report["counts"] == {"imported": 7, "skipped": 3, "built-in": 1}
 
     with Vultrino.open(home, PASSWORD) as v:
         v.unlock()
@@ -279,6 +293,12 @@ def test_import_maps_credentials_roles_and_keys_and_says_what_it_skipped(
         oauth = dict(v._s.store.get("auth0").fields)
         assert oauth["scope"] == "read write" and oauth["grant_type"] == "client_credentials"
         assert "access_token" not in oauth
+        assert dict(v._s.store.get("binance").fields) == {
+            "api_key": "exch-key-1",
+            "api_secret": "exch-secret-2",
+            "header_name": "X-MBX-APIKEY",
+            "recv_window": 7000,
+        }
         info = v.credential_info("github")
         assert info.description == "GitHub token"
         assert info.created_at == "2025-01-31T12:00:00Z"

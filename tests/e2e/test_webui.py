@@ -275,7 +275,7 @@ def test_plugins_roles_agents_and_keys_through_the_forms(home: McpHome) -> None:
         again = post("/plugins/install", source="hmac").text
         assert "already installed" in again  # the installer's own words, shown as they are
         assert "Removed plugin hmac." in post("/plugins/remove", name="hmac").text
-        assert "hmac" not in c.get("/credentials/new").text
+        assert "plugin:hmac:" not in c.get("/credentials/new").text
 
         r = post("/access/role", name="ops", permission=["read", "execute"], credentials="echo-*")
         assert "Created role ops." in r.text

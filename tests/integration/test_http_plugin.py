@@ -999,7 +999,13 @@ def test_invalid_credential_fields_are_refused_at_request_time(
 def test_manifest_describes_types_action_and_tool(plugin: HttpPlugin) -> None:
     m = plugin.manifest
     assert plugin.name == "http" and plugin.builtin
-    assert [t.name for t in m.credential_types] == ["api_key", "bearer", "basic_auth", "oauth2"]
+    assert [t.name for t in m.credential_types] == [
+        "api_key",
+        "bearer",
+        "basic_auth",
+        "oauth2",
+        "hmac_api_key",
+    ]
     api_key = m.credential_type("api_key")
     assert api_key is not None
     assert set(api_key.secret_fields) == {"key", "extra_headers"}

@@ -32,7 +32,9 @@ from vultrino.runtime import KeyRing, PluginModule, WasmRuntime, available_engin
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "sdk-rust-template"
 PDK = ROOT / "sdk" / "rust" / "vultrino-pdk"
-PLUGIN_SOURCES = {name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "pgp", "ecdsa")}
+PLUGIN_SOURCES = {
+    name: ROOT / "plugins" / name for name in ("totp", "jwt", "hmac", "pgp", "ecdsa", "github")
+}
 #: A throwaway test key (tests/fixtures/pgp/README.md) for the pgp plugin's fixed answers.
 PGP_FIXTURES = ROOT / "tests" / "fixtures" / "pgp"
 WASM_TARGET = "wasm32-wasi"
@@ -323,7 +325,7 @@ def test_template_module_is_the_wit_world(template_wasm: Path, tmp_path: Path) -
             tool,
             "component",
             "embed",
-            str(ROOT / "wit"),
+            str(ROOT / "wit" / "v1.2.0"),  # the world the SDK's modules are built for
             str(template_wasm),
             "--world",
             "plugin",

@@ -134,7 +134,7 @@ ABI_NAMES = (
     "cabi_post_vultrino:plugin/handler@1.0.0#execute", "vultrino:plugin/host@1.0.0", "log",
     "vultrino:plugin/handler@1.1.0#execute", "vultrino:plugin/handler@1.1.0#execute-text",
     "cabi_post_vultrino:plugin/handler@1.1.0#execute-text", "vultrino:plugin/host@1.1.0",
-    "vultrino:plugin/keys@1.2.0", "key-error", "key-format",
+    "vultrino:plugin/keys@1.2.0", "key-error", "key-format", "vultrino:plugin/http@1.3.0",
     "wasi_snapshot_preview1", "vultrino_plugin_version", "vultrino_alloc", "vultrino_free",
     "vultrino_execute", "vultrino_validate_params", "invalid_params", "unknown_action",
     "invalid_credential", "failed",

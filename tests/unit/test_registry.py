@@ -670,7 +670,9 @@ def test_resolve_type_errors(
     message = str(info.value)
     assert f"unknown credential type {type_str!r}" in message
     assert why in message
-    assert "Known types: api_key, bearer, basic_auth, oauth2, plugin:pgp:key" in message
+    assert (
+        "Known types: api_key, bearer, basic_auth, oauth2, hmac_api_key, plugin:pgp:key" in message
+    )
 
 
 def test_resolve_type_of_a_broken_plugin(registry: PluginRegistry, plugins_dir: Path) -> None:
@@ -691,6 +693,7 @@ def test_types_are_qualified_for_plugins(
         "bearer",
         "basic_auth",
         "oauth2",
+        "hmac_api_key",
         "plugin:pgp:key",
     ]
     assert types[0][1] is http

@@ -714,3 +714,24 @@ def test_a_store_without_an_audit_key_reads_as_having_none(
         decode_store(
             packb({"header": header.raw, "credentials": [], "audit_key": b"short"}), header, "x"
         )
+
+
+def test_host_fields_persist_and_a_change_only_adds_to_them(
+    store: CredentialStore, store_path: Path
+) -> None:
+    stored = store.add(_cred("signer", secret_fields=["key"], host_fields=["key"]))
+    assert stored.host_fields == ["key"]
+
+    def drop(c: Credential) -> Credential:
+        c.host_fields = []  # what a re-installed manifest without access = "host" would say
+        c.description = "changed"
+        return c
+
+    _, after = store.modify("signer", drop)
+    assert after.host_fields == ["key"]
+    with CredentialStore.open(store_path, PASSWORD) as again:
+        assert again.get("signer").host_fields == ["key"]
+    # a credential without host-only fields is written as it always was
+    plain = store.add(_cred("plain"))
+    assert plain.host_fields == []
+    assert "host_fields" not in credentials_module._encode_record(plain)

@@ -81,8 +81,15 @@ def test_the_1_2_world_is_kept_as_it_was() -> None:
     `openpgp` case of `key-format` (with the lines that document them and the version note)."""
     old = (ROOT / wit.WIT_FILE_1_2).read_text(encoding="utf-8")
     assert "package vultrino:plugin@1.2.0;" in old
-    assert "openpgp" not in old
+    assert "openpgp" not in old and "interface http" not in old
     body = SOURCE.split("package vultrino:plugin@1.3.0;", 1)[1]
+    # the http interface: its doc comment, @since line and block (its import goes below)
+    body = re.sub(
+        r"\n(?:///[^\n]*\n)*@since\(version = 1\.3\.0\)\ninterface http \{.*?^\}\n",
+        "\n",
+        body,
+        flags=re.S | re.M,
+    )
     # each added function: its doc comment, the @since line and the declaration
     body = re.sub(
         r"\n(?:[ \t]*///[^\n]*\n)*[ \t]*@since\(version = 1\.3\.0\)\n[^\n]*(?=\n)", "", body
@@ -151,3 +158,12 @@ def test_no_other_module_spells_the_names() -> None:
         if path != home and wit.PACKAGE in path.read_text(encoding="utf-8")
     ]
     assert not spelled, f"{spelled} spell {wit.PACKAGE!r}; import the names from {wit.__name__}"
+
+
+def test_http_interface() -> None:
+    http = _block("interface", "http")
+    assert re.search(rf"^\s*{wit.HTTP_SEND}: func\(request: list<u8>\) -> list<u8>;", http, re.M)
+    for code in wit.HTTP_ERRORS:
+        assert f"`{code}`" in http, code
+    assert wit.HTTP == "vultrino:plugin/http@1.3.0"
+    assert re.search(r"@since\(version = 1\.3\.0\)\s*import http;", _block("world", wit.WORLD))

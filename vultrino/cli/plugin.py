@@ -160,6 +160,7 @@ def plugin_info(
                 }
                 for t in m.mcp_tools
             ],
+            "http": _http_data(m.http),
             "warnings": list(m.warnings),
         }
     if json_out:
@@ -193,6 +194,9 @@ def plugin_info(
         extra = " (own input_schema)" if t["input_schema"] else ""
         extra += f" (renames: {renames})" if renames else ""
         typer.echo(f"mcp tool {t['name']} -> {t['action']}{extra}")
+    line = http_line(m.http)
+    if line:
+        typer.echo(line)
     for w in data["warnings"]:
         err(f"warning: {w}")
 
@@ -252,6 +256,7 @@ def plugin_install(
             build_sandbox=build_sandbox,
             progress=progress,
         )
+        http = v.plugin(r.name).manifest.http
     for w in r.warnings:
         err(f"warning: {w}")
     if json_out:
@@ -267,11 +272,30 @@ def plugin_install(
                 "commit": r.commit,
                 "replaced": r.replaced,
                 "built": r.built,
+                "http": _http_data(http),
             }
         )
     else:
         verb = "replaced" if r.replaced else "installed"
         err(f"{verb} {r.name} {r.version} (ABI {r.abi})")
+        line = http_line(http)
+        if line:
+            err(line)
+
+
+def _http_data(spec: Any) -> dict[str, list[str]] | None:
+    """A manifest's ``[http]`` for --json: the hosts and auth schemes, or None."""
+    return None if spec is None else {"hosts": list(spec.hosts), "auth": list(spec.auth)}
+
+
+def http_line(spec: Any) -> str | None:
+    """The line saying where a plugin may send requests through Vultrino, or None."""
+    if spec is None:
+        return None
+    return (
+        f"sends HTTP requests through Vultrino (credential added by Vultrino: "
+        f"{', '.join(spec.auth)}) only to: {', '.join(spec.hosts)}"
+    )
 
 
 def _progress_bar() -> Any:

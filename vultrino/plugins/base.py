@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from vultrino.errors import ActionNotFoundError
@@ -185,6 +186,33 @@ class ToolSpec:
         return {k: v for k, v in hints.items() if v is not None}
 
 
+#: The authentication schemes the host adds to a plugin's ``http.send`` request (world 1.3.0),
+#: each with the credential fields it needs: the built-in HTTP plugin's credential types of the
+#: same names, which read those fields (and their optional ones) by the same names.
+HTTP_AUTH_SCHEMES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "api_key": ("key",),
+        "bearer": ("token",),
+        "basic_auth": ("username", "password"),
+        "oauth2": ("token_url", "client_id"),
+        "hmac_api_key": ("api_key", "api_secret"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class HttpSpec:
+    """The ``[http]`` table: the hosts a plugin may send requests to through the host
+    (``http.send``) and the auth schemes it may ask the host to add."""
+
+    hosts: tuple[str, ...]
+    auth: tuple[str, ...]
+
+    def admits(self, host: str) -> bool:
+        """Whether ``host`` (as a URL names it, lowercase) is one of :attr:`hosts`."""
+        return host.lower() in self.hosts
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     """The ``[plugin]`` table."""
@@ -210,6 +238,8 @@ class PluginManifest:
     actions: tuple[ActionSpec, ...] = ()
     mcp_tools: tuple[ToolSpec, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: ``[http]``: None when the plugin sends no requests through the host
+    http: HttpSpec | None = None
 
     @property
     def name(self) -> str:
@@ -253,7 +283,9 @@ class CredentialView:
     ``narrow`` holds URL patterns that narrow ``allow`` for this call (a request must match
     both; empty = no narrowing), and ``narrowed_by`` says whose patterns they are, for error
     messages (the call pipeline fills both from the policy decision). ``secret_fields`` names
-    the fields whose values are secret (the stored credential's and its type's).
+    the fields whose values are secret (the stored credential's and its type's);
+    ``host_fields`` those the credential was stored with as host-only (``access = "host"``),
+    which stay out of the guest whatever the plugin's manifest says now.
 
     The facade hands the same read-only view to every call of a credential while it is
     unchanged: a plugin reads it and never changes it.
@@ -267,6 +299,7 @@ class CredentialView:
     narrow: tuple[str, ...] = ()
     narrowed_by: str = ""
     secret_fields: tuple[str, ...] = ()
+    host_fields: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

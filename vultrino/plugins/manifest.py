@@ -25,12 +25,14 @@ from vultrino._version import __version__
 from vultrino.errors import ManifestError
 from vultrino.plugins.base import (
     FIELD_KINDS,
+    HTTP_AUTH_SCHEMES,
     PARAM_KINDS,
     ActionSpec,
     CredentialTypeSpec,
     FieldAccess,
     FieldKind,
     FieldSpec,
+    HttpSpec,
     ParameterSpec,
     ParamKind,
     PluginInfo,
@@ -901,6 +903,64 @@ def _parse_input_schema(
 _TOOL_HINTS = ("read_only", "destructive", "idempotent", "open_world")
 
 
+# --- [http] ----------------------------------------------------------------------------------
+
+#: A host name as a URL names it (lowercase letters, digits, '-' and '.'), an IPv4 address, or
+#: an IPv6 address in brackets; no port, no wildcard.
+_HOST_RE = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\]"
+)
+
+
+def _parse_http(
+    root: _Table, types: tuple[CredentialTypeSpec, ...], out: _Collector
+) -> HttpSpec | None:
+    if not root.has("http"):
+        return None
+    data = root.raw("http")
+    if not isinstance(data, Mapping):
+        out.error("http", f"expected a table ([http]), got {type_name(data)}")
+        return None
+    t = _Table(data, "http", out, ("hosts", "auth"))
+    lists: dict[str, list[str]] = {}
+    for key in ("hosts", "auth"):
+        value = t.raw(key)
+        if value is None:
+            out.error(t.at(key), "required: a list of strings")
+            continue
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            out.error(t.at(key), f"expected a non-empty list of strings, got {show_value(value)}")
+            continue
+        lists[key] = list(dict.fromkeys(value))
+    for i, host in enumerate(lists.get("hosts", [])):
+        if host != host.lower() or not _HOST_RE.fullmatch(host) or len(host) > 253:
+            out.error(
+                f"http.hosts[{i}]",
+                f"{show_value(host)} is not a host name: write it as a URL names it, lowercase, "
+                'without scheme, port, path or wildcard (e.g. "api.github.com")',
+            )
+    fields = {f.name for ct in types for f in ct.fields}
+    for i, scheme in enumerate(lists.get("auth", [])):
+        needs = HTTP_AUTH_SCHEMES.get(scheme)
+        if needs is None:
+            out.error(
+                f"http.auth[{i}]",
+                f"{show_value(scheme)} is not an auth scheme (schemes: "
+                f"{', '.join(HTTP_AUTH_SCHEMES)})",
+            )
+            continue
+        missing = [n for n in needs if n not in fields]
+        if missing:
+            out.error(
+                f"http.auth[{i}]",
+                f"the {scheme} scheme reads the credential field(s) {', '.join(missing)}, "
+                "which no credential type of this plugin declares",
+            )
+    if out.errors or "hosts" not in lists or "auth" not in lists:
+        return None
+    return HttpSpec(hosts=tuple(lists["hosts"]), auth=tuple(lists["auth"]))
+
+
 # --- entry points ----------------------------------------------------------------------------
 
 
@@ -923,12 +983,17 @@ def _toml_error(source: str, text: str, exc: Exception) -> ManifestError:
 
 def _validate(doc: Mapping[str, Any], out: _Collector) -> PluginManifest | None:
     root = _Table(
-        doc, "", out, ("plugin", "credential_types", "actions", "mcp_tools"), ("url_patterns",)
+        doc,
+        "",
+        out,
+        ("plugin", "credential_types", "actions", "mcp_tools", "http"),
+        ("url_patterns",),
     )
     info = _parse_plugin(doc, out)
     types = _parse_credential_types(root, out)
     actions = _parse_actions(root, types, out)
     tools = _parse_tools(root, actions, out)
+    http = _parse_http(root, types, out)
     if out.errors or info is None:
         return None
     return PluginManifest(
@@ -937,6 +1002,7 @@ def _validate(doc: Mapping[str, Any], out: _Collector) -> PluginManifest | None:
         actions=actions,
         mcp_tools=tools,
         warnings=tuple(out.warnings),
+        http=http,
     )
 
 

@@ -325,7 +325,14 @@ class PluginRegistry:
             self._disabled.add(manifest.name)
         else:
             self._disabled.discard(manifest.name)
-        return WasmPlugin(directory, manifest, self._get_runtime, log=log, expected_sha256=sha)
+        return WasmPlugin(
+            directory,
+            manifest,
+            self._get_runtime,
+            log=log,
+            expected_sha256=sha,
+            http=self._builtins.get("http") if manifest.http is not None else None,
+        )
 
     def load_one(self, name: str, *, validate: bool = False) -> WasmPlugin:
         """(Re)load ``plugins_dir/name``, replacing a loaded plugin of that name.

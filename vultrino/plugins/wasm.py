@@ -25,11 +25,13 @@ logged).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, MutableSequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from vultrino._allowlist import validate_patterns
 from vultrino._scrub import (
     MIN_SECRET_LEN,
     Scrubber,
@@ -47,7 +49,14 @@ from vultrino.errors import (
     ModuleError,
     PluginError,
 )
-from vultrino.plugins.base import ActionResult, CredentialView, PluginManifest, PreparedAction
+from vultrino.plugins._host_http import HostHttp
+from vultrino.plugins.base import (
+    ActionResult,
+    CredentialView,
+    Plugin,
+    PluginManifest,
+    PreparedAction,
+)
 from vultrino.runtime import KeyRing
 from vultrino.runtime._logtext import escape_control
 
@@ -118,6 +127,7 @@ class WasmPlugin:
         *,
         log: Any = None,
         expected_sha256: str | None = None,
+        http: Plugin | None = None,
     ) -> None:
         if manifest.plugin.wasm_module is None:
             raise PluginError(
@@ -126,6 +136,10 @@ class WasmPlugin:
             )
         self.directory = Path(directory)
         self.manifest = manifest
+        #: The built-in HTTP plugin, which sends this plugin's ``http.send`` requests (only
+        #: for a manifest that declares ``[http]``).
+        self._http = http if manifest.http is not None else None
+        self._call_s: float | None = None  # the runtime's per-call deadline, once loaded
         self._runtime = runtime
         self._log = log
         self._expected_sha256 = expected_sha256
@@ -194,6 +208,11 @@ class WasmPlugin:
                             plugin=self.name,
                         )
                 runtime = resolve_runtime(self._runtime)
+                # the call's deadline, which http.send requests are cut to (a fake runtime in a
+                # test may have no limits)
+                limits = getattr(runtime, "limits", None)
+                call_s = getattr(limits, "deadline_s", None)
+                self._call_s = float(call_s) if isinstance(call_s, (int, float)) else None
                 module: ModuleLike = runtime.load(
                     wasm, plugin=self.name, log=self._plugin_log, log_enabled=self._log_enabled()
                 )
@@ -214,8 +233,12 @@ class WasmPlugin:
         return validate_fields(spec, fields)
 
     def validate_allow(self, patterns: list[str]) -> list[str]:
-        """Stored as given: a WebAssembly plugin makes no network requests of its own."""
-        return list(patterns)
+        """Stored as given for a plugin that makes no network requests; for one that declares
+        ``[http]`` (its requests go through the host), checked and canonical as the built-in
+        HTTP plugin's."""
+        if self.manifest.http is None:
+            return list(patterns)
+        return validate_patterns(patterns)
 
     def execute(
         self, action: str, params: Mapping[str, Any], credential: CredentialView | None
@@ -253,6 +276,7 @@ class WasmPlugin:
         # The scrubber of the other secrets this module has seen, with the size of that set
         # when it was made: redone when the set has grown.
         others: list[tuple[int, Scrubber]] = [(-1, _NO_FORMS)]
+        http_spec, sender = self.manifest.http, self._http
 
         def run(params: dict[str, Any]) -> ActionResult:
             seen, forms = others[0]
@@ -269,7 +293,21 @@ class WasmPlugin:
             capture: deque[tuple[str, str]] = deque(maxlen=DETAIL_LOG_LINES)
             try:
                 request = {"action": action, "params": params, "credential": payload}
-                response = module.execute(request, ring, capture=capture)
+                host_http = None
+                call_ring = ring
+                if ring is not None and http_spec is not None and sender is not None:
+                    assert credential is not None
+                    call_s = self._call_s
+                    host_http = HostHttp(
+                        self.name,
+                        http_spec,
+                        sender,
+                        credential,
+                        deadline=None if call_s is None else time.monotonic() + call_s,
+                        call_s=call_s or 5.0,
+                    )
+                    call_ring = ring.with_http(host_http)  # this call's own requests
+                response = module.execute(request, call_ring, capture=capture)
             except EngineError as exc:  # its message may quote what the guest wrote
                 exc.detail = self._detail(capture, None)
                 if not self._forms:
@@ -278,7 +316,9 @@ class WasmPlugin:
             # The call's own secrets are scrubbed from the result by the caller (the facade),
             # as for every plugin; the other credentials' secrets this module has seen, here.
             if type(response) is dict and len(response) == 1 and "ok" in response:
-                return ActionResult(forms.in_place(response["ok"]))  # freshly decoded
+                value = forms.in_place(response["ok"])  # freshly decoded
+                state = host_http.new_state if host_http is not None else None
+                return ActionResult(value, new_state=state)
             self._fail(action, response, self._forms, capture)
 
         return run
@@ -301,6 +341,11 @@ class WasmPlugin:
         secrets = [v for k in sorted(names) if isinstance(v := fields.get(k), str)]
         guest = dict(fields)
         declared: dict[str, str] = {}
+        # host-only for the guest: what the manifest says now, and what the credential was
+        # stored with (a plugin re-installed without `access = "host"` gets neither)
+        for name in credential.host_fields:
+            if name in guest:
+                guest[name] = None
         passphrases: dict[str, str] = {}
         if ctype is not None:
             for f in ctype.fields:

@@ -51,17 +51,30 @@ class KeyRing:
     ``passphrase_field``), which the ``openpgp`` key format unlocks the key with.
     """
 
-    __slots__ = ("_decoded", "fields", "passphrases")
+    __slots__ = ("_decoded", "fields", "http", "passphrases")
 
     def __init__(
-        self, fields: Mapping[str, str], passphrases: Mapping[str, str] | None = None
+        self,
+        fields: Mapping[str, str],
+        passphrases: Mapping[str, str] | None = None,
+        http: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.fields = fields
         self.passphrases = passphrases or {}
         self._decoded: dict[tuple[str, str, str], object] = {}
+        #: What the guest's ``http.send`` calls during this call: MessagePack request bytes
+        #: in, MessagePack answer bytes out (the plugin layer's, which knows the credential and
+        #: the manifest's ``[http]``); None when the plugin may not send requests.
+        self.http = http
 
     def __repr__(self) -> str:
         return f"KeyRing(fields={sorted(self.fields)!r})"  # names only, never values
+
+    def with_http(self, http: Callable[[bytes], bytes]) -> KeyRing:
+        """The same fields and decoded keys, with ``http`` for one call's ``http.send``."""
+        ring = KeyRing(self.fields, self.passphrases, http)
+        ring._decoded = self._decoded
+        return ring
 
     def value(self, name: str) -> str:
         v = self.fields.get(name)

@@ -36,6 +36,8 @@ from vultrino.runtime.engine import (
 from vultrino.runtime.wit import EXECUTE_EXPORT as EXECUTE
 from vultrino.runtime.wit import (
     EXECUTE_EXPORTS,
+    HTTP,
+    HTTP_SEND,
     KEY_ERRORS,
     KEYS,
     KEYS_FUNCTIONS,
@@ -67,6 +69,7 @@ __all__ = [
     "LOG_LEVELS",
     "Abi1Session",
     "Abi2Session",
+    "HTTP_TYPE",
     "KEYS_TYPES",
     "KeySlot",
     "ModuleInfo",
@@ -139,6 +142,8 @@ KEYS_TYPES: Final[dict[str, FuncType]] = {
     "hash": FuncType(("i32",) * 3, ()),  # data ptr, len, retptr
     "verify": FuncType(("i32",) * 6, ("i32",)),  # key, message, signature (ptr, len each)
 }
+#: ``http.send: func(request: list<u8>) -> list<u8>``: request ptr, len, retptr.
+HTTP_TYPE: Final = FuncType(("i32",) * 3, ())
 
 _M32 = 0xFFFF_FFFF
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -232,6 +237,14 @@ def _check_export(
 
 def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
     where = f"import `{imp.module}`.`{imp.name}`"
+    if imp.module == HTTP:
+        if imp.name != HTTP_SEND:
+            return f"{where} is not a function of the http interface (see {WIT_FILE})"
+        if abi != 2:
+            return f"{where}: the http interface is for ABI 2 modules (it needs `{REALLOC}`)"
+        if imp.kind != "func" or imp.type != HTTP_TYPE:
+            return f"{where} has signature {imp.type or imp.kind}, expected {HTTP_TYPE}"
+        return None
     if imp.module in KEYS_MODULES:
         kind = keys_functions(imp.module).get(imp.name)
         if kind is None:
@@ -254,7 +267,7 @@ def _check_import(imp: ImportDesc, abi: int = 2) -> str | None:
         return None
     return (
         f"{where} is not provided by Vultrino (a plugin may import only `{HOST_MODULE}`.`{LOG}`, "
-        f"`{KEYS}` functions and `{_wasi.MODULE}` functions)"
+        f"`{KEYS}` functions, `{HTTP}`.`{HTTP_SEND}` and `{_wasi.MODULE}` functions)"
     )
 
 
@@ -341,6 +354,8 @@ def host_functions(
                 output.before = buffer.flush
         elif imp.module in KEYS_MODULES and imp.name in KEYS_FUNCTIONS:
             funcs.append(_keys_function(imp.name, keys or KeySlot(), imp.module))
+        elif imp.module == HTTP and imp.name == HTTP_SEND:
+            funcs.append(_http_function(keys or KeySlot()))
         elif imp.module == _wasi.MODULE and imp.type is not None:
             wasi[imp.name] = imp.type
     funcs.extend(_wasi.host_functions(wasi, output, max_output_bytes=64 * max_message_bytes))
@@ -576,6 +591,51 @@ def _keys_function(name: str, slot: KeySlot, module: str = KEYS) -> HostFunc:
             ) from None
 
     return HostFunc(module, name, KEYS_TYPES[kind], digest)
+
+
+#: ``http.send``'s answer when the call may send no request (no credential, or the plugin's
+#: manifest declares no ``[http]``).
+_NO_HTTP: Final = _msgpack.packb(
+    {
+        "error": {
+            "code": "no-credential",
+            "message": "this call cannot send HTTP requests: the action has no credential, or "
+            "plugin.toml declares no [http] hosts and auth",
+        }
+    }
+)
+
+
+def _http_function(slot: KeySlot) -> HostFunc:
+    """``http.send`` for a core module: the request's bytes to the current call's handler
+    (:attr:`KeyRing.http`), its answer placed in the guest's memory by ``cabi_realloc``."""
+
+    def send(memory: Memory, ptr: int, length: int, ret: int) -> None:
+        ptr &= _M32
+        length &= _M32
+        try:
+            data = memory.read(ptr, length)
+        except PluginABIError:
+            raise PluginABIError(
+                f"the request at {ptr:#x} ({length} bytes) of an http.send call is outside memory"
+            ) from None
+        ring = slot.ring
+        handler = ring.http if ring is not None else None
+        out = _NO_HTTP if handler is None else handler(data)
+        realloc = slot.realloc
+        if realloc is None:
+            raise PluginABIError(f"http.send: the module exports no `{REALLOC}`")
+        at = (realloc(0, 0, 1, len(out)) or 0) & _M32
+        try:
+            memory.write(at, out)
+            memory.write(ret & _M32, _PAIR.pack(at, len(out)))
+        except PluginABIError:
+            raise PluginABIError(
+                f"http.send: {REALLOC} returned {at:#x} for {len(out)} bytes, or the return "
+                f"pointer {ret & _M32:#x} is outside the guest's memory"
+            ) from None
+
+    return HostFunc(HTTP, HTTP_SEND, HTTP_TYPE, send)
 
 
 # --- responses ---------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from vultrino.runtime.engine import (
     ModuleShape,
 )
 from vultrino.runtime.engine import Engine as EngineAdapter
-from vultrino.runtime.wit import KEYS_MODULES, REALLOC, WIT_FILE
+from vultrino.runtime.wit import HTTP, KEYS_MODULES, REALLOC, WIT_FILE
 
 __all__ = ["MAX_INSTANCES", "MAX_WAITING", "PluginModule", "WasmRuntime"]
 
@@ -562,7 +562,11 @@ class PluginModule:
             if runtime.capabilities.fused_call and self.abi == 2
             else None
         )
-        slot = abi.KeySlot() if any(i.module in KEYS_MODULES for i in self._shape.imports) else None
+        slot = (
+            abi.KeySlot()
+            if any(i.module in KEYS_MODULES or i.module == HTTP for i in self._shape.imports)
+            else None
+        )
         host, output = abi.host_functions(
             self._shape,
             plog,

@@ -11,11 +11,12 @@ Two spellings of the same items exist: a *component* names an interface
 :data:`POST_EXECUTE_EXPORT`, :data:`REALLOC`).
 
 Versions: the file is at :data:`VERSION` (1.3.0, which adds OpenPGP keys and signature checks
-to :data:`KEYS`; 1.2.0 added the :data:`KEYS` interface; 1.1.0 added :data:`EXECUTE_TEXT`);
-plugins built for an older version in :data:`VERSIONS` keep running. Names that differ by
-version come as tuples, newest first (:data:`HOSTS`, :data:`HANDLERS`, :data:`EXECUTE_EXPORTS`,
-:data:`POST_EXECUTE_EXPORTS`, :data:`KEYS_MODULES`); the 1.0.0, 1.1.0 and 1.2.0 worlds are
-kept as they were in :data:`WIT_FILE_1_0`, :data:`WIT_FILE_1_1` and :data:`WIT_FILE_1_2`.
+to :data:`KEYS` and the :data:`HTTP` interface; 1.2.0 added the :data:`KEYS` interface; 1.1.0
+added :data:`EXECUTE_TEXT`); plugins built for an older version in :data:`VERSIONS` keep
+running. Names that differ by version come as tuples, newest first (:data:`HOSTS`,
+:data:`HANDLERS`, :data:`EXECUTE_EXPORTS`, :data:`POST_EXECUTE_EXPORTS`, :data:`KEYS_MODULES`);
+the 1.0.0, 1.1.0 and 1.2.0 worlds are kept as they were in :data:`WIT_FILE_1_0`,
+:data:`WIT_FILE_1_1` and :data:`WIT_FILE_1_2`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ __all__ = [
     "HANDLERS",
     "HOST",
     "HOSTS",
+    "HTTP",
+    "HTTP_ERRORS",
+    "HTTP_SEND",
+    "HTTP_VERSION",
     "KEYS",
     "KEYS_FUNCTIONS",
     "KEYS_MODULES",
@@ -156,3 +161,20 @@ def keys_functions(module: str) -> dict[str, str]:
         for name, kind in KEYS_FUNCTIONS.items()
         if order[KEYS_SINCE[name]] <= order[version]
     }
+
+
+#: The interface of HTTP requests the host authenticates (since 1.3.0): ``send: func(request:
+#: list<u8>) -> list<u8>``, MessagePack both ways; a core module imports ``send`` from
+#: :data:`HTTP` with the lowering ``(ptr, len, retptr) -> ()``.
+HTTP_VERSION: Final = "1.3.0"
+HTTP: Final = f"{PACKAGE}/http@{HTTP_VERSION}"
+HTTP_SEND: Final = "send"
+#: The ``code`` of an ``{"error": ...}`` answer of ``send``.
+HTTP_ERRORS: Final = (
+    "no-credential",
+    "unknown-auth",
+    "host-not-declared",
+    "denied",
+    "invalid-request",
+    "failed",
+)

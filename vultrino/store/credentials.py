@@ -169,6 +169,10 @@ class Credential:
     #: good, for a record written before ids existed) and kept by every change; it names the
     #: credential wherever an alias does
     id: str = ""
+    #: the fields its plugin kept in the host (``access = "host"``) when it was stored: they
+    #: stay host-only for this credential whatever a later manifest of that plugin says, and a
+    #: change of the credential only ever adds to them
+    host_fields: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(str(k) for k in self.fields)) if _is_dict(self.fields) else "?"
@@ -229,6 +233,7 @@ def _copy_credential(cred: Credential) -> Credential:
         version_since=cred.version_since,
         version_changed=list(cred.version_changed),
         id=cred.id,
+        host_fields=list(cred.host_fields),
     )
 
 
@@ -367,6 +372,7 @@ def _validated(cred: object) -> Credential:
     state = _check_str_dict(cred.state, f"the state of {alias!r}")
     allow = _check_str_list(cred.allow, f"the allow list of {alias!r}")
     secret = _check_str_list(cred.secret_fields, f"secret_fields of {alias!r}")
+    host = _check_str_list(cred.host_fields, f"host_fields of {alias!r}")
     created = _check_timestamp(cred.created_at, f"created_at of {alias!r}")
     updated = _check_timestamp(cred.updated_at, f"updated_at of {alias!r}")
     _check_packable(fields, f"field of {alias!r}")
@@ -412,6 +418,7 @@ def _validated(cred: object) -> Credential:
         version_changed=changed,
         kept=kept,
         id=cred.id,
+        host_fields=host,
     )
 
 
@@ -474,6 +481,8 @@ def _encode_record(c: Credential) -> dict[str, Any]:
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
+    if c.host_fields:  # written only when there are some: other records are as they were
+        rec["host_fields"] = c.host_fields
     # Written only once a credential has been rotated: a record that never was is
     # byte for byte the format it always was.
     if c.version != 1 or c.version_since or c.version_changed or c.kept:
@@ -649,6 +658,11 @@ def decode_all(
             cred.id = stored_id
         else:
             raise corrupt(f"record {index} has a malformed id")
+        host = rec.get("host_fields")
+        if host is not None:
+            if not (isinstance(host, list) and _all_str(host)):
+                raise corrupt(f"record {index} has malformed host_fields")
+            cred.host_fields = host
         if "version" in rec:  # a rotated credential (older stores have none)
             number = rec.get("version")
             since = rec.get("version_since", "")
@@ -1273,6 +1287,8 @@ class CredentialStore:
             new = _validated(wanted)
             new.alias, new.type, new.created_at = old.alias, old.type, old.created_at
             new.id = old.id
+            # a field once kept in the host stays there: no change hands it to a plugin
+            new.host_fields = sorted(set(old.host_fields) | set(new.host_fields))
             now = _now()
             new.updated_at = now
             if rotate:

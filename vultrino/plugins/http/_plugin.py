@@ -43,8 +43,8 @@ from vultrino.errors import (
     ParameterError,
     VultrinoError,
 )
-from vultrino.plugins.base import STREAM_PARAM as _STREAM
 from vultrino.plugins.base import (
+    HTTP_AUTH_SCHEMES,
     ActionResult,
     ActionSpec,
     CredentialTypeSpec,
@@ -58,6 +58,7 @@ from vultrino.plugins.base import (
     Streaming,
     ToolSpec,
 )
+from vultrino.plugins.base import STREAM_PARAM as _STREAM
 
 if TYPE_CHECKING:  # vultrino._net (and httpx, ~0.5 s to import) loads on the first request
     from collections.abc import Iterable, Iterator
@@ -75,6 +76,10 @@ TOKEN_REFRESH_MARGIN = 300.0  # the original Vultrino's; per credential: refresh
 MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _OAUTH_FETCH = "oauth2 token request"
+HMAC_KEY_HEADER = "X-MBX-APIKEY"  # Binance's; the original Vultrino's default
+HMAC_RECV_WINDOW = 5000
+HMAC_MAX_RECV_WINDOW = 60000
+_HMAC_PARAMS = ("timestamp", "recvWindow", "signature")
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUERY_NAME_RE = re.compile(r"[^\s&=#]+")
@@ -245,12 +250,40 @@ def _manifest() -> PluginManifest:
                 _EXTRA_HEADERS,
             ),
         ),
+        CredentialTypeSpec(
+            name="hmac_api_key",
+            display_name="Exchange API key (HMAC-signed)",
+            description="An exchange-style key pair (Binance and alike): each request gets "
+            "timestamp and recvWindow, its query sorted and signed with HMAC-SHA256 of the "
+            "secret (signature=), and the key in a header. HTTPS only",
+            fields=(
+                FieldSpec("api_key", "API key", "password", required=True, secret=True),
+                FieldSpec("api_secret", "API secret", "password", required=True, secret=True),
+                FieldSpec(
+                    "header_name",
+                    "Key header",
+                    default=HMAC_KEY_HEADER,
+                    help_text="Header that carries the API key",
+                    validation_pattern=_TOKEN_RE.pattern,
+                ),
+                FieldSpec(
+                    "recv_window",
+                    "recvWindow (ms)",
+                    "number",
+                    default=HMAC_RECV_WINDOW,
+                    help_text="How many milliseconds after its timestamp the server accepts "
+                    f"a request (1 to {HMAC_MAX_RECV_WINDOW})",
+                ),
+                _EXTRA_HEADERS,
+            ),
+        ),
     )
     request = ActionSpec(
         name="request",
         description="Send an HTTP request authenticated with the credential. Only URLs in the "
-        "credential's allowlist are allowed. Returns {status, headers, body, body_encoding "
-        "('text' or 'base64'), elapsed_ms, url}.",
+        "credential's allowlist are allowed (an hmac_api_key credential: HTTPS only, its query "
+        "signed). Returns {status, headers, body, body_encoding ('text' or 'base64'), "
+        "elapsed_ms, url}.",
         credential_type=None,
         credential_types=tuple(t.name for t in types),
         audited=("method", "url"),
@@ -316,6 +349,7 @@ def _manifest() -> PluginManifest:
 
 MANIFEST = _manifest()
 _TYPES = frozenset(t.name for t in MANIFEST.credential_types)
+assert set(HTTP_AUTH_SCHEMES) == _TYPES
 
 # --- request model ---------------------------------------------------------------------------
 
@@ -504,6 +538,8 @@ class HttpPlugin:
             raise TypeError("the stream parameter is the pipeline's Streaming")  # never a caller's
         if stream is not None and stream.body is not None and req.body is not None:
             raise _param_error("a streamed body and a body parameter cannot both be given")
+        if credential.type == "hmac_api_key":
+            req = _hmac_query(req, credential.fields, self._clock())
         if bound is None or bound.view is not credential:
             bound = _Bound.of(credential)
         allow = bound.allowlist()
@@ -515,6 +551,8 @@ class HttpPlugin:
         state, new_state = self._current_state(credential, key)
         try:
             auth = self._authenticate(credential, state, deadline, allow, force=False)
+            if credential.type == "hmac_api_key":
+                auth.query.append(("signature", _hmac_signature(req, credential.fields)))
             new_state = auth.new_state or new_state
             response, final = self._exchange(req, auth, allow, deadline, stream)
             replayable = stream is None or stream.body is None
@@ -790,6 +828,10 @@ class HttpPlugin:
             token = _text(fields, "token")
             auth.secrets.append(token)
             own.append(("Authorization", f"Bearer {token}"))
+        elif cred.type == "hmac_api_key":
+            key = _text(fields, "api_key")
+            auth.secrets += [key, _text(fields, "api_secret")]
+            own.append((_text(fields, "header_name") or HMAC_KEY_HEADER, key))
         elif cred.type == "basic_auth":
             user, password = _text(fields, "username"), _text(fields, "password")
             pair = f"{user}:{password}"
@@ -1230,16 +1272,20 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
     if type_name not in _TYPES:
         raise _invalid(f"the http plugin has no credential type {type_name!r}")
     _parse_extra_headers(fields.get("extra_headers"))
-    required = {
-        "api_key": ("key",),
-        "bearer": ("token",),
-        "basic_auth": ("username", "password"),
-        "oauth2": ("token_url", "client_id"),
-    }[type_name]
+    required = HTTP_AUTH_SCHEMES[type_name]
     for name in required:
         if not _text(fields, name):
             raise _invalid(f"{type_name} credential: field {name!r} is required")
-    for name in ("key", "token", "password", "prefix", "client_id", "client_secret"):
+    for name in (
+        "key",
+        "token",
+        "password",
+        "prefix",
+        "client_id",
+        "client_secret",
+        "api_key",
+        "api_secret",
+    ):
         if _header_value_problem(_text(fields, name)):
             raise _invalid(f"{type_name} credential: field {name!r} must be ASCII on one line")
     if type_name == "api_key":
@@ -1249,6 +1295,11 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
         param = _text(fields, "query_param")
         if param and not _QUERY_NAME_RE.fullmatch(param):
             raise _invalid(f"api_key credential: {param!r} is not a usable query parameter name")
+    if type_name == "hmac_api_key":
+        header = _text(fields, "header_name")
+        if header and (not _TOKEN_RE.fullmatch(header) or header.lower() in _FORBIDDEN_HEADERS):
+            raise _invalid(f"hmac_api_key credential: {header!r} is not a usable header name")
+        _recv_window(fields)
     if type_name == "basic_auth" and ":" in _text(fields, "username"):
         raise _invalid("basic_auth credential: the username cannot contain ':'")
     if type_name == "oauth2":
@@ -1281,6 +1332,62 @@ def _check_credential_fields(type_name: str, fields: Mapping[str, Any]) -> None:
                 "oauth2 credential: refresh_margin is the seconds before expiry a token is "
                 "renewed: a number from 0 to 86400"
             )
+
+
+def _recv_window(fields: Mapping[str, Any]) -> int:
+    """The credential's recvWindow in milliseconds (default :data:`HMAC_RECV_WINDOW`)."""
+    value = fields.get("recv_window")
+    if value is None or value == "":
+        return HMAC_RECV_WINDOW
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != int(value)
+        or not 1 <= value <= HMAC_MAX_RECV_WINDOW
+    ):
+        raise _invalid(
+            "hmac_api_key credential: recv_window is the milliseconds a signed request stays "
+            f"valid: a whole number from 1 to {HMAC_MAX_RECV_WINDOW}"
+        )
+    return int(value)
+
+
+def _hmac_query(req: _Request, fields: Mapping[str, Any], now: float) -> _Request:
+    """``req`` as an exchange-signed request is sent, but for its signature: HTTPS (plain
+    http only to loopback), and a query of every parameter (the URL's and ``query``'s) plus
+    ``timestamp`` (milliseconds) and ``recvWindow``, sorted by name and percent-encoded. The
+    signature is computed over exactly that string (:func:`_hmac_signature`)."""
+    url = req.url
+    if url.scheme != "https" and not _is_loopback(url.host):
+        raise AccessDeniedError(
+            f"refused {url.display}: an hmac_api_key credential signs requests over https "
+            "only (plain http only to localhost / 127.0.0.1 / ::1)",
+            plugin=PLUGIN_NAME,
+        )
+    pairs: list[tuple[str, str]] = []
+    for piece in url.query.split("&"):
+        if piece:
+            name, _, value = piece.partition("=")
+            pairs.append((unquote_plus(name), unquote_plus(value)))
+    taken = sorted({n for n, _ in pairs} & set(_HMAC_PARAMS))
+    if taken:
+        raise _param_error(
+            f"query parameter {taken[0]!r} is set by Vultrino for an hmac_api_key credential "
+            "(timestamp, recvWindow and signature); remove it"
+        )
+    pairs += [("timestamp", str(int(now * 1000))), ("recvWindow", str(_recv_window(fields)))]
+    pairs.sort(key=lambda p: p[0])  # stable: repeated names keep their order
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    return _Request(req.method, url.with_query(query), req.headers, req.body, req.timeout)
+
+
+def _hmac_signature(req: _Request, fields: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 (hex) of the query string followed by the body, as Binance documents it
+    (``totalParams`` is the query string concatenated with the request body)."""
+    import hmac
+
+    total = req.url.query.encode("ascii") + (req.body or b"")
+    return hmac.new(_text(fields, "api_secret").encode("utf-8"), total, "sha256").hexdigest()
 
 
 def _token_url(fields: Mapping[str, Any]) -> NormalizedURL:

@@ -33,7 +33,7 @@ PYTHON_PDK = "sdk/python"
 WIT = "wit/vultrino-plugin.wit"
 #: The first-party plugins that ship prebuilt (Rust, in the Cargo workspace). ``aws-sigv4`` is
 #: first-party too, but ships as Python source only and is built on install.
-FIRST_PARTY = ("ecdsa", "hmac", "jwt", "pgp", "totp")
+FIRST_PARTY = ("ecdsa", "github", "hmac", "jwt", "pgp", "totp")
 
 
 def shipped(relpath: str, marker: str | None = None) -> Path | None:

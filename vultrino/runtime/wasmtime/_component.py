@@ -76,6 +76,8 @@ from vultrino.runtime.wit import (
     HANDLERS,
     HOST,
     HOSTS,
+    HTTP,
+    HTTP_SEND,
     KEY_FORMATS,
     KEYS,
     KEYS_FUNCTIONS,
@@ -205,11 +207,14 @@ class WasmtimeComponentEngine:
             if name in KEYS_MODULES:
                 problems.extend(self._check_keys(item, name))
                 continue
+            if name == HTTP:
+                problems.extend(self._check_http(item))
+                continue
             match = _WASI_IMPORT.match(name)
             if match is None or match["pkg"] not in ALLOWED_WASI:
                 problems.append(
                     f"import `{name}` is not provided by Vultrino (a component may import only "
-                    f"`{HOST}`, `{KEYS}` and WASI 0.2 interfaces of "
+                    f"`{HOST}`, `{KEYS}`, `{HTTP}` and WASI 0.2 interfaces of "
                     + ", ".join(f"wasi:{p}" for p in ALLOWED_WASI)
                     + ")"
                 )
@@ -254,6 +259,22 @@ class WasmtimeComponentEngine:
                     )
             elif name != LOG_LEVEL:
                 problems.append(f"import `{host}`.`{name}` is not provided by Vultrino")
+        return problems
+
+    def _check_http(self, item: Any) -> list[str]:
+        """``http.send: func(request: list<u8>) -> list<u8>``, and nothing else."""
+        funcs, problems = self._funcs(item, HTTP)
+        for name, ty in funcs.items():
+            params = ty.params if isinstance(ty, wc.FuncType) else None
+            if name != HTTP_SEND:
+                problems.append(f"import `{HTTP}`.`{name}` is not provided by Vultrino")
+            elif not (
+                params is not None
+                and len(params) == 1
+                and _is_bytes(params[0][1])
+                and _is_bytes(ty.result)
+            ):
+                problems.append(f"import `{HTTP}`.`{name}` does not have the type of {WIT_FILE}")
         return problems
 
     def _check_keys(self, item: Any, module: str) -> list[str]:
@@ -405,6 +426,11 @@ class ComponentSession(abi.Session):
                 with linker.root() as root, root.add_instance(module) as keys:
                     for fn in keys_functions(module):
                         keys.add_func(fn, self._keys_func(fn, slot))
+            if HTTP in imported:
+                if self.keys is None:
+                    self.keys = KeySlot()
+                with linker.root() as root, root.add_instance(HTTP) as http:
+                    http.add_func(HTTP_SEND, self._http_func(self.keys))
             self._inst = linker.instantiate(store, component)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             self._ticket()
@@ -513,6 +539,20 @@ class ComponentSession(abi.Session):
                 raise wasmtime.WasmtimeError(f"host keys.{name} failed") from None
 
         return run
+
+    def _http_func(self, slot: KeySlot) -> Callable[..., bytes]:
+        """``http.send`` for a component: the current call's handler, bytes in and out."""
+
+        def send(store: Any, data: Any) -> bytes:
+            try:
+                ring = slot.ring
+                handler = ring.http if ring is not None else None
+                return abi._NO_HTTP if handler is None else handler(bytes(data))
+            except BaseException as exc:
+                self._pending = exc
+                raise wasmtime.WasmtimeError("host http.send failed") from None
+
+        return send
 
     # -- calls --
 

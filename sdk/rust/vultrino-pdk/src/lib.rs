@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 
+pub mod http;
 pub mod keys;
 
 /// Use as the parameter type of an action that takes none.
