@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ def test_a_modified_row_is_refused_and_a_wrong_password_too(pg_url: str) -> None
         conn.execute(
             "UPDATE vultrino_records SET sealed = %s WHERE id = %s", (rows[1][1], rows[0][0])
         )
-    with pytest.raises(StoreCorruptError, match="not the record its id names"):
+    with pytest.raises(StoreCorruptError, match="rows were changed"):
         open_store(pg_url, PASSWORD)
 
 
@@ -320,3 +321,79 @@ def test_the_web_admin_password_is_sealed_in_a_row_every_process_sees(
         assert not again.has_admin_password()
     with open_store(pg_url, PASSWORD) as last:
         assert not last.has_admin_password()
+
+
+def _tamper(pg_url: str, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """What a database writer without the password can do: change rows, then bump the revision
+    and NOTIFY as a replica's write would, so every open store reloads."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        for sql, params in statements:
+            conn.execute(sql, params)  # type: ignore[arg-type]
+        rev = conn.execute(
+            "UPDATE vultrino_store SET revision = revision + 1 RETURNING revision"
+        ).fetchone()
+        assert rev is not None
+        conn.execute("SELECT pg_notify('vultrino_store', %s)", (str(rev[0]),))
+
+
+TAMPERED = "rows were changed, deleted, added or put back"
+
+
+def test_a_row_put_back_or_deleted_by_a_database_writer_is_refused(
+    pg_url: str, isolated_home: Path
+) -> None:
+    """Each row is sealed on its own, so without a check over the set of rows a writer without
+    the password could put back a row removed earlier (a revoked API key, a removed
+    credential, a role before it was narrowed) or delete one, and every replica took it."""
+    import psycopg
+
+    def rows() -> list[tuple[bytes, bytes, int]]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return [tuple(r) for r in conn.execute("SELECT * FROM vultrino_records").fetchall()]
+
+    put_back = (
+        "INSERT INTO vultrino_records (id, sealed, revision) VALUES (%s, %s, %s) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("kept"))
+        store.add(_cred("removed-later"))
+        store.put_key({"id": "k1", "name": "ci", "role": "reader", "hash": "h1"})
+    before = rows()
+    with open_store(pg_url, PASSWORD) as replica:
+        with open_store(pg_url, PASSWORD) as admin:
+            admin.remove("removed-later")
+            admin.remove_key("k1")
+        assert [c.alias for c in replica.credentials()] == ["kept"]
+        assert replica.key_records() == []
+        after = rows()
+        # the writer puts the removed credential's and the revoked key's rows back
+        _tamper(pg_url, *((put_back, row) for row in before))
+        with pytest.raises(StoreCorruptError, match=TAMPERED):
+            deadline = time.monotonic() + 5  # a running replica reloads on the NOTIFY: refused
+            while time.monotonic() < deadline:
+                assert [c.alias for c in replica.credentials()] == ["kept"]
+                time.sleep(0.01)
+    with pytest.raises(StoreCorruptError, match=TAMPERED):
+        open_store(pg_url, PASSWORD)  # and so does one that starts
+    # the genuine rows again: the store opens
+    _tamper(pg_url, ("DELETE FROM vultrino_records", ()), *((put_back, row) for row in after))
+    with open_store(pg_url, PASSWORD) as store:
+        assert [c.alias for c in store.credentials()] == ["kept"]
+    # a row deleted (a credential silently gone) is refused the same way
+    _tamper(pg_url, ("DELETE FROM vultrino_records", ()))
+    with pytest.raises(StoreCorruptError, match=TAMPERED):
+        open_store(pg_url, PASSWORD)
+    listed = subprocess.run(  # the real CLI says so, with the store's exit code
+        [sys.executable, "-m", "vultrino", "list"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VULTRINO_HOME": str(isolated_home),
+             "VULTRINO_STORE_URL": pg_url, "VULTRINO_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 3, listed.stderr
+    assert TAMPERED in listed.stderr

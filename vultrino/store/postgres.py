@@ -6,8 +6,10 @@ one sealed row per credential, agent profile or role, API key record and audit s
 
 ``vultrino_store``
     one row: ``seal``, a 58-byte store header (magic, format, Argon2id parameters, salt, a
-    nonce) and the secretbox of a copy of that header under the password-derived key (a wrong
-    password fails to open it), and ``revision``, bumped by every write.
+    nonce, new on every write) and the secretbox of a copy of that header and of a digest of
+    every record row (ids and sealed bytes) under the password-derived key (a wrong password
+    fails to open it; a row deleted, added or put back by someone without it fails the
+    digest), and ``revision``, bumped by every write.
 ``vultrino_records``
     ``id``, a keyed BLAKE2b of the record's kind and name (so names stay sealed too);
     ``sealed``, a header and the secretbox of the record, its kind and its name; ``revision``,
@@ -53,7 +55,7 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.store import _sealing
-from vultrino.store._sealing import FORMAT_OFFSET, Header, KdfParams, StoreKey, Unauthentic
+from vultrino.store._sealing import Header, KdfParams, StoreKey, Unauthentic
 from vultrino.store.credentials import (
     Credential,
     CredentialStore,
@@ -141,6 +143,7 @@ class _Rows:
 
     def __init__(self) -> None:
         self.plain: dict[bytes, bytes] = {}
+        self.hashes: dict[bytes, bytes] = {}  # row id -> SHA-256 of its sealed bytes
 
 
 def _row_key(key: bytearray) -> bytes:
@@ -173,8 +176,28 @@ def _bucket_id(bucket: str) -> bytes:
     return hashlib.blake2b(bucket.encode(), digest_size=20, person=b"vultrino-rate").digest()
 
 
-def _check_plaintext(header: Header) -> bytes:
-    return packb({"header": header.raw, "backend": "postgresql"})
+def _rows_digest(hashes: Mapping[bytes, bytes]) -> bytes:
+    """The digest of a set of rows (their ids and the SHA-256 of their sealed bytes), which
+    the header row seals: a row deleted, added, or put back from an earlier write changes it."""
+    h = hashlib.sha256(b"vultrino rows\0")
+    for row_id in sorted(hashes):
+        h.update(row_id + hashes[row_id])
+    return h.digest()
+
+
+def _check_plaintext(header: Header, rows: bytes) -> bytes:
+    return packb({"header": header.raw, "backend": "postgresql", "rows": rows})
+
+
+def _sealed_rows(plaintext: bytes) -> bytes | None:
+    """The rows digest a header row's sealed check holds (None: one written before it held
+    one, which the next write adds)."""
+    try:
+        check = unpackb(plaintext)
+    except DecodeError:
+        return None
+    rows = check.get("rows") if isinstance(check, dict) else None
+    return rows if isinstance(rows, bytes) else None
 
 
 class PostgresStore(CredentialStore):
@@ -233,7 +256,7 @@ class PostgresStore(CredentialStore):
         salt = _sealing.new_salt()
         key = _sealing.derive_key(bytes(pw), salt, params)
         header = _sealing.new_header(params, salt)
-        seal = _sealing.seal_box(key, header, _check_plaintext(header))
+        seal = _sealing.seal_box(key, header, _check_plaintext(header, _rows_digest({})))
         where = redact_url(url)
         pool = cls._pool_for(url)
         try:
@@ -517,9 +540,19 @@ class PostgresStore(CredentialStore):
                     "command again"
                 )
             key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
+        sealed = [(bytes(r[2]), bytes(r[3])) for r in rows if r[2]]
+        hashes = {row_id: hashlib.sha256(data).digest() for row_id, data in sealed}
         try:
-            _sealing.open_box(key, header, seal)
-            decoded = self._decode(key, header, [(bytes(r[2]), bytes(r[3])) for r in rows if r[2]])
+            check = _sealing.open_box(key, header, seal)
+            want = _sealed_rows(check)
+            if want is not None and not hmac.compare_digest(want, _rows_digest(hashes)):
+                raise StoreCorruptError(
+                    f"the store in {self._where} fails its integrity check: rows were changed, "
+                    "deleted, added or put back from an earlier copy since a process holding the "
+                    "password last wrote it (someone wrote to the database directly); restore "
+                    "the database from a backup"
+                )
+            decoded = self._decode(key, header, sealed)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -546,6 +579,7 @@ class PostgresStore(CredentialStore):
         self._audit_key = audit_key
         self._admin_hash = admin_hash
         self._rows.plain = plain
+        self._rows.hashes = hashes
         self._db_revision = revision
         self._revision += 1
         self._sorted = None
@@ -642,9 +676,9 @@ class PostgresStore(CredentialStore):
         keys = self._api_keys if api_keys is None else api_keys
         fmt = document_format(profiles, keys)
         rekey = salt != self._header.salt or params != self._header.kdf
-        header = self._header
-        if rekey or fmt != header.raw[FORMAT_OFFSET]:
-            header = _sealing.new_header(params, salt, fmt)
+        # a new header (a fresh nonce) every write: the header row seals the digest of the
+        # rows this write leaves, and a nonce is never used twice under one key
+        header = _sealing.new_header(params, salt, fmt)
         row_key = _row_key(key)
         wanted: dict[bytes, tuple[str, str, Any]] = {}
         for alias, cred in records.items():
@@ -670,24 +704,19 @@ class PostgresStore(CredentialStore):
             (row_id, self._seal_row(key, header, kind, name, body))
             for row_id, kind, name, body in changed
         ]
+        hashes = {r: h for r, h in self._rows.hashes.items() if r in plain and not rekey}
+        hashes.update((row_id, hashlib.sha256(data).digest()) for row_id, data in sealed_rows)
+        seal = _sealing.seal_box(key, header, _check_plaintext(header, _rows_digest(hashes)))
         with (
             self._mapped(self._where, "writing the store"),
             self._pool.connection() as conn,
             conn.transaction(),
         ):
-            if header is self._header:
-                cur = conn.execute(
-                    "UPDATE vultrino_store SET revision = revision + 1 "
-                    "WHERE id = 1 AND revision = %s RETURNING revision",
-                    (self._db_revision,),
-                )
-            else:
-                seal = _sealing.seal_box(key, header, _check_plaintext(header))
-                cur = conn.execute(
-                    "UPDATE vultrino_store SET revision = revision + 1, seal = %s "
-                    "WHERE id = 1 AND revision = %s RETURNING revision",
-                    (seal, self._db_revision),
-                )
+            cur = conn.execute(
+                "UPDATE vultrino_store SET revision = revision + 1, seal = %s "
+                "WHERE id = 1 AND revision = %s RETURNING revision",
+                (seal, self._db_revision),
+            )
             got = cur.fetchone()
             if got is None:
                 raise _Conflict
@@ -713,6 +742,7 @@ class PostgresStore(CredentialStore):
         self._api_keys = keys
         self._admin_hash = admin_hash
         self._rows.plain = plain
+        self._rows.hashes = hashes
         self._db_revision = revision
         self._revision += 1
         self._sorted = None
