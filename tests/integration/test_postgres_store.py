@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,62 @@ def test_a_row_put_back_or_deleted_by_a_database_writer_is_refused(
     )  # fmt: skip
     assert listed.returncode == 3, listed.stderr
     assert TAMPERED in listed.stderr
+
+
+def test_a_database_that_stops_answering_fails_calls_instead_of_hanging_them() -> None:
+    """A database that keeps its connections open but answers nothing (a hung server, a
+    network that drops packets: here every PostgreSQL process is SIGSTOPped) held a call's
+    rate-limit token, its audit record and a held call's approval poll for ever: psycopg
+    waits on the socket with no bound. Each now fails with StoreUnavailableError."""
+    from tests.pgcluster import start_cluster
+    from vultrino.store.pg_approvals import ApprovalTable
+    from vultrino.store.pg_audit import AuditTable
+
+    cluster = start_cluster()  # a cluster of its own: this test freezes it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            audit = AuditTable(url)
+            approvals = ApprovalTable(url)
+            store.take_token("agent:bot", 5, 60.0)  # every pool holds a connection now
+            audit.append(action="warm")
+            approvals.hold("a1", {"plugin": "p", "action": "x", "summary": "s"}, 60.0)
+            cluster.freeze()
+            try:
+                outcomes: dict[str, BaseException | None] = {}
+
+                def attempt(name: str, fn: Callable[[], object]) -> None:
+                    try:
+                        fn()
+                        outcomes[name] = None
+                    except BaseException as exc:  # what the call saw
+                        outcomes[name] = exc
+
+                calls: dict[str, Callable[[], object]] = {
+                    "token": lambda: store.take_token("agent:bot", 5, 60.0),
+                    "audit": lambda: audit.append(action="frozen"),
+                    "approval": lambda: approvals.decision("a1"),
+                }
+                threads = [
+                    threading.Thread(target=attempt, args=(n, f), daemon=True)
+                    for n, f in calls.items()
+                ]
+                for t in threads:
+                    t.start()
+                end = time.monotonic() + 60  # far above the statement wait: no speed check
+                for t in threads:
+                    t.join(max(end - time.monotonic(), 0))
+                assert set(outcomes) == set(calls), f"still waiting: {set(calls) - set(outcomes)}"
+                for name, exc in outcomes.items():
+                    assert isinstance(exc, StoreUnavailableError), (name, exc)
+                    assert "did not answer" in str(exc) and PASSWORD not in str(exc)
+            finally:
+                cluster.thaw()
+            # the database answers again: the same objects work without a restart
+            assert store.take_token("agent:bot", 5, 60.0) == 0.0
+            audit.append(action="after")
+            assert approvals.decision("a1") is None
+            audit.close()
+            approvals.close()
+    finally:
+        cluster.remove()

@@ -35,8 +35,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -66,13 +70,22 @@ from vultrino.store.credentials import (
     document_format,
 )
 
-__all__ = ["CHANNEL", "PLUGIN_MAC_FIELDS", "PostgresStore", "redact_url"]
+__all__ = [
+    "CHANNEL",
+    "PLUGIN_MAC_FIELDS",
+    "STATEMENT_WAIT_S",
+    "PostgresStore",
+    "guarded",
+    "redact_url",
+]
 
 CHANNEL = "vultrino_store"
 CONNECT_TIMEOUT_S = 5  # how long opening a connection may take before the database is "down"
 POOL_WAIT_S = 2.0  # how long a call waits for a pooled connection (a database down: fail)
 WRITE_RETRIES = 64  # optimistic writes lost to other writers before giving up
 LISTEN_POLL_S = 1.0  # the listener re-reads the revision this often (a missed NOTIFY)
+STATEMENT_WAIT_S = 5.0  # how long a call's statement may go unanswered before it fails
+_WATCH_TICK_S = 0.25  # how often the watchdog looks for overdue statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vultrino_store (
@@ -132,6 +145,78 @@ def redact_url(url: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class _Overran(Exception):  # noqa: N818 - mapped to StoreUnavailableError by _mapped
+    """A guarded statement got no answer in its wait, and its connection was cut."""
+
+
+class _Watchdog:
+    """Bounds how long a statement waits for the database. psycopg waits on the socket with
+    no limit, so a database that keeps a connection open but answers nothing (a hung server,
+    a network that drops packets) would hold the call for ever; one thread cuts (shuts down)
+    the socket of a connection whose guarded block overran its wait, psycopg then fails the
+    statement, and the pool drops the connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
+        self._fired: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        token = next(self._tokens)
+        with self._lock:
+            self._armed[token] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="vultrino-pg-watchdog", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        except psycopg.Error:
+            if token in self._fired:
+                raise _Overran from None
+            raise
+        finally:
+            with self._lock:  # once disarmed, the connection is never cut (the pool reuses it)
+                self._armed.pop(token, None)
+                fired = token in self._fired
+                self._fired.discard(token)
+        if fired:
+            raise _Overran
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                for token, (deadline, conn) in self._armed.items():
+                    if deadline <= now and token not in self._fired:
+                        self._fired.add(token)
+                        _cut(conn)
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut the connection's socket down under psycopg (which then sees it closed)."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def guarded(conn: psycopg.Connection[Any], seconds: float = STATEMENT_WAIT_S) -> Any:
+    """A context manager: the statements run in it fail (StoreUnavailableError, through
+    :meth:`PostgresStore._mapped`) when the database has not answered them in ``seconds``."""
+    return _WATCHDOG.guard(conn, seconds)
 
 
 class _Conflict(Exception):  # noqa: N818 - control flow inside a write, never raised out
@@ -369,6 +454,12 @@ class PostgresStore(CredentialStore):
         """psycopg's errors as the store's: the database is unreachable, or refused."""
         try:
             yield
+        except _Overran:
+            raise StoreUnavailableError(
+                f"the PostgreSQL store at {where} did not answer in {STATEMENT_WAIT_S:g} s while "
+                f"{doing}; check that the database runs and is reachable (a write may or may "
+                "not have been made: look before trying again)"
+            ) from None
         except psycopg_pool.PoolTimeout:
             raise StoreUnavailableError(
                 f"the PostgreSQL store at {where} did not answer in {POOL_WAIT_S:g} s while "
@@ -409,7 +500,8 @@ class PostgresStore(CredentialStore):
             for attempt in (1, 2):
                 with self._pool.connection() as conn:
                     try:
-                        return fn(conn)
+                        with guarded(conn):
+                            return fn(conn)
                     except psycopg.OperationalError:
                         if attempt == 2 or not conn.broken:
                             raise
@@ -784,14 +876,15 @@ class PostgresStore(CredentialStore):
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._closed.is_set():
-                        row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
+                        with guarded(conn):
+                            row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
                         if row is not None:
                             self._notified = max(self._notified, int(row[0]))
                         self._listening = True
                         for note in conn.notifies(timeout=LISTEN_POLL_S):
                             with contextlib.suppress(ValueError):
                                 self._notified = max(self._notified, int(note.payload))
-            except psycopg.Error:
+            except (psycopg.Error, _Overran):
                 self._listening = False  # until reconnected, every read asks the database
                 self._closed.wait(0.5)
         self._listening = False
