@@ -457,3 +457,29 @@ def test_a_database_that_stops_answering_fails_calls_instead_of_hanging_them() -
             approvals.close()
     finally:
         cluster.remove()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://vultrino:DB-PASSWORD-x91@[::1/vultrino",  # an unclosed IPv6 bracket
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:5432/vultrino?sslmode=required",
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:5432/vultrino?bogus=1",
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:54x/vultrino",
+    ],
+)
+def test_a_malformed_store_url_never_prints_its_password(url: str, isolated_home: Path) -> None:
+    """libpq's parse errors quote the URL they could not parse, password and all: a typo in
+    VULTRINO_STORE_URL printed the database password to the terminal and the service log."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "vultrino", "list"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VULTRINO_HOME": str(isolated_home),
+             "VULTRINO_STORE_URL": url, "VULTRINO_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 3, listed.stderr
+    assert "DB-PASSWORD-x91" not in listed.stdout + listed.stderr
+    assert "VULTRINO_STORE_URL" in listed.stderr  # it says what to check

@@ -38,6 +38,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -145,6 +146,21 @@ def redact_url(url: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _connect_reason(exc: BaseException, url: str) -> str:
+    """The driver's reason a connection to ``url`` failed, fit to print: libpq quotes the
+    part of a URL it could not parse, which may be all of it, password included, so the
+    quoted parts of a parse error are left out."""
+    text = _short(exc)
+    try:
+        _conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        text = re.sub(r'"[^"]*"', "…", text)
+        if '"' in text:  # an unbalanced quote: drop from it on
+            text = text[: text.index('"')].rstrip(" :") + " …"
+        return f"{text}; the URL is malformed"
+    return text.replace(url, redact_url(url))
 
 
 class _Overran(Exception):  # noqa: N818 - mapped to StoreUnavailableError by _mapped
@@ -432,7 +448,8 @@ class PostgresStore(CredentialStore):
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as exc:
             raise StoreUnavailableError(
-                f"cannot reach the PostgreSQL store at {where} ({_short(exc)}); check that the "
+                f"cannot reach the PostgreSQL store at {where} ({_connect_reason(exc, url)}); "
+                "check that the "
                 "database runs and that VULTRINO_STORE_URL (or [store] url in config.toml) "
                 "names it"
             ) from None
