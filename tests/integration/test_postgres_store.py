@@ -483,3 +483,31 @@ def test_a_malformed_store_url_never_prints_its_password(url: str, isolated_home
     assert listed.returncode == 3, listed.stderr
     assert "DB-PASSWORD-x91" not in listed.stdout + listed.stderr
     assert "VULTRINO_STORE_URL" in listed.stderr  # it says what to check
+
+
+def test_a_rate_bucket_does_not_name_its_agent_to_a_database_reader(
+    pg_url: str, pg_cluster: object
+) -> None:
+    """Record ids are keyed so that names stay sealed, but the rate buckets were found by an
+    unkeyed BLAKE2b of their name: whoever read the database (or a dump) could confirm a
+    guessed agent name or credential alias by hashing it."""
+    import hashlib
+
+    from tests.pgcluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    name = "agent:payroll-bot-Kq3"
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        assert store.take_token(name, 5, 60.0) == 0.0
+        with open_store(pg_url, PASSWORD) as other:  # another replica shares the bucket
+            for _ in range(4):
+                assert other.take_token(name, 5, 60.0) == 0.0
+            assert other.take_token(name, 5, 60.0) > 0
+    dump = pg_cluster.dump(pg_url)
+    guessed = hashlib.blake2b(name.encode(), digest_size=20, person=b"vultrino-rate").digest()
+    assert guessed.hex().encode() not in dump.lower()
+    assert b"payroll-bot" not in dump
+    with open_store(pg_url, PASSWORD) as store:  # still the same bucket after a reopen
+        assert store.take_token(name, 5, 60.0) > 0
+        store.rekey("a new password for the store", MIN)  # a new key: the buckets start full
+        assert store.take_token(name, 5, 60.0) == 0.0

@@ -15,7 +15,8 @@ one sealed row per credential, agent profile or role, API key record and audit s
     ``sealed``, a header and the secretbox of the record, its kind and its name; ``revision``,
     the store revision that wrote it.
 ``vultrino_rate``
-    the shared rate-limit buckets, by an unkeyed BLAKE2b of the bucket's name.
+    the shared rate-limit buckets, by a keyed BLAKE2b of the bucket's name (a subkey of the
+    password-derived key; a re-key empties the table, so every bucket starts full).
 
 The shared plugins' rows (:mod:`vultrino.store.pg_plugins`) are not secret, so they are not
 sealed, but each carries a MAC under a subkey of the same password-derived key
@@ -273,8 +274,17 @@ def _plugin_mac(plugin_key: bytes, row: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(data.encode(), key=plugin_key, person=b"vultrino-plugin").digest()
 
 
-def _bucket_id(bucket: str) -> bytes:
-    return hashlib.blake2b(bucket.encode(), digest_size=20, person=b"vultrino-rate").digest()
+def _rate_key(key: bytearray) -> bytes:
+    """The subkey that names the rate-limit buckets (never another use's key)."""
+    return hashlib.blake2b(b"rate buckets", key=bytes(key), person=b"vultrino-ratekey").digest()
+
+
+def _bucket_id(rate_key: bytes, bucket: str) -> bytes:
+    """A bucket's row id: keyed, so a bucket's name (an agent's, a credential's) cannot be
+    confirmed by hashing a guess, as with the records' ids."""
+    return hashlib.blake2b(
+        bucket.encode(), key=rate_key, digest_size=20, person=b"vultrino-rate"
+    ).digest()
 
 
 def _rows_digest(hashes: Mapping[bytes, bytes]) -> bytes:
@@ -832,6 +842,7 @@ class PostgresStore(CredentialStore):
             revision = int(got[0])
             if rekey:
                 conn.execute("DELETE FROM vultrino_records")
+                conn.execute("DELETE FROM vultrino_rate")  # named under the old key: start full
                 self._remac_plugins(conn, key)
             elif removed:
                 conn.execute("DELETE FROM vultrino_records WHERE id = ANY(%s)", (removed,))
@@ -871,8 +882,7 @@ class PostgresStore(CredentialStore):
     def take_token(self, bucket: str, count: int, period: float) -> float:
         """One token from the bucket ``bucket`` that every process on this database shares,
         taken atomically in one statement (refilled on the database's clock)."""
-        self._live_key()
-        params = (_bucket_id(bucket), count, count, period)
+        params = (_bucket_id(_rate_key(self._live_key()), bucket), count, count, period)
         row = self._read("checking a rate limit", lambda c: c.execute(_TAKE, params).fetchone())
         assert row is not None
         granted, tokens = bool(row[0]), float(row[1])
