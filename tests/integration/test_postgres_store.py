@@ -511,3 +511,37 @@ def test_a_rate_bucket_does_not_name_its_agent_to_a_database_reader(
         assert store.take_token(name, 5, 60.0) > 0
         store.rekey("a new password for the store", MIN)  # a new key: the buckets start full
         assert store.take_token(name, 5, 60.0) == 0.0
+
+
+def test_a_bogus_notify_does_not_make_every_read_ask_the_database() -> None:
+    """Any role that may connect can NOTIFY vultrino_store (NOTIFY needs no right on a
+    table). A payload far above the store's revision made every later read of every
+    replica a round trip to the database, until it restarted; now a read that finds the
+    revision unchanged lets reads answer from the cache again."""
+    import psycopg
+
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()  # a cluster of its own: this test freezes it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            store.add(_cred("one"))
+            deadline = time.monotonic() + 10
+            while not store._listening and time.monotonic() < deadline:
+                time.sleep(0.01)  # the listener is LISTENing
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("NOTIFY vultrino_store, '9000000000000000000'")
+            while store._notified < 9 * 10**18 and time.monotonic() < deadline:
+                time.sleep(0.01)  # and has heard it
+            assert store._notified == 9 * 10**18
+            assert [c.alias for c in store.credentials()] == ["one"]  # asks the database once
+            cluster.freeze()  # from here on a read that asks the database fails
+            try:
+                assert [c.alias for c in store.credentials()] == ["one"]  # from the cache
+            finally:
+                cluster.thaw()
+            store.add(_cred("two"))  # a real change still reaches the store
+            assert [c.alias for c in store.credentials()] == ["one", "two"]
+    finally:
+        cluster.remove()

@@ -627,6 +627,7 @@ class PostgresStore(CredentialStore):
         key = self._live_key()
         if not force and self._listening and self._notified <= self._db_revision:
             return
+        heard = self._notified
 
         def read(conn: psycopg.Connection[Any]) -> list[Any] | None:
             row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
@@ -644,6 +645,11 @@ class PostgresStore(CredentialStore):
 
         rows = self._read("reading the store", read)
         if rows is None:
+            # Unchanged: a notice of a newer revision was not a commit's (anyone who may
+            # connect can NOTIFY); forget it, unless another came in meanwhile, so that reads
+            # answer from the cache again instead of asking the database every time.
+            if self._notified == heard > self._db_revision:
+                self._notified = self._db_revision
             return
         if not rows:
             raise StoreNotInitializedError(f"the store in {self._where} was removed")
