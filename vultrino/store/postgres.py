@@ -87,6 +87,7 @@ POOL_WAIT_S = 2.0  # how long a call waits for a pooled connection (a database d
 WRITE_RETRIES = 64  # optimistic writes lost to other writers before giving up
 LISTEN_POLL_S = 1.0  # the listener re-reads the revision this often (a missed NOTIFY)
 STATEMENT_WAIT_S = 5.0  # how long a call's statement may go unanswered before it fails
+WRITE_WAIT_S = 30.0  # a store write's transaction (it may wait for another writer's lock)
 _WATCH_TICK_S = 0.25  # how often the watchdog looks for overdue statements
 
 _SCHEMA = """
@@ -196,7 +197,7 @@ class _Watchdog:
             yield
         except psycopg.Error:
             if token in self._fired:
-                raise _Overran from None
+                raise _Overran(seconds) from None
             raise
         finally:
             with self._lock:  # once disarmed, the connection is never cut (the pool reuses it)
@@ -204,7 +205,7 @@ class _Watchdog:
                 fired = token in self._fired
                 self._fired.discard(token)
         if fired:
-            raise _Overran
+            raise _Overran(seconds)
 
     def _watch(self) -> None:
         while True:
@@ -481,9 +482,9 @@ class PostgresStore(CredentialStore):
         """psycopg's errors as the store's: the database is unreachable, or refused."""
         try:
             yield
-        except _Overran:
+        except _Overran as exc:
             raise StoreUnavailableError(
-                f"the PostgreSQL store at {where} did not answer in {STATEMENT_WAIT_S:g} s while "
+                f"the PostgreSQL store at {where} did not answer in {exc.args[0]:g} s while "
                 f"{doing}; check that the database runs and is reachable (a write may or may "
                 "not have been made: look before trying again)"
             ) from None
@@ -835,6 +836,7 @@ class PostgresStore(CredentialStore):
         with (
             self._mapped(self._where, "writing the store"),
             self._pool.connection() as conn,
+            guarded(conn, WRITE_WAIT_S),
             conn.transaction(),
         ):
             cur = conn.execute(
