@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,7 +131,7 @@ def test_a_modified_row_is_refused_and_a_wrong_password_too(pg_url: str) -> None
         conn.execute(
             "UPDATE vultrino_records SET sealed = %s WHERE id = %s", (rows[1][1], rows[0][0])
         )
-    with pytest.raises(StoreCorruptError, match="not the record its id names"):
+    with pytest.raises(StoreCorruptError, match="rows were changed"):
         open_store(pg_url, PASSWORD)
 
 
@@ -320,3 +322,248 @@ def test_the_web_admin_password_is_sealed_in_a_row_every_process_sees(
         assert not again.has_admin_password()
     with open_store(pg_url, PASSWORD) as last:
         assert not last.has_admin_password()
+
+
+def _tamper(pg_url: str, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """What a database writer without the password can do: change rows, then bump the revision
+    and NOTIFY as a replica's write would, so every open store reloads."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        for sql, params in statements:
+            conn.execute(sql, params)  # type: ignore[arg-type]
+        rev = conn.execute(
+            "UPDATE vultrino_store SET revision = revision + 1 RETURNING revision"
+        ).fetchone()
+        assert rev is not None
+        conn.execute("SELECT pg_notify('vultrino_store', %s)", (str(rev[0]),))
+
+
+TAMPERED = "rows were changed, deleted, added or put back"
+
+
+def test_a_row_put_back_or_deleted_by_a_database_writer_is_refused(
+    pg_url: str, isolated_home: Path
+) -> None:
+    """Each row is sealed on its own, so without a check over the set of rows a writer without
+    the password could put back a row removed earlier (a revoked API key, a removed
+    credential, a role before it was narrowed) or delete one, and every replica took it."""
+    import psycopg
+
+    def rows() -> list[tuple[bytes, bytes, int]]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            return [tuple(r) for r in conn.execute("SELECT * FROM vultrino_records").fetchall()]
+
+    put_back = (
+        "INSERT INTO vultrino_records (id, sealed, revision) VALUES (%s, %s, %s) "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("kept"))
+        store.add(_cred("removed-later"))
+        store.put_key({"id": "k1", "name": "ci", "role": "reader", "hash": "h1"})
+    before = rows()
+    with open_store(pg_url, PASSWORD) as replica:
+        with open_store(pg_url, PASSWORD) as admin:
+            admin.remove("removed-later")
+            admin.remove_key("k1")
+        assert [c.alias for c in replica.credentials()] == ["kept"]
+        assert replica.key_records() == []
+        after = rows()
+        # the writer puts the removed credential's and the revoked key's rows back
+        _tamper(pg_url, *((put_back, row) for row in before))
+        with pytest.raises(StoreCorruptError, match=TAMPERED):
+            deadline = time.monotonic() + 5  # a running replica reloads on the NOTIFY: refused
+            while time.monotonic() < deadline:
+                assert [c.alias for c in replica.credentials()] == ["kept"]
+                time.sleep(0.01)
+    with pytest.raises(StoreCorruptError, match=TAMPERED):
+        open_store(pg_url, PASSWORD)  # and so does one that starts
+    # the genuine rows again: the store opens
+    _tamper(pg_url, ("DELETE FROM vultrino_records", ()), *((put_back, row) for row in after))
+    with open_store(pg_url, PASSWORD) as store:
+        assert [c.alias for c in store.credentials()] == ["kept"]
+    # a row deleted (a credential silently gone) is refused the same way
+    _tamper(pg_url, ("DELETE FROM vultrino_records", ()))
+    with pytest.raises(StoreCorruptError, match=TAMPERED):
+        open_store(pg_url, PASSWORD)
+    listed = subprocess.run(  # the real CLI says so, with the store's exit code
+        [sys.executable, "-m", "vultrino", "list"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VULTRINO_HOME": str(isolated_home),
+             "VULTRINO_STORE_URL": pg_url, "VULTRINO_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 3, listed.stderr
+    assert TAMPERED in listed.stderr
+
+
+def test_a_database_that_stops_answering_fails_calls_instead_of_hanging_them() -> None:
+    """A database that keeps its connections open but answers nothing (a hung server, a
+    network that drops packets: here every PostgreSQL process is SIGSTOPped) held a call's
+    rate-limit token, its audit record and a held call's approval poll for ever: psycopg
+    waits on the socket with no bound. Each now fails with StoreUnavailableError."""
+    from tests.pgcluster import start_cluster
+    from vultrino.store.pg_approvals import ApprovalTable
+    from vultrino.store.pg_audit import AuditTable
+
+    cluster = start_cluster()  # a cluster of its own: this test freezes it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            audit = AuditTable(url)
+            approvals = ApprovalTable(url)
+            store.take_token("agent:bot", 5, 60.0)  # every pool holds a connection now
+            audit.append(action="warm")
+            approvals.hold("a1", {"plugin": "p", "action": "x", "summary": "s"}, 60.0)
+            cluster.freeze()
+            try:
+                outcomes: dict[str, BaseException | None] = {}
+
+                def attempt(name: str, fn: Callable[[], object]) -> None:
+                    try:
+                        fn()
+                        outcomes[name] = None
+                    except BaseException as exc:  # what the call saw
+                        outcomes[name] = exc
+
+                calls: dict[str, Callable[[], object]] = {
+                    "token": lambda: store.take_token("agent:bot", 5, 60.0),
+                    "audit": lambda: audit.append(action="frozen"),
+                    "approval": lambda: approvals.decision("a1"),
+                }
+                threads = [
+                    threading.Thread(target=attempt, args=(n, f), daemon=True)
+                    for n, f in calls.items()
+                ]
+                for t in threads:
+                    t.start()
+                end = time.monotonic() + 60  # far above the statement wait: no speed check
+                for t in threads:
+                    t.join(max(end - time.monotonic(), 0))
+                assert set(outcomes) == set(calls), f"still waiting: {set(calls) - set(outcomes)}"
+                for name, exc in outcomes.items():
+                    assert isinstance(exc, StoreUnavailableError), (name, exc)
+                    assert "did not answer in 5 s while" in str(exc), (name, exc)
+                    assert PASSWORD not in str(exc)
+            finally:
+                cluster.thaw()
+            # the database answers again: the same objects work without a restart
+            assert store.take_token("agent:bot", 5, 60.0) == 0.0
+            audit.append(action="after")
+            assert approvals.decision("a1") is None
+            audit.close()
+            approvals.close()
+    finally:
+        cluster.remove()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://vultrino:DB-PASSWORD-x91@[::1/vultrino",  # an unclosed IPv6 bracket
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:5432/vultrino?sslmode=required",
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:5432/vultrino?bogus=1",
+        "postgresql://vultrino:DB-PASSWORD-x91@db.invalid:54x/vultrino",
+    ],
+)
+def test_a_malformed_store_url_never_prints_its_password(url: str, isolated_home: Path) -> None:
+    """libpq's parse errors quote the URL they could not parse, password and all: a typo in
+    VULTRINO_STORE_URL printed the database password to the terminal and the service log."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "vultrino", "list"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VULTRINO_HOME": str(isolated_home),
+             "VULTRINO_STORE_URL": url, "VULTRINO_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert listed.returncode == 3, listed.stderr
+    assert "DB-PASSWORD-x91" not in listed.stdout + listed.stderr
+    assert "VULTRINO_STORE_URL" in listed.stderr  # it says what to check
+
+
+def test_a_rate_bucket_does_not_name_its_agent_to_a_database_reader(
+    pg_url: str, pg_cluster: object
+) -> None:
+    """Record ids are keyed so that names stay sealed, but the rate buckets were found by an
+    unkeyed BLAKE2b of their name: whoever read the database (or a dump) could confirm a
+    guessed agent name or credential alias by hashing it."""
+    import hashlib
+
+    from tests.pgcluster import Cluster
+
+    assert isinstance(pg_cluster, Cluster)
+    name = "agent:payroll-bot-Kq3"
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        assert store.take_token(name, 5, 60.0) == 0.0
+        with open_store(pg_url, PASSWORD) as other:  # another replica shares the bucket
+            for _ in range(4):
+                assert other.take_token(name, 5, 60.0) == 0.0
+            assert other.take_token(name, 5, 60.0) > 0
+    dump = pg_cluster.dump(pg_url)
+    guessed = hashlib.blake2b(name.encode(), digest_size=20, person=b"vultrino-rate").digest()
+    assert guessed.hex().encode() not in dump.lower()
+    assert b"payroll-bot" not in dump
+    with open_store(pg_url, PASSWORD) as store:  # still the same bucket after a reopen
+        assert store.take_token(name, 5, 60.0) > 0
+        store.rekey("a new password for the store", MIN)  # a new key: the buckets start full
+        assert store.take_token(name, 5, 60.0) == 0.0
+
+
+def test_a_bogus_notify_does_not_make_every_read_ask_the_database() -> None:
+    """Any role that may connect can NOTIFY vultrino_store (NOTIFY needs no right on a
+    table). A payload far above the store's revision made every later read of every
+    replica a round trip to the database, until it restarted; now a read that finds the
+    revision unchanged lets reads answer from the cache again."""
+    import psycopg
+
+    from tests.pgcluster import start_cluster
+
+    cluster = start_cluster()  # a cluster of its own: this test freezes it
+    try:
+        url = cluster.new_database()
+        with create_store(url, PASSWORD, MIN) as store:
+            store.add(_cred("one"))
+            deadline = time.monotonic() + 10
+            while not store._listening and time.monotonic() < deadline:
+                time.sleep(0.01)  # the listener is LISTENing
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("NOTIFY vultrino_store, '9000000000000000000'")
+            while store._notified < 9 * 10**18 and time.monotonic() < deadline:
+                time.sleep(0.01)  # and has heard it
+            assert store._notified == 9 * 10**18
+            assert [c.alias for c in store.credentials()] == ["one"]  # asks the database once
+            cluster.freeze()  # from here on a read that asks the database fails
+            try:
+                assert [c.alias for c in store.credentials()] == ["one"]  # from the cache
+            finally:
+                cluster.thaw()
+            store.add(_cred("two"))  # a real change still reaches the store
+            assert [c.alias for c in store.credentials()] == ["one", "two"]
+    finally:
+        cluster.remove()
+
+
+def test_a_write_waiting_on_a_lock_a_stuck_replica_holds_fails_instead_of_hanging(
+    pg_url: str,
+) -> None:
+    """A replica that stopped (frozen, cut off) in the middle of a transaction holding the
+    store's header row (a plugin being shared locks it) held every other replica's write
+    (the web UI's, a key's creation) for as long as the database kept that transaction."""
+    import psycopg
+
+    with create_store(pg_url, PASSWORD, MIN) as store:
+        store.add(_cred("before"))
+        stuck = psycopg.connect(pg_url)  # the stuck replica's open transaction
+        try:
+            stuck.execute("SELECT 1 FROM vultrino_store WHERE id = 1 FOR UPDATE")
+            with pytest.raises(StoreUnavailableError, match="did not answer in 30 s while"):
+                store.add(_cred("during"))
+        finally:
+            stuck.close()  # its transaction ends (rolled back)
+        store.add(_cred("after"))  # the next write goes through
+        assert [c.alias for c in store.credentials()] == ["after", "before"]

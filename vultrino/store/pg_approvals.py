@@ -33,7 +33,13 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from vultrino.store.postgres import CONNECT_TIMEOUT_S, POOL_WAIT_S, PostgresStore, redact_url
+from vultrino.store.postgres import (
+    CONNECT_TIMEOUT_S,
+    POOL_WAIT_S,
+    PostgresStore,
+    guarded,
+    redact_url,
+)
 
 __all__ = ["APPROVALS_CHANNEL", "POLL_S", "ApprovalTable"]
 
@@ -127,7 +133,8 @@ class ApprovalTable:
             for attempt in (1, 2):
                 with self._pool.connection() as conn:
                     try:
-                        return fn(conn)
+                        with guarded(conn):
+                            return fn(conn)
                     except psycopg.OperationalError:
                         if attempt == 2 or not conn.broken:
                             raise

@@ -37,7 +37,14 @@ import psycopg_pool
 
 from vultrino.audit import Filter, fields_text
 from vultrino.errors import ConfigError
-from vultrino.store.postgres import CONNECT_TIMEOUT_S, POOL_WAIT_S, PostgresStore, redact_url
+from vultrino.store.postgres import (
+    CONNECT_TIMEOUT_S,
+    POOL_WAIT_S,
+    STATEMENT_WAIT_S,
+    PostgresStore,
+    guarded,
+    redact_url,
+)
 
 __all__ = ["AuditTable"]
 
@@ -155,7 +162,12 @@ class AuditTable:
                 )
                 pool.open(wait=False)
                 try:
-                    self._run_on(pool, "preparing the audit table", lambda c, _: _create(c))
+                    self._run_on(
+                        pool,
+                        "preparing the audit table",
+                        lambda c, _: _create(c),
+                        wait=STATEMENT_WAIT_S,
+                    )
                 except BaseException:
                     pool.close()
                     raise
@@ -167,24 +179,36 @@ class AuditTable:
         pool: psycopg_pool.ConnectionPool[Any],
         doing: str,
         fn: Callable[[psycopg.Connection[Any], bool], Any],
+        *,
+        wait: float | None = None,
     ) -> Any:
         """``fn(conn, again)`` on a pooled connection, psycopg's errors as the store's
-        (StoreUnavailableError when the database cannot be reached). A connection the
-        database dropped while it sat in the pool (a restart) makes the pool check all its
-        idle ones, and ``fn`` runs once more on a sound one with ``again`` True."""
+        (StoreUnavailableError when the database cannot be reached, or has not answered in
+        ``wait`` seconds: None for reads of the whole log, which may take long). A connection
+        the database dropped while it sat in the pool (a restart) makes the pool check all
+        its idle ones, and ``fn`` runs once more on a sound one with ``again`` True."""
         with PostgresStore._mapped(self.location, doing):
             for again in (False, True):
                 with pool.connection() as conn:
                     try:
-                        return fn(conn, again)
+                        if wait is None:
+                            return fn(conn, again)
+                        with guarded(conn, wait):
+                            return fn(conn, again)
                     except psycopg.OperationalError:
                         if again or not conn.broken:
                             raise
                 pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run(self, doing: str, fn: Callable[[psycopg.Connection[Any]], Any]) -> Any:
-        return self._run_on(self._connected(), doing, lambda conn, _again: fn(conn))
+    def _run(
+        self,
+        doing: str,
+        fn: Callable[[psycopg.Connection[Any]], Any],
+        *,
+        wait: float | None = STATEMENT_WAIT_S,
+    ) -> Any:
+        return self._run_on(self._connected(), doing, lambda conn, _again: fn(conn), wait=wait)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -208,7 +232,7 @@ class AuditTable:
                 return
             conn.execute(_APPEND, params)
 
-        self._run_on(self._connected(), "writing an audit record", append)
+        self._run_on(self._connected(), "writing an audit record", append, wait=STATEMENT_WAIT_S)
 
     def checkpoint(self) -> None:
         """Nothing to sign: the table's chain is kept by the database (see the docstring)."""
@@ -248,7 +272,10 @@ class AuditTable:
                     rows = conn.execute(sql, [*args, limit]).fetchall()  # type: ignore[arg-type]
             return rows, int(row[0]) if row else 0
 
-        rows, last = self._run("reading the audit log", read)
+        # a bounded page is a short read; the whole log may take long
+        rows, last = self._run(
+            "reading the audit log", read, wait=None if limit is None else STATEMENT_WAIT_S
+        )
         return _records(rows), last
 
     def tail(
@@ -300,6 +327,7 @@ class AuditTable:
         rows = self._run(
             "reading the audit log",
             lambda c: c.execute("SELECT line FROM vultrino_audit ORDER BY seq").fetchall(),
+            wait=None,
         )
         return "".join(row[0] + "\n" for row in rows).encode()
 

@@ -6,14 +6,17 @@ one sealed row per credential, agent profile or role, API key record and audit s
 
 ``vultrino_store``
     one row: ``seal``, a 58-byte store header (magic, format, Argon2id parameters, salt, a
-    nonce) and the secretbox of a copy of that header under the password-derived key (a wrong
-    password fails to open it), and ``revision``, bumped by every write.
+    nonce, new on every write) and the secretbox of a copy of that header and of a digest of
+    every record row (ids and sealed bytes) under the password-derived key (a wrong password
+    fails to open it; a row deleted, added or put back by someone without it fails the
+    digest), and ``revision``, bumped by every write.
 ``vultrino_records``
     ``id``, a keyed BLAKE2b of the record's kind and name (so names stay sealed too);
     ``sealed``, a header and the secretbox of the record, its kind and its name; ``revision``,
     the store revision that wrote it.
 ``vultrino_rate``
-    the shared rate-limit buckets, by an unkeyed BLAKE2b of the bucket's name.
+    the shared rate-limit buckets, by a keyed BLAKE2b of the bucket's name (a subkey of the
+    password-derived key; a re-key empties the table, so every bucket starts full).
 
 The shared plugins' rows (:mod:`vultrino.store.pg_plugins`) are not secret, so they are not
 sealed, but each carries a MAC under a subkey of the same password-derived key
@@ -33,8 +36,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
+import os
+import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -53,7 +61,7 @@ from vultrino.errors import (
     WrongPasswordError,
 )
 from vultrino.store import _sealing
-from vultrino.store._sealing import FORMAT_OFFSET, Header, KdfParams, StoreKey, Unauthentic
+from vultrino.store._sealing import Header, KdfParams, StoreKey, Unauthentic
 from vultrino.store.credentials import (
     Credential,
     CredentialStore,
@@ -64,13 +72,23 @@ from vultrino.store.credentials import (
     document_format,
 )
 
-__all__ = ["CHANNEL", "PLUGIN_MAC_FIELDS", "PostgresStore", "redact_url"]
+__all__ = [
+    "CHANNEL",
+    "PLUGIN_MAC_FIELDS",
+    "STATEMENT_WAIT_S",
+    "PostgresStore",
+    "guarded",
+    "redact_url",
+]
 
 CHANNEL = "vultrino_store"
 CONNECT_TIMEOUT_S = 5  # how long opening a connection may take before the database is "down"
 POOL_WAIT_S = 2.0  # how long a call waits for a pooled connection (a database down: fail)
 WRITE_RETRIES = 64  # optimistic writes lost to other writers before giving up
 LISTEN_POLL_S = 1.0  # the listener re-reads the revision this often (a missed NOTIFY)
+STATEMENT_WAIT_S = 5.0  # how long a call's statement may go unanswered before it fails
+WRITE_WAIT_S = 30.0  # a store write's transaction (it may wait for another writer's lock)
+_WATCH_TICK_S = 0.25  # how often the watchdog looks for overdue statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vultrino_store (
@@ -132,6 +150,93 @@ def _short(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _connect_reason(exc: BaseException, url: str) -> str:
+    """The driver's reason a connection to ``url`` failed, fit to print: libpq quotes the
+    part of a URL it could not parse, which may be all of it, password included, so the
+    quoted parts of a parse error are left out."""
+    text = _short(exc)
+    try:
+        _conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        text = re.sub(r'"[^"]*"', "…", text)
+        if '"' in text:  # an unbalanced quote: drop from it on
+            text = text[: text.index('"')].rstrip(" :") + " …"
+        return f"{text}; the URL is malformed"
+    return text.replace(url, redact_url(url))
+
+
+class _Overran(Exception):  # noqa: N818 - mapped to StoreUnavailableError by _mapped
+    """A guarded statement got no answer in its wait, and its connection was cut."""
+
+
+class _Watchdog:
+    """Bounds how long a statement waits for the database. psycopg waits on the socket with
+    no limit, so a database that keeps a connection open but answers nothing (a hung server,
+    a network that drops packets) would hold the call for ever; one thread cuts (shuts down)
+    the socket of a connection whose guarded block overran its wait, psycopg then fails the
+    statement, and the pool drops the connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
+        self._fired: set[int] = set()
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        token = next(self._tokens)
+        with self._lock:
+            self._armed[token] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="vultrino-pg-watchdog", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        except psycopg.Error:
+            if token in self._fired:
+                raise _Overran(seconds) from None
+            raise
+        finally:
+            with self._lock:  # once disarmed, the connection is never cut (the pool reuses it)
+                self._armed.pop(token, None)
+                fired = token in self._fired
+                self._fired.discard(token)
+        if fired:
+            raise _Overran(seconds)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                for token, (deadline, conn) in self._armed.items():
+                    if deadline <= now and token not in self._fired:
+                        self._fired.add(token)
+                        _cut(conn)
+
+
+def _cut(conn: psycopg.Connection[Any]) -> None:
+    """Shut the connection's socket down under psycopg (which then sees it closed)."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def guarded(conn: psycopg.Connection[Any], seconds: float = STATEMENT_WAIT_S) -> Any:
+    """A context manager: the statements run in it fail (StoreUnavailableError, through
+    :meth:`PostgresStore._mapped`) when the database has not answered them in ``seconds``."""
+    return _WATCHDOG.guard(conn, seconds)
+
+
 class _Conflict(Exception):  # noqa: N818 - control flow inside a write, never raised out
     """Another process wrote first: re-read and apply the change again."""
 
@@ -141,6 +246,7 @@ class _Rows:
 
     def __init__(self) -> None:
         self.plain: dict[bytes, bytes] = {}
+        self.hashes: dict[bytes, bytes] = {}  # row id -> SHA-256 of its sealed bytes
 
 
 def _row_key(key: bytearray) -> bytes:
@@ -169,12 +275,41 @@ def _plugin_mac(plugin_key: bytes, row: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(data.encode(), key=plugin_key, person=b"vultrino-plugin").digest()
 
 
-def _bucket_id(bucket: str) -> bytes:
-    return hashlib.blake2b(bucket.encode(), digest_size=20, person=b"vultrino-rate").digest()
+def _rate_key(key: bytearray) -> bytes:
+    """The subkey that names the rate-limit buckets (never another use's key)."""
+    return hashlib.blake2b(b"rate buckets", key=bytes(key), person=b"vultrino-ratekey").digest()
 
 
-def _check_plaintext(header: Header) -> bytes:
-    return packb({"header": header.raw, "backend": "postgresql"})
+def _bucket_id(rate_key: bytes, bucket: str) -> bytes:
+    """A bucket's row id: keyed, so a bucket's name (an agent's, a credential's) cannot be
+    confirmed by hashing a guess, as with the records' ids."""
+    return hashlib.blake2b(
+        bucket.encode(), key=rate_key, digest_size=20, person=b"vultrino-rate"
+    ).digest()
+
+
+def _rows_digest(hashes: Mapping[bytes, bytes]) -> bytes:
+    """The digest of a set of rows (their ids and the SHA-256 of their sealed bytes), which
+    the header row seals: a row deleted, added, or put back from an earlier write changes it."""
+    h = hashlib.sha256(b"vultrino rows\0")
+    for row_id in sorted(hashes):
+        h.update(row_id + hashes[row_id])
+    return h.digest()
+
+
+def _check_plaintext(header: Header, rows: bytes) -> bytes:
+    return packb({"header": header.raw, "backend": "postgresql", "rows": rows})
+
+
+def _sealed_rows(plaintext: bytes) -> bytes | None:
+    """The rows digest a header row's sealed check holds (None: one written before it held
+    one, which the next write adds)."""
+    try:
+        check = unpackb(plaintext)
+    except DecodeError:
+        return None
+    rows = check.get("rows") if isinstance(check, dict) else None
+    return rows if isinstance(rows, bytes) else None
 
 
 class PostgresStore(CredentialStore):
@@ -233,7 +368,7 @@ class PostgresStore(CredentialStore):
         salt = _sealing.new_salt()
         key = _sealing.derive_key(bytes(pw), salt, params)
         header = _sealing.new_header(params, salt)
-        seal = _sealing.seal_box(key, header, _check_plaintext(header))
+        seal = _sealing.seal_box(key, header, _check_plaintext(header, _rows_digest({})))
         where = redact_url(url)
         pool = cls._pool_for(url)
         try:
@@ -324,7 +459,8 @@ class PostgresStore(CredentialStore):
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as exc:
             raise StoreUnavailableError(
-                f"cannot reach the PostgreSQL store at {where} ({_short(exc)}); check that the "
+                f"cannot reach the PostgreSQL store at {where} ({_connect_reason(exc, url)}); "
+                "check that the "
                 "database runs and that VULTRINO_STORE_URL (or [store] url in config.toml) "
                 "names it"
             ) from None
@@ -346,6 +482,12 @@ class PostgresStore(CredentialStore):
         """psycopg's errors as the store's: the database is unreachable, or refused."""
         try:
             yield
+        except _Overran as exc:
+            raise StoreUnavailableError(
+                f"the PostgreSQL store at {where} did not answer in {exc.args[0]:g} s while "
+                f"{doing}; check that the database runs and is reachable (a write may or may "
+                "not have been made: look before trying again)"
+            ) from None
         except psycopg_pool.PoolTimeout:
             raise StoreUnavailableError(
                 f"the PostgreSQL store at {where} did not answer in {POOL_WAIT_S:g} s while "
@@ -386,7 +528,8 @@ class PostgresStore(CredentialStore):
             for attempt in (1, 2):
                 with self._pool.connection() as conn:
                     try:
-                        return fn(conn)
+                        with guarded(conn):
+                            return fn(conn)
                     except psycopg.OperationalError:
                         if attempt == 2 or not conn.broken:
                             raise
@@ -485,6 +628,7 @@ class PostgresStore(CredentialStore):
         key = self._live_key()
         if not force and self._listening and self._notified <= self._db_revision:
             return
+        heard = self._notified
 
         def read(conn: psycopg.Connection[Any]) -> list[Any] | None:
             row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
@@ -502,6 +646,11 @@ class PostgresStore(CredentialStore):
 
         rows = self._read("reading the store", read)
         if rows is None:
+            # Unchanged: a notice of a newer revision was not a commit's (anyone who may
+            # connect can NOTIFY); forget it, unless another came in meanwhile, so that reads
+            # answer from the cache again instead of asking the database every time.
+            if self._notified == heard > self._db_revision:
+                self._notified = self._db_revision
             return
         if not rows:
             raise StoreNotInitializedError(f"the store in {self._where} was removed")
@@ -517,9 +666,19 @@ class PostgresStore(CredentialStore):
                     "command again"
                 )
             key = _sealing.derive_key(bytes(self._password), header.salt, header.kdf)
+        sealed = [(bytes(r[2]), bytes(r[3])) for r in rows if r[2]]
+        hashes = {row_id: hashlib.sha256(data).digest() for row_id, data in sealed}
         try:
-            _sealing.open_box(key, header, seal)
-            decoded = self._decode(key, header, [(bytes(r[2]), bytes(r[3])) for r in rows if r[2]])
+            check = _sealing.open_box(key, header, seal)
+            want = _sealed_rows(check)
+            if want is not None and not hmac.compare_digest(want, _rows_digest(hashes)):
+                raise StoreCorruptError(
+                    f"the store in {self._where} fails its integrity check: rows were changed, "
+                    "deleted, added or put back from an earlier copy since a process holding the "
+                    "password last wrote it (someone wrote to the database directly); restore "
+                    "the database from a backup"
+                )
+            decoded = self._decode(key, header, sealed)
         except Unauthentic:
             if not same_key:
                 _sealing.wipe(key)
@@ -546,6 +705,7 @@ class PostgresStore(CredentialStore):
         self._audit_key = audit_key
         self._admin_hash = admin_hash
         self._rows.plain = plain
+        self._rows.hashes = hashes
         self._db_revision = revision
         self._revision += 1
         self._sorted = None
@@ -642,9 +802,9 @@ class PostgresStore(CredentialStore):
         keys = self._api_keys if api_keys is None else api_keys
         fmt = document_format(profiles, keys)
         rekey = salt != self._header.salt or params != self._header.kdf
-        header = self._header
-        if rekey or fmt != header.raw[FORMAT_OFFSET]:
-            header = _sealing.new_header(params, salt, fmt)
+        # a new header (a fresh nonce) every write: the header row seals the digest of the
+        # rows this write leaves, and a nonce is never used twice under one key
+        header = _sealing.new_header(params, salt, fmt)
         row_key = _row_key(key)
         wanted: dict[bytes, tuple[str, str, Any]] = {}
         for alias, cred in records.items():
@@ -670,30 +830,27 @@ class PostgresStore(CredentialStore):
             (row_id, self._seal_row(key, header, kind, name, body))
             for row_id, kind, name, body in changed
         ]
+        hashes = {r: h for r, h in self._rows.hashes.items() if r in plain and not rekey}
+        hashes.update((row_id, hashlib.sha256(data).digest()) for row_id, data in sealed_rows)
+        seal = _sealing.seal_box(key, header, _check_plaintext(header, _rows_digest(hashes)))
         with (
             self._mapped(self._where, "writing the store"),
             self._pool.connection() as conn,
+            guarded(conn, WRITE_WAIT_S),
             conn.transaction(),
         ):
-            if header is self._header:
-                cur = conn.execute(
-                    "UPDATE vultrino_store SET revision = revision + 1 "
-                    "WHERE id = 1 AND revision = %s RETURNING revision",
-                    (self._db_revision,),
-                )
-            else:
-                seal = _sealing.seal_box(key, header, _check_plaintext(header))
-                cur = conn.execute(
-                    "UPDATE vultrino_store SET revision = revision + 1, seal = %s "
-                    "WHERE id = 1 AND revision = %s RETURNING revision",
-                    (seal, self._db_revision),
-                )
+            cur = conn.execute(
+                "UPDATE vultrino_store SET revision = revision + 1, seal = %s "
+                "WHERE id = 1 AND revision = %s RETURNING revision",
+                (seal, self._db_revision),
+            )
             got = cur.fetchone()
             if got is None:
                 raise _Conflict
             revision = int(got[0])
             if rekey:
                 conn.execute("DELETE FROM vultrino_records")
+                conn.execute("DELETE FROM vultrino_rate")  # named under the old key: start full
                 self._remac_plugins(conn, key)
             elif removed:
                 conn.execute("DELETE FROM vultrino_records WHERE id = ANY(%s)", (removed,))
@@ -713,6 +870,7 @@ class PostgresStore(CredentialStore):
         self._api_keys = keys
         self._admin_hash = admin_hash
         self._rows.plain = plain
+        self._rows.hashes = hashes
         self._db_revision = revision
         self._revision += 1
         self._sorted = None
@@ -732,8 +890,7 @@ class PostgresStore(CredentialStore):
     def take_token(self, bucket: str, count: int, period: float) -> float:
         """One token from the bucket ``bucket`` that every process on this database shares,
         taken atomically in one statement (refilled on the database's clock)."""
-        self._live_key()
-        params = (_bucket_id(bucket), count, count, period)
+        params = (_bucket_id(_rate_key(self._live_key()), bucket), count, count, period)
         row = self._read("checking a rate limit", lambda c: c.execute(_TAKE, params).fetchone())
         assert row is not None
         granted, tokens = bool(row[0]), float(row[1])
@@ -754,14 +911,15 @@ class PostgresStore(CredentialStore):
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._closed.is_set():
-                        row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
+                        with guarded(conn):
+                            row = conn.execute("SELECT revision FROM vultrino_store").fetchone()
                         if row is not None:
                             self._notified = max(self._notified, int(row[0]))
                         self._listening = True
                         for note in conn.notifies(timeout=LISTEN_POLL_S):
                             with contextlib.suppress(ValueError):
                                 self._notified = max(self._notified, int(note.payload))
-            except psycopg.Error:
+            except (psycopg.Error, _Overran):
                 self._listening = False  # until reconnected, every read asks the database
                 self._closed.wait(0.5)
         self._listening = False
