@@ -103,3 +103,68 @@ def test_the_passphrase_still_unlocks_its_key_directly() -> None:
     with pytest.raises(KeyFailure) as again:
         sign_op("hmac-sha512")(ring.with_http(lambda b: b), "passphrase", RAW, b"m")
     assert again.value.case == "unknown-field"
+
+
+# --- http.send: what the host reads -------------------------------------------------------------
+
+FLOOD_AT = 20 * 1024 * 1024  # where the guest builds its request, past its heap
+
+
+def _flood_guest(head: bytes, count: int) -> bytes:
+    """A guest that sends ``head`` followed by ``count`` bytes of 0x80 (an empty map each),
+    built at run time in its own memory, and answers the host's answer."""
+    from tests.guests import HTTP_MODULE, abi2, data_string
+
+    total = len(head) + count
+    body = f"""
+    (local $n i32) (local $out i32)
+    (drop (memory.grow (i32.const {(FLOOD_AT + total) // 65536 + 1 - 3})))
+    (memory.copy (i32.const {FLOOD_AT}) (i32.const 65536) (i32.const {len(head)}))
+    (memory.fill (i32.const {FLOOD_AT + len(head)}) (i32.const 0x80) (i32.const {count}))
+    (call $send (i32.const {FLOOD_AT}) (i32.const {total}) (i32.const 1024))
+    (local.set $n (i32.load (i32.const 1028)))
+    (local.set $out (call $realloc (i32.const 0) (i32.const 0) (i32.const 1)
+                                   (i32.add (local.get $n) (i32.const 4))))
+    (i32.store8 (local.get $out) (i32.const 0x81))
+    (i32.store8 offset=1 (local.get $out) (i32.const 0xa2))
+    (i32.store8 offset=2 (local.get $out) (i32.const 0x6f))
+    (i32.store8 offset=3 (local.get $out) (i32.const 0x6b))
+    (memory.copy (i32.add (local.get $out) (i32.const 4))
+                 (i32.load (i32.const 1024)) (local.get $n))
+    (call $respond (local.get $out) (i32.add (local.get $n) (i32.const 4)))"""
+    imports = f'(import "{HTTP_MODULE}" "send" (func $send (param i32 i32 i32)))'
+    return abi2(body, imports=imports, extra=f"(data (i32.const 65536) {data_string(head)})")
+
+
+def test_a_request_of_millions_of_empty_maps_is_refused_before_it_is_built(
+    runtime: WasmRuntime,
+) -> None:
+    """Finding: ``http.send`` read up to 16 MiB of MessagePack with no bound on its number of
+    values, in the host (outside the guest's memory cap, where its deadline cannot fire):
+    16 MiB of empty maps became 16 million dicts, 2.3 GiB and 30 s on a loaded machine. Now a
+    request of more than 100 000 values (``MAX_REQUEST_VALUES``) is ``invalid-request`` at once."""
+    import struct
+
+    from vultrino import _msgpack
+    from vultrino.plugins._host_http import HostHttp
+    from vultrino.plugins.base import HttpSpec
+    from vultrino.plugins.http import HttpPlugin
+
+    count = 8 * 1024 * 1024
+    # {"auth": "bearer", "json": [ {} x count ]} (no url: nothing could be sent either way)
+    head = b"\x82" + _msgpack.packb("auth") + _msgpack.packb("bearer")
+    head += _msgpack.packb("json") + b"\xdd" + struct.pack(">I", count)
+    sender = HttpPlugin()
+    view = CredentialView("c", "t", {"token": "t0ken-value-1234"}, secret_fields=("token",))
+    host = HostHttp("flood", HttpSpec(hosts=("api.example.test",), auth=("bearer",)), sender, view)
+    ring = KeyRing({"token": "t0ken-value-1234"}, http=host)
+    module = runtime.load(_flood_guest(head, count), plugin="flood")
+    try:
+        answer = module.execute({"action": "go", "params": {}, "credential": None}, ring)
+    finally:
+        module.close()
+        sender.close()
+    error = answer["ok"]["error"]
+    assert error["code"] == "invalid-request"
+    assert "more than 100000 values" in error["message"]  # docs/plugins/host-keys.md
+    assert "body text" in error["message"]

@@ -25,10 +25,14 @@ from vultrino._scrub import Scrubber, scrubber
 from vultrino.errors import AccessDeniedError, ParameterError, VultrinoError
 from vultrino.plugins.base import CredentialView, HttpSpec, Plugin
 
-__all__ = ["MAX_REQUEST_BYTES", "HostHttp"]
+__all__ = ["MAX_REQUEST_BYTES", "MAX_REQUEST_VALUES", "HostHttp"]
 
 #: The largest request a guest may hand to ``http.send`` (its body included).
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+#: The most values (every map, array, string, number...) a request may hold. A request is read
+#: in the host, outside the guest's memory cap and while its deadline cannot fire: 16 MiB of
+#: empty maps would be 16 million Python objects. A large document goes as ``body`` text.
+MAX_REQUEST_VALUES: Final = 100_000
 #: A request's timeout when it gives none (the built-in HTTP plugin's), and the least time
 #: left in the plugin's call for which one is still sent.
 _DEFAULT_TIMEOUT: Final = 30.0
@@ -102,7 +106,14 @@ class HostHttp:
 
     def _send(self, data: bytes) -> Any:
         try:
-            req = _msgpack.unpackb(data, max_bytes=MAX_REQUEST_BYTES, max_depth=32)
+            req = _msgpack.unpackb(
+                data, max_bytes=MAX_REQUEST_BYTES, max_nodes=MAX_REQUEST_VALUES, max_depth=32
+            )
+        except _msgpack.LimitError as exc:
+            raise _Refused(
+                "invalid-request",
+                f"the request is too large to read: {exc}; send a large document as body text",
+            ) from None
         except _msgpack.DecodeError as exc:
             raise _Refused("invalid-request", f"the request is not MessagePack: {exc}") from None
         if type(req) is not dict or not all(type(k) is str for k in req):
