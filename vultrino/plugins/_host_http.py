@@ -141,6 +141,8 @@ class HostHttp:
                 f"plugin {self.plugin!r} may send requests only to the hosts its [http] hosts "
                 f"declares ({', '.join(self.spec.hosts)}), not to {target.host}",
             )
+        if auth == "oauth2":
+            self._check_token_url()
         params: dict[str, Any] = {k: v for k, v in req.items() if k not in ("auth", "json")}
         if "json" in req:
             params["body_json"] = req["json"]
@@ -158,6 +160,22 @@ class HostHttp:
                 self.new_state = dict(result.new_state)
                 self._views.clear()  # the next request uses the fresh token
         return result.value
+
+    def _check_token_url(self) -> None:
+        """The oauth2 token endpoint must be one of the declared hosts too: the client secret
+        (and a refresh token) go there. The built-in HTTP plugin trusts a ``token_url`` as the
+        user's own setting, but a plugin's manifest can suggest one (a field's default), and
+        what the user agreed to at install is ``[http] hosts``."""
+        value = self.credential.fields.get("token_url")
+        host = normalize_url(value).host if isinstance(value, str) and value else ""
+        if not self.spec.admits(host):
+            raise _Refused(
+                "host-not-declared",
+                f"plugin {self.plugin!r} may send the oauth2 client secret only to the hosts its "
+                f"[http] hosts declares ({', '.join(self.spec.hosts)}); the credential's "
+                f"token_url is at {host or 'no host'}. Set token_url to the API's own token "
+                "endpoint (vultrino edit), or add its host to [http] hosts",
+            )
 
     def _view(self, scheme: str) -> CredentialView:
         """The credential as the built-in plugin's type ``scheme`` sees it."""
