@@ -85,9 +85,17 @@ class HostHttp:
         self.new_state: dict[str, Any] | None = None
         self._views: dict[str, CredentialView] = {}
         self._lock = threading.Lock()
-        values = [credential.fields.get(f) for f in credential.secret_fields]
-        values += list(credential.state.values())
+        #: The credential's secret values: its secret and host-only fields, and its state.
+        self._secrets = [
+            v
+            for f in sorted({*credential.secret_fields, *credential.host_fields})
+            if isinstance(v := credential.fields.get(f), str) and v
+        ]
+        values = self._secrets + list(credential.state.values())
         self._scrub: Scrubber = scrubber([v for v in values if isinstance(v, str)])
+        #: By scheme: a scrubber of the secret values the scheme's view does not hold (the
+        #: built-in plugin scrubs the answer of those it does), or None when there are none.
+        self._others: dict[str, Scrubber | None] = {}
 
     def __call__(self, data: bytes) -> bytes:
         try:
@@ -159,7 +167,10 @@ class HostHttp:
             with self._lock:
                 self.new_state = dict(result.new_state)
                 self._views.clear()  # the next request uses the fresh token
-        return result.value
+        # The API may know, and reflect, another secret of the credential than the scheme's
+        # (a webhook secret kept host-only beside the token): the guest must not get it either.
+        others = self._others.get(view.type)
+        return result.value if others is None else others.in_place(result.value)
 
     def _check_token_url(self) -> None:
         """The oauth2 token endpoint must be one of the declared hosts too: the client secret
@@ -203,4 +214,7 @@ class HostHttp:
                 secret_fields=secret,
             )
             self._views[scheme] = view
+            held = {v for n in secret if isinstance(v := fields.get(n), str)}
+            rest = [v for v in self._secrets if v not in held]
+            self._others[scheme] = scrubber(rest) if rest else None
             return view
