@@ -1,9 +1,12 @@
-"""Red-team checks, through the real CLI, of updates that would weaken a host-only key.
+"""Red-team checks, through the real CLI, of plugins that never hold the key (docs/security.md,
+"Review of plugins that never hold the key").
 
-``plugin install --force`` (and so ``plugin dev``, which installs with ``--force``) of a
-version whose manifest stops naming a field as another's ``passphrase_field`` is refused: the
-field would then be an ordinary host-only field, which the plugin's ``keys`` calls may take as
-a key (an HMAC of a passphrase is an offline guessing oracle). docs/security.md.
+- ``plugin install --force`` (and so ``plugin dev``) of a version whose manifest stops naming a
+  field as another's ``passphrase_field`` is refused: the field would become an ordinary
+  host-only field, which ``keys`` calls may take as a key (an offline guessing oracle).
+- an ``oauth2`` request through the host never sends the client secret to a ``token_url``
+  outside ``[http] hosts`` (a manifest can suggest one as a field's default).
+- a second host-only secret that the API reflects never reaches the guest.
 """
 
 from __future__ import annotations
