@@ -25,10 +25,14 @@ from vultrino._scrub import Scrubber, scrubber
 from vultrino.errors import AccessDeniedError, ParameterError, VultrinoError
 from vultrino.plugins.base import CredentialView, HttpSpec, Plugin
 
-__all__ = ["MAX_REQUEST_BYTES", "HostHttp"]
+__all__ = ["MAX_REQUEST_BYTES", "MAX_REQUEST_VALUES", "HostHttp"]
 
 #: The largest request a guest may hand to ``http.send`` (its body included).
 MAX_REQUEST_BYTES: Final = 16 * 1024 * 1024
+#: The most values (every map, array, string, number...) a request may hold. A request is read
+#: in the host, outside the guest's memory cap and while its deadline cannot fire: 16 MiB of
+#: empty maps would be 16 million Python objects. A large document goes as ``body`` text.
+MAX_REQUEST_VALUES: Final = 100_000
 #: A request's timeout when it gives none (the built-in HTTP plugin's), and the least time
 #: left in the plugin's call for which one is still sent.
 _DEFAULT_TIMEOUT: Final = 30.0
@@ -81,9 +85,17 @@ class HostHttp:
         self.new_state: dict[str, Any] | None = None
         self._views: dict[str, CredentialView] = {}
         self._lock = threading.Lock()
-        values = [credential.fields.get(f) for f in credential.secret_fields]
-        values += list(credential.state.values())
+        #: The credential's secret values: its secret and host-only fields, and its state.
+        self._secrets = [
+            v
+            for f in sorted({*credential.secret_fields, *credential.host_fields})
+            if isinstance(v := credential.fields.get(f), str) and v
+        ]
+        values = self._secrets + list(credential.state.values())
         self._scrub: Scrubber = scrubber([v for v in values if isinstance(v, str)])
+        #: By scheme: a scrubber of the secret values the scheme's view does not hold (the
+        #: built-in plugin scrubs the answer of those it does), or None when there are none.
+        self._others: dict[str, Scrubber | None] = {}
 
     def __call__(self, data: bytes) -> bytes:
         try:
@@ -102,7 +114,14 @@ class HostHttp:
 
     def _send(self, data: bytes) -> Any:
         try:
-            req = _msgpack.unpackb(data, max_bytes=MAX_REQUEST_BYTES, max_depth=32)
+            req = _msgpack.unpackb(
+                data, max_bytes=MAX_REQUEST_BYTES, max_nodes=MAX_REQUEST_VALUES, max_depth=32
+            )
+        except _msgpack.LimitError as exc:
+            raise _Refused(
+                "invalid-request",
+                f"the request is too large to read: {exc}; send a large document as body text",
+            ) from None
         except _msgpack.DecodeError as exc:
             raise _Refused("invalid-request", f"the request is not MessagePack: {exc}") from None
         if type(req) is not dict or not all(type(k) is str for k in req):
@@ -130,6 +149,8 @@ class HostHttp:
                 f"plugin {self.plugin!r} may send requests only to the hosts its [http] hosts "
                 f"declares ({', '.join(self.spec.hosts)}), not to {target.host}",
             )
+        if auth == "oauth2":
+            self._check_token_url()
         params: dict[str, Any] = {k: v for k, v in req.items() if k not in ("auth", "json")}
         if "json" in req:
             params["body_json"] = req["json"]
@@ -146,7 +167,26 @@ class HostHttp:
             with self._lock:
                 self.new_state = dict(result.new_state)
                 self._views.clear()  # the next request uses the fresh token
-        return result.value
+        # The API may know, and reflect, another secret of the credential than the scheme's
+        # (a webhook secret kept host-only beside the token): the guest must not get it either.
+        others = self._others.get(view.type)
+        return result.value if others is None else others.in_place(result.value)
+
+    def _check_token_url(self) -> None:
+        """The oauth2 token endpoint must be one of the declared hosts too: the client secret
+        (and a refresh token) go there. The built-in HTTP plugin trusts a ``token_url`` as the
+        user's own setting, but a plugin's manifest can suggest one (a field's default), and
+        what the user agreed to at install is ``[http] hosts``."""
+        value = self.credential.fields.get("token_url")
+        host = normalize_url(value).host if isinstance(value, str) and value else ""
+        if not self.spec.admits(host):
+            raise _Refused(
+                "host-not-declared",
+                f"plugin {self.plugin!r} may send the oauth2 client secret only to the hosts its "
+                f"[http] hosts declares ({', '.join(self.spec.hosts)}); the credential's "
+                f"token_url is at {host or 'no host'}. Set token_url to the API's own token "
+                "endpoint (vultrino edit), or add its host to [http] hosts",
+            )
 
     def _view(self, scheme: str) -> CredentialView:
         """The credential as the built-in plugin's type ``scheme`` sees it."""
@@ -174,4 +214,7 @@ class HostHttp:
                 secret_fields=secret,
             )
             self._views[scheme] = view
+            held = {v for n in secret if isinstance(v := fields.get(n), str)}
+            rest = [v for v in self._secrets if v not in held]
+            self._others[scheme] = scrubber(rest) if rest else None
             return view

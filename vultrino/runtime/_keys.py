@@ -48,10 +48,13 @@ class KeyRing:
     a signing plugin's second call does not parse the same PEM again.
 
     ``passphrases`` maps a field to the field holding its passphrase (the manifest's
-    ``passphrase_field``), which the ``openpgp`` key format unlocks the key with.
+    ``passphrase_field``), which the ``openpgp`` key format unlocks the key with. A passphrase
+    field unlocks its key and is nothing else: no operation takes it as a key (it is
+    ``unknown-field``), since any keyed output (an HMAC, a public key) over a passphrase chosen
+    by a person would let whoever reads the output guess it offline.
     """
 
-    __slots__ = ("_decoded", "fields", "http", "passphrases")
+    __slots__ = ("_decoded", "_passphrase_fields", "fields", "http", "passphrases")
 
     def __init__(
         self,
@@ -61,6 +64,7 @@ class KeyRing:
     ) -> None:
         self.fields = fields
         self.passphrases = passphrases or {}
+        self._passphrase_fields = frozenset(self.passphrases.values())
         self._decoded: dict[tuple[str, str, str], object] = {}
         #: What the guest's ``http.send`` calls during this call: MessagePack request bytes
         #: in, MessagePack answer bytes out (the plugin layer's, which knows the credential and
@@ -77,6 +81,8 @@ class KeyRing:
         return ring
 
     def value(self, name: str) -> str:
+        if name in self._passphrase_fields:
+            raise KeyFailure("unknown-field")
         v = self.fields.get(name)
         if not isinstance(v, str) or not v:
             raise KeyFailure("unknown-field")

@@ -75,7 +75,7 @@ from vultrino.plugins.manifest import (
 )
 
 if TYPE_CHECKING:
-    from vultrino.plugins.base import PluginManifest
+    from vultrino.plugins.base import CredentialTypeSpec, PluginManifest
     from vultrino.plugins.registry import PluginRegistry
     from vultrino.runtime import WasmRuntime
 
@@ -817,17 +817,35 @@ def _module_name(wasm_module: str | None, plugin: str) -> str:
 def _check_host_fields_kept(installed: Path, manifest: PluginManifest) -> None:
     """Refuse a version that would hand the plugin a field the installed version keeps in the
     host (``access = "host"``): credentials were stored trusting that the plugin never sees
-    it. An installed manifest that cannot be read has nothing to compare (it is broken)."""
+    it. Likewise a version that stops naming a field as another's ``passphrase_field`` (only
+    then may a key operation take it as a key). An installed manifest that cannot be read has
+    nothing to compare (it is broken)."""
     try:
         old = load_manifest(installed)
     except (ManifestError, OSError):
         return
-    exposed = []
+    exposed: list[str] = []
+    as_key: list[str] = []
     for spec in old.credential_types:
         new = manifest.credential_type(spec.name)
         if new is None:
             continue  # the type is gone: its credentials reach no plugin
         exposed += [f"{spec.name}.{f}" for f in spec.host_fields if f not in new.host_fields]
+        names = {g.name for g in new.fields}
+        as_key += [
+            f"{spec.name}.{f}"
+            for f in sorted(_passphrase_fields(spec) - _passphrase_fields(new))
+            if f in names
+        ]
+    if as_key:
+        raise InstallError(
+            f"plugin {manifest.name!r} {manifest.plugin.version} no longer names "
+            f"{', '.join(as_key)} as a passphrase_field, so its key operations could take that "
+            "passphrase as a key (an HMAC of it could be guessed offline): credentials were "
+            "stored trusting that it only unlocks its key. Keep passphrase_field in the new "
+            "manifest, or remove the plugin and its credentials first",
+            plugin=manifest.name,
+        )
     if exposed:
         raise InstallError(
             f"plugin {manifest.name!r} {manifest.plugin.version} would hand the plugin "
@@ -837,6 +855,12 @@ def _check_host_fields_kept(installed: Path, manifest: PluginManifest) -> None:
             "credentials first",
             plugin=manifest.name,
         )
+
+
+def _passphrase_fields(spec: CredentialTypeSpec) -> set[str]:
+    """The fields of ``spec`` that unlock another (``passphrase_field``): no key operation
+    takes them as a key, so a version that stops naming one would turn it into a key."""
+    return {f.passphrase_field for f in spec.fields if f.passphrase_field is not None}
 
 
 def _authors_manifest(
