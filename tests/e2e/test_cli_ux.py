@@ -208,7 +208,7 @@ def test_typos_get_a_suggestion(notes_home: Path) -> None:
         assert r.returncode == 4
         assert "did you mean 'github-api'?" in r.stderr, r.stderr
     r = cli("add", "--alias", "x", "--type", "api_kee", "--field", "key=abc")
-    assert r.returncode == 4 and "did you mean api_key?" in r.stderr, r.stderr
+    assert r.returncode == 4 and "did you mean api_key" in r.stderr, r.stderr
 
 
 def test_timeout_is_for_http_requests(notes_home: Path) -> None:

@@ -325,7 +325,7 @@ def test_template_module_is_the_wit_world(template_wasm: Path, tmp_path: Path) -
             tool,
             "component",
             "embed",
-            str(ROOT / "wit" / "v1.2.0"),  # the world the SDK's modules are built for
+            str(ROOT / "wit"),  # the world the SDK's modules are built for (1.3.0)
             str(template_wasm),
             "--world",
             "plugin",
@@ -515,6 +515,8 @@ def rebuilt_plugins(rust_env: dict[str, str], tmp_path_factory: pytest.TempPathF
         "pgp",
         "--only",
         "ecdsa",
+        "--only",
+        "github",
     ]
     proc = subprocess.run(cmd, env=rust_env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

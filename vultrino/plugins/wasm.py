@@ -49,7 +49,6 @@ from vultrino.errors import (
     ModuleError,
     PluginError,
 )
-from vultrino.plugins._host_http import HostHttp
 from vultrino.plugins.base import (
     ActionResult,
     CredentialView,
@@ -298,6 +297,10 @@ class WasmPlugin:
                 if ring is not None and http_spec is not None and sender is not None:
                     assert credential is not None
                     call_s = self._call_s
+                    # MessagePack loads with the first plugin that sends requests, not with
+                    # every `vultrino plugin list`
+                    from vultrino.plugins._host_http import HostHttp
+
                     host_http = HostHttp(
                         self.name,
                         http_spec,
