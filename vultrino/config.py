@@ -37,6 +37,7 @@ errors too: a mistyped limit must not quietly leave the default in force.
     allowed_hosts = ["vultrino.example.com"]
     approval_wait_s = 120        # how long a gated call waits in the approvals inbox
     shutdown_grace_s = 30        # how long SIGTERM lets in-flight calls finish
+    header_timeout_s = 30        # how long a request's line and headers may take to arrive
 
     [logging]                    # the CLI's diagnostic log on stderr (docs/configuration.md)
     level = "info"               # error, warn, info, debug; -v / -vv override
@@ -91,6 +92,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "allowed_hosts": list,
         "approval_wait_s": (int, float),
         "shutdown_grace_s": (int, float),
+        "header_timeout_s": (int, float),
     },
 }
 DEFAULT_BIND = "127.0.0.1:7879"
@@ -118,6 +120,7 @@ class Config:
     allowed_hosts: tuple[str, ...] = ()
     approval_wait_s: float = 120.0
     shutdown_grace_s: float = 30.0
+    header_timeout_s: float = 30.0
     #: where the store lives when not in the home's credentials.enc: a postgresql:// URL
     store_url: str | None = None
     # the [[policies]] tables as written; vultrino.policy.rules parses and checks them
@@ -208,6 +211,7 @@ def load_config(path: Path, *, required: bool = False) -> Config:
         allowed_hosts=tuple(x.strip() for x in server.get("allowed_hosts", [])),
         approval_wait_s=float(server.get("approval_wait_s", 120.0)),
         shutdown_grace_s=float(server.get("shutdown_grace_s", 30.0)),
+        header_timeout_s=float(server.get("header_timeout_s", 30.0)),
         policies=tuple(policies),
         store_url=store_url,
         log_level=log_level,

@@ -855,10 +855,23 @@ class Vultrino:
         that changed anything. A disabled plugin stays installed and its credential types
         stay known, but its MCP tools are not listed and every call of its actions is refused
         by the pipeline (PluginDisabledError); the state is kept in its directory, so it
-        outlives restarts and reaches running servers."""
+        outlives restarts and reaches running servers. With a PostgreSQL store a shared
+        plugin's state is shared too (its files are published again), so every replica
+        turns it off or on."""
+        from vultrino.plugins.install import shared
+
         s = self._s
+        shelf = s.plugin_shelf()  # a PostgreSQL store: the state is every replica's
         with s.lock:
+            if shelf is not None:
+                s.reload_plugins_if_changed()  # the replicas' current copy, not a stale one
             changed = s.registry.set_enabled(name, enabled)
+            if changed and shelf is not None:
+                try:
+                    shared.republish(shelf, s.home.plugins, name)
+                except BaseException:
+                    s.registry.set_enabled(name, not enabled)  # not shared: not changed here
+                    raise
             s.plugins_signature = s.scan_plugins_dir()
         if changed:
             self._changed("plugin.enable" if enabled else "plugin.disable", plugin=name)

@@ -387,3 +387,51 @@ def test_vultrino_gpg_speaks_gpgs_status_protocol(home: Path, keys: Keys) -> Non
     r = vultrino("gpg", "--encrypt", stdin="x")
     assert r.returncode == 2
     assert "--encrypt is not supported" in r.stderr
+
+
+def _armor(data: bytes) -> str:
+    from vultrino.runtime._openpgp import crc24
+
+    text = base64.b64encode(data).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    crc = base64.b64encode(crc24(data).to_bytes(3, "big")).decode()
+    return "\n".join(
+        ["-----BEGIN PGP PRIVATE KEY BLOCK-----", "", *lines, f"={crc}",
+         "-----END PGP PRIVATE KEY BLOCK-----", ""]
+    )  # fmt: skip
+
+
+def _other_public_part(armored: str) -> str:
+    """The key with one byte of its primary key's public material changed; the secret part
+    (encrypted, and checked only over the secret integers) is left as it was."""
+    from vultrino.runtime._openpgp import dearmor, packets
+
+    data = dearmor(armored)
+    (tag, header, body), *rest = packets(data)
+    assert tag == 5 and body[5] in (1, 22)  # a secret key packet: RSA or EdDSA
+    # RSA: a byte inside n; EdDSA (22): the point's last byte (after the OID and MPI length)
+    at = 7 + 60 if body[5] == 1 else 7 + body[6] + 2 + 32
+    changed = body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :]
+    return _armor(header + changed + b"".join(h + b for _, h, b in rest))
+
+
+@pytest.mark.parametrize("which", ["ed", "rsa"])
+def test_a_key_whose_public_part_is_not_its_secret_part_is_refused(
+    home: Path, keys: Keys, tmp_path: Path, which: str
+) -> None:
+    """Found in review: an Ed25519 key whose public part was another key's signed with its
+    secret seed anyway, under the fingerprint of the public part, so gpg called every
+    signature BAD; such a key is refused before it signs (RSA keys already were, by
+    `cryptography`'s consistency check)."""
+    secret = keys.ed_secret if which == "ed" else keys.rsa_secret
+    (tmp_path / "odd.asc").write_text(_other_public_part(secret))
+    args = ["add", "--alias", f"odd-{which}", "--type", "plugin:pgp:pgp_key",
+            "--field", f"private_key=@{tmp_path / 'odd.asc'}"]  # fmt: skip
+    if which == "ed":
+        args += ["--field", f"passphrase=@{tmp_path / 'ed.pass'}"]
+    added = vultrino(*args)
+    assert added.returncode == 0, added.stderr
+    r = _request(f"odd-{which}", "sign", "data=x")
+    assert r.returncode != 0, r.stdout
+    assert "BEGIN PGP SIGNATURE" not in r.stdout
+    assert "no usable secret for the primary key" in r.stderr, r.stderr

@@ -353,3 +353,43 @@ def test_rest_refuses_a_disabled_plugins_action_with_its_own_code(home: McpHome)
     body = r.json()
     assert body["code"] == "plugin_disabled" and body["type"] == "PluginDisabledError"
     assert "vultrino plugin enable legacy" in body["error"]
+
+
+def test_a_value_read_from_an_endless_or_binary_file_is_a_clear_error(
+    home: McpHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: `--field NAME=@/dev/zero` (or a pipe that never ends) was read into
+    memory until the process died, the same path typed at a file field's prompt too (its
+    size said 0 bytes), and a binary file was a traceback."""
+    base = ["add", "-a", "other", "-t", "plugin:legacy:account", "--field", "token=-"]
+    endless = home.cli(*base, "--field", "cert=@/dev/zero", input=TOKEN)
+    assert endless.returncode == 2
+    assert "/dev/zero holds more than 16777216 bytes (16 MiB)" in endless.stderr
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\xd0\x00\xff" * 100)
+    got = home.cli(*base, "--field", f"cert=@{binary}", input=TOKEN)
+    assert got.returncode == 2
+    assert "blob.bin is not UTF-8 text; encode a binary value first" in got.stderr
+    assert "Traceback" not in got.stderr
+    (tmp_path / "c.pem").write_text(CERT)
+    piped = home.cli(
+        "add", "-a", "other", "-t", "plugin:legacy:account",
+        "--field", f"cert=@{tmp_path / 'c.pem'}", "--field", "token=-",
+        input="x" * (16 * 1024 * 1024 + 1),
+    )  # fmt: skip
+    assert piped.returncode == 2
+    assert "stdin holds more than 16777216 bytes" in piped.stderr
+    assert "other" not in home.cli("list").stdout  # nothing was added
+
+    from tests.e2e import mcp_helpers, test_cli_paste
+
+    for key, value in home.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(test_cli_paste, "PASSWORD", mcp_helpers.PASSWORD)  # Terminal's env
+    t = Terminal("add", "-a", "typed", "-t", "plugin:legacy:account", "--all-fields")
+    t.expect(r"token.*: ")
+    t.type(TOKEN + "\n")
+    t.expect(r"Client certificate.*\(path of the file to read\)")
+    t.type("/dev/zero\n")
+    assert t.finish() == 4, t.seen
+    assert "/dev/zero holds more than 1048576 bytes" in t.seen

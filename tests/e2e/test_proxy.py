@@ -427,6 +427,7 @@ def test_refusals_are_clear_and_audited(home: McpHome, upstream: Upstream) -> No
         )
         assert refused_header.status_code == 400
         assert "'range' is refused" in refused_header.json()["error"]
+        assert refused_header.json()["code"] == "execute_error"  # a ParameterError's code
     # nothing refused reached the upstream
     assert all(seen["authorized"] for seen in upstream.seen)
     paths = [str(seen["path"]) for seen in upstream.seen]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -22,6 +23,7 @@ from vultrino.core import Vultrino
 from vultrino.errors import (
     ManifestError,
     PluginConflictError,
+    PluginDisabledError,
     PluginNotFoundError,
     StoreLockedError,
     StoreUnavailableError,
@@ -390,3 +392,64 @@ def test_a_plugin_shared_after_another_process_re_keyed_is_not_written(
         stale.close()
     assert _rows(pg_url, "SELECT name FROM vultrino_plugins") == []
     assert _rows(pg_url, "SELECT sha256 FROM vultrino_blobs") == []
+
+
+def _until(v: Vultrino, done: Callable[[], bool]) -> bool:
+    """Refresh ``v`` until ``done()``: another home's change reaches ``v`` through the
+    database's notification, on its listener's connection, a moment after the commit."""
+    deadline = time.monotonic() + 10
+    while True:
+        v.refresh()
+        if done():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_a_plugin_disabled_on_one_home_is_disabled_on_every_replica(
+    homes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Found in review: `plugin disable` wrote its marker in this home's directory only, so
+    every other replica of the store kept running the plugin's actions and listing its tools."""
+    a_root, b_root = homes
+    with Vultrino.open(a_root, PASSWORD) as a, Vultrino.open(b_root, PASSWORD) as b:
+        assert b.refresh() is False  # builds B's tool list
+        a.install_plugin(str(_source(tmp_path)))
+        a.add_credential("late-one", "plugin:late:key", {"token": TOKEN})
+        assert b.refresh() is True
+        assert b.execute("late-one", "echo", {"message": "on"})["params"] == {"message": "on"}
+
+        assert a.set_plugin_enabled("late", False) is True
+        assert _until(b, lambda: not b.plugin_enabled("late"))
+        assert "late_echo" not in {t.name for t in b.tools()}
+        assert b.plugin_enabled("late") is False
+        with pytest.raises(PluginDisabledError):
+            b.execute("late-one", "echo", {"message": "off"})
+
+        assert a.set_plugin_enabled("late", True) is True
+        assert _until(b, lambda: b.plugin_enabled("late"))
+        assert b.plugin_enabled("late") is True
+        assert b.execute("late-one", "echo", {"message": "on"})["params"] == {"message": "on"}
+
+        assert b.set_plugin_enabled("late", False) is True  # either replica may do it
+        assert _until(a, lambda: not a.plugin_enabled("late"))
+        # a disabled plugin replaced with install --force stays off on every replica
+        a.install_plugin(str(_source(tmp_path, version="1.1.0")), force=True)
+        assert _until(b, lambda: b.plugin("late").manifest.plugin.version == "1.1.0")
+        assert b.plugin_enabled("late") is False and a.plugin_enabled("late") is False
+    # through the real CLI, on the other home: listed as disabled, its action refused
+    env = {**os.environ, "VULTRINO_PASSWORD": PASSWORD}
+    listed = subprocess.run(
+        [sys.executable, "-m", "vultrino", "--home", str(a_root), "plugin", "list", "--json"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["late"]["status"] == "disabled"
+    refused = subprocess.run(
+        [sys.executable, "-m", "vultrino", "--home", str(a_root), "request", "late-one",
+         "--action", "echo", "--param", "message=x"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 5 and "plugin late is disabled" in refused.stderr

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -386,18 +386,64 @@ def confirm_or_yes(question: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
+#: The most bytes a value read from a file or stdin (``@PATH``, ``-``) may hold.
+MAX_READ_VALUE_BYTES = 16 * 1024 * 1024
+
+
+def read_limited(fh: Any, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the binary stream ``fh``; None when it holds more (it is
+    not read further: ``/dev/zero`` or an endless pipe ends here, not in memory)."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = fh.read(min(1024 * 1024, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+    return None
+
+
 def read_value(raw: str, *, what: str) -> str:
-    """``@path`` reads a file, ``-`` reads stdin, anything else is the value itself."""
+    """``@path`` reads a file, ``-`` reads stdin, anything else is the value itself. What is
+    read must be UTF-8 text of at most :data:`MAX_READ_VALUE_BYTES`, else exit 2 saying so."""
     if raw == "-":
-        return sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:  # a text stream without bytes under it (an embedding's stdin)
+            text = sys.stdin.read(MAX_READ_VALUE_BYTES + 1)
+            return text if len(text) <= MAX_READ_VALUE_BYTES else _too_large(what, "stdin")
+        return _text(read_limited(stream, MAX_READ_VALUE_BYTES), what, "stdin")
     if raw.startswith("@"):
         path = Path(raw[1:]).expanduser()
         try:
-            return path.read_text(encoding="utf-8")
+            with path.open("rb") as fh:
+                data = read_limited(fh, MAX_READ_VALUE_BYTES)
         except OSError as exc:
             err(f"error: {what}: cannot read {path}: {exc.strerror}")
             raise typer.Exit(2) from None
+        return _text(data, what, str(path))
     return raw
+
+
+def _text(data: bytes | None, what: str, where: str) -> str:
+    if data is None:
+        return _too_large(what, where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        err(
+            f"error: {what}: {where} is not UTF-8 text; encode a binary value first "
+            "(e.g. `base64 FILE > FILE.b64`)"
+        )
+        raise typer.Exit(2) from None
+
+
+def _too_large(what: str, where: str) -> NoReturn:
+    err(
+        f"error: {what}: {where} holds more than {MAX_READ_VALUE_BYTES} bytes (16 MiB), the "
+        "most a value read from a file or stdin may; nothing was changed"
+    )
+    raise typer.Exit(2)
 
 
 def split_pair(raw: str, *, option: str) -> tuple[str, str]:

@@ -210,17 +210,19 @@ def _check_special_fields(
 def _read_file_field(label: str, raw: str) -> str:
     """The text of the file at ``raw`` (a path typed at a ``file`` field's prompt), at most
     MAX_FILE_FIELD_BYTES, UTF-8."""
+    from vultrino.cli._common import read_limited
     from vultrino.plugins.validation import MAX_FILE_FIELD_BYTES
 
     path = Path(raw.strip()).expanduser()
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_FIELD_BYTES:
+        with path.open("rb") as fh:  # bounded: /dev/zero or a pipe says 0 bytes and never ends
+            data = read_limited(fh, MAX_FILE_FIELD_BYTES)
+        if data is None:
             raise CredentialValidationError(
-                f"{label}: {path} is {size} bytes; a file field holds at most "
-                f"{MAX_FILE_FIELD_BYTES} bytes (1 MiB)"
+                f"{label}: {path} holds more than {MAX_FILE_FIELD_BYTES} bytes; a file field "
+                f"holds at most {MAX_FILE_FIELD_BYTES} bytes (1 MiB)"
             )
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except OSError as exc:
         raise CredentialValidationError(
             f"{label}: cannot read {path} ({exc.strerror or exc}); nothing was added"

@@ -14,6 +14,7 @@ add``) runs the request under that agent's profile. Others get 401.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -53,8 +54,10 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "MAX_EVENTS",
     "RETRY_MS",
+    "MAX_REQUEST_HEAD",
     "TOKEN_FILE",
     "build_http_app",
+    "http_protocol",
     "MemoryEventStore",
     "ensure_http_token",
     "mountable_http_app",
@@ -66,6 +69,95 @@ logger = logging.getLogger("vultrino.mcp")
 HTTP_PATH = "/mcp"
 TOKEN_FILE = "mcp-token"  # noqa: S105 - a file name, not a secret
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+# --- the request head, bounded --------------------------------------------------------------
+# uvicorn's httptools protocol (the C parser) keeps a request's URL and header values growing
+# for as long as the client sends them: one connection, before any key is looked at, held
+# 393 MiB for a 200 MiB header and a CPU core for two minutes (the parts are joined again for
+# every piece). h11 bounds a head at `h11_max_incomplete_event_size`; this does the same for
+# httptools, and neither bounds how long a head may take to arrive (slowloris), which the
+# deadline below does.
+
+#: The most bytes a request's line and headers may take (h11 is given the same bound).
+MAX_REQUEST_HEAD = 64 * 1024
+#: The default of ``[server] header_timeout_s``: seconds a request head may take to arrive.
+HEADER_TIMEOUT_S = 30.0
+
+
+def http_protocol(header_timeout_s: float = HEADER_TIMEOUT_S) -> type[asyncio.Protocol] | str:
+    """The HTTP/1.1 protocol for ``uvicorn.Config(http=...)``: httptools (where installed)
+    with a request head bounded at :data:`MAX_REQUEST_HEAD` bytes (else 431) and
+    ``header_timeout_s`` seconds (else 408, for a head that trickles in); without httptools,
+    ``"h11"`` (give it ``h11_max_incomplete_event_size=MAX_REQUEST_HEAD``)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is not installed
+        return "h11"
+
+    class BoundedHead(HttpToolsProtocol):
+        _in_head = True  # a head is being read (from the connection's first byte)
+        _began = False  # a message began during the current data_received
+        _head_bytes = 0  # bytes of head received in data_received calls after the first
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            self._began = False
+            super().data_received(data)
+            if not self._in_head or self.transport.is_closing():
+                return
+            # The piece a message began in may end a previous body: it is not counted, so a
+            # head is refused after at most MAX_REQUEST_HEAD bytes plus one read.
+            if not self._began:
+                self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD:
+                self._refuse(431, "the request's line and headers are too large")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._began, self._head_bytes = True, True, 0
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout_s, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _too_slow(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                self._refuse(408, "the request's head did not arrive in time")
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._in_head = False
+            self._disarm()
+            body = message.encode()
+            reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                % (status, reason, len(body), body)
+            )
+            self.transport.close()
+
+    return BoundedHead
 
 
 # --- resumable streams ---------------------------------------------------------------------
@@ -411,7 +503,13 @@ def serve_http(
     bound = sock.getsockname()[1]
     url = f"http://{'[::1]' if host == '::1' else host}:{bound}{HTTP_PATH}"
     config = uvicorn.Config(
-        asgi, log_config=None, access_log=False, log_level="warning", lifespan="on"
+        asgi,
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        http=http_protocol(),
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
     )
     server = uvicorn.Server(config)
 

@@ -222,7 +222,8 @@ def _openpgp_key(kind: str, text: str, passphrase: str | None) -> object:
     """The key for ``kind`` of operation from an armored OpenPGP secret key.
 
     ``bad-format``: not an OpenPGP key this reader supports; ``bad-key``: a key of another kind
-    than the operation needs, or one the passphrase does not unlock.
+    than the operation needs, one the passphrase does not unlock, or one whose public part is
+    not its secret part's.
     """
     try:
         if kind == "openpgp":
@@ -239,7 +240,20 @@ def _openpgp_key(kind: str, text: str, passphrase: str | None) -> object:
             raise KeyFailure("bad-key")
         from nacl.signing import SigningKey
 
-        return SigningKey(key.secret["seed"].to_bytes(32, "big"))
+        signing = SigningKey(key.secret["seed"].to_bytes(32, "big"))
+        point = key.public.get("point")
+        assert isinstance(point, int)
+        # the key's public part is what its signatures name (the fingerprint) and what is
+        # exported: a secret part of another key would sign with a key nobody can check
+        if point.bit_length() > 8 * 33:
+            raise KeyFailure("bad-key")
+        public = point.to_bytes(33, "big")
+        expected = public[1:] if key.algorithm == 27 else public  # 22: 0x40 || the point
+        if not hmac.compare_digest(
+            (b"" if key.algorithm == 27 else b"\x40") + bytes(signing.verify_key), expected
+        ):
+            raise KeyFailure("bad-key")
+        return signing
     if key.algorithm not in (1, 3):
         raise KeyFailure("bad-key")
     from cryptography.hazmat.primitives.asymmetric import rsa

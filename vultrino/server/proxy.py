@@ -21,7 +21,8 @@ streams (:class:`~vultrino.plugins.base.Streaming`): a request body over
 :data:`SMALL_BODY` is sent upstream as it arrives, and the response body comes back as it
 arrives, scrubbed chunk by chunk; neither is held whole.
 
-Vultrino's own headers (``X-Vultrino-*``), the proxy key, hop-by-hop headers (RFC 9110
+Vultrino's own headers (``X-Vultrino-*``), the proxy key (wherever it is repeated), a
+``Bearer vk_…``/``vagent_…`` Authorization, hop-by-hop headers (RFC 9110
 §7.6.1: ``Connection`` and those it names, ``Keep-Alive``, ``TE``, ``Trailer``,
 ``Transfer-Encoding``, ``Upgrade``, ``Proxy-*``), ``Host``, ``Content-Length``, ``Expect`` and
 ``Accept-Encoding`` are not forwarded; every other header goes as the plugin's ``headers``
@@ -179,7 +180,7 @@ class Proxy:
         params: dict[str, Any] = {
             "method": scope["method"],
             "url": url,
-            "headers": _forwarded(pairs, key_header),
+            "headers": _forwarded(pairs, key_header, key),
         }
         if timeout is not None:
             try:
@@ -277,9 +278,14 @@ def _proxy_key(headers: dict[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _forwarded(pairs: list[tuple[str, str]], key_header: str | None) -> dict[str, str]:
+def _forwarded(
+    pairs: list[tuple[str, str]], key_header: str | None, key: str | None = None
+) -> dict[str, str]:
     """The request headers sent upstream (names as received, lower-case; repeated ones
-    joined with ``, ``)."""
+    joined with ``, ``). A Vultrino key never leaves: not the header the key came in, not an
+    ``Authorization: Bearer vk_…`` / ``vagent_…`` beside it (an SDK's ``api_key`` setting
+    sends one while the key goes in ``Proxy-Authorization``), nor any header whose value
+    holds the key that authenticated the request (``api-key: vk_…``)."""
     named: set[str] = set()
     for name, value in pairs:
         if name == "connection":
@@ -291,10 +297,17 @@ def _forwarded(pairs: list[tuple[str, str]], key_header: str | None) -> dict[str
             or name in named
             or name.startswith(_OWN_HEADERS)
             or name == key_header
+            or (key is not None and key in value)
+            or (name == "authorization" and _is_vultrino_bearer(value))
         ):
             continue
         out[name] = f"{out[name]}, {value}" if name in out else value
     return out
+
+
+def _is_vultrino_bearer(value: str) -> bool:
+    scheme, _, token = value.partition(" ")
+    return scheme.lower() == "bearer" and token.strip().startswith(_KEY_PREFIXES)
 
 
 async def _read_some(receive: Receive) -> tuple[bytes, bool]:

@@ -28,7 +28,7 @@ import uvicorn
 from vultrino._fs import atomic_write
 from vultrino.core import Vultrino
 from vultrino.errors import ServerConfigError, ServerNotRunningError
-from vultrino.mcp.http import ensure_http_token
+from vultrino.mcp.http import MAX_REQUEST_HEAD, ensure_http_token, http_protocol
 from vultrino.server.app import audit_decision, build_app, build_proxy
 from vultrino.server.inbox import Inbox, Seal
 from vultrino.server.settings import ServerSettings
@@ -205,7 +205,8 @@ def _config(
         access_log=False,
         log_level="warning",
         lifespan=lifespan,
-        http=http_parser(),
+        http=http_protocol(settings.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         server_header=False,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or None,

@@ -35,6 +35,8 @@ class ServerSettings:
     shutdown_grace_s: float
     #: where the forward proxy listens (``--proxy``); None: no proxy
     proxy: tuple[str, int] | None = None
+    #: seconds a request's line and headers may take to arrive (``[server] header_timeout_s``)
+    header_timeout_s: float = 30.0
 
     @property
     def scheme(self) -> str:
@@ -153,5 +155,6 @@ def settings(
         allowed_hosts=tuple(sorted(hosts)),
         approval_wait_s=config.approval_wait_s,
         shutdown_grace_s=config.shutdown_grace_s,
+        header_timeout_s=config.header_timeout_s,
         proxy=proxy,
     )

@@ -362,6 +362,8 @@ def _install(
         _write_json(stage / METADATA_FILE, metadata)
         fsync_tree(stage)
         with _locked(plugins_dir):
+            if replacing:
+                _keep_disabled(stage, target)  # before publishing: replicas keep it off too
             if options.publish is not None:
                 options.publish(stage, name)
             old_sha = _move_in(stage, target, name, replacing=replacing)
@@ -643,13 +645,19 @@ def _build_python(
     return out, True
 
 
+def _keep_disabled(stage: Path, target: Path) -> None:
+    """A replaced plugin stays disabled: its ``.disabled`` marker goes into the new copy."""
+    if (target / DISABLED_FILE).exists():
+        (stage / DISABLED_FILE).write_text(
+            (target / DISABLED_FILE).read_text(encoding="utf-8"), encoding="utf-8"
+        )
+
+
 def _move_in(stage: Path, target: Path, name: str, *, replacing: bool) -> str | None:
-    """Rename ``stage`` to ``target`` (under the lock); returns the replaced module's sha256."""
+    """Rename ``stage`` to ``target`` (under the lock); returns the replaced module's sha256.
+    ``stage`` is taken as it is (a shared plugin's copy is exactly what the database holds,
+    its ``.disabled`` marker included or not)."""
     if replacing:
-        if (target / DISABLED_FILE).exists():  # a replaced plugin stays disabled
-            (stage / DISABLED_FILE).write_text(
-                (target / DISABLED_FILE).read_text(encoding="utf-8"), encoding="utf-8"
-            )
         return _swap_in(stage, target, name)
     try:
         os.rename(stage, target)

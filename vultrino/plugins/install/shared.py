@@ -48,7 +48,7 @@ from vultrino.plugins.manifest import PLUGIN_NAME_RE
 if TYPE_CHECKING:
     from vultrino.store.pg_plugins import PluginShelf
 
-__all__ = ["STATE_FILE", "SyncResult", "publisher", "sync", "withdraw"]
+__all__ = ["STATE_FILE", "SyncResult", "publisher", "republish", "sync", "withdraw"]
 
 #: In ``plugins/``: which plugin directories came from the database, at which digest.
 STATE_FILE = ".shared.json"
@@ -114,6 +114,19 @@ def publisher(shelf: PluginShelf, plugins_dir: Path) -> Publish:
         _write_state(plugins_dir, state)
 
     return publish
+
+
+def republish(shelf: PluginShelf, plugins_dir: Path, name: str) -> bool:
+    """Share this home's copy of plugin ``name`` again, as its directory now is (its
+    ``.disabled`` marker included or not: ``plugin disable|enable`` on one replica reaches
+    every replica through its next :func:`sync`); False when the plugin is not shared (it
+    was installed on this home only), which leaves the database alone."""
+    _check_name(name, what="plugin name")
+    with _locked(plugins_dir):
+        if name not in _read_state(plugins_dir):
+            return False
+        publisher(shelf, plugins_dir)(plugins_dir / name, name)
+    return True
 
 
 def withdraw(shelf: PluginShelf, plugins_dir: Path, name: str) -> bool:
