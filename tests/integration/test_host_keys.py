@@ -25,7 +25,7 @@ from vultrino.runtime import KeyRing, Limits, PluginModule, WasmRuntime, availab
 from vultrino.runtime.engine import Engine
 from vultrino.runtime.wit import KEY_ERRORS, KEY_FORMATS
 
-RAW, HEX, B64, PEM = (KEY_FORMATS.index(f) for f in ("raw", "hex", "base64", "pem"))
+RAW, HEX, B64, PEM, B32 = (KEY_FORMATS.index(f) for f in ("raw", "hex", "base64", "pem", "base32"))
 VARIANTS = ["wasmtime", "wasmtime-public", "wasmer"]
 SECRET_HEX = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -58,10 +58,19 @@ REQUEST: dict[str, Any] = {"action": "go", "params": {}, "credential": None}
 
 
 def call(  # noqa: PLR0917 - the arguments of one keys call, in order
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> tuple[int, int, bytes]:
-    """(tag, error case or 0, output) of one ``keys.<fn>`` call made by a guest."""
-    module = runtime.load(guests.keys_call(fn, kind, field, fmt, data), plugin="keys-probe")
+    """(tag, error case or 0, output) of one ``keys.<fn>`` call made by a guest importing it
+    from ``version`` of the interface (1.2.0 unless told)."""
+    wasm = guests.keys_call(fn, kind, field, fmt, data, version)
+    module = runtime.load(wasm, plugin="keys-probe")
     try:
         out = module.execute(REQUEST, ring)["ok"]
     finally:
@@ -73,17 +82,31 @@ def call(  # noqa: PLR0917 - the arguments of one keys call, in order
 
 
 def ok(  # noqa: PLR0917 - as call()
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> bytes:
-    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring)
+    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring, version)
     assert tag == 0, f"{fn} failed with {KEY_ERRORS[case]}"
     return out
 
 
 def error(  # noqa: PLR0917 - as call()
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> str:
-    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring)
+    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring, version)
     assert tag == 1 and out == b"", (tag, out)
     return KEY_ERRORS[case]
 
@@ -138,6 +161,52 @@ def test_hmac_in_every_key_format(runtime: WasmRuntime, fn: str, algorithm: str)
     expected = hmac.new(key, b"data", algorithm).digest()
     assert ok(runtime, fn, "sign", "hex", HEX, b"data", ring) == expected
     assert ok(runtime, fn, "sign", "b64", B64, b"data", ring) == expected
+
+
+def test_base32_keys_and_hmac_sha384_in_world_1_3(runtime: WasmRuntime) -> None:
+    """World 1.3.0: ``base32`` reads a secret as authenticator apps show it (either case,
+    padding optional, spaces and dashes between groups), and ``hmac-sha384`` is HS384's MAC."""
+    v13 = guests.KEYS_MODULE_1_3
+    seed = b"12345678901234567890"  # RFC 4226's secret
+    counter = (1).to_bytes(8, "big")
+    ring = KeyRing(
+        {
+            "upper": base64.b32encode(seed).decode(),
+            "shown": "gezd gnbv-gy3t qojq gezd gnbv gy3t qojq",
+            "unpadded": base64.b32encode(b"12345").decode().rstrip("=") + "\n",
+            "bad": "GEZ1",
+            "none": "====",
+            "jefe": "Jefe",
+        }
+    )
+    expected = hmac.new(seed, counter, "sha1").digest()
+    for field in ("upper", "shown"):
+        assert ok(runtime, "hmac-sha1", "sign", field, B32, counter, ring, v13) == expected
+    assert ok(runtime, "hmac-sha256", "sign", "unpadded", B32, b"m", ring, v13) == (
+        hmac.new(b"12345", b"m", "sha256").digest()
+    )
+    assert error(runtime, "hmac-sha1", "sign", "bad", B32, b"m", ring, v13) == "bad-format"
+    assert error(runtime, "hmac-sha1", "sign", "none", B32, b"m", ring, v13) == "bad-format"
+    # RFC 4231 test case 2, HMAC-SHA-384
+    assert ok(
+        runtime, "hmac-sha384", "sign", "jefe", RAW, b"what do ya want for nothing?", ring, v13
+    ).hex() == (
+        "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e"
+        "8e2240ca5e69e2c78b3239ecfab21649"
+    )
+
+
+def test_a_1_2_module_has_only_the_1_2_formats_and_functions(runtime: WasmRuntime) -> None:
+    """``key-format`` in world 1.2.0 has four cases: a 1.2.0 module passing a later case's index
+    is refused (bad-format), and it cannot import ``hmac-sha384``."""
+    ring = KeyRing({"k": "GEZDGNBV"})
+    assert error(runtime, "hmac-sha1", "sign", "k", B32, b"m", ring) == "bad-format"
+    assert error(runtime, "hmac-sha1", "sign", "k", B32 - 1, b"m", ring) == "bad-format"
+    assert ok(runtime, "hmac-sha1", "sign", "k", RAW, b"m", ring) == (
+        hmac.new(b"GEZDGNBV", b"m", "sha1").digest()
+    )
+    with pytest.raises(ModuleError, match="hmac-sha384"):
+        runtime.load(guests.keys_call("hmac-sha384", "sign", "k", RAW, b"m"), plugin="old")
 
 
 def test_rfc4231_vector(runtime: WasmRuntime) -> None:
@@ -308,7 +377,7 @@ def test_hostile_guest_never_gets_the_secret(runtime: WasmRuntime) -> None:
     public = PrivateKey(bytes.fromhex(secret)).public_key.format(compressed=False)
     assert public in memory
     assert hmac.new(secret.encode(), bytes(range(32)), "sha512").digest() in memory
-    assert len(KEYS_FUNCTIONS) == 19
+    assert len(KEYS_FUNCTIONS) == 20
 
 
 def test_a_call_without_keys_cannot_use_the_last_calls(runtime: WasmRuntime) -> None:
