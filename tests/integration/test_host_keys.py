@@ -474,6 +474,86 @@ def test_the_shipped_hmac_plugin_never_holds_its_key(runtime: WasmRuntime) -> No
         assert form not in memory
 
 
+def _secret_forms(text: str, key: bytes) -> list[bytes]:
+    """What a guest holding ``text`` (whose key bytes are ``key``) could keep: the text, the
+    key, their common encodings, and any 8-byte window of the key."""
+    out = [text.encode(), key, key.hex().encode(), base64.b64encode(key)]
+    out += [base64.b64encode(text.encode()), base64.b32encode(key).rstrip(b"=")]
+    out += [key[i : i + 8] for i in range(0, len(key) - 7, 8)]
+    return out
+
+
+def _totp_jwt_calls(directory: Path, runtime: WasmRuntime, totp: str, jwt: str) -> list[bytes]:
+    """A totp ``code`` and jwt ``mint``/``verify`` through ``WasmPlugin`` from the plugins in
+    ``directory``/{totp,jwt}; each instance's whole memory after its calls."""
+    import jwt as pyjwt
+
+    from vultrino.plugins.base import CredentialView
+    from vultrino.plugins.manifest import load_manifest
+    from vultrino.plugins.wasm import WasmPlugin
+
+    memories = []
+    for name, ctype, fields, action, params in (
+        ("totp", "totp", {"secret": totp, "algorithm": "SHA256"}, "code", {"time": 59}),
+        ("jwt", "jwt_key", {"secret": jwt, "algorithm": "HS384"}, "mint", {"ttl": 60}),
+    ):
+        plugin = WasmPlugin(
+            directory / name, load_manifest(directory / name / "plugin.toml"), runtime
+        )
+        try:
+            view = CredentialView("k", ctype, fields)
+            out = plugin.execute(action, params, view).value
+            if name == "totp":
+                key = base64.b32decode(totp.replace(" ", "").upper())
+                counter = (1).to_bytes(8, "big")
+                mac = hmac.new(key, counter, "sha256").digest()
+                offset = mac[-1] & 15
+                value = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFF_FFFF
+                assert out["code"] == f"{value % 10**6:06d}"
+            else:
+                assert pyjwt.decode(out["token"], jwt, algorithms=["HS384"])["exp"]
+                verdict = plugin.execute("verify", {"token": out["token"]}, view).value
+                assert verdict["valid"] is True
+            module = plugin.module
+            assert isinstance(module, PluginModule)
+            memories.append(_memory(module))
+        finally:
+            plugin.close()
+    return memories
+
+
+def test_the_shipped_totp_and_jwt_plugins_never_hold_their_secrets(
+    runtime: WasmRuntime, tmp_path: Path
+) -> None:
+    """``plugins/totp`` and ``plugins/jwt`` (0.2.0) declare ``secret`` ``access = "host"``: after
+    a totp code and a jwt mint and verify, no form of either secret is in the instance's memory.
+    The same calls through the 0.1.0 modules (the secret in the request) leave it there: the
+    scan sees a secret that is present."""
+    import shutil
+
+    totp = "JBSW Y3DP EHPK 3PXP GEZD GNBV GY3T QOJQ"
+    jwt = "Zq7-hs384-memscan-Wv2xKp9Lr4Tn8Ye3Uj6Hb5Gd1Qm0Fc"
+    forms = _secret_forms(totp, base64.b32decode(totp.replace(" ", "")))
+    forms += _secret_forms(jwt, jwt.encode())
+    root = Path(__file__).resolve().parents[2]
+    for memory in _totp_jwt_calls(root / "plugins", runtime, totp, jwt):
+        assert len(memory) >= 65536
+        for form in forms:
+            assert form not in memory, f"a form of a secret ({len(form)} bytes) is in guest memory"
+    # the control: 0.1.0, which decodes the secret itself, has it in memory after the same calls
+    guests_dir = root / "benchmarks" / "guests"
+    for name in ("totp", "jwt"):
+        (tmp_path / name).mkdir()
+        shutil.copy(guests_dir / f"{name}_guest_key.toml", tmp_path / name / "plugin.toml")
+        shutil.copy(
+            guests_dir / f"vultrino_{name}_guest_key.wasm",
+            tmp_path / name / f"vultrino_{name}.wasm",
+        )
+    old_totp, old_jwt = _totp_jwt_calls(tmp_path, runtime, totp, jwt)
+    assert totp.encode() in old_totp  # the request carried it
+    assert jwt.encode() in old_jwt
+
+
 # --- the Python guest SDK ----------------------------------------------------------------------
 
 
