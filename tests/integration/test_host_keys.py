@@ -416,6 +416,33 @@ def test_a_component_signs_with_a_host_key() -> None:
     assert unknown == {"ok": KEY_ERRORS.index("unknown-field")}
 
 
+def test_a_1_3_component_reads_base32_and_signs_hs384() -> None:
+    """Components get the 1.3.0 additions too: ``base32`` (the sixth case of key-format) and
+    ``hmac-sha384``; a 1.3.0 component whose key-format lacks ``base32`` is refused."""
+    from tests import component_guests
+    from vultrino.runtime import load_engine
+
+    if "wasmtime" not in available_engines():
+        pytest.skip("components run on wasmtime only")
+    cases = component_guests.KEY_FORMAT_CASES_1_3
+    ring = KeyRing({"secret": "gezd gnbv gy3t qojq gezd gnbv gy3t qojq"})
+    seed = b"12345678901234567890"
+    with WasmRuntime(load_engine("wasmtime")) as rt:
+        for function, algorithm in (("hmac-sha1", "sha1"), ("hmac-sha384", "sha384")):
+            wasm = component_guests.keys_hmac(function, B32, cases)
+            module = rt.load(wasm, plugin="keys-b32")
+            try:
+                signed = module.execute(REQUEST, ring)
+                bad = module.execute(REQUEST, KeyRing({"secret": "not base32!"}))
+            finally:
+                module.close()
+            assert signed == {"ok": hmac.new(seed, b"msg", algorithm).digest()}
+            assert bad == {"ok": KEY_ERRORS.index("bad-format")}
+        five = cases.replace(' "base32"', "")
+        with pytest.raises(ModuleError, match="hmac-sha1"):
+            rt.load(component_guests.keys_hmac("hmac-sha1", 0, five), plugin="keys-five")
+
+
 def test_a_component_importing_an_unknown_keys_function_is_refused() -> None:
     from tests import component_guests
     from vultrino.runtime import load_engine
