@@ -499,14 +499,12 @@ def _fail(case: str) -> object:
     raise KeyFailure(case)
 
 
-def sign_op(
-    name: str, nformats: int = len(KEY_FORMATS)
-) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
-    """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal. A
-    format index from ``nformats`` on (not a case of the caller's version of ``key-format``)
-    is ``bad-format``."""
+def sign_op(name: str) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
+    """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal (an
+    index that is no case of ``key-format`` is ``bad-format``)."""
     kind, fn = _SIGN[name]
     decode = _DECODERS[kind]
+    nformats = len(KEY_FORMATS)
 
     def run(ring: KeyRing | None, field: str, fmt: int, data: bytes) -> bytes:
         if ring is None:
@@ -518,13 +516,12 @@ def sign_op(
     return run
 
 
-def public_op(
-    name: str, nformats: int = len(KEY_FORMATS)
-) -> Callable[[KeyRing | None, str, int], bytes]:
+def public_op(name: str) -> Callable[[KeyRing | None, str, int], bytes]:
     """``(ring, field, format index) -> public key``; :class:`KeyFailure` on refusal (a format
     index as for :func:`sign_op`)."""
     kind, fn = _PUBLIC[name]
     decode = _DECODERS[kind]
+    nformats = len(KEY_FORMATS)
 
     def run(ring: KeyRing | None, field: str, fmt: int) -> bytes:
         if ring is None:

@@ -39,7 +39,6 @@ from vultrino.runtime.wit import (
     HTTP,
     HTTP_SEND,
     KEY_ERRORS,
-    KEY_FORMATS_SINCE,
     KEYS,
     KEYS_FUNCTIONS,
     KEYS_MODULES,
@@ -531,10 +530,8 @@ def _keys_function(name: str, slot: KeySlot, module: str = KEYS) -> HostFunc:
         raw = _guest_bytes(memory, ptr, length, "field name")
         return raw.decode("utf-8", "replace")
 
-    # the key formats of the module's version of ``keys`` (1.2.0 has four)
-    nformats = len(KEY_FORMATS_SINCE[module.rsplit("@", 1)[-1]])
     if kind == "sign":
-        op = _keys.sign_op(name, nformats)
+        op = _keys.sign_op(name)
 
         def sign(  # noqa: PLR0917 - the lowered signature
             memory: Memory, fp: int, fl: int, fmt: int, dp: int, dl: int, ret: int
@@ -562,7 +559,7 @@ def _keys_function(name: str, slot: KeySlot, module: str = KEYS) -> HostFunc:
 
         return HostFunc(module, name, KEYS_TYPES[kind], sign)
     if kind == "public":
-        pop = _keys.public_op(name, nformats)
+        pop = _keys.public_op(name)
 
         def public(memory: Memory, fp: int, fl: int, fmt: int, ret: int) -> None:
             field = field_name(memory, fp, fl)
