@@ -221,3 +221,31 @@ def test_jwt_moves_its_secret_into_the_host_and_keeps_stored_credentials(
         assert pyjwt.get_unverified_header(token)["alg"] == alg
         got = pyjwt.decode(token, JWT_SECRET, algorithms=[alg], issuer="vultrino-test")
         assert got["sub"] == "ada" and got["exp"] - got["iat"] == 120
+
+
+def test_add_on_a_terminal_says_totp_and_jwt_never_see_the_secret(plain_home: Path) -> None:
+    """Installed by name (0.2.0), ``add`` on a pty says the plugin never sees ``secret`` before
+    the hidden prompt; the stored secrets then give RFC 4226's code and a PyJWT-checked token."""
+    import jwt as pyjwt
+
+    from tests.e2e.test_cli_paste import Terminal
+
+    for name in ("totp", "jwt"):
+        r = vultrino("plugin", "install", name)
+        assert r.returncode == 0, r.stderr
+    for alias, ctype, secret in (
+        ("otp", "plugin:totp:totp", TOTP_SECRET),
+        ("signer", "plugin:jwt:jwt_key", JWT_SECRET),
+    ):
+        t = Terminal("add", "--alias", alias, "--type", ctype)
+        t.expect(r"this plugin never sees: secret")
+        t.expect(r"Secret[^:]*: ")
+        t.type(secret + "\n")
+        assert t.finish() == 0, t.seen
+        assert secret not in t.seen
+    assert _request("otp", "code", "time=59") == {"code": RFC4226[1], "expires_in": 1}
+    token = str(_request("signer", "mint", "ttl=60")["token"])
+    assert pyjwt.decode(token, JWT_SECRET, algorithms=["HS256"])["exp"]
+    types = json.loads(vultrino("types", "--json").stdout)
+    never = {t["plugin"]: t["never_sees"] for t in types if t.get("plugin") in ("totp", "jwt")}
+    assert never == {"totp": ["secret"], "jwt": ["secret"]}
