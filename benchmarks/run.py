@@ -443,6 +443,7 @@ TOPICS = (
     ("postgresql store", "bench_postgres"),
     ("replicas on postgresql", "bench_replicas"),
     ("host keys", "bench_hostkeys"),
+    ("totp and jwt, secrets in the host", "bench_totpjwt"),
     ("cli compat: log, parameter_mappings", "bench_cli_compat"),
     ("forward proxy", "bench_proxy"),
     ("pgp", "bench_pgp"),

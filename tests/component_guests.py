@@ -390,7 +390,7 @@ _KEYS_CORE = """
     (data (i32.const 2048) "\\81\\a2ok\\c4")
 """
 _KEYS_BODY = """
-      (call $hmac (i32.const 200) (i32.const 6) (i32.const 0) (i32.const 220) (i32.const 3)
+      (call $hmac (i32.const 200) (i32.const 6) (i32.const FMT) (i32.const 220) (i32.const 3)
                   (i32.const 1024))
       (call $sha (i32.const 220) (i32.const 3) (i32.const 1040))
       (if (i32.load8_u (i32.const 1024))
@@ -407,23 +407,35 @@ _KEYS_BODY = """
       (i32.const 0)"""
 
 
-def keys_hmac() -> bytes:
-    """A component that signs "msg" with keys.hmac-sha256 over its field ``secret``."""
+#: The keys interface of world 1.3.0 as a component imports it, for :func:`keys_hmac`.
+KEY_FORMAT_CASES_1_3 = '"raw" "hex" "base64" "pem" "openpgp" "base32"'
+
+
+def keys_hmac(function: str = "hmac-sha256", fmt: int = 0, formats: str | None = None) -> bytes:
+    """A component that signs "msg" with keys.``function`` over its field ``secret`` read in
+    key format ``fmt``: from keys@1.2.0, or from keys@1.3.0 with the key-format cases
+    ``formats`` (WAT enum cases) when they are given."""
+    imports = _KEYS_IMPORTS.replace('"hmac-sha256"', f'"{function}"')
+    if formats is not None:
+        imports = imports.replace("keys@1.2.0", "keys@1.3.0").replace(
+            '(enum "raw" "hex" "base64" "pem")', f"(enum {formats})"
+        )
     return component(
-        _KEYS_BODY,
-        extra_imports=_KEYS_IMPORTS,
+        _KEYS_BODY.replace("FMT", str(fmt)),
+        extra_imports=imports,
         mem_extra=_KEYS_MEM,
-        extra_lowers=_KEYS_LOWERS,
+        extra_lowers=_KEYS_LOWERS.replace('"hmac-sha256"', f'"{function}"'),
         extra_core_imports=_KEYS_CORE,
         extra_with='(export "hmac" (func $hmac)) (export "sha" (func $sha))',
     )
 
 
 # A component of world 1.3.0: keys.ed25519-verify over data it carries, and
-# keys.ed25519-public-key of its field "k" in the `openpgp` key format (new in 1.3.0).
+# keys.ed25519-public-key of its field "k" in the `openpgp` key format (new in 1.3.0; the
+# 1.3.0 key-format has six cases, `base32` the last).
 _KEYS13_IMPORTS = """
   (import "vultrino:plugin/keys@1.3.0" (instance $keys
-    (type $fmt (enum "raw" "hex" "base64" "pem" "openpgp"))
+    (type $fmt (enum "raw" "hex" "base64" "pem" "openpgp" "base32"))
     (export "key-format" (type $kf (eq $fmt)))
     (type $err (enum "no-credential" "unknown-field" "bad-format" "bad-key" "bad-input"))
     (export "key-error" (type $ke (eq $err)))

@@ -360,7 +360,8 @@ def many_exports(count: int) -> bytes:
     return abi2(ECHO, extra=extra)
 
 
-# --- the keys interface (world 1.2.0; 1.3.0 adds OpenPGP keys and signature checks) -----------
+# --- the keys interface (world 1.2.0; 1.3.0 adds OpenPGP and base32 keys, HMAC-SHA384 and
+# signature checks) ---------------------------------------------------------------------------
 
 KEYS_MODULE = "vultrino:plugin/keys@1.2.0"
 KEYS_MODULE_1_3 = "vultrino:plugin/keys@1.3.0"
@@ -388,9 +389,17 @@ def _keys_call(  # noqa: PLR0917 - the call's arguments, in the ABI's order
     return f"(call ${fn} {args} (i32.const 1024))"
 
 
-def keys_call(fn: str, kind: str, field: str = "", fmt: int = 0, data: bytes = b"") -> bytes:
-    """A guest that calls ``keys.<fn>`` once and answers ``{"ok": bin}``: the 12-byte
-    ``result<list<u8>, key-error>`` record (8 bytes for a hash: ptr, len), then the output."""
+def keys_call(  # noqa: PLR0917 - the call's arguments, then the interface's version
+    fn: str,
+    kind: str,
+    field: str = "",
+    fmt: int = 0,
+    data: bytes = b"",
+    module: str = KEYS_MODULE,
+) -> bytes:
+    """A guest that calls ``keys.<fn>`` (imported from ``module``) once and answers ``{"ok":
+    bin}``: the 12-byte ``result<list<u8>, key-error>`` record (8 bytes for a hash: ptr, len),
+    then the output."""
     record = 8 if kind == "hash" else 12
     ptr, length = (1024, 1028) if kind == "hash" else (1028, 1032)
     ok = "(i32.const 1)" if kind == "hash" else "(i32.eqz (i32.load8_u (i32.const 1024)))"
@@ -423,7 +432,7 @@ def keys_call(fn: str, kind: str, field: str = "", fmt: int = 0, data: bytes = b
         f"(data (i32.const 65536) {data_string(field_bytes)})\n"
         f"  (data (i32.const 65792) {data_string(data)})"
     )
-    return abi2(body, imports=_keys_import(fn, kind), extra=extra)
+    return abi2(body, imports=_keys_import(fn, kind, module), extra=extra)
 
 
 #: What the hostile guest asks the keys interface for: names that are not the field, or are
@@ -464,7 +473,7 @@ def keys_hostile() -> bytes:
     calls: list[str] = []
     for fn, kind in KEYS_FUNCTIONS.items():
         for ptr, length in offsets if kind != "hash" else offsets[:1]:
-            for fmt in (0, 1, 2, 3, 4, 7):
+            for fmt in (0, 1, 2, 3, 4, 5, 7):
                 calls.append(
                     _keys_call(fn, kind, ptr, length, fmt, f"(i32.const {digest}) (i32.const 32)")
                 )

@@ -39,7 +39,7 @@ from vultrino.runtime.wit import KEYS_MODULES, VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The first-party plugins that keep their key in the host (``access = "host"``).
-KEY_USERS = ("hmac", "pgp", "ecdsa")
+KEY_USERS = ("hmac", "pgp", "ecdsa", "totp", "jwt")
 PLUGINS = ("totp", "jwt", "hmac", "pgp", "ecdsa")
 #: What ships: these, and github, whose requests go through the host's http interface (its
 #: tests, against a local API server, are in tests/e2e/test_github_plugin.py).

@@ -5,7 +5,9 @@ such as one that moves their keys into the host — must give the same ones.
 plugins gave it when it was recorded (totp 0.1.0 and jwt 0.1.0, the key in the guest): codes,
 verdicts, claims and the exact error codes and messages. The requests are deterministic (fixed
 times; tokens that never expire or expired long ago); minting, which reads the clock, is checked
-by shape and by verifying the minted token. Record again only on purpose:
+by shape and by verifying the minted token. totp 0.2.0 and jwt 0.2.0 keep the secret in the
+host (``access = "host"``) and give every recorded answer but one (:data:`CHANGED`). Record
+again only on purpose:
 
     PYTHONPATH=. .venv/bin/python -m tests.integration.test_first_party_recorded --record
 """
@@ -94,6 +96,17 @@ def requests() -> list[Request]:
     return out
 
 
+#: The one answer that changed when the secret moved into the host, by its request's index, and
+#: why. jwt 0.1.0 answered a non-text ``secret`` (12345678) with its own type check of the
+#: value; a host-only value never reaches the guest (it gets nil), and the host uses only text
+#: values (``KeyRing`` holds no other), so such a secret is the same as none: "secret is empty",
+#: as for ``""`` two requests earlier. A stored credential's text field is text, so only a
+#: hand-made call can meet this.
+CHANGED: dict[int, Any] = {
+    117: {"error": {"code": "invalid_credential", "message": "secret is empty"}},
+}
+
+
 def answer(modules: dict[str, PluginModule], request: Request) -> Any:
     plugin, action, params, ctype, fields = request
     return call(modules[plugin], action, params, ctype, fields)
@@ -114,8 +127,10 @@ def test_the_plugins_give_the_recorded_answers(modules: dict[str, PluginModule])
     recorded = json.loads(RECORDED.read_text())
     reqs = requests()
     assert len(recorded) == len(reqs)
-    for request, expected in zip(reqs, recorded, strict=True):
-        assert json.loads(json.dumps(answer(modules, request))) == expected, request[:3]
+    assert reqs[117][3:] == ("jwt_key", {"secret": 12345678})  # CHANGED's request
+    for index, (request, expected) in enumerate(zip(reqs, recorded, strict=True)):
+        got = json.loads(json.dumps(answer(modules, request)))
+        assert got == CHANGED.get(index, expected), (index, request[:3])
 
 
 @pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])

@@ -25,7 +25,7 @@ from vultrino.runtime import KeyRing, Limits, PluginModule, WasmRuntime, availab
 from vultrino.runtime.engine import Engine
 from vultrino.runtime.wit import KEY_ERRORS, KEY_FORMATS
 
-RAW, HEX, B64, PEM = (KEY_FORMATS.index(f) for f in ("raw", "hex", "base64", "pem"))
+RAW, HEX, B64, PEM, B32 = (KEY_FORMATS.index(f) for f in ("raw", "hex", "base64", "pem", "base32"))
 VARIANTS = ["wasmtime", "wasmtime-public", "wasmer"]
 SECRET_HEX = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -58,10 +58,19 @@ REQUEST: dict[str, Any] = {"action": "go", "params": {}, "credential": None}
 
 
 def call(  # noqa: PLR0917 - the arguments of one keys call, in order
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> tuple[int, int, bytes]:
-    """(tag, error case or 0, output) of one ``keys.<fn>`` call made by a guest."""
-    module = runtime.load(guests.keys_call(fn, kind, field, fmt, data), plugin="keys-probe")
+    """(tag, error case or 0, output) of one ``keys.<fn>`` call made by a guest importing it
+    from ``version`` of the interface (1.2.0 unless told)."""
+    wasm = guests.keys_call(fn, kind, field, fmt, data, version)
+    module = runtime.load(wasm, plugin="keys-probe")
     try:
         out = module.execute(REQUEST, ring)["ok"]
     finally:
@@ -73,17 +82,31 @@ def call(  # noqa: PLR0917 - the arguments of one keys call, in order
 
 
 def ok(  # noqa: PLR0917 - as call()
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> bytes:
-    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring)
+    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring, version)
     assert tag == 0, f"{fn} failed with {KEY_ERRORS[case]}"
     return out
 
 
 def error(  # noqa: PLR0917 - as call()
-    runtime: WasmRuntime, fn: str, kind: str, field: str, fmt: int, data: bytes, ring: Any
+    runtime: WasmRuntime,
+    fn: str,
+    kind: str,
+    field: str,
+    fmt: int,
+    data: bytes,
+    ring: Any,
+    version: str = guests.KEYS_MODULE,
 ) -> str:
-    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring)
+    tag, case, out = call(runtime, fn, kind, field, fmt, data, ring, version)
     assert tag == 1 and out == b"", (tag, out)
     return KEY_ERRORS[case]
 
@@ -138,6 +161,53 @@ def test_hmac_in_every_key_format(runtime: WasmRuntime, fn: str, algorithm: str)
     expected = hmac.new(key, b"data", algorithm).digest()
     assert ok(runtime, fn, "sign", "hex", HEX, b"data", ring) == expected
     assert ok(runtime, fn, "sign", "b64", B64, b"data", ring) == expected
+
+
+def test_base32_keys_and_hmac_sha384_in_world_1_3(runtime: WasmRuntime) -> None:
+    """World 1.3.0: ``base32`` reads a secret as authenticator apps show it (either case,
+    padding optional, spaces and dashes between groups), and ``hmac-sha384`` is HS384's MAC."""
+    v13 = guests.KEYS_MODULE_1_3
+    seed = b"12345678901234567890"  # RFC 4226's secret
+    counter = (1).to_bytes(8, "big")
+    ring = KeyRing(
+        {
+            "upper": base64.b32encode(seed).decode(),
+            "shown": "gezd gnbv-gy3t qojq gezd gnbv gy3t qojq",
+            "unpadded": base64.b32encode(b"12345").decode().rstrip("=") + "\n",
+            "bad": "GEZ1",
+            "none": "====",
+            "jefe": "Jefe",
+        }
+    )
+    expected = hmac.new(seed, counter, "sha1").digest()
+    for field in ("upper", "shown"):
+        assert ok(runtime, "hmac-sha1", "sign", field, B32, counter, ring, v13) == expected
+    assert ok(runtime, "hmac-sha256", "sign", "unpadded", B32, b"m", ring, v13) == (
+        hmac.new(b"12345", b"m", "sha256").digest()
+    )
+    assert error(runtime, "hmac-sha1", "sign", "bad", B32, b"m", ring, v13) == "bad-format"
+    assert error(runtime, "hmac-sha1", "sign", "none", B32, b"m", ring, v13) == "bad-format"
+    # RFC 4231 test case 2, HMAC-SHA-384
+    assert ok(
+        runtime, "hmac-sha384", "sign", "jefe", RAW, b"what do ya want for nothing?", ring, v13
+    ).hex() == (
+        "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e"
+        "8e2240ca5e69e2c78b3239ecfab21649"
+    )
+
+
+def test_a_1_2_module_cannot_import_hmac_sha384(runtime: WasmRuntime) -> None:
+    """``hmac-sha384`` is 1.3.0's: a 1.2.0 module importing it is refused at load, naming it.
+    A core module passes key formats as indexes: ``5`` from a 1.2.0 module reads base32 as it
+    does from a 1.3.0 one (as ``4`` reads OpenPGP; its WIT has no name for them), and an index
+    past the cases is ``bad-format``."""
+    ring = KeyRing({"k": "GEZDGNBV"})
+    assert ok(runtime, "hmac-sha1", "sign", "k", B32, b"m", ring) == (
+        hmac.new(b"12345", b"m", "sha1").digest()
+    )
+    assert error(runtime, "hmac-sha1", "sign", "k", B32 + 1, b"m", ring) == "bad-format"
+    with pytest.raises(ModuleError, match="hmac-sha384"):
+        runtime.load(guests.keys_call("hmac-sha384", "sign", "k", RAW, b"m"), plugin="old")
 
 
 def test_rfc4231_vector(runtime: WasmRuntime) -> None:
@@ -308,7 +378,7 @@ def test_hostile_guest_never_gets_the_secret(runtime: WasmRuntime) -> None:
     public = PrivateKey(bytes.fromhex(secret)).public_key.format(compressed=False)
     assert public in memory
     assert hmac.new(secret.encode(), bytes(range(32)), "sha512").digest() in memory
-    assert len(KEYS_FUNCTIONS) == 19
+    assert len(KEYS_FUNCTIONS) == 20
 
 
 def test_a_call_without_keys_cannot_use_the_last_calls(runtime: WasmRuntime) -> None:
@@ -345,6 +415,33 @@ def test_a_component_signs_with_a_host_key() -> None:
     assert signed == {"ok": hmac.new(b"k3y", b"msg", "sha256").digest()}
     assert without == {"ok": KEY_ERRORS.index("no-credential")}
     assert unknown == {"ok": KEY_ERRORS.index("unknown-field")}
+
+
+def test_a_1_3_component_reads_base32_and_signs_hs384() -> None:
+    """Components get the 1.3.0 additions too: ``base32`` (the sixth case of key-format) and
+    ``hmac-sha384``; a 1.3.0 component whose key-format lacks ``base32`` is refused."""
+    from tests import component_guests
+    from vultrino.runtime import load_engine
+
+    if "wasmtime" not in available_engines():
+        pytest.skip("components run on wasmtime only")
+    cases = component_guests.KEY_FORMAT_CASES_1_3
+    ring = KeyRing({"secret": "gezd gnbv gy3t qojq gezd gnbv gy3t qojq"})
+    seed = b"12345678901234567890"
+    with WasmRuntime(load_engine("wasmtime")) as rt:
+        for function, algorithm in (("hmac-sha1", "sha1"), ("hmac-sha384", "sha384")):
+            wasm = component_guests.keys_hmac(function, B32, cases)
+            module = rt.load(wasm, plugin="keys-b32")
+            try:
+                signed = module.execute(REQUEST, ring)
+                bad = module.execute(REQUEST, KeyRing({"secret": "not base32!"}))
+            finally:
+                module.close()
+            assert signed == {"ok": hmac.new(seed, b"msg", algorithm).digest()}
+            assert bad == {"ok": KEY_ERRORS.index("bad-format")}
+        five = cases.replace(' "base32"', "")
+        with pytest.raises(ModuleError, match="hmac-sha1"):
+            rt.load(component_guests.keys_hmac("hmac-sha1", 0, five), plugin="keys-five")
 
 
 def test_a_component_importing_an_unknown_keys_function_is_refused() -> None:
@@ -403,6 +500,86 @@ def test_the_shipped_hmac_plugin_never_holds_its_key(runtime: WasmRuntime) -> No
         plugin.close()
     for form in (key.encode(), base64.b64encode(key.encode()), key.encode().hex().encode()):
         assert form not in memory
+
+
+def _secret_forms(text: str, key: bytes) -> list[bytes]:
+    """What a guest holding ``text`` (whose key bytes are ``key``) could keep: the text, the
+    key, their common encodings, and any 8-byte window of the key."""
+    out = [text.encode(), key, key.hex().encode(), base64.b64encode(key)]
+    out += [base64.b64encode(text.encode()), base64.b32encode(key).rstrip(b"=")]
+    out += [key[i : i + 8] for i in range(0, len(key) - 7, 8)]
+    return out
+
+
+def _totp_jwt_calls(directory: Path, runtime: WasmRuntime, totp: str, jwt: str) -> list[bytes]:
+    """A totp ``code`` and jwt ``mint``/``verify`` through ``WasmPlugin`` from the plugins in
+    ``directory``/{totp,jwt}; each instance's whole memory after its calls."""
+    import jwt as pyjwt
+
+    from vultrino.plugins.base import CredentialView
+    from vultrino.plugins.manifest import load_manifest
+    from vultrino.plugins.wasm import WasmPlugin
+
+    memories = []
+    for name, ctype, fields, action, params in (
+        ("totp", "totp", {"secret": totp, "algorithm": "SHA256"}, "code", {"time": 59}),
+        ("jwt", "jwt_key", {"secret": jwt, "algorithm": "HS384"}, "mint", {"ttl": 60}),
+    ):
+        plugin = WasmPlugin(
+            directory / name, load_manifest(directory / name / "plugin.toml"), runtime
+        )
+        try:
+            view = CredentialView("k", ctype, fields)
+            out = plugin.execute(action, params, view).value
+            if name == "totp":
+                key = base64.b32decode(totp.replace(" ", "").upper())
+                counter = (1).to_bytes(8, "big")
+                mac = hmac.new(key, counter, "sha256").digest()
+                offset = mac[-1] & 15
+                value = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFF_FFFF
+                assert out["code"] == f"{value % 10**6:06d}"
+            else:
+                assert pyjwt.decode(out["token"], jwt, algorithms=["HS384"])["exp"]
+                verdict = plugin.execute("verify", {"token": out["token"]}, view).value
+                assert verdict["valid"] is True
+            module = plugin.module
+            assert isinstance(module, PluginModule)
+            memories.append(_memory(module))
+        finally:
+            plugin.close()
+    return memories
+
+
+def test_the_shipped_totp_and_jwt_plugins_never_hold_their_secrets(
+    runtime: WasmRuntime, tmp_path: Path
+) -> None:
+    """``plugins/totp`` and ``plugins/jwt`` (0.2.0) declare ``secret`` ``access = "host"``: after
+    a totp code and a jwt mint and verify, no form of either secret is in the instance's memory.
+    The same calls through the 0.1.0 modules (the secret in the request) leave it there: the
+    scan sees a secret that is present."""
+    import shutil
+
+    totp = "JBSW Y3DP EHPK 3PXP GEZD GNBV GY3T QOJQ"
+    jwt = "Zq7-hs384-memscan-Wv2xKp9Lr4Tn8Ye3Uj6Hb5Gd1Qm0Fc"
+    forms = _secret_forms(totp, base64.b32decode(totp.replace(" ", "")))
+    forms += _secret_forms(jwt, jwt.encode())
+    root = Path(__file__).resolve().parents[2]
+    for memory in _totp_jwt_calls(root / "plugins", runtime, totp, jwt):
+        assert len(memory) >= 65536
+        for form in forms:
+            assert form not in memory, f"a form of a secret ({len(form)} bytes) is in guest memory"
+    # the control: 0.1.0, which decodes the secret itself, has it in memory after the same calls
+    guests_dir = root / "benchmarks" / "guests"
+    for name in ("totp", "jwt"):
+        (tmp_path / name).mkdir()
+        shutil.copy(guests_dir / f"{name}_guest_key.toml", tmp_path / name / "plugin.toml")
+        shutil.copy(
+            guests_dir / f"vultrino_{name}_guest_key.wasm",
+            tmp_path / name / f"vultrino_{name}.wasm",
+        )
+    old_totp, old_jwt = _totp_jwt_calls(tmp_path, runtime, totp, jwt)
+    assert totp.encode() in old_totp  # the request carried it
+    assert jwt.encode() in old_jwt
 
 
 # --- the Python guest SDK ----------------------------------------------------------------------

@@ -67,14 +67,21 @@ def test_rust_module_to_component_installs_and_runs(tmp_path: Path) -> None:
 
 TOTP = ROOT / "plugins" / "totp"
 TOTP_1_0 = ROOT / "tests" / "fixtures" / "world_1_0_0" / "vultrino_totp.wasm"
+TOTP_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+#: The request as totp 0.1.0 (the world 1.0.0 fixture) takes it: the secret in the request.
 TOTP_REQUEST = {
     "action": "code",
     "params": {"time": 59},
     "credential": {
         "alias": "t",
         "type": "totp",
-        "fields": {"secret": "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "digits": 8},
+        "fields": {"secret": TOTP_SECRET, "digits": 8},
     },
+}
+#: As totp 0.2.0 takes it: the secret host-only (nil in the request, in the call's key ring).
+TOTP_HOST_REQUEST = {
+    **TOTP_REQUEST,
+    "credential": {"alias": "t", "type": "totp", "fields": {"secret": None, "digits": 8}},
 }
 
 
@@ -91,27 +98,31 @@ def _component_of(module: Path, out: Path) -> bytes:
 @pytest.mark.parametrize(
     ("module", "text"),
     [(TOTP / "vultrino_totp.wasm", True), (TOTP_1_0, False)],
-    ids=["1.2.0", "1.0.0"],
+    ids=["1.3.0", "1.0.0"],
 )
 def test_old_and_new_rust_components_answer_as_their_modules(
     tmp_path: Path, module: Path, text: bool
 ) -> None:
-    """A module built with the current SDK becomes a 1.2.0 component called through
+    """A module built with the current SDK (totp 0.2.0: its secret host-only, read through
+    keys.hmac-sha1 in the base32 format) becomes a 1.3.0 component called through
     execute-text; one built for 1.0.0 still becomes a component (embedded with wit/v1.0.0/),
     called through execute. Both answer exactly as the core module does, on every input."""
     component = _component_of(module, tmp_path / "c.wasm")
+    request = TOTP_HOST_REQUEST if text else TOTP_REQUEST
+    ring = KeyRing({"secret": TOTP_SECRET})
     with WasmRuntime("wasmtime", cache_dir=tmp_path / "cache") as rt:
         as_component = rt.load(component, plugin="c")
         as_module = rt.load(module.read_bytes(), plugin="m")
         session = as_component._new_session()
         assert session.text is text
         session.close()
-        answer = as_component.execute(TOTP_REQUEST)
-        assert answer == as_module.execute(TOTP_REQUEST)
+        answer = as_component.execute(request, ring)
+        assert answer == as_module.execute(request, ring)
         assert answer["ok"]["code"] == "94287082"  # RFC 6238, SHA-1, T = 59 s
-        for bad in (
-            {**TOTP_REQUEST, "action": "nope"},
-            {**TOTP_REQUEST, "params": {"time": "\u00e9\u00ff"}},  # non-ASCII bytes both ways
-            {**TOTP_REQUEST, "credential": None},
+        for bad, keys in (
+            ({**request, "action": "nope"}, ring),
+            ({**request, "params": {"time": "\u00e9\u00ff"}}, ring),  # non-ASCII both ways
+            ({**request, "credential": None}, None),
+            (request, KeyRing({"secret": "not base32!"})),
         ):
-            assert as_component.execute(bad) == as_module.execute(bad)
+            assert as_component.execute(bad, keys) == as_module.execute(bad, keys)

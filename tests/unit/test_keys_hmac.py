@@ -37,3 +37,32 @@ def test_rfc4231_case_2_and_one_ring_for_several_algorithms() -> None:
     # the same field for another hash: its own decoded key, not the first one's
     assert sign_op("hmac-sha512")(ring, "k", RAW, data) == hmac.digest(b"Jefe", data, "sha512")
     assert sign_op("hmac-sha1")(ring, "k", RAW, data) == hmac.digest(b"Jefe", data, "sha1")
+
+
+def test_base32_reads_what_python_encodes_and_what_apps_show() -> None:
+    """``base32`` (world 1.3.0) decodes RFC 4648 base32 as ``base64.b32decode`` does, and also
+    lower case, no padding, and spaces or dashes between groups; anything else is bad-format."""
+    import base64
+    import random
+
+    from vultrino.runtime._keys import KeyFailure, key_bytes
+
+    rng = random.Random(4648)
+    for size in range(1, 70):
+        data = rng.randbytes(size)
+        text = base64.b32encode(data).decode()
+        assert key_bytes(text, "base32") == data
+        shown = " ".join(text.rstrip("=").lower()[i : i + 4] for i in range(0, len(text), 4))
+        assert key_bytes(shown.strip(), "base32") == data
+        assert key_bytes("-".join(text[i : i + 4] for i in range(0, len(text), 4)), "base32") == (
+            data
+        )
+    for bad in ("GEZ1", "GEZDGNBV!", "====", "", "  ", "GEZ DGN\u00c9"):
+        with pytest.raises(KeyFailure) as caught:
+            key_bytes(bad, "base32")
+        assert caught.value.case == "bad-format"
+    ring = KeyRing({"k": "gezd gnbv gy3t qojq gezd gnbv gy3t qojq"})
+    base32 = KEY_FORMATS.index("base32")
+    assert sign_op("hmac-sha384")(ring, "k", base32, b"m") == hmac.digest(
+        b"12345678901234567890", b"m", "sha384"
+    )

@@ -111,6 +111,8 @@ def key_bytes(text: str, fmt: str) -> bytes:
         raise KeyFailure("bad-format")
     if fmt in ("raw", "pem"):
         return text.encode("utf-8")
+    if fmt == "base32":
+        return _base32(text)
     s = "".join(text.split())
     if fmt == "hex":
         if s[:2] in ("0x", "0X"):
@@ -124,6 +126,32 @@ def key_bytes(text: str, fmt: str) -> bytes:
         return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise KeyFailure("bad-format") from None
+
+
+_BASE32: Final = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")}
+
+
+def _base32(text: str) -> bytes:
+    """RFC 4648 base32 as authenticator apps show a secret: either case, ``=`` padding
+    optional, spaces (any whitespace) and ``-`` between groups ignored; the bits after the last
+    whole byte are dropped. Text with no base32 digit at all is ``bad-format`` (an empty key)."""
+    buffer = bits = 0
+    out = bytearray()
+    for ch in text:
+        value = _BASE32.get(ch.upper())
+        if value is None:
+            if ch in "=-" or ch.isspace():
+                continue
+            raise KeyFailure("bad-format")
+        buffer = (buffer << 5) | value
+        bits += 5
+        if bits >= 8:
+            bits -= 8
+            out.append(buffer >> bits)
+            buffer &= (1 << bits) - 1
+    if not out:
+        raise KeyFailure("bad-format")
+    return bytes(out)
 
 
 # --- private keys from bytes --------------------------------------------------------------------
@@ -444,6 +472,7 @@ _DECODERS: Final[dict[str, Callable[[bytes, str], object]]] = {
     "hmac-sha1": _hmac_key("sha1"),
     "hmac-sha256": _hmac_key("sha256"),
     "hmac-sha512": _hmac_key("sha512"),
+    "hmac-sha384": _hmac_key("sha384"),
     "ed25519": _ed25519_key,
     "p256": _p256,
     "secp256k1": _secp256k1_key,
@@ -454,6 +483,7 @@ _SIGN: Final[dict[str, tuple[str, Callable[[object, bytes], bytes]]]] = {
     "hmac-sha1": ("hmac-sha1", _hmac),
     "hmac-sha256": ("hmac-sha256", _hmac),
     "hmac-sha512": ("hmac-sha512", _hmac),
+    "hmac-sha384": ("hmac-sha384", _hmac),
     "ed25519-sign": ("ed25519", _ed25519_sign),
     "p256-sign": ("p256", _p256_sign),
     "secp256k1-sign": ("secp256k1", _secp256k1_sign),
@@ -489,14 +519,9 @@ def _fail(case: str) -> object:
     raise KeyFailure(case)
 
 
-def _format(index: int) -> str:
-    if not 0 <= index < len(KEY_FORMATS):
-        raise KeyFailure("bad-format")
-    return KEY_FORMATS[index]
-
-
 def sign_op(name: str) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
-    """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal."""
+    """``(ring, field, format index, data) -> output``; :class:`KeyFailure` on refusal (an
+    index that is no case of ``key-format`` is ``bad-format``)."""
     kind, fn = _SIGN[name]
     decode = _DECODERS[kind]
     nformats = len(KEY_FORMATS)
@@ -512,14 +537,18 @@ def sign_op(name: str) -> Callable[[KeyRing | None, str, int, bytes], bytes]:
 
 
 def public_op(name: str) -> Callable[[KeyRing | None, str, int], bytes]:
-    """``(ring, field, format index) -> public key``; :class:`KeyFailure` on refusal."""
+    """``(ring, field, format index) -> public key``; :class:`KeyFailure` on refusal (a format
+    index as for :func:`sign_op`)."""
     kind, fn = _PUBLIC[name]
     decode = _DECODERS[kind]
+    nformats = len(KEY_FORMATS)
 
     def run(ring: KeyRing | None, field: str, fmt: int) -> bytes:
         if ring is None:
             raise KeyFailure("no-credential")
-        return fn(ring.key(kind, field, _format(fmt), decode))
+        if not 0 <= fmt < nformats:
+            raise KeyFailure("bad-format")
+        return fn(ring.key(kind, field, KEY_FORMATS[fmt], decode))
 
     return run
 

@@ -44,6 +44,7 @@ __all__ = [
     "KEYS_VERSIONS",
     "KEY_ERRORS",
     "KEY_FORMATS",
+    "KEY_FORMATS_SINCE",
     "LOG",
     "LOG_LEVEL",
     "LOG_LEVELS",
@@ -107,9 +108,13 @@ KEYS_VERSIONS: Final = (VERSION, "1.2.0")
 KEYS: Final = f"{PACKAGE}/keys@{KEYS_VERSION}"
 KEYS_MODULES: Final = tuple(f"{PACKAGE}/keys@{v}" for v in KEYS_VERSIONS)
 #: The cases of ``enum key-error`` and ``enum key-format``, in order (a core module passes and
-#: receives their index). ``openpgp`` is new in 1.3.0.
+#: receives their index). ``openpgp`` and ``base32`` are new in 1.3.0
+#: (:data:`KEY_FORMATS_SINCE`).
 KEY_ERRORS: Final = ("no-credential", "unknown-field", "bad-format", "bad-key", "bad-input")
-KEY_FORMATS: Final = ("raw", "hex", "base64", "pem", "openpgp")
+KEY_FORMATS: Final = ("raw", "hex", "base64", "pem", "openpgp", "base32")
+#: The cases of ``enum key-format`` in each version of ``keys`` (an enum case cannot carry
+#: ``@since``: the 1.2.0 enum has the first four, 1.3.0 all of them).
+KEY_FORMATS_SINCE: Final = {"1.2.0": KEY_FORMATS[:4], "1.3.0": KEY_FORMATS}
 #: Every function of ``keys`` and its kind: ``sign`` is ``(field, format, data) ->
 #: result<list<u8>, key-error>``, ``public`` is ``(field, format) -> result<list<u8>,
 #: key-error>``, ``verify`` is ``(public-key, message, signature: list<u8>) -> bool``, ``hash``
@@ -118,6 +123,7 @@ KEYS_FUNCTIONS: Final = {
     "hmac-sha1": "sign",
     "hmac-sha256": "sign",
     "hmac-sha512": "sign",
+    "hmac-sha384": "sign",
     "ed25519-sign": "sign",
     "ed25519-public-key": "public",
     "p256-sign": "sign",
@@ -141,6 +147,7 @@ KEYS_SINCE: Final = {
     name: "1.3.0"
     if name
     in (
+        "hmac-sha384",
         "openpgp-public-key",
         "ed25519-verify",
         "rsa-verify-pkcs1-sha256",

@@ -1,12 +1,15 @@
 //! jwt — mint and verify HMAC-signed JSON Web Tokens (RFC 7519, HS256/HS384/HS512).
 //!
-//! The agent chooses claims and a lifetime; the signing key never leaves the plugin.
+//! The agent chooses claims and a lifetime, and the plugin never holds the signing key either:
+//! the field is declared `access = "host"`, so the request carries it as nil and Vultrino
+//! computes each token's HMAC (`vultrino_pdk::keys`; HS384 with world 1.3.0's `hmac-sha384`).
 
 use data_encoding::BASE64URL_NOPAD;
-use hmac::{Hmac, Mac};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
+use vultrino_pdk::keys::{self, KeyError};
 use vultrino_pdk::{actions, log, Error, Result};
 
 actions! {
@@ -17,10 +20,14 @@ actions! {
 /// Longest lifetime `mint` accepts: ten years.
 pub const MAX_TTL: i64 = 10 * 366 * 24 * 3600;
 
+/// The credential field the host keeps (its text's UTF-8 bytes are the HMAC key).
+const SECRET_FIELD: &str = "secret";
+
 /// The fields of the `jwt_key` credential type.
 #[derive(Deserialize)]
 pub struct JwtKey {
-    pub secret: String,
+    /// nil: the host keeps the value. Still required, so that a credential without it says so.
+    pub secret: IgnoredAny,
     #[serde(default)]
     pub algorithm: Option<String>,
     #[serde(default)]
@@ -45,43 +52,35 @@ impl Algorithm {
         }
     }
 
-    fn sign(self, key: &[u8], message: &[u8]) -> Result<Vec<u8>> {
-        match self {
-            Algorithm::Hs256 => mac::<Hmac<sha2::Sha256>>(key, message),
-            Algorithm::Hs384 => mac::<Hmac<sha2::Sha384>>(key, message),
-            Algorithm::Hs512 => mac::<Hmac<sha2::Sha512>>(key, message),
-        }
+    /// The MAC of `message`, computed by the host with the credential's secret.
+    fn sign(self, message: &[u8]) -> Result<Vec<u8>> {
+        let mac = match self {
+            Algorithm::Hs256 => keys::hmac_sha256(SECRET_FIELD, message),
+            Algorithm::Hs384 => keys::hmac_sha384(SECRET_FIELD, message),
+            Algorithm::Hs512 => keys::hmac_sha512(SECRET_FIELD, message),
+        };
+        mac.map_err(|e| match e {
+            KeyError::UnknownField => Error::invalid_credential("secret is empty"),
+            other => Error::from(other),
+        })
     }
 
-    fn verify(self, key: &[u8], message: &[u8], signature: &[u8]) -> Result<bool> {
-        fn check<M: Mac + hmac::digest::KeyInit>(
-            key: &[u8],
-            msg: &[u8],
-            sig: &[u8],
-        ) -> Result<bool> {
-            let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key)
-                .map_err(|_| Error::failed("HMAC rejected the key"))?;
-            m.update(msg);
-            Ok(m.verify_slice(sig).is_ok()) // constant time
+    /// Whether `signature` is the host's MAC of `message`, compared in constant time.
+    fn verify(self, message: &[u8], signature: &[u8]) -> Result<bool> {
+        let expected = self.sign(message)?;
+        if expected.len() != signature.len() {
+            return Ok(false);
         }
-        match self {
-            Algorithm::Hs256 => check::<Hmac<sha2::Sha256>>(key, message, signature),
-            Algorithm::Hs384 => check::<Hmac<sha2::Sha384>>(key, message, signature),
-            Algorithm::Hs512 => check::<Hmac<sha2::Sha512>>(key, message, signature),
-        }
+        let diff = expected
+            .iter()
+            .zip(signature)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        Ok(diff == 0)
     }
-}
-
-fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Result<Vec<u8>> {
-    let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key)
-        .map_err(|_| Error::failed("HMAC rejected the key"))?;
-    m.update(message);
-    Ok(m.finalize().into_bytes().to_vec())
 }
 
 /// The key's settings, checked.
 pub struct Key {
-    secret: Vec<u8>,
     algorithm: Algorithm,
     issuer: Option<String>,
     audience: Option<String>,
@@ -89,9 +88,6 @@ pub struct Key {
 
 impl Key {
     pub fn from_fields(fields: JwtKey) -> Result<Key> {
-        if fields.secret.is_empty() {
-            return Err(Error::invalid_credential("secret is empty"));
-        }
         let algorithm = match fields.algorithm.as_deref().map(str::trim) {
             None | Some("") => Algorithm::Hs256,
             Some(name) => match name.to_ascii_uppercase().as_str() {
@@ -99,15 +95,16 @@ impl Key {
                 "HS384" => Algorithm::Hs384,
                 "HS512" => Algorithm::Hs512,
                 _ => {
+                    // a missing secret is reported first, as when the plugin held it
+                    Algorithm::Hs256.sign(b"")?;
                     return Err(Error::invalid_credential(
                         "algorithm must be one of HS256, HS384, HS512",
-                    ))
+                    ));
                 }
             },
         };
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         Ok(Key {
-            secret: fields.secret.into_bytes(),
             algorithm,
             issuer: non_empty(fields.issuer),
             audience: non_empty(fields.audience),
@@ -133,7 +130,15 @@ pub struct Minted {
 
 /// `mint`: a signed token with `claims`, `iat` = now and `exp` = now + `ttl`.
 pub fn mint(params: MintParams, key: JwtKey) -> Result<Minted> {
-    mint_at(params, Key::from_fields(key)?, now()?)
+    let key = Key::from_fields(key)?;
+    let algorithm = key.algorithm;
+    let minted = mint_at(params, key, now()?);
+    if minted.is_err() {
+        // a missing secret is the answer even where the MAC was not reached (a bad parameter),
+        // as when the plugin held the key: one more host call, on this path only
+        algorithm.sign(b"")?;
+    }
+    minted
 }
 
 pub fn mint_at(params: MintParams, key: Key, now: i64) -> Result<Minted> {
@@ -180,7 +185,7 @@ pub fn mint_at(params: MintParams, key: Key, now: i64) -> Result<Minted> {
         BASE64URL_NOPAD.encode(header.as_bytes()),
         BASE64URL_NOPAD.encode(&payload)
     );
-    let signature = key.algorithm.sign(&key.secret, signing_input.as_bytes())?;
+    let signature = key.algorithm.sign(signing_input.as_bytes())?;
     log!(
         info,
         "minted a {} token valid for {} s",
@@ -222,7 +227,14 @@ impl Verdict {
 /// `verify`: `{valid: true, claims}` or `{valid: false, reason}`. Only a malformed request is an
 /// error; a bad token is an answer.
 pub fn verify(params: VerifyParams, key: JwtKey) -> Result<Verdict> {
-    verify_at(params, Key::from_fields(key)?, now()?)
+    let key = Key::from_fields(key)?;
+    let algorithm = key.algorithm;
+    let verdict = verify_at(params, key, now()?);
+    if !matches!(verdict, Ok(Verdict { valid: true, .. })) {
+        // as in mint: a missing secret first, also for a token refused before its MAC
+        algorithm.sign(b"")?;
+    }
+    verdict
 }
 
 pub fn verify_at(params: VerifyParams, key: Key, now: i64) -> Result<Verdict> {
@@ -268,10 +280,7 @@ pub fn verify_at(params: VerifyParams, key: Key, now: i64) -> Result<Verdict> {
         }
     };
     let signing_input = &token[..parts[0].len() + 1 + parts[1].len()];
-    if !key
-        .algorithm
-        .verify(&key.secret, signing_input.as_bytes(), &signature)?
-    {
+    if !key.algorithm.verify(signing_input.as_bytes(), &signature)? {
         return Ok(Verdict::invalid("signature does not match"));
     }
     let claims = match decode_json(parts[1]) {
@@ -358,12 +367,37 @@ fn now() -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use vultrino_pdk::keys::KeyFormat;
 
     const SECRET: &str = "a-very-long-test-secret-of-at-least-sixty-four-bytes-for-hs512-ok!";
 
+    /// A stand-in for the host's keys interface, natively: HMAC with the `hmac` crate over
+    /// SECRET (Vultrino does this on wasm).
+    fn host(
+        function: &str,
+        field: &str,
+        format: KeyFormat,
+        data: &[u8],
+    ) -> std::result::Result<Vec<u8>, KeyError> {
+        assert_eq!((field, format), (SECRET_FIELD, KeyFormat::Raw));
+        fn mac<M: Mac + hmac::digest::KeyInit>(data: &[u8]) -> Vec<u8> {
+            let mut m = <M as hmac::digest::KeyInit>::new_from_slice(SECRET.as_bytes()).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+        Ok(match function {
+            "hmac-sha256" => mac::<Hmac<sha2::Sha256>>(data),
+            "hmac-sha384" => mac::<Hmac<sha2::Sha384>>(data),
+            "hmac-sha512" => mac::<Hmac<sha2::Sha512>>(data),
+            other => panic!("unexpected key function {}", other),
+        })
+    }
+
     fn key(alg: &str, issuer: Option<&str>, audience: Option<&str>) -> Key {
+        keys::set_native_host(Some(host));
         Key::from_fields(JwtKey {
-            secret: SECRET.into(),
+            secret: IgnoredAny,
             algorithm: Some(alg.into()),
             issuer: issuer.map(String::from),
             audience: audience.map(String::from),
@@ -392,6 +426,32 @@ mod tests {
             now,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256() {
+        // RFC 7515 A.1: the JWS signing input and key (base64url) give this signature
+        fn rfc_host(
+            function: &str,
+            _field: &str,
+            _format: KeyFormat,
+            data: &[u8],
+        ) -> std::result::Result<Vec<u8>, KeyError> {
+            assert_eq!(function, "hmac-sha256");
+            let key = BASE64URL_NOPAD
+                .decode(b"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+                .unwrap();
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+            m.update(data);
+            Ok(m.finalize().into_bytes().to_vec())
+        }
+        keys::set_native_host(Some(rfc_host));
+        let input = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+        let sig = Algorithm::Hs256.sign(input.as_bytes()).unwrap();
+        assert_eq!(
+            BASE64URL_NOPAD.encode(&sig),
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 """Keys that stay in the host (world 1.2.0, `interface keys` of wit/vultrino-plugin.wit; 1.3.0
-adds OpenPGP keys and signature checks).
+adds OpenPGP keys, signature checks, base32 keys and HMAC-SHA384).
 
 Each function names a field of the credential the host bound to the current call; Vultrino
-decodes the field's value (`fmt`: "raw", "hex", "base64", "pem" or "openpgp"), runs the
+decodes the field's value (`fmt`: "raw", "hex", "base64", "pem", "openpgp" or "base32"), runs the
 operation and hands back only its output, as bytes. A field declared `access = "host"` in plugin.toml reaches
 the plugin as None and can be used only this way. See docs/plugins/host-keys.md.
 
@@ -28,6 +28,7 @@ __all__ = [
     "ed25519_sign",
     "hmac_sha1",
     "hmac_sha256",
+    "hmac_sha384",
     "hmac_sha512",
     "ed25519_verify",
     "keccak256",
@@ -51,6 +52,7 @@ _FORMATS = {
     "base64": _host.KeyFormat.BASE64,
     "pem": _host.KeyFormat.PEM,
     "openpgp": _host.KeyFormat.OPENPGP,
+    "base32": _host.KeyFormat.BASE32,
 }
 
 
@@ -101,6 +103,7 @@ def _public(name):
 hmac_sha1 = _sign("hmac_sha1")
 hmac_sha256 = _sign("hmac_sha256")
 hmac_sha512 = _sign("hmac_sha512")
+hmac_sha384 = _sign("hmac_sha384")
 ed25519_sign = _sign("ed25519_sign")
 p256_sign = _sign("p256_sign")
 secp256k1_sign = _sign("secp256k1_sign")

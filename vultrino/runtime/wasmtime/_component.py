@@ -79,6 +79,7 @@ from vultrino.runtime.wit import (
     HTTP,
     HTTP_SEND,
     KEY_FORMATS,
+    KEY_FORMATS_SINCE,
     KEYS,
     KEYS_FUNCTIONS,
     KEYS_MODULES,
@@ -279,10 +280,10 @@ class WasmtimeComponentEngine:
 
     def _check_keys(self, item: Any, module: str) -> list[str]:
         """The ``keys`` functions it imports, each with its kind's shape (wit.KEYS_FUNCTIONS)
-        in that version of the interface (1.2.0 has four key formats, 1.3.0 five)."""
+        in that version of the interface (1.2.0 has four key formats, 1.3.0 six)."""
         funcs, problems = self._funcs(item, module)
         known = keys_functions(module)
-        formats = KEY_FORMATS if module == KEYS else KEY_FORMATS[:4]
+        formats = KEY_FORMATS_SINCE[module.rsplit("@", 1)[-1]]
         arity = {"sign": 3, "public": 2, "hash": 1, "verify": 3}
         for name, ty in funcs.items():
             if name in ("key-error", "key-format"):

@@ -1,5 +1,5 @@
 //! Keys that stay in the host (world 1.2.0, `interface keys` of `wit/vultrino-plugin.wit`;
-//! 1.3.0 adds OpenPGP keys and signature checks).
+//! 1.3.0 adds OpenPGP keys, signature checks, base32 keys and HMAC-SHA384).
 //!
 //! Each function names a field of the credential the host bound to the current call; the host
 //! decodes the field's value (as [`KeyFormat`] says), runs the operation and hands back only
@@ -31,6 +31,9 @@ pub enum KeyFormat {
     /// An ASCII-armored OpenPGP secret key (v4, RSA or Ed25519), unlocked with the field the
     /// manifest names in `passphrase_field` (world 1.3.0).
     OpenPgp = 4,
+    /// Base32 (RFC 4648) as authenticator apps show a TOTP secret: either case, padding
+    /// optional, spaces and `-` ignored (world 1.3.0).
+    Base32 = 5,
 }
 
 /// Why the host refused (the WIT enum `key-error`). Never carries any part of a key.
@@ -126,6 +129,8 @@ mod imports {
         pub fn hmac_sha256(f: *const u8, fl: usize, fmt: i32, d: *const u8, dl: usize, r: *mut u8);
         #[link_name = "hmac-sha512"]
         pub fn hmac_sha512(f: *const u8, fl: usize, fmt: i32, d: *const u8, dl: usize, r: *mut u8);
+        #[link_name = "hmac-sha384"]
+        pub fn hmac_sha384(f: *const u8, fl: usize, fmt: i32, d: *const u8, dl: usize, r: *mut u8);
         #[link_name = "ed25519-sign"]
         pub fn ed25519_sign(f: *const u8, fl: usize, fmt: i32, d: *const u8, dl: usize, r: *mut u8);
         #[link_name = "p256-sign"]
@@ -291,6 +296,8 @@ sign_fns! {
     hmac_sha256 / hmac_sha256_with = "hmac-sha256";
     /// HMAC-SHA512 of `data` keyed by the field (64 bytes).
     hmac_sha512 / hmac_sha512_with = "hmac-sha512";
+    /// HMAC-SHA384 of `data` keyed by the field (48 bytes; JWS HS384; world 1.3.0).
+    hmac_sha384 / hmac_sha384_with = "hmac-sha384";
     /// Ed25519 signature of `data` (64 bytes).
     ed25519_sign / ed25519_sign_with = "ed25519-sign";
     /// ECDSA P-256 over SHA-256 of `data`: `r || s` (64 bytes).
