@@ -36,8 +36,7 @@ import psycopg_pool
 from vultrino.store.postgres import (
     CONNECT_TIMEOUT_S,
     POOL_WAIT_S,
-    PostgresStore,
-    guarded,
+    read_once_more,
     redact_url,
 )
 
@@ -129,16 +128,7 @@ class ApprovalTable:
         """``fn`` on a pooled connection, psycopg's errors mapped to the store's
         (StoreUnavailableError when the database cannot be reached). A connection the
         database dropped while it sat in the pool is replaced once."""
-        with PostgresStore._mapped(self._where, doing):
-            for attempt in (1, 2):
-                with self._pool.connection() as conn:
-                    try:
-                        with guarded(conn):
-                            return fn(conn)
-                    except psycopg.OperationalError:
-                        if attempt == 2 or not conn.broken:
-                            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return read_once_more(self._pool, self._where, doing, fn)
 
     # -- a waiting call's side --------------------------------------------------------------
 

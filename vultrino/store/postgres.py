@@ -78,6 +78,7 @@ __all__ = [
     "STATEMENT_WAIT_S",
     "PostgresStore",
     "guarded",
+    "read_once_more",
     "redact_url",
 ]
 
@@ -524,16 +525,7 @@ class PostgresStore(CredentialStore):
         ended does not fail; a database that is still down fails at once, with
         StoreUnavailableError. Writes never come here: one whose connection broke may have
         committed, so it fails instead of running twice."""
-        with self._mapped(self._where, doing):
-            for attempt in (1, 2):
-                with self._pool.connection() as conn:
-                    try:
-                        with guarded(conn):
-                            return fn(conn)
-                    except psycopg.OperationalError:
-                        if attempt == 2 or not conn.broken:
-                            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return read_once_more(self._pool, self._where, doing, fn)
 
     def query(self, doing: str, fn: Callable[[Any], _T]) -> _T:
         """``fn(connection)`` for a read by another table's code in this package (the shared
@@ -932,3 +924,24 @@ class PostgresStore(CredentialStore):
     def __repr__(self) -> str:
         state = "closed" if self._key is None else "open"
         return f"<PostgresStore {self._where!r} {state}>"
+
+
+def read_once_more(
+    pool: psycopg_pool.ConnectionPool[Any],
+    where: str,
+    doing: str,
+    fn: Callable[[psycopg.Connection[Any]], _T],
+) -> _T:
+    """``fn`` on a connection of ``pool``, psycopg's errors mapped to the store's (see
+    :meth:`PostgresStore._mapped`); a connection the database dropped while it sat in the pool
+    (a restart) is replaced once. For reads, and for writes that are safe to send again."""
+    with PostgresStore._mapped(where, doing):
+        for attempt in (1, 2):
+            with pool.connection() as conn:
+                try:
+                    with guarded(conn):
+                        return fn(conn)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not conn.broken:
+                        raise
+    raise AssertionError("unreachable")  # pragma: no cover
