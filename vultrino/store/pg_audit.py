@@ -12,8 +12,10 @@ writes and reads (docs/scaling.md).
 ``vultrino_audit_head``
     one row: the last ``seq`` and the hash of its line.
 
-A record is one statement: it locks the head row, numbers and chains the line, moves the head
-and inserts the row, and commits before the call that wrote it returns. Writers on every
+A record is one transaction: it locks the head row and reads the database's clock, numbers,
+chains and signs the line (``sig``, ``key``: an Ed25519 signature of the line by the store's
+audit key and its public half, when the writer holds the unlocked store), moves the head and
+inserts the row, and commits before the call that wrote it returns. Writers on every
 replica are therefore serialised on the head row, so ``seq`` order is commit order: a
 reader that has seen record N has seen every record before it, which is what lets ``audit
 --follow`` read ``WHERE seq > N`` on any replica. Records never hold a secret (the pipeline
@@ -260,7 +262,7 @@ class AuditTable:
         self._run_on(self._connected(), "writing an audit record", append, wait=STATEMENT_WAIT_S)
 
     def checkpoint(self) -> None:
-        """Nothing to sign: the table's chain is kept by the database (see the docstring)."""
+        """Nothing to sign: every row is signed as it is written (see the docstring)."""
 
     def close(self) -> None:
         """Close the pool (idempotent); the next record opens it again."""
