@@ -1,9 +1,9 @@
 """What the PostgreSQL store backend costs a warm ``execute`` (docs/scaling.md): the same echo
 call on a home whose store is a file and on one whose store is in a local PostgreSQL (a
 throwaway cluster on loopback, as the tests start it), with and without a ``[[policies]]``
-rate limit. With PostgreSQL a call makes one round trip for its audit record (committed to
-the audit table before the call returns), and with the rate limit one more, before the call,
-to the shared bucket.
+rate limit. With PostgreSQL a call writes its signed audit record in one transaction (the
+head row's lock, then the insert; committed before the call returns), and with the rate
+limit makes one more round trip, before the call, to the shared bucket.
 
 The two homes are measured in alternating pairs of rounds in the same run; each figure is the
 median over the pairs of (PostgreSQL p50 - file p50), so a busy machine moves both sides

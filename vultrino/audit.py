@@ -44,7 +44,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ __all__ = [
     "tail",
     "verify",
     "verify_data",
+    "row_message",
+    "verify_rows",
 ]
 
 OUTCOMES = ("ok", "error", "denied")
@@ -800,6 +802,74 @@ def verify_data(
             f"lines {first}-{total} are past the signed head (no signature covers them)",
         )
     return verdict(None, None, _summary(total, start, head_fields))
+
+
+def row_message(line: str) -> bytes:
+    """The bytes a PostgreSQL audit row's signature covers: its line (which names its
+    ``seq`` and the hash of the line before it), kept apart from a head's message."""
+    return b"vultrino audit row v1\n" + line.encode()
+
+
+def verify_rows(
+    rows: list[tuple[str, bytes | None, bytes | None]],
+    check: SignatureCheck,
+    *,
+    key: bytes | None = None,
+) -> Verdict:
+    """Check the PostgreSQL audit table: its rows' (line, signature, public key) in ``seq``
+    order. The hash chain as :func:`verify_data` checks a file's; then every row from the
+    first signed one must be signed, all by one key (``key`` when given: the store's own),
+    over its line. Rows before the first signed one were written before rows were signed
+    and are reported as such. The first bad row is named (its line number is its seq)."""
+    data = "".join(line + "\n" for line, _, _ in rows).encode()
+    chain = verify_data(data, None, "the audit table", check)
+    signer: bytes | None = key if key else None
+    first_signed: int | None = None
+    bad: tuple[int, str, str] | None = None
+    for number, (line, sig, pub) in enumerate(rows, 1):
+        if chain.line is not None and number >= chain.line:
+            break
+        if sig is None or pub is None:
+            if first_signed is None:
+                continue  # written before rows were signed
+            bad = (number, "unsigned", f"row {number} is not signed: it was not written "
+                   "by a replica holding the store's audit key (forged or inserted)")  # fmt: skip
+            break
+        if first_signed is None:
+            first_signed = number
+        if key is not None and pub != key:
+            bad = (number, "forged", f"row {number} is signed by key {pub.hex()[:16]}, not by "
+                   f"the store's key {key.hex()[:16]}")  # fmt: skip
+            break
+        if signer is None:
+            signer = pub
+        elif pub != signer:
+            bad = (number, "forged", f"row {number} is signed by key {pub.hex()[:16]}, not by "
+                   f"key {signer.hex()[:16]} that signed the rows before it")  # fmt: skip
+            break
+        if not check(pub, row_message(line), sig):
+            bad = (number, "forged", f"the signature of row {number} does not verify: it "
+                   "was edited, re-linked or forged")  # fmt: skip
+            break
+    if bad is not None:
+        return replace(chain, ok=False, line=bad[0], problem=bad[1], message=bad[2])
+    if not chain.ok:
+        return chain
+    total = len(rows)
+    if not total:
+        return chain
+    if first_signed is None:
+        text = (
+            f"{_plural(total, 'row')}, chain intact, none signed (written before rows were signed)"
+        )
+    else:
+        text = (
+            f"{_plural(total, 'row')}, chain intact, rows {first_signed}-{total} signed by "
+            f"key {signer.hex()[:16] if signer else ''}" + (" (the store's own)" if key else "")
+        )
+        if first_signed > 1:
+            text += f"; rows 1-{first_signed - 1} written before rows were signed"
+    return replace(chain, key=signer.hex() if signer else None, message=text)
 
 
 def _plural(n: int, word: str) -> str:

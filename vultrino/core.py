@@ -1469,19 +1469,22 @@ class Vultrino:
         Needs no password, unless ``check_key``: then the store is unlocked and the head must
         be signed by the store's own key (not just by the key it names). ``strict`` also
         refuses records past the signed head. The PostgreSQL audit table's chain is checked
-        the same way; it has no signed head (the table refuses changes instead), so
-        ``strict`` and ``check_key`` are refused there."""
+        the same way, and every row's signature (:func:`vultrino.audit.verify_rows`; with
+        ``check_key``, by the store's own key); it has no signed head, so ``strict`` is
+        refused there."""
         from vultrino.store import verify_signature
 
         log = self._s.audit
         if not isinstance(log, audit.AuditLog):
-            if strict or check_key:
+            if strict:
                 raise ConfigError(
-                    "the audit log is the PostgreSQL table, which has no signed head to check "
-                    "(--strict, --check-key); run `vultrino audit verify` without them to "
-                    "check its hash chain"
+                    "the audit log is the PostgreSQL table, which has no signed head "
+                    "(--strict); every row is signed instead: run `vultrino audit verify` "
+                    "without --strict"
                 )
-            return audit.verify_data(log.lines(), None, "the audit table", verify_signature)
+            rows = log.signed_lines()
+            table_key = (self._s.store.audit_public_key() or b"") if check_key else None
+            return audit.verify_rows(rows, verify_signature, key=table_key)
         key = None
         if check_key:
             key = self._s.store.audit_public_key() or b""

@@ -172,7 +172,7 @@ class Services:
         else:
             from vultrino.store import audit_table
 
-            self.audit = audit_table(config.store_url)
+            self.audit = audit_table(config.store_url, signer=self._sign_audit_head)
         # what plugins log, one file each under the home (``vultrino plugin logs``)
         self.plugin_logs = PluginLogs(home.logs)
         self.plugins_signature = ""  # what the plugins directory looked like when last loaded

@@ -4,6 +4,7 @@ facade and CLI reading it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -12,6 +13,7 @@ import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -181,3 +183,108 @@ def test_nothing_secret_reaches_the_table(pg_url: str, pg_cluster: object) -> No
     dump = pg_cluster.dump(pg_url)  # type: ignore[attr-defined]
     assert b"vultrino_audit" in dump and b"credential.add" in dump
     assert b"sk-TABLE-SECRET-55" not in dump
+
+
+def _attack_home(pg_url: str, home: Path) -> Any:
+    """A PostgreSQL home with three signed rows, and its CLI (password in the environment
+    only when ``unlocked``)."""
+    (home / "config.toml").write_text(
+        f'[store]\nurl = "{pg_url}"\nkdf_opslimit = 1\nkdf_memlimit_mb = 8\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VULTRINO_HOME": str(home)}
+    env.pop("VULTRINO_PASSWORD", None)
+
+    def cli(*args: str, unlocked: bool = False) -> subprocess.CompletedProcess[str]:
+        extra = {"VULTRINO_PASSWORD": PASSWORD} if unlocked else {}
+        return subprocess.run(
+            [sys.executable, "-m", "vultrino", *args],
+            cwd=ROOT, env={**env, **extra}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert cli("init", unlocked=True).returncode == 0
+    for alias in ("a", "b", "c"):
+        done = cli("add", "--alias", alias, "--type", "api_key", "--field", "key=k", unlocked=True)
+        assert done.returncode == 0, done.stderr
+    return cli
+
+
+def _rows(conn: psycopg.Connection[Any]) -> list[tuple[int, str]]:
+    return conn.execute("SELECT seq, line FROM vultrino_audit ORDER BY seq").fetchall()
+
+
+def _relinked(lines: list[str]) -> list[str]:
+    """``lines`` renumbered and re-chained, as a writer who dropped the triggers would."""
+    out, prev = [], "0" * 64
+    for seq, line in enumerate(lines, 1):
+        rec = json.loads(line)
+        rec["seq"], rec["prev"] = seq, prev
+        text = json.dumps(rec, separators=(",", ":"))
+        out.append(text)
+        prev = hashlib.sha256(text.encode() + b"\n").hexdigest()
+    return out
+
+
+def _rewrite(conn: psycopg.Connection[Any], lines: list[str], sigs: list[Any]) -> None:
+    """Replace the table's rows (triggers dropped, as the table's owner could)."""
+    conn.execute("ALTER TABLE vultrino_audit DISABLE TRIGGER USER")
+    conn.execute("DELETE FROM vultrino_audit")
+    for seq, (line, (sig, key)) in enumerate(zip(lines, sigs, strict=True), 1):
+        conn.execute(
+            "INSERT INTO vultrino_audit (seq, at, line, sig, key) VALUES (%s, now(), %s, %s, %s)",
+            (seq, line, sig, key),
+        )
+    conn.execute("ALTER TABLE vultrino_audit ENABLE TRIGGER USER")
+
+
+@pytest.mark.parametrize("attack", ["append", "edit", "delete", "rekey"])
+def test_audit_verify_catches_rows_a_database_writer_forged(
+    pg_url: str, isolated_home: Path, attack: str
+) -> None:
+    cli = _attack_home(pg_url, isolated_home)
+    verified = cli("audit", "verify")  # no password needed
+    assert verified.returncode == 0, verified.stderr
+    assert "signed by key" in verified.stdout
+    assert cli("audit", "verify", "--check-key", unlocked=True).returncode == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = _rows(conn)
+        assert len(rows) == 3
+        sigs = conn.execute("SELECT sig, key FROM vultrino_audit ORDER BY seq").fetchall()
+        lines = [line for _, line in rows]
+        bad = 0
+        if attack == "append":  # INSERT right only: a chained, unsigned approval
+            rec = {"ts": "2026-01-01T00:00:00.000+00:00", "action": "approval.granted",
+                   "agent": "mallory", "outcome": "ok", "seq": 4,
+                   "prev": hashlib.sha256(lines[-1].encode() + b"\n").hexdigest()}  # fmt: skip
+            line = json.dumps(rec, separators=(",", ":"))
+            conn.execute(
+                "INSERT INTO vultrino_audit (seq, at, line) VALUES (4, now(), %s)", (line,)
+            )
+            bad = 4
+        elif attack == "edit":  # row 2 changed, every later hash link re-made
+            rec = json.loads(lines[1])
+            rec["alias"] = "other"
+            lines[1] = json.dumps(rec, separators=(",", ":"))
+            _rewrite(conn, _relinked(lines), sigs)
+            bad = 2
+        elif attack == "delete":  # row 2 dropped, row 3 renumbered and re-linked
+            _rewrite(conn, _relinked([lines[0], lines[2]]), [sigs[0], sigs[2]])
+            bad = 2
+        else:  # every row re-signed with a key of the attacker's own
+            import nacl.signing
+
+            from vultrino.audit import row_message
+
+            mine = nacl.signing.SigningKey.generate()
+            forged = [
+                (mine.sign(row_message(line)).signature, bytes(mine.verify_key)) for line in lines
+            ]
+            _rewrite(conn, lines, forged)
+            bad = 1
+    if attack == "rekey":  # consistent on its own: only the store's sealed key tells
+        assert cli("audit", "verify").returncode == 0
+        checked = cli("audit", "verify", "--check-key", "--json", unlocked=True)
+    else:
+        checked = cli("audit", "verify", "--json")
+    assert checked.returncode == 10, (checked.stdout, checked.stderr)
+    verdict = json.loads(checked.stdout)
+    assert verdict["ok"] is False and verdict["line"] == bad, verdict

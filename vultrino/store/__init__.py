@@ -8,6 +8,7 @@ that picks the backend from where the store lives (a path, or a ``postgresql://`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,11 @@ def _postgres() -> type[CredentialStore]:
     return PostgresStore
 
 
-def audit_table(url: str) -> AuditTable:
-    """The audit log kept in the PostgreSQL database at ``url`` (connects on first use)."""
+def audit_table(
+    url: str, signer: Callable[[bytes], tuple[bytes, bytes] | None] | None = None
+) -> AuditTable:
+    """The audit log kept in the PostgreSQL database at ``url`` (connects on first use); each
+    row is signed with ``signer`` (the store's audit key) when it gives a signature."""
     try:
         from vultrino.store.pg_audit import AuditTable
     except ImportError as exc:
@@ -69,7 +73,7 @@ def audit_table(url: str) -> AuditTable:
             f"the store is a PostgreSQL URL, but the PostgreSQL driver is not installed "
             f"({exc.name or 'psycopg'}); install it with `pip install 'vultrino[postgres]'`"
         ) from None
-    return AuditTable(url)
+    return AuditTable(url, signer)
 
 
 def open_store(

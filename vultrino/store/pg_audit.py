@@ -12,8 +12,10 @@ writes and reads (docs/scaling.md).
 ``vultrino_audit_head``
     one row: the last ``seq`` and the hash of its line.
 
-A record is one statement: it locks the head row, numbers and chains the line, moves the head
-and inserts the row, and commits before the call that wrote it returns. Writers on every
+A record is one transaction: it locks the head row and reads the database's clock, numbers,
+chains and signs the line (``sig``, ``key``: an Ed25519 signature of the line by the store's
+audit key and its public half, when the writer holds the unlocked store), moves the head and
+inserts the row, and commits before the call that wrote it returns. Writers on every
 replica are therefore serialised on the head row, so ``seq`` order is commit order: a
 reader that has seen record N has seen every record before it, which is what lets ``audit
 --follow`` read ``WHERE seq > N`` on any replica. Records never hold a secret (the pipeline
@@ -26,16 +28,18 @@ password.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 import psycopg_pool
 
-from vultrino.audit import Filter, fields_text
+from vultrino.audit import Filter, fields_text, row_message
 from vultrino.errors import ConfigError
 from vultrino.store.postgres import (
     CONNECT_TIMEOUT_S,
@@ -65,6 +69,8 @@ CREATE TABLE IF NOT EXISTS vultrino_audit (
     line text NOT NULL,
     rid bytea UNIQUE
 );
+ALTER TABLE vultrino_audit ADD COLUMN IF NOT EXISTS sig bytea;
+ALTER TABLE vultrino_audit ADD COLUMN IF NOT EXISTS key bytea;
 CREATE INDEX IF NOT EXISTS vultrino_audit_agent ON vultrino_audit (agent, seq);
 CREATE INDEX IF NOT EXISTS vultrino_audit_alias ON vultrino_audit (alias, seq);
 CREATE INDEX IF NOT EXISTS vultrino_audit_outcome ON vultrino_audit (outcome, seq);
@@ -80,27 +86,29 @@ CREATE OR REPLACE TRIGGER vultrino_audit_no_truncate BEFORE TRUNCATE ON vultrino
     FOR EACH STATEMENT EXECUTE FUNCTION vultrino_audit_append_only();
 """
 
-# One statement, one round trip: lock the head, number and chain the line (timestamped after
-# the lock, so ``at`` follows ``seq``), move the head, insert the row.
+# Lock the head and read the database's clock after the lock (so ``at`` follows ``seq``);
+# the writer then numbers, chains and signs the line and moves the head in one statement,
+# both in one transaction.
+_LOCK = "SELECT seq, last, clock_timestamp() FROM vultrino_audit_head WHERE id = 1 FOR UPDATE"
+
 _APPEND = """
-WITH h AS (SELECT seq, last FROM vultrino_audit_head WHERE id = 1 FOR UPDATE),
-l AS (SELECT h.seq + 1 AS seq, clock_timestamp() AS at, h.last FROM h),
-r AS (
-    SELECT l.seq, l.at, '{"ts":"'
-        || to_char(l.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS') || '+00:00"'
-        || %(fields)s || ',"seq":' || l.seq || ',"prev":"' || l.last || '"}' AS line
-    FROM l
-),
-u AS (
-    UPDATE vultrino_audit_head SET seq = r.seq,
-        last = encode(sha256(convert_to(r.line || E'\\n', 'UTF8')), 'hex')
-    FROM r WHERE id = 1
-)
-INSERT INTO vultrino_audit (seq, at, agent, alias, outcome, line, rid)
-SELECT r.seq, r.at, j->>'agent', j->>'alias', j->>'outcome', r.line, %(rid)s
-FROM r, LATERAL (SELECT r.line::jsonb AS j) AS parsed
-RETURNING seq
+WITH u AS (UPDATE vultrino_audit_head SET seq = %(seq)s, last = %(last)s WHERE id = 1)
+INSERT INTO vultrino_audit (seq, at, agent, alias, outcome, line, rid, sig, key)
+SELECT %(seq)s, %(at)s, j->>'agent', j->>'alias', j->>'outcome', %(line)s, %(rid)s,
+    %(sig)s, %(key)s
+FROM (SELECT %(doc)s::jsonb AS j) AS parsed
 """
+
+#: Signs a row's line: the message to (signature, public key), or None when no key is at hand.
+RowSigner = Callable[[bytes], "tuple[bytes, bytes] | None"]
+
+
+def _line(fields: str, seq: int, last: str, at: datetime) -> str:
+    """The record's line, exactly as the file log would hold it (chain fields last)."""
+    utc = at.astimezone(timezone.utc)
+    ts = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+00:00"
+    return f'{{"ts":"{ts}"{fields},"seq":{seq},"prev":"{last}"}}'
+
 
 _WRITTEN = "SELECT 1 FROM vultrino_audit WHERE rid = %(rid)s"
 
@@ -139,8 +147,9 @@ class AuditTable:
     for a file (``append``, ``write``, ``write_text``, ``checkpoint``, ``close``), and the
     queries (``query_from``, ``tail``, ``follow``, ``lines``). Connects on first use."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, signer: RowSigner | None = None) -> None:
         self._url = url
+        self._signer = signer
         self.location = redact_url(url)
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
@@ -230,12 +239,30 @@ class AuditTable:
             # the connection broke; its id says whether it did, so no record is written twice.
             if again and conn.execute(_WRITTEN, params).fetchone() is not None:
                 return
-            conn.execute(_APPEND, params)
+            with conn.transaction():
+                head = conn.execute(_LOCK).fetchone()
+                assert head is not None  # the schema inserts the one head row
+                seq = int(head[0]) + 1
+                line = _line(fields, seq, str(head[1]), head[2])
+                signed = self._signer(row_message(line)) if self._signer else None
+                conn.execute(
+                    _APPEND,
+                    {
+                        "seq": seq,
+                        "at": head[2],
+                        "line": line,
+                        "doc": line,  # a parameter of its own: ``line`` must stay text
+                        "last": hashlib.sha256(line.encode() + b"\n").hexdigest(),
+                        "rid": params["rid"],
+                        "sig": signed[0] if signed else None,
+                        "key": signed[1] if signed else None,
+                    },
+                )
 
         self._run_on(self._connected(), "writing an audit record", append, wait=STATEMENT_WAIT_S)
 
     def checkpoint(self) -> None:
-        """Nothing to sign: the table's chain is kept by the database (see the docstring)."""
+        """Nothing to sign: every row is signed as it is written (see the docstring)."""
 
     def close(self) -> None:
         """Close the pool (idempotent); the next record opens it again."""
@@ -320,6 +347,21 @@ class AuditTable:
             after = int(rows[-1][1]) if len(rows) == 1000 else max(after, top)
             if len(rows) < 1000:
                 time.sleep(interval)
+
+    def signed_lines(self) -> list[tuple[str, bytes | None, bytes | None]]:
+        """Every row's (line, signature, public key) in ``seq`` order (None, None: a row
+        written unsigned)."""
+        rows = self._run(
+            "reading the audit log",
+            lambda c: c.execute(
+                "SELECT line, sig, key FROM vultrino_audit ORDER BY seq"
+            ).fetchall(),
+            wait=None,
+        )
+        return [
+            (r[0], None if r[1] is None else bytes(r[1]), None if r[2] is None else bytes(r[2]))
+            for r in rows
+        ]
 
     def lines(self) -> bytes:
         """Every record's line, newline-terminated, in ``seq`` order: the log as a file would
