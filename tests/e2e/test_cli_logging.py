@@ -134,7 +134,9 @@ def test_c_names_the_config_file_and_the_home_stays(
     assert any(json.loads(x)["logger"] for x in r.stderr.splitlines() if x.startswith("{"))
     assert not (home.root / "config.toml").exists()
 
-    other.write_text('engine = "nope"\n')  # it is the file that is read: its error names it
+    # it is the file that is read: its error names it (a key no environment variable overrides:
+    # the wasmer leg sets VULTRINO_ENGINE, which would hide a bad `engine`)
+    other.write_text('[logging]\nlevel = "nope"\n')
     bad = home.cli("--config", str(other), "list")
     assert bad.returncode == 2 and str(other) in bad.stderr and "nope" in bad.stderr
 
