@@ -309,8 +309,8 @@ def test_mcp_stdio_configs_work_with_the_sdk_client(
     # Claude Desktop's: the one path to adapt is its placeholder home
     claude = tmp_path / "claude_desktop_config.json"
     text = (EXAMPLES / "mcp" / "claude-desktop.json").read_text()
-    assert text.count("/home/you") == 1
-    claude.write_text(text.replace("/home/you", env["HOME"]))
+    assert text.count("YOUR_HOME") == 1
+    claude.write_text(text.replace("YOUR_HOME", env["HOME"]))
     assert "http_request" in run_mcp_client(claude, env)
     # Cursor's runs the server as the code-bot profile: only the tools it may call
     out = run_mcp_client(EXAMPLES / "mcp" / "cursor.json", env, "vultrino")
