@@ -30,6 +30,36 @@ def _plugin(directory: Path, runtime: Any) -> Any:
     return WasmPlugin(directory, load_manifest(directory / "plugin.toml"), runtime)
 
 
+def measure_pairs(
+    host_run: Any, guest_run: Any, params: dict[str, Any], pairs: int, calls: int
+) -> tuple[list[float], list[float], list[float]]:
+    """CPU seconds per call of each side, and their ratios, over ``pairs`` alternating pairs
+    of ``calls`` calls (both warmed first; both must give the same answer)."""
+    assert host_run(dict(params)).value == guest_run(dict(params)).value  # same answer
+
+    def batch(fn: Any) -> float:
+        # CPU time of this process: on a shared machine, time spent waiting for a core
+        # would otherwise land on whichever side was running
+        t = time.process_time()
+        for _ in range(calls):
+            fn(dict(params))
+        return (time.process_time() - t) / calls
+
+    for _ in range(3):  # warm both
+        batch(host_run)
+        batch(guest_run)
+    host_t, guest_t, ratios = [], [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            g, h = batch(guest_run), batch(host_run)
+        else:
+            h, g = batch(host_run), batch(guest_run)
+        host_t.append(h)
+        guest_t.append(g)
+        ratios.append(h / g)
+    return host_t, guest_t, ratios
+
+
 def run(res: Any, smoke: bool) -> None:
     from vultrino.plugins.base import CredentialView
     from vultrino.runtime import WasmRuntime
@@ -49,28 +79,7 @@ def run(res: Any, smoke: bool) -> None:
         params = {"message": "x" * 100, "algorithm": "sha256"}
         host_run = host_key.prepare("sign", view)
         guest_run = guest_key.prepare("sign", view)
-        assert host_run(dict(params)).value == guest_run(dict(params)).value  # same answer
-
-        def batch(fn: Any) -> float:
-            # CPU time of this process: on a shared machine, time spent waiting for a core
-            # would otherwise land on whichever side was running
-            t = time.process_time()
-            for _ in range(calls):
-                fn(dict(params))
-            return (time.process_time() - t) / calls
-
-        for _ in range(3):  # warm both
-            batch(host_run)
-            batch(guest_run)
-        host_t, guest_t, ratios = [], [], []
-        for i in range(pairs):
-            if i % 2 == 0:
-                g, h = batch(guest_run), batch(host_run)
-            else:
-                h, g = batch(host_run), batch(guest_run)
-            host_t.append(h)
-            guest_t.append(g)
-            ratios.append(h / g)
+        host_t, guest_t, ratios = measure_pairs(host_run, guest_run, params, pairs, calls)
         host_key.close()
         guest_key.close()
     res.add(

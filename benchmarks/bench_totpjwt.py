@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,26 +53,9 @@ def _pair(
     pairs: int,
     calls: int,
 ) -> None:
-    assert host_run(dict(params)).value == guest_run(dict(params)).value  # same answer
+    from bench_hostkeys import measure_pairs
 
-    def batch(fn: Any) -> float:
-        t = time.process_time()
-        for _ in range(calls):
-            fn(dict(params))
-        return (time.process_time() - t) / calls
-
-    for _ in range(3):  # warm both
-        batch(host_run)
-        batch(guest_run)
-    host_t, guest_t, ratios = [], [], []
-    for i in range(pairs):
-        if i % 2 == 0:
-            g, h = batch(guest_run), batch(host_run)
-        else:
-            h, g = batch(host_run), batch(guest_run)
-        host_t.append(h)
-        guest_t.append(g)
-        ratios.append(h / g)
+    host_t, guest_t, ratios = measure_pairs(host_run, guest_run, params, pairs, calls)
     res.add(
         f"totpjwt: {label}, secret in the host (per call)",
         statistics.median(host_t) * 1e6,
